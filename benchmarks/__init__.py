@@ -1,0 +1,1 @@
+"""immudoc benchmarks: every workload beside its peers, measured in the same run."""

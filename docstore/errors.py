@@ -1,0 +1,75 @@
+"""Every error docstore raises derives from :class:`DocstoreError`."""
+
+from __future__ import annotations
+
+import kvcore
+
+
+class DocstoreError(Exception):
+    """Base class of every docstore error."""
+
+
+class InvalidDocumentError(DocstoreError, ValueError):
+    """A document is not storable JSON (NaN, a non-string key, a set, too large, ...).
+
+    ``path`` is the RFC 6901 pointer of the offending value ("" for the root).
+    """
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(f"{message} (at {path!r})" if path or message else message)
+        self.path = path
+
+
+class InvalidPointerError(DocstoreError, ValueError):
+    """A string is not a valid RFC 6901 JSON pointer."""
+
+
+class QueryError(DocstoreError, ValueError):
+    """A filter, projection, sort or update document is malformed."""
+
+
+class SchemaError(DocstoreError, ValueError):
+    """A document violates its collection's schema, or a schema is itself invalid.
+
+    ``errors`` lists ``(path, reason)`` pairs, one for every failing location.
+    """
+
+    def __init__(self, message: str, errors: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+class NotFoundError(DocstoreError, LookupError):
+    """A collection, document or revision does not exist."""
+
+
+class CollectionNotFoundError(NotFoundError):
+    """The named collection does not exist."""
+
+
+class DocumentNotFoundError(NotFoundError):
+    """No document has that id (or it was deleted)."""
+
+
+class DuplicateIdError(DocstoreError, ValueError):
+    """A document with that ``_id`` already exists."""
+
+
+class DuplicateKeyError(DocstoreError, ValueError):
+    """A write would put two documents under the same key of a unique index."""
+
+
+class CollectionExistsError(DocstoreError, ValueError):
+    """A collection of that name already exists."""
+
+
+class ConflictError(DocstoreError, kvcore.ConflictError):
+    """A concurrent transaction committed a document this transaction read or wrote."""
+
+
+class CorruptDataError(DocstoreError):
+    """Stored data does not decode as a docstore structure (damaged or foreign)."""
+
+
+class VerificationError(DocstoreError, kvcore.VerificationError):
+    """A proof or a verified read failed; the message says which check."""

@@ -1,0 +1,73 @@
+"""kvcore: a durable, append-only key/value ledger with RFC 9162 Merkle proofs.
+
+>>> from kvcore import Ledger, verify_entry
+>>> with Ledger.open("/tmp/ledger") as led:           # doctest: +SKIP
+...     tx = led.set(b"k", b"v")
+...     state = led.state()
+...     verify_entry(led.prove_entry(b"k", tx), b"k", b"v", state)
+"""
+
+from kvcore.audit import AuditReport
+from kvcore.errors import (
+    ClosedError,
+    ConflictError,
+    CorruptionError,
+    FormatError,
+    InvalidInputError,
+    KeyNotFoundError,
+    KvError,
+    LimitError,
+    LockedError,
+    ReadOnlyError,
+    StorageError,
+    TxNotFoundError,
+    VerificationError,
+)
+from kvcore.hashing import HASH_VERSION
+from kvcore.ledger import (
+    MAX_KEY_BYTES,
+    MAX_TX_BYTES,
+    MAX_TX_ENTRIES,
+    MAX_VALUE_BYTES,
+    Ledger,
+    RecoveryWarning,
+)
+from kvcore.models import ConsistencyProof, Entry, EntryProof, State, Tx, TxHeader
+from kvcore.storage import FileStorage, Storage
+from kvcore.transaction import Transaction
+from kvcore.verify import verify_consistency, verify_entry
+
+__all__ = [
+    "AuditReport",
+    "ClosedError",
+    "ConflictError",
+    "ConsistencyProof",
+    "CorruptionError",
+    "Entry",
+    "EntryProof",
+    "FileStorage",
+    "FormatError",
+    "HASH_VERSION",
+    "InvalidInputError",
+    "KeyNotFoundError",
+    "KvError",
+    "Ledger",
+    "LimitError",
+    "LockedError",
+    "MAX_KEY_BYTES",
+    "MAX_TX_BYTES",
+    "MAX_TX_ENTRIES",
+    "MAX_VALUE_BYTES",
+    "ReadOnlyError",
+    "RecoveryWarning",
+    "State",
+    "Storage",
+    "StorageError",
+    "Transaction",
+    "Tx",
+    "TxHeader",
+    "TxNotFoundError",
+    "VerificationError",
+    "verify_consistency",
+    "verify_entry",
+]

@@ -1,0 +1,58 @@
+"""Every error kvcore raises derives from :class:`KvError`."""
+
+from __future__ import annotations
+
+
+class KvError(Exception):
+    """Base class of every kvcore error."""
+
+
+class InvalidInputError(KvError, ValueError):
+    """An argument has the wrong type or value (a str key, a negative limit, ...)."""
+
+
+class LimitError(InvalidInputError):
+    """A key, value or transaction is empty or exceeds a documented size limit."""
+
+
+class KeyNotFoundError(KvError, KeyError):
+    """The key has no entry (at the requested transaction)."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else "key not found"
+
+
+class TxNotFoundError(KvError, LookupError):
+    """No transaction has that id."""
+
+
+class ConflictError(KvError):
+    """A key this transaction read or wrote was committed by another transaction since its snapshot."""
+
+
+class LockedError(KvError):
+    """Another process holds the ledger open for writing."""
+
+
+class ClosedError(KvError):
+    """The ledger has been closed."""
+
+
+class ReadOnlyError(KvError):
+    """The ledger was opened read-only."""
+
+
+class FormatError(KvError):
+    """The directory holds something that is not a ledger of a format this version reads."""
+
+
+class CorruptionError(KvError):
+    """Stored bytes do not match what was committed (found on open or by audit)."""
+
+
+class VerificationError(KvError):
+    """A proof does not verify; the message says which check failed."""
+
+
+class StorageError(KvError, OSError):
+    """The storage failed to persist or read bytes (disk full, I/O error)."""

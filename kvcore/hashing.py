@@ -1,0 +1,63 @@
+"""Byte-exact hashing of entries, transaction headers and tree nodes (format v1).
+
+Everything here is specified in ``docs/hashing.md``; the test vectors there are checked by
+``tests/test_hashing.py``. Change nothing here without bumping :data:`HASH_VERSION`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+HASH_VERSION = 1
+"""Version byte that opens every transaction header."""
+
+HASH_SIZE = 32
+KIND_SET = 0
+KIND_DELETE = 1
+
+_sha256 = hashlib.sha256
+_HEADER = struct.Struct(">BQQI32s")
+_KEYLEN = struct.Struct(">BI")
+
+HEADER_SIZE = _HEADER.size  # 53 bytes
+EMPTY_ROOT = _sha256(b"").digest()
+"""RFC 9162 MTH of the empty list: the root of a ledger with no transactions."""
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """RFC 9162 leaf hash: SHA-256(0x00 || data)."""
+    return _sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """RFC 9162 interior node hash: SHA-256(0x01 || left || right)."""
+    return _sha256(b"\x01" + left + right).digest()
+
+
+def entry_leaf_data(kind: int, key: bytes, value: bytes) -> bytes:
+    """The bytes an entry contributes as a leaf: kind (u8) || len(key) (u32 BE) || key || value."""
+    return _KEYLEN.pack(kind, len(key)) + key + value
+
+
+def entry_leaf_hash(kind: int, key: bytes, value: bytes) -> bytes:
+    """Leaf hash of one entry in its transaction's entries tree."""
+    return _sha256(b"\x00" + _KEYLEN.pack(kind, len(key)) + key + value).digest()
+
+
+def encode_header(tx_id: int, timestamp_ns: int, n_entries: int, entries_root: bytes) -> bytes:
+    """The 53 hashed bytes of a transaction header (version 1)."""
+    return _HEADER.pack(HASH_VERSION, tx_id, timestamp_ns, n_entries, entries_root)
+
+
+def decode_header(data: bytes) -> tuple[int, int, int, bytes]:
+    """Inverse of :func:`encode_header`: (tx_id, timestamp_ns, n_entries, entries_root)."""
+    version, tx_id, ts, n, root = _HEADER.unpack(data[:HEADER_SIZE])
+    if version != HASH_VERSION:
+        raise ValueError(f"unknown transaction header version {version}")
+    return tx_id, ts, n, root
+
+
+def tx_leaf_hash(header: bytes) -> bytes:
+    """Leaf hash of a transaction in the ledger tree: SHA-256(0x00 || header)."""
+    return _sha256(b"\x00" + header).digest()

@@ -1,0 +1,143 @@
+"""The in-memory key index: every key's revisions, in key order.
+
+A revision is located by ``loc = tx_id << 56 | ordinal << 32 | position``: the transaction
+that wrote it, the entry's ordinal in that transaction (its leaf index) and its byte position
+in the transaction's payload. Locations therefore sort by transaction. The index is derived data: it is snapshotted to speed up opening and
+can always be rebuilt from the transaction log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+
+from sortedcontainers import SortedList
+
+_MAGIC = b"IMKIDX01"
+
+
+TX_SHIFT = 56
+MAX_ORDINAL = (1 << 24) - 1
+MAX_POSITION = (1 << 32) - 1
+
+
+def make_loc(tx_id: int, ordinal: int, position: int) -> int:
+    return (tx_id << TX_SHIFT) | (ordinal << 32) | position
+
+
+def tx_of(loc: int) -> int:
+    return loc >> TX_SHIFT
+
+
+def ordinal_of(loc: int) -> int:
+    return (loc >> 32) & MAX_ORDINAL
+
+
+def position_of(loc: int) -> int:
+    return loc & MAX_POSITION
+
+
+def bound_for(at_tx: int) -> int:
+    """Every location written by a transaction <= ``at_tx`` is below this bound."""
+    return (at_tx + 1) << TX_SHIFT
+
+
+class KeyIndex:
+    """key -> locations of its revisions (an int for one revision, a list for several)."""
+
+    __slots__ = ("_map", "_keys")
+
+    def __init__(self) -> None:
+        self._map: dict[bytes, int | list[int]] = {}
+        self._keys: SortedList = SortedList()
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def add(self, key: bytes, loc: int) -> None:
+        cur = self._map.get(key)
+        if cur is None:
+            self._map[key] = loc
+            self._keys.add(key)
+        elif type(cur) is int:
+            self._map[key] = [cur, loc]
+        else:
+            cur.append(loc)
+
+    def add_many(self, items: list[tuple[bytes, int]]) -> None:
+        m = self._map
+        new: list[bytes] = []
+        for key, loc in items:
+            cur = m.get(key)
+            if cur is None:
+                m[key] = loc
+                new.append(key)
+            elif type(cur) is int:
+                m[key] = [cur, loc]
+            else:
+                cur.append(loc)
+        if new:
+            self._keys.update(new)
+
+    def locations(self, key: bytes) -> list[int]:
+        cur = self._map.get(key)
+        if cur is None:
+            return []
+        return [cur] if type(cur) is int else list(cur)
+
+    def latest(self, key: bytes, bound: int | None = None) -> tuple[int, int] | None:
+        """(location, revision) of the newest revision below ``bound``, or None."""
+        cur = self._map.get(key)
+        if cur is None:
+            return None
+        if type(cur) is int:
+            return (cur, 1) if bound is None or cur < bound else None
+        if bound is None or cur[-1] < bound:
+            return cur[-1], len(cur)
+        i = bisect_left(cur, bound)
+        return (cur[i - 1], i) if i else None
+
+    def revision_of(self, key: bytes, loc: int) -> int:
+        cur = self._map.get(key)
+        if type(cur) is int:
+            return 1
+        return bisect_right(cur, loc) if cur else 0
+
+    def keys_from(self, start: bytes, inclusive: bool, limit: int) -> list[bytes]:
+        """Up to ``limit`` keys >= ``start`` (> if not inclusive), in order."""
+        it = self._keys.irange(minimum=start, inclusive=(inclusive, True))
+        out = []
+        for k in it:
+            out.append(k)
+            if len(out) >= limit:
+                break
+        return out
+
+    def iter_keys(self) -> Iterator[bytes]:
+        return iter(self._keys)
+
+    # ------------------------------------------------------------ snapshots
+    def dump(self, tx_count: int) -> bytes:
+        keys = list(self._keys)
+        m = self._map
+        body = marshal.dumps((tx_count, keys, [m[k] for k in keys]), 4)
+        return _MAGIC + hashlib.sha256(body).digest() + body
+
+    @classmethod
+    def load(cls, blob: bytes) -> tuple[KeyIndex, int] | None:
+        """(index, tx_count) from a snapshot, or None if it is damaged or foreign."""
+        if len(blob) < 40 or blob[:8] != _MAGIC:
+            return None
+        body = blob[40:]
+        if hashlib.sha256(body).digest() != blob[8:40]:
+            return None
+        try:
+            tx_count, keys, vals = marshal.loads(body)
+        except (ValueError, EOFError, TypeError):
+            return None
+        idx = cls()
+        idx._map = dict(zip(keys, vals))
+        idx._keys = SortedList(keys)
+        return idx, tx_count

@@ -1,0 +1,605 @@
+"""The ledger: durable, append-only transactions of key/value entries with Merkle proofs."""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+import warnings
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from kvcore import payload as txformat
+from kvcore.audit import AuditReport, run_audit
+from kvcore.errors import (
+    ClosedError,
+    InvalidInputError,
+    KeyNotFoundError,
+    LimitError,
+    ReadOnlyError,
+    TxNotFoundError,
+    VerificationError,
+)
+from kvcore.hashing import HASH_SIZE, HEADER_SIZE, KIND_DELETE, KIND_SET, tx_leaf_hash
+from kvcore.keyindex import (
+    MAX_ORDINAL,
+    KeyIndex,
+    bound_for,
+    make_loc,
+    ordinal_of,
+    position_of,
+    tx_of,
+)
+from kvcore.models import ConsistencyProof, Entry, EntryProof, State, Tx, TxHeader
+from kvcore.storage import FileStorage, Storage
+from kvcore.tree import MerkleTree, level_position, node_count, subtree_hash
+
+MAX_KEY_BYTES = 1024
+MAX_VALUE_BYTES = 32 * 1024 * 1024
+MAX_TX_ENTRIES = 1 << 20
+MAX_TX_BYTES = 256 * 1024 * 1024
+_SNAPSHOT_AFTER_REPLAY = 50_000  # entries replayed at open before a fresh snapshot is saved
+_SCAN_CHUNK = 256
+_READ_AHEAD = 256
+
+
+class RecoveryWarning(UserWarning):
+    """Opening a ledger repaired something (a torn tail, a damaged derived file)."""
+
+
+def check_key(key: Any) -> bytes:
+    if type(key) is not bytes:
+        if not isinstance(key, (bytearray, memoryview)):
+            raise InvalidInputError(f"keys are bytes, got {type(key).__name__}")
+        key = bytes(key)  # then apply the same limits as to bytes
+    if not key:
+        raise LimitError("a key cannot be empty")
+    if len(key) > MAX_KEY_BYTES:
+        raise LimitError(f"key of {len(key)} bytes exceeds the limit of {MAX_KEY_BYTES} bytes")
+    return key
+
+
+def check_value(key: bytes, value: Any) -> bytes:
+    if type(value) is not bytes:
+        if not isinstance(value, (bytearray, memoryview)):
+            raise InvalidInputError(f"values are bytes, got {type(value).__name__} for key {key!r}")
+        value = bytes(value)  # then apply the same limit as to bytes
+    if len(value) > MAX_VALUE_BYTES:
+        raise LimitError(
+            f"value of {len(value)} bytes for key {key[:64]!r} exceeds the limit of "
+            f"{MAX_VALUE_BYTES} bytes"
+        )
+    return value
+
+
+class Ledger:
+    """A verifiable key/value ledger. Open it with :meth:`open`.
+
+    Thread-safe: many threads may read while one commits (commits are serialized).
+    Only one process may hold a ledger directory open for writing.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._write_lock = threading.Lock()
+        self._index_lock = threading.Lock()
+        self._closed = False
+        self.recovery_notes: list[str] = list(storage.recovery_notes)
+        count = storage.tx_count()
+        try:
+            self._tree = self._load_tree(count)
+            self._tx_count = count
+            self._index = self._load_index(count)
+            self._last_ts = self._timestamp_of(count) if count else 0
+        except BaseException:
+            storage.close()  # a failed open must not keep the directory locked
+            raise
+        self._root_cache: tuple[int, bytes] = (count, self._tree.root(count))
+        for note in self.recovery_notes:
+            warnings.warn(note, RecoveryWarning, stacklevel=3)
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, readonly: bool = False, wait: bool | float = False
+    ) -> Ledger:
+        """Open (creating if missing) the ledger in directory ``path``.
+
+        ``readonly`` opens without taking the writer lock (another process may write; call
+        :meth:`refresh` to see its new transactions). ``wait`` makes a writer wait for the
+        lock (``True`` forever, or a number of seconds) instead of raising ``LockedError``.
+        """
+        return cls(FileStorage(path, readonly=readonly, wait=wait))
+
+    # --------------------------------------------------------------- opening
+    def _load_tree(self, count: int) -> MerkleTree:
+        stored = self._storage.tree_nodes()
+        want = node_count(count) * HASH_SIZE
+        have = count
+        if len(stored) < want:
+            have = count
+            while node_count(have) * HASH_SIZE > len(stored):
+                have -= 1
+        tree = MerkleTree(stored[: node_count(have) * HASH_SIZE], have)
+        if have and tree.leaf(have - 1) != tx_leaf_hash(self._storage.read(have, 0, HEADER_SIZE)):
+            self.recovery_notes.append("the tree file did not match the log; rebuilt it")
+            tree, have = MerkleTree(), 0
+        for tx_id in range(have + 1, count + 1):
+            tree.append(tx_leaf_hash(self._storage.read(tx_id, 0, HEADER_SIZE)))
+        if have != count or len(stored) != want:
+            self._storage.replace_tree(tree.nodes())
+        return tree
+
+    def _load_index(self, count: int) -> KeyIndex:
+        index, first = KeyIndex(), 1
+        blob = self._storage.load_index()
+        if blob is not None:
+            loaded = KeyIndex.load(blob)
+            if loaded is not None and loaded[1] <= count:
+                index, first = loaded[0], loaded[1] + 1
+            else:
+                self.recovery_notes.append("the index snapshot was damaged; rebuilt the index")
+        replayed = 0
+        for tx_id, body, _extra in self._storage.scan(first):
+            items = [
+                (key, make_loc(tx_id, i, pos))
+                for i, (pos, _k, key, _v) in enumerate(txformat.iter_entries(body))
+            ]
+            index.add_many(items)
+            replayed += len(items)
+        if replayed >= _SNAPSHOT_AFTER_REPLAY and not self._storage.readonly:
+            self._storage.save_index(index.dump(count))
+        return index
+
+    def _timestamp_of(self, tx_id: int) -> int:
+        return txformat.header_of(self._storage.read(tx_id, 0, HEADER_SIZE))[1][1]
+
+    # ----------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Save an index snapshot (so the next open is fast) and release the directory."""
+        if self._closed:
+            return
+        with self._write_lock:
+            self._closed = True
+            if not self._storage.readonly:
+                with self._index_lock:
+                    blob = self._index.dump(self._tx_count)
+                self._storage.save_index(blob)
+            self._storage.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def readonly(self) -> bool:
+        return self._storage.readonly
+
+    @property
+    def tx_id(self) -> int:
+        """Id of the newest committed transaction (0 for an empty ledger)."""
+        return self._tx_count
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the ledger is closed")
+
+    def refresh(self) -> int:
+        """Read-only ledgers: take in transactions the writer process committed since."""
+        self._check_open()
+        with self._write_lock:
+            old = self._tx_count
+            new = self._storage.refresh()
+            for tx_id, body, _extra in self._storage.scan(old + 1):
+                header_raw, _ = txformat.header_of(body)
+                self._tree.append(tx_leaf_hash(header_raw))
+                items = [
+                    (key, make_loc(tx_id, i, pos))
+                    for i, (pos, _k, key, _v) in enumerate(txformat.iter_entries(body))
+                ]
+                with self._index_lock:
+                    self._index.add_many(items)
+                    self._tx_count = tx_id
+            self._tx_count = new
+            return new
+
+    def checkpoint(self) -> None:
+        """Save a snapshot of the key index now (it is also saved on close)."""
+        self._check_open()
+        with self._write_lock, self._index_lock:
+            blob = self._index.dump(self._tx_count)
+        self._storage.save_index(blob)
+
+    # --------------------------------------------------------------- writes
+    def set(self, key: bytes, value: bytes) -> int:
+        """Commit one entry; returns its transaction id once it is on disk."""
+        key = check_key(key)
+        return self.commit([(key, check_value(key, value))])
+
+    def set_all(self, items: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]]) -> int:
+        """Commit several entries as one atomic transaction; returns its id."""
+        pairs = items.items() if isinstance(items, Mapping) else items
+        writes: dict[bytes, bytes] = {}
+        for key, value in pairs:
+            key = check_key(key)
+            writes[key] = check_value(key, value)
+        return self.commit(list(writes.items()))
+
+    def delete(self, key: bytes) -> int:
+        """Commit a tombstone for ``key`` (its history stays); KeyNotFoundError if absent."""
+        key = check_key(key)
+
+        def must_exist(_snapshot: int) -> None:
+            found = self._index.latest(key)
+            if found is None or self._read_entry(found[0], key)[0] == KIND_DELETE:
+                raise KeyNotFoundError(f"key {key!r} does not exist (or is already deleted)")
+
+        return self.commit([(key, None)], check=must_exist)
+
+    def transaction(self) -> Transaction:
+        """An optimistic transaction over a snapshot; see :class:`kvcore.Transaction`."""
+        from kvcore.transaction import Transaction
+
+        self._check_open()
+        return Transaction(self)
+
+    def commit(
+        self,
+        writes: list[tuple[bytes, bytes | None]],
+        *,
+        check: Callable[[int], None] | None = None,
+    ) -> int:
+        """Commit validated ``(key, value-or-None-for-delete)`` pairs atomically.
+
+        ``check(last_tx_id)`` runs under the commit lock first; an exception from it aborts
+        the commit with nothing written (transactions use it to detect conflicts).
+        """
+        self._check_open()
+        if self._storage.readonly:
+            raise ReadOnlyError("the ledger is open read-only")
+        if not writes:
+            raise LimitError("a transaction needs at least one entry")
+        if len(writes) > MAX_TX_ENTRIES:
+            raise LimitError(f"{len(writes)} entries exceed the limit of {MAX_TX_ENTRIES} per transaction")
+        entries = [
+            (KIND_SET, k, v) if v is not None else (KIND_DELETE, k, b"") for k, v in writes
+        ]
+        with self._write_lock:
+            self._check_open()
+            if check is not None:
+                check(self._tx_count)
+            tx_id = self._tx_count + 1
+            ts = max(time.time_ns(), self._last_ts)
+            body, extra, header, positions = txformat.encode(tx_id, ts, entries)
+            if len(body) > MAX_TX_BYTES:
+                raise LimitError(
+                    f"transaction of {len(body)} bytes exceeds the limit of {MAX_TX_BYTES} bytes"
+                )
+            added = self._tree.append(tx_leaf_hash(header))
+            try:
+                self._storage.append(body, extra, added)
+            except BaseException:
+                self._tree.truncate(tx_id - 1)
+                raise
+            base = tx_id << 56
+            items = [
+                (e[1], base | (i << 32) | positions[i]) for i, e in enumerate(entries)
+            ]
+            with self._index_lock:
+                self._index.add_many(items)
+                self._tx_count = tx_id
+            self._last_ts = ts
+            return tx_id
+
+    # ---------------------------------------------------------------- reads
+    def _bound(self, at_tx: int | None) -> int:
+        if at_tx is None:
+            return bound_for(self._tx_count)
+        if type(at_tx) is not int or not 0 <= at_tx <= self._tx_count:
+            raise TxNotFoundError(
+                f"transaction {at_tx!r} does not exist (the ledger is at {self._tx_count})"
+            )
+        return bound_for(at_tx)
+
+    def _read_entry(self, loc: int, key: bytes) -> tuple[int, bytes]:
+        """(kind, value) of the entry at ``loc``, which must be for ``key``."""
+        tx_id, pos = tx_of(loc), position_of(loc)
+        head = txformat.ENTRY_HEAD_SIZE + len(key)
+        buf = self._storage.read(tx_id, pos, head + _READ_AHEAD)
+        if len(buf) < head:
+            raise _corrupt(tx_id, key)
+        kind, klen, vlen = txformat.ENTRY_HEAD.unpack_from(buf)
+        if klen != len(key) or buf[txformat.ENTRY_HEAD_SIZE : head] != key or kind > 1:
+            raise _corrupt(tx_id, key)
+        if head + vlen > len(buf):
+            buf = self._storage.read(tx_id, pos, head + vlen)
+            if len(buf) < head + vlen:
+                raise _corrupt(tx_id, key)
+        return kind, buf[head : head + vlen]
+
+    def get(self, key: bytes, at_tx: int | None = None) -> Entry:
+        """The newest revision of ``key`` (as of transaction ``at_tx``).
+
+        Raises KeyNotFoundError if the key never existed then, or its newest revision is a
+        tombstone.
+        """
+        self._check_open()
+        key = check_key(key)
+        found = self._index.latest(key, self._bound(at_tx))
+        if found is not None:
+            loc, revision = found
+            kind, value = self._read_entry(loc, key)
+            if kind != KIND_DELETE:
+                return Entry(key, value, tx_of(loc), revision, False, ordinal_of(loc))
+            raise KeyNotFoundError(f"key {key!r} was deleted in transaction {tx_of(loc)}")
+        where = "" if at_tx is None else f" as of transaction {at_tx}"
+        raise KeyNotFoundError(f"key {key!r} not found{where}")
+
+    def history(self, key: bytes, offset: int = 0, limit: int | None = None) -> list[Entry]:
+        """Every revision of ``key``, oldest first (tombstones included), paged."""
+        self._check_open()
+        key = check_key(key)
+        if offset < 0 or (limit is not None and limit < 0):
+            raise InvalidInputError("offset and limit must not be negative")
+        bound = bound_for(self._tx_count)
+        locs = [loc for loc in self._index.locations(key) if loc < bound]
+        stop = len(locs) if limit is None else min(len(locs), offset + limit)
+        out = []
+        for i in range(offset, stop):
+            kind, value = self._read_entry(locs[i], key)
+            loc = locs[i]
+            out.append(Entry(key, value, tx_of(loc), i + 1, kind == KIND_DELETE, ordinal_of(loc)))
+        return out
+
+    def scan(
+        self,
+        prefix: bytes = b"",
+        at_tx: int | None = None,
+        *,
+        start_after: bytes | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Entry]:
+        """Live keys starting with ``prefix`` (as of ``at_tx``), in key order, newest revisions.
+
+        The snapshot is fixed when the iterator is created; ``start_after`` resumes a page.
+        """
+        self._check_open()
+        if not isinstance(prefix, bytes):
+            raise InvalidInputError(f"prefix must be bytes, got {type(prefix).__name__}")
+        if start_after is not None and not isinstance(start_after, bytes):
+            raise InvalidInputError(f"start_after must be bytes, got {type(start_after).__name__}")
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise InvalidInputError(f"limit must be a non-negative integer, got {limit!r}")
+        return self._scan(prefix, self._bound(at_tx), start_after, limit)
+
+    def _scan(
+        self, prefix: bytes, bound: int, start_after: bytes | None, limit: int | None
+    ) -> Iterator[Entry]:
+        cur, inclusive = prefix, True
+        if start_after is not None and start_after >= prefix:
+            cur, inclusive = start_after, False
+        left = -1 if limit is None else limit
+        index = self._index
+        while left:
+            with self._index_lock:
+                keys = index.keys_from(cur, inclusive, _SCAN_CHUNK)
+            for key in keys:
+                if not key.startswith(prefix):
+                    return
+                found = index.latest(key, bound)
+                if found is None:
+                    continue
+                kind, value = self._read_entry(found[0], key)
+                if kind == KIND_DELETE:
+                    continue
+                yield Entry(key, value, tx_of(found[0]), found[1], False, ordinal_of(found[0]))
+                left -= 1
+                if not left:
+                    return
+            if len(keys) < _SCAN_CHUNK:
+                return
+            cur, inclusive = keys[-1], False
+
+    def _keys_with_prefix(self, prefix: bytes) -> Iterator[bytes]:
+        """Every key ever written under ``prefix`` (live or not), for conflict checks."""
+        cur, inclusive = prefix, True
+        while True:
+            with self._index_lock:
+                keys = self._index.keys_from(cur, inclusive, _SCAN_CHUNK)
+            for key in keys:
+                if not key.startswith(prefix):
+                    return
+                yield key
+            if len(keys) < _SCAN_CHUNK:
+                return
+            cur, inclusive = keys[-1], False
+
+    def tx(self, tx_id: int) -> Tx:
+        """A committed transaction: header and entries (with their revisions)."""
+        self._check_open()
+        self._check_tx(tx_id)
+        body = self._storage.read_tx(tx_id)
+        _, (tid, ts, n, root) = txformat.header_of(body)
+        entries = []
+        for i, (pos, kind, key, value) in enumerate(txformat.iter_entries(body)):
+            rev = self._index.revision_of(key, make_loc(tx_id, i, pos))
+            entries.append(Entry(key, value, tx_id, rev, kind == KIND_DELETE, i))
+        return Tx(TxHeader(tid, ts, n, root), tuple(entries))
+
+    def entries(self, tx_id: int, start: int = 0, count: int | None = None) -> list[Entry]:
+        """Entries ``start .. start+count-1`` of transaction ``tx_id``, in commit order.
+
+        One read of the stored bytes; cheaper than :meth:`tx` for a run of a large
+        transaction (a writer that commits related keys together reads them back this way).
+        """
+        self._check_open()
+        self._check_tx(tx_id)
+        n = self.header(tx_id).n_entries
+        if count is None:
+            count = n - start
+        if type(start) is not int or type(count) is not int or start < 0 or count < 0 or start + count > n:
+            raise InvalidInputError(
+                f"entries {start}..{start + count - 1} are outside transaction {tx_id} "
+                f"({n} entries)"
+            )
+        if count == 0:
+            return []
+        table = self._storage.read_extra(tx_id, 4 * start, 4 * (count + 1))
+        positions = struct.unpack(f">{count + 1}I", table)
+        first = positions[0]
+        raw = self._storage.read(tx_id, first, positions[-1] - first)
+        unpack = txformat.ENTRY_HEAD.unpack_from
+        head = txformat.ENTRY_HEAD_SIZE
+        out = []
+        index = self._index
+        for i in range(count):
+            p = positions[i] - first
+            kind, klen, vlen = unpack(raw, p)
+            k0 = p + head
+            key = raw[k0 : k0 + klen]
+            loc = make_loc(tx_id, start + i, positions[i])
+            out.append(
+                Entry(
+                    key,
+                    raw[k0 + klen : k0 + klen + vlen],
+                    tx_id,
+                    index.revision_of(key, loc),
+                    kind == KIND_DELETE,
+                    start + i,
+                )
+            )
+        return out
+
+    def _check_tx(self, tx_id: Any) -> None:
+        if type(tx_id) is not int or not 1 <= tx_id <= self._tx_count:
+            raise TxNotFoundError(
+                f"transaction {tx_id!r} does not exist (the ledger is at {self._tx_count})"
+            )
+
+    def header(self, tx_id: int) -> TxHeader:
+        self._check_open()
+        self._check_tx(tx_id)
+        _, (tid, ts, n, root) = txformat.header_of(self._storage.read(tx_id, 0, HEADER_SIZE))
+        return TxHeader(tid, ts, n, root)
+
+    # --------------------------------------------------------------- proofs
+    def state(self, at_tx: int | None = None) -> State:
+        """The ledger's state (its root) after transaction ``at_tx`` (default: the newest)."""
+        self._check_open()
+        n = self._tx_count if at_tx is None else at_tx
+        if type(n) is not int or not 0 <= n <= self._tx_count:
+            raise TxNotFoundError(f"transaction {at_tx!r} does not exist")
+        cached = self._root_cache
+        if cached[0] == n:
+            return State(n, cached[1])
+        root = self._tree.root(n)
+        if at_tx is None:
+            self._root_cache = (n, root)
+        return State(n, root)
+
+    def _resolve_state(self, state: State | None, at_least: int) -> State:
+        if state is None:
+            return self.state()
+        if not isinstance(state, State):
+            raise InvalidInputError(f"state must be a State, got {type(state).__name__}")
+        if not at_least <= state.tx_id <= self._tx_count:
+            raise TxNotFoundError(
+                f"state {state.tx_id} cannot prove transaction {at_least} "
+                f"(the ledger is at {self._tx_count})"
+            )
+        if self._tree.root(state.tx_id) != state.root:
+            raise VerificationError(
+                f"the given state's root is not this ledger's root at transaction {state.tx_id}"
+            )
+        return state
+
+    def prove_entry(
+        self, key: bytes, tx_id: int | None = None, state: State | None = None
+    ) -> EntryProof:
+        """Prove the entry ``key`` got in transaction ``tx_id`` (default: its newest).
+
+        The proof is relative to ``state`` (default: the current state).
+        """
+        self._check_open()
+        key = check_key(key)
+        locs = self._index.locations(key)
+        bound = bound_for(self._tx_count)
+        locs = [loc for loc in locs if loc < bound]
+        if tx_id is None:
+            if not locs:
+                raise KeyNotFoundError(f"key {key!r} not found")
+            loc = locs[-1]
+        else:
+            self._check_tx(tx_id)
+            i = bisect_left(locs, tx_id << 56)
+            if i == len(locs) or tx_of(locs[i]) != tx_id:
+                raise KeyNotFoundError(f"key {key!r} has no entry in transaction {tx_id}")
+            loc = locs[i]
+        return self._prove_loc(key, loc, state)
+
+    def _prove_loc(self, key: bytes, loc: int, state: State | None) -> EntryProof:
+        tx_id, ordinal = tx_of(loc), ordinal_of(loc)
+        state = self._resolve_state(state, tx_id)
+        header = self.header(tx_id)
+        kind, _ = self._read_entry(loc, key)
+        read_extra = self._storage.read_extra
+        n = header.n_entries
+        base = 4 * (n + 1)
+
+        def node(level: int, index: int) -> bytes:
+            return read_extra(tx_id, base + level_position(n, level, index) * HASH_SIZE, HASH_SIZE)
+
+        entry_path = _inclusion(ordinal, n, node)
+        tx_path = self._tree.inclusion_path(tx_id - 1, state.tx_id)
+        return EntryProof(header, ordinal, kind == KIND_DELETE, entry_path, tx_path, state.tx_id)
+
+    def prove_consistency(self, old_tx_id: int, new_tx_id: int | None = None) -> ConsistencyProof:
+        """Prove the ledger at ``new_tx_id`` (default: now) extends the ledger at ``old_tx_id``."""
+        self._check_open()
+        new = self._tx_count if new_tx_id is None else new_tx_id
+        for t in (old_tx_id, new):
+            if type(t) is not int or not 0 <= t <= self._tx_count:
+                raise TxNotFoundError(f"transaction {t!r} does not exist")
+        if old_tx_id > new:
+            raise InvalidInputError(f"old state {old_tx_id} is newer than {new}")
+        return ConsistencyProof(old_tx_id, new, self._tree.consistency_path(old_tx_id, new))
+
+    def audit(
+        self,
+        trusted_state: State | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> AuditReport:
+        """Recompute every hash from what is on disk; report the first mismatch."""
+        self._check_open()
+        with self._write_lock:
+            with self._index_lock:
+                expected_index = self._index.dump(self._tx_count)
+            return run_audit(
+                self._storage, self._tx_count, expected_index, trusted_state, progress
+            )
+
+
+def _inclusion(index: int, size: int, read: Callable[[int], bytes]) -> list[bytes]:
+    from kvcore import merkle
+
+    return merkle.inclusion_path(index, size, lambda a, b: subtree_hash(read, a, b))
+
+
+def _corrupt(tx_id: int, key: bytes) -> Exception:
+    from kvcore.errors import CorruptionError
+
+    return CorruptionError(
+        f"stored entry for key {key[:64]!r} in transaction {tx_id} is damaged; run an audit"
+    )
+
+
+from kvcore.transaction import Transaction  # noqa: E402  (re-exported for typing)
+
+assert MAX_ORDINAL >= MAX_TX_ENTRIES

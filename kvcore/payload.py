@@ -1,0 +1,97 @@
+"""The byte layout of a transaction (format v1, see docs/storage.md).
+
+``payload = header (53 bytes, see hashing) || entry*`` where
+``entry = kind (u8) || key_len (u32 BE) || value_len (u32 BE) || key || value``.
+
+``extra`` (derived, stored beside the payload) ``= position (u32 BE) per entry, then one more
+for the payload's end || entries-tree nodes in level order`` (see :func:`kvcore.tree.build_levels`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator, Sequence
+
+from kvcore.hashing import HEADER_SIZE, decode_header, encode_header, tx_leaf_hash
+from kvcore.tree import build_levels
+
+ENTRY_HEAD = struct.Struct(">BII")
+ENTRY_HEAD_SIZE = ENTRY_HEAD.size
+_LEAF_HEAD = struct.Struct(">BI")
+
+
+def encode(
+    tx_id: int, timestamp_ns: int, entries: Sequence[tuple[int, bytes, bytes]]
+) -> tuple[bytes, bytes, bytes, list[int]]:
+    """(payload, entries-tree nodes, header bytes, byte position of each entry)."""
+    sha = hashlib.sha256
+    pack_entry = ENTRY_HEAD.pack
+    pack_leaf = _LEAF_HEAD.pack
+    parts: list[bytes] = []
+    leaves: list[bytes] = []
+    positions: list[int] = []
+    pos = HEADER_SIZE
+    for kind, key, value in entries:
+        klen, vlen = len(key), len(value)
+        parts.append(pack_entry(kind, klen, vlen))
+        parts.append(key)
+        parts.append(value)
+        leaves.append(sha(b"\x00" + pack_leaf(kind, klen) + key + value).digest())
+        positions.append(pos)
+        pos += ENTRY_HEAD_SIZE + klen + vlen
+    nodes, root = build_levels(leaves)
+    header = encode_header(tx_id, timestamp_ns, len(leaves), root)
+    positions.append(pos)
+    table = struct.pack(f">{len(positions)}I", *positions)
+    positions.pop()
+    return header + b"".join(parts), table + nodes, header, positions
+
+
+def extra_for(payload: bytes) -> bytes:
+    """Recompute a payload's ``extra`` (audit and repair)."""
+    sha = hashlib.sha256
+    pack_leaf = _LEAF_HEAD.pack
+    positions, leaves = [], []
+    for pos, kind, key, value in iter_entries(payload):
+        positions.append(pos)
+        leaves.append(sha(b"\x00" + pack_leaf(kind, len(key)) + key + value).digest())
+    positions.append(len(payload))
+    nodes, _root = build_levels(leaves)
+    return struct.pack(f">{len(positions)}I", *positions) + nodes
+
+
+def entries_root(payload: bytes) -> bytes:
+    """Recompute the entries root of a payload from its entries."""
+    leaves = [
+        hashlib.sha256(b"\x00" + _LEAF_HEAD.pack(kind, len(key)) + key + value).digest()
+        for _pos, kind, key, value in iter_entries(payload)
+    ]
+    return build_levels(leaves)[1]
+
+
+def iter_entries(payload: bytes) -> Iterator[tuple[int, int, bytes, bytes]]:
+    """(position, kind, key, value) for each entry; ValueError if the layout is broken."""
+    pos, end = HEADER_SIZE, len(payload)
+    unpack = ENTRY_HEAD.unpack_from
+    while pos < end:
+        if pos + ENTRY_HEAD_SIZE > end:
+            raise ValueError(f"entry at byte {pos} is cut short")
+        kind, klen, vlen = unpack(payload, pos)
+        kstart = pos + ENTRY_HEAD_SIZE
+        vstart = kstart + klen
+        nxt = vstart + vlen
+        if nxt > end or kind > 1:
+            raise ValueError(f"entry at byte {pos} is malformed")
+        yield pos, kind, payload[kstart:vstart], payload[vstart:nxt]
+        pos = nxt
+
+
+def header_of(payload: bytes) -> tuple[bytes, tuple[int, int, int, bytes]]:
+    if len(payload) < HEADER_SIZE:
+        raise ValueError("payload is shorter than a header")
+    raw = payload[:HEADER_SIZE]
+    return raw, decode_header(raw)
+
+
+__all__ = ["encode", "extra_for", "entries_root", "iter_entries", "header_of", "tx_leaf_hash", "ENTRY_HEAD", "ENTRY_HEAD_SIZE"]

@@ -1,0 +1,78 @@
+"""The storage interface: a durable, append-only sequence of transaction payloads.
+
+A backend stores opaque payloads (transaction ``i`` is the ``i``-th appended, from 1), the
+ledger tree's node hashes, and a snapshot of the key index. It knows nothing of hashing or
+keys; everything it keeps besides the payloads is derived data the ledger can rebuild.
+A backend on a server database implements these methods and nothing else changes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+
+class Storage(ABC):
+    """Append-only transaction payloads plus derived data (tree nodes, index snapshot)."""
+
+    readonly: bool
+    recovery_notes: list[str]
+    """What opening had to repair (a torn tail discarded, derived files rebuilt)."""
+
+    @abstractmethod
+    def tx_count(self) -> int:
+        """How many transactions are durably stored."""
+
+    @abstractmethod
+    def append(self, payload: bytes, extra: bytes, tree_nodes: bytes) -> None:
+        """Durably store transaction ``tx_count() + 1`` before returning.
+
+        ``extra`` is derived data kept with the transaction and returned by
+        :meth:`read_extra` (the ledger stores its entries-tree nodes there). ``tree_nodes``
+        are the node hashes it adds to the ledger tree; storing them may be lazy (they are
+        derived). On failure nothing of the transaction remains visible.
+        """
+
+    @abstractmethod
+    def read_tx(self, tx_id: int) -> bytes:
+        """The whole payload of transaction ``tx_id`` (1-based)."""
+
+    @abstractmethod
+    def read(self, tx_id: int, start: int, length: int) -> bytes:
+        """Up to ``length`` bytes of a payload from ``start`` (fewer at its end)."""
+
+    @abstractmethod
+    def read_extra(self, tx_id: int, start: int, length: int) -> bytes:
+        """``length`` bytes of a transaction's ``extra`` from ``start``."""
+
+    @abstractmethod
+    def scan(self, first_tx: int = 1) -> Iterator[tuple[int, bytes, bytes]]:
+        """Re-read transactions from the medium itself, checking their framing.
+
+        Yields ``(tx_id, payload, extra)`` in order; raises ``CorruptionError`` naming the
+        transaction whose stored bytes are damaged. Used by audit and recovery.
+        """
+
+    @abstractmethod
+    def tree_nodes(self) -> bytes:
+        """The stored tree node hashes, as persisted (possibly fewer than expected)."""
+
+    @abstractmethod
+    def replace_tree(self, nodes: bytes) -> None:
+        """Replace the stored tree nodes (repair after a crash, never new content)."""
+
+    @abstractmethod
+    def load_index(self) -> bytes | None:
+        """The last saved index snapshot, or None."""
+
+    @abstractmethod
+    def save_index(self, blob: bytes) -> None:
+        """Atomically replace the index snapshot."""
+
+    @abstractmethod
+    def refresh(self) -> int:
+        """Pick up transactions another process appended; return the new count."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release files and locks."""

@@ -1,0 +1,425 @@
+"""The default backend: a directory of append-only files.
+
+Layout (format version 1, see docs/storage.md):
+
+- ``FORMAT``: JSON naming the format and its version.
+- ``LOCK``: held with ``flock`` by the one writer process; holds its pid.
+- ``txlog``: records ``payload_len (u32 BE) | extra_len (u32 BE) | crc32 (u32 BE) | payload |
+  extra``, appended and fsynced; the CRC covers payload and extra. ``extra`` is derived data
+  the ledger keeps with each transaction (its entries-tree nodes).
+- ``txindex``: per record ``offset (u64 BE) | payload_len (u32 BE) | extra_len (u32 BE)``;
+  derived, rebuilt from ``txlog``.
+- ``tree``: 32-byte ledger-tree nodes in post-order; derived.
+- ``index.snap``: a checksummed snapshot of the key index; derived.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+
+from kvcore.errors import CorruptionError, FormatError, LockedError, ReadOnlyError, StorageError
+from kvcore.storage.base import Storage
+
+FORMAT_NAME = "immudoc-kvcore"
+FORMAT_VERSION = 1
+
+_FRAME = struct.Struct(">III")
+FRAME_SIZE = _FRAME.size
+_IDX = struct.Struct(">QII")
+IDX_SIZE = _IDX.size
+_TORN_SCAN_LIMIT = 4 * 1024 * 1024
+
+
+class FileStorage(Storage):
+    """A ledger directory on a local filesystem."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, readonly: bool = False, wait: bool | float = False
+    ) -> None:
+        self.path = os.fspath(path)
+        self.readonly = readonly
+        self.recovery_notes = []
+        self._fds: dict[str, int] = {}
+        self._lock_fd: int | None = None
+        # per transaction (0-based): record offset, payload length, extra length
+        self._off: list[int] = []
+        self._plen: list[int] = []
+        self._elen: list[int] = []
+        try:
+            self._open_dir(wait)
+        except BaseException:
+            self.close()
+            raise
+
+    # ----------------------------------------------------------------- opening
+    def _open_dir(self, wait: bool | float) -> None:
+        fmt_path = os.path.join(self.path, "FORMAT")
+        if not os.path.isdir(self.path):
+            if self.readonly:
+                raise FormatError(f"no ledger at {self.path!r} (opened read-only)")
+            try:
+                os.makedirs(self.path, exist_ok=True)
+            except OSError as e:
+                raise StorageError(f"cannot create ledger directory {self.path!r}: {e}") from e
+        if not os.path.exists(fmt_path):
+            foreign = sorted(set(os.listdir(self.path)) - {"LOCK"})
+            if foreign:
+                raise FormatError(
+                    f"{self.path!r} is not an immudoc ledger (no FORMAT file; it holds "
+                    f"{', '.join(foreign[:5])})"
+                )
+            if self.readonly:
+                raise FormatError(f"no ledger at {self.path!r} (opened read-only)")
+            self._lock(wait)
+            self._create()
+        else:
+            self._check_format(fmt_path)
+            if not self.readonly:
+                self._lock(wait)
+        if not os.path.exists(os.path.join(self.path, "txlog")):
+            raise FormatError(f"ledger {self.path!r} is missing its transaction log 'txlog'")
+        flags = os.O_RDONLY if self.readonly else os.O_RDWR | os.O_CREAT
+        for name in ("txlog", "txindex", "tree"):
+            p = os.path.join(self.path, name)
+            if self.readonly and not os.path.exists(p):
+                continue
+            try:
+                self._fds[name] = os.open(p, flags, 0o644)
+            except OSError as e:
+                raise StorageError(f"cannot open {p!r}: {e}") from e
+        self._recover()
+
+    def _create(self) -> None:
+        try:
+            for name in ("txlog", "txindex", "tree"):
+                fd = os.open(os.path.join(self.path, name), os.O_RDWR | os.O_CREAT, 0o644)
+                os.fsync(fd)
+                os.close(fd)
+            tmp = os.path.join(self.path, "FORMAT.tmp")
+            with open(tmp, "w") as f:
+                json.dump({"format": FORMAT_NAME, "version": FORMAT_VERSION}, f)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, os.path.join(self.path, "FORMAT"))
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise StorageError(f"cannot create a ledger in {self.path!r}: {e}") from e
+
+    def _check_format(self, fmt_path: str) -> None:
+        try:
+            with open(fmt_path, "rb") as f:
+                meta = json.loads(f.read(4096))
+        except (OSError, ValueError) as e:
+            raise FormatError(f"{fmt_path!r} is unreadable or not a ledger FORMAT file: {e}") from e
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+            raise FormatError(f"{self.path!r} is not an immudoc ledger ({fmt_path!r} says otherwise)")
+        version = meta.get("version")
+        if type(version) is not int or version < 1 or version > FORMAT_VERSION:
+            raise FormatError(
+                f"ledger {self.path!r} has format version {version!r}; this immudoc reads "
+                f"version {FORMAT_VERSION} (upgrade immudoc to open it)"
+            )
+
+    def _lock(self, wait: bool | float) -> None:
+        p = os.path.join(self.path, "LOCK")
+        try:
+            fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+                raise ReadOnlyError(
+                    f"cannot open {self.path!r} for writing ({e.strerror}); open it read-only"
+                ) from e
+            raise StorageError(f"cannot open {p!r}: {e}") from e
+        deadline = None if wait is True else time.monotonic() + float(wait or 0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    try:
+                        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                    except OSError:
+                        holder = ""
+                    os.close(fd)
+                    raise LockedError(
+                        f"ledger {self.path!r} is open for writing by another process "
+                        f"(pid {holder or '?'}); open it read-only, or wait for it"
+                    ) from None
+                time.sleep(0.02)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError:
+            pass
+        self._lock_fd = fd
+
+    # ---------------------------------------------------------------- recovery
+    def _size(self, name: str) -> int:
+        fd = self._fds.get(name)
+        return os.fstat(fd).st_size if fd is not None else 0
+
+    def _read_file(self, name: str) -> bytes:
+        fd = self._fds.get(name)
+        size = os.fstat(fd).st_size if fd is not None else 0
+        return os.pread(fd, size, 0) if size else b""
+
+    def _record_at(self, off: int, log_size: int) -> tuple[int, int] | None:
+        """(payload_len, extra_len) of a complete, checksum-valid record at ``off``, else None."""
+        if off + FRAME_SIZE > log_size:
+            return None
+        fd = self._fds["txlog"]
+        plen, elen, crc = _FRAME.unpack(os.pread(fd, FRAME_SIZE, off))
+        if off + FRAME_SIZE + plen + elen > log_size:
+            return None
+        if zlib.crc32(os.pread(fd, plen + elen, off + FRAME_SIZE)) != crc:
+            return None
+        return plen, elen
+
+    def _recover(self) -> None:
+        log_size = self._size("txlog")
+        raw = self._read_file("txindex")
+        rows = [_IDX.unpack_from(raw, i) for i in range(0, len(raw) - len(raw) % IDX_SIZE, IDX_SIZE)]
+        ok = True
+        expect = 0
+        for off, plen, elen in rows:  # cheap structural check of the derived offsets
+            if off != expect:
+                ok = False
+                break
+            expect = off + FRAME_SIZE + plen + elen
+        if ok and rows:
+            off, plen, elen = rows[-1]
+            ok = expect <= log_size and self._record_at(off, log_size) == (plen, elen)
+        if not ok:
+            self.recovery_notes.append("txindex was damaged; rebuilt it from txlog")
+            rows, expect = [], 0
+        self._off = [r[0] for r in rows]
+        self._plen = [r[1] for r in rows]
+        self._elen = [r[2] for r in rows]
+        end = expect
+        while (rec := self._record_at(end, log_size)) is not None:
+            self._off.append(end)
+            self._plen.append(rec[0])
+            self._elen.append(rec[1])
+            end += FRAME_SIZE + rec[0] + rec[1]
+        if end < log_size:
+            if self._later_record_exists(end, log_size):
+                raise CorruptionError(
+                    f"transaction {len(self._off) + 1} in {self.path!r} is damaged and later "
+                    "transactions follow it; run an audit and restore from a backup"
+                )
+            self.recovery_notes.append(
+                f"discarded a torn tail of {log_size - end} bytes after transaction "
+                f"{len(self._off)} (an interrupted commit that was never acknowledged)"
+            )
+            if not self.readonly:
+                try:
+                    os.ftruncate(self._fds["txlog"], end)
+                    os.fsync(self._fds["txlog"])
+                except OSError as e:
+                    raise StorageError(f"cannot discard the torn tail: {e}") from e
+        self._log_end = end
+        self._idx_persisted = 0
+        if not self.readonly:
+            want = self._index_bytes(0)
+            if raw[: len(want)] != want or len(raw) != len(want):
+                try:
+                    os.ftruncate(self._fds["txindex"], 0)
+                except OSError:
+                    pass
+            else:
+                self._idx_persisted = len(self._off)
+        self._tree_persisted = self._size("tree") // 32 * 32
+        self._pending_tree = bytearray()
+        if not self.readonly:
+            self._persist_derived()
+
+    def _later_record_exists(self, start: int, log_size: int) -> bool:
+        """Whether a checksum-valid record begins after ``start`` (a bounded in-memory scan)."""
+        tail = os.pread(self._fds["txlog"], min(log_size - start, _TORN_SCAN_LIMIT), start)
+        unpack = _FRAME.unpack_from
+        for p in range(1, len(tail) - FRAME_SIZE + 1):
+            plen, elen, crc = unpack(tail, p)
+            body = p + FRAME_SIZE
+            if plen >= 53 and body + plen + elen <= len(tail):
+                if zlib.crc32(tail[body : body + plen + elen]) == crc:
+                    return True
+        return False
+
+    def _index_bytes(self, first: int) -> bytes:
+        pack = _IDX.pack
+        return b"".join(
+            pack(self._off[i], self._plen[i], self._elen[i]) for i in range(first, len(self._off))
+        )
+
+    # ------------------------------------------------------------------ access
+    def tx_count(self) -> int:
+        return len(self._off)
+
+    def append(self, payload: bytes, extra: bytes, tree_nodes: bytes) -> None:
+        if self.readonly:
+            raise ReadOnlyError("ledger is open read-only")
+        fd = self._fds["txlog"]
+        start = self._log_end
+        crc = zlib.crc32(extra, zlib.crc32(payload))
+        try:
+            off = start
+            for part in (_FRAME.pack(len(payload), len(extra), crc), payload, extra):
+                view = memoryview(part)
+                while view:
+                    n = os.pwrite(fd, view, off)
+                    view = view[n:]
+                    off += n
+            os.fdatasync(fd)
+        except OSError as e:
+            try:  # leave nothing half-written behind
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            raise StorageError(
+                f"commit failed and was rolled back: {e.strerror or e}"
+            ) from e
+        self._off.append(start)
+        self._plen.append(len(payload))
+        self._elen.append(len(extra))
+        self._log_end = off
+        self._pending_tree += tree_nodes
+        self._persist_derived()
+
+    def _persist_derived(self) -> None:
+        """Write derived data lazily; a failure here is repaired on the next call or open."""
+        try:
+            if self._idx_persisted < len(self._off):
+                data = self._index_bytes(self._idx_persisted)
+                os.pwrite(self._fds["txindex"], data, self._idx_persisted * IDX_SIZE)
+                self._idx_persisted = len(self._off)
+            if self._pending_tree:
+                os.pwrite(self._fds["tree"], self._pending_tree, self._tree_persisted)
+                self._tree_persisted += len(self._pending_tree)
+                self._pending_tree = bytearray()
+        except OSError:
+            pass
+
+    def read_tx(self, tx_id: int) -> bytes:
+        i = tx_id - 1
+        return os.pread(self._fds["txlog"], self._plen[i], self._off[i] + FRAME_SIZE)
+
+    def read(self, tx_id: int, start: int, length: int) -> bytes:
+        i = tx_id - 1
+        return os.pread(self._fds["txlog"], length, self._off[i] + FRAME_SIZE + start)
+
+    def read_extra(self, tx_id: int, start: int, length: int) -> bytes:
+        i = tx_id - 1
+        return os.pread(
+            self._fds["txlog"], length, self._off[i] + FRAME_SIZE + self._plen[i] + start
+        )
+
+    def scan(self, first_tx: int = 1) -> Iterator[tuple[int, bytes, bytes]]:
+        fd = self._fds["txlog"]
+        count = len(self._off)
+        if first_tx > count:
+            return
+        off = self._off[first_tx - 1] if first_tx >= 1 else 0
+        buf, buf_off = b"", off
+        chunk = 8 * 1024 * 1024
+        for tx_id in range(max(first_tx, 1), count + 1):
+            i = tx_id - 1
+            if self._off[i] != off:
+                raise CorruptionError(
+                    f"transaction {tx_id}: txindex places it at byte {self._off[i]}, "
+                    f"the log at byte {off}"
+                )
+            rel = off - buf_off
+            if rel + FRAME_SIZE > len(buf):
+                buf, buf_off, rel = os.pread(fd, chunk, off), off, 0
+            if rel + FRAME_SIZE > len(buf):
+                raise CorruptionError(f"transaction {tx_id}: the log ends inside its frame")
+            plen, elen, crc = _FRAME.unpack_from(buf, rel)
+            total = FRAME_SIZE + plen + elen
+            if rel + total > len(buf):
+                buf, buf_off, rel = os.pread(fd, max(chunk, total), off), off, 0
+                if total > len(buf):
+                    raise CorruptionError(f"transaction {tx_id}: its record is cut short")
+            if (plen, elen) != (self._plen[i], self._elen[i]):
+                raise CorruptionError(f"transaction {tx_id}: its frame disagrees with txindex")
+            body = buf[rel + FRAME_SIZE : rel + total]
+            if zlib.crc32(body) != crc:
+                raise CorruptionError(f"transaction {tx_id}: stored bytes fail their checksum")
+            yield tx_id, body[:plen], body[plen:]
+            off += total
+
+    def tree_nodes(self) -> bytes:
+        data = self._read_file("tree")
+        return data[: len(data) // 32 * 32]
+
+    def replace_tree(self, nodes: bytes) -> None:
+        self._pending_tree = bytearray()
+        if self.readonly:
+            return
+        try:
+            os.ftruncate(self._fds["tree"], 0)
+            os.pwrite(self._fds["tree"], nodes, 0)
+            self._tree_persisted = len(nodes)
+        except OSError:
+            self._tree_persisted = self._size("tree") // 32 * 32
+
+    def load_index(self) -> bytes | None:
+        try:
+            with open(os.path.join(self.path, "index.snap"), "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def save_index(self, blob: bytes) -> None:
+        if self.readonly:
+            return
+        tmp = os.path.join(self.path, "index.snap.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, os.path.join(self.path, "index.snap"))
+        except OSError:
+            pass  # derived data: the next open replays the log instead
+
+    def refresh(self) -> int:
+        if self.readonly:
+            log_size = self._size("txlog")
+            end = self._log_end
+            while (rec := self._record_at(end, log_size)) is not None:
+                self._off.append(end)
+                self._plen.append(rec[0])
+                self._elen.append(rec[1])
+                end += FRAME_SIZE + rec[0] + rec[1]
+            self._log_end = end
+        return len(self._off)
+
+    def close(self) -> None:
+        if not self.readonly and "txlog" in self._fds:
+            self._persist_derived()
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = {}
+        if self._lock_fd is not None:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+            except OSError:
+                pass
+            self._lock_fd = None

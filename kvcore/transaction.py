@@ -1,0 +1,146 @@
+"""Optimistic transactions: read a snapshot, buffer writes, commit or raise ConflictError."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from kvcore.errors import ConflictError, KeyNotFoundError, KvError
+from kvcore.keyindex import bound_for, tx_of
+from kvcore.models import Entry
+
+if TYPE_CHECKING:
+    from kvcore.ledger import Ledger
+
+
+class Transaction:
+    """Use as ``with ledger.transaction() as tx:``; commits on a clean exit.
+
+    Reads see the ledger as of the transaction's start plus its own writes. At commit, if a
+    key it read or wrote (or a key under a prefix it scanned) was committed by another
+    transaction since its snapshot, :class:`ConflictError` is raised and nothing is written.
+    Pending writes appear in reads as entries with ``tx_id == 0``.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        from kvcore.ledger import check_key, check_value
+
+        self._ledger = ledger
+        self._check_key = check_key
+        self._check_value = check_value
+        self.snapshot = ledger.tx_id
+        self._reads: set[bytes] = set()
+        self._prefixes: set[bytes] = set()
+        self._writes: dict[bytes, bytes | None] = {}
+        self._done = False
+        self.tx_id: int | None = None
+        """Id of the committed transaction (None until committed, or if it wrote nothing)."""
+
+    def _active(self) -> None:
+        if self._done:
+            raise KvError("the transaction has already been committed or rolled back")
+
+    def get(self, key: bytes) -> Entry:
+        self._active()
+        key = self._check_key(key)
+        if key in self._writes:
+            value = self._writes[key]
+            if value is None:
+                raise KeyNotFoundError(f"key {key!r} was deleted in this transaction")
+            return Entry(key, value, 0, 0)
+        self._reads.add(key)
+        return self._ledger.get(key, at_tx=self.snapshot)
+
+    def exists(self, key: bytes) -> bool:
+        try:
+            self.get(key)
+            return True
+        except KeyNotFoundError:
+            return False
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self._active()
+        key = self._check_key(key)
+        self._writes[key] = self._check_value(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._active()
+        key = self._check_key(key)
+        if not self.exists(key):
+            raise KeyNotFoundError(f"key {key!r} does not exist (or is already deleted)")
+        self._writes[key] = None
+
+    def scan(self, prefix: bytes = b"") -> Iterator[Entry]:
+        """Live keys under ``prefix`` in this transaction's view, in key order."""
+        self._active()
+        self._prefixes.add(prefix)
+        mine = sorted(k for k in self._writes if k.startswith(prefix))
+        base = self._ledger.scan(prefix, at_tx=self.snapshot)
+        return _merge(base, mine, self._writes)
+
+    def commit(self) -> int | None:
+        """Commit; returns the new transaction id (None if nothing was written)."""
+        self._active()
+        self._done = True
+        if not self._writes:
+            return None
+        keys = set(self._writes) | self._reads
+        snap_bound = bound_for(self.snapshot)
+        ledger = self._ledger
+        index = ledger._index
+
+        def no_conflict(_last: int) -> None:
+            for key in keys:
+                found = index.latest(key)
+                if found is not None and found[0] >= snap_bound:
+                    raise ConflictError(
+                        f"key {key[:64]!r} was changed by transaction {tx_of(found[0])} "
+                        f"after this transaction's snapshot {self.snapshot}"
+                    )
+            for prefix in self._prefixes:
+                for key in ledger._keys_with_prefix(prefix):
+                    found = index.latest(key)
+                    if found is not None and found[0] >= snap_bound:
+                        raise ConflictError(
+                            f"prefix {prefix[:64]!r} changed (key {key[:64]!r}, transaction "
+                            f"{tx_of(found[0])}) after snapshot {self.snapshot}"
+                        )
+
+        self.tx_id = ledger.commit(list(self._writes.items()), check=no_conflict)
+        return self.tx_id
+
+    def rollback(self) -> None:
+        self._done = True
+        self._writes.clear()
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self._done:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+
+
+def _merge(base: Iterator[Entry], mine: list[bytes], writes: dict[bytes, bytes | None]) -> Iterator[Entry]:
+    i = 0
+    for entry in base:
+        while i < len(mine) and mine[i] < entry.key:
+            value = writes[mine[i]]
+            if value is not None:
+                yield Entry(mine[i], value, 0, 0)
+            i += 1
+        if i < len(mine) and mine[i] == entry.key:
+            value = writes[mine[i]]
+            if value is not None:
+                yield Entry(entry.key, value, 0, 0)
+            i += 1
+            continue
+        yield entry
+    for key in mine[i:]:
+        value = writes[key]
+        if value is not None:
+            yield Entry(key, value, 0, 0)

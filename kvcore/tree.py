@@ -1,0 +1,146 @@
+"""Stored Merkle trees: every complete, aligned subtree hash kept in post-order ("MMR") layout.
+
+Appending leaf ``i`` appends the leaf and then one parent for every trailing one bit of ``i``.
+Any RFC 9162 subtree hash MTH(D[a:b]) is then at most O(log n) stored nodes away, so roots,
+inclusion and consistency proofs for every past size come from the same array. The ledger
+tree (one leaf per transaction) and each transaction's entries tree use this layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+
+from kvcore import merkle
+from kvcore.hashing import EMPTY_ROOT, HASH_SIZE, node_hash
+
+NodeReader = Callable[[int, int], bytes]
+"""Returns the 32-byte hash of complete subtree (level, index): leaves [i*2^l, (i+1)*2^l)."""
+
+
+def node_count(leaves: int) -> int:
+    """Stored nodes for ``leaves`` leaves: 2n - popcount(n)."""
+    return 2 * leaves - leaves.bit_count()
+
+
+def node_position(level: int, index: int) -> int:
+    """Position of the complete subtree covering leaves [index*2^level, (index+1)*2^level)."""
+    last = ((index + 1) << level) - 1
+    return 2 * last - last.bit_count() + level
+
+
+def subtree_hash(read: NodeReader, start: int, end: int) -> bytes:
+    """MTH(D[start:end]) from stored complete subtrees (O(log n) reads and hashes)."""
+    n = end - start
+    if n & (n - 1) == 0 and start % n == 0:
+        return read(n.bit_length() - 1, start // n)
+    k = merkle.split_point(n)
+    return node_hash(subtree_hash(read, start, start + k), subtree_hash(read, start + k, end))
+
+
+def build(leaves: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """(post-order node bytes, RFC 9162 root) for a whole list of leaf hashes."""
+    out = bytearray()
+    stack: list[bytes] = []
+    for i, h in enumerate(leaves):
+        out += h
+        while i & 1:
+            h = node_hash(stack.pop(), h)
+            out += h
+            i >>= 1
+        stack.append(h)
+    if not stack:
+        return b"", EMPTY_ROOT
+    root = stack[-1]
+    for left in reversed(stack[:-1]):
+        root = node_hash(left, root)
+    return bytes(out), root
+
+
+def build_levels(leaves: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """(level-order node bytes, RFC 9162 root) for a whole, fixed list of leaf hashes.
+
+    Level ``l`` holds the ``n >> l`` complete subtrees of ``2^l`` leaves, left to right, and
+    levels follow each other; see :func:`level_position`. A transaction's entries tree is
+    stored this way (it never grows, so no post-order is needed).
+    """
+    if not leaves:
+        return b"", EMPTY_ROOT
+    sha = hashlib.sha256
+    levels = [list(leaves)]
+    level = levels[0]
+    while len(level) > 1:
+        level = [sha(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        levels.append(level)
+    n = len(leaves)
+    root = None
+    for lvl in range(n.bit_length()):  # fold the set bits of n, smallest subtree rightmost
+        if n >> lvl & 1:
+            sub = levels[lvl][(n >> lvl) - 1]
+            root = sub if root is None else node_hash(sub, root)
+    return b"".join(b"".join(lv) for lv in levels), root
+
+
+def level_position(n: int, level: int, index: int) -> int:
+    """Position of node (level, index) in :func:`build_levels` output for ``n`` leaves."""
+    return sum(n >> j for j in range(level)) + index
+
+
+class MerkleTree:
+    """An in-memory, append-only stored tree (the ledger tree); the owner persists the nodes."""
+
+    __slots__ = ("_nodes", "_size", "_stack")
+
+    def __init__(self, nodes: bytes | bytearray = b"", size: int = 0) -> None:
+        if len(nodes) != node_count(size) * HASH_SIZE:
+            raise ValueError("node array does not match the leaf count")
+        self._nodes = bytearray(nodes)
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def nodes(self) -> bytes:
+        return bytes(self._nodes)
+
+    def _read(self, level: int, index: int) -> bytes:
+        p = node_position(level, index) * HASH_SIZE
+        return bytes(self._nodes[p : p + HASH_SIZE])
+
+    def append(self, leaf: bytes) -> bytes:
+        """Add a leaf; return the node bytes appended (the leaf, then its new parents)."""
+        nodes = self._nodes
+        start = len(nodes)
+        nodes += leaf
+        i, h, level = self._size, leaf, 0
+        while i & 1:
+            h = node_hash(self._read(level, i ^ 1), h)
+            nodes += h
+            i >>= 1
+            level += 1
+        self._size += 1
+        return bytes(nodes[start:])
+
+    def truncate(self, size: int) -> None:
+        """Forget leaves past ``size`` (rolling back a commit that failed to persist)."""
+        del self._nodes[node_count(size) * HASH_SIZE :]
+        self._size = size
+
+    def root(self, size: int | None = None) -> bytes:
+        """Root of the tree as it was with ``size`` leaves (default: now)."""
+        size = self._size if size is None else size
+        if not 0 <= size <= self._size:
+            raise ValueError(f"tree has {self._size} leaves, not {size}")
+        return EMPTY_ROOT if size == 0 else subtree_hash(self._read, 0, size)
+
+    def leaf(self, index: int) -> bytes:
+        return self._read(0, index)
+
+    def inclusion_path(self, index: int, size: int) -> list[bytes]:
+        return merkle.inclusion_path(index, size, lambda a, b: subtree_hash(self._read, a, b))
+
+    def consistency_path(self, old_size: int, new_size: int) -> list[bytes]:
+        return merkle.consistency_path(
+            old_size, new_size, lambda a, b: subtree_hash(self._read, a, b)
+        )

@@ -1,0 +1,77 @@
+"""Pure verification: functions of (proof, claimed data, trusted state), no I/O, no ledger."""
+
+from __future__ import annotations
+
+from kvcore import merkle
+from kvcore.errors import VerificationError
+from kvcore.hashing import KIND_DELETE, KIND_SET, entry_leaf_hash
+from kvcore.models import ConsistencyProof, EntryProof, State
+
+
+def verify_entry(proof: EntryProof, key: bytes, value: bytes | None, state: State) -> None:
+    """Check that ``key`` had ``value`` (``None`` for a tombstone) in a transaction of ``state``.
+
+    Raises :class:`VerificationError` naming the first check that fails.
+    """
+    if not isinstance(proof, EntryProof):
+        raise VerificationError(f"expected an EntryProof, got {type(proof).__name__}")
+    if not isinstance(state, State):
+        raise VerificationError(f"expected a State, got {type(state).__name__}")
+    if not isinstance(key, bytes) or not (value is None or isinstance(value, bytes)):
+        raise VerificationError("key and value must be bytes (value None for a tombstone)")
+    if (value is None) != proof.deleted:
+        raise VerificationError(
+            "entry kind mismatch: the proof is of a "
+            + ("tombstone" if proof.deleted else "value")
+            + " but the claim is of a "
+            + ("tombstone" if value is None else "value")
+        )
+    if proof.state_tx_id != state.tx_id:
+        raise VerificationError(
+            f"proof is relative to state {proof.state_tx_id}, the trusted state is {state.tx_id}; "
+            "verify a consistency proof between them first"
+        )
+    header = proof.header
+    if not 1 <= header.tx_id <= state.tx_id:
+        raise VerificationError(f"transaction {header.tx_id} is not in a ledger of {state.tx_id}")
+    kind = KIND_DELETE if value is None else KIND_SET
+    leaf = entry_leaf_hash(kind, key, b"" if value is None else value)
+    try:
+        entries_root = merkle.root_from_inclusion(
+            proof.entry_index, header.n_entries, leaf, proof.entry_path
+        )
+    except ValueError as e:
+        raise VerificationError(f"entry inclusion path is malformed: {e}") from None
+    if entries_root != header.entries_root:
+        raise VerificationError(
+            f"entry check failed: key/value is not entry {proof.entry_index} of transaction "
+            f"{header.tx_id}"
+        )
+    try:
+        root = merkle.root_from_inclusion(
+            header.tx_id - 1, state.tx_id, header.leaf_hash(), proof.tx_path
+        )
+    except ValueError as e:
+        raise VerificationError(f"transaction inclusion path is malformed: {e}") from None
+    if root != state.root:
+        raise VerificationError(
+            f"transaction check failed: transaction {header.tx_id} is not in the ledger whose "
+            f"state {state.tx_id} has the trusted root"
+        )
+
+
+def verify_consistency(old_state: State, new_state: State, proof: ConsistencyProof) -> None:
+    """Check that ``new_state`` extends ``old_state``; raises :class:`VerificationError`."""
+    if not isinstance(proof, ConsistencyProof):
+        raise VerificationError(f"expected a ConsistencyProof, got {type(proof).__name__}")
+    if (proof.old_tx_id, proof.new_tx_id) != (old_state.tx_id, new_state.tx_id):
+        raise VerificationError(
+            f"proof links states {proof.old_tx_id}->{proof.new_tx_id}, "
+            f"not {old_state.tx_id}->{new_state.tx_id}"
+        )
+    try:
+        merkle.check_consistency(
+            old_state.tx_id, new_state.tx_id, old_state.root, new_state.root, proof.path
+        )
+    except ValueError as e:
+        raise VerificationError(f"consistency check failed: {e}") from None
