@@ -8,7 +8,7 @@ import time
 
 from benchmarks.common import machine, table
 
-SUITES = ["kv"]
+SUITES = ["kv", "docs"]
 
 
 def main() -> None:

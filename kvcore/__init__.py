@@ -32,10 +32,10 @@ from kvcore.ledger import (
     Ledger,
     RecoveryWarning,
 )
-from kvcore.models import ConsistencyProof, Entry, EntryProof, State, Tx, TxHeader
+from kvcore.models import ConsistencyProof, EntriesProof, Entry, EntryProof, State, Tx, TxHeader
 from kvcore.storage import FileStorage, Storage
 from kvcore.transaction import Transaction
-from kvcore.verify import verify_consistency, verify_entry
+from kvcore.verify import verify_consistency, verify_entries, verify_entry
 
 __all__ = [
     "AuditReport",
@@ -43,6 +43,7 @@ __all__ = [
     "ConflictError",
     "ConsistencyProof",
     "CorruptionError",
+    "EntriesProof",
     "Entry",
     "EntryProof",
     "FileStorage",
@@ -69,5 +70,6 @@ __all__ = [
     "TxNotFoundError",
     "VerificationError",
     "verify_consistency",
+    "verify_entries",
     "verify_entry",
 ]

@@ -97,24 +97,27 @@ def run_audit(
         if first_bad is None:
             first_bad = tree.size + 1
 
+    # The stored ledger tree was written at commit time: compare it for every transaction
+    # scanned, even after a problem, since it can show that an earlier header was changed
+    # (e.g. a later "timestamp goes backwards" because an earlier timestamp was raised).
+    stored = storage.tree_nodes()
+    mine = tree.nodes()
+    if stored[: len(mine)] != mine or len(stored) < len(mine):
+        pos = next(
+            (
+                i
+                for i in range(0, min(len(stored), len(mine)), HASH_SIZE)
+                if stored[i : i + HASH_SIZE] != mine[i : i + HASH_SIZE]
+            ),
+            min(len(stored), len(mine)),
+        ) // HASH_SIZE
+        tx = _tx_of_node(pos, tx_count)
+        problems.append(f"transaction {tx}: stored ledger-tree node {pos} does not match")
+        first_bad = tx if first_bad is None else min(first_bad, tx)
     if first_bad is None:
         if tree.size != tx_count:
             problems.append(f"log holds {tree.size} transactions, the ledger counts {tx_count}")
             first_bad = tree.size + 1
-        stored = storage.tree_nodes()
-        mine = tree.nodes()
-        if stored[: len(mine)] != mine or len(stored) < len(mine):
-            pos = next(
-                (
-                    i
-                    for i in range(0, min(len(stored), len(mine)), HASH_SIZE)
-                    if stored[i : i + HASH_SIZE] != mine[i : i + HASH_SIZE]
-                ),
-                min(len(stored), len(mine)),
-            ) // HASH_SIZE
-            tx = _tx_of_node(pos, tx_count)
-            problems.append(f"transaction {tx}: stored ledger-tree node {pos} does not match")
-            first_bad = tx
         if index.dump(tx_count) != expected_index:
             problems.append("the in-memory key index does not match the log")
     if trusted_state is not None:

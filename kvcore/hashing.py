@@ -18,7 +18,7 @@ KIND_DELETE = 1
 
 _sha256 = hashlib.sha256
 _HEADER = struct.Struct(">BQQI32s")
-_KEYLEN = struct.Struct(">BI")
+_ENTRY = struct.Struct(">BII")
 
 HEADER_SIZE = _HEADER.size  # 53 bytes
 EMPTY_ROOT = _sha256(b"").digest()
@@ -36,13 +36,14 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 
 def entry_leaf_data(kind: int, key: bytes, value: bytes) -> bytes:
-    """The bytes an entry contributes as a leaf: kind (u8) || len(key) (u32 BE) || key || value."""
-    return _KEYLEN.pack(kind, len(key)) + key + value
+    """An entry's leaf data, which is also its stored record:
+    kind (u8) || len(key) (u32 BE) || len(value) (u32 BE) || key || value."""
+    return _ENTRY.pack(kind, len(key), len(value)) + key + value
 
 
 def entry_leaf_hash(kind: int, key: bytes, value: bytes) -> bytes:
     """Leaf hash of one entry in its transaction's entries tree."""
-    return _sha256(b"\x00" + _KEYLEN.pack(kind, len(key)) + key + value).digest()
+    return _sha256(b"\x00" + _ENTRY.pack(kind, len(key), len(value)) + key + value).digest()
 
 
 def encode_header(tx_id: int, timestamp_ns: int, n_entries: int, entries_root: bytes) -> bytes:

@@ -7,6 +7,7 @@ are pure and follow RFC 9162 sections 2.1.3.2 and 2.1.4.2 step by step.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 from kvcore.hashing import EMPTY_ROOT, node_hash
@@ -148,3 +149,63 @@ def check_consistency(
         raise ValueError("consistency path does not lead to the old root")
     if sr != new_root:
         raise ValueError("consistency path does not lead to the new root")
+
+
+def _check_indices(indices: Sequence[int], size: int) -> None:
+    if not indices:
+        raise ValueError("no leaves to prove")
+    prev = -1
+    for i in indices:
+        if type(i) is not int or i <= prev or i >= size:
+            raise ValueError(f"leaf indices must be increasing and below the tree size {size}")
+        prev = i
+
+
+def multi_path(indices: Sequence[int], size: int, subtree: Subtree) -> list[bytes]:
+    """Sibling hashes proving several leaves at once (a set or a range).
+
+    Walking the RFC 9162 tree from the root, left before right, every maximal subtree that
+    holds none of ``indices`` contributes its hash, in that order. A contiguous range of
+    ``k`` leaves needs at most about ``2 log2(size)`` hashes; one leaf needs ``log2(size)``.
+    """
+    _check_indices(indices, size)
+    out: list[bytes] = []
+
+    def walk(lo: int, hi: int, i: int, j: int) -> None:
+        if i == j:
+            out.append(subtree(lo, hi))
+        elif hi - lo > 1:
+            mid = lo + split_point(hi - lo)
+            m = bisect_left(indices, mid, i, j)
+            walk(lo, mid, i, m)
+            walk(mid, hi, m, j)
+
+    walk(0, size, 0, len(indices))
+    return out
+
+
+def root_from_multi(
+    indices: Sequence[int], size: int, leaves: Sequence[bytes], path: Sequence[bytes]
+) -> bytes:
+    """Root implied by a :func:`multi_path` proof; raises ValueError if it is malformed."""
+    _check_indices(indices, size)
+    if len(leaves) != len(indices):
+        raise ValueError(f"{len(leaves)} leaves for {len(indices)} indices")
+    it = iter(path)
+
+    def walk(lo: int, hi: int, i: int, j: int) -> bytes:
+        if i == j:
+            h = next(it, None)
+            if h is None:
+                raise ValueError("multi-leaf path is too short")
+            return h
+        if hi - lo == 1:
+            return leaves[i]
+        mid = lo + split_point(hi - lo)
+        m = bisect_left(indices, mid, i, j)
+        return node_hash(walk(lo, mid, i, m), walk(mid, hi, m, j))
+
+    root = walk(0, size, 0, len(indices))
+    if next(it, None) is not None:
+        raise ValueError("multi-leaf path is too long")
+    return root

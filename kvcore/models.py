@@ -181,3 +181,41 @@ class ConsistencyProof:
     def from_dict(cls, d: dict[str, Any]) -> ConsistencyProof:
         d = _need_dict(d, "consistency proof")
         return cls(_int(d, "old_tx_id"), _int(d, "new_tx_id"), _hashes(d, "path"))
+
+
+@dataclass(frozen=True, slots=True)
+class EntriesProof:
+    """Entries ``indices`` of transaction ``header`` (a set or a run), in the tree of ``state_tx_id``.
+
+    ``path`` is a multi-leaf proof (see :func:`kvcore.merkle.multi_path`); one proof covers,
+    for example, a document's header and all of its properties.
+    """
+
+    header: TxHeader
+    indices: list[int]
+    path: list[bytes] = field(repr=False)
+    tx_path: list[bytes] = field(repr=False)
+    state_tx_id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "header": self.header.to_dict(),
+            "indices": list(self.indices),
+            "path": [h.hex() for h in self.path],
+            "tx_path": [h.hex() for h in self.tx_path],
+            "state_tx_id": self.state_tx_id,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EntriesProof:
+        d = _need_dict(d, "entries proof")
+        indices = d.get("indices")
+        if not isinstance(indices, list) or not all(type(i) is int and i >= 0 for i in indices):
+            raise VerificationError("'indices' must be a list of non-negative integers")
+        return cls(
+            TxHeader.from_dict(d.get("header")),
+            list(indices),
+            _hashes(d, "path"),
+            _hashes(d, "tx_path"),
+            _int(d, "state_tx_id"),
+        )

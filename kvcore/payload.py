@@ -18,7 +18,6 @@ from kvcore.tree import build_levels
 
 ENTRY_HEAD = struct.Struct(">BII")
 ENTRY_HEAD_SIZE = ENTRY_HEAD.size
-_LEAF_HEAD = struct.Struct(">BI")
 
 
 def encode(
@@ -27,19 +26,16 @@ def encode(
     """(payload, entries-tree nodes, header bytes, byte position of each entry)."""
     sha = hashlib.sha256
     pack_entry = ENTRY_HEAD.pack
-    pack_leaf = _LEAF_HEAD.pack
     parts: list[bytes] = []
     leaves: list[bytes] = []
     positions: list[int] = []
     pos = HEADER_SIZE
     for kind, key, value in entries:
-        klen, vlen = len(key), len(value)
-        parts.append(pack_entry(kind, klen, vlen))
-        parts.append(key)
-        parts.append(value)
-        leaves.append(sha(b"\x00" + pack_leaf(kind, klen) + key + value).digest())
+        record = pack_entry(kind, len(key), len(value)) + key + value
+        parts.append(record)
+        leaves.append(sha(b"\x00" + record).digest())
         positions.append(pos)
-        pos += ENTRY_HEAD_SIZE + klen + vlen
+        pos += len(record)
     nodes, root = build_levels(leaves)
     header = encode_header(tx_id, timestamp_ns, len(leaves), root)
     positions.append(pos)
@@ -51,11 +47,11 @@ def encode(
 def extra_for(payload: bytes) -> bytes:
     """Recompute a payload's ``extra`` (audit and repair)."""
     sha = hashlib.sha256
-    pack_leaf = _LEAF_HEAD.pack
     positions, leaves = [], []
-    for pos, kind, key, value in iter_entries(payload):
+    for pos, _kind, key, value in iter_entries(payload):
         positions.append(pos)
-        leaves.append(sha(b"\x00" + pack_leaf(kind, len(key)) + key + value).digest())
+        end = pos + ENTRY_HEAD_SIZE + len(key) + len(value)
+        leaves.append(sha(b"\x00" + payload[pos:end]).digest())
     positions.append(len(payload))
     nodes, _root = build_levels(leaves)
     return struct.pack(f">{len(positions)}I", *positions) + nodes
@@ -64,8 +60,8 @@ def extra_for(payload: bytes) -> bytes:
 def entries_root(payload: bytes) -> bytes:
     """Recompute the entries root of a payload from its entries."""
     leaves = [
-        hashlib.sha256(b"\x00" + _LEAF_HEAD.pack(kind, len(key)) + key + value).digest()
-        for _pos, kind, key, value in iter_entries(payload)
+        hashlib.sha256(b"\x00" + payload[pos : pos + ENTRY_HEAD_SIZE + len(key) + len(value)]).digest()
+        for pos, _kind, key, value in iter_entries(payload)
     ]
     return build_levels(leaves)[1]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from kvcore.errors import ConflictError, KeyNotFoundError, KvError
@@ -62,6 +62,14 @@ class Transaction:
         self._active()
         key = self._check_key(key)
         self._writes[key] = self._check_value(key, value)
+
+    def set_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Buffer several writes; they commit in this order (after earlier writes)."""
+        self._active()
+        check_key, check_value, writes = self._check_key, self._check_value, self._writes
+        for key, value in items:
+            key = check_key(key)
+            writes[key] = check_value(key, value)
 
     def delete(self, key: bytes) -> None:
         self._active()

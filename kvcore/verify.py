@@ -5,7 +5,9 @@ from __future__ import annotations
 from kvcore import merkle
 from kvcore.errors import VerificationError
 from kvcore.hashing import KIND_DELETE, KIND_SET, entry_leaf_hash
-from kvcore.models import ConsistencyProof, EntryProof, State
+from collections.abc import Sequence
+
+from kvcore.models import ConsistencyProof, EntriesProof, EntryProof, State, TxHeader
 
 
 def verify_entry(proof: EntryProof, key: bytes, value: bytes | None, state: State) -> None:
@@ -26,14 +28,8 @@ def verify_entry(proof: EntryProof, key: bytes, value: bytes | None, state: Stat
             + " but the claim is of a "
             + ("tombstone" if value is None else "value")
         )
-    if proof.state_tx_id != state.tx_id:
-        raise VerificationError(
-            f"proof is relative to state {proof.state_tx_id}, the trusted state is {state.tx_id}; "
-            "verify a consistency proof between them first"
-        )
+    _check_state(proof.state_tx_id, proof.header.tx_id, state)
     header = proof.header
-    if not 1 <= header.tx_id <= state.tx_id:
-        raise VerificationError(f"transaction {header.tx_id} is not in a ledger of {state.tx_id}")
     kind = KIND_DELETE if value is None else KIND_SET
     leaf = entry_leaf_hash(kind, key, b"" if value is None else value)
     try:
@@ -47,17 +43,7 @@ def verify_entry(proof: EntryProof, key: bytes, value: bytes | None, state: Stat
             f"entry check failed: key/value is not entry {proof.entry_index} of transaction "
             f"{header.tx_id}"
         )
-    try:
-        root = merkle.root_from_inclusion(
-            header.tx_id - 1, state.tx_id, header.leaf_hash(), proof.tx_path
-        )
-    except ValueError as e:
-        raise VerificationError(f"transaction inclusion path is malformed: {e}") from None
-    if root != state.root:
-        raise VerificationError(
-            f"transaction check failed: transaction {header.tx_id} is not in the ledger whose "
-            f"state {state.tx_id} has the trusted root"
-        )
+    _check_tx(header, proof.tx_path, state)
 
 
 def verify_consistency(old_state: State, new_state: State, proof: ConsistencyProof) -> None:
@@ -75,3 +61,63 @@ def verify_consistency(old_state: State, new_state: State, proof: ConsistencyPro
         )
     except ValueError as e:
         raise VerificationError(f"consistency check failed: {e}") from None
+
+
+def verify_entries(
+    proof: EntriesProof, entries: Sequence[tuple[bytes, bytes | None]], state: State
+) -> None:
+    """Check that ``entries`` ((key, value-or-None) pairs) are entries ``proof.indices`` of a
+    transaction in the ledger whose state is ``state``. Raises :class:`VerificationError`."""
+    if not isinstance(proof, EntriesProof):
+        raise VerificationError(f"expected an EntriesProof, got {type(proof).__name__}")
+    if not isinstance(state, State):
+        raise VerificationError(f"expected a State, got {type(state).__name__}")
+    if len(entries) != len(proof.indices):
+        raise VerificationError(
+            f"the proof covers {len(proof.indices)} entries, the claim has {len(entries)}"
+        )
+    _check_state(proof.state_tx_id, proof.header.tx_id, state)
+    leaves = []
+    for key, value in entries:
+        if not isinstance(key, bytes) or not (value is None or isinstance(value, bytes)):
+            raise VerificationError("keys and values must be bytes (value None for a tombstone)")
+        kind = KIND_DELETE if value is None else KIND_SET
+        leaves.append(entry_leaf_hash(kind, key, b"" if value is None else value))
+    try:
+        root = merkle.root_from_multi(proof.indices, proof.header.n_entries, leaves, proof.path)
+    except ValueError as e:
+        raise VerificationError(f"entries path is malformed: {e}") from None
+    if root != proof.header.entries_root:
+        raise VerificationError(
+            f"entries check failed: the claimed entries are not entries {_span(proof.indices)} "
+            f"of transaction {proof.header.tx_id}"
+        )
+    _check_tx(proof.header, proof.tx_path, state)
+
+
+def _span(indices: Sequence[int]) -> str:
+    if len(indices) > 1 and indices[-1] - indices[0] == len(indices) - 1:
+        return f"{indices[0]}..{indices[-1]}"
+    return ", ".join(map(str, indices[:8])) + (" ..." if len(indices) > 8 else "")
+
+
+def _check_state(proof_state: int, tx_id: int, state: State) -> None:
+    if proof_state != state.tx_id:
+        raise VerificationError(
+            f"proof is relative to state {proof_state}, the trusted state is {state.tx_id}; "
+            "verify a consistency proof between them first"
+        )
+    if not 1 <= tx_id <= state.tx_id:
+        raise VerificationError(f"transaction {tx_id} is not in a ledger of {state.tx_id}")
+
+
+def _check_tx(header: TxHeader, tx_path: Sequence[bytes], state: State) -> None:
+    try:
+        root = merkle.root_from_inclusion(header.tx_id - 1, state.tx_id, header.leaf_hash(), tx_path)
+    except ValueError as e:
+        raise VerificationError(f"transaction inclusion path is malformed: {e}") from None
+    if root != state.root:
+        raise VerificationError(
+            f"transaction check failed: transaction {header.tx_id} is not in the ledger whose "
+            f"state {state.tx_id} has the trusted root"
+        )

@@ -52,6 +52,7 @@ class FileStorage(Storage):
         self._off: list[int] = []
         self._plen: list[int] = []
         self._elen: list[int] = []
+        self._recovered = False  # set once _recover has run: only then is there derived data to persist
         try:
             self._open_dir(wait)
         except BaseException:
@@ -243,6 +244,7 @@ class FileStorage(Storage):
                 self._idx_persisted = len(self._off)
         self._tree_persisted = self._size("tree") // 32 * 32
         self._pending_tree = bytearray()
+        self._recovered = True
         if not self.readonly:
             self._persist_derived()
 
@@ -408,7 +410,7 @@ class FileStorage(Storage):
         return len(self._off)
 
     def close(self) -> None:
-        if not self.readonly and "txlog" in self._fds:
+        if not self.readonly and self._recovered and "txlog" in self._fds:
             self._persist_derived()
         for fd in self._fds.values():
             try:

@@ -1,0 +1,313 @@
+"""A collection of the embedded database: writes run as transactions, reads use the cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+
+import kvcore
+
+from docstore import records
+from docstore.collections import cursor
+from docstore.collections.indexes import check_field, keys_for
+from docstore.collections.query import compile_filter, distinct_values
+from docstore.collections.schema import Schema
+from docstore.errors import DocumentNotFoundError, DuplicateKeyError, QueryError, SchemaError
+from docstore.ids import check_id
+from docstore.records import Header
+from docstore.state import decode_doc, doc_from_entries
+
+if TYPE_CHECKING:
+    from docstore.database import Database
+    from docstore.proofs.bundle import Proof
+    from docstore.transaction import Transaction
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One revision of a document, as ``history()`` returns it."""
+
+    revision: int
+    tx_id: int
+    timestamp_ns: int
+    deleted: bool
+    document: dict | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "tx_id": self.tx_id,
+            "timestamp_ns": self.timestamp_ns,
+            "deleted": self.deleted,
+            "document": self.document,
+        }
+
+
+class Collection:
+    """Documents of one kind. Get one with ``db.collection(name)`` or ``db[name]``."""
+
+    def __init__(self, db: Database, name: str) -> None:
+        self._db = db
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<Collection {self.name!r}>"
+
+    def _state(self) -> Any:
+        try:
+            return self._db._state.collections[self.name]
+        except KeyError:
+            from docstore.errors import CollectionNotFoundError
+
+            raise CollectionNotFoundError(f"collection {self.name!r} does not exist") from None
+
+    # --------------------------------------------------------------- writes
+    def insert(self, doc: dict) -> str:
+        """Insert a document; returns its ``_id`` (generated if the document has none)."""
+        return self._db._run(lambda tx: tx[self.name].insert(doc))
+
+    def insert_many(self, docs: Iterable[dict]) -> list[str]:
+        """Insert documents in one atomic transaction; returns their ids."""
+        docs = list(docs)
+        return self._db._run(lambda tx: tx[self.name].insert_many(docs))
+
+    def replace(self, doc_id: str, doc: dict) -> dict:
+        """Replace a whole document (a new revision); returns it."""
+        return self._db._run(lambda tx: tx[self.name].replace(doc_id, doc))
+
+    def update(self, doc_id: str, changes: dict) -> dict:
+        """Apply ``$set``, ``$unset``, ``$inc``, ``$push`` (a new revision); returns the document."""
+        return self._db._run(lambda tx: tx[self.name].update(doc_id, changes))
+
+    def delete(self, doc_id: str) -> None:
+        """Delete a document: a tombstone revision; its history stays."""
+        self._db._run(lambda tx: tx[self.name].delete(doc_id))
+
+    # ---------------------------------------------------------------- reads
+    def get(self, doc_id: str, at_tx: int | None = None) -> dict:
+        """The document (as of ledger transaction ``at_tx``); DocumentNotFoundError if none."""
+        check_id(doc_id)
+        if self._db._trust is not None:
+            self._state()
+            return self._db._verified(self.name, doc_id, at_tx)
+        if at_tx is None:
+            raw = self._state().docs.get(doc_id)
+            if raw is None:
+                raise DocumentNotFoundError(f"no document {doc_id!r} in {self.name!r}")
+            return decode_doc(raw)
+        ledger = self._db._ledger
+        try:
+            entry = ledger.get(records.header_key(self.name, doc_id), at_tx=at_tx)
+        except kvcore.KeyNotFoundError:
+            raise DocumentNotFoundError(
+                f"no document {doc_id!r} in {self.name!r} as of transaction {at_tx}"
+            ) from None
+        except kvcore.TxNotFoundError as e:
+            raise QueryError(str(e)) from None
+        header = Header.decode(entry.value)
+        if header.deleted:
+            raise DocumentNotFoundError(
+                f"document {doc_id!r} in {self.name!r} was deleted as of transaction {at_tx}"
+            )
+        props = ledger.entries(entry.tx_id, entry.index + 1, header.n)
+        return doc_from_entries(header, props, records.property_prefix(self.name, doc_id))
+
+    def history(self, doc_id: str, offset: int = 0, limit: int | None = None) -> list[Revision]:
+        """Every revision of a document, oldest first (deletions included), paged."""
+        check_id(doc_id)
+        ledger = self._db._ledger
+        key = records.header_key(self.name, doc_id)
+        try:
+            entries = ledger.history(key, offset, limit)
+        except kvcore.InvalidInputError as e:
+            raise QueryError(str(e)) from None
+        if not entries and offset == 0:
+            raise DocumentNotFoundError(f"no document {doc_id!r} in {self.name!r}")
+        out = []
+        prefix = records.property_prefix(self.name, doc_id)
+        for e in entries:
+            header = Header.decode(e.value)
+            doc = None
+            if not header.deleted:
+                props = ledger.entries(e.tx_id, e.index + 1, header.n)
+                doc = doc_from_entries(header, props, prefix)
+            out.append(
+                Revision(header.revision, e.tx_id, ledger.header(e.tx_id).timestamp_ns, header.deleted, doc)
+            )
+        return out
+
+    def _docs(self, filter: dict | None, at_tx: int | None) -> Iterator[dict]:  # noqa: A002
+        db = self._db
+        if at_tx is not None:
+            try:
+                headers = db._ledger.scan(records.header_prefix(self.name), at_tx=at_tx)
+            except kvcore.TxNotFoundError as e:
+                raise QueryError(str(e)) from None
+            return (doc for _id, doc in db._docs_at(self.name, headers))
+        state = self._state()
+        plan = cursor.choose_plan(filter, state.indexes, len(state.docs))
+        if plan.kind == "scan":
+            return (doc for _id, doc in db._cached_items(self.name))
+        with db._lock:
+            ids = list(dict.fromkeys(state.indexes[plan.field].candidates(plan.bounds)))
+            raws = [state.docs.get(i) for i in ids]
+        return (decode_doc(r) for r in raws if r is not None)
+
+    def find(
+        self,
+        filter: dict | None = None,  # noqa: A002
+        projection: Any = None,
+        sort: Any = None,
+        skip: int = 0,
+        limit: int | None = None,
+        at_tx: int | None = None,
+    ) -> Iterator[dict]:
+        """Documents matching a Mongo-style ``filter`` (as of ``at_tx``), as an iterator.
+
+        Uses a secondary index for equality, ``$in`` and ranges on an indexed field when it
+        can (see :meth:`explain`); the filter is always checked on every candidate.
+        """
+        predicate = compile_filter(filter)
+        cursor.check_paging(skip, limit)
+        docs = self._docs(filter, at_tx)
+        if self._db._trust is not None:  # prove every candidate; nothing unverified is returned
+            db, name = self._db, self.name
+            docs = (db._verified(name, d["_id"], at_tx) for d in docs)
+        return cursor.run_query(docs, filter, projection, sort, skip, limit, predicate=predicate)
+
+    def find_one(
+        self, filter: dict | None = None, projection: Any = None, sort: Any = None, at_tx: int | None = None  # noqa: A002
+    ) -> dict | None:
+        """The first matching document, or None."""
+        return next(self.find(filter, projection, sort, 0, 1, at_tx), None)
+
+    def count(self, filter: dict | None = None, at_tx: int | None = None) -> int:  # noqa: A002
+        """How many documents match."""
+        if not filter and at_tx is None:
+            return len(self._state().docs)
+        return sum(1 for _ in self.find(filter, at_tx=at_tx))
+
+    def distinct(self, field: str, filter: dict | None = None, at_tx: int | None = None) -> list:  # noqa: A002
+        """Distinct values of ``field`` among matching documents (arrays contribute elements)."""
+        check_field(field)
+        return distinct_values(self.find(filter, at_tx=at_tx), field)
+
+    def explain(self, filter: dict | None = None) -> dict[str, Any]:  # noqa: A002
+        """How ``find(filter)`` would run: ``{"plan": "index"|"scan", ...}``."""
+        compile_filter(filter)
+        state = self._state()
+        return cursor.choose_plan(filter, state.indexes, len(state.docs)).to_dict()
+
+    # --------------------------------------------------------------- proofs
+    def prove(
+        self,
+        doc_id: str,
+        pointer: str | None = None,
+        at_tx: int | None = None,
+        state: kvcore.State | None = None,
+        known_state: kvcore.State | None = None,
+    ) -> Proof:
+        """Prove the document (its latest revision, or as of ``at_tx``) or one property of it.
+
+        With ``pointer`` (RFC 6901, e.g. ``"/dosage/mg"``) the proof shows that one value and
+        nothing else of the document. The proof is relative to ``state`` (default: now); with
+        ``known_state`` (a state the verifier already trusts) it also carries the consistency
+        proof linking the two. A deleted document's latest revision proves its tombstone.
+        """
+        from docstore.proofs.prove import prove_document
+
+        check_id(doc_id)
+        self._state()
+        return prove_document(self._db, self.name, doc_id, pointer, at_tx, state, known_state)
+
+    def prove_schema(
+        self, at_tx: int | None = None, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+    ) -> Proof:
+        """Prove the collection's definition (schema and indexes) as of ``at_tx``."""
+        from docstore.proofs.prove import prove_collection
+
+        return prove_collection(self._db, self.name, at_tx, state, known_state)
+
+    # ------------------------------------------------------- schema, indexes
+    @property
+    def schema(self) -> Any:
+        """The collection's JSON Schema (None if it has none)."""
+        return self._state().meta.get("schema")
+
+    def indexes(self) -> list[dict[str, Any]]:
+        """The secondary indexes: ``[{"field": f, "unique": bool}, ...]``."""
+        return list(self._state().meta.get("indexes", []))
+
+    def set_schema(self, schema: Any) -> None:
+        """Set (or with None remove) the schema: a new, provable collection revision.
+
+        Every existing document must satisfy the new schema, or SchemaError lists them.
+        """
+        compiled = None if schema is None else Schema(schema)
+
+        def change(tx: Transaction) -> None:
+            meta = dict(tx._meta(self.name))
+            if compiled is not None:
+                bad = []
+                for doc in tx._iter_docs(self.name):
+                    try:
+                        compiled.check(doc, f"document {doc.get('_id')!r}")
+                    except SchemaError as e:
+                        bad.append(str(e))
+                        if len(bad) >= 10:
+                            break
+                if bad:
+                    raise SchemaError(
+                        "existing documents violate the new schema: " + " | ".join(bad),
+                        [("", b) for b in bad],
+                    )
+            meta["schema"] = schema
+            tx._set_meta(self.name, meta)
+
+        self._db._run(change)
+
+    def create_index(self, field: str, unique: bool = False) -> None:
+        """Create a secondary index on a (dotted) field, backfilled from existing documents.
+
+        With ``unique=True``, DuplicateKeyError names two documents sharing a value.
+        """
+        check_field(field)
+        if type(unique) is not bool:
+            raise QueryError(f"'unique' must be true or false, got {unique!r}")
+
+        def create(tx: Transaction) -> None:
+            meta = dict(tx._meta(self.name))
+            indexes = list(meta.get("indexes", []))
+            if any(i["field"] == field for i in indexes):
+                raise QueryError(f"collection {self.name!r} already has an index on {field!r}")
+            if unique:
+                seen: dict[bytes, str] = {}
+                for doc in tx._iter_docs(self.name):
+                    for k in keys_for(doc, field):
+                        if k in seen:
+                            raise DuplicateKeyError(
+                                f"cannot create unique index {self.name}.{field}: documents "
+                                f"{seen[k]!r} and {doc['_id']!r} share a value"
+                            )
+                        seen[k] = doc["_id"]
+                for k, doc_id in seen.items():
+                    tx._kv.set(records.unique_key(self.name, field, k), doc_id.encode())
+            indexes.append({"field": field, "unique": unique})
+            meta["indexes"] = indexes
+            tx._set_meta(self.name, meta)
+
+        self._db._run(create)
+
+    def info(self) -> dict[str, Any]:
+        """Name, schema, indexes and document count."""
+        state = self._state()
+        return {
+            "name": self.name,
+            "schema": state.meta.get("schema"),
+            "indexes": self.indexes(),
+            "count": len(state.docs),
+        }
+
+

@@ -1,0 +1,111 @@
+"""The read pipeline shared by collections and transactions: plan, filter, sort, page, project."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from docstore.collections.indexes import SecondaryIndex
+from docstore.collections.query import (
+    FieldBounds,
+    compile_filter,
+    compile_projection,
+    extract_bounds,
+    sort_key,
+)
+from docstore.errors import QueryError
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a filter will be answered; ``explain()`` returns it as a dict."""
+
+    kind: str  # "index" or "scan"
+    field: str | None = None
+    bounds: FieldBounds | None = None
+    candidates: int | None = None
+    documents: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"plan": self.kind, "documents": self.documents}
+        if self.kind == "index":
+            b = self.bounds
+            out["index"] = self.field
+            if b is not None and b.values is not None:
+                out["equals"] = list(b.values)
+            elif b is not None:
+                out["range"] = {
+                    "lo": b.lo,
+                    "lo_inclusive": b.lo_inclusive,
+                    "hi": b.hi,
+                    "hi_inclusive": b.hi_inclusive,
+                }
+            out["candidates"] = self.candidates
+        return out
+
+
+def choose_plan(
+    filter: dict | None, indexes: dict[str, SecondaryIndex], documents: int  # noqa: A002
+) -> Plan:
+    """Pick the index whose bounds select the fewest candidates (equality before ranges)."""
+    if not filter or not indexes:
+        return Plan("scan", documents=documents)
+    bounds = extract_bounds(filter)
+    best: Plan | None = None
+    for f, b in bounds.items():
+        idx = indexes.get(f)
+        if idx is None:
+            continue
+        n = idx.count_range(b) if b.values is None or len(b.values) > 0 else 0
+        if best is None or n < (best.candidates or 0):
+            best = Plan("index", f, b, n, documents)
+    return best or Plan("scan", documents=documents)
+
+
+def check_paging(skip: Any, limit: Any) -> None:
+    if type(skip) is not int or skip < 0:
+        raise QueryError(f"skip must be a non-negative integer, got {skip!r}")
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise QueryError(f"limit must be a non-negative integer or None, got {limit!r}")
+
+
+def run_query(
+    docs: Iterable[dict],
+    filter: dict | None = None,  # noqa: A002
+    projection: Any = None,
+    sort: Any = None,
+    skip: int = 0,
+    limit: int | None = None,
+    *,
+    predicate: Callable[[dict], bool] | None = None,
+) -> Iterator[dict]:
+    """Filter, sort, page and project ``docs`` (validated before any document is read)."""
+    check_paging(skip, limit)
+    match = predicate or compile_filter(filter)
+    project = compile_projection(projection) if projection is not None else None
+    key = sort_key(sort) if sort is not None else None
+    return _pipeline(docs, match, project, key, skip, limit)
+
+
+def _pipeline(
+    docs: Iterable[dict],
+    match: Callable[[dict], bool],
+    project: Callable[[dict], dict] | None,
+    key: Callable[[dict], Any] | None,
+    skip: int,
+    limit: int | None,
+) -> Iterator[dict]:
+    if limit == 0:
+        return
+    selected: Iterable[dict] = (d for d in docs if match(d))
+    if key is not None:
+        selected = sorted(selected, key=key)
+    n = 0
+    for i, doc in enumerate(selected):
+        if i < skip:
+            continue
+        yield project(doc) if project is not None else doc
+        n += 1
+        if limit is not None and n >= limit:
+            return

@@ -1,0 +1,217 @@
+"""Proof bundles: self-contained, versioned plain data (specified in docs/proofs.md).
+
+A bundle names what it proves (collection, id, revision, pointer), carries the claimed data,
+the exact ledger entries that store it (their salts included), a kvcore multi-entry proof that
+those entries sit in a transaction, and the state it is relative to, optionally with a
+consistency proof linking that state to another one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+
+import kvcore
+
+from docstore.errors import VerificationError
+
+FORMAT = "immudoc-proof"
+VERSION = 1
+KINDS = ("document", "property", "collection")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: Any, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise VerificationError(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise VerificationError(f"{what} is not valid base64") from None
+
+
+def _hashes(values: Any, what: str) -> list[bytes]:
+    if not isinstance(values, list):
+        raise VerificationError(f"{what} must be a list")
+    out = [unb64(v, f"{what}[{i}]") for i, v in enumerate(values)]
+    if any(len(h) != 32 for h in out):
+        raise VerificationError(f"{what} holds a hash that is not 32 bytes")
+    return out
+
+
+@dataclass(frozen=True)
+class Property:
+    """One stored property: its pointer, encoded JSON text and salt."""
+
+    pointer: str
+    encoded: bytes
+    salt: bytes
+
+    def to_list(self) -> list[str]:
+        return [self.pointer, self.encoded.decode("utf-8", "surrogateescape"), b64(self.salt)]
+
+
+@dataclass(frozen=True)
+class Proof:
+    """A verifiable claim about a document, one of its properties, or a collection definition.
+
+    Verify it with :func:`docstore.verify`; serialize with :meth:`to_json`, read back with
+    :func:`docstore.proofs.load`.
+    """
+
+    kind: str
+    collection: str
+    id: str | None
+    revision: int
+    pointer: str | None
+    claim: Any
+    header_value: bytes  # the stored header (document/property) or collection definition
+    header_index: int
+    properties: list[Property]  # all (document), the proven one (property), none (collection)
+    ordinal: int | None  # the proven property's ordinal (property proofs)
+    tx: kvcore.TxHeader
+    path: list[bytes] = field(repr=False)
+    tx_path: list[bytes] = field(repr=False)
+    state: kvcore.State = field(repr=False)
+    consistency: kvcore.ConsistencyProof | None = field(default=None, repr=False)
+    consistency_state: kvcore.State | None = field(default=None, repr=False)
+
+    @property
+    def tx_id(self) -> int:
+        return self.tx.tx_id
+
+    def with_consistency(self, other: kvcore.State, proof: kvcore.ConsistencyProof) -> Proof:
+        """A copy that also carries a consistency proof between its state and ``other``."""
+        return replace(self, consistency=proof, consistency_state=other)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "format": FORMAT,
+            "version": VERSION,
+            "kind": self.kind,
+            "collection": self.collection,
+            "id": self.id,
+            "revision": self.revision,
+            "pointer": self.pointer,
+            "claim": self.claim,
+            "header": {"index": self.header_index, "value": b64(self.header_value)},
+            "properties": [p.to_list() for p in self.properties],
+        }
+        if self.ordinal is not None:
+            d["ordinal"] = self.ordinal
+        d["tx"] = self.tx.to_dict()
+        d["path"] = [b64(h) for h in self.path]
+        d["tx_path"] = [b64(h) for h in self.tx_path]
+        d["state"] = self.state.to_dict()
+        if self.consistency is not None and self.consistency_state is not None:
+            d["consistency"] = {
+                "state": self.consistency_state.to_dict(),
+                "old_tx_id": self.consistency.old_tx_id,
+                "new_tx_id": self.consistency.new_tx_id,
+                "path": [b64(h) for h in self.consistency.path],
+            }
+        return d
+
+    def to_json(self, indent: bool = False) -> str:
+        """The bundle as JSON text (format in docs/proofs.md)."""
+        opts = orjson.OPT_INDENT_2 if indent else 0
+        try:
+            return orjson.dumps(self.to_dict(), option=opts).decode()
+        except TypeError:  # integers beyond 64 bits in the claim
+            import json
+
+            return json.dumps(self.to_dict(), indent=2 if indent else None, ensure_ascii=False)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the compact JSON bundle."""
+        return len(self.to_json().encode())
+
+
+def from_dict(d: Any) -> Proof:
+    """Parse a bundle dict; raises VerificationError if it is malformed or of another version."""
+    if not isinstance(d, dict):
+        raise VerificationError("a proof bundle must be a JSON object")
+    if d.get("format") != FORMAT:
+        raise VerificationError(f"not an immudoc proof (format {d.get('format')!r})")
+    if d.get("version") != VERSION:
+        raise VerificationError(f"proof format version {d.get('version')!r} is not supported (this reads {VERSION})")
+    kind = d.get("kind")
+    if kind not in KINDS:
+        raise VerificationError(f"unknown proof kind {kind!r}")
+    try:
+        header = d["header"]
+        props = d["properties"]
+        if not isinstance(header, dict) or not isinstance(props, list):
+            raise TypeError
+        properties = []
+        for p in props:
+            if not (isinstance(p, list) and len(p) == 3 and isinstance(p[0], str) and isinstance(p[1], str)):
+                raise TypeError
+            properties.append(Property(p[0], p[1].encode("utf-8", "surrogateescape"), unb64(p[2], "salt")))
+        consistency = cstate = None
+        if d.get("consistency") is not None:
+            c = d["consistency"]
+            if not isinstance(c, dict):
+                raise TypeError
+            cstate = kvcore.State.from_dict(c.get("state"))
+            consistency = kvcore.ConsistencyProof(
+                _int(c.get("old_tx_id")), _int(c.get("new_tx_id")), _hashes(c.get("path"), "consistency.path")
+            )
+        ordinal = d.get("ordinal")
+        if ordinal is not None:
+            ordinal = _int(ordinal)
+        for name in ("collection",):
+            if not isinstance(d.get(name), str):
+                raise TypeError
+        if d.get("id") is not None and not isinstance(d.get("id"), str):
+            raise TypeError
+        if d.get("pointer") is not None and not isinstance(d.get("pointer"), str):
+            raise TypeError
+        return Proof(
+            kind=kind,
+            collection=d["collection"],
+            id=d.get("id"),
+            revision=_int(d.get("revision")),
+            pointer=d.get("pointer"),
+            claim=d.get("claim"),
+            header_value=unb64(header.get("value"), "header.value"),
+            header_index=_int(header.get("index")),
+            properties=properties,
+            ordinal=ordinal,
+            tx=kvcore.TxHeader.from_dict(d.get("tx")),
+            path=_hashes(d.get("path"), "path"),
+            tx_path=_hashes(d.get("tx_path"), "tx_path"),
+            state=kvcore.State.from_dict(d.get("state")),
+            consistency=consistency,
+            consistency_state=cstate,
+        )
+    except (KeyError, TypeError, kvcore.VerificationError) as e:
+        if isinstance(e, VerificationError):
+            raise
+        detail = str(e) if isinstance(e, kvcore.VerificationError) else "missing or mistyped fields"
+        raise VerificationError(f"malformed proof bundle: {detail}") from None
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int or v < 0:
+        raise VerificationError(f"expected a non-negative integer, got {v!r}")
+    return v
+
+
+def load(text: str | bytes) -> Proof:
+    """Read a proof bundle from its JSON text."""
+    import json
+
+    try:  # the standard library keeps integers of any size exact
+        d = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise VerificationError(f"a proof bundle must be JSON: {e}") from None
+    return from_dict(d)

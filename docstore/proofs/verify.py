@@ -1,0 +1,186 @@
+"""Pure verification of proof bundles: a function of (proof, trusted state), no I/O.
+
+Checks, in order: the proof's state is the trusted state or linked to it by a bundled
+consistency proof; the claimed entries (rebuilt byte for byte from the bundle) are entries of a
+transaction that is in the ledger at that state; and what those entries say (collection, id,
+revision, property count, pointer, value) is exactly what the bundle claims.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+import kvcore
+
+from docstore import records
+from docstore.errors import CorruptDataError, DocstoreError, VerificationError
+from docstore.flatten import OBJECT_HEADER, decode_value, encode_value, flatten
+from docstore.proofs.bundle import Proof, from_dict, load
+from docstore.records import Header
+
+
+def verify(proof: Proof | str | bytes | dict, trusted_state: kvcore.State) -> Any:
+    """Verify a proof against a state you trust; return the proven document or value.
+
+    A document proof returns the document (None for a deletion's tombstone), a property
+    proof the property's value, a collection proof the collection's definition. Raises
+    :class:`VerificationError` saying which check failed.
+    """
+    if isinstance(proof, (str, bytes)):
+        proof = load(proof)
+    elif isinstance(proof, dict):
+        proof = from_dict(proof)
+    if not isinstance(proof, Proof):
+        raise VerificationError(f"expected a proof bundle, got {type(proof).__name__}")
+    if not isinstance(trusted_state, kvcore.State):
+        raise VerificationError(f"expected a trusted kvcore.State, got {type(trusted_state).__name__}")
+    _link(proof, trusted_state)
+    if proof.kind == "collection":
+        return _verify_collection(proof)
+    return _verify_document(proof)
+
+
+def verify_consistency(old_state: kvcore.State, new_state: kvcore.State, proof: kvcore.ConsistencyProof) -> None:
+    """Check that ``new_state`` extends ``old_state``; raises VerificationError."""
+    try:
+        kvcore.verify_consistency(old_state, new_state, proof)
+    except kvcore.VerificationError as e:
+        raise VerificationError(str(e)) from None
+
+
+def _link(proof: Proof, trusted: kvcore.State) -> None:
+    state = proof.state
+    if state.tx_id == trusted.tx_id:
+        if state.root != trusted.root:
+            raise VerificationError(
+                f"state check failed: the proof's root at transaction {state.tx_id} differs from "
+                "the trusted root (the ledger was rewritten, or the proof is forged)"
+            )
+        return
+    cp, other = proof.consistency, proof.consistency_state
+    if cp is None or other is None or other != trusted:
+        raise VerificationError(
+            f"the proof is relative to state {state.tx_id} but the trusted state is "
+            f"{trusted.tx_id}: it needs a consistency proof between the two "
+            "(prove with known_state=..., or verify one as a second step)"
+        )
+    old, new = (trusted, state) if trusted.tx_id < state.tx_id else (state, trusted)
+    try:
+        kvcore.verify_consistency(old, new, cp)
+    except kvcore.VerificationError as e:
+        raise VerificationError(
+            f"consistency check failed between states {old.tx_id} and {new.tx_id}: {e}"
+        ) from None
+
+
+def _check_entries(proof: Proof, indices: list[int], entries: list[tuple[bytes, bytes]]) -> None:
+    kv_proof = kvcore.EntriesProof(proof.tx, indices, proof.path, proof.tx_path, proof.state.tx_id)
+    try:
+        kvcore.verify_entries(kv_proof, entries, proof.state)
+    except kvcore.VerificationError as e:
+        raise VerificationError(str(e)) from None
+
+
+def _header(proof: Proof) -> Header:
+    try:
+        h = Header.decode(proof.header_value)
+    except CorruptDataError as e:
+        raise VerificationError(f"header check failed: {e}") from None
+    if (h.collection, h.id, h.revision) != (proof.collection, proof.id, proof.revision):
+        raise VerificationError(
+            f"header check failed: the stored header is of {h.collection}/{h.id} revision "
+            f"{h.revision}, the proof claims {proof.collection}/{proof.id} revision {proof.revision}"
+        )
+    return h
+
+
+def _verify_document(proof: Proof) -> Any:
+    if not isinstance(proof.id, str):
+        raise VerificationError("a document proof names a document id")
+    h = _header(proof)
+    o = proof.header_index
+    prefix = records.property_prefix(proof.collection, proof.id)
+    hkey = records.header_key(proof.collection, proof.id)
+    if proof.kind == "document":
+        if h.n != len(proof.properties):
+            raise VerificationError(
+                f"completeness check failed: the header says {h.n} properties, the proof has "
+                f"{len(proof.properties)}"
+            )
+        ordinals = range(h.n)
+        indices = [o + i for i in range(h.n + 1)]
+    else:
+        if h.deleted:
+            raise VerificationError("property check failed: that revision is a deletion")
+        if proof.ordinal is None or len(proof.properties) != 1 or not 0 <= proof.ordinal < h.n:
+            raise VerificationError("property check failed: the proof must hold one property of the header's")
+        ordinals = range(proof.ordinal, proof.ordinal + 1)
+        indices = [o, o + 1 + proof.ordinal]
+    entries = [(hkey, proof.header_value)]
+    for i, p in zip(ordinals, proof.properties):
+        entries.append(
+            (records.property_key(prefix, h.revision, i, p.pointer), p.salt + p.encoded)
+        )
+        if len(p.salt) != records.SALT_BYTES:
+            raise VerificationError(f"property {p.pointer!r} has a salt of {len(p.salt)} bytes")
+    _check_entries(proof, indices, entries)
+    pairs = [(p.pointer, p.encoded) for p in proof.properties]
+    if proof.kind == "property":
+        p = proof.properties[0]
+        if p.pointer != proof.pointer:
+            raise VerificationError(
+                f"pointer check failed: the stored property is {p.pointer!r}, the proof claims {proof.pointer!r}"
+            )
+        if p.encoded == OBJECT_HEADER:
+            raise VerificationError("property check failed: that pointer addresses an object, not a value")
+        try:
+            value = decode_value(p.encoded)
+            claimed = encode_value(proof.claim)
+        except DocstoreError as e:
+            raise VerificationError(f"value check failed: {e}") from None
+        if claimed != p.encoded:
+            raise VerificationError(
+                f"value check failed: {proof.pointer!r} is stored as {p.encoded[:60]!r}, the proof "
+                f"claims {claimed[:60]!r}"
+            )
+        return value
+    if h.deleted:
+        if proof.claim is not None:
+            raise VerificationError("value check failed: the revision is a deletion, the claim is a document")
+        return None
+    claim = proof.claim
+    if not isinstance(claim, dict) or claim.get("_id") != proof.id:
+        raise VerificationError("value check failed: the claimed document does not carry the proven _id")
+    try:
+        claimed_pairs = flatten(claim)
+    except DocstoreError as e:
+        raise VerificationError(f"value check failed: the claimed document is not storable: {e}") from None
+    if claimed_pairs != pairs:
+        diff = next(
+            (f"{a[0]!r}" for a, b in zip(claimed_pairs, pairs) if a != b),
+            f"{abs(len(claimed_pairs) - len(pairs))} properties more or less",
+        )
+        raise VerificationError(
+            f"value check failed: the claimed document differs from the stored one (at {diff})"
+        )
+    return claim
+
+
+def _verify_collection(proof: Proof) -> Any:
+    key = records.collection_key(proof.collection)
+    _check_entries(proof, [proof.header_index], [(key, proof.header_value)])
+    try:
+        meta = orjson.loads(proof.header_value)
+    except orjson.JSONDecodeError:
+        raise VerificationError("the stored collection definition is not JSON") from None
+    if not isinstance(meta, dict) or meta.get("name") != proof.collection:
+        raise VerificationError("collection check failed: the definition names another collection")
+    try:
+        claimed = orjson.dumps(proof.claim)
+    except TypeError:
+        claimed = b""
+    if claimed != proof.header_value:
+        raise VerificationError("value check failed: the claimed definition differs from the stored one")
+    return meta

@@ -1,0 +1,140 @@
+"""How documents become ledger entries (format v1; specified in docs/documents.md).
+
+Keys (bytes; ``\\0`` separates parts, which never contain NUL):
+
+- collection definition: ``c\\0<collection>``
+- document header:       ``d\\0<collection>\\0<id>``
+- property:              ``p\\0<collection>\\0<id>\\0<revision u32><ordinal u32><pointer>``
+- unique-index claim:    ``u\\0<collection>\\0<field>\\0<index key>``
+
+A revision of a document is one header entry followed, in the same transaction, by its ``n``
+properties in document order (entries ``o .. o+n`` of the transaction). A property's value is
+``salt (16 random bytes) || encoded JSON scalar``. One kvcore multi-entry proof of that run
+proves the whole document complete; a proof of the header and one property proves that
+property alone.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+import orjson
+
+from docstore.errors import CorruptDataError
+
+SALT_BYTES = 16
+HEADER_VERSION = 1
+_U32x2 = struct.Struct(">II")
+
+
+def collection_key(coll: str) -> bytes:
+    return b"c\x00" + coll.encode()
+
+
+def header_key(coll: str, doc_id: str) -> bytes:
+    return b"d\x00" + coll.encode() + b"\x00" + doc_id.encode()
+
+
+def header_prefix(coll: str) -> bytes:
+    return b"d\x00" + coll.encode() + b"\x00"
+
+
+def property_prefix(coll: str, doc_id: str) -> bytes:
+    return b"p\x00" + coll.encode() + b"\x00" + doc_id.encode() + b"\x00"
+
+
+def property_key(prefix: bytes, revision: int, ordinal: int, pointer: str) -> bytes:
+    return prefix + _U32x2.pack(revision, ordinal) + pointer.encode()
+
+
+def parse_property_key(key: bytes) -> tuple[str, str, int, int, str]:
+    """(collection, id, revision, ordinal, pointer) of a property key."""
+    try:
+        if not key.startswith(b"p\x00"):
+            raise ValueError
+        coll_end = key.index(b"\x00", 2)
+        id_end = key.index(b"\x00", coll_end + 1)
+        rev, ordinal = _U32x2.unpack_from(key, id_end + 1)
+        return (
+            key[2:coll_end].decode(),
+            key[coll_end + 1 : id_end].decode(),
+            rev,
+            ordinal,
+            key[id_end + 9 :].decode(),
+        )
+    except (ValueError, struct.error, UnicodeDecodeError):
+        raise CorruptDataError(f"not a property key: {key[:80]!r}") from None
+
+
+def unique_key(coll: str, field: str, index_key: bytes) -> bytes:
+    return b"u\x00" + coll.encode() + b"\x00" + field.encode() + b"\x00" + index_key
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """A document revision's header: what the ledger commits to for the whole document."""
+
+    collection: str
+    id: str
+    revision: int
+    n: int
+    deleted: bool
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "v": HEADER_VERSION,
+                "c": self.collection,
+                "id": self.id,
+                "rev": self.revision,
+                "n": self.n,
+                "del": self.deleted,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Header:
+        try:
+            d = orjson.loads(raw)
+            if d["v"] != HEADER_VERSION:
+                raise ValueError(f"header version {d['v']!r}")
+            if set(d) != {"v", "c", "id", "rev", "n", "del"}:
+                raise ValueError("fields")
+            h = cls(d["c"], d["id"], d["rev"], d["n"], d["del"])
+            ok = (
+                isinstance(h.collection, str)
+                and isinstance(h.id, str)
+                and type(h.revision) is int
+                and type(h.n) is int
+                and type(h.deleted) is bool
+                and h.revision >= 1
+                and h.n >= 0
+                and (h.n == 0 or not h.deleted)
+            )
+            if not ok:
+                raise ValueError("field types")
+            return h
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptDataError(f"not a document header ({e}): {raw[:120]!r}") from None
+
+
+def property_entries(
+    coll: str, doc_id: str, revision: int, pairs: list[tuple[str, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """The salted property entries of one revision, in document order."""
+    prefix = property_prefix(coll, doc_id)
+    salts = os.urandom(SALT_BYTES * len(pairs))
+    pack = _U32x2.pack
+    return [
+        (prefix + pack(revision, i) + pointer.encode(), salts[i * SALT_BYTES : (i + 1) * SALT_BYTES] + encoded)
+        for i, (pointer, encoded) in enumerate(pairs)
+    ]
+
+
+def split_property_value(value: bytes) -> bytes:
+    """The encoded JSON scalar of a stored property value (its salt removed)."""
+    if len(value) <= SALT_BYTES:
+        raise CorruptDataError("property value is shorter than its salt")
+    return value[SALT_BYTES:]

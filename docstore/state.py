@@ -1,0 +1,225 @@
+"""The database's derived, in-memory state: collection definitions, the current revision of
+every document (encoded), and secondary indexes.
+
+Everything here is rebuilt from the ledger: on open from a checksummed snapshot plus the
+transactions committed after it, or from the whole ledger if the snapshot is missing or damaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+import kvcore
+
+from docstore.collections.indexes import SecondaryIndex
+from docstore.collections.schema import Schema
+from docstore.errors import CorruptDataError
+from docstore.flatten import unflatten
+from docstore.records import SALT_BYTES, Header, parse_property_key
+
+SNAPSHOT_MAGIC = b"IMDOCS01"
+SNAPSHOT_VERSION = 1
+
+
+def encode_doc(doc: dict) -> bytes | tuple[bytes]:
+    """Compact, exact encoding of a document for the cache (orjson; marshal if it cannot)."""
+    try:
+        return orjson.dumps(doc)
+    except TypeError:  # integers beyond 64 bits
+        return (marshal.dumps(doc),)
+
+
+def copy_doc(doc: dict) -> dict:
+    """A deep copy of a JSON document (fast: a marshal round trip)."""
+    return marshal.loads(marshal.dumps(doc))
+
+
+def decode_doc(raw: bytes | tuple[bytes]) -> dict:
+    if type(raw) is bytes:
+        return orjson.loads(raw)
+    return marshal.loads(raw[0])
+
+
+@dataclass
+class CollectionState:
+    name: str
+    meta: dict[str, Any]
+    schema: Schema | None = None
+    docs: dict[str, Any] = field(default_factory=dict)
+    indexes: dict[str, SecondaryIndex] = field(default_factory=dict)
+
+    def put(self, doc_id: str, doc: dict | None) -> None:
+        if doc is None:
+            self.docs.pop(doc_id, None)
+        else:
+            self.docs[doc_id] = encode_doc(doc)
+        for idx in self.indexes.values():
+            idx.put(doc_id, doc)
+
+    def apply_meta(self, meta: dict[str, Any]) -> None:
+        """Take a new definition: (re)compile the schema, add or drop indexes."""
+        schema_doc = meta.get("schema")
+        if schema_doc != self.meta.get("schema") or self.schema is None and schema_doc is not None:
+            self.schema = None if schema_doc is None else Schema(schema_doc)
+        wanted = {i["field"]: bool(i.get("unique")) for i in meta.get("indexes", [])}
+        for f in list(self.indexes):
+            if f not in wanted or self.indexes[f].unique != wanted[f]:
+                del self.indexes[f]
+        for f, unique in wanted.items():
+            if f not in self.indexes:
+                idx = SecondaryIndex(f, unique)
+                idx.bulk_load((i, decode_doc(raw)) for i, raw in self.docs.items())
+                self.indexes[f] = idx
+        self.meta = meta
+
+
+def doc_from_entries(header: Header, entries: list[kvcore.Entry], prefix: bytes) -> dict:
+    """Rebuild a document from its header and property entries (checking they belong)."""
+    if len(entries) != header.n:
+        raise CorruptDataError(
+            f"document {header.collection}/{header.id} revision {header.revision}: "
+            f"{len(entries)} properties found, the header says {header.n}"
+        )
+    cut = len(prefix) + 8
+    pairs = []
+    for i, e in enumerate(entries):
+        key = e.key
+        if not key.startswith(prefix) or key[len(prefix) : cut] != _rev_ord(header.revision, i):
+            parse_property_key(key)  # raises CorruptDataError for foreign keys
+            raise CorruptDataError(
+                f"document {header.collection}/{header.id}: entry {i} belongs to another revision"
+            )
+        value = e.value
+        if len(value) <= SALT_BYTES:
+            raise CorruptDataError(f"document {header.collection}/{header.id}: property {i} is short")
+        try:
+            pointer = key[cut:].decode()
+        except UnicodeDecodeError:
+            raise CorruptDataError(
+                f"document {header.collection}/{header.id}: property {i} has a damaged pointer"
+            ) from None
+        pairs.append((pointer, value[SALT_BYTES:]))
+    return unflatten(pairs)
+
+
+def _rev_ord(rev: int, i: int) -> bytes:
+    return rev.to_bytes(4, "big") + i.to_bytes(4, "big")
+
+
+class DbState:
+    """All collections' derived state, plus the ledger transaction it reflects."""
+
+    def __init__(self) -> None:
+        self.collections: dict[str, CollectionState] = {}
+        self.tx_id = 0
+
+    # ------------------------------------------------------------ replay
+    def apply_tx(self, ledger: kvcore.Ledger, tx_id: int) -> None:
+        """Apply one committed transaction read back from the ledger."""
+        entries = ledger.entries(tx_id)
+        i = 0
+        while i < len(entries):
+            e = entries[i]
+            kind = e.key[:2]
+            if kind == b"c\x00":
+                name = e.key[2:].decode()
+                if e.deleted:
+                    self.collections.pop(name, None)
+                else:
+                    meta = orjson.loads(e.value)
+                    coll = self.collections.get(name) or CollectionState(name, {})
+                    coll.apply_meta(meta)
+                    self.collections[name] = coll
+                i += 1
+            elif kind == b"d\x00":
+                header = Header.decode(e.value)
+                props = entries[i + 1 : i + 1 + header.n]
+                coll = self.collections.get(header.collection)
+                if coll is None:
+                    raise CorruptDataError(
+                        f"transaction {tx_id} writes to unknown collection {header.collection!r}"
+                    )
+                if header.deleted:
+                    coll.put(header.id, None)
+                else:
+                    from docstore.records import property_prefix
+
+                    prefix = property_prefix(header.collection, header.id)
+                    coll.put(header.id, doc_from_entries(header, props, prefix))
+                i += 1 + header.n
+            else:
+                i += 1
+        self.tx_id = tx_id
+
+    def catch_up(self, ledger: kvcore.Ledger) -> int:
+        """Apply every transaction after the one the state reflects; returns how many."""
+        start = self.tx_id
+        for tx_id in range(start + 1, ledger.tx_id + 1):
+            self.apply_tx(ledger, tx_id)
+        return ledger.tx_id - start
+
+    # ---------------------------------------------------------- snapshots
+    def dump(self) -> bytes:
+        body = marshal.dumps(
+            (
+                SNAPSHOT_VERSION,
+                self.tx_id,
+                [
+                    (c.name, orjson.dumps(c.meta), c.docs, [i.dump() for i in c.indexes.values()])
+                    for c in self.collections.values()
+                ],
+            )
+        )
+        return SNAPSHOT_MAGIC + hashlib.sha256(body).digest() + body
+
+    @classmethod
+    def load(cls, blob: bytes) -> DbState | None:
+        if len(blob) < 40 or blob[:8] != SNAPSHOT_MAGIC:
+            return None
+        body = blob[40:]
+        if hashlib.sha256(body).digest() != blob[8:40]:
+            return None
+        try:
+            version, tx_id, colls = marshal.loads(body)
+            if version != SNAPSHOT_VERSION:
+                return None
+            state = cls()
+            state.tx_id = tx_id
+            for name, meta_raw, docs, idx_dumps in colls:
+                meta = orjson.loads(meta_raw)
+                coll = CollectionState(name, meta, docs=docs)
+                schema_doc = meta.get("schema")
+                coll.schema = None if schema_doc is None else Schema(schema_doc)
+                for d in idx_dumps:
+                    idx = SecondaryIndex.load(d)
+                    coll.indexes[idx.field] = idx
+                state.collections[name] = coll
+            return state
+        except (ValueError, EOFError, TypeError, KeyError):
+            return None
+
+
+def load_snapshot(path: str) -> DbState | None:
+    try:
+        with open(path, "rb") as f:
+            return DbState.load(f.read())
+    except OSError:
+        return None
+
+
+def save_snapshot(path: str, state: DbState) -> None:
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(state.dump())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        pass  # derived data: the next open replays the ledger instead
