@@ -8,7 +8,7 @@ import time
 
 from benchmarks.common import machine, table
 
-SUITES = ["kv", "docs"]
+SUITES = ["kv", "docs", "proofs", "remote"]
 
 
 def main() -> None:

@@ -77,7 +77,11 @@ class Database:
         self._snapshot_path = os.path.join(self.path, "docs.snap")
         try:
             state = load_snapshot(self._snapshot_path)
-            if state is None or state.tx_id > self._ledger.tx_id:
+            if (
+                state is None
+                or state.tx_id > self._ledger.tx_id
+                or self._ledger.state(state.tx_id).root != state.root
+            ):  # missing, damaged, or of another history: rebuild from the ledger
                 state = DbState()
             replayed = state.catch_up(self._ledger)
         except BaseException:
@@ -86,7 +90,7 @@ class Database:
         self._state = state
         self._closed = False
         if replayed >= _SNAPSHOT_AFTER and not readonly:
-            save_snapshot(self._snapshot_path, state)
+            save_snapshot(self._snapshot_path, state, self._ledger)
 
     # ------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -96,7 +100,7 @@ class Database:
                 return
             self._closed = True
             if not self._ledger.readonly:
-                save_snapshot(self._snapshot_path, self._state)
+                save_snapshot(self._snapshot_path, self._state, self._ledger)
             self._ledger.close()
 
     def __enter__(self) -> Database:

@@ -67,6 +67,10 @@ class ConflictError(DocstoreError, kvcore.ConflictError):
     """A concurrent transaction committed a document this transaction read or wrote."""
 
 
+class TransactionTooLargeError(DocstoreError, ValueError):
+    """A transaction exceeds the ledger's limits (entries or bytes per transaction)."""
+
+
 class CorruptDataError(DocstoreError):
     """Stored data does not decode as a docstore structure (damaged or foreign)."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -72,8 +72,7 @@ def unique_key(coll: str, field: str, index_key: bytes) -> bytes:
     return b"u\x00" + coll.encode() + b"\x00" + field.encode() + b"\x00" + index_key
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+class Header(NamedTuple):
     """A document revision's header: what the ledger commits to for the whole document."""
 
     collection: str
@@ -95,7 +94,7 @@ class Header:
         )
 
     @classmethod
-    def decode(cls, raw: bytes) -> Header:
+    def decode(cls, raw: bytes) -> Header:  # noqa: D102
         try:
             d = orjson.loads(raw)
             if d["v"] != HEADER_VERSION:

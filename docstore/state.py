@@ -118,6 +118,7 @@ class DbState:
     def __init__(self) -> None:
         self.collections: dict[str, CollectionState] = {}
         self.tx_id = 0
+        self.root = b""  # the ledger root at tx_id, as recorded in a snapshot
 
     # ------------------------------------------------------------ replay
     def apply_tx(self, ledger: kvcore.Ledger, tx_id: int) -> None:
@@ -165,11 +166,13 @@ class DbState:
         return ledger.tx_id - start
 
     # ---------------------------------------------------------- snapshots
-    def dump(self) -> bytes:
+    def dump(self, root: bytes) -> bytes:
+        """The snapshot bytes; ``root`` is the ledger's root at ``tx_id`` (checked on load)."""
         body = marshal.dumps(
             (
                 SNAPSHOT_VERSION,
                 self.tx_id,
+                root,
                 [
                     (c.name, orjson.dumps(c.meta), c.docs, [i.dump() for i in c.indexes.values()])
                     for c in self.collections.values()
@@ -186,11 +189,12 @@ class DbState:
         if hashlib.sha256(body).digest() != blob[8:40]:
             return None
         try:
-            version, tx_id, colls = marshal.loads(body)
-            if version != SNAPSHOT_VERSION:
+            version, tx_id, root, colls = marshal.loads(body)
+            if version != SNAPSHOT_VERSION or type(root) is not bytes:
                 return None
             state = cls()
             state.tx_id = tx_id
+            state.root = root
             for name, meta_raw, docs, idx_dumps in colls:
                 meta = orjson.loads(meta_raw)
                 coll = CollectionState(name, meta, docs=docs)
@@ -201,7 +205,7 @@ class DbState:
                     coll.indexes[idx.field] = idx
                 state.collections[name] = coll
             return state
-        except (ValueError, EOFError, TypeError, KeyError):
+        except (ValueError, EOFError, TypeError, KeyError, AttributeError):
             return None
 
 
@@ -213,11 +217,12 @@ def load_snapshot(path: str) -> DbState | None:
         return None
 
 
-def save_snapshot(path: str, state: DbState) -> None:
+def save_snapshot(path: str, state: DbState, ledger: kvcore.Ledger) -> None:
     tmp = path + ".tmp"
     try:
+        blob = state.dump(ledger.state(state.tx_id).root)
         with open(tmp, "wb") as f:
-            f.write(state.dump())
+            f.write(blob)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

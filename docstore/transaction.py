@@ -28,6 +28,7 @@ from docstore.errors import (
     DuplicateIdError,
     DuplicateKeyError,
     InvalidDocumentError,
+    TransactionTooLargeError,
 )
 from docstore.flatten import flatten
 from docstore.ids import check_id, new_id
@@ -146,8 +147,9 @@ class Transaction:
         """Validate a document fully (JSON, size, key lengths, schema) before buffering it."""
         pairs = flatten(doc)
         limit = kvcore.MAX_KEY_BYTES - len(records.property_prefix(coll, doc["_id"])) - 8
+        quick = limit // 4  # a character is at most 4 UTF-8 bytes
         for pointer, _ in pairs:
-            if len(pointer.encode()) > limit:
+            if len(pointer) > quick and len(pointer.encode()) > limit:
                 raise InvalidDocumentError(
                     f"property path is too long ({len(pointer.encode())} bytes; at most {limit} "
                     "for this collection and id)",
@@ -187,6 +189,9 @@ class Transaction:
     def _put(self, coll: str, doc_id: str, new: _Pending) -> None:
         old = self._current(coll, doc_id)
         self._claims(coll, doc_id, old, None if new is None else new[0])
+        if new is None and self._snapshot_doc(coll, doc_id)[1] is None:
+            self._docs.pop((coll, doc_id), None)  # inserted and deleted here: nothing to write
+            return
         self._docs[(coll, doc_id)] = new
 
     def _set_meta(self, name: str, meta: dict[str, Any]) -> None:
@@ -222,6 +227,8 @@ class Transaction:
                 self.tx_id = kv.commit()
             except kvcore.ConflictError as e:
                 raise ConflictError(str(e)) from None
+            except kvcore.LimitError as e:
+                raise TransactionTooLargeError(f"the transaction is too large: {e}") from None
             if self.tx_id is not None:
                 db._apply(self.tx_id, self._metas, written)
         return self.tx_id

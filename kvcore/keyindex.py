@@ -45,13 +45,25 @@ def bound_for(at_tx: int) -> int:
 
 
 class KeyIndex:
-    """key -> locations of its revisions (an int for one revision, a list for several)."""
+    """key -> locations of its revisions (an int for one revision, a list for several).
 
-    __slots__ = ("_map", "_keys")
+    Keys are also kept in order for scans; keys new since the last ordered access wait in a
+    list and are merged in on the next one, so writers that nobody scans pay nothing for order.
+    """
+
+    __slots__ = ("_map", "_keys", "_new")
 
     def __init__(self) -> None:
         self._map: dict[bytes, int | list[int]] = {}
         self._keys: SortedList = SortedList()
+        self._new: list[bytes] = []
+
+    def _ordered(self) -> SortedList:
+        if self._new:
+            self._new.sort()
+            self._keys.update(self._new)
+            self._new = []
+        return self._keys
 
     def __len__(self) -> int:
         return len(self._map)
@@ -60,7 +72,7 @@ class KeyIndex:
         cur = self._map.get(key)
         if cur is None:
             self._map[key] = loc
-            self._keys.add(key)
+            self._new.append(key)
         elif type(cur) is int:
             self._map[key] = [cur, loc]
         else:
@@ -79,7 +91,7 @@ class KeyIndex:
             else:
                 cur.append(loc)
         if new:
-            self._keys.update(new)
+            self._new += new
 
     def locations(self, key: bytes) -> list[int]:
         cur = self._map.get(key)
@@ -107,7 +119,7 @@ class KeyIndex:
 
     def keys_from(self, start: bytes, inclusive: bool, limit: int) -> list[bytes]:
         """Up to ``limit`` keys >= ``start`` (> if not inclusive), in order."""
-        it = self._keys.irange(minimum=start, inclusive=(inclusive, True))
+        it = self._ordered().irange(minimum=start, inclusive=(inclusive, True))
         out = []
         for k in it:
             out.append(k)
@@ -116,28 +128,31 @@ class KeyIndex:
         return out
 
     def iter_keys(self) -> Iterator[bytes]:
-        return iter(self._keys)
+        return iter(self._ordered())
 
     # ------------------------------------------------------------ snapshots
-    def dump(self, tx_count: int) -> bytes:
-        keys = list(self._keys)
+    def dump(self, tx_count: int, root: bytes = b"") -> bytes:
+        """Snapshot bytes; ``root`` is the ledger root at ``tx_count`` (checked on load)."""
+        keys = list(self._ordered())
         m = self._map
-        body = marshal.dumps((tx_count, keys, [m[k] for k in keys]), 4)
+        body = marshal.dumps((tx_count, root, keys, [m[k] for k in keys]), 4)
         return _MAGIC + hashlib.sha256(body).digest() + body
 
     @classmethod
-    def load(cls, blob: bytes) -> tuple[KeyIndex, int] | None:
-        """(index, tx_count) from a snapshot, or None if it is damaged or foreign."""
+    def load(cls, blob: bytes) -> tuple[KeyIndex, int, bytes] | None:
+        """(index, tx_count, root) from a snapshot, or None if it is damaged or foreign."""
         if len(blob) < 40 or blob[:8] != _MAGIC:
             return None
         body = blob[40:]
         if hashlib.sha256(body).digest() != blob[8:40]:
             return None
         try:
-            tx_count, keys, vals = marshal.loads(body)
+            tx_count, root, keys, vals = marshal.loads(body)
+            if type(tx_count) is not int or type(root) is not bytes:
+                return None
+            idx = cls()
+            idx._map = dict(zip(keys, vals))
+            idx._keys = SortedList(keys)
         except (ValueError, EOFError, TypeError):
             return None
-        idx = cls()
-        idx._map = dict(zip(keys, vals))
-        idx._keys = SortedList(keys)
-        return idx, tx_count
+        return idx, tx_count, root

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+from collections import OrderedDict
 import time
 import warnings
 from bisect import bisect_left
@@ -35,7 +36,7 @@ from kvcore.keyindex import (
 )
 from kvcore.models import ConsistencyProof, EntriesProof, Entry, EntryProof, State, Tx, TxHeader
 from kvcore.storage import FileStorage, Storage
-from kvcore.tree import MerkleTree, level_position, node_count, subtree_hash
+from kvcore.tree import MerkleTree, level_starts, node_count, subtree_hash
 
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 32 * 1024 * 1024
@@ -44,6 +45,7 @@ MAX_TX_BYTES = 256 * 1024 * 1024
 _SNAPSHOT_AFTER_REPLAY = 50_000  # entries replayed at open before a fresh snapshot is saved
 _SCAN_CHUNK = 256
 _READ_AHEAD = 256
+_EXTRA_CACHE_BYTES = 64 * 1024 * 1024  # entries-tree bytes kept in memory for fast proofs
 
 
 class RecoveryWarning(UserWarning):
@@ -98,6 +100,9 @@ class Ledger:
             storage.close()  # a failed open must not keep the directory locked
             raise
         self._root_cache: tuple[int, bytes] = (count, self._tree.root(count))
+        self._extra_cache: OrderedDict[int, tuple[bytes, dict[tuple[int, int], bytes], list[int]]] = OrderedDict()
+        self._headers: dict[int, TxHeader] = {}
+        self._extra_cached_bytes = 0
         for note in self.recovery_notes:
             warnings.warn(note, RecoveryWarning, stacklevel=3)
 
@@ -137,7 +142,11 @@ class Ledger:
         blob = self._storage.load_index()
         if blob is not None:
             loaded = KeyIndex.load(blob)
-            if loaded is not None and loaded[1] <= count:
+            if (
+                loaded is not None
+                and loaded[1] <= count
+                and loaded[2] == self._tree.root(loaded[1])
+            ):
                 index, first = loaded[0], loaded[1] + 1
             else:
                 self.recovery_notes.append("the index snapshot was damaged; rebuilt the index")
@@ -150,7 +159,7 @@ class Ledger:
             index.add_many(items)
             replayed += len(items)
         if replayed >= _SNAPSHOT_AFTER_REPLAY and not self._storage.readonly:
-            self._storage.save_index(index.dump(count))
+            self._storage.save_index(index.dump(count, self._tree.root(count)))
         return index
 
     def _timestamp_of(self, tx_id: int) -> int:
@@ -165,7 +174,7 @@ class Ledger:
             self._closed = True
             if not self._storage.readonly:
                 with self._index_lock:
-                    blob = self._index.dump(self._tx_count)
+                    blob = self._index.dump(self._tx_count, self._tree.root(self._tx_count))
                 self._storage.save_index(blob)
             self._storage.close()
 
@@ -215,7 +224,7 @@ class Ledger:
         """Save a snapshot of the key index now (it is also saved on close)."""
         self._check_open()
         with self._write_lock, self._index_lock:
-            blob = self._index.dump(self._tx_count)
+            blob = self._index.dump(self._tx_count, self._tree.root(self._tx_count))
         self._storage.save_index(blob)
 
     # --------------------------------------------------------------- writes
@@ -347,7 +356,7 @@ class Ledger:
         """Every revision of ``key``, oldest first (tombstones included), paged."""
         self._check_open()
         key = check_key(key)
-        if offset < 0 or (limit is not None and limit < 0):
+        if type(offset) is not int or offset < 0 or (limit is not None and (type(limit) is not int or limit < 0)):
             raise InvalidInputError("offset and limit must not be negative")
         bound = bound_for(self._tx_count)
         locs = [loc for loc in self._index.locations(key) if loc < bound]
@@ -440,9 +449,20 @@ class Ledger:
         One read of the stored bytes; cheaper than :meth:`tx` for a run of a large
         transaction (a writer that commits related keys together reads them back this way).
         """
+        return self._entries(tx_id, start, count, False)  # type: ignore[return-value]
+
+    def entry_items(
+        self, tx_id: int, start: int = 0, count: int | None = None
+    ) -> list[tuple[bytes, bytes | None]]:
+        """Like :meth:`entries`, as bare ``(key, value)`` pairs (value None for a tombstone)."""
+        return self._entries(tx_id, start, count, True)  # type: ignore[return-value]
+
+    def _entries(self, tx_id: int, start: int, count: int | None, raw: bool) -> list[Any]:
         self._check_open()
         self._check_tx(tx_id)
         n = self.header(tx_id).n_entries
+        if type(start) is not int:
+            raise InvalidInputError(f"start must be an integer, got {start!r}")
         if count is None:
             count = n - start
         if type(start) is not int or type(count) is not int or start < 0 or count < 0 or start + count > n:
@@ -452,24 +472,26 @@ class Ledger:
             )
         if count == 0:
             return []
-        table = self._storage.read_extra(tx_id, 4 * start, 4 * (count + 1))
-        positions = struct.unpack(f">{count + 1}I", table)
+        positions = struct.unpack_from(f">{count + 1}I", self._extra(tx_id, n), 4 * start)
         first = positions[0]
-        raw = self._storage.read(tx_id, first, positions[-1] - first)
+        buf = self._storage.read(tx_id, first, positions[-1] - first)
         unpack = txformat.ENTRY_HEAD.unpack_from
         head = txformat.ENTRY_HEAD_SIZE
-        out = []
+        out: list[Any] = []
         index = self._index
         for i in range(count):
             p = positions[i] - first
-            kind, klen, vlen = unpack(raw, p)
+            kind, klen, vlen = unpack(buf, p)
             k0 = p + head
-            key = raw[k0 : k0 + klen]
+            key = buf[k0 : k0 + klen]
+            if raw:
+                out.append((key, None if kind == KIND_DELETE else buf[k0 + klen : k0 + klen + vlen]))
+                continue
             loc = make_loc(tx_id, start + i, positions[i])
             out.append(
                 Entry(
                     key,
-                    raw[k0 + klen : k0 + klen + vlen],
+                    buf[k0 + klen : k0 + klen + vlen],
                     tx_id,
                     index.revision_of(key, loc),
                     kind == KIND_DELETE,
@@ -485,10 +507,17 @@ class Ledger:
             )
 
     def header(self, tx_id: int) -> TxHeader:
+        """The header of a committed transaction (cached: headers never change)."""
         self._check_open()
-        self._check_tx(tx_id)
+        self._check_tx(tx_id)  # before the cache: 1.0 and True hash like 1
+        cached = self._headers.get(tx_id)
+        if cached is not None:
+            return cached
         _, (tid, ts, n, root) = _header_of(tx_id, self._storage.read(tx_id, 0, HEADER_SIZE))
-        return TxHeader(tid, ts, n, root)
+        if len(self._headers) > 100_000:
+            self._headers.clear()
+        h = self._headers[tx_id] = TxHeader(tid, ts, n, root)
+        return h
 
     # --------------------------------------------------------------- proofs
     def state(self, at_tx: int | None = None) -> State:
@@ -501,7 +530,7 @@ class Ledger:
         if cached[0] == n:
             return State(n, cached[1])
         root = self._tree.root(n)
-        if at_tx is None:
+        if n == self._tx_count:
             self._root_cache = (n, root)
         return State(n, root)
 
@@ -515,7 +544,7 @@ class Ledger:
                 f"state {state.tx_id} cannot prove transaction {at_least} "
                 f"(the ledger is at {self._tx_count})"
             )
-        if self._tree.root(state.tx_id) != state.root:
+        if self.state(state.tx_id).root != state.root:
             raise VerificationError(
                 f"the given state's root is not this ledger's root at transaction {state.tx_id}"
             )
@@ -546,20 +575,74 @@ class Ledger:
         return self._prove_loc(key, loc, state)
 
     def _prove_loc(self, key: bytes, loc: int, state: State | None) -> EntryProof:
-        tx_id, ordinal = tx_of(loc), ordinal_of(loc)
-        state = self._resolve_state(state, tx_id)
-        header = self.header(tx_id)
         kind, _ = self._read_entry(loc, key)
-        read_extra = self._storage.read_extra
+        proof = self.prove_entry_at(tx_of(loc), ordinal_of(loc), state)
+        return proof._replace(deleted=kind == KIND_DELETE)
+
+    def prove_entry_at(self, tx_id: int, index: int, state: State | None = None) -> EntryProof:
+        """Prove entry number ``index`` of transaction ``tx_id`` (an RFC 9162 inclusion path).
+
+        Like :meth:`prove_entry`, for a caller that knows where the entry is (as
+        :meth:`entries` and :class:`Entry.index` tell). ``deleted`` is set from the entry.
+        """
+        self._check_open()
+        self._check_tx(tx_id)
+        header = self.header(tx_id)
         n = header.n_entries
+        if type(index) is not int or not 0 <= index < n:
+            raise InvalidInputError(f"transaction {tx_id} has no entry {index!r} ({n} entries)")
+        state = self._resolve_state(state, tx_id)
+        blob = self._extra(tx_id, n)
+        pos = struct.unpack_from(">I", blob, 4 * index)[0]
+        deleted = self._storage.read(tx_id, pos, 1) == b"\x01"
+        entry_path = merkle.inclusion_path(index, n, self._entries_subtree(tx_id, n))
+        tx_path = self._tree.inclusion_path(tx_id - 1, state.tx_id)
+        return EntryProof(header, index, deleted, entry_path, tx_path, state.tx_id)
+
+    def _extra_entry(self, tx_id: int, n: int) -> tuple[bytes, dict[tuple[int, int], bytes], list[int]]:
+        """A transaction's stored positions and entries-tree nodes, with a memo of its partial
+        subtree hashes (cached in memory, bounded by _EXTRA_CACHE_BYTES)."""
+        cache = self._extra_cache
+        hit = cache.get(tx_id)
+        if hit is not None:
+            cache.move_to_end(tx_id)
+            return hit
+        size = 4 * (n + 1) + (2 * n - n.bit_count()) * HASH_SIZE
+        blob = self._storage.read_extra(tx_id, 0, size)
+        if len(blob) != size:
+            raise _corrupt(tx_id, b"<entries tree>")
+        hit = (blob, {}, level_starts(n))
+        with self._index_lock:
+            cache[tx_id] = hit
+            self._extra_cached_bytes += len(blob)
+            while self._extra_cached_bytes > _EXTRA_CACHE_BYTES and len(cache) > 1:
+                _, (old, _memo, _starts) = cache.popitem(last=False)
+                self._extra_cached_bytes -= len(old)
+        return hit
+
+    def _extra(self, tx_id: int, n: int) -> bytes:
+        return self._extra_entry(tx_id, n)[0]
+
+    def _entries_subtree(self, tx_id: int, n: int) -> Callable[[int, int], bytes]:
+        """MTH(entries[a:b]) of a transaction, from its stored level-order nodes."""
+        blob, memo, starts = self._extra_entry(tx_id, n)
         base = 4 * (n + 1)
 
         def node(level: int, index: int) -> bytes:
-            return read_extra(tx_id, base + level_position(n, level, index) * HASH_SIZE, HASH_SIZE)
+            p = base + (starts[level] + index) * HASH_SIZE
+            return blob[p : p + HASH_SIZE]
 
-        entry_path = _inclusion(ordinal, n, node)
-        tx_path = self._tree.inclusion_path(tx_id - 1, state.tx_id)
-        return EntryProof(header, ordinal, kind == KIND_DELETE, entry_path, tx_path, state.tx_id)
+        def sub(a: int, b: int) -> bytes:
+            size = b - a
+            if size & (size - 1) == 0 and a % size == 0:
+                return node(size.bit_length() - 1, a // size)
+            k = (a, b)
+            h = memo.get(k)
+            if h is None:
+                h = memo[k] = subtree_hash(node, a, b)
+            return h
+
+        return sub
 
     def prove_entries(
         self, tx_id: int, indices: Iterable[int], state: State | None = None
@@ -578,13 +661,7 @@ class Ledger:
         if not idx or idx[0] < 0 or idx[-1] >= n or any(type(i) is not int for i in idx):
             raise InvalidInputError(f"entry indices must be within 0..{n - 1} of transaction {tx_id}")
         state = self._resolve_state(state, tx_id)
-        read_extra = self._storage.read_extra
-        base = 4 * (n + 1)
-
-        def node(level: int, index: int) -> bytes:
-            return read_extra(tx_id, base + level_position(n, level, index) * HASH_SIZE, HASH_SIZE)
-
-        path = merkle.multi_path(idx, n, lambda a, b: subtree_hash(node, a, b))
+        path = merkle.multi_path(idx, n, self._entries_subtree(tx_id, n))
         tx_path = self._tree.inclusion_path(tx_id - 1, state.tx_id)
         return EntriesProof(header, idx, path, tx_path, state.tx_id)
 
@@ -612,10 +689,6 @@ class Ledger:
             return run_audit(
                 self._storage, self._tx_count, expected_index, trusted_state, progress
             )
-
-
-def _inclusion(index: int, size: int, read: Callable[[int, int], bytes]) -> list[bytes]:
-    return merkle.inclusion_path(index, size, lambda a, b: subtree_hash(read, a, b))
 
 
 def _entries_of(tx_id: int, body: bytes) -> list[tuple[int, int, bytes, bytes]]:

@@ -7,10 +7,13 @@ are pure and follow RFC 9162 sections 2.1.3.2 and 2.1.4.2 step by step.
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 from kvcore.hashing import EMPTY_ROOT, node_hash
+
+_sha256 = hashlib.sha256
 
 Subtree = Callable[[int, int], bytes]
 
@@ -42,7 +45,7 @@ def inclusion_path(index: int, size: int, subtree: Subtree) -> list[bytes]:
     path: list[bytes] = []
     lo, hi = 0, size
     while hi - lo > 1:
-        k = split_point(hi - lo)
+        k = 1 << ((hi - lo - 1).bit_length() - 1)
         if index < lo + k:
             path.append(subtree(lo + k, hi))
             hi = lo + k
@@ -82,18 +85,19 @@ def root_from_inclusion(index: int, size: int, leaf: bytes, path: Sequence[bytes
     """Root implied by an inclusion proof (RFC 9162 2.1.3.2); raises ValueError if malformed."""
     if not 0 <= index < size:
         raise ValueError(f"leaf index {index} is outside a tree of size {size}")
+    sha = _sha256
     fn, sn, r = index, size - 1, leaf
     for p in path:
         if sn == 0:
             raise ValueError("inclusion path is longer than the tree is deep")
         if fn & 1 or fn == sn:
-            r = node_hash(p, r)
+            r = sha(b"\x01" + p + r).digest()
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            r = node_hash(r, p)
+            r = sha(b"\x01" + r + p).digest()
         fn >>= 1
         sn >>= 1
     if sn != 0:

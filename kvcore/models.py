@@ -6,8 +6,7 @@ saved as JSON and verified elsewhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from kvcore.errors import VerificationError
 from kvcore.hashing import HASH_SIZE, KIND_DELETE, encode_header, tx_leaf_hash
@@ -43,8 +42,7 @@ def _need_dict(d: Any, what: str) -> dict[str, Any]:
     return d
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One revision of a key. ``deleted`` entries are tombstones with an empty value.
 
     ``index`` is the entry's position in its transaction (its leaf index in the entries
@@ -59,8 +57,7 @@ class Entry:
     index: int = -1
 
 
-@dataclass(frozen=True, slots=True)
-class TxHeader:
+class TxHeader(NamedTuple):
     """The hashed part of a transaction (see docs/hashing.md)."""
 
     tx_id: int
@@ -93,8 +90,7 @@ class TxHeader:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Tx:
+class Tx(NamedTuple):
     """A committed transaction: its header and its entries in commit order."""
 
     header: TxHeader
@@ -105,8 +101,7 @@ class Tx:
         return self.header.tx_id
 
 
-@dataclass(frozen=True, slots=True)
-class State:
+class State(NamedTuple):
     """What a client trusts: the ledger after ``tx_id`` transactions has root ``root``."""
 
     tx_id: int
@@ -121,15 +116,14 @@ class State:
         return cls(_int(d, "tx_id"), _hex_to_hash(d.get("root"), "root"))
 
 
-@dataclass(frozen=True, slots=True)
-class EntryProof:
+class EntryProof(NamedTuple):
     """An entry is leaf ``entry_index`` of transaction ``header``, which is in the tree of ``state_tx_id``."""
 
     header: TxHeader
     entry_index: int
     deleted: bool
-    entry_path: list[bytes] = field(repr=False)
-    tx_path: list[bytes] = field(repr=False)
+    entry_path: list[bytes]
+    tx_path: list[bytes]
     state_tx_id: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,13 +156,12 @@ class EntryProof:
         return KIND_DELETE if self.deleted else 0
 
 
-@dataclass(frozen=True, slots=True)
-class ConsistencyProof:
+class ConsistencyProof(NamedTuple):
     """The tree at ``new_tx_id`` extends the tree at ``old_tx_id`` (RFC 9162 consistency path)."""
 
     old_tx_id: int
     new_tx_id: int
-    path: list[bytes] = field(repr=False)
+    path: list[bytes]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -183,8 +176,7 @@ class ConsistencyProof:
         return cls(_int(d, "old_tx_id"), _int(d, "new_tx_id"), _hashes(d, "path"))
 
 
-@dataclass(frozen=True, slots=True)
-class EntriesProof:
+class EntriesProof(NamedTuple):
     """Entries ``indices`` of transaction ``header`` (a set or a run), in the tree of ``state_tx_id``.
 
     ``path`` is a multi-leaf proof (see :func:`kvcore.merkle.multi_path`); one proof covers,
@@ -193,8 +185,8 @@ class EntriesProof:
 
     header: TxHeader
     indices: list[int]
-    path: list[bytes] = field(repr=False)
-    tx_path: list[bytes] = field(repr=False)
+    path: list[bytes]
+    tx_path: list[bytes]
     state_tx_id: int
 
     def to_dict(self) -> dict[str, Any]:

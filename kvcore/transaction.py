@@ -66,16 +66,32 @@ class Transaction:
     def set_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
         """Buffer several writes; they commit in this order (after earlier writes)."""
         self._active()
+        from kvcore.ledger import MAX_KEY_BYTES, MAX_VALUE_BYTES
+
         check_key, check_value, writes = self._check_key, self._check_value, self._writes
         for key, value in items:
-            key = check_key(key)
-            writes[key] = check_value(key, value)
+            if (
+                type(key) is bytes
+                and type(value) is bytes
+                and 0 < len(key) <= MAX_KEY_BYTES
+                and len(value) <= MAX_VALUE_BYTES
+            ):
+                writes[key] = value
+            else:  # the slow path says what is wrong
+                key = check_key(key)
+                writes[key] = check_value(key, value)
 
     def delete(self, key: bytes) -> None:
         self._active()
         key = self._check_key(key)
         if not self.exists(key):
             raise KeyNotFoundError(f"key {key!r} does not exist (or is already deleted)")
+        self._reads.add(key)
+        try:
+            self._ledger.get(key, at_tx=self.snapshot)
+        except KeyNotFoundError:  # set earlier in this transaction only: just forget the write
+            del self._writes[key]
+            return
         self._writes[key] = None
 
     def scan(self, prefix: bytes = b"") -> Iterator[Entry]:

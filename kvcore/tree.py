@@ -81,6 +81,17 @@ def build_levels(leaves: Sequence[bytes]) -> tuple[bytes, bytes]:
     return b"".join(b"".join(lv) for lv in levels), root
 
 
+def level_starts(n: int) -> list[int]:
+    """Where each level begins in :func:`build_levels` output for ``n`` leaves."""
+    starts, pos, j = [], 0, 0
+    while (n >> j) or not starts:
+        starts.append(pos)
+        pos += n >> j
+        j += 1
+    starts.append(pos)
+    return starts
+
+
 def level_position(n: int, level: int, index: int) -> int:
     """Position of node (level, index) in :func:`build_levels` output for ``n`` leaves."""
     return sum(n >> j for j in range(level)) + index
@@ -89,13 +100,26 @@ def level_position(n: int, level: int, index: int) -> int:
 class MerkleTree:
     """An in-memory, append-only stored tree (the ledger tree); the owner persists the nodes."""
 
-    __slots__ = ("_nodes", "_size", "_stack")
+    __slots__ = ("_nodes", "_size", "_memo")
 
     def __init__(self, nodes: bytes | bytearray = b"", size: int = 0) -> None:
         if len(nodes) != node_count(size) * HASH_SIZE:
             raise ValueError("node array does not match the leaf count")
         self._nodes = bytearray(nodes)
         self._size = size
+        self._memo: dict[tuple[int, int], bytes] = {}  # incomplete subtrees: never change
+
+    def _subtree(self, start: int, end: int) -> bytes:
+        n = end - start
+        if n & (n - 1) == 0 and start % n == 0:
+            return self._read(n.bit_length() - 1, start // n)
+        key = (start, end)
+        h = self._memo.get(key)
+        if h is None:
+            if len(self._memo) > 65536:
+                self._memo.clear()
+            h = self._memo[key] = subtree_hash(self._read, start, end)
+        return h
 
     @property
     def size(self) -> int:
@@ -126,21 +150,20 @@ class MerkleTree:
         """Forget leaves past ``size`` (rolling back a commit that failed to persist)."""
         del self._nodes[node_count(size) * HASH_SIZE :]
         self._size = size
+        self._memo = {k: v for k, v in self._memo.items() if k[1] <= size}
 
     def root(self, size: int | None = None) -> bytes:
         """Root of the tree as it was with ``size`` leaves (default: now)."""
         size = self._size if size is None else size
         if not 0 <= size <= self._size:
             raise ValueError(f"tree has {self._size} leaves, not {size}")
-        return EMPTY_ROOT if size == 0 else subtree_hash(self._read, 0, size)
+        return EMPTY_ROOT if size == 0 else self._subtree(0, size)
 
     def leaf(self, index: int) -> bytes:
         return self._read(0, index)
 
     def inclusion_path(self, index: int, size: int) -> list[bytes]:
-        return merkle.inclusion_path(index, size, lambda a, b: subtree_hash(self._read, a, b))
+        return merkle.inclusion_path(index, size, self._subtree)
 
     def consistency_path(self, old_size: int, new_size: int) -> list[bytes]:
-        return merkle.consistency_path(
-            old_size, new_size, lambda a, b: subtree_hash(self._read, a, b)
-        )
+        return merkle.consistency_path(old_size, new_size, self._subtree)

@@ -15,6 +15,7 @@ from docstore.collections.indexes import check_field, keys_for
 from docstore.collections.query import compile_filter, distinct_values
 from docstore.collections.schema import Schema
 from docstore.errors import DocumentNotFoundError, DuplicateKeyError, QueryError, SchemaError
+from docstore.flatten import flatten
 from docstore.ids import check_id
 from docstore.records import Header
 from docstore.state import decode_doc, doc_from_entries
@@ -56,6 +57,7 @@ class Collection:
         return f"<Collection {self.name!r}>"
 
     def _state(self) -> Any:
+        self._db._check_open()
         try:
             return self._db._state.collections[self.name]
         except KeyError:
@@ -123,7 +125,7 @@ class Collection:
             entries = ledger.history(key, offset, limit)
         except kvcore.InvalidInputError as e:
             raise QueryError(str(e)) from None
-        if not entries and offset == 0:
+        if not entries and offset == 0 and (limit != 0 or not ledger.history(key, 0, 1)):
             raise DocumentNotFoundError(f"no document {doc_id!r} in {self.name!r}")
         out = []
         prefix = records.property_prefix(self.name, doc_id)
@@ -172,10 +174,32 @@ class Collection:
         predicate = compile_filter(filter)
         cursor.check_paging(skip, limit)
         docs = self._docs(filter, at_tx)
-        if self._db._trust is not None:  # prove every candidate; nothing unverified is returned
-            db, name = self._db, self.name
-            docs = (db._verified(name, d["_id"], at_tx) for d in docs)
+        if self._db._trust is not None:  # prove every match; nothing unverified is returned
+            docs = self._verify_matches(docs, predicate, at_tx)
         return cursor.run_query(docs, filter, projection, sort, skip, limit, predicate=predicate)
+
+    def _verify_matches(self, docs: Iterable[dict], predicate: Any, at_tx: int | None) -> Iterator[dict]:
+        """Replace each matching document by its proven revision; a difference is tampering.
+
+        (A verifying reader proves what it returns; it cannot prove that no other document
+        would have matched: see the guarantees in the README.)
+        """
+        from docstore.errors import VerificationError
+
+        db, name = self._db, self.name
+        for doc in docs:
+            if not predicate(doc):
+                continue
+            try:
+                proven = db._verified(name, doc["_id"], at_tx)
+            except DocumentNotFoundError:
+                proven = None
+            if proven is None or flatten(proven) != flatten(doc) or not predicate(proven):
+                raise VerificationError(
+                    f"document {doc['_id']!r} in {name!r}: what the database served differs from "
+                    "what the ledger proves"
+                )
+            yield proven
 
     def find_one(
         self, filter: dict | None = None, projection: Any = None, sort: Any = None, at_tx: int | None = None  # noqa: A002

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field, replace
-from typing import Any
+import struct
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -46,8 +46,7 @@ def _hashes(values: Any, what: str) -> list[bytes]:
     return out
 
 
-@dataclass(frozen=True)
-class Property:
+class Property(NamedTuple):
     """One stored property: its pointer, encoded JSON text and salt."""
 
     pointer: str
@@ -58,12 +57,13 @@ class Property:
         return [self.pointer, self.encoded.decode("utf-8", "surrogateescape"), b64(self.salt)]
 
 
-@dataclass(frozen=True)
-class Proof:
+class Proof(NamedTuple):
     """A verifiable claim about a document, one of its properties, or a collection definition.
 
     Verify it with :func:`docstore.verify`; serialize with :meth:`to_json`, read back with
-    :func:`docstore.proofs.load`.
+    :func:`docstore.proofs.load`. ``index`` is the position in transaction ``tx`` of the first
+    proven entry: the document's header (document), the property (property), the collection
+    definition (collection).
     """
 
     kind: str
@@ -72,16 +72,22 @@ class Proof:
     revision: int
     pointer: str | None
     claim: Any
-    header_value: bytes  # the stored header (document/property) or collection definition
-    header_index: int
+    header: bytes | None  # the stored header (document) or definition (collection)
+    index: int
     properties: list[Property]  # all (document), the proven one (property), none (collection)
     ordinal: int | None  # the proven property's ordinal (property proofs)
     tx: kvcore.TxHeader
-    path: list[bytes] = field(repr=False)
-    tx_path: list[bytes] = field(repr=False)
-    state: kvcore.State = field(repr=False)
-    consistency: kvcore.ConsistencyProof | None = field(default=None, repr=False)
-    consistency_state: kvcore.State | None = field(default=None, repr=False)
+    path: list[bytes]
+    tx_path: list[bytes]
+    state: kvcore.State
+    consistency: kvcore.ConsistencyProof | None = None
+    consistency_state: kvcore.State | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Proof {self.kind} {self.collection}/{self.id or ''}{self.pointer or ''} "
+            f"revision {self.revision}, transaction {self.tx.tx_id}, state {self.state.tx_id}>"
+        )
 
     @property
     def tx_id(self) -> int:
@@ -89,7 +95,7 @@ class Proof:
 
     def with_consistency(self, other: kvcore.State, proof: kvcore.ConsistencyProof) -> Proof:
         """A copy that also carries a consistency proof between its state and ``other``."""
-        return replace(self, consistency=proof, consistency_state=other)
+        return self._replace(consistency=proof, consistency_state=other)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -101,7 +107,8 @@ class Proof:
             "revision": self.revision,
             "pointer": self.pointer,
             "claim": self.claim,
-            "header": {"index": self.header_index, "value": b64(self.header_value)},
+            "index": self.index,
+            "header": None if self.header is None else b64(self.header),
             "properties": [p.to_list() for p in self.properties],
         }
         if self.ordinal is not None:
@@ -149,13 +156,18 @@ def from_dict(d: Any) -> Proof:
     try:
         header = d["header"]
         props = d["properties"]
-        if not isinstance(header, dict) or not isinstance(props, list):
+        if not (header is None or isinstance(header, str)) or not isinstance(props, list):
             raise TypeError
         properties = []
         for p in props:
             if not (isinstance(p, list) and len(p) == 3 and isinstance(p[0], str) and isinstance(p[1], str)):
                 raise TypeError
-            properties.append(Property(p[0], p[1].encode("utf-8", "surrogateescape"), unb64(p[2], "salt")))
+            _utf8(p[0], "a property pointer")
+            try:
+                encoded = p[1].encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                raise VerificationError("malformed proof bundle: a property value is not UTF-8 text") from None
+            properties.append(Property(p[0], encoded, unb64(p[2], "salt")))
         consistency = cstate = None
         if d.get("consistency") is not None:
             c = d["consistency"]
@@ -175,6 +187,14 @@ def from_dict(d: Any) -> Proof:
             raise TypeError
         if d.get("pointer") is not None and not isinstance(d.get("pointer"), str):
             raise TypeError
+        for name in ("collection", "id", "pointer"):
+            if d.get(name) is not None:
+                _utf8(d[name], name)
+        tx = kvcore.TxHeader.from_dict(d.get("tx"))
+        try:
+            tx.encode()
+        except struct.error:
+            raise VerificationError("malformed proof bundle: a transaction header field is out of range") from None
         return Proof(
             kind=kind,
             collection=d["collection"],
@@ -182,11 +202,11 @@ def from_dict(d: Any) -> Proof:
             revision=_int(d.get("revision")),
             pointer=d.get("pointer"),
             claim=d.get("claim"),
-            header_value=unb64(header.get("value"), "header.value"),
-            header_index=_int(header.get("index")),
+            header=None if header is None else unb64(header, "header"),
+            index=_int(d.get("index")),
             properties=properties,
             ordinal=ordinal,
-            tx=kvcore.TxHeader.from_dict(d.get("tx")),
+            tx=tx,
             path=_hashes(d.get("path"), "path"),
             tx_path=_hashes(d.get("tx_path"), "tx_path"),
             state=kvcore.State.from_dict(d.get("state")),
@@ -198,6 +218,13 @@ def from_dict(d: Any) -> Proof:
             raise
         detail = str(e) if isinstance(e, kvcore.VerificationError) else "missing or mistyped fields"
         raise VerificationError(f"malformed proof bundle: {detail}") from None
+
+
+def _utf8(text: str, what: str) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise VerificationError(f"malformed proof bundle: {what} is not UTF-8 text") from None
 
 
 def _int(v: Any) -> int:

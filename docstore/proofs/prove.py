@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import kvcore
 
 from docstore import records
-from docstore.errors import DocumentNotFoundError, NotFoundError, QueryError
+from docstore.errors import CorruptDataError, DocumentNotFoundError, InvalidPointerError, NotFoundError, QueryError
 from docstore.flatten import OBJECT_HEADER, decode_value, split_pointer, unflatten
 from docstore.proofs.bundle import Property, Proof
 from docstore.records import Header
@@ -59,48 +59,45 @@ def prove_document(
     header = Header.decode(entry.value)
     o, tx_id = entry.index, entry.tx_id
     state = _state(ledger, state, tx_id)
-    stored = ledger.entries(tx_id, o + 1, header.n) if header.n else []
-    cut = len(records.property_prefix(coll, doc_id)) + 8
-    props = [
-        Property(e.key[cut:].decode(), e.value[records.SALT_BYTES :], e.value[: records.SALT_BYTES])
-        for e in stored
-    ]
+    stored = ledger.entry_items(tx_id, o + 1, header.n) if header.n else []
+    prefix = records.property_prefix(coll, doc_id)
+    cut = len(prefix) + 8
+    salt = records.SALT_BYTES
     if pointer is None:
-        indices = list(range(o, o + header.n + 1))
+        try:
+            props = [Property(k[cut:].decode(), v[salt:], v[:salt]) for k, v in stored]
+        except UnicodeDecodeError:
+            raise CorruptDataError(f"document {doc_id!r} in {coll!r}: a stored property pointer is damaged") from None
         claim = None if header.deleted else unflatten([(p.pointer, p.encoded) for p in props])
-        kind, ordinal, shown = "document", None, props
-    else:
-        split_pointer(pointer)  # InvalidPointerError for a malformed pointer
-        if header.deleted:
-            raise DocumentNotFoundError(f"document {doc_id!r} in {coll!r} is deleted at that revision")
-        ordinal = next((i for i, p in enumerate(props) if p.pointer == pointer), None)
-        inside = [p for p in props if p.pointer.startswith(pointer + "/")] if pointer else props
-        if ordinal is None or props[ordinal].encoded == OBJECT_HEADER:
-            if inside:
-                raise QueryError(
-                    f"pointer {pointer!r} addresses a container of {len(inside)} properties; prove "
-                    f"one of them (e.g. {inside[0].pointer!r}) or the whole document"
-                )
-            raise NotFoundError(f"document {doc_id!r} has no property at {pointer!r}")
-        indices = [o, o + 1 + ordinal]
-        claim = decode_value(props[ordinal].encoded)
-        kind, shown = "property", [props[ordinal]]
-    kv_proof = ledger.prove_entries(tx_id, indices, state)
+        kv_proof = ledger.prove_entries(tx_id, range(o, o + header.n + 1), state)
+        proof = Proof(
+            "document", coll, doc_id, header.revision, None, claim, entry.value, o, props, None,
+            kv_proof.header, kv_proof.path, kv_proof.tx_path, state,
+        )
+        return _bundle_consistency(ledger, proof, known_state)
+    split_pointer(pointer)  # InvalidPointerError for a malformed pointer
+    if header.deleted:
+        raise DocumentNotFoundError(f"document {doc_id!r} in {coll!r} is deleted at that revision")
+    try:
+        want = pointer.encode()
+    except UnicodeEncodeError:
+        raise InvalidPointerError(f"JSON pointer {pointer!r} is not encodable as UTF-8") from None
+    size = cut + len(want)
+    ordinal = next((i for i, (k, _v) in enumerate(stored) if len(k) == size and k.endswith(want)), None)
+    if ordinal is None or stored[ordinal][1][salt:] == OBJECT_HEADER:
+        inside = [k[cut:].decode("utf-8", "replace") for k, _v in stored if k[cut:].startswith(want + b"/")]
+        if inside:
+            raise QueryError(
+                f"pointer {pointer!r} addresses a container of {len(inside)} properties; prove "
+                f"one of them (e.g. {inside[0]!r}) or the whole document"
+            )
+        raise NotFoundError(f"document {doc_id!r} has no property at {pointer!r}")
+    value = stored[ordinal][1]
+    prop = Property(pointer, value[salt:], value[:salt])
+    kv_proof = ledger.prove_entry_at(tx_id, o + 1 + ordinal, state)
     proof = Proof(
-        kind=kind,
-        collection=coll,
-        id=doc_id,
-        revision=header.revision,
-        pointer=pointer,
-        claim=claim,
-        header_value=entry.value,
-        header_index=o,
-        properties=shown,
-        ordinal=ordinal,
-        tx=kv_proof.header,
-        path=kv_proof.path,
-        tx_path=kv_proof.tx_path,
-        state=state,
+        "property", coll, doc_id, header.revision, pointer, decode_value(prop.encoded), None,
+        o + 1 + ordinal, [prop], ordinal, kv_proof.header, kv_proof.entry_path, kv_proof.tx_path, state,
     )
     return _bundle_consistency(ledger, proof, known_state)
 
@@ -122,21 +119,9 @@ def prove_collection(
     except kvcore.TxNotFoundError as e:
         raise QueryError(str(e)) from None
     state = _state(ledger, state, entry.tx_id)
-    kv_proof = ledger.prove_entries(entry.tx_id, [entry.index], state)
+    kv_proof = ledger.prove_entry_at(entry.tx_id, entry.index, state)
     proof = Proof(
-        kind="collection",
-        collection=coll,
-        id=None,
-        revision=entry.revision,
-        pointer=None,
-        claim=orjson.loads(entry.value),
-        header_value=entry.value,
-        header_index=entry.index,
-        properties=[],
-        ordinal=None,
-        tx=kv_proof.header,
-        path=kv_proof.path,
-        tx_path=kv_proof.tx_path,
-        state=state,
+        "collection", coll, None, 0, None, orjson.loads(entry.value), entry.value,
+        entry.index, [], None, kv_proof.header, kv_proof.entry_path, kv_proof.tx_path, state,
     )
     return _bundle_consistency(ledger, proof, known_state)

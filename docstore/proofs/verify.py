@@ -37,6 +37,8 @@ def verify(proof: Proof | str | bytes | dict, trusted_state: kvcore.State) -> An
     if not isinstance(trusted_state, kvcore.State):
         raise VerificationError(f"expected a trusted kvcore.State, got {type(trusted_state).__name__}")
     _link(proof, trusted_state)
+    if proof.kind == "property":
+        return _verify_property(proof)
     if proof.kind == "collection":
         return _verify_collection(proof)
     return _verify_document(proof)
@@ -75,17 +77,68 @@ def _link(proof: Proof, trusted: kvcore.State) -> None:
         ) from None
 
 
-def _check_entries(proof: Proof, indices: list[int], entries: list[tuple[bytes, bytes]]) -> None:
-    kv_proof = kvcore.EntriesProof(proof.tx, indices, proof.path, proof.tx_path, proof.state.tx_id)
+def _check_entries(proof: Proof, entries: list[tuple[bytes, bytes]]) -> None:
+    """The entries are entries ``index ..`` of the proof's transaction (a run), in its state."""
+    kv_proof = kvcore.EntriesProof(
+        proof.tx, list(range(proof.index, proof.index + len(entries))), proof.path, proof.tx_path, proof.state.tx_id
+    )
     try:
         kvcore.verify_entries(kv_proof, entries, proof.state)
     except kvcore.VerificationError as e:
         raise VerificationError(str(e)) from None
 
 
-def _header(proof: Proof) -> Header:
+def _check_entry(proof: Proof, key: bytes, value: bytes) -> None:
+    """The entry is entry ``index`` of the proof's transaction, in its state."""
+    kv_proof = kvcore.EntryProof(proof.tx, proof.index, False, proof.path, proof.tx_path, proof.state.tx_id)
     try:
-        h = Header.decode(proof.header_value)
+        kvcore.verify_entry(kv_proof, key, value, proof.state)
+    except kvcore.VerificationError as e:
+        raise VerificationError(str(e)) from None
+
+
+def _verify_property(proof: Proof) -> Any:
+    if not isinstance(proof.id, str) or not isinstance(proof.pointer, str):
+        raise VerificationError("a property proof names a document id and a pointer")
+    if proof.header is not None:
+        raise VerificationError("a property proof carries no header")
+    if proof.ordinal is None or len(proof.properties) != 1:
+        raise VerificationError("property check failed: the proof must hold exactly one property")
+    p = proof.properties[0]
+    if p.pointer != proof.pointer:
+        raise VerificationError(
+            f"pointer check failed: the stored property is {p.pointer!r}, the proof claims {proof.pointer!r}"
+        )
+    if len(p.salt) != records.SALT_BYTES:
+        raise VerificationError(f"property {p.pointer!r} has a salt of {len(p.salt)} bytes")
+    if type(proof.revision) is not int or not 1 <= proof.revision < 2**32 or proof.ordinal >= 2**32:
+        raise VerificationError("revision and ordinal must fit 32 bits")
+    key = records.property_key(
+        records.property_prefix(proof.collection, proof.id), proof.revision, proof.ordinal, proof.pointer
+    )
+    _check_entry(proof, key, p.salt + p.encoded)
+    if p.encoded == OBJECT_HEADER:
+        raise VerificationError("property check failed: that pointer addresses an object, not a value")
+    try:
+        value = decode_value(p.encoded)
+        claimed = encode_value(proof.claim)
+    except DocstoreError as e:
+        raise VerificationError(f"value check failed: {e}") from None
+    if claimed != p.encoded:
+        raise VerificationError(
+            f"value check failed: {proof.pointer!r} is stored as {p.encoded[:60]!r}, the proof "
+            f"claims {claimed[:60]!r}"
+        )
+    return value
+
+
+def _verify_document(proof: Proof) -> Any:
+    if not isinstance(proof.id, str) or proof.header is None:
+        raise VerificationError("a document proof names a document id and carries its header")
+    if proof.pointer is not None or proof.ordinal is not None:
+        raise VerificationError("a document proof names no pointer and no ordinal")
+    try:
+        h = Header.decode(proof.header)
     except CorruptDataError as e:
         raise VerificationError(f"header check failed: {e}") from None
     if (h.collection, h.id, h.revision) != (proof.collection, proof.id, proof.revision):
@@ -93,59 +146,20 @@ def _header(proof: Proof) -> Header:
             f"header check failed: the stored header is of {h.collection}/{h.id} revision "
             f"{h.revision}, the proof claims {proof.collection}/{proof.id} revision {proof.revision}"
         )
-    return h
-
-
-def _verify_document(proof: Proof) -> Any:
-    if not isinstance(proof.id, str):
-        raise VerificationError("a document proof names a document id")
-    h = _header(proof)
-    o = proof.header_index
-    prefix = records.property_prefix(proof.collection, proof.id)
-    hkey = records.header_key(proof.collection, proof.id)
-    if proof.kind == "document":
-        if h.n != len(proof.properties):
-            raise VerificationError(
-                f"completeness check failed: the header says {h.n} properties, the proof has "
-                f"{len(proof.properties)}"
-            )
-        ordinals = range(h.n)
-        indices = [o + i for i in range(h.n + 1)]
-    else:
-        if h.deleted:
-            raise VerificationError("property check failed: that revision is a deletion")
-        if proof.ordinal is None or len(proof.properties) != 1 or not 0 <= proof.ordinal < h.n:
-            raise VerificationError("property check failed: the proof must hold one property of the header's")
-        ordinals = range(proof.ordinal, proof.ordinal + 1)
-        indices = [o, o + 1 + proof.ordinal]
-    entries = [(hkey, proof.header_value)]
-    for i, p in zip(ordinals, proof.properties):
-        entries.append(
-            (records.property_key(prefix, h.revision, i, p.pointer), p.salt + p.encoded)
+    if not 1 <= h.revision < 2**32:
+        raise VerificationError("header check failed: the revision does not fit 32 bits")
+    if h.n != len(proof.properties):
+        raise VerificationError(
+            f"completeness check failed: the header says {h.n} properties, the proof has "
+            f"{len(proof.properties)}"
         )
+    prefix = records.property_prefix(proof.collection, proof.id)
+    entries = [(records.header_key(proof.collection, proof.id), proof.header)]
+    for i, p in enumerate(proof.properties):
         if len(p.salt) != records.SALT_BYTES:
             raise VerificationError(f"property {p.pointer!r} has a salt of {len(p.salt)} bytes")
-    _check_entries(proof, indices, entries)
-    pairs = [(p.pointer, p.encoded) for p in proof.properties]
-    if proof.kind == "property":
-        p = proof.properties[0]
-        if p.pointer != proof.pointer:
-            raise VerificationError(
-                f"pointer check failed: the stored property is {p.pointer!r}, the proof claims {proof.pointer!r}"
-            )
-        if p.encoded == OBJECT_HEADER:
-            raise VerificationError("property check failed: that pointer addresses an object, not a value")
-        try:
-            value = decode_value(p.encoded)
-            claimed = encode_value(proof.claim)
-        except DocstoreError as e:
-            raise VerificationError(f"value check failed: {e}") from None
-        if claimed != p.encoded:
-            raise VerificationError(
-                f"value check failed: {proof.pointer!r} is stored as {p.encoded[:60]!r}, the proof "
-                f"claims {claimed[:60]!r}"
-            )
-        return value
+        entries.append((records.property_key(prefix, h.revision, i, p.pointer), p.salt + p.encoded))
+    _check_entries(proof, entries)
     if h.deleted:
         if proof.claim is not None:
             raise VerificationError("value check failed: the revision is a deletion, the claim is a document")
@@ -157,6 +171,7 @@ def _verify_document(proof: Proof) -> Any:
         claimed_pairs = flatten(claim)
     except DocstoreError as e:
         raise VerificationError(f"value check failed: the claimed document is not storable: {e}") from None
+    pairs = [(p.pointer, p.encoded) for p in proof.properties]
     if claimed_pairs != pairs:
         diff = next(
             (f"{a[0]!r}" for a, b in zip(claimed_pairs, pairs) if a != b),
@@ -169,10 +184,15 @@ def _verify_document(proof: Proof) -> Any:
 
 
 def _verify_collection(proof: Proof) -> Any:
-    key = records.collection_key(proof.collection)
-    _check_entries(proof, [proof.header_index], [(key, proof.header_value)])
+    if proof.header is None:
+        raise VerificationError("a collection proof carries the stored definition")
+    if proof.id is not None or proof.pointer is not None or proof.ordinal is not None or proof.properties:
+        raise VerificationError("a collection proof names no id, pointer, ordinal or properties")
+    if proof.revision != 0:  # a definition's entry holds no revision number: nothing could bind one
+        raise VerificationError("a collection proof claims no revision (it must be 0)")
+    _check_entry(proof, records.collection_key(proof.collection), proof.header)
     try:
-        meta = orjson.loads(proof.header_value)
+        meta = orjson.loads(proof.header)
     except orjson.JSONDecodeError:
         raise VerificationError("the stored collection definition is not JSON") from None
     if not isinstance(meta, dict) or meta.get("name") != proof.collection:
@@ -181,6 +201,6 @@ def _verify_collection(proof: Proof) -> Any:
         claimed = orjson.dumps(proof.claim)
     except TypeError:
         claimed = b""
-    if claimed != proof.header_value:
+    if claimed != proof.header:
         raise VerificationError("value check failed: the claimed definition differs from the stored one")
     return meta

@@ -1,0 +1,166 @@
+"""Optimistic transactions committed in one call: what a remote client's transaction sends.
+
+A client that cannot keep a :class:`~docstore.transaction.Transaction` open across calls reads
+as of a *snapshot* (a ledger transaction id), buffers its writes, and sends everything at once:
+
+- ``reads``: each document it read with the revision it saw (None: there was no such live
+  document), and each collection it queried;
+- ``writes``: inserts, replaces and deletes of whole documents, in order.
+
+:func:`commit_batch` replays that as one docstore transaction that reads as of the snapshot,
+so that every write is validated as it is embedded (ids, schema, unique indexes) and the
+commit raises :class:`ConflictError`, writing nothing, if a document it read or wrote, or any
+document of a collection it queried, changed after the snapshot (kvcore's optimistic check
+from the snapshot on), or if a read revision is not the snapshot's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import kvcore
+
+from docstore import records
+from docstore.errors import ConflictError, QueryError
+from docstore.ids import check_collection_name, check_id
+from docstore.records import Header
+from docstore.state import doc_from_entries
+
+if TYPE_CHECKING:
+    from docstore.database import Database
+    from docstore.transaction import Transaction
+
+WRITE_KINDS = ("insert", "replace", "delete")
+
+
+@dataclass(frozen=True)
+class Read:
+    """A read of a transaction: document ``id`` seen at ``revision`` (None: not there), or,
+    with ``id=None``, a query over the whole collection (any change in it conflicts)."""
+
+    collection: str
+    id: str | None = None
+    revision: int | None = None
+
+
+@dataclass(frozen=True)
+class Write:
+    """``insert`` (``document``), ``replace`` (``id``, ``document``) or ``delete`` (``id``)."""
+
+    kind: str
+    collection: str
+    id: str | None = None
+    document: Any = None
+
+
+def read_document(db: Database, coll: str, doc_id: str, at_tx: int | None = None) -> tuple[dict | None, int | None]:
+    """The live document ``doc_id`` and its revision as of ``at_tx`` (default: now), read
+    from the ledger; ``(None, None)`` if there is none (never written, or deleted)."""
+    db.collection(coll)  # CollectionNotFoundError
+    check_id(doc_id)
+    ledger = db.ledger
+    try:
+        entry = ledger.get(records.header_key(coll, doc_id), at_tx=at_tx)
+    except kvcore.KeyNotFoundError:
+        return None, None
+    except kvcore.TxNotFoundError as e:
+        raise QueryError(str(e)) from None
+    header = Header.decode(entry.value)
+    if header.deleted:
+        return None, None
+    props = ledger.entries(entry.tx_id, entry.index + 1, header.n)
+    return doc_from_entries(header, props, records.property_prefix(coll, doc_id)), header.revision
+
+
+def _check(snapshot: Any, reads: list[Read], writes: list[Write]) -> None:
+    if snapshot is not None and (type(snapshot) is not int or snapshot < 0):
+        raise QueryError(f"snapshot must be a non-negative integer or None, got {snapshot!r}")
+    for r in reads:
+        if not isinstance(r, Read):
+            raise QueryError(f"reads hold docstore.batch.Read values, got {type(r).__name__}")
+        check_collection_name(r.collection)
+        if r.id is not None:
+            check_id(r.id)
+        if r.revision is not None and (type(r.revision) is not int or r.revision < 1):
+            raise QueryError(f"a read revision is a positive integer or None, got {r.revision!r}")
+    for w in writes:
+        if not isinstance(w, Write):
+            raise QueryError(f"writes hold docstore.batch.Write values, got {type(w).__name__}")
+        if w.kind not in WRITE_KINDS:
+            raise QueryError(f"unknown write kind {w.kind!r} (one of {', '.join(WRITE_KINDS)})")
+        check_collection_name(w.collection)
+        if w.kind != "insert":
+            check_id(w.id)
+
+
+def _replay(tx: Transaction, snapshot: int | None, reads: list[Read], writes: list[Write]) -> None:
+    if snapshot is not None:
+        if snapshot > tx.snapshot:
+            raise QueryError(f"snapshot {snapshot} is newer than the ledger (transaction {tx.snapshot})")
+        # Read as of the client's snapshot. kvcore's transaction reads at `snapshot` and, at
+        # commit, checks every key read or written (and every prefix scanned) for commits after
+        # `snapshot`: exactly the client's optimistic transaction, replayed.
+        tx._kv.snapshot = tx.snapshot = snapshot
+    for r in reads:
+        tx.collection(r.collection)  # the definition, read (a concurrent change conflicts)
+        if r.id is None:
+            tx._kv.scan(records.header_prefix(r.collection))  # records the prefix as read
+            continue
+        header, _doc = tx._snapshot_doc(r.collection, r.id)  # records the header as read
+        seen = None if header is None or header.deleted else header.revision
+        if seen != r.revision:
+            raise ConflictError(
+                f"document {r.id!r} in {r.collection!r} is at revision {seen} as of transaction "
+                f"{tx.snapshot}; the transaction read revision {r.revision}"
+            )
+    i = 0
+    while i < len(writes):
+        w = writes[i]
+        coll = tx.collection(w.collection)
+        if w.kind == "insert":  # consecutive inserts into one collection: one insert_many
+            j = i
+            while j < len(writes) and writes[j].kind == "insert" and writes[j].collection == w.collection:
+                j += 1
+            coll.insert_many([x.document for x in writes[i:j]])
+            i = j
+            continue
+        if w.kind == "replace":
+            coll.replace(w.id, w.document)  # type: ignore[arg-type]
+        else:
+            coll.delete(w.id)  # type: ignore[arg-type]
+        i += 1
+
+
+def commit_batch(
+    db: Database, snapshot: int | None, reads: Iterable[Read] = (), writes: Iterable[Write] = ()
+) -> int | None:
+    """Commit ``writes`` if nothing in ``reads`` changed after ``snapshot``; see the module.
+
+    Returns the ledger transaction id (None if nothing was written). Raises ConflictError
+    (nothing written) on a conflict, and the embedded API's errors (DuplicateIdError,
+    SchemaError, DocumentNotFoundError, ...) for an invalid write. Without reads and without a
+    snapshot, the writes are blind: a conflict with a concurrent commit is retried, as single
+    operations are.
+    """
+    from docstore.database import AUTO_RETRIES
+
+    reads, writes = list(reads), list(writes)
+    _check(snapshot, reads, writes)
+    blind = snapshot is None and not reads
+    for attempt in range(AUTO_RETRIES if blind else 1):
+        tx = db.transaction()
+        try:
+            _replay(tx, snapshot, reads, writes)
+            return tx.commit()
+        except ConflictError:
+            if not tx._done:
+                tx.rollback()
+            if not blind or attempt == AUTO_RETRIES - 1:
+                raise
+        except BaseException:
+            if not tx._done:
+                tx.rollback()
+            raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,239 @@
+"""Helpers shared by the kvcore tests (a uniquely named module: tests/ has no packages).
+
+Everything here reads the on-disk format from its specification (docs/storage.md) rather
+than through kvcore's own storage code, so tests that damage files know independently
+where each record, header, entry and node lies.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import kvcore
+from kvcore import Ledger
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+FRAME = struct.Struct(">III")  # payload_len, extra_len, crc32(payload || extra)
+HEADER_SIZE = 53  # u8 version || u64 tx_id || u64 timestamp_ns || u32 n || 32-byte root
+ENTRY_HEAD = struct.Struct(">BII")  # kind, key_len, value_len
+
+
+@dataclass(frozen=True)
+class Record:
+    """One transaction's record in ``txlog``, with absolute byte offsets."""
+
+    tx_id: int
+    start: int  # first byte of the frame
+    plen: int
+    elen: int
+    entries: tuple[tuple[int, int, int, int, int], ...]  # (entry_start, key_start, key_len, value_start, value_len)
+
+    @property
+    def payload_start(self) -> int:
+        return self.start + FRAME.size
+
+    @property
+    def extra_start(self) -> int:
+        return self.payload_start + self.plen
+
+    @property
+    def end(self) -> int:
+        return self.extra_start + self.elen
+
+
+def parse_txlog(path: str | os.PathLike[str]) -> list[Record]:
+    """Split a healthy ``txlog`` into its records (raises AssertionError if it is not)."""
+    data = Path(path).read_bytes()
+    out: list[Record] = []
+    off = 0
+    while off < len(data):
+        plen, elen, crc = FRAME.unpack_from(data, off)
+        body = data[off + FRAME.size : off + FRAME.size + plen + elen]
+        assert len(body) == plen + elen and zlib.crc32(body) == crc, f"bad record at {off}"
+        pstart = off + FRAME.size
+        entries = []
+        pos = pstart + HEADER_SIZE
+        while pos < pstart + plen:
+            _kind, klen, vlen = ENTRY_HEAD.unpack_from(data, pos)
+            kstart = pos + ENTRY_HEAD.size
+            entries.append((pos, kstart, klen, kstart + klen, vlen))
+            pos = kstart + klen + vlen
+        assert pos == pstart + plen
+        out.append(Record(len(out) + 1, off, plen, elen, tuple(entries)))
+        off += FRAME.size + plen + elen
+    return out
+
+
+def xor_byte(path: str | os.PathLike[str], pos: int, mask: int = 0x01) -> None:
+    with open(path, "r+b") as f:
+        f.seek(pos)
+        b = f.read(1)
+        assert len(b) == 1, f"{path} has no byte {pos}"
+        f.seek(pos)
+        f.write(bytes([b[0] ^ mask]))
+
+
+def fix_crc(path: str | os.PathLike[str], rec: Record) -> None:
+    """Recompute a record's CRC after its payload or extra was changed (a deliberate forger)."""
+    with open(path, "r+b") as f:
+        f.seek(rec.payload_start)
+        body = f.read(rec.plen + rec.elen)
+        f.seek(rec.start + 8)
+        f.write(struct.pack(">I", zlib.crc32(body)))
+
+
+def open_recording(path: str | os.PathLike[str], **kw) -> tuple[Ledger, list[warnings.WarningMessage]]:
+    """Open a ledger, returning it with the warnings raised while opening."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        led = Ledger.open(path, **kw)
+    return led, list(caught)
+
+
+def recovery_warnings(caught: list[warnings.WarningMessage]) -> list[warnings.WarningMessage]:
+    return [w for w in caught if issubclass(w.category, kvcore.RecoveryWarning)]
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def spawn(script: str | os.PathLike[str], *args: str) -> subprocess.Popen:
+    """Start ``python script args...`` with kvcore importable and line-based pipes."""
+    return subprocess.Popen(
+        [sys.executable, os.fspath(script), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        env=child_env(),
+        cwd=str(REPO_ROOT),
+    )
+
+
+def expect_line(proc: subprocess.Popen, prefix: str) -> str:
+    """Read the child's next stdout line, which must start with ``prefix``."""
+    line = proc.stdout.readline()
+    if not line.startswith(prefix):
+        proc.kill()
+        err = proc.stderr.read()
+        raise AssertionError(f"expected {prefix!r} from child, got {line!r}; stderr:\n{err}")
+    return line.strip()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Make sure a child we started is gone (kills only that pid)."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+def flip_bit(data: bytes, bit: int) -> bytes:
+    """``data`` with bit ``bit`` (0 = most significant bit of byte 0) inverted."""
+    buf = bytearray(data)
+    buf[bit // 8] ^= 0x80 >> (bit % 8)
+    return bytes(buf)
+
+
+def dir_snapshot(path: str | os.PathLike[str]) -> dict[str, bytes]:
+    """Every file in a ledger directory with its bytes (to prove nothing was written)."""
+    return {p.name: p.read_bytes() for p in sorted(Path(path).iterdir()) if p.is_file()}
+
+
+# A small ledger server run as a real child process: it opens the ledger for writing and
+# obeys one command per stdin line, answering on stdout.
+#   set KEY VALUE   -> "tx <id> <state root hex>"
+#   close           -> "closed" (then exits)
+#   hold            -> blocks until stdin closes or it is killed
+SERVER_SCRIPT = r'''
+import sys
+from kvcore import Ledger
+
+led = Ledger.open(sys.argv[1])
+print("locked", led.tx_id, flush=True)
+for line in sys.stdin:
+    cmd = line.split()
+    if not cmd:
+        continue
+    if cmd[0] == "set":
+        tx = led.set(cmd[1].encode(), cmd[2].encode())
+        print("tx", tx, led.state().root.hex(), flush=True)
+    elif cmd[0] == "close":
+        led.close()
+        print("closed", flush=True)
+        break
+'''
+
+
+def tx_content(seed: int) -> list[tuple[bytes, bytes]]:
+    """The entries of a crash-test transaction, all derived from its seed.
+
+    The first entry records the seed, so any transaction found in a ledger can be checked
+    against what it must contain, whether or not its commit was acknowledged.
+    """
+    import random
+
+    rng = random.Random(seed)
+    n = rng.choice([1, 2, 3, 5, 8, 13, 40, 200])
+    size = rng.choice([0, 7, 100, 3000, 30000])
+    entries = [(b"meta", b"%d" % seed)]
+    for k in sorted(rng.sample(range(5000), n)):
+        entries.append((b"d/%04d" % k, rng.randbytes(size)))
+    return entries
+
+
+# The crash-test writer, run as a real child process: commits transactions forever, printing
+# "ack <tx_id> <seed>" after each commit returns, and checkpointing the index now and then.
+WRITER_SCRIPT = r'''
+import random, sys
+sys.path.insert(0, sys.argv[3])
+from kvcore import Ledger
+from kvcore_testlib import tx_content
+
+rng = random.Random(int(sys.argv[2]))
+led = Ledger.open(sys.argv[1], wait=60)
+print("open", led.tx_id, flush=True)
+i = 0
+while True:
+    seed = rng.getrandbits(48)
+    tx = led.set_all(tx_content(seed))
+    print("ack", tx, seed, flush=True)
+    i += 1
+    if i % 7 == 0:
+        led.checkpoint()
+'''
+
+
+def overwrite_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Make a file hold exactly ``data``, rewriting in place (no truncation to zero first,
+    which on ext4 forces a flush, and is slow over hundreds of trials)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        off = 0
+        while off < len(data):
+            off += os.pwrite(fd, view[off:], off)
+        if os.fstat(fd).st_size != len(data):
+            os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)

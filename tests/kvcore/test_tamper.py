@@ -1,0 +1,337 @@
+"""Tampering: damaged or forged bytes are found by audit (or refused at open), never missed.
+
+Positions are taken from the format specification (docs/storage.md) by our own parser, so
+we know which transaction each damaged byte belongs to and can demand that audit names it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zlib
+from pathlib import Path
+
+import pytest
+
+from kvcore import CorruptionError, KvError, Ledger, VerificationError, verify_consistency, verify_entry
+from kvcore import payload as txformat
+from kvcore.hashing import HEADER_SIZE
+
+from kvcore_testlib import (
+    FRAME,
+    fix_crc,
+    open_recording,
+    overwrite_file,
+    parse_txlog,
+    recovery_warnings,
+    xor_byte,
+)
+
+
+def _build(path: Path):
+    with Ledger.open(path) as led:
+        led.set_all({b"user/%d" % i: b"name %d" % i for i in range(5)})
+        led.set(b"solo", b"one entry")
+        led.set_all({b"doc/%02d" % i: (b"%d" % i) * (1 + 7 * i) for i in range(12)})
+        led.delete(b"user/2")
+        led.set_all({b"user/1": b"renamed", b"x": b"", b"y": b"why"})
+        led.set(b"solo", b"again")
+        led.set_all({b"z/%d" % i: b"zz" * i for i in range(7)})
+        led.set_all({b"last/a": b"A", b"last/b": b"B"})
+        return [led.state(i) for i in range(led.tx_id + 1)]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tamper") / "pristine"
+    states = _build(path)
+    return path, states, parse_txlog(path / "txlog")
+
+
+class Workdir:
+    """``tmp_path/work``, reset to the pristine ledger before each trial.
+
+    The files a trial can change are rewritten in place (FORMAT never changes and LOCK only
+    holds a pid), which keeps hundreds of trials cheap on a slow disk.
+    """
+
+    RESET = ("txlog", "txindex", "tree", "index.snap")
+
+    def __init__(self, src: Path, tmp_path: Path) -> None:
+        self.path = tmp_path / "work"
+        shutil.copytree(src, self.path)
+        self.files = {name: (src / name).read_bytes() for name in self.RESET}
+
+    def reset(self, without=()) -> Path:
+        for p in self.path.iterdir():
+            if p.name not in ("FORMAT", "LOCK") and (p.name not in self.files or p.name in without):
+                p.unlink()
+        for name, data in self.files.items():
+            if name not in without:
+                overwrite_file(self.path / name, data)
+        return self.path
+
+
+def _positions(rec, with_frame: bool):
+    """Byte offsets across one record: frame, header fields, entry heads, keys, values, extra."""
+    p = rec.payload_start
+    out = {}
+    if with_frame:
+        out.update({"frame.plen": rec.start + 3, "frame.elen": rec.start + 7, "frame.crc": rec.start + 9})
+    out.update(
+        {
+            "header.version": p,
+            "header.tx_id": p + 8,
+            "header.timestamp": p + 12,
+            "header.n_entries": p + 20,
+            "header.root[0]": p + 21,
+            "header.root[31]": p + HEADER_SIZE - 1,
+        }
+    )
+    entries = rec.entries
+    for i in sorted({0, len(entries) // 2, len(entries) - 1}):
+        estart, kstart, klen, vstart, vlen = entries[i]
+        out[f"entry{i}.kind"] = estart
+        out[f"entry{i}.key_len"] = estart + 4
+        out[f"entry{i}.value_len"] = estart + 8
+        out[f"entry{i}.key"] = kstart + klen // 2
+        if vlen:
+            out[f"entry{i}.value"] = vstart + vlen // 2
+    n = len(entries)
+    out["extra.positions"] = rec.extra_start + 3
+    out["extra.end_position"] = rec.extra_start + 4 * n + 3
+    out["extra.first_node"] = rec.extra_start + 4 * (n + 1)
+    out["extra.last_node"] = rec.end - 1
+    return out
+
+
+def _open_or_error(path: Path, readonly: bool = False):
+    """(ledger or None, error or None, recovery warnings) — errors must be kvcore errors."""
+    try:
+        led, caught = open_recording(path, readonly=readonly)
+    except Exception as e:  # noqa: BLE001 - the assertion is on its type
+        assert isinstance(e, KvError), f"opening raised a bare {type(e).__name__}: {e}"
+        return None, e, []
+    return led, None, recovery_warnings(caught)
+
+
+def _assert_found(work: Path, tx_id: int, states, where: str, *, snapshot: bool, readonly: bool) -> None:
+    n = len(states) - 1
+    led, err, warned = _open_or_error(work, readonly)
+    if err is not None:
+        # refusing to open is fine for damage in the log; it must say which transaction
+        assert isinstance(err, CorruptionError), (where, err)
+        assert f"transaction {tx_id}" in str(err), (where, str(err))
+        assert not snapshot or tx_id == n, (where, "opening with a snapshot should not need the log")
+        return
+    with led:
+        report = led.audit()
+        if not report.ok:
+            assert report.first_bad_tx == tx_id, (where, str(report))
+            assert report.problems
+            return
+        # audit alone can pass only if opening treated the damage as a torn tail (or repaired
+        # a derived file) and said so; a trusted state then exposes the loss or rewrite
+        assert tx_id == n and warned, (where, str(report))
+        trusted = led.audit(trusted_state=states[n])
+        assert not trusted.ok, (where, str(trusted))
+
+
+@pytest.mark.parametrize("snapshot", [True, False], ids=["with-snapshot", "no-snapshot"])
+def test_flipped_byte_in_txlog_is_found(pristine, tmp_path, snapshot):
+    src, states, records = pristine
+    work = Workdir(src, tmp_path)
+    checked = 0
+    for rec in records:
+        for where, pos in _positions(rec, with_frame=True).items():
+            path = work.reset(without=() if snapshot else ("index.snap",))
+            xor_byte(path / "txlog", pos, 0x04)
+            # alternate writer and read-only opens: audit must find the damage either way
+            ro = bool(checked % 2)
+            _assert_found(path, rec.tx_id, states, f"tx {rec.tx_id} {where} ro={ro}", snapshot=snapshot, readonly=ro)
+            checked += 1
+    assert checked > 100
+
+
+@pytest.mark.parametrize("snapshot", [True, False], ids=["with-snapshot", "no-snapshot"])
+def test_forged_bytes_with_a_valid_checksum_are_found(pristine, tmp_path, snapshot):
+    """A forger who fixes the CRC: only the hashes can tell."""
+    src, states, records = pristine
+    work = Workdir(src, tmp_path)
+    for i, (rec, (where, pos)) in enumerate(
+        (rec, item) for rec in records for item in _positions(rec, with_frame=False).items()
+    ):
+        path = work.reset(without=() if snapshot else ("index.snap",))
+        xor_byte(path / "txlog", pos, 0x04)
+        fix_crc(path / "txlog", rec)
+        ro = bool(i % 2)
+        _assert_found(
+            path, rec.tx_id, states, f"tx {rec.tx_id} {where} (crc fixed) ro={ro}", snapshot=snapshot, readonly=ro
+        )
+
+
+def test_failed_open_does_not_keep_the_directory_locked(pristine, tmp_path):
+    src, states, records = pristine
+    path = Workdir(src, tmp_path).reset(without=("index.snap",))
+    pos = records[2].payload_start + 30
+    xor_byte(path / "txlog", pos, 0x01)
+    with pytest.raises(CorruptionError):
+        Ledger.open(path)
+    xor_byte(path / "txlog", pos, 0x01)  # repaired from a backup, say
+    with Ledger.open(path) as led:  # must not raise LockedError
+        assert led.state() == states[-1]
+        assert led.audit().ok
+
+
+def _expected_tx_of_node(n_tx: int) -> list[int]:
+    """For each stored ledger-tree node, the transaction whose commit appended it."""
+    owner = []
+    for t in range(1, n_tx + 1):
+        i = t - 1
+        owner += [t] * (1 + ((i ^ (i + 1)).bit_length() - 1))  # the leaf and its new parents
+    return owner
+
+
+def test_flipped_byte_in_tree_file_is_found_by_audit_of_the_open_ledger(pristine, tmp_path):
+    src, states, _records = pristine
+    path = Workdir(src, tmp_path).reset()
+    n = len(states) - 1
+    owner = _expected_tx_of_node(n)
+    with Ledger.open(path) as led:
+        assert led.audit().ok
+        tree = path / "tree"
+        assert tree.stat().st_size == 32 * len(owner)
+        for node in range(len(owner)):
+            for byte in (0, 13, 31):
+                pos = node * 32 + byte
+                xor_byte(tree, pos, 0x80)
+                report = led.audit()
+                assert not report.ok, (node, byte)
+                assert report.first_bad_tx == owner[node], (node, str(report))
+                xor_byte(tree, pos, 0x80)
+        assert led.audit().ok
+        # the ledger's own answers were never affected
+        assert led.state() == states[n]
+
+
+def test_flipped_byte_in_tree_file_after_reopen(pristine, tmp_path):
+    src, states, _records = pristine
+    n = len(states) - 1
+    owner = _expected_tx_of_node(n)
+    work = Workdir(src, tmp_path)
+    last_leaf = max(i for i, t in enumerate(owner) if t == n and (i == 0 or owner[i - 1] != n))
+    for node in range(len(owner)):
+        path = work.reset()
+        xor_byte(path / "tree", node * 32 + 5, 0x01)
+        led, err, warned = _open_or_error(path)
+        assert err is None
+        with led:
+            report = led.audit()
+            if node == last_leaf:
+                # the newest leaf is checked against the log at open and rebuilt
+                assert warned and report.ok
+                assert led.state() == states[n]
+            else:
+                assert not report.ok and report.first_bad_tx == owner[node], (node, str(report))
+
+
+# ------------------------------------------------------------------- rewriting history
+def _rewrite(src: Path, dst: Path, tx_id: int, change) -> None:
+    """Forge ``dst``: ``src`` with transaction ``tx_id`` re-encoded after ``change(entries)``.
+
+    The forger re-hashes everything of that transaction (entries tree, header, checksum) and
+    drops the derived files, so the forged ledger is internally consistent.
+    """
+    shutil.copytree(src, dst)
+    data = (src / "txlog").read_bytes()
+    out = bytearray()
+    for rec in parse_txlog(src / "txlog"):
+        raw = data[rec.start : rec.end]
+        if rec.tx_id == tx_id:
+            payload = data[rec.payload_start : rec.extra_start]
+            _, (tid, ts, _n, _root) = txformat.header_of(payload)
+            entries = [(kind, key, value) for _p, kind, key, value in txformat.iter_entries(payload)]
+            body, extra, _header, _pos = txformat.encode(tid, ts, change(entries))
+            raw = FRAME.pack(len(body), len(extra), zlib.crc32(body + extra)) + body + extra
+        out += raw
+    (dst / "txlog").write_bytes(bytes(out))
+    for name in ("txindex", "tree", "index.snap"):
+        (dst / name).unlink()
+
+
+def test_consistent_rewrite_is_only_caught_with_a_trusted_state(pristine, tmp_path):
+    src, states, _records = pristine
+    n = len(states) - 1
+    k = 3  # the transaction with the doc/ entries
+
+    def change(entries):
+        return [(kind, key, b"FORGED" if key == b"doc/05" else value) for kind, key, value in entries]
+
+    forged = tmp_path / "forged"
+    _rewrite(src, forged, k, change)
+    led, caught = open_recording(forged)
+    with led:
+        assert recovery_warnings(caught) == []
+        assert led.tx_id == n
+        assert led.get(b"doc/05").value == b"FORGED"
+        # on its own, the forged ledger is perfectly consistent
+        assert led.audit().ok
+        verify_entry(led.prove_entry(b"doc/05"), b"doc/05", b"FORGED", led.state())
+        for j in range(n + 1):
+            report = led.audit(trusted_state=states[j])
+            consistency = led.prove_consistency(j)
+            if j < k:  # history before the rewrite is genuine
+                assert report.ok, (j, str(report))
+                verify_consistency(states[j], led.state(), consistency)
+            else:
+                assert not report.ok, j
+                assert any("rewritten" in p for p in report.problems), report.problems
+                with pytest.raises(VerificationError):
+                    verify_consistency(states[j], led.state(), consistency)
+        # a client holding the genuine state rejects the forged value's proof
+        with pytest.raises(VerificationError):
+            verify_entry(led.prove_entry(b"doc/05"), b"doc/05", b"FORGED", states[n])
+        # and asking the forged ledger to prove against the genuine state is refused
+        with pytest.raises(VerificationError):
+            led.prove_entry(b"doc/05", state=states[n])
+
+
+def test_rebuilt_ledger_with_changed_old_value_is_caught_with_a_trusted_state(tmp_path):
+    def history(path: Path, old_value: bytes) -> Ledger:
+        led = Ledger.open(path)
+        led.set_all({b"acct/1": b"100", b"acct/2": b"50"})
+        led.set(b"acct/1", old_value)  # the transaction that will be "rewritten"
+        for i in range(5):
+            led.set_all({b"acct/2": b"%d" % (50 + i), b"log/%d" % i: b"entry"})
+        return led
+
+    with history(tmp_path / "genuine", b"90") as genuine, history(tmp_path / "forged", b"9000") as forged:
+        assert forged.tx_id == genuine.tx_id
+        assert forged.audit().ok and genuine.audit().ok
+        assert forged.get(b"acct/1", at_tx=2).value == b"9000"
+        old = genuine.state(2)
+        report = forged.audit(trusted_state=old)
+        assert not report.ok and any("rewritten" in p for p in report.problems)
+        assert not forged.audit(trusted_state=genuine.state()).ok
+        with pytest.raises(VerificationError):
+            verify_consistency(old, forged.state(), forged.prove_consistency(2))
+        with pytest.raises(VerificationError):
+            verify_entry(forged.prove_entry(b"acct/1", 2), b"acct/1", b"9000", genuine.state())
+        # the genuine ledger, of course, passes against its own old state
+        assert genuine.audit(trusted_state=old).ok
+        verify_consistency(old, genuine.state(), genuine.prove_consistency(2))
+
+
+def test_truncating_acknowledged_history_is_caught_with_a_trusted_state(pristine, tmp_path):
+    """Cutting whole records off the end looks like a shorter ledger; a trusted state knows better."""
+    src, states, records = pristine
+    n = len(states) - 1
+    path = Workdir(src, tmp_path).reset()
+    os.truncate(path / "txlog", records[n - 4].end)  # keeps transactions 1 .. n-3
+    led, caught = open_recording(path)
+    with led:
+        assert led.tx_id == n - 3
+        assert led.audit().ok
+        report = led.audit(trusted_state=states[n])
+        assert not report.ok and report.problems
+        assert led.audit(trusted_state=states[n - 3]).ok
