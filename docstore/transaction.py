@@ -204,23 +204,22 @@ class Transaction:
         self._active()
         self._done = True
         kv = self._kv
-        out: list[tuple[bytes, bytes]] = [
-            (records.collection_key(name), orjson.dumps(meta)) for name, meta in self._metas.items()
-        ]
+        kv.set_many([(records.collection_key(name), orjson.dumps(meta)) for name, meta in self._metas.items()])
         written: list[tuple[str, str, dict | None]] = []
         for (coll, doc_id), pending in self._docs.items():
             header = self._snapshot_doc(coll, doc_id)[0]
             rev = header.revision + 1 if header is not None else 1
             hkey = records.header_key(coll, doc_id)
             if pending is None:
-                out.append((hkey, Header(coll, doc_id, rev, 0, True).encode()))
+                kv.set(hkey, Header(coll, doc_id, rev, 0, True).encode())
                 written.append((coll, doc_id, None))
                 continue
             doc, pairs = pending
-            out.append((hkey, Header(coll, doc_id, rev, len(pairs), False).encode()))
-            out += records.property_entries(coll, doc_id, rev, pairs)
+            kv.set(hkey, Header(coll, doc_id, rev, len(pairs), False).encode())
+            # Property keys carry their revision: only a transaction that also writes this
+            # revision's header (checked above) can write them, so they need no check.
+            kv.set_many(records.property_entries(coll, doc_id, rev, pairs), blind=True)
             written.append((coll, doc_id, doc))
-        kv.set_many(out)
         db = self._db
         with db._lock:
             try:
@@ -265,8 +264,8 @@ class TxCollection:
         """Insert documents (all or none); returns their ids in order."""
         tx = self._tx
         tx._active()
-        if isinstance(docs, (dict, str, bytes)):
-            raise InvalidDocumentError("insert_many takes a list of documents")
+        if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
+            raise InvalidDocumentError(f"insert_many takes a list of documents, got {type(docs).__name__}")
         prepared = []
         seen = set()
         for doc in docs:

@@ -32,6 +32,7 @@ class Transaction:
         self._reads: set[bytes] = set()
         self._prefixes: set[bytes] = set()
         self._writes: dict[bytes, bytes | None] = {}
+        self._checked: set[bytes] = set()  # written keys whose later change is a conflict
         self._done = False
         self.tx_id: int | None = None
         """Id of the committed transaction (None until committed, or if it wrote nothing)."""
@@ -62,12 +63,21 @@ class Transaction:
         self._active()
         key = self._check_key(key)
         self._writes[key] = self._check_value(key, value)
+        self._checked.add(key)
 
-    def set_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
-        """Buffer several writes; they commit in this order (after earlier writes)."""
+    def set_many(self, items: Iterable[tuple[bytes, bytes]], *, blind: bool = False) -> None:
+        """Buffer several writes; they commit in this order (after earlier writes).
+
+        ``blind=True`` marks writes to keys no other transaction can write (fresh keys of the
+        caller's own design): they are not checked for write-write conflicts, which saves a
+        lookup per key. Keys the transaction also read are still checked.
+        """
         self._active()
         from kvcore.ledger import MAX_KEY_BYTES, MAX_VALUE_BYTES
 
+        if not blind:
+            items = list(items)
+            self._checked.update(k for k, _ in items)
         check_key, check_value, writes = self._check_key, self._check_value, self._writes
         for key, value in items:
             if (
@@ -93,6 +103,7 @@ class Transaction:
             del self._writes[key]
             return
         self._writes[key] = None
+        self._checked.add(key)
 
     def scan(self, prefix: bytes = b"") -> Iterator[Entry]:
         """Live keys under ``prefix`` in this transaction's view, in key order."""
@@ -108,7 +119,7 @@ class Transaction:
         self._done = True
         if not self._writes:
             return None
-        keys = set(self._writes) | self._reads
+        keys = self._checked | self._reads
         snap_bound = bound_for(self.snapshot)
         ledger = self._ledger
         index = ledger._index
@@ -136,6 +147,7 @@ class Transaction:
     def rollback(self) -> None:
         self._done = True
         self._writes.clear()
+        self._checked.clear()
 
     def __enter__(self) -> Transaction:
         return self

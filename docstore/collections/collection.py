@@ -14,7 +14,7 @@ from docstore.collections import cursor
 from docstore.collections.indexes import check_field, keys_for
 from docstore.collections.query import compile_filter, distinct_values
 from docstore.collections.schema import Schema
-from docstore.errors import DocumentNotFoundError, DuplicateKeyError, QueryError, SchemaError
+from docstore.errors import DocumentNotFoundError, DuplicateKeyError, InvalidDocumentError, QueryError, SchemaError
 from docstore.flatten import flatten
 from docstore.ids import check_id
 from docstore.records import Header
@@ -72,6 +72,8 @@ class Collection:
 
     def insert_many(self, docs: Iterable[dict]) -> list[str]:
         """Insert documents in one atomic transaction; returns their ids."""
+        if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
+            raise InvalidDocumentError(f"insert_many takes a list of documents, got {type(docs).__name__}")
         docs = list(docs)
         return self._db._run(lambda tx: tx[self.name].insert_many(docs))
 

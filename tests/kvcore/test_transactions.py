@@ -287,3 +287,26 @@ def test_readers_never_see_a_transaction_in_part(led):
     assert all(r >= 5 for r in reads)
     assert led.tx_id == n_tx + 1
     assert {e.value for e in led.scan(b"row/")} == {str(n_tx).encode()}
+
+
+def test_set_many_keeps_order_and_blind_writes_skip_write_conflicts(led):
+    t = led.transaction()
+    t.set_many([(b"h", b"header")])
+    t.set_many([(b"p1", b"one"), (b"p0", b"zero")], blind=True)
+    led.set(b"p1", b"written by someone else")  # a blind write does not conflict with this
+    tx_id = t.commit()
+    assert [e.key for e in led.entries(tx_id)] == [b"h", b"p1", b"p0"]  # commit order kept
+    assert led.get(b"p1").value == b"one"
+
+    t2 = led.transaction()
+    t2.set_many([(b"h", b"again")])  # a checked write does conflict
+    led.set(b"h", b"changed meanwhile")
+    with pytest.raises(ConflictError):
+        t2.commit()
+
+    t3 = led.transaction()
+    t3.get(b"p0")  # a key read is checked even when its write is blind
+    t3.set_many([(b"p0", b"new")], blind=True)
+    led.set(b"p0", b"changed meanwhile")
+    with pytest.raises(ConflictError):
+        t3.commit()
