@@ -32,6 +32,8 @@ if TYPE_CHECKING:
         NotFoundError,
         QueryError,
         SchemaError,
+        StorageError,
+        TransactionTooLargeError,
         VerificationError,
     )
     from docstore.proofs import Proof, verify, verify_consistency
@@ -56,6 +58,8 @@ _LAZY = {
     "NotFoundError": "docstore.errors",
     "QueryError": "docstore.errors",
     "SchemaError": "docstore.errors",
+    "StorageError": "docstore.errors",
+    "TransactionTooLargeError": "docstore.errors",
     "VerificationError": "docstore.errors",
     "Proof": "docstore.proofs",
     "verify": "docstore.proofs",
@@ -85,6 +89,7 @@ __all__ = [
     "QueryError",
     "Revision",
     "SchemaError",
+    "StorageError",
     "Transaction",
     "TransactionTooLargeError",
     "TxCollection",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +36,10 @@ def normalize_indexes(indexes: Iterable[Any]) -> list[dict[str, Any]]:
     """Index specs as ``{"field": f, "unique": bool}``; accepts field names or such dicts."""
     if isinstance(indexes, (str, dict)):
         indexes = [indexes]
+    elif indexes is None:
+        indexes = []
+    elif not isinstance(indexes, Iterable) or isinstance(indexes, bytes):
+        raise QueryError(f"indexes must be a list of index specs, got {type(indexes).__name__}")
     out: list[dict[str, Any]] = []
     for spec in indexes:
         if isinstance(spec, str):
@@ -71,7 +76,7 @@ class Database:
         elif trusted_state is not None or state_file is not None:
             raise QueryError("trusted_state and state_file go with verify=True")
         if not readonly:
-            os.makedirs(self.path, exist_ok=True)
+            _prepare_dir(self.path)
         self._ledger = kvcore.Ledger.open(os.path.join(self.path, "ledger"), readonly=readonly, wait=wait)
         self._lock = threading.RLock()
         self._snapshot_path = os.path.join(self.path, "docs.snap")
@@ -324,13 +329,45 @@ class Database:
             raise QueryError(f"old_state must be a kvcore.State, got {type(old_state).__name__}")
         new = new_state or self.state()
         if old_state.tx_id > new.tx_id:
-            raise QueryError(f"state {old_state.tx_id} is newer than {new.tx_id}")
+            raise VerificationError(
+                f"the trusted state is at transaction {old_state.tx_id} but this ledger holds only "
+                f"{new.tx_id}: transactions were lost or the history was rolled back"
+            )
         if self._ledger.state(old_state.tx_id) != old_state:
             raise VerificationError(
                 f"this ledger's root at transaction {old_state.tx_id} differs from the given state: "
                 "its history is not the one you trusted"
             )
         return self._ledger.prove_consistency(old_state.tx_id, new.tx_id)
+
+
+def _prepare_dir(path: str) -> None:
+    """Create the database directory if needed; refuse a path that holds something else.
+
+    A new database goes in a new or empty directory. A non-empty directory without ``ledger/``
+    is not a database (a mistyped path) or one whose ledger is missing: neither is touched.
+    """
+    if os.path.isdir(os.path.join(path, "ledger")):
+        return
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise kvcore.FormatError(f"{path!r} is not a directory, so not an immudoc database")
+    try:
+        names = sorted(os.listdir(path)) if os.path.isdir(path) else []
+        if "docs.snap" in names:
+            raise kvcore.FormatError(
+                f"{path!r} holds docs.snap but no ledger/: the database's ledger is missing "
+                "(restore it from a backup); nothing was changed"
+            )
+        if names:
+            raise kvcore.FormatError(
+                f"{path!r} is not an immudoc database (no ledger/; it holds {', '.join(names[:5])}): "
+                "create a database in a new or empty directory"
+            )
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise kvcore.ReadOnlyError(f"cannot create the database directory {path!r}: {e.strerror}") from e
+        raise kvcore.StorageError(f"cannot create the database directory {path!r}: {e.strerror}") from e
 
 
 def _compare_states(truth: DbState, served: DbState) -> list[str]:

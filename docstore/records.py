@@ -22,7 +22,9 @@ from typing import NamedTuple
 
 import orjson
 
-from docstore.errors import CorruptDataError
+from kvcore.ledger import MAX_KEY_BYTES
+
+from docstore.errors import CorruptDataError, InvalidDocumentError
 
 SALT_BYTES = 16
 HEADER_VERSION = 1
@@ -69,7 +71,14 @@ def parse_property_key(key: bytes) -> tuple[str, str, int, int, str]:
 
 
 def unique_key(coll: str, field: str, index_key: bytes) -> bytes:
-    return b"u\x00" + coll.encode() + b"\x00" + field.encode() + b"\x00" + index_key
+    key = b"u\x00" + coll.encode() + b"\x00" + field.encode() + b"\x00" + index_key
+    if len(key) > MAX_KEY_BYTES:  # a claim is a ledger key: say which value is too long
+        raise InvalidDocumentError(
+            f"the value of unique field {field!r} is too long for its unique index ({len(key)} bytes "
+            f"as a ledger key; at most {MAX_KEY_BYTES})",
+            "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in field.split(".")),
+        )
+    return key
 
 
 class Header(NamedTuple):
@@ -137,3 +146,23 @@ def split_property_value(value: bytes) -> bytes:
     if len(value) <= SALT_BYTES:
         raise CorruptDataError("property value is shorter than its salt")
     return value[SALT_BYTES:]
+
+
+def describe_key(key: bytes) -> str:
+    """A readable name for a ledger key of docstore's layout (for error messages)."""
+    try:
+        parts = key.split(b"\x00")
+        kind = parts[0]
+        if kind == b"d" and len(parts) == 3 and not parts[2]:
+            return f"the documents of collection {parts[1].decode()!r} (a query read them)"
+        if kind == b"d" and len(parts) == 3:
+            return f"document {parts[2].decode()!r} of collection {parts[1].decode()!r}"
+        if kind == b"c":
+            return f"the definition of collection {parts[1].decode()!r}"
+        if kind == b"u" and len(parts) >= 3:
+            return f"a value of unique index {parts[1].decode()}.{parts[2].decode()}"
+        if kind == b"p" and len(parts) >= 3:
+            return f"document {parts[2].decode()!r} of collection {parts[1].decode()!r}"
+    except UnicodeDecodeError:
+        pass
+    return f"ledger key {key[:64]!r}"

@@ -28,6 +28,7 @@ from docstore.errors import (
     DuplicateIdError,
     DuplicateKeyError,
     InvalidDocumentError,
+    StorageError,
     TransactionTooLargeError,
 )
 from docstore.flatten import flatten
@@ -225,9 +226,16 @@ class Transaction:
             try:
                 self.tx_id = kv.commit()
             except kvcore.ConflictError as e:
-                raise ConflictError(str(e)) from None
+                raise ConflictError(
+                    f"{records.describe_key(e.key)} was changed by another transaction since this "
+                    f"one's snapshot ({self.snapshot}); nothing was written — retry the transaction"
+                    if e.key is not None
+                    else str(e)
+                ) from None
             except kvcore.LimitError as e:
                 raise TransactionTooLargeError(f"the transaction is too large: {e}") from None
+            except kvcore.StorageError as e:  # rolled back by kvcore: nothing is visible
+                raise StorageError(str(e)) from e
             if self.tx_id is not None:
                 db._apply(self.tx_id, self._metas, written)
         return self.tx_id

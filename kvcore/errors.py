@@ -27,7 +27,14 @@ class TxNotFoundError(KvError, LookupError):
 
 
 class ConflictError(KvError):
-    """A key this transaction read or wrote was committed by another transaction since its snapshot."""
+    """A key this transaction read or wrote was committed by another transaction since its snapshot.
+
+    ``key`` is the key (or scanned prefix) found changed, when known.
+    """
+
+    def __init__(self, message: str, key: bytes | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class LockedError(KvError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from itertools import accumulate
 from collections.abc import Iterator, Sequence
 
 from kvcore.hashing import HEADER_SIZE, decode_header, encode_header, tx_leaf_hash
@@ -26,16 +27,10 @@ def encode(
     """(payload, entries-tree nodes, header bytes, byte position of each entry)."""
     sha = hashlib.sha256
     pack_entry = ENTRY_HEAD.pack
-    parts: list[bytes] = []
-    leaves: list[bytes] = []
-    positions: list[int] = []
-    pos = HEADER_SIZE
-    for kind, key, value in entries:
-        record = pack_entry(kind, len(key), len(value)) + key + value
-        parts.append(record)
-        leaves.append(sha(b"\x00" + record).digest())
-        positions.append(pos)
-        pos += len(record)
+    parts = [pack_entry(kind, len(key), len(value)) + key + value for kind, key, value in entries]
+    leaves = [sha(b"\x00" + record).digest() for record in parts]
+    positions = list(accumulate(map(len, parts), initial=HEADER_SIZE))
+    pos = positions.pop()
     nodes, root = build_levels(leaves)
     header = encode_header(tx_id, timestamp_ns, len(leaves), root)
     positions.append(pos)

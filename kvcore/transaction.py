@@ -130,7 +130,8 @@ class Transaction:
                 if found is not None and found[0] >= snap_bound:
                     raise ConflictError(
                         f"key {key[:64]!r} was changed by transaction {tx_of(found[0])} "
-                        f"after this transaction's snapshot {self.snapshot}"
+                        f"after this transaction's snapshot {self.snapshot}",
+                        key,
                     )
             for prefix in self._prefixes:
                 for key in ledger._keys_with_prefix(prefix):
@@ -138,7 +139,8 @@ class Transaction:
                     if found is not None and found[0] >= snap_bound:
                         raise ConflictError(
                             f"prefix {prefix[:64]!r} changed (key {key[:64]!r}, transaction "
-                            f"{tx_of(found[0])}) after snapshot {self.snapshot}"
+                            f"{tx_of(found[0])}) after snapshot {self.snapshot}",
+                            prefix,
                         )
 
         self.tx_id = ledger.commit(list(self._writes.items()), check=no_conflict)

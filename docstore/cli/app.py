@@ -1,28 +1,631 @@
-"""Typer application. Heavy modules are imported inside the commands that need them."""
+"""The ``immudoc`` command line: a thin shell over the library.
 
-from __future__ import annotations
+Every command parses its arguments, makes one library call (``docstore.open`` then a
+``Database``/``Collection`` method, or ``docstore.verify``), and prints the result. The library
+(docstore, kvcore, orjson, jsonschema_rs) is imported inside the commands only, so that
+``immudoc --help`` stays fast. Errors become one line on stderr and an exit code through the
+single handler in :class:`ImmudocGroup` and the table in :mod:`docstore.cli.errors`.
+"""
+
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
-app = typer.Typer(
+from docstore.cli import output
+from docstore.cli.errors import epilog
+
+DEFAULT_DB = "./immudoc-data"
+PROGRESS_MIN = 1000  # documents (or transactions) before a progress bar is worth showing
+
+
+def _one_line_warning(message: Any, category: Any, *_args: Any, **_kw: Any) -> None:
+    print(f"immudoc: warning: {message}", file=sys.stderr)
+
+
+class ImmudocGroup(TyperGroup):
+    """The root command group; its ``invoke`` is the one place library errors are reported."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning  # e.g. kvcore's RecoveryWarning
+                return super().invoke(ctx)
+        except (TyperException, typer.Exit, typer.Abort, BrokenPipeError):
+            raise  # usage errors, explicit exits, Ctrl-C and closed pipes: typer's business
+        except Exception as e:  # noqa: BLE001 - every other error: one line, one exit code
+            from docstore.cli.errors import handle
+
+            raise typer.Exit(handle(e)) from None
+
+
+def _typer(**kw: Any) -> typer.Typer:
+    return typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None, **kw)
+
+
+app = _typer(
     name="immudoc",
-    help="immudoc: a verifiable document database on an append-only Merkle ledger.",
-    no_args_is_help=True,
-    add_completion=False,
+    cls=ImmudocGroup,
+    help=(
+        "immudoc: a verifiable JSON document database on an append-only Merkle ledger.\n\n"
+        "Output is JSON when stdout is a pipe or a file, a table on a terminal (--format "
+        "overrides). Filters, changes and projections are JSON, Mongo style. Start with "
+        "`immudoc demo`."
+    ),
+    epilog=epilog(),
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+collection_app = _typer(help="Create, list and show collections.")
+index_app = _typer(help="Create secondary indexes.")
+app.add_typer(collection_app, name="collection")
+app.add_typer(index_app, name="index")
+
+
+# --------------------------------------------------------------------- database resolution
+@dataclass
+class Settings:
+    """Global options (given before the command)."""
+
+    db: str = DEFAULT_DB
+
+
+def settings(ctx: typer.Context) -> Settings:
+    found = ctx.find_object(Settings)
+    return found if found is not None else Settings()
+
+
+def open_db(ctx: typer.Context, *, write: bool = False, create: bool = False) -> Any:
+    """The database the global options name (the one place that resolves it).
+
+    Read-only unless ``write``; only ``init`` passes ``create``: other commands refuse a path
+    that holds no database rather than create one by mistake.
+    """
+    path = settings(ctx).db
+    if not create and not os.path.isdir(os.path.join(path, "ledger")):
+        from docstore.cli.errors import DatabaseMissingError
+
+        raise DatabaseMissingError(
+            f"no immudoc database at {path!r} (create one with `immudoc init`, "
+            "or choose another with --db or IMMUDOC_DB)"
+        )
+    import docstore
+
+    return docstore.open(path, readonly=not write)
 
 
 @app.callback()
-def _root() -> None:
-    """immudoc: a verifiable document database on an append-only Merkle ledger."""
+def _root(
+    ctx: typer.Context,
+    db: Annotated[
+        str,
+        typer.Option(
+            "--db", envvar="IMMUDOC_DB", metavar="PATH", help="Database directory (embedded)."
+        ),
+    ] = DEFAULT_DB,
+) -> None:
+    """Global options."""
+    ctx.obj = Settings(db=db)
+
+
+# --------------------------------------------------------------------- shared options
+class Format(str, Enum):
+    json = "json"
+    jsonl = "jsonl"
+    table = "table"
+
+
+FormatOpt = Annotated[
+    Optional[Format],
+    typer.Option(
+        "--format", "-f", help="json, jsonl or table (default: table on a terminal, else json).",
+        case_sensitive=False,
+    ),
+]
+CollArg = Annotated[str, typer.Argument(metavar="COLL", help="Collection name.", show_default=False)]
+IdArg = Annotated[str, typer.Argument(metavar="ID", help="Document id (_id).", show_default=False)]
+AtTxOpt = Annotated[
+    Optional[int], typer.Option("--at-tx", metavar="N", help="Read as of ledger transaction N (time travel).")
+]
+
+
+def _fmt(fmt: Optional[Format]) -> Optional[str]:
+    return None if fmt is None else fmt.value
+
+
+def _file_or_dash(value: Optional[str]) -> Optional[str]:
+    if value is not None and value != "-" and not os.path.isfile(value):
+        raise typer.BadParameter(f"no such file: {value!r}")
+    return value
+
+
+def _json_or_file(value: Optional[str]) -> Optional[str]:
+    if value is not None and value != "-" and not value.lstrip().startswith(("{", "[")):
+        if not os.path.isfile(value):
+            raise typer.BadParameter(f"{value!r} is neither inline JSON nor an existing file")
+    return value
+
+
+StateFileOpt = Annotated[
+    str,
+    typer.Option(
+        "--state", metavar="STATE_FILE", callback=_file_or_dash,
+        help="A trusted state saved with `immudoc state --save`.",
+    ),
+]
+
+
+def _progress_wanted(n: int) -> bool:
+    return n >= PROGRESS_MIN and output.stdout_is_terminal() and sys.stderr.isatty()
+
+
+def _insert(db: Any, collection: CollArg, docs: list) -> list[str]:
+    """Insert documents in one atomic transaction (with a progress bar on a terminal)."""
+    coll = db.collection(collection)
+    if not _progress_wanted(len(docs)):
+        return coll.insert_many(docs)
+    ids: list[str] = []
+    with typer.progressbar(length=len(docs), label="inserting (one transaction)", file=sys.stderr) as bar:
+        with db.transaction() as tx:
+            txc = tx[collection]
+            for start in range(0, len(docs), 500):
+                chunk = docs[start : start + 500]
+                ids += txc.insert_many(chunk)
+                bar.update(len(chunk))
+    return ids
+
+
+def _write_file(path: str, text: str) -> None:
+    from docstore.cli.errors import InputError
+
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise InputError(f"cannot write {path!r}: {e.strerror}") from None
+
+
+# --------------------------------------------------------------------- tables
+def _info_table(info: dict) -> str:
+    idx = ", ".join(i["field"] + (" (unique)" if i["unique"] else "") for i in info["indexes"]) or "(none)"
+    schema = "(none)" if info["schema"] is None else output.dumps(info["schema"], indent=True)
+    schema = schema.replace("\n", "\n" + " " * 12)
+    return f"collection  {info['name']}\ndocuments   {info['count']}\nindexes     {idx}\nschema      {schema}"
+
+
+def _collections_table(infos: list) -> str:
+    if not infos:
+        return "(no collections: create one with `immudoc collection create NAME`)"
+    rows = [
+        [
+            i["name"],
+            str(i["count"]),
+            ", ".join(x["field"] + ("!" if x["unique"] else "") for x in i["indexes"]) or "-",
+            "yes" if i["schema"] is not None else "no",
+        ]
+        for i in infos
+    ]
+    return output.render_table(["collection", "documents", "indexes (! unique)", "schema"], rows)
+
+
+def _history_table(revs: list) -> str:
+    import datetime as dt
+
+    rows = []
+    for r in revs:
+        when = dt.datetime.fromtimestamp(r["timestamp_ns"] / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        doc = "(deleted)" if r["deleted"] else output.cell(r["document"], 80)
+        rows.append([str(r["revision"]), str(r["tx_id"]), when, doc])
+    return output.render_table(["rev", "tx", "time (UTC)", "document"], rows)
+
+
+def _where(p: dict) -> str:
+    what = p["collection"] + ("" if p.get("id") is None else f"/{p['id']}")
+    return what + (f" {p['pointer']}" if p.get("pointer") else "")
+
+
+# ===================================================================== commands
+@app.command()
+def init(ctx: typer.Context, fmt: FormatOpt = None) -> None:
+    """Create the database (at --db / IMMUDOC_DB) if there is none."""
+    path = settings(ctx).db
+    existed = os.path.isdir(os.path.join(path, "ledger"))
+    with open_db(ctx, write=True, create=True) as db:
+        state = db.state()
+    result = {"path": os.path.abspath(path), "created": not existed, "state": state.to_dict()}
+    output.emit(
+        result, _fmt(fmt),
+        lambda r: f"{'created' if r['created'] else 'found existing'} immudoc database at {r['path']} "
+        f"(transaction {r['state']['tx_id']})",
+    )
+
+
+@collection_app.command("create")
+def collection_create(
+    ctx: typer.Context,
+    name: CollArg,
+    schema: Annotated[
+        Optional[str],
+        typer.Option(metavar="FILE", callback=_json_or_file, help="JSON Schema: a file, - for stdin, or inline JSON."),
+    ] = None,
+    index: Annotated[list[str], typer.Option("--index", metavar="FIELD", help="Index a (dotted) field; repeatable.")] = [],  # noqa: B006
+    unique_index: Annotated[
+        list[str], typer.Option("--unique-index", metavar="FIELD", help="Unique index on a field; repeatable.")
+    ] = [],  # noqa: B006
+    fmt: FormatOpt = None,
+) -> None:
+    """Create a collection, optionally with a JSON Schema and indexes."""
+    from docstore.cli.inputs import json_arg
+
+    schema_doc = None if schema is None else json_arg(schema, "the schema")
+    specs = [{"field": f, "unique": False} for f in index] + [{"field": f, "unique": True} for f in unique_index]
+    with open_db(ctx, write=True) as db:
+        info = db.create_collection(name, schema_doc, specs).info()
+    output.emit(info, _fmt(fmt), _info_table)
+
+
+@collection_app.command("list")
+def collection_list(ctx: typer.Context, fmt: FormatOpt = None) -> None:
+    """List collections with their document counts and indexes."""
+    with open_db(ctx) as db:
+        infos = [db.collection(name).info() for name in db.collections()]
+    output.emit(infos, _fmt(fmt), _collections_table)
+
+
+@collection_app.command("show")
+def collection_show(ctx: typer.Context, name: CollArg, fmt: FormatOpt = None) -> None:
+    """Show a collection: schema, indexes, document count."""
+    with open_db(ctx) as db:
+        info = db.collection(name).info()
+    output.emit(info, _fmt(fmt), _info_table)
 
 
 @app.command()
-def demo(
-    entries: int = typer.Option(5000, help="How many key/value entries to write."),
+def insert(
+    ctx: typer.Context,
+    collection: CollArg,
+    source: Annotated[
+        Optional[str],
+        typer.Argument(
+            metavar="FILE|-", callback=_file_or_dash,
+            help="A JSON document, a JSON array of them, or JSON lines (default: stdin).",
+        ),
+    ] = None,
+    fmt: FormatOpt = None,
 ) -> None:
-    """Write and verify entries in a temporary ledger, and print its state."""
+    """Insert documents in one atomic transaction; prints their ids."""
+    from docstore.cli.errors import InputError
+    from docstore.cli.inputs import read_documents
+
+    docs = read_documents(source)
+    if not docs:
+        raise InputError("no documents in the input")
+    with open_db(ctx, write=True) as db:
+        ids = _insert(db, collection, docs)
+    output.emit(ids, _fmt(fmt))
+
+
+@app.command()
+def get(ctx: typer.Context, collection: CollArg, doc_id: IdArg,
+        at_tx: AtTxOpt = None, fmt: FormatOpt = None) -> None:
+    """Print one document (as of --at-tx N)."""
+    with open_db(ctx) as db:
+        doc = db.collection(collection).get(doc_id, at_tx=at_tx)
+    output.emit(doc, _fmt(fmt), output.render_document)
+
+
+@app.command()
+def find(
+    ctx: typer.Context,
+    collection: CollArg,
+    filter_: Annotated[Optional[str], typer.Argument(metavar="FILTER", help='e.g. \'{"dosage.mg": {"$gte": 5}}\'')] = None,
+    sort: Annotated[list[str], typer.Option("--sort", metavar="[-]FIELD", help="Sort by FIELD (-FIELD: descending); repeatable.")] = [],  # noqa: B006
+    limit: Annotated[Optional[int], typer.Option(help="At most this many documents.")] = None,
+    skip: Annotated[int, typer.Option(help="Skip this many documents first.")] = 0,
+    projection: Annotated[Optional[str], typer.Option(metavar="JSON", help='e.g. \'{"name": 1}\'')] = None,
+    at_tx: AtTxOpt = None,
+    fmt: FormatOpt = None,
+) -> None:
+    """Print the documents matching a filter (Mongo-style JSON)."""
+    from docstore.cli.inputs import parse_json
+
+    flt = None if filter_ is None else parse_json(filter_, "the filter")
+    proj = None if projection is None else parse_json(projection, "the projection")
+    order = [(s[1:], -1) if s.startswith("-") else (s.removeprefix("+"), 1) for s in sort] or None
+    with open_db(ctx) as db:
+        docs = db.collection(collection).find(flt, proj, order, skip, limit, at_tx)
+        output.emit_many(docs, _fmt(fmt))
+
+
+@app.command()
+def count(
+    ctx: typer.Context,
+    collection: CollArg,
+    filter_: Annotated[Optional[str], typer.Argument(metavar="FILTER")] = None,
+    at_tx: AtTxOpt = None,
+    fmt: FormatOpt = None,
+) -> None:
+    """Print how many documents match a filter."""
+    from docstore.cli.inputs import parse_json
+
+    flt = None if filter_ is None else parse_json(filter_, "the filter")
+    with open_db(ctx) as db:
+        n = db.collection(collection).count(flt, at_tx=at_tx)
+    output.emit(n, _fmt(fmt))
+
+
+@app.command()
+def update(
+    ctx: typer.Context,
+    collection: CollArg,
+    doc_id: IdArg,
+    changes: Annotated[
+        str, typer.Argument(metavar="CHANGES", callback=_json_or_file,
+                            help='$set/$unset/$inc/$push, e.g. \'{"$set": {"dosage.mg": 25}}\'; or a file, or -')
+    ],
+    fmt: FormatOpt = None,
+) -> None:
+    """Change a document with $set, $unset, $inc, $push (new revision)."""
+    from docstore.cli.inputs import json_arg
+
+    spec = json_arg(changes, "the changes")
+    with open_db(ctx, write=True) as db:
+        doc = db.collection(collection).update(doc_id, spec)
+    output.emit(doc, _fmt(fmt), output.render_document)
+
+
+@app.command()
+def replace(
+    ctx: typer.Context,
+    collection: CollArg,
+    doc_id: IdArg,
+    source: Annotated[str, typer.Argument(metavar="FILE|-|JSON", callback=_json_or_file, help="The new document.")],
+    fmt: FormatOpt = None,
+) -> None:
+    """Replace a whole document (a new revision); prints it."""
+    from docstore.cli.inputs import json_arg
+
+    doc = json_arg(source, "the document")
+    with open_db(ctx, write=True) as db:
+        new = db.collection(collection).replace(doc_id, doc)
+    output.emit(new, _fmt(fmt), output.render_document)
+
+
+@app.command()
+def delete(ctx: typer.Context, collection: CollArg, doc_id: IdArg,
+           fmt: FormatOpt = None) -> None:
+    """Delete a document (a tombstone revision: its history stays)."""
+    with open_db(ctx, write=True) as db:
+        db.collection(collection).delete(doc_id)
+    output.emit(
+        {"collection": collection, "_id": doc_id, "deleted": True}, _fmt(fmt),
+        lambda r: f"deleted {r['_id']} from {r['collection']} (its history stays)",
+    )
+
+
+@app.command()
+def history(ctx: typer.Context, collection: CollArg, doc_id: IdArg,
+            fmt: FormatOpt = None) -> None:
+    """Print every revision of a document, oldest first."""
+    with open_db(ctx) as db:
+        revs = [r.to_dict() for r in db.collection(collection).history(doc_id)]
+    output.emit_many(revs, _fmt(fmt), _history_table)
+
+
+@index_app.command("create")
+def index_create(
+    ctx: typer.Context,
+    collection: CollArg,
+    field: Annotated[str, typer.Argument(help="A (dotted) field.")],
+    unique: Annotated[bool, typer.Option("--unique", help="Refuse two documents with the same value.")] = False,
+    fmt: FormatOpt = None,
+) -> None:
+    """Create a secondary index, backfilled from existing documents."""
+    with open_db(ctx, write=True) as db:
+        coll = db.collection(collection)
+        coll.create_index(field, unique=unique)
+        indexes = coll.indexes()
+    output.emit(
+        indexes, _fmt(fmt),
+        lambda ix: f"indexes of {collection}: " + ", ".join(i["field"] + (" (unique)" if i["unique"] else "") for i in ix),
+    )
+
+
+@app.command()
+def prove(
+    ctx: typer.Context,
+    collection: CollArg,
+    doc_id: IdArg,
+    pointer: Annotated[Optional[str], typer.Option(metavar="P", help="Prove one property (RFC 6901, e.g. /dosage/mg).")] = None,
+    at_tx: Annotated[Optional[int], typer.Option("--at-tx", metavar="N", help="Prove the revision current at transaction N.")] = None,
+    known_state: Annotated[
+        Optional[str],
+        typer.Option(metavar="FILE", callback=_file_or_dash, help="Bundle a consistency proof from this saved state."),
+    ] = None,
+    out: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="Write the proof here.")] = None,
+    fmt: FormatOpt = None,
+) -> None:
+    """Prove a document or one property of it (a JSON bundle)."""
+    known = None
+    if known_state is not None:
+        from docstore.proofs.trust import read_state_file
+
+        known = read_state_file(known_state)
+    with open_db(ctx) as db:
+        proof = db.collection(collection).prove(doc_id, pointer, at_tx=at_tx, known_state=known)
+    text = proof.to_json(indent=True) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        return
+    _write_file(out, text)
+    summary = {
+        "output": out, "bytes": len(text.encode()), "kind": proof.kind, "collection": proof.collection,
+        "id": proof.id, "pointer": proof.pointer, "revision": proof.revision, "tx_id": proof.tx_id,
+        "claim": proof.claim, "state": proof.state.to_dict(),
+    }
+    output.emit(
+        summary, _fmt(fmt),
+        lambda s: f"wrote a {s['kind']} proof of {_where(s)} (revision {s['revision']}, transaction "
+        f"{s['tx_id']}) to {s['output']}: {s['bytes']} bytes, relative to state {s['state']['tx_id']}",
+    )
+
+
+@app.command()
+def verify(
+    proof_file: Annotated[str, typer.Argument(metavar="PROOF", callback=_file_or_dash, help="A proof file, or - for stdin.")],
+    state: StateFileOpt,
+    fmt: FormatOpt = None,
+) -> None:
+    """Verify a proof offline against a saved state (no database)."""
+    import docstore
+    from docstore.cli.inputs import read_text
+    from docstore.proofs import load
+    from docstore.proofs.trust import read_state_file
+
+    trusted = read_state_file(state)
+    proof = load(read_text(proof_file))
+    value = docstore.verify(proof, trusted)
+    result = {
+        "verified": True, "kind": proof.kind, "collection": proof.collection, "id": proof.id,
+        "pointer": proof.pointer, "revision": proof.revision, "tx_id": proof.tx_id,
+        "state": proof.state.to_dict(), "trusted_state": trusted.to_dict(), "value": value,
+    }
+    output.emit(
+        result, _fmt(fmt),
+        lambda r: f"verified: {_where(r)} = {output.cell(r['value'], 200)} (revision {r['revision']}, "
+        f"transaction {r['tx_id']}; trusted state {r['trusted_state']['tx_id']})",
+    )
+
+
+@app.command()
+def state(
+    ctx: typer.Context,
+    save: Annotated[Optional[str], typer.Option(metavar="FILE", help="Also save it (to verify proofs later).")] = None,
+    fmt: FormatOpt = None,
+) -> None:
+    """Print (and save) the state: a transaction id and its root."""
+    with open_db(ctx) as db:
+        current = db.state()
+    if save is not None:
+        from docstore.proofs.trust import write_state_file
+
+        try:
+            write_state_file(save, current)
+        except OSError as e:
+            from docstore.cli.errors import InputError
+
+            raise InputError(f"cannot write {save!r}: {e.strerror}") from None
+    output.emit(
+        current.to_dict(), _fmt(fmt),
+        lambda s: f"transaction {s['tx_id']}\nroot        {s['root']}" + (f"\nsaved to    {save}" if save else ""),
+    )
+
+
+@app.command()
+def consistency(
+    ctx: typer.Context,
+    old_state: Annotated[str, typer.Argument(metavar="OLD_STATE_FILE", callback=_file_or_dash)],
+    fmt: FormatOpt = None,
+) -> None:
+    """Check that today's state extends a saved one (append-only)."""
+    import docstore
+    from docstore.proofs.trust import read_state_file
+
+    old = read_state_file(old_state)
+    with open_db(ctx) as db:
+        new = db.state()
+        proof = db.prove_consistency(old, new)
+    docstore.verify_consistency(old, new, proof)
+    result = {"consistent": True, "old": old.to_dict(), "new": new.to_dict(), "proof_hashes": len(proof.path)}
+    output.emit(
+        result, _fmt(fmt),
+        lambda r: f"consistent: state {r['new']['tx_id']} extends the saved state {r['old']['tx_id']} "
+        f"(verified with {r['proof_hashes']} hashes)",
+    )
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    state: Annotated[
+        Optional[str], typer.Option("--state", metavar="STATE_FILE", callback=_file_or_dash,
+                                    help="Also check the ledger against this trusted state.")
+    ] = None,
+    fmt: FormatOpt = None,
+) -> None:
+    """Check every hash, document and index (exit 5 on failure)."""
+    from docstore.cli.errors import AuditFailedError
+
+    trusted = None
+    if state is not None:
+        from docstore.proofs.trust import read_state_file
+
+        trusted = read_state_file(state)
+    with open_db(ctx) as db:
+        if _progress_wanted(db.tx_id):
+            with typer.progressbar(length=db.tx_id, label="auditing", file=sys.stderr) as bar:
+                report = db.audit(trusted, lambda done, _total: bar.update(done - bar.pos))
+        else:
+            report = db.audit(trusted)
+    result = {
+        "ok": report.ok, "tx_count": report.tx_count, "entries": report.entries,
+        "first_bad_tx": report.first_bad_tx, "problems": report.problems, "root": report.root.hex(),
+    }
+    fmt_ = output.resolve(_fmt(fmt))
+    if report.ok or fmt_ != "table":
+        output.emit(result, fmt_, lambda _r: str(report))
+    if not report.ok:
+        raise AuditFailedError(str(report))
+
+
+@app.command("export")
+def export_(
+    ctx: typer.Context,
+    collection: CollArg,
+    at_tx: AtTxOpt = None,
+    out: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="Write here, not to stdout.")] = None,
+) -> None:
+    """Print a collection's documents as JSON lines."""
+    with open_db(ctx) as db:
+        docs = db.collection(collection).find(at_tx=at_tx)
+        if out is None:
+            for doc in docs:
+                sys.stdout.write(output.dumps(doc) + "\n")
+            return
+        _write_file(out, "".join(output.dumps(doc) + "\n" for doc in docs))
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    collection: CollArg,
+    source: Annotated[
+        Optional[str],
+        typer.Argument(metavar="FILE|-", callback=_file_or_dash, help="JSON lines (default: stdin)."),
+    ] = None,
+    fmt: FormatOpt = None,
+) -> None:
+    """Insert JSON lines (as export writes them) in one transaction."""
+    from docstore.cli.inputs import read_documents
+
+    docs = read_documents(source, lines_only=True)
+    with open_db(ctx, write=True) as db:
+        ids = _insert(db, collection, docs) if docs else []
+    output.emit(
+        {"collection": collection, "imported": len(ids)}, _fmt(fmt),
+        lambda r: f"imported {r['imported']} documents into {r['collection']}",
+    )
+
+
+@app.command()
+def demo() -> None:
+    """Run a clinical-trial story on a temporary database."""
     from docstore.cli.demo import run_demo
 
-    run_demo(entries, typer.echo)
+    run_demo(typer.echo)

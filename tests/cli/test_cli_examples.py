@@ -1,0 +1,88 @@
+"""The examples and `immudoc demo` run as real processes and tell their stories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _example(name: str, *args: str):
+    p = subprocess.run(
+        [sys.executable, str(REPO / "examples" / name), *args],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+def test_clinical_trials(tmp_path):
+    out = _example("clinical_trials.py", str(tmp_path))
+    assert os.path.isdir(tmp_path / "trial-db" / "ledger")
+    for line in [
+        "Oslo: enrolled ['P-001', 'P-002'] in transaction 3",
+        "Bergen: enrolled ['P-003'] in transaction 4",
+        'SchemaError: document \'V-0005\' violates the collection schema: /dosage/mg: "fifty" is not of type "number"',
+        "visits stored: 3 (V-0004 was not written either)",
+        "V-0002 now: {'drug': 'Xanomeline', 'mg': 25}",
+        "revision 1 (transaction 4): consent=True withdrawn_on=None",
+        "revision 2 (transaction 6): consent=False withdrawn_on=2026-03-02",
+        "then: {'drug': 'Xanomeline', 'mg': 50}",
+        "visits at 50 mg or more then: ['V-0001', 'V-0002']  now: ['V-0001', 'V-0004']",
+        "consenting patients then: 3  now: 2",
+        "drug, patient, name, notes or correction note in the proof: none",
+        "verified: V-0002 /dosage/mg = 25 (against trusted state 4, via the bundled consistency proof)",
+        "a plain read still serves: {'drug': 'Xanomeline', 'mg': 25}",
+        "done: the auditor learned one dosage, verified it, and caught both forgeries",
+    ]:
+        assert line in out, line
+    assert "it discloses these properties: [['/dosage/mg', '25', '" in out
+    assert "a proof edited to claim 50 mg: value check failed" in out
+    assert "audit: audit FAILED" in out
+    assert "a verifying reader refuses it:" in out
+
+
+def test_nft_marketplace(tmp_path):
+    out = _example("nft_marketplace.py", str(tmp_path))
+    assert os.path.isdir(tmp_path / "market-db" / "ledger")
+    for line in [
+        "bob buys nft-1 (transaction 7): {'ada': 220, 'bob': 380}",
+        "cy tries to buy it too: nft-1 is not for sale (nothing written)",
+        "orders for nft-1: 2",
+        "revision 3 (transaction 7): owned by bob",
+        "revision 6 (transaction 11): owned by ada",
+        "proof: ",
+        "verified offline: at transaction 7 nft-1 was owned by bob",
+        "a forged claim that cy owned it: value check failed",
+        "done",
+    ]:
+        assert line in out, line
+    results = [line for line in out.splitlines() if line.startswith(("cy: ", "dee: "))]
+    assert len(results) == 2
+    assert sum("won (transaction 10)" in r for r in results) == 1
+    assert sum("lost: ConflictError" in r for r in results) == 1
+
+
+def test_examples_default_to_a_temporary_directory():
+    out = _example("nft_marketplace.py")
+    assert "immudoc-nft-" in out.splitlines()[0]
+
+
+def test_demo_is_quick_and_tells_the_story(sub):
+    t = time.monotonic()
+    r = sub(["demo"])
+    elapsed = time.monotonic() - t
+    assert r.code == 0, r.err
+    assert elapsed < 15, elapsed  # a few seconds even on a slow machine
+    lines = r.out.splitlines()
+    assert lines[0] == "immudoc demo: a clinical trial on a verifiable document database"
+    for n in range(1, 12):
+        assert any(line.startswith(f"{n}. ") for line in lines), n
+    assert "9. The auditor verifies it offline, with only the proof and the saved state: /dosage/mg = 25" in lines
+    assert "    a verifying reader refuses it: " in r.out
+    assert lines[-1].startswith("Done in ")
