@@ -1,100 +1,135 @@
-"""Documents: immudoc beside stdlib SQLite with JSON1 (WAL, synchronous=FULL, expression index)."""
+"""Documents: immudoc beside SQLite JSON1 and TinyDB (memory, JSON file) on the same documents.
+
+``core(cfg, n)`` (insert_many, get by id, indexed and unindexed finds on a database of n
+documents) is shared with the scaling suite; ``run`` adds, at the headline size, single durable
+inserts, the update of one property of a large document, and the history of a document with
+100 revisions.
+"""
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
-import random
-import shutil
-import sqlite3
-import tempfile
+from typing import Any
 
-from benchmarks.common import Result, best_rate, rate
-from benchmarks.workload import SCHEMA, make_docs
+from benchmarks import docsys
+from benchmarks.common import Result, compare, each
+from benchmarks.workload import iter_batches, large_doc
 
-BATCH = 1000
+INSERT_MANY = "insert_many (1,000 docs/tx)"
+GET = "get by id"
+FIND_EQ = "indexed equality find (~10 docs)"
+FIND_RANGE = "indexed range find (~10 docs)"
+FIND_SCAN = "unindexed find (full scan)"
+SINGLE = "single durable insert (1 doc/tx)"
+UPDATE_LARGE = "update 1 property of a large doc"
+HISTORY = "history of a doc (100 revisions)"
+NOTES = {
+    docsys.TINY_MEM: "no indexes: finds scan",
+    docsys.TINY_JSON: "no indexes; whole file per op",
+}
 
 
-def run(quick: bool) -> list[Result]:
-    import docstore
-
-    n = 20_000 if quick else 100_000
-    docs = make_docs(n)
-    rnd = random.Random(3)
-    ids = [d["_id"] for d in rnd.sample(docs, min(20_000, n))]
-    sites = [docs[rnd.randrange(n)]["site"] for _ in range(2000)]
-    scans = 3 if quick else 5
-    out: list[Result] = []
-    root = tempfile.mkdtemp(prefix="immudoc-bench-docs-")
-    try:
-        # ------------------------------------------------------------ immudoc
-        db = docstore.open(os.path.join(root, "immudoc"))
-        coll = db.create_collection("patients", schema=SCHEMA, indexes=["site"])
-
-        def ins() -> None:
-            for i in range(0, n, BATCH):
-                coll.insert_many(docs[i : i + BATCH])
-
-        out.append(Result(f"insert_many ({BATCH}/tx, {n:,} docs)", "immudoc", rate(n, ins), "docs/s"))
-        out.append(Result(f"get by id (at {n:,})", "immudoc", best_rate(len(ids), lambda: [coll.get(i) for i in ids])))
-        out.append(
-            Result(
-                "indexed equality find (~10 docs)",
-                "immudoc",
-                best_rate(len(sites), lambda: [list(coll.find({"site": s})) for s in sites]),
-                "q/s",
-            )
-        )
-        out.append(
-            Result(
-                f"unindexed find (scan {n:,})",
-                "immudoc",
-                best_rate(scans, lambda: [list(coll.find({"patient.age": 33, "arm": "placebo"})) for _ in range(scans)], 2),
-                "q/s",
-            )
-        )
-        db.close()
-        # ------------------------------------------------------------- SQLite
-        con = sqlite3.connect(os.path.join(root, "sqlite.db"), isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=FULL")
-        con.execute("CREATE TABLE docs (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
-        con.execute("CREATE INDEX docs_site ON docs (json_extract(body, '$.site'))")
-
-        def sq_ins() -> None:
-            for i in range(0, n, BATCH):
-                con.execute("BEGIN")
-                con.executemany(
-                    "INSERT INTO docs VALUES (?, ?)", [(d["_id"], json.dumps(d)) for d in docs[i : i + BATCH]]
-                )
-                con.execute("COMMIT")
-
-        out.append(Result(f"insert_many ({BATCH}/tx, {n:,} docs)", "sqlite json1", rate(n, sq_ins), "docs/s"))
-
-        def sq_get() -> None:
-            for i in ids:
-                json.loads(con.execute("SELECT body FROM docs WHERE id = ?", (i,)).fetchone()[0])
-
-        out.append(Result(f"get by id (at {n:,})", "sqlite json1", best_rate(len(ids), sq_get)))
-
-        def sq_find() -> None:
-            for s in sites:
-                [json.loads(r[0]) for r in con.execute("SELECT body FROM docs WHERE json_extract(body, '$.site') = ?", (s,))]
-
-        out.append(Result("indexed equality find (~10 docs)", "sqlite json1", best_rate(len(sites), sq_find), "q/s"))
-
-        def sq_scan() -> None:
-            for _ in range(scans):
-                [
-                    json.loads(r[0])
-                    for r in con.execute(
-                        "SELECT body FROM docs WHERE json_extract(body, '$.patient.age') = 33 "
-                        "AND json_extract(body, '$.arm') = 'placebo'"
-                    )
-                ]
-
-        out.append(Result(f"unindexed find (scan {n:,})", "sqlite json1", best_rate(scans, sq_scan, 2), "q/s"))
-        con.close()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+def emit(
+    workload: str, n: int | None, unit: str, values: dict[str, float], skipped: dict[str, str], notes: dict[str, str] | None = None
+) -> list[Result]:
+    out = [Result(workload, name, v, unit, (notes or {}).get(name, ""), n, "docs") for name, v in values.items()]
+    out += [Result(workload, name, 0.0, unit, why, n, "docs") for name, why in skipped.items()]
     return out
+
+
+def core(cfg: Any, n: int) -> list[Result]:
+    """The workloads measured at every size (memoized on the fixture: run once per size)."""
+    fx = cfg.fixtures.docs(n)
+    if "core" in fx.memo:
+        return fx.memo["core"]
+    systems = fx.open()
+    s = cfg.settings
+    out = emit(INSERT_MANY, n, "docs/s", fx.insert_rate, fx.skipped)
+    get = compare(s, {k: each(v.get) for k, v in systems.items()}, fx.ids)
+    out += emit(GET, n, "ops/s", get, fx.skipped)
+    eq = compare(s, {k: each(v.find_eq) for k, v in systems.items()}, fx.sites)
+    out += emit(FIND_EQ, n, "q/s", eq, fx.skipped, NOTES)
+    rng = compare(s, {k: each(v.find_range, star=True) for k, v in systems.items()}, fx.ranges)
+    out += emit(FIND_RANGE, n, "q/s", rng, fx.skipped, NOTES)
+    scan = compare(s, {k: each(v.find_scan, star=True) for k, v in systems.items()}, fx.scans)
+    out += emit(FIND_SCAN, n, "q/s", scan, fx.skipped, NOTES)
+    fx.memo["core"] = out
+    return out
+
+
+def _fresh_systems(cfg: Any, name: str, history: bool = False, json_ok: bool = True) -> dict[str, Any]:
+    """Empty databases of each system in a scratch directory (TinyDB when installed)."""
+    d = cfg.scratch(name)
+    out: dict[str, Any] = {
+        docsys.IMMUDOC: docsys.ImmudocDocs(os.path.join(d, "immudoc"), schema=None, indexes=[]),
+        docsys.SQLITE: docsys.SqliteDocs(os.path.join(d, "sqlite.db"), indexes=[], history=history),
+    }
+    if importlib.util.find_spec("tinydb") is None:
+        return out
+    out[docsys.TINY_MEM] = docsys.TinyDocs(None, history=history)
+    if json_ok:
+        out[docsys.TINY_JSON] = docsys.TinyDocs(os.path.join(d, "tinydb.json"), history=history)
+    return out
+
+
+def _close(systems: dict[str, Any]) -> None:
+    for v in systems.values():
+        v.close()
+
+
+def singles(cfg: Any) -> list[Result]:
+    systems = _fresh_systems(cfg, "docs-single")
+    systems.pop(docsys.TINY_MEM, None)  # not durable: nothing to compare
+    template = next(iter_batches(1, 1))[0]
+
+    def item(i: int) -> dict:
+        return {**template, "_id": f"s{i:08d}"}
+
+    rates = compare(cfg.settings, {k: each(v.insert) for k, v in systems.items()}, item, cfg.singles_cap)
+    _close(systems)
+    notes = {docsys.TINY_JSON: "rewrites the whole file, fsync", docsys.SQLITE: "autocommit, fsync"}
+    return emit(SINGLE, None, "docs/s", rates, {}, notes)
+
+
+def update_large(cfg: Any) -> list[Result]:
+    systems = _fresh_systems(cfg, "docs-large")
+    big = large_doc("big", cfg.large_props)
+    for v in systems.values():
+        v.insert_many([big])
+    rates = compare(
+        cfg.settings,
+        {k: each(v.set_prop, star=True) for k, v in systems.items()},
+        lambda i: ("big", "status", f"s{i}"),
+        cfg.singles_cap,
+    )
+    _close(systems)
+    notes = {docsys.TINY_MEM: "in memory, not durable", docsys.SQLITE: "json_set, fsync", docsys.IMMUDOC: "a new revision"}
+    return emit(f"{UPDATE_LARGE} ({cfg.large_props:,} props)", None, "ops/s", rates, {}, notes)
+
+
+def history(cfg: Any) -> list[Result]:
+    systems = _fresh_systems(cfg, "docs-history", history=True)
+    docs = next(iter_batches(cfg.history_docs, cfg.history_docs, seed=11))
+    ids = [d["_id"] for d in docs]
+    for v in systems.values():
+        v.insert_many(docs)
+        for rev in range(2, 101):
+            for i in ids:
+                v.set_prop(i, "score", rev)
+    for name, v in systems.items():
+        h = v.history(ids[0])
+        assert len(h) == 100 and h[-1]["score"] == 100, (name, len(h))
+    rates = compare(cfg.settings, {k: each(v.history) for k, v in systems.items()}, ids)
+    _close(systems)
+    notes = {docsys.SQLITE: "a revisions table", docsys.TINY_MEM: "a revisions table", docsys.TINY_JSON: "a revisions table"}
+    return emit(HISTORY, None, "ops/s", rates, {}, notes)
+
+
+def run(cfg: Any) -> list[Result]:
+    out = core(cfg, cfg.headline)
+    out += singles(cfg)
+    out += update_large(cfg)
+    out += history(cfg)
+    return out
+

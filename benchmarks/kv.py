@@ -1,127 +1,66 @@
-"""kvcore beside LMDB (sync on): random 32-byte keys and values, 1,000 entries a transaction."""
+"""kvcore beside LMDB (sync on): random 32-byte keys and values, 1,000 entries a transaction.
+
+``core(cfg, n)`` (batched writes, point gets at n entries) is shared with the scaling suite;
+``run`` adds single-entry durable transactions.
+"""
 
 from __future__ import annotations
 
 import os
 import random
-import shutil
-import tempfile
+from typing import Any
 
-from benchmarks.common import Result, best_rate, rate
+from benchmarks import kvsys
+from benchmarks.common import Result, compare, each
 
-BATCH = 1000
-
-
-def _data(n: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
-    rnd = random.Random(seed)
-    return [(rnd.randbytes(32), rnd.randbytes(32)) for _ in range(n)]
+WRITES = "kv batched writes (1,000/tx)"
+GETS = "kv point gets"
+SINGLE = "kv single-entry durable tx"
+LMDB_TXN_EACH = "lmdb, txn per get"
 
 
-def run(quick: bool) -> list[Result]:
-    import kvcore
+def _emit(
+    workload: str, n: int | None, unit: str, values: dict[str, float], skipped: dict[str, str], notes: dict[str, str] | None = None
+) -> list[Result]:
+    out = [Result(workload, k, v, unit, (notes or {}).get(k, ""), n, "kv") for k, v in values.items()]
+    return out + [Result(workload, k, 0.0, unit, why, n, "kv") for k, why in skipped.items()]
 
-    n = 100_000 if quick else 1_000_000
-    singles = 300 if quick else 2000
-    gets = 50_000 if quick else 200_000
-    proofs = 3_000 if quick else 20_000
-    pairs = _data(n)
-    batches = [dict(pairs[i : i + BATCH]) for i in range(0, n, BATCH)]
-    sample = random.Random(1).sample(pairs, min(gets, n))
-    out: list[Result] = []
-    root = tempfile.mkdtemp(prefix="immudoc-bench-kv-")
-    try:
-        # ------------------------------------------------------------- kvcore
-        led = kvcore.Ledger.open(os.path.join(root, "kv"))
 
-        def kv_write() -> None:
-            for b in batches:
-                led.set_all(b)
-
-        out.append(Result(f"batched writes ({BATCH}/tx, {n:,})", "immudoc kvcore", rate(n, kv_write)))
-        extra = _data(singles, seed=9)
-
-        def kv_single() -> None:
-            for k, v in extra:
-                led.set(k, v)
-
-        out.append(Result("single-entry durable tx", "immudoc kvcore", rate(singles, kv_single)))
-
-        def kv_get() -> None:
-            for k, _ in sample:
-                led.get(k)
-
-        out.append(Result(f"point gets (at {n:,})", "immudoc kvcore", best_rate(len(sample), kv_get)))
-        state = led.state()
-        psample = sample[:proofs]
-
-        def kv_prove() -> None:
-            for k, v in psample:
-                kvcore.verify_entry(led.prove_entry(k), k, v, state)
-
-        out.append(
-            Result(f"entry prove+verify (at {n:,})", "immudoc kvcore", best_rate(len(psample), kv_prove))
-        )
-        report_holder: list = []
-        out.append(
-            Result(
-                f"audit (entries/s, {n + singles:,})",
-                "immudoc kvcore",
-                rate(n + singles, lambda: report_holder.append(led.audit())),
-            )
-        )
-        assert report_holder[0].ok, report_holder[0]
-        led.close()
-        out.append(
-            Result(
-                f"open ({n + singles:,} keys)",
-                "immudoc kvcore",
-                rate(1, lambda: kvcore.Ledger.open(os.path.join(root, "kv")).close()),
-                unit="ops/s",
-            )
-        )
-        # --------------------------------------------------------------- LMDB
-        try:
-            import lmdb
-        except ImportError:
-            out.append(Result("batched writes", "lmdb", 0, note="lmdb not installed"))
-            return out
-        env = lmdb.open(os.path.join(root, "lmdb"), map_size=1 << 34, sync=True, metasync=True)
-
-        def lm_write() -> None:
-            for b in batches:
-                with env.begin(write=True) as txn:
-                    for k, v in b.items():
-                        txn.put(k, v)
-
-        out.append(Result(f"batched writes ({BATCH}/tx, {n:,})", "lmdb (sync)", rate(n, lm_write)))
-
-        def lm_single() -> None:
-            for k, v in extra:
-                with env.begin(write=True) as txn:
-                    txn.put(k, v)
-
-        out.append(Result("single-entry durable tx", "lmdb (sync)", rate(singles, lm_single)))
-
-        def lm_get() -> None:
-            with env.begin() as txn:
-                for k, _ in sample:
-                    txn.get(k)
-
-        out.append(Result(f"point gets (at {n:,})", "lmdb (sync)", best_rate(len(sample), lm_get)))
-
-        def lm_get_tx() -> None:
-            for k, _ in sample:
-                with env.begin() as txn:
-                    txn.get(k)
-
-        out.append(
-            Result(
-                f"point gets (at {n:,})",
-                "lmdb, txn per get",
-                best_rate(len(sample), lm_get_tx),
-            )
-        )
-        env.close()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+def core(cfg: Any, n: int) -> list[Result]:
+    fx = cfg.fixtures.kv(n)
+    if "core" in fx.memo:
+        return fx.memo["core"]
+    systems = fx.open()
+    out = _emit(WRITES, n, "entries/s", fx.write_rate, fx.skipped)
+    fns = {k: v.get_many for k, v in systems.items()}
+    if kvsys.LMDB in systems:
+        fns[LMDB_TXN_EACH] = systems[kvsys.LMDB].get_many_txn_each
+    gets = compare(cfg.settings, fns, fx.keys)
+    out += _emit(GETS, n, "ops/s", gets, fx.skipped, {kvsys.LMDB: "one read txn for each timed chunk of gets"})
+    fx.memo["core"] = out
     return out
+
+
+def singles(cfg: Any) -> list[Result]:
+    d = cfg.scratch("kv-single")
+    systems: dict[str, Any] = {kvsys.KVCORE: kvsys.KvcoreKV(os.path.join(d, "kvcore"))}
+    skipped: dict[str, str] = {}
+    try:
+        systems[kvsys.LMDB] = kvsys.LmdbKV(os.path.join(d, "lmdb"))
+    except ImportError:
+        skipped[kvsys.LMDB] = "lmdb not installed"
+    rnd = random.Random(9)
+    pairs = [(rnd.randbytes(32), rnd.randbytes(32)) for _ in range(cfg.singles_cap * (cfg.settings.repeat + 8))]
+    rates = compare(
+        cfg.settings,
+        {k: each(v.put, star=True) for k, v in systems.items()},
+        lambda i: pairs[i % len(pairs)],
+        cfg.singles_cap,
+    )
+    for v in systems.values():
+        v.close()
+    return _emit(SINGLE, None, "tx/s", rates, skipped)
+
+
+def run(cfg: Any) -> list[Result]:
+    return core(cfg, cfg.kv_size) + singles(cfg)

@@ -96,13 +96,9 @@ def _check(snapshot: Any, reads: list[Read], writes: list[Write]) -> None:
 
 
 def _replay(tx: Transaction, snapshot: int | None, reads: list[Read], writes: list[Write]) -> None:
-    if snapshot is not None:
-        if snapshot > tx.snapshot:
-            raise QueryError(f"snapshot {snapshot} is newer than the ledger (transaction {tx.snapshot})")
-        # Read as of the client's snapshot. kvcore's transaction reads at `snapshot` and, at
-        # commit, checks every key read or written (and every prefix scanned) for commits after
-        # `snapshot`: exactly the client's optimistic transaction, replayed.
-        tx._kv.snapshot = tx.snapshot = snapshot
+    # The transaction reads as of the client's snapshot and, at commit, kvcore checks every key
+    # read or written (and every prefix scanned) for commits after it: exactly the client's
+    # optimistic transaction, replayed.
     for r in reads:
         tx.collection(r.collection)  # the definition, read (a concurrent change conflicts)
         if r.id is None:
@@ -150,7 +146,9 @@ def commit_batch(
     _check(snapshot, reads, writes)
     blind = snapshot is None and not reads
     for attempt in range(AUTO_RETRIES if blind else 1):
-        tx = db.transaction()
+        if snapshot is not None and snapshot > db.tx_id:
+            raise QueryError(f"snapshot {snapshot} is newer than the ledger (transaction {db.tx_id})")
+        tx = db.transaction(at_tx=snapshot)
         try:
             _replay(tx, snapshot, reads, writes)
             return tx.commit()

@@ -79,6 +79,7 @@ class Database:
             _prepare_dir(self.path)
         self._ledger = kvcore.Ledger.open(os.path.join(self.path, "ledger"), readonly=readonly, wait=wait)
         self._lock = threading.RLock()
+        self._verify_lock = threading.Lock()
         self._snapshot_path = os.path.join(self.path, "docs.snap")
         try:
             state = load_snapshot(self._snapshot_path)
@@ -173,10 +174,14 @@ class Database:
         return sorted(self._state.collections)
 
     # ---------------------------------------------------------- transactions
-    def transaction(self) -> Transaction:
-        """A multi-document, multi-collection transaction (see :class:`Transaction`)."""
+    def transaction(self, at_tx: int | None = None) -> Transaction:
+        """A multi-document, multi-collection transaction (see :class:`Transaction`).
+
+        It reads the database as of ledger transaction ``at_tx`` (default: now); its commit
+        conflicts with anything committed since then to what it read or wrote.
+        """
         self._check_open()
-        return Transaction(self)
+        return Transaction(self, at_tx)
 
     def _run(self, fn: Callable[[Transaction], T]) -> T:
         """Run ``fn`` in a fresh transaction, retrying on conflicts (single operations)."""
@@ -279,6 +284,10 @@ class Database:
 
     def _verified_state(self) -> kvcore.State:
         """The current state, after proving it extends the trusted one (and advancing to it)."""
+        with self._verify_lock:  # read and advance the trusted state as one step
+            return self._advance_trust()
+
+    def _advance_trust(self) -> kvcore.State:
         trust = self._trust
         assert trust is not None
         link = trust.needs_link
@@ -328,7 +337,9 @@ class Database:
         if not isinstance(old_state, kvcore.State):
             raise QueryError(f"old_state must be a kvcore.State, got {type(old_state).__name__}")
         new = new_state or self.state()
-        if old_state.tx_id > new.tx_id:
+        if new_state is not None and old_state.tx_id > new.tx_id:
+            raise QueryError(f"state {old_state.tx_id} is newer than {new.tx_id}: swap the arguments")
+        if old_state.tx_id > new.tx_id:  # the trusted state is ahead of today's ledger
             raise VerificationError(
                 f"the trusted state is at transaction {old_state.tx_id} but this ledger holds only "
                 f"{new.tx_id}: transactions were lost or the history was rolled back"

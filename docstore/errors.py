@@ -71,6 +71,10 @@ class TransactionTooLargeError(DocstoreError, ValueError):
     """A transaction exceeds the ledger's limits (entries or bytes per transaction)."""
 
 
+class StorageError(DocstoreError, kvcore.StorageError):
+    """The disk refused a commit (disk full, file too large, I/O error); nothing of it was written."""
+
+
 class CorruptDataError(DocstoreError):
     """Stored data does not decode as a docstore structure (damaged or foreign)."""
 

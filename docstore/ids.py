@@ -26,6 +26,8 @@ def check_collection_name(name: object) -> str:
 
 def check_id(doc_id: object) -> str:
     """Ids are non-empty strings of at most 512 UTF-8 bytes without NUL characters."""
+    if type(doc_id) is str and doc_id.isascii() and 0 < len(doc_id) <= MAX_ID_BYTES and "\x00" not in doc_id:
+        return doc_id  # the common case: ASCII, so one byte a character
     if not isinstance(doc_id, str):
         raise InvalidDocumentError(f"_id must be a string, got {type(doc_id).__name__}", "/_id")
     if not doc_id:

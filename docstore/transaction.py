@@ -45,15 +45,21 @@ _Pending = tuple[dict, list[tuple[str, bytes]]] | None
 class Transaction:
     """``with db.transaction() as tx: tx["trials"].insert({...})`` commits on a clean exit."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, at_tx: int | None = None) -> None:
         self._db = db
         with db._lock:  # the snapshot then matches the derived state (commits apply under it)
-            self._kv = db._ledger.transaction()
+            try:
+                self._kv = db._ledger.transaction(at_tx)
+            except kvcore.TxNotFoundError as e:
+                from docstore.errors import QueryError
+
+                raise QueryError(str(e)) from None
         self.snapshot: int = self._kv.snapshot
         """The ledger transaction this transaction reads as of."""
         self._docs: dict[tuple[str, str], _Pending] = {}
         self._base: dict[tuple[str, str], tuple[Header | None, dict | None]] = {}
         self._metas: dict[str, dict[str, Any]] = {}
+        self._metas_read: set[str] = set()
         self._done = False
         self.tx_id: int | None = None
         """The committed ledger transaction (None before commit, or if nothing was written)."""
@@ -84,9 +90,11 @@ class Transaction:
     def _meta(self, name: str) -> dict[str, Any]:
         if name in self._metas:
             return self._metas[name]
-        # Record the definition as read, so a concurrent schema or index change conflicts.
+        # Record the definition as read (once), so a concurrent schema or index change conflicts.
         self._active()
-        self._kv.exists(records.collection_key(name))
+        if name not in self._metas_read:
+            self._kv.exists(records.collection_key(name))
+            self._metas_read.add(name)
         coll = self._db._state.collections.get(name)
         if coll is None:
             raise CollectionNotFoundError(f"collection {name!r} does not exist")

@@ -102,6 +102,8 @@ def run_audit(
     # (e.g. a later "timestamp goes backwards" because an earlier timestamp was raised).
     stored = storage.tree_nodes()
     mine = tree.nodes()
+    if storage.readonly and len(stored) < len(mine):
+        mine = mine[: len(stored)]  # a reader: the writer appends tree nodes after each commit
     if stored[: len(mine)] != mine or len(stored) < len(mine):
         pos = next(
             (

@@ -135,7 +135,9 @@ class KeyIndex:
         """Snapshot bytes; ``root`` is the ledger root at ``tx_count`` (checked on load)."""
         keys = list(self._ordered())
         m = self._map
-        body = marshal.dumps((tx_count, root, keys, [m[k] for k in keys]), 4)
+        # version 2: no back-references, so equal indexes give equal bytes whatever else holds
+        # their objects (versions >= 3 flag every object with other references); audit compares
+        body = marshal.dumps((tx_count, root, keys, [m[k] for k in keys]), 2)
         return _MAGIC + hashlib.sha256(body).digest() + body
 
     @classmethod

@@ -45,6 +45,8 @@ MAX_TX_BYTES = 256 * 1024 * 1024
 _SNAPSHOT_AFTER_REPLAY = 50_000  # entries replayed at open before a fresh snapshot is saved
 _SCAN_CHUNK = 256
 _READ_AHEAD = 256
+_ENTRY_HEAD_SIZE = txformat.ENTRY_HEAD_SIZE
+_unpack_entry_head = txformat.ENTRY_HEAD.unpack_from
 _EXTRA_CACHE_BYTES = 64 * 1024 * 1024  # entries-tree bytes kept in memory for fast proofs
 
 
@@ -253,12 +255,18 @@ class Ledger:
 
         return self.commit([(key, None)], check=must_exist)
 
-    def transaction(self) -> Transaction:
-        """An optimistic transaction over a snapshot; see :class:`kvcore.Transaction`."""
+    def transaction(self, at_tx: int | None = None) -> Transaction:
+        """An optimistic transaction reading the snapshot after ``at_tx`` (default: now).
+
+        See :class:`kvcore.Transaction`. An older snapshot reads as of then, and its commit
+        conflicts with anything committed since then to the keys it read or wrote.
+        """
         from kvcore.transaction import Transaction
 
         self._check_open()
-        return Transaction(self)
+        if at_tx is not None:
+            self._bound(at_tx)  # TxNotFoundError for a transaction that does not exist
+        return Transaction(self, at_tx)
 
     def commit(
         self,
@@ -320,13 +328,13 @@ class Ledger:
 
     def _read_entry(self, loc: int, key: bytes) -> tuple[int, bytes]:
         """(kind, value) of the entry at ``loc``, which must be for ``key``."""
-        tx_id, pos = tx_of(loc), position_of(loc)
-        head = txformat.ENTRY_HEAD_SIZE + len(key)
+        tx_id, pos = loc >> 56, loc & 0xFFFFFFFF
+        head = _ENTRY_HEAD_SIZE + len(key)
         buf = self._storage.read(tx_id, pos, head + _READ_AHEAD)
         if len(buf) < head:
             raise _corrupt(tx_id, key)
-        kind, klen, vlen = txformat.ENTRY_HEAD.unpack_from(buf)
-        if klen != len(key) or buf[txformat.ENTRY_HEAD_SIZE : head] != key or kind > 1:
+        kind, klen, vlen = _unpack_entry_head(buf)
+        if klen != len(key) or buf[_ENTRY_HEAD_SIZE:head] != key or kind > 1:
             raise _corrupt(tx_id, key)
         if head + vlen > len(buf):
             buf = self._storage.read(tx_id, pos, head + vlen)
@@ -340,14 +348,22 @@ class Ledger:
         Raises KeyNotFoundError if the key never existed then, or its newest revision is a
         tombstone.
         """
-        self._check_open()
-        key = check_key(key)
-        found = self._index.latest(key, self._bound(at_tx))
+        if self._closed:
+            raise ClosedError("the ledger is closed")
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
+            key = check_key(key)
+        if at_tx is None:  # the common case, inlined: the newest committed revision
+            cur = self._index._map.get(key)
+            found = (cur, 1) if type(cur) is int and cur < ((self._tx_count + 1) << 56) else (
+                None if cur is None else self._index.latest(key, bound_for(self._tx_count))
+            )
+        else:
+            found = self._index.latest(key, self._bound(at_tx))
         if found is not None:
             loc, revision = found
             kind, value = self._read_entry(loc, key)
             if kind != KIND_DELETE:
-                return Entry(key, value, tx_of(loc), revision, False, ordinal_of(loc))
+                return Entry(key, value, loc >> 56, revision, False, (loc >> 32) & 0xFFFFFF)
             raise KeyNotFoundError(f"key {key!r} was deleted in transaction {tx_of(loc)}")
         where = "" if at_tx is None else f" as of transaction {at_tx}"
         raise KeyNotFoundError(f"key {key!r} not found{where}")

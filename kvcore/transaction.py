@@ -22,13 +22,13 @@ class Transaction:
     Pending writes appear in reads as entries with ``tx_id == 0``.
     """
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, at_tx: int | None = None) -> None:
         from kvcore.ledger import check_key, check_value
 
         self._ledger = ledger
         self._check_key = check_key
         self._check_value = check_value
-        self.snapshot = ledger.tx_id
+        self.snapshot = ledger.tx_id if at_tx is None else at_tx
         self._reads: set[bytes] = set()
         self._prefixes: set[bytes] = set()
         self._writes: dict[bytes, bytes | None] = {}

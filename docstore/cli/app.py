@@ -74,6 +74,14 @@ class Settings:
     """Global options (given before the command)."""
 
     db: str = DEFAULT_DB
+    server: Optional[str] = None
+    token: Optional[str] = None
+    tls_ca: Optional[str] = None
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    state_file: Optional[str] = None
+    trust_on_first_use: bool = False
+    verify: bool = True
 
 
 def settings(ctx: typer.Context) -> Settings:
@@ -87,7 +95,10 @@ def open_db(ctx: typer.Context, *, write: bool = False, create: bool = False) ->
     Read-only unless ``write``; only ``init`` passes ``create``: other commands refuse a path
     that holds no database rather than create one by mistake.
     """
-    path = settings(ctx).db
+    s = settings(ctx)
+    if s.server is not None:
+        return _connect(s, create)
+    path = s.db
     if not create and not os.path.isdir(os.path.join(path, "ledger")):
         from docstore.cli.errors import DatabaseMissingError
 
@@ -100,6 +111,35 @@ def open_db(ctx: typer.Context, *, write: bool = False, create: bool = False) ->
     return docstore.open(path, readonly=not write)
 
 
+def _connect(s: Settings, create: bool) -> Any:
+    """The remote database named by --server (verified against --state-file by default)."""
+    if create:
+        raise typer.BadParameter("init creates an embedded database; a server creates its own", param_hint="--server")
+    import docstore
+
+    tls = None
+    if s.tls_ca or s.tls_cert:
+        tls = {"ca": s.tls_ca, "cert": s.tls_cert, "key": s.tls_key}
+    if s.verify and s.state_file is None:
+        raise typer.BadParameter(
+            "a verified connection needs --state-file (a saved trusted state; add "
+            "--trust-on-first-use to start one from the server's state), or --no-verify",
+            param_hint="--server",
+        )
+    return docstore.connect(
+        s.server,
+        state_file=s.state_file,
+        trust_on_first_use=s.trust_on_first_use,
+        verify=s.verify,
+        token=s.token,
+        tls=tls,
+    )
+
+
+def _is_remote(db: Any) -> bool:
+    return type(db).__module__.startswith("docstore.remote")
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -109,9 +149,40 @@ def _root(
             "--db", envvar="IMMUDOC_DB", metavar="PATH", help="Database directory (embedded)."
         ),
     ] = DEFAULT_DB,
+    server: Annotated[
+        Optional[str],
+        typer.Option("--server", envvar="IMMUDOC_SERVER", metavar="HOST:PORT",
+                     help="Use an immudoc server instead of --db (document commands)."),
+    ] = None,
+    token: Annotated[
+        Optional[str], typer.Option("--token", envvar="IMMUDOC_TOKEN", help="Bearer token for --server.")
+    ] = None,
+    tls_ca: Annotated[
+        Optional[str], typer.Option("--tls-ca", metavar="PEM", help="CA certificate of the server (TLS).")
+    ] = None,
+    tls_cert: Annotated[
+        Optional[str], typer.Option("--tls-cert", metavar="PEM", help="Client certificate (mutual TLS).")
+    ] = None,
+    tls_key: Annotated[
+        Optional[str], typer.Option("--tls-key", metavar="PEM", help="Client key (mutual TLS).")
+    ] = None,
+    state_file: Annotated[
+        Optional[str],
+        typer.Option("--state-file", envvar="IMMUDOC_STATE_FILE", metavar="FILE",
+                     help="Trusted state a --server client verifies against and keeps up to date."),
+    ] = None,
+    trust_on_first_use: Annotated[
+        bool, typer.Option("--trust-on-first-use", help="Start --state-file from the server's state.")
+    ] = False,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Do not verify what a --server returns.")
+    ] = False,
 ) -> None:
     """Global options."""
-    ctx.obj = Settings(db=db)
+    ctx.obj = Settings(
+        db=db, server=server, token=token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+        state_file=state_file, trust_on_first_use=trust_on_first_use, verify=not no_verify,
+    )
 
 
 # --------------------------------------------------------------------- shared options
@@ -168,8 +239,8 @@ def _progress_wanted(n: int) -> bool:
 def _insert(db: Any, collection: CollArg, docs: list) -> list[str]:
     """Insert documents in one atomic transaction (with a progress bar on a terminal)."""
     coll = db.collection(collection)
-    if not _progress_wanted(len(docs)):
-        return coll.insert_many(docs)
+    if _is_remote(db) or not _progress_wanted(len(docs)):
+        return coll.insert_many(docs)  # a remote client batches the messages itself
     ids: list[str] = []
     with typer.progressbar(length=len(docs), label="inserting (one transaction)", file=sys.stderr) as bar:
         with db.transaction() as tx:
@@ -568,7 +639,7 @@ def audit(
 
         trusted = read_state_file(state)
     with open_db(ctx) as db:
-        if _progress_wanted(db.tx_id):
+        if not _is_remote(db) and _progress_wanted(db.tx_id):
             with typer.progressbar(length=db.tx_id, label="auditing", file=sys.stderr) as bar:
                 report = db.audit(trusted, lambda done, _total: bar.update(done - bar.pos))
         else:
@@ -620,6 +691,38 @@ def import_(
     output.emit(
         {"collection": collection, "imported": len(ids)}, _fmt(fmt),
         lambda r: f"imported {r['imported']} documents into {r['collection']}",
+    )
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: pick a free one and print it).")] = 3323,
+    tls_cert: Annotated[Optional[str], typer.Option("--tls-cert", metavar="PEM", help="Server certificate (TLS).")] = None,
+    tls_key: Annotated[Optional[str], typer.Option("--tls-key", metavar="PEM", help="Server key (TLS).")] = None,
+    client_ca: Annotated[
+        Optional[str], typer.Option("--client-ca", metavar="PEM", help="Require client certificates signed by this CA.")
+    ] = None,
+    tokens_file: Annotated[
+        Optional[str], typer.Option("--tokens-file", metavar="FILE", help="Bearer tokens: lines 'TOKEN read|write'.")
+    ] = None,
+    max_message_mb: Annotated[float, typer.Option(help="Largest message accepted or sent.")] = 64.0,
+    grace: Annotated[float, typer.Option(help="Seconds calls in flight may finish on SIGTERM.")] = 10.0,
+    workers: Annotated[int, typer.Option(help="Threads serving calls.")] = 32,
+) -> None:
+    """Serve the database (--db) over gRPC until SIGTERM or SIGINT."""
+    s = settings(ctx)
+    if s.server is not None:
+        raise typer.BadParameter("serve serves an embedded database: give --db, not --server")
+    if not os.path.isdir(os.path.join(s.db, "ledger")):
+        from docstore.cli.errors import DatabaseMissingError
+
+        raise DatabaseMissingError(f"no immudoc database at {s.db!r} (create one with `immudoc init`)")
+    from docstore.server.cli_hook import serve as run  # grpc is imported only here
+
+    raise typer.Exit(
+        run(s.db, host, port, tls_cert, tls_key, client_ca, tokens_file, max_message_mb, grace, workers)
     )
 
 

@@ -51,12 +51,17 @@ def choose_plan(
     """Pick the index whose bounds select the fewest candidates (equality before ranges)."""
     if not filter or not indexes:
         return Plan("scan", documents=documents)
-    bounds = extract_bounds(filter)
+    bounds = extract_bounds(filter)  # sound for every index
+    exact: dict[str, FieldBounds] | None = None  # all conditions on a field intersected
     best: Plan | None = None
     for f, b in bounds.items():
         idx = indexes.get(f)
         if idx is None:
             continue
+        if not idx.multikey and b.values is None:  # no arrays on the path: both ends apply
+            if exact is None:
+                exact = extract_bounds(filter, multikey=False)
+            b = exact.get(f, b)
         n = idx.count_range(b) if b.values is None or len(b.values) > 0 else 0
         if best is None or n < (best.candidates or 0):
             best = Plan("index", f, b, n, documents)

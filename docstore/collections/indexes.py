@@ -22,7 +22,17 @@ def check_field(field: Any) -> str:
         raise QueryError(f"invalid index field {field!r}: use a dotted path such as 'site.country'")
     if field.startswith(".") or field.endswith("."):
         raise QueryError(f"invalid index field {field!r}: use a dotted path such as 'site.country'")
+    if "\x00" in field or not _utf8(field):  # it becomes part of ledger keys and stored JSON
+        raise QueryError(f"invalid index field {field!r}: NUL characters and lone surrogates are not allowed")
     return field
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def keys_for(doc: dict, field: str) -> list[bytes]:
@@ -38,13 +48,35 @@ def keys_for(doc: dict, field: str) -> list[bytes]:
 class SecondaryIndex:
     """One field's index. Not thread-safe by itself: the database serializes changes."""
 
-    __slots__ = ("field", "unique", "_entries", "_by_doc")
+    __slots__ = ("field", "unique", "_entries", "_by_doc", "_parts", "_array_docs")
 
     def __init__(self, field: str, unique: bool = False) -> None:
         self.field = check_field(field)
         self.unique = unique
         self._entries: SortedList = SortedList()
         self._by_doc: dict[str, list[bytes]] = {}
+        self._parts = self.field.split(".")
+        self._array_docs: set[str] = set()  # documents whose path meets an array
+
+    @property
+    def multikey(self) -> bool:
+        """Whether some document meets an array on the path (then a range's bounds may be
+        met by different elements, and the planner may use only one of them)."""
+        return bool(self._array_docs)
+
+    def _note_arrays(self, doc_id: str, doc: dict | None) -> None:
+        node: Any = doc
+        for part in self._parts:
+            if type(node) is list:
+                self._array_docs.add(doc_id)
+                return
+            if type(node) is not dict:
+                break
+            node = node.get(part)
+        if type(node) is list:
+            self._array_docs.add(doc_id)
+        else:
+            self._array_docs.discard(doc_id)
 
     def __len__(self) -> int:
         return len(self._by_doc)
@@ -58,6 +90,7 @@ class SecondaryIndex:
         if old:
             for k in old:
                 self._entries.discard((k, doc_id))
+        self._note_arrays(doc_id, doc)
         if doc is not None:
             keys = keys_for(doc, self.field)
             self._by_doc[doc_id] = keys
@@ -67,6 +100,7 @@ class SecondaryIndex:
     def bulk_load(self, items: Iterable[tuple[str, dict]]) -> None:
         pairs = []
         for doc_id, doc in items:
+            self._note_arrays(doc_id, doc)
             keys = keys_for(doc, self.field)
             self._by_doc[doc_id] = keys
             pairs.extend((k, doc_id) for k in keys)
@@ -84,13 +118,14 @@ class SecondaryIndex:
         return sum(1 for _ in self.candidates(bounds))
 
     # snapshots
-    def dump(self) -> tuple[str, bool, list[tuple[bytes, str]]]:
-        return (self.field, self.unique, list(self._entries))
+    def dump(self) -> tuple[str, bool, list[tuple[bytes, str]], list[str]]:
+        return (self.field, self.unique, list(self._entries), sorted(self._array_docs))
 
     @classmethod
-    def load(cls, data: tuple[str, bool, list[tuple[bytes, str]]]) -> SecondaryIndex:
-        field, unique, entries = data
+    def load(cls, data: tuple[str, bool, list[tuple[bytes, str]], list[str]]) -> SecondaryIndex:
+        field, unique, entries, array_docs = data
         idx = cls(field, unique)
+        idx._array_docs = set(array_docs)
         idx._entries = SortedList(entries)
         by_doc: dict[str, list[bytes]] = {}
         for k, doc_id in entries:

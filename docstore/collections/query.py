@@ -839,7 +839,7 @@ def _parse_type_operand(arg: Any, field: str) -> frozenset:
             else:
                 raise QueryError(f"$type (field {field!r}): unknown type name {t!r}")
         elif isinstance(t, (int, float)) and not isinstance(t, bool):
-            if t != t or t != int(t) or int(t) not in _TYPE_CODES:
+            if (isinstance(t, float) and not t.is_integer()) or int(t) not in _TYPE_CODES:  # NaN, inf: no int()
                 raise QueryError(f"$type (field {field!r}): invalid numerical type code {t!r}")
             codes.add(int(t))
         else:
@@ -1601,8 +1601,10 @@ def extract_bounds(filter: Mapping | None, multikey: bool = True) -> dict[str, F
     index that knows no document has an array along the field's path may pass
     ``multikey=False`` to get the intersection of all conditions.
     """
-    if not filter:
+    if filter is None:
         return {}
+    if not isinstance(filter, Mapping):
+        raise QueryError(f"a filter must be an object, got {filter!r}")
     pairs: list = []
     _conjuncts(filter, pairs)
     per_field: dict[str, list[FieldBounds]] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema_rs
+import orjson
 
 from docstore.errors import SchemaError
 from docstore.flatten import escape
@@ -30,6 +31,13 @@ class Schema:
                 f"a schema must be a JSON object or a boolean, got {type(document).__name__}",
                 [("", "not an object or boolean")],
             )
+        try:  # it is stored as JSON: refuse what would not come back the same (big ints, tuples, NaN)
+            plain = orjson.loads(orjson.dumps(document))
+        except TypeError as e:
+            raise SchemaError(f"a schema must be plain JSON: {e}", [("", str(e))]) from None
+        if plain != document:
+            why = "a schema must be plain JSON (no NaN or Infinity, tuples or other non-JSON values)"
+            raise SchemaError(why, [("", why)])
         try:
             self._validator = jsonschema_rs.Draft202012Validator(document, validate_formats=False)
         except jsonschema_rs.ValidationError as e:

@@ -115,7 +115,7 @@ class DocstoreStub:
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.HistoryRequest.SerializeToString,
                 response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.HistoryPage.FromString,
                 _registered_method=True)
-        self.Commit = channel.unary_unary(
+        self.Commit = channel.stream_unary(
                 '/immudoc.v1.Docstore/Commit',
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.CommitRequest.SerializeToString,
                 response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.CommitResponse.FromString,
@@ -260,9 +260,10 @@ class DocstoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Commit(self, request, context):
+    def Commit(self, request_iterator, context):
         """An optimistic transaction: what the client read (as of `snapshot`) and what it wrote,
-        committed at once; ABORTED (ConflictError) if anything it read changed since.
+        committed at once; ABORTED (ConflictError) if anything it read changed since. Large
+        write sets span several messages (batched like Insert); they still commit as one.
         write
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -383,7 +384,7 @@ def add_DocstoreServicer_to_server(servicer, server):
                     request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.HistoryRequest.FromString,
                     response_serializer=immudoc_dot_v1_dot_immudoc__pb2.HistoryPage.SerializeToString,
             ),
-            'Commit': grpc.unary_unary_rpc_method_handler(
+            'Commit': grpc.stream_unary_rpc_method_handler(
                     servicer.Commit,
                     request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.CommitRequest.FromString,
                     response_serializer=immudoc_dot_v1_dot_immudoc__pb2.CommitResponse.SerializeToString,
@@ -858,7 +859,7 @@ class Docstore:
             _registered_method=True)
 
     @staticmethod
-    def Commit(request,
+    def Commit(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -868,8 +869,8 @@ class Docstore:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
             '/immudoc.v1.Docstore/Commit',
             immudoc_dot_v1_dot_immudoc__pb2.CommitRequest.SerializeToString,

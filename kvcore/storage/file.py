@@ -19,6 +19,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import struct
 import time
 import zlib
@@ -82,10 +83,10 @@ class FileStorage(Storage):
             self._create()
         else:
             self._check_format(fmt_path)
+            self._check_txlog()  # before taking the lock: a failed open changes nothing
             if not self.readonly:
                 self._lock(wait)
-        if not os.path.exists(os.path.join(self.path, "txlog")):
-            raise FormatError(f"ledger {self.path!r} is missing its transaction log 'txlog'")
+        self._check_txlog()
         flags = os.O_RDONLY if self.readonly else os.O_RDWR | os.O_CREAT
         for name in ("txlog", "txindex", "tree"):
             p = os.path.join(self.path, name)
@@ -95,7 +96,15 @@ class FileStorage(Storage):
                 self._fds[name] = os.open(p, flags, 0o644)
             except OSError as e:
                 raise StorageError(f"cannot open {p!r}: {e}") from e
+            if not stat.S_ISREG(os.fstat(self._fds[name]).st_mode):  # a reader may open a directory
+                raise StorageError(f"cannot open {p!r}: [Errno {errno.EISDIR}] Is a directory, not a file")
         self._recover()
+        if self._lock_fd is not None:
+            self._note_holder()
+
+    def _check_txlog(self) -> None:
+        if not os.path.exists(os.path.join(self.path, "txlog")):
+            raise FormatError(f"ledger {self.path!r} is missing its transaction log 'txlog'")
 
     def _create(self) -> None:
         try:
@@ -160,12 +169,14 @@ class FileStorage(Storage):
                         f"(pid {holder or '?'}); open it read-only, or wait for it"
                     ) from None
                 time.sleep(0.02)
+        self._lock_fd = fd  # our pid goes in once the open has succeeded (_note_holder)
+
+    def _note_holder(self) -> None:
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            os.ftruncate(self._lock_fd, 0)
+            os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
         except OSError:
             pass
-        self._lock_fd = fd
 
     # ---------------------------------------------------------------- recovery
     def _size(self, name: str) -> int:
@@ -190,15 +201,20 @@ class FileStorage(Storage):
         return plen, elen
 
     def _recover(self) -> None:
-        log_size = self._size("txlog")
         raw = self._read_file("txindex")
+        # after txindex: a row is written only once its record is in the log, so every row
+        # read here names a record that was complete (and acknowledged) before this size
+        log_size = self._size("txlog")
         rows = [_IDX.unpack_from(raw, i) for i in range(0, len(raw) - len(raw) % IDX_SIZE, IDX_SIZE)]
         ok = True
         expect = 0
+        listed = 0  # rows that chain from the start of the log, and where the last one starts
+        last_listed = 0
         for off, plen, elen in rows:  # cheap structural check of the derived offsets
             if off != expect:
                 ok = False
                 break
+            listed, last_listed = listed + 1, off
             expect = off + FRAME_SIZE + plen + elen
         if ok and rows:
             off, plen, elen = rows[-1]
@@ -220,6 +236,12 @@ class FileStorage(Storage):
                 raise CorruptionError(
                     f"transaction {len(self._off) + 1} in {self.path!r} is damaged and later "
                     "transactions follow it; run an audit and restore from a backup"
+                )
+            if end < last_listed:  # only the last record can be torn: never discard more
+                raise CorruptionError(
+                    f"transaction {len(self._off) + 1} in {self.path!r} is damaged, yet txindex "
+                    f"lists {listed} committed transactions: this is not a torn write, and "
+                    "nothing was discarded; run an audit and restore from a backup"
                 )
             self.recovery_notes.append(
                 f"discarded a torn tail of {log_size - end} bytes after transaction "

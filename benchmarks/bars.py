@@ -1,0 +1,47 @@
+"""The bars immudoc must clear, as ratios to a peer measured in the same run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import docs, docsys, kv, kvsys, proofs
+from benchmarks.common import Result, fmt_ratio, fmt_size
+
+# (what, workload, ours, peer, at least)
+BARS: list[tuple[str, str, str, str, float]] = [
+    ("documents insert_many", docs.INSERT_MANY, docsys.IMMUDOC, docsys.SQLITE, 0.25),
+    ("get by id", docs.GET, docsys.IMMUDOC, docsys.SQLITE, 0.5),
+    ("indexed find (equality)", docs.FIND_EQ, docsys.IMMUDOC, docsys.SQLITE, 0.5),
+    ("indexed find (range)", docs.FIND_RANGE, docsys.IMMUDOC, docsys.SQLITE, 0.5),
+    ("kvcore batched writes", kv.WRITES, kvsys.KVCORE, kvsys.LMDB, 1.0),
+    ("property prove+verify", proofs.PROP, docsys.IMMUDOC, proofs.PYMERKLE, 2.0),
+]
+
+
+def evaluate(results: list[Result]) -> list[dict[str, Any]]:
+    by = {(r.workload, r.system, r.size): r for r in results}
+    out = []
+    for what, workload, ours, peer, need in BARS:
+        sizes = sorted({r.size for r in results if r.workload == workload and r.size is not None})
+        for n in sizes:
+            a, b = by.get((workload, ours, n)), by.get((workload, peer, n))
+            if a is None or b is None or a.value <= 0 or b.value <= 0:
+                continue
+            q = a.value / b.value
+            out.append(
+                {"bar": what, "workload": workload, "peer": peer, "need": need, "size": n, "ratio": q, "met": q >= need}
+            )
+    return out
+
+
+def text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    lines = ["Bars (immudoc/peer in this run):"]
+    for r in rows:
+        verdict = "met" if r["met"] else "NOT met"
+        lines.append(
+            f"  {r['bar']:26} >= {r['need']:.2f}x {r['peer']:20} at {fmt_size(r['size']):>5}: "
+            f"{fmt_ratio(r['ratio']):>7}  {verdict} ({r['ratio'] / r['need']:.2f} of the bar)"
+        )
+    return "\n".join(lines)

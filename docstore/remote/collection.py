@@ -1,0 +1,331 @@
+"""RemoteCollection: a collection on an immudoc server, with the methods of the embedded one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import kvcore
+
+from docstore.collections import cursor
+from docstore.collections.collection import Revision
+from docstore.collections.indexes import check_field
+from docstore.collections.query import compile_filter, compile_projection
+from docstore.errors import DocumentNotFoundError, InvalidDocumentError, QueryError, VerificationError
+from docstore.ids import check_id
+from docstore.proofs.bundle import Proof
+from docstore.proofs.verify import verify
+from docstore.rpc import codec
+from docstore.rpc import immudoc_pb2 as pb
+
+if TYPE_CHECKING:
+    from docstore.remote.client import RemoteDatabase
+
+
+def _set_opt(msg: Any, field: str, value: Any) -> None:
+    if value is not None:
+        setattr(msg, field, value)
+
+
+def _int_or_none(value: Any, what: str) -> int | None:
+    """Optional integers travel as int64: anything else fails here as the library would."""
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise QueryError(f"{what} must be an integer or None, got {value!r}")
+    if not -(2**63) <= value < 2**63:
+        raise QueryError(f"{what} {value} is out of range")
+    return value
+
+
+class RemoteCollection:
+    """Documents of one kind on the server. Get one with ``db.collection(name)`` or ``db[name]``."""
+
+    def __init__(self, db: RemoteDatabase, name: str) -> None:
+        self._db = db
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<RemoteCollection {self.name!r} on {self._db.target!r}>"
+
+    def _call(self, method: Any, request: Any, timeout: Any = False) -> Any:
+        return self._db._call(method, request, timeout)
+
+    @property
+    def _stub(self) -> Any:
+        return self._db._stub
+
+    # --------------------------------------------------------------- writes
+    def insert(self, doc: dict) -> str:
+        """Insert a document; returns its ``_id`` (generated if the document has none)."""
+        return self.insert_many([doc])[0]
+
+    def insert_many(self, docs: Iterable[dict]) -> list[str]:
+        """Insert documents in one atomic transaction; returns their ids.
+
+        They are sent in messages of ``batch_size`` documents (and at most half the maximum
+        message size), all in one call: the server commits all of them or none.
+        """
+        if isinstance(docs, (dict, str, bytes)):
+            raise InvalidDocumentError("insert_many takes a list of documents")
+        encoded = [codec.dumps_doc(d) for d in docs]
+        limit = max(1, self._db.max_message_bytes // 2)
+        per = self._db.batch_size
+        name = self.name
+
+        def batches() -> Iterator[pb.InsertBatch]:
+            first, start = True, 0
+            while True:
+                end, size = start, 0
+                while end < len(encoded) and end - start < per and (end == start or size + len(encoded[end]) <= limit):
+                    size += len(encoded[end])
+                    end += 1
+                yield pb.InsertBatch(collection=name if first else "", documents=encoded[start:end])
+                first, start = False, end
+                if start >= len(encoded):
+                    return
+
+        return list(self._call(self._stub.Insert, batches()).ids)
+
+    def replace(self, doc_id: str, doc: dict) -> dict:
+        """Replace a whole document (a new revision); returns it."""
+        check_id(doc_id)
+        r = self._call(self._stub.Replace, pb.ReplaceRequest(collection=self.name, id=doc_id, document=codec.dumps_doc(doc)))
+        return codec.loads(r.document)
+
+    def update(self, doc_id: str, changes: dict) -> dict:
+        """Apply ``$set``, ``$unset``, ``$inc``, ``$push`` (a new revision); returns the document."""
+        check_id(doc_id)
+        r = self._call(self._stub.Update, pb.UpdateRequest(collection=self.name, id=doc_id, changes=codec.dumps(changes)))
+        return codec.loads(r.document)
+
+    def delete(self, doc_id: str) -> None:
+        """Delete a document: a tombstone revision; its history stays."""
+        check_id(doc_id)
+        self._call(self._stub.Delete, pb.DeleteRequest(collection=self.name, id=doc_id))
+
+    # ---------------------------------------------------------------- reads
+    def get(self, doc_id: str, at_tx: int | None = None) -> dict:
+        """The document (as of ledger transaction ``at_tx``); DocumentNotFoundError if none.
+
+        On a verifying connection the server sends a proof instead, checked against the trusted
+        state before the document is returned.
+        """
+        check_id(doc_id)
+        at_tx = _int_or_none(at_tx, "at_tx")
+        if self._db._trust is not None:
+            doc, _rev = self._db._verified_get(self.name, doc_id, at_tx)
+            if doc is None:
+                raise DocumentNotFoundError(f"document {doc_id!r} in {self.name!r} is deleted")
+            return doc
+        req = pb.GetRequest(collection=self.name, id=doc_id)
+        _set_opt(req, "at_tx", at_tx)
+        return codec.loads(self._call(self._stub.Get, req).document)
+
+    def _read(self, doc_id: str, at_tx: int | None) -> tuple[dict | None, int | None]:
+        """(live document or None, its revision or None) as of ``at_tx`` (transactions)."""
+        if self._db._trust is not None:
+            try:
+                doc, rev = self._db._verified_get(self.name, doc_id, at_tx)
+            except DocumentNotFoundError:
+                return None, None
+            return (doc, rev) if doc is not None else (None, None)
+        req = pb.GetRequest(collection=self.name, id=doc_id, with_revision=True)
+        _set_opt(req, "at_tx", at_tx)
+        try:
+            r = self._call(self._stub.Get, req)
+        except DocumentNotFoundError:
+            return None, None
+        return codec.loads(r.document), r.revision
+
+    def history(self, doc_id: str, offset: int = 0, limit: int | None = None) -> list[Revision]:
+        """Every revision of a document, oldest first (deletions included), paged.
+
+        Streamed from the server page by page (the list is built here)."""
+        check_id(doc_id)
+        req = pb.HistoryRequest(collection=self.name, id=doc_id, offset=_int_or_none(offset, "offset") or 0)
+        _set_opt(req, "limit", _int_or_none(limit, "limit"))
+        first, rest = self._db._stream(self._stub.History, req)
+        out: list[Revision] = []
+        for page in ([first] if first is not None else []) + [p for p in rest]:
+            for raw in page.revisions:
+                d = codec.loads(raw)
+                out.append(Revision(d["revision"], d["tx_id"], d["timestamp_ns"], d["deleted"], d["document"]))
+        return out
+
+    def find(
+        self,
+        filter: dict | None = None,  # noqa: A002
+        projection: Any = None,
+        sort: Any = None,
+        skip: int = 0,
+        limit: int | None = None,
+        at_tx: int | None = None,
+        *,
+        verify: bool = False,
+        page_size: int = 0,
+    ) -> Iterator[dict]:
+        """Documents matching a Mongo-style ``filter`` (as of ``at_tx``), streamed from the
+        server page by page as you iterate.
+
+        ``verify=True`` (on a verifying connection) has the server send a proof of each
+        document instead; each is checked against the trusted state, and the filter and
+        projection are applied here to the proven documents. Dropping the iterator early
+        cancels the stream.
+        """
+        predicate = compile_filter(filter)  # fail here, as embedded, on a malformed query
+        project = compile_projection(projection) if projection is not None else None
+        cursor.check_paging(skip, limit)
+        if sort is not None:
+            cursor.sort_key(sort)
+        at_tx = _int_or_none(at_tx, "at_tx")
+        if verify and self._db._trust is None:
+            raise VerificationError("find(verify=True) needs a verifying connection (a trusted state)")
+        req = pb.FindRequest(
+            collection=self.name,
+            filter=codec.dumps_opt(filter),
+            sort=codec.dumps_opt(sort),
+            skip=skip,
+            page_size=max(0, int(page_size)),
+            prove=verify,
+        )
+        _set_opt(req, "limit", limit)
+        _set_opt(req, "at_tx", at_tx)
+        if not verify:
+            req.projection = codec.dumps_opt(projection)
+            first, rest = self._db._stream(self._stub.Find, req)
+            return _documents(first, rest)
+        base = self._db.trusted_state
+        assert base is not None
+        req.known_state.CopyFrom(codec.state_to_pb(base))
+        first, rest = self._db._stream(self._stub.Find, req)
+        if first is None:
+            raise VerificationError("the server ended a verified find without its state")
+        state = self._db._verified_page_state(first, base)
+        return self._verified_docs(first, rest, state, predicate, project, at_tx)
+
+    def _verified_docs(
+        self, first: pb.FindPage, rest: Iterator[pb.FindPage], state: kvcore.State, predicate: Any, project: Any, at_tx: int | None
+    ) -> Iterator[dict]:
+        try:
+            for page in _chain(first, rest):
+                for raw in page.proofs:
+                    proof: Proof = self._db._proof(raw)
+                    if proof.kind != "document" or proof.collection != self.name or proof.state != state:
+                        raise VerificationError("the server sent a proof of something else, or relative to another state")
+                    if at_tx is not None and proof.tx_id > at_tx:
+                        raise VerificationError(f"the server proved a revision of transaction {proof.tx_id}, after {at_tx}")
+                    doc = verify(proof, state)
+                    if doc is None or not predicate(doc):
+                        continue  # deleted, or changed, after the query listed it
+                    yield project(doc) if project is not None else doc
+        finally:
+            rest.close()  # type: ignore[attr-defined]
+
+    def find_one(
+        self, filter: dict | None = None, projection: Any = None, sort: Any = None, at_tx: int | None = None  # noqa: A002
+    ) -> dict | None:
+        """The first matching document, or None."""
+        it = self.find(filter, projection, sort, 0, 1, at_tx)
+        try:
+            return next(it, None)
+        finally:
+            it.close()  # type: ignore[attr-defined]
+
+    def count(self, filter: dict | None = None, at_tx: int | None = None) -> int:  # noqa: A002
+        """How many documents match."""
+        compile_filter(filter)
+        req = pb.CountRequest(collection=self.name, filter=codec.dumps_opt(filter))
+        _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
+        return self._call(self._stub.Count, req).count
+
+    def distinct(self, field: str, filter: dict | None = None, at_tx: int | None = None) -> list:  # noqa: A002
+        """Distinct values of ``field`` among matching documents (arrays contribute elements)."""
+        check_field(field)
+        compile_filter(filter)
+        req = pb.DistinctRequest(collection=self.name, field=field, filter=codec.dumps_opt(filter))
+        _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
+        return codec.loads(self._call(self._stub.Distinct, req).values)
+
+    def explain(self, filter: dict | None = None) -> dict[str, Any]:  # noqa: A002
+        """How ``find(filter)`` would run on the server: ``{"plan": "index"|"scan", ...}``."""
+        compile_filter(filter)
+        return codec.loads(self._call(self._stub.Explain, pb.ExplainRequest(collection=self.name, filter=codec.dumps_opt(filter))).plan)
+
+    # --------------------------------------------------------------- proofs
+    def prove(
+        self,
+        doc_id: str,
+        pointer: str | None = None,
+        at_tx: int | None = None,
+        state: kvcore.State | None = None,
+        known_state: kvcore.State | None = None,
+    ) -> Proof:
+        """A proof of the document, or one property of it (see the embedded API). It is not
+        checked here: verify it with :func:`docstore.verify` against a state you trust."""
+        check_id(doc_id)
+        req = pb.ProveRequest(collection=self.name, id=doc_id)
+        _set_opt(req, "pointer", pointer)
+        _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
+        _states(req, state, known_state)
+        return self._db._proof(self._call(self._stub.Prove, req).proof)
+
+    def prove_schema(
+        self, at_tx: int | None = None, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+    ) -> Proof:
+        """A proof of the collection's definition (schema and indexes) as of ``at_tx``."""
+        req = pb.ProveSchemaRequest(collection=self.name)
+        _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
+        _states(req, state, known_state)
+        return self._db._proof(self._call(self._stub.ProveSchema, req).proof)
+
+    # ------------------------------------------------------- schema, indexes
+    def info(self) -> dict[str, Any]:
+        """Name, schema, indexes and document count."""
+        return codec.loads(self._call(self._stub.DescribeCollection, pb.DescribeCollectionRequest(name=self.name)).info)
+
+    @property
+    def schema(self) -> Any:
+        """The collection's JSON Schema (None if it has none)."""
+        return self.info()["schema"]
+
+    def indexes(self) -> list[dict[str, Any]]:
+        """The secondary indexes: ``[{"field": f, "unique": bool}, ...]``."""
+        return list(self.info()["indexes"])
+
+    def set_schema(self, schema: Any) -> None:
+        """Set (or with None remove) the schema; every existing document must satisfy it."""
+        self._call(self._stub.SetSchema, pb.SetSchemaRequest(collection=self.name, schema=codec.dumps_opt(schema)))
+
+    def create_index(self, field: str, unique: bool = False) -> None:
+        """Create a secondary index on a (dotted) field, backfilled from existing documents."""
+        check_field(field)
+        if type(unique) is not bool:
+            raise QueryError(f"'unique' must be true or false, got {unique!r}")
+        self._call(
+            self._stub.CreateIndex, pb.CreateIndexRequest(collection=self.name, field=field, unique=unique), timeout=None
+        )
+
+
+def _states(req: Any, state: kvcore.State | None, known_state: kvcore.State | None) -> None:
+    for field, value in (("state", state), ("known_state", known_state)):
+        if value is None:
+            continue
+        if not isinstance(value, kvcore.State):
+            raise QueryError(f"{field} must be a kvcore.State, got {type(value).__name__}")
+        getattr(req, field).CopyFrom(codec.state_to_pb(value))
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    if first is not None:
+        yield first
+    yield from rest
+
+
+def _documents(first: Any, rest: Iterator[pb.FindPage]) -> Iterator[dict]:
+    try:
+        for page in _chain(first, rest):
+            for raw in page.documents:
+                yield codec.loads(raw)
+    finally:
+        rest.close()  # type: ignore[attr-defined]

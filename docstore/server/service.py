@@ -1,0 +1,381 @@
+"""The immudoc.v1.Docstore service: each RPC is one call of the embedded library.
+
+Every handler runs through :func:`rpc`, which checks the caller's token (and role, for
+writes), refuses a call whose deadline has already passed, and turns library exceptions into
+gRPC statuses carrying the exception's type and message (docstore.rpc.codec). Find and
+History stream their results in pages of bounded size; the gRPC stream's flow control keeps
+at most a page or two of a slow reader's results in memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import grpc
+
+import kvcore
+
+from docstore import batch
+from docstore.database import Database
+from docstore.errors import DocumentNotFoundError, InvalidDocumentError, QueryError
+from docstore.proofs.prove import prove_document
+from docstore.rpc import codec
+from docstore.rpc import immudoc_pb2 as pb
+from docstore.rpc import immudoc_pb2_grpc as pb_grpc
+from docstore.server.auth import Authorizer
+
+DEFAULT_PAGE = 500  # documents per page unless the client asks otherwise
+MAX_PAGE = 10_000
+PAGE_BYTES = 1 << 20  # a page is flushed once it holds this many bytes
+
+_WRITE_KINDS = {pb.Write.INSERT: "insert", pb.Write.REPLACE: "replace", pb.Write.DELETE: "delete"}
+
+
+def _server_version() -> str:
+    try:
+        from importlib import metadata
+
+        return metadata.version("immudoc")
+    except Exception:  # noqa: BLE001 - running from a source tree
+        return "0.1.0"
+
+
+def _opt(msg: Any, field: str) -> Any:
+    return getattr(msg, field) if msg.HasField(field) else None
+
+
+def rpc(*, write: bool = False, stream: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Wrap a handler: authentication, authorization, deadline, exception mapping."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if stream:
+
+            @functools.wraps(fn)
+            def stream_handler(self: DocstoreService, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                self._admit(context, write)
+                try:
+                    yield from fn(self, request, context)
+                except Exception as e:  # noqa: BLE001
+                    self._fail(context, e)
+
+            return stream_handler
+
+        @functools.wraps(fn)
+        def handler(self: DocstoreService, request: Any, context: grpc.ServicerContext) -> Any:
+            self._admit(context, write)
+            try:
+                return fn(self, request, context)
+            except Exception as e:  # noqa: BLE001
+                self._fail(context, e)
+
+        return handler
+
+    return deco
+
+
+class DocstoreService(pb_grpc.DocstoreServicer):
+    """Serves one open :class:`docstore.Database`."""
+
+    def __init__(self, db: Database, auth: Authorizer, max_message_bytes: int) -> None:
+        self.db = db
+        self.auth = auth
+        self.max_message_bytes = max_message_bytes
+        self.page_bytes = max(1024, min(PAGE_BYTES, max_message_bytes // 4))
+        self.version = _server_version()
+
+    # ------------------------------------------------------------- plumbing
+    def _admit(self, context: grpc.ServicerContext, write: bool) -> None:
+        role = self.auth.role(context.invocation_metadata())
+        if role is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required (authorization: Bearer <token>)")
+        if write and role == "read":
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "this token is read-only: writes need a token of role 'write'")
+        left = context.time_remaining()
+        if left is not None and left <= 0:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed before it started")
+
+    def _fail(self, context: grpc.ServicerContext, exc: Exception) -> None:
+        if not codec.is_api_error(exc) and not isinstance(exc, (ValueError, TypeError, LookupError)):
+            print(f"immudoc server: internal error in a call:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        code, message, trailer = codec.encode_error(exc)
+        context.set_trailing_metadata(trailer)
+        context.abort(code, message)
+
+    def _pages(self, items: Iterable[bytes], page_size: int, context: grpc.ServicerContext) -> Iterator[list[bytes]]:
+        size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
+        page: list[bytes] = []
+        nbytes = 0
+        for item in items:
+            page.append(item)
+            nbytes += len(item)
+            if len(page) >= size or nbytes >= self.page_bytes:
+                yield page
+                page, nbytes = [], 0
+                if not context.is_active():  # cancelled, or past its deadline
+                    return
+        if page:
+            yield page
+
+    # ----------------------------------------------------------------- info
+    @rpc()
+    def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
+        return pb.InfoResponse(
+            api_version=codec.API_VERSION,
+            server_version=self.version,
+            max_message_bytes=self.max_message_bytes,
+            role=self.auth.role(context.invocation_metadata()) or "",
+            state=codec.state_to_pb(self.db.state()),
+        )
+
+    # ---------------------------------------------------------- collections
+    @rpc()
+    def ListCollections(self, request: pb.ListCollectionsRequest, context: grpc.ServicerContext) -> Any:
+        return pb.ListCollectionsResponse(names=self.db.collections())
+
+    @rpc(write=True)
+    def CreateCollection(self, request: pb.CreateCollectionRequest, context: grpc.ServicerContext) -> Any:
+        indexes = codec.loads_opt(request.indexes)
+        self.db.create_collection(request.name, codec.loads_opt(request.schema), () if indexes is None else indexes)
+        return pb.CreateCollectionResponse()
+
+    @rpc()
+    def DescribeCollection(self, request: pb.DescribeCollectionRequest, context: grpc.ServicerContext) -> Any:
+        return pb.DescribeCollectionResponse(info=codec.dumps(self.db.collection(request.name).info()))
+
+    @rpc(write=True)
+    def SetSchema(self, request: pb.SetSchemaRequest, context: grpc.ServicerContext) -> Any:
+        self.db.collection(request.collection).set_schema(codec.loads_opt(request.schema))
+        return pb.SetSchemaResponse()
+
+    @rpc(write=True)
+    def CreateIndex(self, request: pb.CreateIndexRequest, context: grpc.ServicerContext) -> Any:
+        self.db.collection(request.collection).create_index(request.field, request.unique)
+        return pb.CreateIndexResponse()
+
+    # --------------------------------------------------------------- writes
+    @rpc(write=True)
+    def Insert(self, request_iterator: Iterator[pb.InsertBatch], context: grpc.ServicerContext) -> Any:
+        first = next(request_iterator, None)
+        if first is None:
+            raise QueryError("an insert sends at least one batch")
+        coll = self.db.collection(first.collection)
+        docs: list[Any] = []
+        total = 0
+        for message in _chain(first, request_iterator):
+            for raw in message.documents:
+                total += len(raw)
+                if total > kvcore.MAX_TX_BYTES:
+                    raise kvcore.LimitError(
+                        f"insert_many of more than {kvcore.MAX_TX_BYTES} bytes exceeds one transaction's limit"
+                    )
+                docs.append(codec.loads(raw, InvalidDocumentError))
+        left = context.time_remaining()
+        if left is not None and left <= 0:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the documents were written")
+        return pb.InsertResponse(ids=coll.insert_many(docs))
+
+    @rpc(write=True)
+    def Replace(self, request: pb.ReplaceRequest, context: grpc.ServicerContext) -> Any:
+        doc = codec.loads(request.document, InvalidDocumentError)
+        new = self.db.collection(request.collection).replace(request.id, doc)
+        return pb.DocumentResponse(document=codec.dumps(new))
+
+    @rpc(write=True)
+    def Update(self, request: pb.UpdateRequest, context: grpc.ServicerContext) -> Any:
+        new = self.db.collection(request.collection).update(request.id, codec.loads(request.changes))
+        return pb.DocumentResponse(document=codec.dumps(new))
+
+    @rpc(write=True)
+    def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> Any:
+        self.db.collection(request.collection).delete(request.id)
+        return pb.DeleteResponse()
+
+    @rpc(write=True)
+    def Commit(self, request_iterator: Iterator[pb.CommitRequest], context: grpc.ServicerContext) -> Any:
+        first = next(request_iterator, None)
+        if first is None:
+            raise QueryError("a commit sends at least one message")
+        reads = [
+            batch.Read(r.collection, None if r.whole_collection else r.id, _opt(r, "revision"))
+            for r in first.reads
+        ]
+        writes = []
+        total = 0
+        for message in _chain(first, request_iterator):
+            for w in message.writes:
+                kind = _WRITE_KINDS.get(w.kind)
+                if kind is None:
+                    raise QueryError(f"unknown write kind {w.kind}")
+                total += len(w.document)
+                if total > kvcore.MAX_TX_BYTES:
+                    raise kvcore.LimitError(f"a transaction of more than {kvcore.MAX_TX_BYTES} bytes exceeds the limit")
+                doc = codec.loads(w.document, InvalidDocumentError) if kind != "delete" else None
+                writes.append(batch.Write(kind, w.collection, w.id if kind != "insert" else None, doc))
+        tx_id = batch.commit_batch(self.db, _opt(first, "snapshot"), reads, writes)
+        return pb.CommitResponse(tx_id=tx_id) if tx_id is not None else pb.CommitResponse()
+
+    # ---------------------------------------------------------------- reads
+    @rpc()
+    def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> Any:
+        db = self.db
+        coll = db.collection(request.collection)
+        at_tx = _opt(request, "at_tx")
+        if request.prove:
+            known = codec.opt_state(request, "known_state")
+            if known is not None and known.tx_id > db.tx_id:
+                known = None  # cannot be linked: the client sees the state went back and refuses it
+            proof = coll.prove(request.id, None, at_tx, None, known)
+            return pb.GetResponse(proof=proof.to_json().encode())
+        if request.with_revision:
+            doc, revision = batch.read_document(db, request.collection, request.id, at_tx)
+            if doc is None:
+                where = "" if at_tx is None else f" as of transaction {at_tx}"
+                raise DocumentNotFoundError(f"no document {request.id!r} in {request.collection!r}{where}")
+            return pb.GetResponse(document=codec.dumps(doc), revision=revision or 0)
+        return pb.GetResponse(document=codec.dumps(coll.get(request.id, at_tx)))
+
+    @rpc(stream=True)
+    def Find(self, request: pb.FindRequest, context: grpc.ServicerContext) -> Iterator[pb.FindPage]:
+        db = self.db
+        coll = db.collection(request.collection)
+        filt = codec.loads_opt(request.filter)
+        sort = codec.loads_opt(request.sort)
+        limit, at_tx = _opt(request, "limit"), _opt(request, "at_tx")
+        if not request.prove:
+            docs = coll.find(filt, codec.loads_opt(request.projection), sort, request.skip, limit, at_tx)
+            for page in self._pages((codec.dumps(d) for d in docs), request.page_size, context):
+                yield pb.FindPage(documents=page)
+            return
+        # Proofs: of the full documents (the client projects), all relative to one state taken
+        # after the query has listed its candidates, as of that state (or at_tx).
+        docs = coll.find(filt, None, sort, request.skip, limit, at_tx)
+        first = next(docs, None)
+        state = db.state()
+        head = pb.FindPage(state=codec.state_to_pb(state))
+        known = codec.opt_state(request, "known_state")
+        if known is not None and known != state and known.tx_id <= state.tx_id:
+            head.consistency.CopyFrom(codec.consistency_to_pb(db.ledger.prove_consistency(known.tx_id, state.tx_id)))
+        as_of = state.tx_id if at_tx is None else at_tx
+
+        def proofs() -> Iterator[bytes]:
+            if first is None:
+                return
+            for doc in _chain(first, docs):
+                try:
+                    proof = prove_document(db, coll.name, doc["_id"], None, as_of, state)
+                except DocumentNotFoundError:
+                    continue
+                yield proof.to_json().encode()
+
+        sent_head = False
+        for page in self._pages(proofs(), request.page_size, context):
+            if not sent_head:
+                head.proofs.extend(page)
+                yield head
+                sent_head = True
+            else:
+                yield pb.FindPage(proofs=page)
+        if not sent_head:
+            yield head
+
+    @rpc()
+    def Count(self, request: pb.CountRequest, context: grpc.ServicerContext) -> Any:
+        coll = self.db.collection(request.collection)
+        return pb.CountResponse(count=coll.count(codec.loads_opt(request.filter), _opt(request, "at_tx")))
+
+    @rpc()
+    def Distinct(self, request: pb.DistinctRequest, context: grpc.ServicerContext) -> Any:
+        coll = self.db.collection(request.collection)
+        values = coll.distinct(request.field, codec.loads_opt(request.filter), _opt(request, "at_tx"))
+        return pb.DistinctResponse(values=codec.dumps(values))
+
+    @rpc()
+    def Explain(self, request: pb.ExplainRequest, context: grpc.ServicerContext) -> Any:
+        plan = self.db.collection(request.collection).explain(codec.loads_opt(request.filter))
+        return pb.ExplainResponse(plan=codec.dumps(plan))
+
+    @rpc(stream=True)
+    def History(self, request: pb.HistoryRequest, context: grpc.ServicerContext) -> Iterator[pb.HistoryPage]:
+        coll = self.db.collection(request.collection)
+        size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        offset, remaining = request.offset, _opt(request, "limit")
+        if remaining is not None and remaining <= 0 or offset < 0:
+            coll.history(request.id, offset, remaining)  # the library's answer: an error or []
+            return
+        while True:
+            n = size if remaining is None else min(size, remaining)
+            revisions = coll.history(request.id, offset, n)
+            if revisions:
+                yield pb.HistoryPage(revisions=[codec.dumps(r.to_dict()) for r in revisions])
+            if len(revisions) < n or not context.is_active():
+                return
+            offset += len(revisions)
+            if remaining is not None:
+                remaining -= len(revisions)
+                if remaining == 0:
+                    return
+
+    # --------------------------------------------------------------- proofs
+    @rpc()
+    def Prove(self, request: pb.ProveRequest, context: grpc.ServicerContext) -> Any:
+        coll = self.db.collection(request.collection)
+        proof = coll.prove(
+            request.id,
+            _opt(request, "pointer"),
+            _opt(request, "at_tx"),
+            codec.opt_state(request, "state"),
+            codec.opt_state(request, "known_state"),
+        )
+        return pb.ProofResponse(proof=proof.to_json().encode())
+
+    @rpc()
+    def ProveSchema(self, request: pb.ProveSchemaRequest, context: grpc.ServicerContext) -> Any:
+        coll = self.db.collection(request.collection)
+        proof = coll.prove_schema(
+            _opt(request, "at_tx"), codec.opt_state(request, "state"), codec.opt_state(request, "known_state")
+        )
+        return pb.ProofResponse(proof=proof.to_json().encode())
+
+    @rpc()
+    def State(self, request: pb.StateRequest, context: grpc.ServicerContext) -> Any:
+        db = self.db
+        state = db.state()
+        out = pb.StateResponse(state=codec.state_to_pb(state))
+        known = codec.opt_state(request, "known_state")
+        if known is not None and known.tx_id <= state.tx_id:
+            # No judgement here: the client verifies the proof against what it trusts.
+            out.consistency.CopyFrom(codec.consistency_to_pb(db.ledger.prove_consistency(known.tx_id, state.tx_id)))
+        return out
+
+    @rpc()
+    def ProveConsistency(self, request: pb.ProveConsistencyRequest, context: grpc.ServicerContext) -> Any:
+        db = self.db
+        old = codec.opt_state(request, "old_state")
+        if old is None:
+            raise QueryError("prove_consistency needs the old state")
+        new = codec.opt_state(request, "new_state") or db.state()
+        proof = db.prove_consistency(old, new)
+        return pb.ProveConsistencyResponse(proof=codec.consistency_to_pb(proof), new_state=codec.state_to_pb(new))
+
+    @rpc()
+    def Audit(self, request: pb.AuditRequest, context: grpc.ServicerContext) -> Any:
+        report = self.db.audit(codec.opt_state(request, "trusted_state"))
+        out = pb.AuditResponse(
+            ok=report.ok,
+            tx_count=report.tx_count,
+            entries=report.entries,
+            problems=list(report.problems),
+            root=report.root,
+        )
+        if report.first_bad_tx is not None:
+            out.first_bad_tx = report.first_bad_tx
+        return out
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest

@@ -1,0 +1,74 @@
+"""`immudoc serve` and the global `--server` option, as real processes on an ephemeral port."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PATIENTS, REPO, run_subprocess
+
+pytest.importorskip("grpc")
+
+
+@pytest.fixture
+def server(tmp_path):
+    db = str(tmp_path / "db")
+    assert run_subprocess(["--db", db, "init"]).code == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("IMMUDOC_DB", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from docstore.cli import main; main()", "--db", db, "serve", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    line = proc.stdout.readline()
+    match = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
+    assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+    yield proc, match.group(1), db
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_document_commands_work_through_a_server_and_are_verified(server, tmp_path):
+    proc, addr, db = server
+    state = str(tmp_path / "trusted.json")
+    remote = ["--server", addr, "--state-file", state]
+    r = run_subprocess([*remote, "--trust-on-first-use", "collection", "create", "patients", "--index", "site"])
+    assert r.code == 0, r.err
+    assert json.loads(open(state).read())["tx_id"] == 0  # trusted on first use, then saved
+    r = run_subprocess([*remote, "insert", "patients", "-"], input=json.dumps(PATIENTS))
+    assert r.code == 0, r.err and r.json() == ["p1", "p2", "p3"]
+    r = run_subprocess([*remote, "find", "patients", '{"site": "Oslo"}', "--sort", "age"])
+    assert r.code == 0, r.err
+    assert [d["_id"] for d in r.json()] == ["p3", "p1"]
+    r = run_subprocess([*remote, "update", "patients", "p1", '{"$set": {"dosage.mg": 40}}'])
+    assert r.code == 0, r.err
+    r = run_subprocess([*remote, "get", "patients", "p1"])
+    assert r.code == 0 and r.json()["dosage"] == {"mg": 40}
+    assert json.loads(open(state).read())["tx_id"] == 3  # advanced through consistency proofs
+    r = run_subprocess([*remote, "get", "patients", "nobody"])
+    assert r.code == 3 and "nobody" in r.err  # the embedded API's error, the same exit code
+    # without a trusted state a verified connection is refused (no silent trust on first use)
+    r = run_subprocess(["--server", addr, "find", "patients"])
+    assert r.code == 2 and "--state-file" in r.err
+    assert run_subprocess(["--server", addr, "--no-verify", "count", "patients"]).out.strip() == "3"
+    # SIGTERM: the server finishes, closes the database and exits 0; the data is all there
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    r = run_subprocess(["--db", db, "audit"])
+    assert r.code == 0 and r.json()["ok"] is True
+    assert run_subprocess(["--db", db, "count", "patients"]).out.strip() == "3"
+
+
+def test_serve_refuses_a_missing_database_and_init_refuses_a_server(tmp_path):
+    r = run_subprocess(["--db", str(tmp_path / "none"), "serve", "--port", "0"])
+    assert r.code == 7 and "immudoc init" in r.err
+    assert not (tmp_path / "none").exists()
+    r = run_subprocess(["--server", "127.0.0.1:1", "--no-verify", "init"])
+    assert r.code == 2
