@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-import time
 from functools import cmp_to_key
 
 import mongomock
@@ -1567,19 +1566,12 @@ def _is_nan_value(v):
 
 
 # =============================================================================================
-# Throughput
+# Many documents
 # =============================================================================================
 
 
-def test_simple_equality_throughput():
-    docs = [{"_id": i, "a": i % 100, "b": "x" * (i % 5), "c": {"d": i}} for i in range(200_000)]
+def test_simple_equality_over_many_documents():
+    # speed is measured in benchmarks/ (never by timed asserts); this checks the result
+    docs = [{"_id": i, "a": i % 100, "b": "x" * (i % 5), "c": {"d": i}} for i in range(20_000)]
     match = compile_filter({"a": 42})
-    best = 0.0
-    for _ in range(3):
-        t0 = time.perf_counter()
-        n = sum(1 for d in docs if match(d))
-        dt = time.perf_counter() - t0
-        best = max(best, len(docs) / dt)
-    assert n == 2000
-    # the target is >= 1M docs/s on an idle machine; keep head-room for loaded CI runners
-    assert best > 300_000, f"{best:,.0f} docs/s"
+    assert [d["_id"] for d in docs if match(d)] == list(range(42, 20_000, 100))

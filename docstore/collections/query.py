@@ -121,8 +121,6 @@ _RANKS: dict[type, int] = {
     _Undefined: RANK_UNDEFINED,
 }
 
-_SCALAR_RANKS = frozenset((RANK_NULL, RANK_NUMBER, RANK_STRING, RANK_BOOL))
-
 
 def type_rank(value: Any) -> int:
     """The Mongo type bracket of ``value`` (one of the ``RANK_*`` constants)."""
@@ -1363,13 +1361,26 @@ class _SortKey:
 
     def _cmp(self, other: "_SortKey") -> int:
         for a, b, d in zip(self.vals, other.vals, self.dirs):
-            c = compare_values(a, b)
+            ca = a.__class__
+            if ca is b.__class__ and (ca is int or ca is str):  # fast path, exact for these
+                c = -1 if a < b else (1 if a > b else 0)
+            else:
+                c = compare_values(a, b)
             if c:
                 return c if d > 0 else -c
         return 0
 
-    def __lt__(self, other: "_SortKey") -> bool:
-        return self._cmp(other) < 0
+    def __lt__(self, other: "_SortKey") -> bool:  # the only comparison sorted() uses
+        for a, b, d in zip(self.vals, other.vals, self.dirs):
+            ca = a.__class__
+            if ca is b.__class__ and (ca is int or ca is str):
+                if a == b:
+                    continue
+                return (a < b) if d > 0 else (a > b)
+            c = compare_values(a, b)
+            if c:
+                return (c < 0) if d > 0 else (c > 0)
+        return False
 
     def __gt__(self, other: "_SortKey") -> bool:
         return self._cmp(other) > 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,12 +72,9 @@ def test_examples_default_to_a_temporary_directory():
     assert "immudoc-nft-" in out.splitlines()[0]
 
 
-def test_demo_is_quick_and_tells_the_story(sub):
-    t = time.monotonic()
+def test_demo_tells_the_story(sub):
     r = sub(["demo"])
-    elapsed = time.monotonic() - t
     assert r.code == 0, r.err
-    assert elapsed < 15, elapsed  # a few seconds even on a slow machine
     lines = r.out.splitlines()
     assert lines[0] == "immudoc demo: a clinical trial on a verifiable document database"
     for n in range(1, 12):
