@@ -140,25 +140,22 @@ def commit_batch(
     snapshot, the writes are blind: a conflict with a concurrent commit is retried, as single
     operations are.
     """
-    from docstore.database import AUTO_RETRIES
-
     reads, writes = list(reads), list(writes)
     _check(snapshot, reads, writes)
-    blind = snapshot is None and not reads
-    for attempt in range(AUTO_RETRIES if blind else 1):
-        if snapshot is not None and snapshot > db.tx_id:
-            raise QueryError(f"snapshot {snapshot} is newer than the ledger (transaction {db.tx_id})")
-        tx = db.transaction(at_tx=snapshot)
-        try:
-            _replay(tx, snapshot, reads, writes)
-            return tx.commit()
-        except ConflictError:
-            if not tx._done:
-                tx.rollback()
-            if not blind or attempt == AUTO_RETRIES - 1:
-                raise
-        except BaseException:
-            if not tx._done:
-                tx.rollback()
-            raise
-    raise AssertionError("unreachable")
+    if snapshot is None and not reads:  # blind: retried like a single operation, never starved
+
+        def replay(tx: Transaction) -> Transaction:
+            _replay(tx, None, reads, writes)
+            return tx
+
+        return db._run(replay).tx_id
+    if snapshot is not None and snapshot > db.tx_id:
+        raise QueryError(f"snapshot {snapshot} is newer than the ledger (transaction {db.tx_id})")
+    tx = db.transaction(at_tx=snapshot)
+    try:
+        _replay(tx, snapshot, reads, writes)
+        return tx.commit()
+    except BaseException:
+        if not tx._done:
+            tx.rollback()
+        raise

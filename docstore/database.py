@@ -28,7 +28,7 @@ from docstore.proofs.trust import TrustedState
 from docstore.transaction import Transaction
 
 T = TypeVar("T")
-AUTO_RETRIES = 20
+OPTIMISTIC_TRIES = 5  # before a single operation takes the commit lock for its last try
 _SNAPSHOT_AFTER = 2_000  # transactions replayed at open before a fresh snapshot is saved
 
 
@@ -184,21 +184,34 @@ class Database:
         return Transaction(self, at_tx)
 
     def _run(self, fn: Callable[[Transaction], T]) -> T:
-        """Run ``fn`` in a fresh transaction, retrying on conflicts (single operations)."""
+        """Run ``fn`` in a fresh transaction, retrying on conflicts (single operations).
+
+        The first attempts are optimistic. If they keep losing to concurrent commits (a hot
+        document), the last attempt runs with the commit lock held from its snapshot to its
+        commit: this process is the ledger's only writer and every commit takes that lock, so
+        it cannot conflict, and single operations never fail for contention alone.
+        """
         self._check_open()
-        for attempt in range(AUTO_RETRIES):
-            tx = Transaction(self)
+        for attempt in range(OPTIMISTIC_TRIES + 1):
+            exclusive = attempt == OPTIMISTIC_TRIES
+            if exclusive:
+                self._lock.acquire()
             try:
-                result = fn(tx)
-                tx.commit()
-                return result
-            except ConflictError:
-                if attempt == AUTO_RETRIES - 1:
+                tx = Transaction(self)
+                try:
+                    result = fn(tx)
+                    tx.commit()
+                    return result
+                except ConflictError:
+                    if exclusive:
+                        raise
+                except BaseException:
+                    if not tx._done:
+                        tx.rollback()
                     raise
-            except BaseException:
-                if not tx._done:
-                    tx.rollback()
-                raise
+            finally:
+                if exclusive:
+                    self._lock.release()
         raise AssertionError("unreachable")
 
     def _check_open(self) -> None:
