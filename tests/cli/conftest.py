@@ -131,3 +131,4 @@ def assert_error(r: Outcome, code: int, *words: str) -> None:
 @pytest.fixture
 def check_error():
     return assert_error
+

@@ -7,13 +7,12 @@ ids, roots, times, sizes and the working directory normalized.
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from cli_testlib import on_terminal
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,25 +58,7 @@ def _commands(console: str) -> list[tuple[str, list[str]]]:
 
 
 def _on_terminal(argv: list[str], cwd: str, env: dict, timeout: float = 300) -> str:
-    master, slave = pty.openpty()
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=cwd, env=env)
-    os.close(slave)
-    chunks, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.1)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif p.poll() is not None:
-            break
-    os.close(master)
-    p.wait(timeout=10)
-    return b"".join(chunks).decode().replace("\r\n", "\n")
+    return on_terminal(argv, cwd=cwd, env=env, timeout=timeout)[1]
 
 
 def test_cli_walkthrough(tmp_path):

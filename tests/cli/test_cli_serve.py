@@ -8,12 +8,38 @@ import re
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from conftest import PATIENTS, REPO, run_subprocess
 
 pytest.importorskip("grpc")
+
+REPO = Path(__file__).resolve().parents[2]
+PATIENTS = [
+    {"_id": "p1", "name": "Ada", "site": "Oslo", "age": 61, "dosage": {"mg": 50}},
+    {"_id": "p2", "name": "Bo", "site": "Bergen", "age": 45, "dosage": {"mg": 25}},
+    {"_id": "p3", "name": "Cy", "site": "Oslo", "age": 52, "dosage": {"mg": 10}},
+]
+
+
+def run_subprocess(args, *, input=None):
+    env = {k: v for k, v in os.environ.items() if k not in ("IMMUDOC_DB", "IMMUDOC_DEBUG", "IMMUDOC_SERVER")}
+    env["PYTHONPATH"] = str(REPO)
+    p = subprocess.run([sys.executable, "-c", "from docstore.cli import main; main()", *args],
+                       input=input, capture_output=True, text=True, env=env, timeout=120)
+    return Outcome(p.returncode, p.stdout, p.stderr)
+
+
+@dataclass
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
 
 
 @pytest.fixture

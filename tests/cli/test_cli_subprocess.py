@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from cli_testlib import on_terminal
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -170,29 +168,12 @@ def test_consistency_fails_for_a_rewritten_history(tampered_setup, env, tmp_path
 
 def _run_on_terminal(args, env, input_file=None, timeout=60):
     """Run the command with stdout and stderr on a pseudo-terminal; returns (code, output)."""
-    master, slave = pty.openpty()
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **env}
-    stdin = open(input_file, "rb") if input_file else subprocess.DEVNULL
-    p = subprocess.Popen([sys.executable, "-c", "from docstore.cli import main; main()", *args],
-                         stdin=stdin, stdout=slave, stderr=slave, env=full_env)
-    os.close(slave)
-    chunks, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.1)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif p.poll() is not None:
-            break
-    os.close(master)
-    if input_file:
-        stdin.close()
-    return p.wait(timeout=10), b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    argv = [sys.executable, "-c", "from docstore.cli import main; main()", *args]
+    if not input_file:
+        return on_terminal(argv, env=full_env, timeout=timeout)
+    with open(input_file, "rb") as stdin:
+        return on_terminal(argv, env=full_env, stdin=stdin, timeout=timeout)
 
 
 def test_a_terminal_gets_tables_and_a_progress_bar(tmp_path, env, sub):
