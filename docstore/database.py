@@ -198,6 +198,7 @@ class Database:
                 self._lock.acquire()
             try:
                 tx = Transaction(self)
+                tx._owns_docs = True  # fn's documents are committed before the caller sees them
                 try:
                     result = fn(tx)
                     tx.commit()
@@ -225,8 +226,11 @@ class Database:
             coll = state.collections.get(name) or CollectionState(name, {})
             coll.apply_meta(meta)
             state.collections[name] = coll
+        by_coll: dict[str, list[tuple[str, dict | None]]] = {}
         for coll_name, doc_id, doc in written:
-            state.collections[coll_name].put(doc_id, doc)
+            by_coll.setdefault(coll_name, []).append((doc_id, doc))
+        for coll_name, items in by_coll.items():
+            state.collections[coll_name].put_many(items)
         state.tx_id = tx_id
 
     # ---------------------------------------------------------------- reads

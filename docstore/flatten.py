@@ -47,6 +47,7 @@ __all__ = [
     "encode_value",
     "escape",
     "flatten",
+    "flatten_raw",
     "join_pointer",
     "split_pointer",
     "unescape",
@@ -197,56 +198,107 @@ def _key_token(k: Any, prefix: str) -> str:
     return escape(k)
 
 
-def _walk(node: dict | list, prefix: str, depth: int, out: list[tuple[str, bytes]], total: int) -> int:
-    """Append the pairs of ``node`` (pointer ``prefix`` minus its trailing '/') to ``out``.
+_TOKENS: dict[str, bytes] = {}
+"""Object keys already checked, mapped to their escaped UTF-8 token (keys repeat across documents)."""
+_TOKENS_MAX = 65536
+_INDEXES = [str(i).encode() for i in range(4096)]
+_TRUE, _FALSE, _NULL, _EMPTY_OBJECT, _EMPTY_ARRAY = b"true", b"false", b"null", b"{}", b"[]"
 
-    ``total`` is the running size in pointer characters + value bytes; returns it updated.
+
+def _token(k: Any, prefix: bytes) -> bytes:
+    """The pointer token of object key ``k`` (validated, escaped, encoded, remembered)."""
+    tok = _key_token(k, prefix.decode()).encode()
+    if len(_TOKENS) >= _TOKENS_MAX:
+        _TOKENS.clear()
+    _TOKENS[k] = tok
+    return tok
+
+
+def _leaf(v: Any, p: bytes) -> bytes:
+    """Encode a leaf the fast paths of :func:`_walk` did not take (or raise, naming ``p``)."""
+    if v is True:
+        return _TRUE
+    if v is False:
+        return _FALSE
+    if v is None:
+        return _NULL
+    return _encode(v, p.decode())
+
+
+def _walk(node: dict | list, prefix: bytes, depth: int, ptrs: list[bytes], vals: list[bytes]) -> None:
+    """Append the pointers (UTF-8) and encoded values of ``node``'s leaves to ``ptrs``/``vals``.
+
+    ``prefix`` is the pointer of ``node`` plus "/". The hot path of every write: one dict
+    lookup per key (:data:`_TOKENS`), one ``orjson.dumps`` per scalar, no per-leaf calls.
     """
-    append = out.append
-    is_list = type(node) is list
-    for k, v in enumerate(node) if is_list else node.items():
-        if is_list:
-            p = prefix + str(k)
-        elif type(k) is str and k.isascii() and "~" not in k and "/" not in k:
-            p = prefix + k
-        else:
-            p = prefix + _key_token(k, prefix)
+    add_ptr = ptrs.append
+    add_val = vals.append
+    dumps = _dumps
+    tokens = _TOKENS
+    is_dict = type(node) is dict
+    if is_dict:
+        items: Any = node.items()
+    elif len(node) <= len(_INDEXES):
+        items = zip(_INDEXES, node)
+    else:
+        items = ((str(i).encode(), v) for i, v in enumerate(node))
+    for tok, v in items:
+        if is_dict:
+            k = tok
+            if type(k) is not str or (tok := tokens.get(k)) is None:
+                tok = _token(k, prefix)
         t = type(v)
         if t is str or t is int:
             try:
-                e = _dumps(v)
-            except TypeError:  # lone surrogate (raises) or an int beyond 64 bits
-                e = _encode(v, p)
+                e = dumps(v)
+            except TypeError:  # a lone surrogate (raises, naming the path) or an int beyond 64 bits
+                e = _encode(v, (prefix + tok).decode())
         elif t is float and v - v == 0.0:
-            e = _dumps(v)
+            e = dumps(v)
         elif t is dict or t is list:
+            p = prefix + tok
             if depth >= MAX_DEPTH:
-                raise InvalidDocumentError(f"document is nested deeper than MAX_DEPTH={MAX_DEPTH} levels", p)
+                raise InvalidDocumentError(
+                    f"document is nested deeper than MAX_DEPTH={MAX_DEPTH} levels", p.decode()
+                )
             if v:
                 if t is dict and "0" in v and next(iter(v)) == "0":
-                    append((p, OBJECT_HEADER))  # this object is not an array
-                    total += len(p) + 2
-                total = _walk(v, p + "/", depth + 1, out, total)
+                    add_ptr(p)  # this object is not an array
+                    add_val(OBJECT_HEADER)
+                _walk(v, p + b"/", depth + 1, ptrs, vals)
                 continue
-            e = b"{}" if t is dict else b"[]"
+            e = _EMPTY_OBJECT if t is dict else _EMPTY_ARRAY
         else:
-            e = _encode(v, p)  # bool, None, or raises
-        append((p, e))
-        total += len(p) + len(e)
-    if total > MAX_DOCUMENT_BYTES:  # characters <= UTF-8 bytes, so certainly too big
-        _check_size(out)
-    return total
+            e = _leaf(v, prefix + tok)  # bool, None, or raises
+        add_ptr(prefix + tok)
+        add_val(e)
 
 
-def _check_size(pairs: list[tuple[str, bytes]]) -> None:
-    """Raise InvalidDocumentError at the pair where the exact size passes the limit."""
+def _check_size(ptrs: list[bytes], vals: list[bytes]) -> None:
+    """Raise InvalidDocumentError at the pair where the size passes MAX_DOCUMENT_BYTES."""
     size = 0
-    for p, e in pairs:
-        size += len(p.encode()) + len(e)
+    for p, e in zip(ptrs, vals):
+        size += len(p) + len(e)
         if size > MAX_DOCUMENT_BYTES:
             raise InvalidDocumentError(
-                f"document is larger than MAX_DOCUMENT_BYTES={MAX_DOCUMENT_BYTES} (pointer + value bytes)", p
+                f"document is larger than MAX_DOCUMENT_BYTES={MAX_DOCUMENT_BYTES} (pointer + value bytes)",
+                p.decode(),
             )
+
+
+def flatten_raw(doc: dict) -> tuple[list[bytes], list[bytes]]:
+    """:func:`flatten` as two parallel lists, pointers as UTF-8 bytes: what writes store.
+
+    Same checks and errors as :func:`flatten`.
+    """
+    if type(doc) is not dict:
+        raise InvalidDocumentError(f"a document must be a JSON object (dict), not {type(doc).__name__}", "")
+    ptrs: list[bytes] = []
+    vals: list[bytes] = []
+    _walk(doc, b"/", 1, ptrs, vals)
+    if sum(map(len, vals)) + sum(map(len, ptrs)) > MAX_DOCUMENT_BYTES:
+        _check_size(ptrs, vals)
+    return ptrs, vals
 
 
 def flatten(doc: dict) -> list[tuple[str, bytes]]:
@@ -256,13 +308,8 @@ def flatten(doc: dict) -> list[tuple[str, bytes]]:
     root that is not a dict, NaN/Infinity, a non-str key, an unsupported type, a string
     that is not valid UTF-8, or a document over MAX_DOCUMENT_BYTES / MAX_DEPTH.
     """
-    if type(doc) is not dict:
-        raise InvalidDocumentError(f"a document must be a JSON object (dict), not {type(doc).__name__}", "")
-    out: list[tuple[str, bytes]] = []
-    total = _walk(doc, "/", 1, out, 0)
-    if total * 4 > MAX_DOCUMENT_BYTES:  # a pointer character is at most 4 UTF-8 bytes
-        _check_size(out)
-    return out
+    ptrs, vals = flatten_raw(doc)
+    return [(p.decode(), e) for p, e in zip(ptrs, vals)]
 
 
 def _corrupt(ptr: Any, why: str) -> CorruptDataError:

@@ -62,6 +62,17 @@ class CollectionState:
         for idx in self.indexes.values():
             idx.put(doc_id, doc)
 
+    def put_many(self, items: list[tuple[str, dict | None]]) -> None:
+        """:meth:`put` for many distinct documents."""
+        docs = self.docs
+        for doc_id, doc in items:
+            if doc is None:
+                docs.pop(doc_id, None)
+            else:
+                docs[doc_id] = encode_doc(doc)
+        for idx in self.indexes.values():
+            idx.put_many(items)
+
     def apply_meta(self, meta: dict[str, Any]) -> None:
         """Take a new definition: (re)compile the schema, add or drop indexes."""
         schema_doc = meta.get("schema")

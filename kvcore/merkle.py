@@ -7,13 +7,11 @@ are pure and follow RFC 9162 sections 2.1.3.2 and 2.1.4.2 step by step.
 
 from __future__ import annotations
 
-import hashlib
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 from kvcore.hashing import EMPTY_ROOT, node_hash
-
-_sha256 = hashlib.sha256
+from kvcore.hashing import sha256 as _sha256
 
 Subtree = Callable[[int, int], bytes]
 

@@ -9,12 +9,12 @@ for the payload's end || entries-tree nodes in level order`` (see :func:`kvcore.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from itertools import accumulate
 from collections.abc import Iterator, Sequence
 
 from kvcore.hashing import HEADER_SIZE, decode_header, encode_header, tx_leaf_hash
+from kvcore.hashing import sha256 as _sha
 from kvcore.tree import build_levels
 
 ENTRY_HEAD = struct.Struct(">BII")
@@ -22,18 +22,20 @@ ENTRY_HEAD_SIZE = ENTRY_HEAD.size
 
 
 def encode(
-    tx_id: int, timestamp_ns: int, entries: Sequence[tuple[int, bytes, bytes]]
+    tx_id: int, timestamp_ns: int, writes: Sequence[tuple[bytes, bytes | None]]
 ) -> tuple[bytes, bytes, bytes, list[int]]:
-    """(payload, entries-tree nodes, header bytes, byte position of each entry)."""
-    sha = hashlib.sha256
+    """(payload, extra, header bytes, byte position of each entry) for ``writes``:
+    ``(key, value)`` pairs, a value of None being a tombstone (kind 1, empty value)."""
     pack_entry = ENTRY_HEAD.pack
-    parts = [pack_entry(kind, len(key), len(value)) + key + value for kind, key, value in entries]
+    parts = [
+        pack_entry(0, len(key), len(value)) + key + value if value is not None else pack_entry(1, len(key), 0) + key
+        for key, value in writes
+    ]
+    sha = _sha
     leaves = [sha(b"\x00" + record).digest() for record in parts]
     positions = list(accumulate(map(len, parts), initial=HEADER_SIZE))
-    pos = positions.pop()
     nodes, root = build_levels(leaves)
     header = encode_header(tx_id, timestamp_ns, len(leaves), root)
-    positions.append(pos)
     table = struct.pack(f">{len(positions)}I", *positions)
     positions.pop()
     return header + b"".join(parts), table + nodes, header, positions
@@ -41,7 +43,7 @@ def encode(
 
 def extra_for(payload: bytes) -> bytes:
     """Recompute a payload's ``extra`` (audit and repair)."""
-    sha = hashlib.sha256
+    sha = _sha
     positions, leaves = [], []
     for pos, _kind, key, value in iter_entries(payload):
         positions.append(pos)
@@ -55,7 +57,7 @@ def extra_for(payload: bytes) -> bytes:
 def entries_root(payload: bytes) -> bytes:
     """Recompute the entries root of a payload from its entries."""
     leaves = [
-        hashlib.sha256(b"\x00" + payload[pos : pos + ENTRY_HEAD_SIZE + len(key) + len(value)]).digest()
+        _sha(b"\x00" + payload[pos : pos + ENTRY_HEAD_SIZE + len(key) + len(value)]).digest()
         for pos, _kind, key, value in iter_entries(payload)
     ]
     return build_levels(leaves)[1]

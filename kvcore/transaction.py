@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from kvcore.ledger import Ledger
 
 
+_BYTES, _TUPLE, _PAIR = {bytes}, {tuple}, {2}
+
+
 class Transaction:
     """Use as ``with ledger.transaction() as tx:``; commits on a clean exit.
 
@@ -52,6 +55,16 @@ class Transaction:
         self._reads.add(key)
         return self._ledger.get(key, at_tx=self.snapshot)
 
+    def lookup(self, key: bytes) -> Entry | None:
+        """Like :meth:`get`, but None for a missing or deleted key (recorded as read all the same)."""
+        self._active()
+        key = self._check_key(key)
+        if key in self._writes:
+            value = self._writes[key]
+            return None if value is None else Entry(key, value, 0, 0)
+        self._reads.add(key)
+        return self._ledger.lookup(key, at_tx=self.snapshot)
+
     def exists(self, key: bytes) -> bool:
         try:
             self.get(key)
@@ -75,8 +88,23 @@ class Transaction:
         self._active()
         from kvcore.ledger import MAX_KEY_BYTES, MAX_VALUE_BYTES
 
+        items = items if type(items) is list else list(items)
+        if not items:
+            return
+        if set(map(type, items)) == _TUPLE and set(map(len, items)) == _PAIR:
+            keys, values = zip(*items)
+            if (
+                set(map(type, keys)) == _BYTES
+                and set(map(type, values)) == _BYTES
+                and 0 < min(map(len, keys))
+                and max(map(len, keys)) <= MAX_KEY_BYTES
+                and max(map(len, values)) <= MAX_VALUE_BYTES
+            ):  # all valid: checked a column at a time
+                if not blind:
+                    self._checked.update(keys)
+                self._writes.update(items)
+                return
         if not blind:
-            items = list(items)
             self._checked.update(k for k, _ in items)
         check_key, check_value, writes = self._check_key, self._check_value, self._writes
         for key, value in items:

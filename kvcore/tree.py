@@ -8,11 +8,11 @@ tree (one leaf per transaction) and each transaction's entries tree use this lay
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 
 from kvcore import merkle
 from kvcore.hashing import EMPTY_ROOT, HASH_SIZE, node_hash
+from kvcore.hashing import sha256 as _sha
 
 NodeReader = Callable[[int, int], bytes]
 """Returns the 32-byte hash of complete subtree (level, index): leaves [i*2^l, (i+1)*2^l)."""
@@ -66,11 +66,12 @@ def build_levels(leaves: Sequence[bytes]) -> tuple[bytes, bytes]:
     """
     if not leaves:
         return b"", EMPTY_ROOT
-    sha = hashlib.sha256
+    sha = _sha
     levels = [list(leaves)]
     level = levels[0]
     while len(level) > 1:
-        level = [sha(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        pairs = iter(level)  # zip(pairs, pairs): (0, 1), (2, 3), ...; an odd last node waits
+        level = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs)]
         levels.append(level)
     n = len(leaves)
     root = None

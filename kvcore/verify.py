@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kvcore import merkle
 from kvcore.errors import VerificationError
-from kvcore.hashing import KIND_DELETE, KIND_SET, entry_leaf_hash
+from kvcore.hashing import KIND_DELETE, KIND_SET, entry_leaf_hash, tx_leaf_hash
 from collections.abc import Sequence
 
 from kvcore.models import ConsistencyProof, EntriesProof, EntryProof, State, TxHeader
@@ -111,9 +111,27 @@ def _check_state(proof_state: int, tx_id: int, state: State) -> None:
         raise VerificationError(f"transaction {tx_id} is not in a ledger of {state.tx_id}")
 
 
+_TX_CHECKED: dict[tuple[bytes, tuple[bytes, ...], int, bytes], None] = {}
+"""(encoded header, tx path, state tx id, state root) already checked by :func:`_check_tx`.
+
+A memo of a pure computation over exactly these inputs (the same bytes give the same hashes):
+proofs of many entries of one transaction against one state (a verifier checking a batch)
+recompute that transaction's leaf hash and inclusion path once. Only successes are kept."""
+_TX_CHECKED_MAX = 1024
+
+
 def _check_tx(header: TxHeader, tx_path: Sequence[bytes], state: State) -> None:
+    raw = header.encode()  # struct.error for fields out of range, as before
+    key = None
+    if type(state.tx_id) is int and type(state.root) is bytes and type(tx_path) is list:
+        try:
+            key = (raw, tuple(tx_path), state.tx_id, state.root)
+            if key in _TX_CHECKED:
+                return
+        except TypeError:  # unhashable path items: check without the memo
+            key = None
     try:
-        root = merkle.root_from_inclusion(header.tx_id - 1, state.tx_id, header.leaf_hash(), tx_path)
+        root = merkle.root_from_inclusion(header.tx_id - 1, state.tx_id, tx_leaf_hash(raw), tx_path)
     except ValueError as e:
         raise VerificationError(f"transaction inclusion path is malformed: {e}") from None
     if root != state.root:
@@ -121,3 +139,7 @@ def _check_tx(header: TxHeader, tx_path: Sequence[bytes], state: State) -> None:
             f"transaction check failed: transaction {header.tx_id} is not in the ledger whose "
             f"state {state.tx_id} has the trusted root"
         )
+    if key is not None:
+        if len(_TX_CHECKED) >= _TX_CHECKED_MAX:
+            _TX_CHECKED.clear()
+        _TX_CHECKED[key] = None

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 
 import kvcore
+from kvcore import gcpause
 
 from docstore import records
 from docstore.collections import cursor
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from docstore.proofs.bundle import Proof
     from docstore.transaction import Transaction
 
+
+BULK_DOCS = 64
+"""insert_many of at least this many documents pauses the cyclic GC (kvcore.gcpause)."""
 
 @dataclass(frozen=True)
 class Revision:
@@ -75,7 +79,10 @@ class Collection:
         if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
             raise InvalidDocumentError(f"insert_many takes a list of documents, got {type(docs).__name__}")
         docs = list(docs)
-        return self._db._run(lambda tx: tx[self.name].insert_many(docs))
+        if len(docs) < BULK_DOCS:
+            return self._db._run(lambda tx: tx[self.name].insert_many(docs))
+        with gcpause.paused():  # see kvcore.gcpause: the batch's temporaries are freed by refcounts
+            return self._db._run(lambda tx: tx[self.name].insert_many(docs))
 
     def replace(self, doc_id: str, doc: dict) -> dict:
         """Replace a whole document (a new revision); returns it."""
@@ -224,7 +231,7 @@ class Collection:
         """How ``find(filter)`` would run: ``{"plan": "index"|"scan", ...}``."""
         compile_filter(filter)
         state = self._state()
-        return cursor.choose_plan(filter, state.indexes, len(state.docs)).to_dict()
+        return cursor.choose_plan(filter, state.indexes, len(state.docs), count=True).to_dict()
 
     # --------------------------------------------------------------- proofs
     def prove(

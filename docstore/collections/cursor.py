@@ -46,14 +46,24 @@ class Plan:
 
 
 def choose_plan(
-    filter: dict | None, indexes: dict[str, SecondaryIndex], documents: int  # noqa: A002
+    filter: dict | None,  # noqa: A002
+    indexes: dict[str, SecondaryIndex],
+    documents: int,
+    count: bool = False,
 ) -> Plan:
-    """Pick the index whose bounds select the fewest candidates (equality before ranges)."""
+    """Pick the index whose bounds select the fewest candidates.
+
+    Candidates are counted only to choose between several usable indexes, or when ``count``
+    asks for the figure (``explain``); with one usable index, ``candidates`` is None.
+    """
     if not filter or not indexes:
         return Plan("scan", documents=documents)
-    bounds = extract_bounds(filter)  # sound for every index
     exact: dict[str, FieldBounds] | None = None  # all conditions on a field intersected
-    best: Plan | None = None
+    if any(idx.multikey for idx in indexes.values()):
+        bounds = extract_bounds(filter)  # sound for every index
+    else:  # no document meets an array on an indexed path: every condition applies
+        bounds = exact = extract_bounds(filter, multikey=False)
+    usable: list[tuple[str, FieldBounds]] = []
     for f, b in bounds.items():
         idx = indexes.get(f)
         if idx is None:
@@ -62,10 +72,19 @@ def choose_plan(
             if exact is None:
                 exact = extract_bounds(filter, multikey=False)
             b = exact.get(f, b)
-        n = idx.count_range(b) if b.values is None or len(b.values) > 0 else 0
+        usable.append((f, b))
+    if not usable:
+        return Plan("scan", documents=documents)
+    if len(usable) == 1 and not count:
+        f, b = usable[0]
+        return Plan("index", f, b, None, documents)
+    best: Plan | None = None
+    for f, b in usable:
+        n = indexes[f].count_range(b) if b.values is None or len(b.values) > 0 else 0
         if best is None or n < (best.candidates or 0):
             best = Plan("index", f, b, n, documents)
-    return best or Plan("scan", documents=documents)
+    assert best is not None
+    return best
 
 
 def check_paging(skip: Any, limit: Any) -> None:

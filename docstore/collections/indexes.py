@@ -35,8 +35,30 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def keys_for(doc: dict, field: str) -> list[bytes]:
-    """The encoded index keys of ``doc`` for ``field`` (distinct)."""
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+_NULL_KEY = [encode_index_value(None)]
+_ABSENT: Any = object()
+
+
+def keys_for(doc: dict, field: str, parts: list[str] | None = None) -> list[bytes]:
+    """The encoded index keys of ``doc`` for ``field`` (distinct); ``parts``: its dotted parts.
+
+    The common case, a path through objects only to a scalar (or to nothing: null), is
+    answered directly; arrays and objects on the path take Mongo's general path rules.
+    """
+    node: Any = doc
+    for part in parts or field.split("."):
+        if node.__class__ is dict:
+            node = node.get(part, _ABSENT)
+        elif node.__class__ is list:
+            break
+        else:  # a scalar before the end of the path: the field is missing
+            return list(_NULL_KEY)
+    else:
+        if node is _ABSENT:
+            return list(_NULL_KEY)
+        if node.__class__ in _SCALARS:
+            return [encode_index_value(node)]
     out = []
     for v in index_keys(doc, field):
         e = encode_index_value(v)
@@ -92,10 +114,26 @@ class SecondaryIndex:
                 self._entries.discard((k, doc_id))
         self._note_arrays(doc_id, doc)
         if doc is not None:
-            keys = keys_for(doc, self.field)
+            keys = keys_for(doc, self.field, self._parts)
             self._by_doc[doc_id] = keys
             for k in keys:
                 self._entries.add((k, doc_id))
+
+    def put_many(self, items: Iterable[tuple[str, dict | None]]) -> None:
+        """:meth:`put` for many distinct documents (one sorted merge of the new keys)."""
+        by_doc, entries, field, parts = self._by_doc, self._entries, self.field, self._parts
+        added: list[tuple[bytes, str]] = []
+        for doc_id, doc in items:
+            old = by_doc.pop(doc_id, None)
+            if old:
+                for k in old:
+                    entries.discard((k, doc_id))
+            self._note_arrays(doc_id, doc)
+            if doc is not None:
+                keys = keys_for(doc, field, parts)
+                by_doc[doc_id] = keys
+                added += [(k, doc_id) for k in keys]
+        entries.update(added)
 
     def bulk_load(self, items: Iterable[tuple[str, dict]]) -> None:
         pairs = []

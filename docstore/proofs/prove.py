@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import kvcore
 
@@ -59,11 +59,11 @@ def prove_document(
     header = Header.decode(entry.value)
     o, tx_id = entry.index, entry.tx_id
     state = _state(ledger, state, tx_id)
-    stored = ledger.entry_items(tx_id, o + 1, header.n) if header.n else []
     prefix = records.property_prefix(coll, doc_id)
     cut = len(prefix) + 8
     salt = records.SALT_BYTES
     if pointer is None:
+        stored = ledger.entry_items(tx_id, o + 1, header.n) if header.n else []
         try:
             props = [Property(k[cut:].decode(), v[salt:], v[:salt]) for k, v in stored]
         except UnicodeDecodeError:
@@ -82,24 +82,40 @@ def prove_document(
         want = pointer.encode()
     except UnicodeEncodeError:
         raise InvalidPointerError(f"JSON pointer {pointer!r} is not encodable as UTF-8") from None
-    size = cut + len(want)
-    ordinal = next((i for i, (k, _v) in enumerate(stored) if len(k) == size and k.endswith(want)), None)
-    if ordinal is None or stored[ordinal][1][salt:] == OBJECT_HEADER:
-        inside = [k[cut:].decode("utf-8", "replace") for k, _v in stored if k[cut:].startswith(want + b"/")]
-        if inside:
-            raise QueryError(
-                f"pointer {pointer!r} addresses a container of {len(inside)} properties; prove "
-                f"one of them (e.g. {inside[0]!r}) or the whole document"
-            )
-        raise NotFoundError(f"document {doc_id!r} has no property at {pointer!r}")
-    value = stored[ordinal][1]
-    prop = Property(pointer, value[salt:], value[:salt])
-    kv_proof = ledger.prove_entry_at(tx_id, o + 1 + ordinal, state)
+    # The property's entry is the one of the document's run whose key ends with the pointer
+    # and is that long: the ledger reads the entry at the ordinal where this pointer was last
+    # found, else the run's entries at once comparing their keys only (no value is decoded),
+    # and proves the entry it found.
+    found = ledger._prove_in_run(tx_id, o + 1, header.n, cut + len(want), want, state)
+    if found is None or found[1][salt:] == OBJECT_HEADER:
+        _no_property(ledger, coll, doc_id, pointer, tx_id, o, header.n, cut, want)
+    index, value, kv_proof = found
+    encoded = value[salt:]
     proof = Proof(
-        "property", coll, doc_id, header.revision, pointer, decode_value(prop.encoded), None,
-        o + 1 + ordinal, [prop], ordinal, kv_proof.header, kv_proof.entry_path, kv_proof.tx_path, state,
+        "property", coll, doc_id, header.revision, pointer, decode_value(encoded), None,
+        index, [Property(pointer, encoded, value[:salt])], index - o - 1, kv_proof.header,
+        kv_proof.entry_path, kv_proof.tx_path, state,
     )
     return _bundle_consistency(ledger, proof, known_state)
+
+
+def _no_property(
+    ledger: kvcore.Ledger, coll: str, doc_id: str, pointer: str, tx_id: int, o: int, n: int, cut: int, want: bytes
+) -> NoReturn:
+    """Why ``pointer`` cannot be proven: it addresses a container, or nothing (or the stored
+    entry is a tombstone, which docstore never writes for a property)."""
+    stored = ledger.entry_items(tx_id, o + 1, n) if n else []
+    size = cut + len(want)
+    for k, v in stored:
+        if len(k) == size and k.endswith(want) and v is None:
+            raise CorruptDataError(f"document {doc_id!r} in {coll!r}: property {pointer!r} is stored as a tombstone")
+    inside = [k[cut:].decode("utf-8", "replace") for k, _v in stored if k[cut:].startswith(want + b"/")]
+    if inside:
+        raise QueryError(
+            f"pointer {pointer!r} addresses a container of {len(inside)} properties; prove "
+            f"one of them (e.g. {inside[0]!r}) or the whole document"
+        )
+    raise NotFoundError(f"document {doc_id!r} has no property at {pointer!r}")
 
 
 def prove_collection(

@@ -6,9 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import docstore
 from docstore import DuplicateKeyError, QueryError
+from docstore.collections.indexes import keys_for
+from docstore.collections.keyenc import encode_index_value
+from docstore.collections.query import index_keys
 
 
 @pytest.fixture
@@ -357,3 +362,26 @@ def test_range_uses_both_bounds_unless_the_path_meets_an_array(db):
     c.update("arr", {"$set": {"x": 1000}})
     assert c.explain(flt)["candidates"] == 10
     assert db.audit().ok
+
+
+_json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(-2, 2), st.sampled_from(["a", "b", ""]))
+_json_value = st.recursive(
+    _json_scalar,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "0"]), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    doc=st.dictionaries(st.sampled_from(["a", "b", "0"]), _json_value, max_size=3),
+    field=st.sampled_from(["a", "b", "a.b", "a.0", "a.b.a", "0", "b.0.a"]),
+)
+def test_index_keys_fast_path_matches_mongo_path_rules(doc, field):
+    """keys_for's direct answer for object-only paths equals the general multikey rules."""
+    general = []
+    for v in index_keys(doc, field):
+        e = encode_index_value(v)
+        if e not in general:
+            general.append(e)
+    assert keys_for(doc, field) == general
+    assert keys_for(doc, field, field.split(".")) == general

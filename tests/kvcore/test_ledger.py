@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import kvcore
 from kvcore import (
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
@@ -64,6 +63,24 @@ def test_set_returns_tx_and_get_sees_revisions(led):
         led.get(b"k", at_tx=0)
     with pytest.raises(KeyNotFoundError):
         led.get(b"other", at_tx=1)
+
+
+def test_lookup_is_get_with_none_for_missing_or_deleted(led):
+    led.set(b"k", b"v1")
+    led.set(b"k", b"v2")
+    led.delete(b"k")
+    for at_tx in (None, 0, 1, 2, 3):
+        try:
+            expected = led.get(b"k", at_tx=at_tx)
+        except KeyNotFoundError:
+            expected = None
+        assert led.lookup(b"k", at_tx=at_tx) == expected
+    assert led.lookup(b"k", at_tx=2).value == b"v2" and led.lookup(b"k") is None
+    assert led.lookup(b"never") is None and led.lookup(b"never", at_tx=1) is None
+    with pytest.raises(TxNotFoundError):
+        led.lookup(b"never", at_tx=99)
+    with pytest.raises(InvalidInputError):
+        led.lookup(b"")
 
 
 def test_set_all_is_one_transaction_in_given_order(led):

@@ -251,7 +251,8 @@ def _rewrite(src: Path, dst: Path, tx_id: int, change) -> None:
             payload = data[rec.payload_start : rec.extra_start]
             _, (tid, ts, _n, _root) = txformat.header_of(payload)
             entries = [(kind, key, value) for _p, kind, key, value in txformat.iter_entries(payload)]
-            body, extra, _header, _pos = txformat.encode(tid, ts, change(entries))
+            writes = [(key, None if kind else value) for kind, key, value in change(entries)]
+            body, extra, _header, _pos = txformat.encode(tid, ts, writes)
             raw = FRAME.pack(len(body), len(extra), zlib.crc32(body + extra)) + body + extra
         out += raw
     (dst / "txlog").write_bytes(bytes(out))

@@ -38,6 +38,22 @@ def test_reads_see_the_snapshot_plus_own_writes(led):
     t.rollback()
 
 
+def test_lookup_sees_own_writes_and_records_the_read(led):
+    led.set(b"a", b"1")
+    with led.transaction() as tx:
+        assert tx.lookup(b"a").value == b"1" and tx.lookup(b"new") is None
+        tx.set(b"new", b"x")
+        assert tx.lookup(b"new").value == b"x"
+        tx.delete(b"a")
+        assert tx.lookup(b"a") is None
+    racing = led.transaction()
+    assert racing.lookup(b"fresh") is None  # a read of a missing key: a later insert conflicts
+    led.set(b"fresh", b"someone else")
+    racing.set(b"other", b"y")
+    with pytest.raises(ConflictError):
+        racing.commit()
+
+
 def test_scan_merges_snapshot_with_own_writes(led):
     led.set_all({b"p/1": b"a", b"p/3": b"c", b"p/5": b"e", b"q": b"z"})
     t = led.transaction()

@@ -134,7 +134,9 @@ def _check(out: dict, write_slack_mb: float, read_slack_mb: float) -> None:
 
 
 def test_short_soak_memory_stays_bounded(tmp_path):
-    _check(_soak(tmp_path, 8.0), write_slack_mb=12, read_slack_mb=8)
+    # slack: the allocator keeps a constant ~5 MB more since property entries are built when a
+    # write is buffered (measured: +5.5 MB after both 8 s and 40 s of writes, the rate unchanged)
+    _check(_soak(tmp_path, 8.0), write_slack_mb=17, read_slack_mb=8)
 
 
 @pytest.mark.slow
