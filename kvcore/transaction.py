@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from kvcore.ledger import Ledger
 
 
-_BYTES, _TUPLE, _PAIR = {bytes}, {tuple}, {2}
 
 
 class Transaction:
@@ -86,24 +85,15 @@ class Transaction:
         lookup per key. Keys the transaction also read are still checked.
         """
         self._active()
-        from kvcore.ledger import MAX_KEY_BYTES, MAX_VALUE_BYTES
+        from kvcore.ledger import MAX_KEY_BYTES, MAX_VALUE_BYTES, valid_pairs
 
         items = items if type(items) is list else list(items)
-        if not items:
+        keys = valid_pairs(items)
+        if keys is not None:  # all valid: no per-item calls
+            if not blind:
+                self._checked.update(keys)
+            self._writes.update(items)
             return
-        if set(map(type, items)) == _TUPLE and set(map(len, items)) == _PAIR:
-            keys, values = zip(*items)
-            if (
-                set(map(type, keys)) == _BYTES
-                and set(map(type, values)) == _BYTES
-                and 0 < min(map(len, keys))
-                and max(map(len, keys)) <= MAX_KEY_BYTES
-                and max(map(len, values)) <= MAX_VALUE_BYTES
-            ):  # all valid: checked a column at a time
-                if not blind:
-                    self._checked.update(keys)
-                self._writes.update(items)
-                return
         if not blind:
             self._checked.update(k for k, _ in items)
         check_key, check_value, writes = self._check_key, self._check_value, self._writes
