@@ -63,3 +63,11 @@ class VerificationError(KvError):
 
 class StorageError(KvError, OSError):
     """The storage failed to persist or read bytes (disk full, I/O error)."""
+
+
+def corrupt_entry(tx_id: int, key: bytes) -> CorruptionError:
+    """The error for a damaged stored entry (or entries tree) of a transaction (the ledger's
+    reads and proofs raise it)."""
+    return CorruptionError(
+        f"stored entry for key {key[:64]!r} in transaction {tx_id} is damaged; run an audit"
+    )

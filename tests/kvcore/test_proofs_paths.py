@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from kvcore import Ledger, State, VerificationError, merkle, verify_entry
-from kvcore import ledger as ledger_mod
+from kvcore import proving as proving_mod
 from kvcore.hashing import KIND_SET, entry_leaf_hash
 
 # sizes around powers of two (right-edge partial subtrees of every shape), and one large
@@ -55,7 +55,7 @@ def test_entry_paths_are_rfc9162_paths(sized, monkeypatch, cached):
     led = sized
     _forget_caches(led)
     if not cached:  # the proof path must never load a whole entries tree then
-        monkeypatch.setattr(ledger_mod, "_EXTRA_CACHE_BYTES", 0)
+        monkeypatch.setattr(proving_mod, "_EXTRA_CACHE_BYTES", 0)
     state = led.state()
     for t, n in enumerate(SIZES):
         tx_id = t + 1
@@ -90,7 +90,7 @@ def test_prove_in_run_finds_and_proves_the_matching_entry(sized, monkeypatch, ca
     led = sized
     _forget_caches(led)
     if not cached:
-        monkeypatch.setattr(ledger_mod, "_EXTRA_CACHE_BYTES", 0)
+        monkeypatch.setattr(proving_mod, "_EXTRA_CACHE_BYTES", 0)
     t = SIZES.index(257)
     tx_id, state = t + 1, led.state()
     for start, count, target in [(0, 257, 0), (0, 257, 256), (10, 20, 29), (100, 50, 120), (100, 50, 100), (255, 2, 256)]:
@@ -129,7 +129,7 @@ def test_prove_in_run_checks_its_arguments(sized):
 
 
 def test_a_deleted_entry_is_proven_as_a_tombstone(tmp_path, monkeypatch):
-    monkeypatch.setattr(ledger_mod, "_EXTRA_CACHE_BYTES", 0)
+    monkeypatch.setattr(proving_mod, "_EXTRA_CACHE_BYTES", 0)
     with Ledger.open(tmp_path / "ledger") as led:
         led.set_all([(b"a", b"1"), (b"b", b"2"), (b"c", b"3")])
         led.delete(b"b")
@@ -146,7 +146,7 @@ def test_multi_entry_proofs_read_the_same_nodes_either_way(sized, monkeypatch, c
     led = sized
     _forget_caches(led)
     if not cached:
-        monkeypatch.setattr(ledger_mod, "_EXTRA_CACHE_BYTES", 0)
+        monkeypatch.setattr(proving_mod, "_EXTRA_CACHE_BYTES", 0)
     state = led.state()
     for t, n in enumerate(SIZES):
         leaves = [entry_leaf_hash(KIND_SET, _key(t, i), _value(t, i)) for i in range(n)]

@@ -15,7 +15,7 @@ import docstore.proofs
 from docstore import NotFoundError, QueryError
 from docstore import records
 from docstore.flatten import OBJECT_HEADER, decode_value, flatten
-from kvcore import ledger as ledger_mod
+from kvcore import proving as proving_mod
 
 
 def _doc(i: int) -> dict:
@@ -55,7 +55,7 @@ def test_interleaved_property_proofs_find_the_right_entry(world, monkeypatch, ca
     led._extra_cache.clear()
     led._extra_cached_bytes = 0
     if not cached:
-        monkeypatch.setattr(ledger_mod, "_EXTRA_CACHE_BYTES", 0)
+        monkeypatch.setattr(proving_mod, "_EXTRA_CACHE_BYTES", 0)
     state = db.state()
     work = [(doc, o, p) for doc in DOCS for o, p in _leaves(doc)]
     random.Random(3).shuffle(work)
