@@ -7,7 +7,6 @@ transactions committed after it, or from the whole ledger if the snapshot is mis
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 import os
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 import orjson
 
 import kvcore
+from kvcore import gcpause, snapshot
 
 from docstore.collections.indexes import SecondaryIndex
 from docstore.collections.schema import Schema
@@ -23,7 +23,8 @@ from docstore.errors import CorruptDataError
 from docstore.flatten import unflatten
 from docstore.records import SALT_BYTES, Header, parse_property_key
 
-SNAPSHOT_MAGIC = b"IMDOCS01"
+SNAPSHOT_MAGIC_V1 = b"IMDOCS01"  # the first container (sha256): still read
+SNAPSHOT_MAGIC = b"IMDOCS02"  # kvcore.snapshot's container
 SNAPSHOT_VERSION = 1
 
 
@@ -190,15 +191,18 @@ class DbState:
                 ],
             )
         )
-        return SNAPSHOT_MAGIC + hashlib.sha256(body).digest() + body
+        return snapshot.wrap(SNAPSHOT_MAGIC, body)
 
     @classmethod
     def load(cls, blob: bytes) -> DbState | None:
-        if len(blob) < 40 or blob[:8] != SNAPSHOT_MAGIC:
+        body = snapshot.unwrap(blob, SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V1)
+        if body is None:
             return None
-        body = blob[40:]
-        if hashlib.sha256(body).digest() != blob[8:40]:
-            return None
+        with gcpause.paused():  # millions of objects that live on: nothing to collect
+            return cls._decode(body)
+
+    @classmethod
+    def _decode(cls, body: Any) -> DbState | None:
         try:
             version, tx_id, root, colls = marshal.loads(body)
             if version != SNAPSHOT_VERSION or type(root) is not bytes:

@@ -8,14 +8,16 @@ can always be rebuilt from the transaction log.
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
 from sortedcontainers import SortedList
 
-_MAGIC = b"IMKIDX01"
+from kvcore import gcpause, snapshot
+
+_MAGIC_V1 = b"IMKIDX01"  # the first container (sha256): still read
+_MAGIC = b"IMKIDX02"  # kvcore.snapshot's container
 
 
 TX_SHIFT = 56
@@ -51,14 +53,18 @@ class KeyIndex:
     list and are merged in on the next one, so writers that nobody scans pay nothing for order.
     """
 
-    __slots__ = ("_map", "_keys", "_new")
+    __slots__ = ("_map", "_keys", "_new", "_loaded")
 
     def __init__(self) -> None:
         self._map: dict[bytes, int | list[int]] = {}
-        self._keys: SortedList = SortedList()
+        self._keys: SortedList | None = SortedList()
         self._new: list[bytes] = []
+        self._loaded: list[bytes] = []  # sorted keys of a snapshot, ordered on first need
 
     def _ordered(self) -> SortedList:
+        if self._keys is None:  # loaded from a snapshot: order only when a scan needs it
+            self._keys = SortedList(self._loaded)
+            self._loaded = []
         if self._new:
             self._new.sort()
             self._keys.update(self._new)
@@ -143,23 +149,23 @@ class KeyIndex:
         # version 2: no back-references, so equal indexes give equal bytes whatever else holds
         # their objects (versions >= 3 flag every object with other references); audit compares
         body = marshal.dumps((tx_count, root, keys, [m[k] for k in keys]), 2)
-        return _MAGIC + hashlib.sha256(body).digest() + body
+        return snapshot.wrap(_MAGIC, body)
 
     @classmethod
     def load(cls, blob: bytes) -> tuple[KeyIndex, int, bytes] | None:
         """(index, tx_count, root) from a snapshot, or None if it is damaged or foreign."""
-        if len(blob) < 40 or blob[:8] != _MAGIC:
-            return None
-        body = blob[40:]
-        if hashlib.sha256(body).digest() != blob[8:40]:
+        body = snapshot.unwrap(blob, _MAGIC, _MAGIC_V1)
+        if body is None:
             return None
         try:
-            tx_count, root, keys, vals = marshal.loads(body)
-            if type(tx_count) is not int or type(root) is not bytes:
-                return None
-            idx = cls()
-            idx._map = dict(zip(keys, vals))
-            idx._keys = SortedList(keys)
+            with gcpause.paused():  # millions of objects that live on: nothing to collect
+                tx_count, root, keys, vals = marshal.loads(body)
+                if type(tx_count) is not int or type(root) is not bytes or type(keys) is not list:
+                    return None
+                idx = cls()
+                idx._map = dict(zip(keys, vals))
+                idx._keys = None
+                idx._loaded = keys
         except (ValueError, EOFError, TypeError):
             return None
         return idx, tx_count, root

@@ -76,7 +76,7 @@ class SecondaryIndex:
         self.field = check_field(field)
         self.unique = unique
         self._entries: SortedList = SortedList()
-        self._by_doc: dict[str, list[bytes]] = {}
+        self._by_doc: dict[str, list[bytes]] | None = {}  # None: derive from _entries when needed
         self._parts = self.field.split(".")
         self._array_docs: set[str] = set()  # documents whose path meets an array
 
@@ -101,6 +101,8 @@ class SecondaryIndex:
             self._array_docs.discard(doc_id)
 
     def __len__(self) -> int:
+        if self._by_doc is None:  # not built yet: count without building (writers build it)
+            return len({doc_id for _k, doc_id in self._entries})
         return len(self._by_doc)
 
     def describe(self) -> dict[str, Any]:
@@ -108,20 +110,20 @@ class SecondaryIndex:
 
     def put(self, doc_id: str, doc: dict | None) -> None:
         """Index ``doc`` under ``doc_id`` (None removes it)."""
-        old = self._by_doc.pop(doc_id, None)
+        old = self._doc_keys().pop(doc_id, None)
         if old:
             for k in old:
                 self._entries.discard((k, doc_id))
         self._note_arrays(doc_id, doc)
         if doc is not None:
             keys = keys_for(doc, self.field, self._parts)
-            self._by_doc[doc_id] = keys
+            self._doc_keys()[doc_id] = keys
             for k in keys:
                 self._entries.add((k, doc_id))
 
     def put_many(self, items: Iterable[tuple[str, dict | None]]) -> None:
         """:meth:`put` for many distinct documents (one sorted merge of the new keys)."""
-        by_doc, entries, field, parts = self._by_doc, self._entries, self.field, self._parts
+        by_doc, entries, field, parts = self._doc_keys(), self._entries, self.field, self._parts
         added: list[tuple[bytes, str]] = []
         for doc_id, doc in items:
             old = by_doc.pop(doc_id, None)
@@ -137,10 +139,12 @@ class SecondaryIndex:
 
     def bulk_load(self, items: Iterable[tuple[str, dict]]) -> None:
         pairs = []
+        by_doc: dict[str, list[bytes]] = {}
+        self._by_doc = by_doc
         for doc_id, doc in items:
             self._note_arrays(doc_id, doc)
             keys = keys_for(doc, self.field)
-            self._by_doc[doc_id] = keys
+            by_doc[doc_id] = keys
             pairs.extend((k, doc_id) for k in keys)
         self._entries = SortedList(pairs)
 
@@ -165,8 +169,16 @@ class SecondaryIndex:
         idx = cls(field, unique)
         idx._array_docs = set(array_docs)
         idx._entries = SortedList(entries)
-        by_doc: dict[str, list[bytes]] = {}
-        for k, doc_id in entries:
-            by_doc.setdefault(doc_id, []).append(k)
-        idx._by_doc = by_doc
+        idx._by_doc = None  # built on the first write (opening a database needs none)
         return idx
+
+    def _doc_keys(self) -> dict[str, list[bytes]]:
+        """doc id -> its index keys (what a write must remove first); writers call it, under
+        the database's lock, so it is built once."""
+        by_doc = self._by_doc
+        if by_doc is None:
+            by_doc = {}
+            for k, doc_id in self._entries:
+                by_doc.setdefault(doc_id, []).append(k)
+            self._by_doc = by_doc
+        return by_doc

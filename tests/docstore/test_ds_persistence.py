@@ -160,10 +160,40 @@ def test_snapshot_with_valid_checksum_but_bad_body_is_rebuilt(built):
         marshal.dumps((1, 2, [("people", b"{}", {}, [("x",)])])),
         marshal.dumps((1, 2, [("people", b'{"schema": 5}', {}, [])])),
     ]
+    import struct
+    import zlib
+
     for body in bodies:
-        (path / "docs.snap").write_bytes(b"IMDOCS01" + hashlib.sha256(body).digest() + body)
-        with docstore.open(path) as db:
-            assert fingerprint(db) == fp
+        for container in (
+            b"IMDOCS01" + hashlib.sha256(body).digest() + body,  # the first format
+            b"IMDOCS02" + struct.pack(">I", zlib.crc32(body)) + body,
+        ):
+            (path / "docs.snap").write_bytes(container)
+            with docstore.open(path) as db:
+                assert fingerprint(db) == fp
+
+
+def test_snapshots_of_the_first_format_are_still_read(built):
+    """IMDOCS01 (SHA-256 checksum) snapshots load as they are: no rebuild after an upgrade."""
+    import hashlib
+    import marshal
+
+    import orjson
+
+    path, _fp = built
+    blob = (path / "docs.snap").read_bytes()
+    assert blob[:8] == b"IMDOCS02"
+    version, tx_id, root, colls = marshal.loads(blob[12:])
+    # a marker only a snapshot that is read (not one rebuilt from the ledger) can show
+    marked = [
+        (name, meta, {**docs, "p1": orjson.dumps({"_id": "p1", "marker": True})} if name == "people" else docs, idx)
+        for name, meta, docs, idx in colls
+    ]
+    body = marshal.dumps((version, tx_id, root, marked))
+    (path / "docs.snap").write_bytes(b"IMDOCS01" + hashlib.sha256(body).digest() + body)
+    with docstore.open(path) as db:
+        assert db["people"].get("p1") == {"_id": "p1", "marker": True}
+        assert not db.audit().ok  # the audit still compares the cache with the ledger
 
 
 def test_stale_snapshot_is_caught_up_from_the_ledger(tmp_path):

@@ -364,6 +364,30 @@ def test_reopen_without_index_snapshot_replays_the_log(ledger_dir):
     assert count == before["tx_id"]
 
 
+def test_index_snapshots_of_the_first_format_still_open(ledger_dir):
+    """index.snap was "IMKIDX01" || sha256(body) || body; it is now "IMKIDX02" || crc32 || body.
+    Both load to the same index, ordered for scans only when a scan asks."""
+    import hashlib
+
+    with Ledger.open(ledger_dir) as led:
+        _fill(led)
+        before = _observe(led)
+    blob = (ledger_dir / "index.snap").read_bytes()
+    assert blob[:8] == b"IMKIDX02"
+    body = blob[12:]
+    old = b"IMKIDX01" + hashlib.sha256(body).digest() + body
+    for snap in (blob, old):
+        index, count, _root = KeyIndex.load(snap)
+        assert count == before["tx_id"] and list(index.iter_keys()) == sorted(index._map)
+        (ledger_dir / "index.snap").write_bytes(snap)
+        led2, caught = open_recording(ledger_dir)
+        with led2:
+            assert recovery_warnings(caught) == [] and _observe(led2) == before
+    bad = bytearray(old)
+    bad[-1] ^= 1
+    assert KeyIndex.load(bytes(bad)) is None and KeyIndex.load(b"IMKIDX01" + body) is None
+
+
 def test_checkpoint_writes_a_snapshot_that_later_opens_extend(ledger_dir):
     with Ledger.open(ledger_dir) as led:
         led.set(b"a", b"1")
