@@ -127,7 +127,7 @@ def _story(say: Callable[[str], None], directory: str) -> None:
     except (docstore.VerificationError, docstore.CorruptDataError) as e:
         say(f"    a verifying reader refuses it: {e}")
 
-    say(f"\nDone in {time.perf_counter() - started:.1f} s. Try it yourself: `immudoc --help`, and the "
+    say(f"\nDone in {(time.perf_counter() - started) * 1000:.0f} ms. Try it yourself: `immudoc --help`, and the "
         "walkthrough in the README.")
 
 
