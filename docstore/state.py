@@ -56,15 +56,10 @@ class CollectionState:
     indexes: dict[str, SecondaryIndex] = field(default_factory=dict)
 
     def put(self, doc_id: str, doc: dict | None) -> None:
-        if doc is None:
-            self.docs.pop(doc_id, None)
-        else:
-            self.docs[doc_id] = encode_doc(doc)
-        for idx in self.indexes.values():
-            idx.put(doc_id, doc)
+        self.put_many([(doc_id, doc)])
 
     def put_many(self, items: list[tuple[str, dict | None]]) -> None:
-        """:meth:`put` for many distinct documents."""
+        """Cache and index many distinct documents (None: the document was deleted)."""
         docs = self.docs
         for doc_id, doc in items:
             if doc is None:

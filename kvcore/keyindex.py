@@ -74,16 +74,6 @@ class KeyIndex:
     def __len__(self) -> int:
         return len(self._map)
 
-    def add(self, key: bytes, loc: int) -> None:
-        cur = self._map.get(key)
-        if cur is None:
-            self._map[key] = loc
-            self._new.append(key)
-        elif type(cur) is int:
-            self._map[key] = [cur, loc]
-        else:
-            cur.append(loc)
-
     def add_many(self, items: list[tuple[bytes, int]]) -> None:
         m = self._map
         keys = [k for k, _ in items]

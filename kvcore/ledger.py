@@ -11,6 +11,7 @@ import struct
 import threading
 import time
 import warnings
+from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -312,10 +313,9 @@ class Ledger(Proving):
             raise LimitError("a transaction needs at least one entry")
         if len(writes) > MAX_TX_ENTRIES:
             raise LimitError(f"{len(writes)} entries exceed the limit of {MAX_TX_ENTRIES} per transaction")
-        if len(writes) >= BULK_ENTRIES:
-            with gcpause.paused():  # a big batch's temporaries are freed by reference counts
-                return self._commit(writes, check)
-        return self._commit(writes, check)
+        # a big batch's temporaries are freed by reference counts: see kvcore.gcpause
+        with gcpause.paused() if len(writes) >= BULK_ENTRIES else nullcontext():
+            return self._commit(writes, check)
 
     def _commit(self, writes: list[tuple[bytes, bytes | None]], check: Callable[[int], None] | None) -> int:
         with self._write_lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,9 +80,8 @@ class Collection:
         if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
             raise InvalidDocumentError(f"insert_many takes a list of documents, got {type(docs).__name__}")
         docs = list(docs)
-        if len(docs) < BULK_DOCS:
-            return self._db._run(lambda tx: tx[self.name].insert_many(docs))
-        with gcpause.paused():  # see kvcore.gcpause: the batch's temporaries are freed by refcounts
+        # see kvcore.gcpause: a batch's temporaries are freed by reference counts
+        with gcpause.paused() if len(docs) >= BULK_DOCS else nullcontext():
             return self._db._run(lambda tx: tx[self.name].insert_many(docs))
 
     def replace(self, doc_id: str, doc: dict) -> dict:

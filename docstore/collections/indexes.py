@@ -110,19 +110,10 @@ class SecondaryIndex:
 
     def put(self, doc_id: str, doc: dict | None) -> None:
         """Index ``doc`` under ``doc_id`` (None removes it)."""
-        old = self._doc_keys().pop(doc_id, None)
-        if old:
-            for k in old:
-                self._entries.discard((k, doc_id))
-        self._note_arrays(doc_id, doc)
-        if doc is not None:
-            keys = keys_for(doc, self.field, self._parts)
-            self._doc_keys()[doc_id] = keys
-            for k in keys:
-                self._entries.add((k, doc_id))
+        self.put_many([(doc_id, doc)])
 
     def put_many(self, items: Iterable[tuple[str, dict | None]]) -> None:
-        """:meth:`put` for many distinct documents (one sorted merge of the new keys)."""
+        """Index many distinct documents (None removes one); new keys are merged in one update."""
         by_doc, entries, field, parts = self._doc_keys(), self._entries, self.field, self._parts
         added: list[tuple[bytes, str]] = []
         for doc_id, doc in items:
