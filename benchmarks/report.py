@@ -110,6 +110,7 @@ def markdown(data: dict[str, Any], images: list[Path]) -> str:
 # (label, workload, peer, size: "headline" | "largest" | None)
 HEADLINE = [
     ("insert_many, 1,000 docs a transaction", "insert_many (1,000 docs/tx)", "sqlite json1", "headline"),
+    ("insert floor: flatten, entries, SHA-256 alone", "insert floor 3: + framing, SHA-256 tree", "sqlite json1", "headline"),
     ("get by id", "get by id", "sqlite json1", "headline"),
     ("indexed equality find (~10 docs)", "indexed equality find (~10 docs)", "sqlite json1", "headline"),
     ("indexed range find (~10 docs)", "indexed range find (~10 docs)", "sqlite json1", "headline"),

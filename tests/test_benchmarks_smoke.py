@@ -44,6 +44,11 @@ WORKLOADS = [
     "kv single-entry durable tx",
     "kv point gets",
     "CLI start-up: immudoc --help",
+    "insert floor: insert_many, all of it",
+    "insert floor 1: flatten",
+    "insert floor 2: + salted entries, header",
+    "insert floor 3: + framing, SHA-256 tree",
+    "insert floor: SHA-256 of stage 3, native",
     "property proof size (JSON)",
     "document proof size (JSON)",
 ]

@@ -1,0 +1,133 @@
+"""The insert floor: the least work the design asks of every inserted document, timed alone
+beside SQLite's insert_many on the same batches, in the same run.
+
+A document becomes one ledger entry per scalar property, each with its own SHA-256 leaf and a
+share of the entries tree (docs/documents.md, docs/hashing.md). The stages below are the
+product's own functions with nothing around them, each row doing every stage before it too:
+
+1. ``flatten``: :func:`docstore.flatten.flatten_raw` (a pointer and an orjson value per scalar);
+2. ``+ entries``: the salted property entries and the header (:mod:`docstore.records`);
+3. ``+ ledger encoding``: :func:`kvcore.payload.encode` (framing, a SHA-256 leaf per entry,
+   the entries tree).
+
+Stage 3 leaves out schema validation, the unique, secondary and key indexes, conflict checks and
+the durable append, which ``insert_many`` does as well; so ``insert_many`` can only be slower
+than stage 3, and a ratio that stage 3 alone does not reach cannot be reached by tuning Python.
+The last row costs the SHA-256 compression blocks of stage 3 at native speed (OpenSSL, one
+large buffer): what the hashing would cost with no interpreter at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import Any
+
+from benchmarks import docsys
+from benchmarks.common import Result
+from benchmarks.fixtures import BATCH, _interleaved
+from benchmarks.workload import iter_batches
+from docstore import records
+from docstore.flatten import flatten_raw
+from kvcore import payload
+
+WHOLE = "insert floor: insert_many, all of it"
+FLATTEN = "insert floor 1: flatten"
+ENTRIES = "insert floor 2: + salted entries, header"
+ENCODE = "insert floor 3: + framing, SHA-256 tree"
+NATIVE = "insert floor: SHA-256 of stage 3, native"
+COLL = "patients"
+
+
+def _entries(docs: list[dict]) -> list[tuple[bytes, bytes]]:
+    """What a batch of new documents writes to the ledger (no claims: the benchmark has no
+    unique index)."""
+    out: list[tuple[bytes, bytes]] = []
+    for d in docs:
+        doc_id = d["_id"]
+        pointers, values = flatten_raw(d)
+        header = records.Header(COLL, doc_id, 1, len(pointers), False).encode()
+        out.append((records.header_key(COLL, doc_id), header))
+        out += records.property_entries(COLL, doc_id, 1, pointers, values)
+    return out
+
+
+class _Stage:
+    """One floor stage behind the fixtures' ``insert_many`` interface."""
+
+    path = None
+
+    def __init__(self, stage: int) -> None:
+        self.stage = stage
+
+    def insert_many(self, docs: list[dict]) -> None:
+        if self.stage == 1:
+            for d in docs:
+                flatten_raw(d)
+            return
+        entries = _entries(docs)
+        if self.stage == 3:
+            payload.encode(1, time.time_ns(), entries)
+
+    def close(self) -> None:
+        pass
+
+
+class _Blocks:
+    """Counts the SHA-256 compression blocks stage 3 hashes (untimed: the fixtures' sample)."""
+
+    def __init__(self) -> None:
+        self.blocks = 0
+
+    def __call__(self, docs: list[dict]) -> None:
+        entries = _entries(docs)
+        # leaf message: 0x00 || kind (1) || key_len (4) || value_len (4) || key || value, and a
+        # message of L bytes is (L + 8) // 64 + 1 blocks; n leaves have n - 1 nodes of 65 bytes
+        # (2 blocks each)
+        self.blocks += sum((18 + len(k) + len(v)) // 64 + 1 for k, v in entries) + 2 * (len(entries) - 1)
+
+
+def native_block_seconds(repeat: int = 5) -> float:
+    """Seconds per SHA-256 compression block at native speed: OpenSSL over one 4 MiB buffer."""
+    buf = os.urandom(4 << 20)
+    best = min(_timed(lambda: hashlib.sha256(buf).digest()) for _ in range(repeat))
+    return best / (len(buf) // 64)
+
+
+def _timed(fn: Any) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def run(cfg: Any) -> list[Result]:
+    n = cfg.headline
+    where = cfg.scratch("floor")
+    stages = {FLATTEN: _Stage(1), ENTRIES: _Stage(2), ENCODE: _Stage(3)}
+    systems: dict[str, Any] = {
+        docsys.SQLITE: docsys.SqliteDocs(os.path.join(where, "sqlite.db")),
+        WHOLE: docsys.ImmudocDocs(os.path.join(where, "immudoc")),
+        **stages,
+    }
+    counter = _Blocks()
+    try:
+        rates = _interleaved(systems, iter_batches(n, BATCH), "insert_many", counter)
+    finally:
+        for s in systems.values():
+            s.close()
+    per_block = native_block_seconds()
+    rates[NATIVE] = n / (counter.blocks * per_block)
+    sqlite = rates[docsys.SQLITE]
+    notes = {
+        WHOLE: "schema, indexes, checks, durable append: what the insert_many bar measures",
+        FLATTEN: "flatten_raw only",
+        ENTRIES: "stage 1 + records.property_entries + header",
+        ENCODE: "stage 2 + kvcore.payload.encode: the pure-Python floor",
+        NATIVE: f"{counter.blocks / n:.0f} blocks/doc at {per_block * 1e9:.0f} ns (OpenSSL); no interpreter",
+    }
+    out = []
+    for workload in (WHOLE, FLATTEN, ENTRIES, ENCODE, NATIVE):
+        out.append(Result(workload, docsys.IMMUDOC, rates[workload], "docs/s", notes[workload], n, "floor"))
+        out.append(Result(workload, docsys.SQLITE, sqlite, "docs/s", "insert_many, same batches, same run", n, "floor"))
+    return out
