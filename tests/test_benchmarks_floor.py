@@ -1,4 +1,5 @@
-"""The insert floor's SHA-256 block count matches what kvcore.payload.encode really hashes."""
+"""The insert floor times what the product really does: its block count and records match what
+kvcore.payload.encode hashes, and its entries are those insert_many commits."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ def test_block_count_matches_the_encoded_payload():
     # the entries tree of n leaves hashes n - 1 nodes, each 0x01 || left || right
     expected = sum(_blocks(len(m)) for m in leaf_messages) + (len(entries) - 1) * _blocks(65)
     assert counter.blocks == expected
+    # the same records (kind, lengths, key; the salts in the values are fresh each time)
+    heads = [9 + len(k) for k, _ in entries]
+    assert [r[:h] for r, h in zip(counter.records, heads)] == [m[1 : 1 + h] for m, h in zip(leaf_messages, heads)]
+    assert [len(r) for r in counter.records] == [len(m) - 1 for m in leaf_messages]
     assert (hashlib.sha256(leaf_messages[0]).digest() == extra[4 * (len(entries) + 1) : 4 * (len(entries) + 1) + 32])
 
 

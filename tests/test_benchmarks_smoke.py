@@ -48,6 +48,7 @@ WORKLOADS = [
     "insert floor 1: flatten",
     "insert floor 2: + salted entries, header",
     "insert floor 3: + framing, SHA-256 tree",
+    "insert floor: SHA-256 of stage 3 alone",
     "insert floor: SHA-256 of stage 3, native",
     "property proof size (JSON)",
     "document proof size (JSON)",
