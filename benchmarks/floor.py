@@ -12,7 +12,8 @@ product's own functions with nothing around them, each row doing every stage bef
 
 Stage 3 leaves out schema validation, the unique, secondary and key indexes, conflict checks and
 the durable append, which ``insert_many`` does as well; so ``insert_many`` can only be slower
-than stage 3, and a ratio that stage 3 alone does not reach cannot be reached by tuning Python.
+than stage 3, and a ratio that stage 3 alone does not reach cannot be reached by tuning what
+``insert_many`` adds around it.
 Two rows isolate the hashing of stage 3: its leaf and tree hashes alone in CPython (the
 records are built untimed), and its SHA-256 compression blocks costed at native speed
 (OpenSSL over one large buffer): what the hashing would cost with no interpreter at all.
