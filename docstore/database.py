@@ -23,7 +23,15 @@ from docstore.errors import (
 )
 from docstore.ids import check_collection_name
 from docstore.records import Header
-from docstore.state import CollectionState, DbState, decode_doc, doc_from_entries, load_snapshot, save_snapshot
+from docstore.state import (
+    CollectionState,
+    DbState,
+    decode_doc,
+    doc_from_entries,
+    load_snapshot,
+    same_json,
+    save_snapshot,
+)
 from docstore.proofs.trust import TrustedState
 from docstore.transaction import Transaction
 
@@ -348,24 +356,13 @@ class Database:
 
         Raises VerificationError at once if ``old_state`` is not a state of this ledger.
         """
-        from docstore.errors import VerificationError
+        from docstore.proofs.prove import check_own_state
 
         self._check_open()
-        if not isinstance(old_state, kvcore.State):
-            raise QueryError(f"old_state must be a kvcore.State, got {type(old_state).__name__}")
-        new = new_state or self.state()
-        if new_state is not None and old_state.tx_id > new.tx_id:
+        check_own_state(self._ledger, old_state, "old_state", trusted=True)
+        new = self.state() if new_state is None else check_own_state(self._ledger, new_state, "new_state", trusted=False)
+        if old_state.tx_id > new.tx_id:
             raise QueryError(f"state {old_state.tx_id} is newer than {new.tx_id}: swap the arguments")
-        if old_state.tx_id > new.tx_id:  # the trusted state is ahead of today's ledger
-            raise VerificationError(
-                f"the trusted state is at transaction {old_state.tx_id} but this ledger holds only "
-                f"{new.tx_id}: transactions were lost or the history was rolled back"
-            )
-        if self._ledger.state(old_state.tx_id) != old_state:
-            raise VerificationError(
-                f"this ledger's root at transaction {old_state.tx_id} differs from the given state: "
-                "its history is not the one you trusted"
-            )
         return self._ledger.prove_consistency(old_state.tx_id, new.tx_id)
 
 
@@ -406,11 +403,13 @@ def _compare_states(truth: DbState, served: DbState) -> list[str]:
         other = served.collections.get(name)
         if other is None:
             continue
-        if coll.meta != other.meta:
+        if not same_json(coll.meta, other.meta):
             problems.append(f"collection {name!r}: its definition differs from the ledger's")
         if set(coll.docs) != set(other.docs):
             problems.append(f"collection {name!r}: the set of documents differs from the ledger's")
-        bad = [i for i, raw in coll.docs.items() if i in other.docs and decode_doc(raw) != decode_doc(other.docs[i])]
+        bad = [
+            i for i, raw in coll.docs.items() if i in other.docs and not same_json(decode_doc(raw), decode_doc(other.docs[i]))
+        ]
         if bad:
             problems.append(f"collection {name!r}: {len(bad)} cached documents differ (e.g. {bad[0]!r})")
         for f, idx in coll.indexes.items():

@@ -20,7 +20,7 @@ from kvcore import gcpause, snapshot
 from docstore.collections.indexes import SecondaryIndex
 from docstore.collections.schema import Schema
 from docstore.errors import CorruptDataError
-from docstore.flatten import unflatten
+from docstore.flatten import flatten_raw, unflatten
 from docstore.records import SALT_BYTES, Header, parse_property_key
 
 SNAPSHOT_MAGIC_V1 = b"IMDOCS01"  # the first container (sha256): still read
@@ -34,6 +34,12 @@ def encode_doc(doc: dict) -> bytes | tuple[bytes]:
         return orjson.dumps(doc)
     except TypeError:  # integers beyond 64 bits
         return (marshal.dumps(doc),)
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Exact equality of two JSON values, unlike ``==``: ``true``, ``1`` and ``1.0`` differ, and
+    so do key orders and ``0.0``/``-0.0``."""
+    return flatten_raw({"": a}) == flatten_raw({"": b})
 
 
 def copy_doc(doc: dict) -> dict:
@@ -72,7 +78,7 @@ class CollectionState:
     def apply_meta(self, meta: dict[str, Any]) -> None:
         """Take a new definition: (re)compile the schema, add or drop indexes."""
         schema_doc = meta.get("schema")
-        if schema_doc != self.meta.get("schema") or self.schema is None and schema_doc is not None:
+        if not same_json(schema_doc, self.meta.get("schema")) or self.schema is None and schema_doc is not None:
             self.schema = None if schema_doc is None else Schema(schema_doc)
         wanted = {i["field"]: bool(i.get("unique")) for i in meta.get("indexes", [])}
         for f in list(self.indexes):

@@ -178,8 +178,15 @@ class Transaction:
         # the commit follows at once, in a single operation).
         return (doc if self._owns_docs else copy_doc(doc)), entries
 
-    def _claims(self, coll: str, doc_id: str, old: dict | None, new: dict | None) -> None:
-        """Move this document's unique-index claims from ``old`` to ``new`` values."""
+    def _claim_changes(
+        self, coll: str, doc_id: str, old: dict | None, new: dict | None, taken: dict[bytes, str]
+    ) -> tuple[list[bytes], list[bytes]]:
+        """(claims to take, claims to release) to move ``doc_id``'s unique-index claims from
+        ``old`` to ``new`` values. Writes nothing: raises DuplicateKeyError if a value is held
+        by another document, in the ledger or in ``taken`` (claims of the same call so far,
+        which this adds to)."""
+        take: list[bytes] = []
+        release: list[bytes] = []
         for idx in self._meta(coll).get("indexes", []):
             if not idx.get("unique"):
                 continue
@@ -190,26 +197,41 @@ class Transaction:
                 if k in old_keys:
                     continue
                 ck = records.unique_key(coll, field, k)
-                claim = self._kv.lookup(ck)
-                if claim is None:
-                    self._kv.set(ck, doc_id.encode())
-                    continue
-                holder = claim.value.decode()
-                raise DuplicateKeyError(
-                    f"unique index {coll}.{field}: document {holder!r} already has this value "
-                    f"(writing document {doc_id!r})"
-                )
-            for k in old_keys:
-                if k not in new_keys:
-                    self._kv.delete(records.unique_key(coll, field, k))
+                holder = taken.get(ck)
+                if holder is None:
+                    claim = self._kv.lookup(ck)
+                    holder = None if claim is None else claim.value.decode()
+                if holder is not None:
+                    raise DuplicateKeyError(
+                        f"unique index {coll}.{field}: document {holder!r} already has this value "
+                        f"(writing document {doc_id!r})"
+                    )
+                taken[ck] = doc_id
+                take.append(ck)
+            release += [records.unique_key(coll, field, k) for k in old_keys if k not in new_keys]
+        return take, release
 
     def _put(self, coll: str, doc_id: str, new: _Pending) -> None:
-        old = self._current(coll, doc_id)
-        self._claims(coll, doc_id, old, None if new is None else new[0])
-        if new is None and self._snapshot_doc(coll, doc_id)[1] is None:
-            self._docs.pop((coll, doc_id), None)  # inserted and deleted here: nothing to write
-            return
-        self._docs[(coll, doc_id)] = new
+        self._put_many(coll, [(doc_id, new)])
+
+    def _put_many(self, coll: str, writes: list[tuple[str, _Pending]]) -> None:
+        """Buffer new revisions of documents (None: a deletion), all or none: every unique
+        claim is checked before anything is buffered."""
+        taken: dict[bytes, str] = {}
+        plans = []
+        for doc_id, new in writes:
+            old = self._current(coll, doc_id)
+            plans.append(self._claim_changes(coll, doc_id, old, None if new is None else new[0], taken))
+        kv = self._kv
+        for (doc_id, new), (take, release) in zip(writes, plans):
+            for ck in take:
+                kv.set(ck, doc_id.encode())
+            for ck in release:
+                kv.delete(ck)
+            if new is None and self._snapshot_doc(coll, doc_id)[1] is None:
+                self._docs.pop((coll, doc_id), None)  # inserted and deleted here: nothing to write
+                continue
+            self._docs[(coll, doc_id)] = new
 
     def _set_meta(self, name: str, meta: dict[str, Any]) -> None:
         self._active()
@@ -304,8 +326,7 @@ class TxCollection:
                 raise DuplicateIdError(f"a document with _id {doc_id!r} already exists in {self.name!r}")
             seen.add(doc_id)
             prepared.append(tx._prepare(self.name, full))
-        for doc, pairs in prepared:
-            tx._put(self.name, doc["_id"], (doc, pairs))
+        tx._put_many(self.name, [(doc["_id"], (doc, pairs)) for doc, pairs in prepared])
         return [doc["_id"] for doc, _ in prepared]
 
     def _existing(self, doc_id: Any) -> dict:

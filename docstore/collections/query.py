@@ -228,7 +228,7 @@ def values_equal(a: Any, b: Any) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def _array_index(part: str) -> int:
+def array_index(part: str) -> int:
     """The array offset a path part names ("0", "12"), or -1 ("01", "x", "" name none)."""
     if part and len(part) < 19 and part.isascii() and part.isdigit() and (part == "0" or part[0] != "0"):
         return int(part)
@@ -246,7 +246,7 @@ class _Path:
             raise QueryError(f"empty field name in path {dotted!r}")
         self.dotted = dotted
         self.parts = parts
-        self.idxs = tuple(_array_index(p) for p in parts)
+        self.idxs = tuple(array_index(p) for p in parts)
         self.key = parts[0] if len(parts) == 1 else None
 
 

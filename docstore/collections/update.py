@@ -1,4 +1,11 @@
-"""Mongo-style update documents: ``$set``, ``$unset``, ``$inc``, ``$push`` (with ``$each``)."""
+"""Mongo-style update documents: ``$set``, ``$unset``, ``$inc``, ``$push`` (with ``$each``).
+
+Paths are dotted. Through an array, a part must be an offset as MongoDB reads one: ASCII digits
+without a leading zero (``a.0``, ``a.12``; not ``a.01``, ``a.²``); anything else is a
+QueryError, except under ``$unset``, which then changes nothing. Setting past an array's end pads
+it with nulls, by at most :data:`MAX_PADDING` elements. One update may not name a path twice,
+nor a path and another inside it (``q`` and ``q.b``). A failing update writes nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,12 @@ import marshal
 from collections.abc import Callable
 from typing import Any
 
+from docstore.collections.query import array_index
 from docstore.errors import QueryError
 
 OPERATORS = ("$set", "$unset", "$inc", "$push")
+MAX_PADDING = 1_500_000
+"""As in MongoDB: an update may extend an array by at most this many elements (nulls)."""
 _MISSING = object()
 
 
@@ -31,10 +41,39 @@ def _split(path: Any, op: str) -> list[str]:
 
 
 def _check_conflicts(paths: list[str]) -> None:
-    seen = sorted(paths)
-    for a, b in zip(seen, seen[1:]):
-        if a == b or b.startswith(a + "."):
-            raise QueryError(f"updating the path {b!r} would conflict with {a!r}")
+    """No path may be updated twice, or together with a path inside it."""
+    seen: set[str] = set()
+    for p in paths:
+        if p in seen:
+            raise QueryError(f"updating the path {p!r} would conflict with {p!r}")
+        seen.add(p)
+    for p in paths:
+        parts = p.split(".")
+        for i in range(1, len(parts)):
+            prefix = ".".join(parts[:i])
+            if prefix in seen:
+                raise QueryError(f"updating the path {p!r} would conflict with {prefix!r}")
+
+
+def _index(part: str, path: str, op: str) -> int:
+    """The array offset ``part`` names (ASCII digits, no leading zero, as MongoDB), else QueryError."""
+    idx = array_index(part)
+    if idx < 0:
+        raise QueryError(
+            f"{op}: cannot use the part {part!r} of {path!r} to index an array (an index is 0, 1, 2, ... "
+            "in ASCII digits, without leading zeros)"
+        )
+    return idx
+
+
+def _pad(array: list, idx: int, path: str, op: str) -> None:
+    """Extend ``array`` with nulls so that ``idx`` is its last offset."""
+    if idx + 1 - len(array) > MAX_PADDING:
+        raise QueryError(
+            f"{op}: {path!r} would pad an array of {len(array)} elements to {idx + 1} (at most "
+            f"{MAX_PADDING:,} new elements)"
+        )
+    array.extend([None] * (idx + 1 - len(array)))
 
 
 def _parent(doc: Any, parts: list[str], create: bool, path: str, op: str) -> Any:
@@ -48,14 +87,12 @@ def _parent(doc: Any, parts: list[str], create: bool, path: str, op: str) -> Any
                     return None
                 nxt = node[part] = {}
         elif isinstance(node, list):
-            if not part.isdigit():
-                raise QueryError(f"{op}: cannot use the part {part!r} of {path!r} to traverse an array")
-            idx = int(part)
+            idx = _index(part, path, op)
             if idx >= len(node):
                 if not create:
                     return None
-                node.extend([None] * (idx - len(node)))
-                node.append({})
+                _pad(node, idx, path, op)
+                node[idx] = {}
             nxt = node[idx]
         else:
             if not create:
@@ -82,8 +119,9 @@ def _json_type(v: Any) -> str:
 def _get(container: Any, last: str) -> Any:
     if isinstance(container, dict):
         return container.get(last, _MISSING)
-    if last.isdigit() and int(last) < len(container):
-        return container[int(last)]
+    idx = array_index(last)
+    if 0 <= idx < len(container):
+        return container[idx]
     return _MISSING
 
 
@@ -91,11 +129,9 @@ def _put(container: Any, last: str, value: Any, path: str, op: str) -> None:
     if isinstance(container, dict):
         container[last] = value
         return
-    if not last.isdigit():
-        raise QueryError(f"{op}: cannot use the part {last!r} of {path!r} to index an array")
-    idx = int(last)
+    idx = _index(last, path, op)
     if idx >= len(container):
-        container.extend([None] * (idx + 1 - len(container)))
+        _pad(container, idx, path, op)
     container[idx] = value
 
 
@@ -112,7 +148,7 @@ def _op_unset(doc: dict, path: str, _value: Any) -> None:
     if isinstance(container, dict):
         del container[parts[-1]]
     else:  # Mongo sets array elements to null rather than shifting the array
-        container[int(parts[-1])] = None
+        container[array_index(parts[-1])] = None
 
 
 def _op_inc(doc: dict, path: str, amount: Any) -> None:
@@ -132,7 +168,7 @@ def _op_inc(doc: dict, path: str, amount: Any) -> None:
 def _op_push(doc: dict, path: str, value: Any) -> None:
     parts = _split(path, "$push")
     items = [value]
-    if isinstance(value, dict) and any(k.startswith("$") for k in value):
+    if isinstance(value, dict) and any(isinstance(k, str) and k.startswith("$") for k in value):
         if set(value) != {"$each"} or not isinstance(value["$each"], list):
             raise QueryError(f"$push: {path!r} supports only the modifier {{'$each': [...]}}")
         items = value["$each"]

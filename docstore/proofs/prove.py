@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, NoReturn
 import kvcore
 
 from docstore import records
-from docstore.errors import CorruptDataError, DocumentNotFoundError, InvalidPointerError, NotFoundError, QueryError
+from docstore.errors import (
+    CorruptDataError,
+    DocumentNotFoundError,
+    InvalidPointerError,
+    NotFoundError,
+    QueryError,
+    VerificationError,
+)
 from docstore.flatten import OBJECT_HEADER, decode_value, split_pointer, unflatten
 from docstore.proofs.bundle import Property, Proof
 from docstore.records import Header
@@ -16,11 +23,34 @@ if TYPE_CHECKING:
     from docstore.database import Database
 
 
+def check_own_state(ledger: kvcore.Ledger, state: object, name: str, trusted: bool) -> kvcore.State:
+    """``state`` if it is one of this ledger's states. QueryError if it is not a State or names
+    no transaction; VerificationError if this ledger's root at its transaction differs, or if
+    a ``trusted`` state is ahead of the ledger (history lost or rolled back); QueryError for
+    any other state ahead of the ledger."""
+    if not isinstance(state, kvcore.State):
+        raise QueryError(f"{name} must be a kvcore.State, got {type(state).__name__}")
+    if type(state.tx_id) is not int or state.tx_id < 0:
+        raise QueryError(f"{name} names no transaction: {state.tx_id!r}")
+    if state.tx_id > ledger.tx_id:
+        if not trusted:
+            raise QueryError(f"{name} is at transaction {state.tx_id}, which does not exist (the ledger is at {ledger.tx_id})")
+        raise VerificationError(
+            f"the trusted state is at transaction {state.tx_id} but this ledger holds only "
+            f"{ledger.tx_id}: transactions were lost or the history was rolled back"
+        )
+    if ledger.state(state.tx_id) != state:
+        raise VerificationError(
+            f"this ledger's root at transaction {state.tx_id} differs from the {name} given: its "
+            "history is not the one you trusted"
+        )
+    return state
+
+
 def _state(ledger: kvcore.Ledger, state: kvcore.State | None, tx_id: int) -> kvcore.State:
     if state is None:
         return ledger.state()
-    if not isinstance(state, kvcore.State):
-        raise QueryError(f"state must be a kvcore.State, got {type(state).__name__}")
+    check_own_state(ledger, state, "state", trusted=False)
     if state.tx_id < tx_id:
         raise QueryError(f"state {state.tx_id} is older than transaction {tx_id}, which it would have to prove")
     return state
@@ -29,8 +59,7 @@ def _state(ledger: kvcore.Ledger, state: kvcore.State | None, tx_id: int) -> kvc
 def _bundle_consistency(ledger: kvcore.Ledger, proof: Proof, known: kvcore.State | None) -> Proof:
     if known is None or known == proof.state:
         return proof
-    if not isinstance(known, kvcore.State):
-        raise QueryError(f"known_state must be a kvcore.State, got {type(known).__name__}")
+    check_own_state(ledger, known, "known_state", trusted=False)
     old, new = sorted((known.tx_id, proof.state.tx_id))
     try:
         cp = ledger.prove_consistency(old, new)

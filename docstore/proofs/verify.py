@@ -17,6 +17,7 @@ import kvcore
 from docstore import records
 from docstore.errors import CorruptDataError, DocstoreError, VerificationError
 from docstore.flatten import OBJECT_HEADER, decode_value, encode_value, flatten
+from docstore.ids import check_collection_name, check_id
 from docstore.proofs.bundle import Proof, from_dict, load
 from docstore.records import Header
 
@@ -36,12 +37,24 @@ def verify(proof: Proof | str | bytes | dict, trusted_state: kvcore.State) -> An
         raise VerificationError(f"expected a proof bundle, got {type(proof).__name__}")
     if not isinstance(trusted_state, kvcore.State):
         raise VerificationError(f"expected a trusted kvcore.State, got {type(trusted_state).__name__}")
+    _check_names(proof)
     _link(proof, trusted_state)
     if proof.kind == "property":
         return _verify_property(proof)
     if proof.kind == "collection":
         return _verify_collection(proof)
     return _verify_document(proof)
+
+
+def _check_names(proof: Proof) -> None:
+    """The collection and id must be ones docstore can write: a NUL in either would let the
+    parts of a property key (collection, id, revision, ordinal, pointer) be read another way."""
+    try:
+        check_collection_name(proof.collection)
+        if proof.id is not None:
+            check_id(proof.id)
+    except DocstoreError as e:
+        raise VerificationError(f"the proof names no document docstore could write: {e}") from None
 
 
 def verify_consistency(old_state: kvcore.State, new_state: kvcore.State, proof: kvcore.ConsistencyProof) -> None:

@@ -697,3 +697,56 @@ def test_specific_tricky_documents(coll, db):
         assert same(coll.get(i), {"_id": i, **d})
         assert same(coll.get(i, at_tx=db.tx_id), {"_id": i, **d})
     assert db.audit().ok
+
+
+# ------------------------------------------------- update paths: array offsets and conflicts
+
+
+@pytest.mark.parametrize(
+    "changes, pattern",
+    [
+        ({"$set": {"a.²": 5}}, "to index an array"),  # a Unicode digit is not an offset
+        ({"$set": {"a.١": 5}}, "to index an array"),  # nor an Arabic-Indic one
+        ({"$set": {"a.01": 5}}, "to index an array"),  # nor a leading zero, as in MongoDB
+        ({"$set": {"a.99999999999999999999": 5}}, "to index an array"),
+        ({"$set": {"a.100000000000000": 5}}, "would pad an array"),
+        ({"$set": {"a.1500002": 5}}, "would pad an array"),
+        ({"$inc": {"a.²": 1}}, "to index an array"),
+        ({"$set": {"a.².b": 1}}, "to index an array"),  # traversing, not only the last part
+    ],
+)
+def test_array_offsets_in_updates_are_ascii_and_bounded(db, coll, changes, pattern):
+    coll.insert({"_id": "x", "a": [1, 2]})
+    before = db.state()
+    with pytest.raises(QueryError, match=pattern):
+        coll.update("x", changes)
+    assert db.state() == before and coll.get("x") == {"_id": "x", "a": [1, 2]}
+
+
+def test_unset_of_a_non_offset_in_an_array_changes_nothing(coll):
+    coll.insert({"_id": "x", "a": [1, 2]})
+    for path in ("a.²", "a.01", "a.5000000000"):
+        assert coll.update("x", {"$unset": {path: 1}}) == {"_id": "x", "a": [1, 2]}
+    assert coll.update("x", {"$unset": {"a.1": 1}}) == {"_id": "x", "a": [1, None]}
+
+
+def test_padding_up_to_the_limit_is_allowed(coll):
+    coll.insert({"_id": "x", "a": [1]})
+    assert coll.update("x", {"$set": {"a.3": 7}})["a"] == [1, None, None, 7]
+
+
+def test_push_of_an_object_with_a_non_string_key_is_a_typed_error(coll):
+    coll.insert({"_id": "x", "a": []})
+    with pytest.raises(InvalidDocumentError, match="not a str"):
+        coll.update("x", {"$push": {"a": {1: 2}}})
+    assert coll.get("x") == {"_id": "x", "a": []}
+
+
+@pytest.mark.parametrize("between", ["q-b", "q+", "q!", "q b"])
+def test_conflicting_update_paths_are_found_whatever_sorts_between_them(coll, between):
+    coll.insert({"_id": "x"})
+    with pytest.raises(QueryError, match="would conflict with 'q'"):
+        coll.update("x", {"$set": {"q": {"z": 1}, between: 0, "q.b": 2}})
+    with pytest.raises(QueryError, match="would conflict"):
+        coll.update("x", {"$set": {"q.b.c": 1}, "$unset": {between: 1, "q": 1}})
+    assert coll.get("x") == {"_id": "x"}

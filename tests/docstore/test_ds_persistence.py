@@ -415,3 +415,34 @@ def test_writer_killed_with_sigkill_loses_no_acknowledged_transaction(tmp_path):
     with docstore.open(path) as db:
         assert sorted(db["items"].find(), key=lambda d: d["_id"]) == before
         assert db.audit().ok
+
+
+@pytest.mark.parametrize(
+    "cached",
+    [
+        {"_id": "x", "consent": 1, "dose": 1.5, "a": 1, "b": 2},  # true became 1
+        {"_id": "x", "consent": True, "dose": 1.5, "b": 2, "a": 1},  # key order swapped
+        {"_id": "x", "consent": True, "dose": 1.5, "a": 1.0, "b": 2},  # 1 became 1.0
+    ],
+)
+def test_audit_finds_a_cached_document_that_differs_only_in_type_or_key_order(tmp_path, cached):
+    import marshal
+    import struct
+    import zlib
+
+    import orjson
+
+    path = tmp_path / "db"
+    with docstore.open(path) as db:
+        db.create_collection("c").insert({"_id": "x", "consent": True, "dose": 1.5, "a": 1, "b": 2})
+    blob = (path / "docs.snap").read_bytes()
+    assert blob[:8] == b"IMDOCS02"
+    version, tx_id, root, colls = marshal.loads(blob[12:])
+    edited = [(name, meta, {**docs, "x": orjson.dumps(cached)}, idx) for name, meta, docs, idx in colls]
+    body = marshal.dumps((version, tx_id, root, edited))
+    (path / "docs.snap").write_bytes(b"IMDOCS02" + struct.pack(">I", zlib.crc32(body)) + body)
+    with docstore.open(path) as db:
+        assert list(db["c"].get("x")) == list(cached)  # the edited cache is what is served
+        report = db.audit()
+        assert not report.ok
+        assert any("cached documents differ" in p for p in report.problems), report.problems

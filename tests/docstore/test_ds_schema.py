@@ -247,3 +247,19 @@ def test_a_write_prepared_under_an_old_schema_cannot_commit_after_a_schema_chang
     assert db.tx_id == before
     assert coll.count() == 0
     assert db.audit().ok
+
+
+def test_a_schema_equal_in_python_but_not_in_json_is_recompiled(tmp_path):
+    # {"const": True} == {"const": 1} in Python, not in JSON Schema: the new one must be used
+    path = tmp_path / "db"
+    with docstore.open(path) as db:
+        c = db.create_collection("c", schema={"properties": {"n": {"const": 1}}})
+        c.set_schema({"properties": {"n": {"const": True}}})
+        with pytest.raises(SchemaError):
+            c.insert({"n": 1})
+        c.insert({"_id": "t", "n": True})
+    with docstore.open(path) as db:  # the same after reopening
+        with pytest.raises(SchemaError):
+            db["c"].insert({"n": 1})
+        db["c"].insert({"n": True})
+        assert db.audit().ok

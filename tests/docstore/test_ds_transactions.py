@@ -610,3 +610,33 @@ def test_unique_index_created_under_concurrent_inserts_holds(db):
     assert len(keys) == len(set(keys))
     assert coll.indexes() == [{"field": "k", "unique": True}]
     assert db.audit().ok
+
+
+# ------------------------------------------- a failing call inside a transaction buffers nothing
+
+
+def test_insert_many_that_breaks_a_unique_index_buffers_nothing_in_a_transaction(db):
+    c = db.create_collection("c", indexes=[{"field": "u", "unique": True}, {"field": "v", "unique": True}])
+    with db.transaction() as tx:
+        with pytest.raises(DuplicateKeyError, match="document 'a' already has this value"):
+            tx["c"].insert_many([{"_id": "a", "u": 1}, {"_id": "b", "u": 1}])
+        with pytest.raises(DuplicateKeyError):  # the second index fails after the first passed
+            tx["c"].insert_many([{"_id": "a", "u": 2, "v": 1}, {"_id": "b", "u": 3, "v": 1}])
+        tx["c"].insert({"_id": "z", "u": 1, "v": 1})  # no claim of the failed calls is left
+    assert list(c.find()) == [{"_id": "z", "u": 1, "v": 1}]
+    c.insert_many([{"_id": "a", "u": 2, "v": 2}, {"_id": "b", "u": 3, "v": 3}])
+    assert c.count() == 3 and db.audit().ok
+
+
+def test_a_write_failing_on_its_second_unique_index_leaves_no_claim(db):
+    c = db.create_collection("c", indexes=[{"field": "u", "unique": True}, {"field": "v", "unique": True}])
+    c.insert({"_id": "held", "v": 9})
+    with db.transaction() as tx:
+        with pytest.raises(DuplicateKeyError, match="'held'"):
+            tx["c"].insert({"_id": "x", "u": 1, "v": 9})  # u would be claimed, then v fails
+        tx["c"].insert({"_id": "y", "u": 1})  # so u=1 is still free
+    with pytest.raises(DuplicateKeyError, match="'y'"):
+        c.insert({"_id": "w", "u": 1})
+    c.delete("y")
+    c.insert({"_id": "w", "u": 1})  # the claim went with its document; none was orphaned
+    assert sorted(d["_id"] for d in c.find()) == ["held", "w"] and db.audit().ok

@@ -146,8 +146,10 @@ def test_known_state_that_is_not_of_this_ledger(world, tmp_path):
     with docstore.open(tmp_path / "elsewhere") as other:
         other.create_collection("trials")
         foreign = other.state()
-    proof = c.prove("p2", "/dosage/mg", known_state=foreign)  # the prover does not vouch for it
-    with pytest.raises(VerificationError):
+    with pytest.raises(VerificationError, match="differs from the known_state"):
+        c.prove("p2", "/dosage/mg", known_state=foreign)  # refused at once, not left to the verifier
+    proof = c.prove("p2", "/dosage/mg", known_state=db.ledger.state(foreign.tx_id))
+    with pytest.raises(VerificationError):  # and a proof linked to this ledger's state fails there
         docstore.verify(proof, foreign)
     with pytest.raises(QueryError):  # a state beyond this ledger cannot be linked
         c.prove("p2", "/dosage/mg", known_state=kvcore.State(st["new"].tx_id + 100, bytes(32)))
@@ -155,6 +157,35 @@ def test_known_state_that_is_not_of_this_ledger(world, tmp_path):
         c.prove("p2", "/dosage/mg", state="now")
     with pytest.raises(QueryError):
         c.prove("p2", "/dosage/mg", known_state={"tx_id": 1})
+
+
+def test_states_that_are_not_this_ledgers_get_docstore_errors(world):
+    db, c, st = world
+    now = st["new"]
+    bad = [
+        (dict(state=kvcore.State(now.tx_id + 90, bytes(32))), QueryError, "does not exist"),
+        (dict(state=kvcore.State(now.tx_id, bytes(32))), VerificationError, "differs from the state given"),
+        (dict(state=kvcore.State(-1, now.root)), QueryError, "names no transaction"),
+        (dict(known_state=kvcore.State(st["old"].tx_id, bytes(32))), VerificationError, "differs from the known_state"),
+    ]
+    for kwargs, error, pattern in bad:
+        for pointer in ("/dosage/mg", None):
+            with pytest.raises(error, match=pattern):
+                c.prove("p2", pointer, **kwargs)
+        with pytest.raises(error, match=pattern):
+            c.prove_schema(**kwargs)
+    for old, error, pattern in [
+        (kvcore.State(-1, bytes(32)), QueryError, "names no transaction"),
+        (kvcore.State(st["old"].tx_id, bytes(32)), VerificationError, "not the one you trusted"),
+        (kvcore.State(now.tx_id + 5, now.root), VerificationError, "rolled back"),
+    ]:
+        with pytest.raises(error, match=pattern):
+            db.prove_consistency(old)
+    with pytest.raises(QueryError, match="does not exist"):
+        db.prove_consistency(st["old"], kvcore.State(now.tx_id + 5, now.root))
+    with pytest.raises(VerificationError, match="differs from the new_state"):
+        db.prove_consistency(st["old"], kvcore.State(st["mid"].tx_id, bytes(32)))
+    assert all(issubclass(e, docstore.DocstoreError) for e in (QueryError, VerificationError))
 
 
 # ------------------------------------------------------------------------------ proof size

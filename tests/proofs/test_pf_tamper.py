@@ -515,3 +515,23 @@ def test_damage_in_the_last_committed_transaction_is_caught_by_the_trusted_state
         finally:
             db.close()
         assert read_state_file(work.state_file) == pristine["state"]
+
+
+def test_a_property_proof_cannot_be_relabelled_through_nul_in_its_id(tmp_path):
+    """A key is parts joined by NUL; a claimed id holding NUL could read the same key as other
+    parts (another id, revision, ordinal and pointer). The verifier accepts only names docstore
+    can write."""
+    evil = "k\x00\x00\x00\x00\x07\x00\x00\x00\x03"  # a key that looks like revision 7, ordinal 3
+    with docstore.open(tmp_path / "db") as db:
+        c = db.create_collection("c")
+        c.insert({"_id": "doc", evil: {"evil": 42}})
+        proof = json.loads(c.prove("doc", "/" + evil + "/evil").to_json())
+        state = db.state()
+    assert docstore.verify(proof, state) == 42
+    forged = dict(proof, id="doc\x00\x00\x00\x00\x01\x00\x00\x00\x01/k", revision=7, ordinal=3, pointer="/evil")
+    forged["properties"] = [["/evil", *proof["properties"][0][1:]]]
+    with pytest.raises(VerificationError, match="_id must not contain NUL"):
+        docstore.verify(forged, state)
+    for field, value in (("collection", "c\x00x"), ("collection", ""), ("id", ""), ("id", 7)):
+        with pytest.raises(VerificationError):
+            docstore.verify(dict(proof, **{field: value}), state)
