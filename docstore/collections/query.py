@@ -1323,33 +1323,116 @@ def _parse_sort(sort: Any) -> list[tuple[_Path, int]]:
     return out
 
 
-def _sort_candidates(doc: dict, path: _Path) -> list:
-    if path.key is not None:
-        ys = [doc.get(path.key, MISSING)]
-    else:
-        ys = _yields(doc, path, False)
-    cands: list = []
-    for y in ys:
-        if y is MISSING:
-            cands.append(None)
-        elif y.__class__ is list:
-            if y:
-                cands.extend(y)
-            else:
-                cands.append(_UNDEFINED)  # [] sorts before null
+# Sort keys follow MongoDB's: the keys a compound multikey index on the sort fields would hold
+# for the document (its BtreeKeyGenerator), of which the first in the sort's order is the
+# document's sort key. Fields that run through the same array take their values from the same
+# element; a path through an array that reaches nothing, or a scalar element, gives null; an
+# empty array at the end of a path gives "undefined" (before null), in the middle null; a
+# numeric part indexes the array; two different arrays on one level are "parallel arrays".
+
+
+def _along(node: Any, parts: tuple, i: int) -> tuple[Any, int]:
+    """(value, next part) walking ``parts[i:]`` from ``node`` through objects, stopping at the
+    first array met (with the parts left after it); ``(MISSING, n)`` if the path breaks. A
+    list ``node`` is read as MongoDB reads an array as an object: by offset names."""
+    n = len(parts)
+    while True:
+        c = node.__class__
+        if c is dict:
+            v = node.get(parts[i], MISSING)
+        elif c is list:
+            k = array_index(parts[i])
+            v = node[k] if 0 <= k < len(node) else MISSING
         else:
-            cands.append(y)
-    return cands
+            return MISSING, n
+        i += 1
+        if v is MISSING:
+            return MISSING, n
+        if v.__class__ is list or i == n:
+            return v, i
+        node = v
 
 
-def _sort_value(doc: dict, path: _Path, direction: int) -> Any:
-    cands = _sort_candidates(doc, path)
-    if not cands:
-        return None
-    if len(cands) == 1:
-        return cands[0]
-    # arrays: ascending sorts by the smallest element, descending by the largest
-    return min(cands, key=_cmp_key) if direction > 0 else max(cands, key=_cmp_key)
+def _sort_index_keys(obj: Any, paths: tuple, at: list, fixed: list, positional: list, out: list) -> None:
+    """Append to ``out`` the compound keys for ``obj``; ``at[f]`` is the next part of field f
+    (``len(parts)`` once its value is in ``fixed[f]``), ``positional[f]`` what an offset in the
+    enclosing array named for it: (indexed element is an array, value, next part) or None."""
+    at, fixed = list(at), list(fixed)
+    arr: list | None = None
+    through: list[int] = []
+    expand_elements = True
+    for f, parts in enumerate(paths):
+        if at[f] >= len(parts):
+            continue
+        pos = positional[f]
+        in_obj = obj.__class__ is dict and parts[at[f]] in obj
+        if in_obj and pos is not None:
+            raise QueryError(
+                f"cannot sort on {'.'.join(parts)!r}: an array holds objects with the numeric field "
+                f"name {parts[at[f]]!r} as well (MongoDB refuses such a sort too)"
+            )
+        if in_obj:
+            v, at[f] = _along(obj, parts, at[f])
+        elif pos is not None:
+            nested, v, at[f] = pos
+            if nested:
+                expand_elements = False
+        else:
+            v = MISSING
+        if v is MISSING:
+            fixed[f], at[f] = None, len(parts)
+        elif v.__class__ is list:
+            through.append(f)
+            if arr is None:
+                arr = v
+            elif v is not arr:
+                raise QueryError(f"cannot sort with keys that are parallel arrays ({'.'.join(parts)!r})")
+        else:
+            fixed[f], at[f] = v, len(parts)
+    if arr is None:
+        out.append(tuple(fixed))
+        return
+    if not arr:
+        _sort_element_keys(_UNDEFINED, arr, paths, at, fixed, through, True, [None] * len(paths), out)
+        return
+    sub: list = [None] * len(paths)
+    for f in through:
+        parts = paths[f]
+        if at[f] < len(parts):
+            k = array_index(parts[at[f]])
+            if 0 <= k < len(arr):
+                v, nxt = _along(arr, parts, at[f])
+                sub[f] = (arr[k].__class__ is list, v, nxt)
+    for element in arr:
+        _sort_element_keys(element, arr, paths, at, fixed, through, expand_elements, sub, out)
+
+
+def _sort_element_keys(
+    element: Any, arr: list, paths: tuple, at: list, fixed: list, through: list, expand: bool, sub: list, out: list
+) -> None:
+    fixed = list(fixed)
+    for f in through:
+        if at[f] >= len(paths[f]):
+            fixed[f] = element if expand else arr
+    _sort_index_keys(element if element.__class__ is dict else {}, paths, at, fixed, sub, out)
+
+
+def _sort_values(doc: dict, paths: tuple, dirs: tuple) -> tuple:
+    """The document's sort key: the first of its compound index keys in the sort's order."""
+    vals = []
+    for path in paths:  # the common case: no array on any path
+        v, i = _along(doc, path.parts, 0)
+        if v.__class__ is list:
+            break
+        vals.append(None if v is MISSING else v)
+    else:
+        return tuple(vals)
+    keys: list = []
+    parts = tuple(p.parts for p in paths)
+    _sort_index_keys(doc, parts, [0] * len(parts), [None] * len(parts), [None] * len(parts), keys)
+    if len(keys) == 1:
+        return keys[0]
+    return min(keys, key=lambda k: _SortKey(k, dirs))
 
 
 class _SortKey:
@@ -1409,9 +1492,12 @@ def sort_key(sort: Any) -> Callable[[dict], object]:
 
     ``sort`` is a field name (ascending), a list of ``(field, 1 | -1)`` pairs (plain names mean
     ascending) or an object ``{field: 1 | -1}``.  Values order as :func:`compare_values`; a
-    missing field sorts as null, an empty array before null; an array field sorts by its
-    smallest element ascending and its largest descending.  Python's sort is stable, so ties
-    keep their input order.
+    missing field sorts as null, an empty array before null; through arrays, a document sorts
+    by the first, in the sort's order, of the keys a compound index on the sort fields would
+    hold for it (MongoDB's rule: an array field sorts by its smallest element ascending and its
+    largest descending; fields under one array take values from the same element; sorting on
+    two different arrays of one document is a QueryError, as in MongoDB). Python's sort is
+    stable, so ties keep their input order.
     """
     spec = _parse_sort(sort)
     if not spec:
@@ -1420,7 +1506,7 @@ def sort_key(sort: Any) -> Callable[[dict], object]:
     dirs = tuple(d for _, d in spec)
 
     def key(doc: dict) -> _SortKey:
-        return _SortKey(tuple(_sort_value(doc, p, d) for p, d in zip(paths, dirs)), dirs)
+        return _SortKey(_sort_values(doc, paths, dirs), dirs)
 
     return key
 
