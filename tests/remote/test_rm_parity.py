@@ -27,6 +27,7 @@ from docstore import (
     NotFoundError,
     QueryError,
     SchemaError,
+    VerificationError,
 )
 from remote_testlib import ServerProcess
 
@@ -364,7 +365,14 @@ def test_transaction_delete_then_insert_and_find_overlay(db, name):
 def test_errors_are_the_embedded_types(db, name):
     c = db.create_collection(name)
     c.insert({"_id": "one", "x": 1})
+    c.insert({"_id": "arrays", "p": [1, 2], "q": [3, 4]})
+    now = db.state()
     cases = [
+        (lambda: list(c.find({"_id": "arrays"}, sort=[("p", 1), ("q", 1)])), QueryError),  # parallel arrays
+        (lambda: c.update("arrays", {"$set": {"p.01": 1}}), QueryError),
+        (lambda: c.update("arrays", {"$set": {"r": {}, "s": 1, "r.b": 2}}), QueryError),
+        (lambda: c.prove("one", state=kvcore.State(now.tx_id, bytes(32))), VerificationError),
+        (lambda: c.prove("one", state=kvcore.State(now.tx_id + 50, now.root)), QueryError),
         (lambda: db.collection("missing" + name), CollectionNotFoundError),
         (lambda: db["missing" + name], CollectionNotFoundError),
         (lambda: db.create_collection(name), CollectionExistsError),
@@ -394,6 +402,7 @@ def test_errors_are_the_embedded_types(db, name):
             fn()
         assert type(e.value) is exc, (fn, e.value)
     assert c.get("one") == {"_id": "one", "x": 1}
+    assert c.get("arrays") == {"_id": "arrays", "p": [1, 2], "q": [3, 4]}
 
 
 def test_error_messages_match(server, tmp_path):
