@@ -63,6 +63,7 @@ EXIT_CODES: list[tuple[int, str, tuple[str, ...]]] = [
             "docstore.errors.InvalidPointerError",
             "docstore.errors.CollectionExistsError",
             "docstore.errors.TransactionTooLargeError",
+            "docstore.remote.errors.MessageTooLargeError",
             "kvcore.errors.InvalidInputError",
             "docstore.cli.errors.InputError",
         ),

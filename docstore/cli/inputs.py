@@ -82,8 +82,10 @@ def read_documents(source: str | None, lines_only: bool = False) -> list[Any]:
     text = read_text(source)
     if lines_only:
         docs = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
+        # JSON lines end at "\n" only: str.splitlines() would also cut at U+2028, U+2029, U+0085
+        # and \x1c-\x1e, which JSON strings may hold unescaped (and export writes so)
+        for n, line in enumerate(text.split("\n"), 1):
+            if line.strip(" \t\r"):
                 docs.append(parse_json(line, f"line {n} of {where}"))
         return docs
     values = list(iter_json_values(text, where))

@@ -8,8 +8,9 @@ import os
 import threading
 
 import kvcore
+from kvcore.storage import atomic
 
-from docstore.errors import VerificationError
+from docstore.errors import StorageError, VerificationError
 
 
 def read_state_file(path: str | os.PathLike[str]) -> kvcore.State:
@@ -28,21 +29,14 @@ def read_state_file(path: str | os.PathLike[str]) -> kvcore.State:
 
 
 def write_state_file(path: str | os.PathLike[str], state: kvcore.State) -> None:
-    """Write a state atomically: a temporary file, fsync, rename, fsync of the directory."""
+    """Write a state atomically: a temporary file, fsync, rename, fsync of the directory.
+
+    StorageError (naming ``path``) if it cannot be written, e.g. its directory is missing."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(state.to_dict(), f)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        atomic.write_json(path, state.to_dict(), f"{path}.tmp.{os.getpid()}.{threading.get_ident()}")
+    except OSError as e:
+        raise StorageError(f"cannot write the state file {path!r}: {e.strerror or e}") from e
 
 
 class TrustedState:

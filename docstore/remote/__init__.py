@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from docstore.remote.errors import (
     AuthenticationError,
     DeadlineExceededError,
+    MessageTooLargeError,
     PermissionDeniedError,
     RemoteError,
     UnavailableError,
@@ -96,6 +97,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AuthenticationError",
     "DeadlineExceededError",
+    "MessageTooLargeError",
     "PermissionDeniedError",
     "RemoteCollection",
     "RemoteDatabase",

@@ -30,6 +30,7 @@ import kvcore
 from docstore.errors import (
     CollectionNotFoundError,
     QueryError,
+    SchemaError,
     VerificationError,
 )
 from docstore.ids import check_collection_name
@@ -118,6 +119,8 @@ class RemoteDatabase:
             raise QueryError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not verify and (trusted_state is not None or state_file is not None or trust_on_first_use):
             raise QueryError("trusted_state, state_file and trust_on_first_use go with verify=True")
+        if trusted_state is not None:
+            codec.state_to_pb(trusted_state, "trusted_state")  # QueryError for a malformed one
         self.target = target
         self.timeout = timeout
         self.stream_timeout = stream_timeout
@@ -125,11 +128,14 @@ class RemoteDatabase:
         self._closed = False
         self._metadata: tuple[tuple[str, str], ...] = ()
         if token is not None:
-            if not isinstance(token, str) or not token or any(c.isspace() for c in token):
-                raise QueryError("a token is a non-empty string without spaces")
+            if not isinstance(token, str) or not token or not token.isascii() or not token.isprintable() or " " in token:
+                raise QueryError("a token is a non-empty string of printable ASCII without spaces")
             self._metadata = (("authorization", f"Bearer {token}"),)
         max_bytes = int(max_message_mb * 1024 * 1024)
-        options = [("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes)]
+        options = [
+            ("grpc.max_receive_message_length", max(max_bytes, codec.REPLY_FLOOR_BYTES)),
+            ("grpc.max_send_message_length", max_bytes),
+        ]
         tls_cfg = TLS.of(tls)
         if tls_cfg is not None:
             if tls_cfg.server_name:
@@ -230,10 +236,12 @@ class RemoteDatabase:
         from docstore.remote.collection import RemoteCollection
 
         check_collection_name(name)
-        specs = indexes if isinstance(indexes, (str, dict)) else list(indexes)
+        specs = [] if indexes is None else indexes if isinstance(indexes, (str, dict)) else list(indexes)
         self._call(
             self._stub.CreateCollection,
-            pb.CreateCollectionRequest(name=name, schema=codec.dumps_opt(schema), indexes=codec.dumps(specs)),
+            pb.CreateCollectionRequest(
+                name=name, schema=codec.dumps_opt(schema, SchemaError), indexes=codec.dumps(specs)
+            ),
         )
         self._known.add(name)
         return RemoteCollection(self, name)
@@ -302,9 +310,9 @@ class RemoteDatabase:
         """Prove that ``new_state`` (default: now) extends ``old_state``."""
         if not isinstance(old_state, kvcore.State):
             raise QueryError(f"old_state must be a kvcore.State, got {type(old_state).__name__}")
-        req = pb.ProveConsistencyRequest(old_state=codec.state_to_pb(old_state))
+        req = pb.ProveConsistencyRequest(old_state=codec.state_to_pb(old_state, "old_state"))
         if new_state is not None:
-            req.new_state.CopyFrom(codec.state_to_pb(new_state))
+            req.new_state.CopyFrom(codec.state_to_pb(new_state, "new_state"))
         return codec.consistency_from_pb(self._call(self._stub.ProveConsistency, req).proof)
 
     def audit(self, trusted_state: kvcore.State | None = None, progress: Any = None) -> kvcore.AuditReport:

@@ -11,7 +11,9 @@ from docstore.collections import cursor
 from docstore.collections.collection import Revision
 from docstore.collections.indexes import check_field
 from docstore.collections.query import compile_filter, compile_projection
-from docstore.errors import DocumentNotFoundError, InvalidDocumentError, QueryError, VerificationError
+from docstore.collections.update import validate_update
+from docstore.errors import DocumentNotFoundError, InvalidDocumentError, QueryError, SchemaError, VerificationError
+from docstore.flatten import split_pointer
 from docstore.ids import check_id
 from docstore.proofs.bundle import Proof
 from docstore.proofs.verify import verify
@@ -36,6 +38,11 @@ def _int_or_none(value: Any, what: str) -> int | None:
     if not -(2**63) <= value < 2**63:
         raise QueryError(f"{what} {value} is out of range")
     return value
+
+
+def _clamp(value: Any) -> Any:
+    """A count beyond int64 as int64's largest: nothing lies beyond it, as embedded."""
+    return _INT64_MAX if type(value) is int and value > _INT64_MAX else value
 
 
 class RemoteCollection:
@@ -66,8 +73,8 @@ class RemoteCollection:
         They are sent in messages of ``batch_size`` documents (and at most half the maximum
         message size), all in one call: the server commits all of them or none.
         """
-        if isinstance(docs, (dict, str, bytes)):
-            raise InvalidDocumentError("insert_many takes a list of documents")
+        if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
+            raise InvalidDocumentError(f"insert_many takes a list of documents, got {type(docs).__name__}")
         encoded = [codec.dumps_doc(d) for d in docs]
         limit = max(1, self._db.max_message_bytes // 2)
         per = self._db.batch_size
@@ -96,7 +103,10 @@ class RemoteCollection:
     def update(self, doc_id: str, changes: dict) -> dict:
         """Apply ``$set``, ``$unset``, ``$inc``, ``$push`` (a new revision); returns the document."""
         check_id(doc_id)
-        r = self._call(self._stub.Update, pb.UpdateRequest(collection=self.name, id=doc_id, changes=codec.dumps(changes)))
+        validate_update(changes)  # QueryError for a malformed update, as embedded; then values
+        # that are not JSON (a set, a tuple) are InvalidDocumentError, as embedded
+        encoded = codec.dumps(changes, InvalidDocumentError, strict=True)
+        r = self._call(self._stub.Update, pb.UpdateRequest(collection=self.name, id=doc_id, changes=encoded))
         return codec.loads(r.document)
 
     def delete(self, doc_id: str) -> None:
@@ -143,8 +153,8 @@ class RemoteCollection:
 
         Streamed from the server page by page (the list is built here)."""
         check_id(doc_id)
-        req = pb.HistoryRequest(collection=self.name, id=doc_id, offset=_int_or_none(offset, "offset") or 0)
-        _set_opt(req, "limit", _int_or_none(limit, "limit"))
+        req = pb.HistoryRequest(collection=self.name, id=doc_id, offset=_int_or_none(_clamp(offset), "offset") or 0)
+        _set_opt(req, "limit", _int_or_none(_clamp(limit), "limit"))
         first, rest = self._db._stream(self._stub.History, req)
         out: list[Revision] = []
         for page in ([first] if first is not None else []) + [p for p in rest]:
@@ -185,11 +195,11 @@ class RemoteCollection:
             collection=self.name,
             filter=codec.dumps_opt(filter),
             sort=codec.dumps_opt(sort),
-            skip=skip,
+            skip=min(skip, _INT64_MAX),  # nothing lies beyond: the same answer as embedded
             page_size=max(0, int(page_size)),
             prove=verify,
         )
-        _set_opt(req, "limit", limit)
+        _set_opt(req, "limit", None if limit is None else min(limit, _INT64_MAX))
         _set_opt(req, "at_tx", at_tx)
         if not verify:
             req.projection = codec.dumps_opt(projection)
@@ -264,6 +274,8 @@ class RemoteCollection:
         """A proof of the document, or one property of it (see the embedded API). It is not
         checked here: verify it with :func:`docstore.verify` against a state you trust."""
         check_id(doc_id)
+        if pointer is not None:
+            split_pointer(pointer)  # InvalidPointerError, as embedded
         req = pb.ProveRequest(collection=self.name, id=doc_id)
         _set_opt(req, "pointer", pointer)
         _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
@@ -295,7 +307,8 @@ class RemoteCollection:
 
     def set_schema(self, schema: Any) -> None:
         """Set (or with None remove) the schema; every existing document must satisfy it."""
-        self._call(self._stub.SetSchema, pb.SetSchemaRequest(collection=self.name, schema=codec.dumps_opt(schema)))
+        schema_json = codec.dumps_opt(schema, SchemaError)  # as embedded: not JSON is a SchemaError
+        self._call(self._stub.SetSchema, pb.SetSchemaRequest(collection=self.name, schema=schema_json))
 
     def create_index(self, field: str, unique: bool = False) -> None:
         """Create a secondary index on a (dotted) field, backfilled from existing documents."""
@@ -307,13 +320,14 @@ class RemoteCollection:
         )
 
 
+_INT64_MAX = 2**63 - 1
+
+
 def _states(req: Any, state: kvcore.State | None, known_state: kvcore.State | None) -> None:
     for field, value in (("state", state), ("known_state", known_state)):
         if value is None:
             continue
-        if not isinstance(value, kvcore.State):
-            raise QueryError(f"{field} must be a kvcore.State, got {type(value).__name__}")
-        getattr(req, field).CopyFrom(codec.state_to_pb(value))
+        getattr(req, field).CopyFrom(codec.state_to_pb(value, field))
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:

@@ -31,6 +31,11 @@ class PermissionDeniedError(RemoteError, PermissionError):
     """The token's role does not allow the call, e.g. a write with a read-only token."""
 
 
+class MessageTooLargeError(RemoteError):
+    """A request (or a reply) is larger than the message limit (gRPC RESOURCE_EXHAUSTED); a
+    request refused so wrote nothing. Send less at once, or raise ``max_message_mb``."""
+
+
 class DeadlineExceededError(RemoteError, TimeoutError):
     """The call did not finish within its deadline (``timeout=``)."""
 
@@ -38,6 +43,7 @@ class DeadlineExceededError(RemoteError, TimeoutError):
 __all__ = [
     "AuthenticationError",
     "DeadlineExceededError",
+    "MessageTooLargeError",
     "PermissionDeniedError",
     "RemoteError",
     "UnavailableError",

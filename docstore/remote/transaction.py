@@ -166,8 +166,8 @@ class RemoteTxCollection:
         """Insert documents (all or none, at commit); returns their ids in order."""
         tx = self._tx
         tx._active()
-        if isinstance(docs, (dict, str, bytes)):
-            raise InvalidDocumentError("insert_many takes a list of documents")
+        if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
+            raise InvalidDocumentError(f"insert_many takes a list of documents, got {type(docs).__name__}")
         prepared = []
         seen = set()
         for doc in docs:

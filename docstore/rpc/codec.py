@@ -24,6 +24,11 @@ from docstore.remote import errors as rerrors
 from docstore.rpc import immudoc_pb2 as pb
 
 API_VERSION = "immudoc.v1"
+REPLY_FLOOR_BYTES = 32 * 1024 * 1024
+"""Replies may always be this large, whatever the message limit: a reply to a write carries the
+written document (at most 4 MiB flattened, up to ~2.5x that as JSON), and a write must never
+commit on the server and then fail to reach the client. Requests and stream pages keep to the
+configured limit."""
 SERVICE = "immudoc.v1.Docstore"
 HEALTH_SERVICE = "grpc.health.v1.Health"
 ERROR_KEY = "immudoc-error-bin"
@@ -120,7 +125,14 @@ def loads_opt(data: bytes, error: type[Exception] = derrors.QueryError) -> Any:
 
 
 # ====================================================================== states, proofs
-def state_to_pb(state: kvcore.State) -> pb.LedgerState:
+def state_to_pb(state: kvcore.State, name: str = "state") -> pb.LedgerState:
+    """A state as a message; QueryError (as embedded) for what names no transaction of any ledger."""
+    if not isinstance(state, kvcore.State):
+        raise derrors.QueryError(f"{name} must be a kvcore.State, got {type(state).__name__}")
+    if type(state.tx_id) is not int or not 0 <= state.tx_id < 2**64:
+        raise derrors.QueryError(f"{name} names no transaction: {state.tx_id!r}")
+    if type(state.root) is not bytes or len(state.root) != 32:
+        raise derrors.QueryError(f"{name} must hold a 32-byte root")
     return pb.LedgerState(tx_id=state.tx_id, root=state.root)
 
 
@@ -218,6 +230,7 @@ _STATUS_ERRORS: dict[grpc.StatusCode, type[rerrors.RemoteError]] = {
     grpc.StatusCode.PERMISSION_DENIED: rerrors.PermissionDeniedError,
     grpc.StatusCode.DEADLINE_EXCEEDED: rerrors.DeadlineExceededError,
     grpc.StatusCode.UNAVAILABLE: rerrors.UnavailableError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: rerrors.MessageTooLargeError,
 }
 
 

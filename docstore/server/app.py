@@ -13,6 +13,7 @@ from typing import TextIO
 import grpc
 
 from docstore.database import Database
+from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2_grpc as pb_grpc
 from docstore.server.auth import Authorizer, load_tokens
 from docstore.server.health import health_handler
@@ -111,7 +112,7 @@ class Server:
             self._executor,
             options=[
                 ("grpc.max_receive_message_length", n),
-                ("grpc.max_send_message_length", n),
+                ("grpc.max_send_message_length", max(n, codec.REPLY_FLOOR_BYTES)),
                 ("grpc.so_reuseport", 0),  # never share a port with another process
             ],
         )

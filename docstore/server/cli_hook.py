@@ -46,7 +46,8 @@ def serve(
     (with ``port=0`` the port is an ephemeral one: read it from that line). On SIGTERM/SIGINT
     it stops accepting calls, lets calls in flight finish for up to ``grace`` seconds, closes
     the database cleanly and returns 0. Configuration errors print one line to ``err`` and
-    return 2; a database that cannot be opened (locked by another process, damaged) returns 1.
+    return 2; a database that cannot be opened returns the CLI's exit code for its error (7 when
+    it is locked by another process, read-only or unreadable, 5 when it is damaged).
     """
     out = out or sys.stdout
     err = err or sys.stderr
@@ -69,8 +70,10 @@ def serve(
     try:
         db = docstore.open(db_path)
     except Exception as e:  # noqa: BLE001 - reported, not raised: this is a process's main
+        from docstore.cli.errors import exit_code_for
+
         print(f"immudoc serve: cannot open the database {db_path!r}: {type(e).__name__}: {e}", file=err, flush=True)
-        return 1
+        return exit_code_for(e)  # the CLI's table: 7 locked, read-only, missing; 5 damaged
     try:
         server = Server(db, config, err)
         server.start()

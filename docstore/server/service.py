@@ -21,7 +21,7 @@ import kvcore
 
 from docstore import batch
 from docstore.database import Database
-from docstore.errors import DocumentNotFoundError, InvalidDocumentError, QueryError
+from docstore.errors import DocumentNotFoundError, InvalidDocumentError, QueryError, TransactionTooLargeError
 from docstore.proofs.prove import prove_document
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
@@ -169,7 +169,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             for raw in message.documents:
                 total += len(raw)
                 if total > kvcore.MAX_TX_BYTES:
-                    raise kvcore.LimitError(
+                    raise TransactionTooLargeError(
                         f"insert_many of more than {kvcore.MAX_TX_BYTES} bytes exceeds one transaction's limit"
                     )
                 docs.append(codec.loads(raw, InvalidDocumentError))
@@ -212,7 +212,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
                     raise QueryError(f"unknown write kind {w.kind}")
                 total += len(w.document)
                 if total > kvcore.MAX_TX_BYTES:
-                    raise kvcore.LimitError(f"a transaction of more than {kvcore.MAX_TX_BYTES} bytes exceeds the limit")
+                    raise TransactionTooLargeError(f"a transaction of more than {kvcore.MAX_TX_BYTES} bytes exceeds the limit")
                 doc = codec.loads(w.document, InvalidDocumentError) if kind != "delete" else None
                 writes.append(batch.Write(kind, w.collection, w.id if kind != "insert" else None, doc))
         tx_id = batch.commit_batch(self.db, _opt(first, "snapshot"), reads, writes)

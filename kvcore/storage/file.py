@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Iterator
 
 from kvcore.errors import CorruptionError, FormatError, LockedError, ReadOnlyError, StorageError
+from kvcore.storage import atomic
 from kvcore.storage.base import Storage
 
 FORMAT_NAME = "immudoc-kvcore"
@@ -112,18 +113,8 @@ class FileStorage(Storage):
                 fd = os.open(os.path.join(self.path, name), os.O_RDWR | os.O_CREAT, 0o644)
                 os.fsync(fd)
                 os.close(fd)
-            tmp = os.path.join(self.path, "FORMAT.tmp")
-            with open(tmp, "w") as f:
-                json.dump({"format": FORMAT_NAME, "version": FORMAT_VERSION}, f)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, os.path.join(self.path, "FORMAT"))
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            data = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+            atomic.write_json(os.path.join(self.path, "FORMAT"), data, os.path.join(self.path, "FORMAT.tmp"))
         except OSError as e:
             raise StorageError(f"cannot create a ledger in {self.path!r}: {e}") from e
 

@@ -390,6 +390,24 @@ def test_export_import_round_trip(trial, tmp_path, check_error, patients):
     assert trial("count", "empty").json() == 0
 
 
+def test_export_import_round_trip_of_line_separators_inside_strings(trial, tmp_path):
+    """JSON lines end at "\\n" only: U+2028, U+2029, U+0085 and \\x1c-\\x1e may stand unescaped in
+    a JSON string (export writes them so) and must not cut a line on import."""
+    text = "a\u2028b\u2029c\u0085d\x1ce\x1df\x1eg\rh"
+    doc = {"_id": "sep", "s": text, text: 1}
+    trial("collection", "create", "seps")
+    assert trial("insert", "seps", input=json.dumps(doc)).code == 0
+    f = tmp_path / "seps.jsonl"
+    assert trial("export", "seps", "-o", str(f)).code == 0
+    assert "\u2028" in f.read_text(encoding="utf-8")  # written raw
+    trial("collection", "create", "seps2")
+    r = trial("import", "seps2", str(f))
+    assert r.code == 0 and r.json()["imported"] == 1, r.err
+    assert trial("get", "seps2", "sep").json() == doc
+    crlf = trial("import", "seps2", input='{"_id": "c1"}\r\n{"_id": "c2"}\r\n')
+    assert crlf.json()["imported"] == 2
+
+
 # ------------------------------------------------------------------------- environment
 def test_immudoc_db_environment_variable_and_default(cli, tmp_path, monkeypatch):
     env_db = str(tmp_path / "from-env")

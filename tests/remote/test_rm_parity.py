@@ -373,6 +373,16 @@ def test_errors_are_the_embedded_types(db, name):
         (lambda: c.update("arrays", {"$set": {"r": {}, "s": 1, "r.b": 2}}), QueryError),
         (lambda: c.prove("one", state=kvcore.State(now.tx_id, bytes(32))), VerificationError),
         (lambda: c.prove("one", state=kvcore.State(now.tx_id + 50, now.root)), QueryError),
+        (lambda: c.prove("one", known_state=kvcore.State(-1, bytes(32))), QueryError),
+        (lambda: c.prove("one", 5), InvalidPointerError),
+        (lambda: db.prove_consistency(now, (1, b"")), QueryError),
+        (lambda: c.insert_many(None), InvalidDocumentError),
+        (lambda: c.insert_many(5), InvalidDocumentError),
+        (lambda: c.update("one", {"$set": {"t": {1, 2}}}), InvalidDocumentError),
+        (lambda: c.update("one", {"$set": {"t": (1, 2)}}), InvalidDocumentError),
+        (lambda: c.update("one", {"$push": {"t": (1, 2)}}), InvalidDocumentError),
+        (lambda: c.set_schema({1, 2}), SchemaError),
+        (lambda: db.create_collection(name + "-s", schema={"a": {1, 2}}), SchemaError),
         (lambda: db.collection("missing" + name), CollectionNotFoundError),
         (lambda: db["missing" + name], CollectionNotFoundError),
         (lambda: db.create_collection(name), CollectionExistsError),
@@ -403,6 +413,10 @@ def test_errors_are_the_embedded_types(db, name):
         assert type(e.value) is exc, (fn, e.value)
     assert c.get("one") == {"_id": "one", "x": 1}
     assert c.get("arrays") == {"_id": "arrays", "p": [1, 2], "q": [3, 4]}
+    # counts beyond int64 mean "all" or "none" remotely too, and indexes=None is no index
+    assert list(c.find({}, skip=2**63)) == [] and len(list(c.find({}, limit=2**63))) == 2
+    assert c.history("one", offset=2**63) == [] and len(c.history("one", limit=2**63)) == 1
+    assert db.create_collection(name + "-n", indexes=None).count() == 0
 
 
 def test_error_messages_match(server, tmp_path):

@@ -12,7 +12,8 @@ import grpc
 import pytest
 
 import docstore
-from docstore.remote import DeadlineExceededError, RemoteError, UnavailableError
+import kvcore
+from docstore.remote import DeadlineExceededError, MessageTooLargeError, RemoteError, UnavailableError
 from remote_testlib import ROOT, ServerProcess, make_certs
 
 
@@ -166,7 +167,7 @@ def test_configuration_errors(tmp_path):
 def test_locked_database_and_busy_port(tmp_path):
     with ServerProcess(tmp_path / "db") as s:
         r = _run("--db", str(tmp_path / "db"), "--port", "0")
-        assert r.returncode == 1 and "cannot open the database" in r.stderr
+        assert r.returncode == 7 and "cannot open the database" in r.stderr and "LockedError" in r.stderr
         r = _run("--db", str(tmp_path / "other"), "--port", str(s.port))
         assert r.returncode == 2 and "cannot listen" in r.stderr
 
@@ -186,10 +187,20 @@ def test_maximum_message_size(tmp_path):
             t.insert_many([{"tx": i, "pad": "q" * 1000} for i in range(2500)])
         assert c.count() == 5500 and c.get(ids[0])["first"] is True
         assert len({r.tx_id for r in c.history(ids[0])[1:]} | {tx.tx_id}) == 1
-        with pytest.raises(RemoteError) as e:
+        with pytest.raises(MessageTooLargeError) as e:
             c.insert({"huge": "h" * (2 * 1024 * 1024)})  # one document over the limit
-        assert e.value.code == "RESOURCE_EXHAUSTED"
+        assert e.value.code == "RESOURCE_EXHAUSTED" and isinstance(e.value, RemoteError)
         assert c.count() == 5500
+        # a write whose reply (the whole document) is over the limit still reaches the client:
+        # a write never commits on the server and then fails on its way back
+        c.insert({"_id": "big", "a": "x" * 600_000})
+        before = db.state().tx_id
+        new = c.update("big", {"$set": {"b": "y" * 600_000}})
+        assert len(new["a"]) == len(new["b"]) == 600_000 and db.state().tx_id == before + 1
+        assert c.get("big") == new
+        with pytest.raises(MessageTooLargeError):  # a request over the limit writes nothing
+            c.replace("big", new)
+        assert db.state().tx_id == before + 1
         db.close()
 
 
@@ -263,3 +274,13 @@ def test_cli_hook_serve_in_process(tmp_path):
     with docstore.open(tmp_path / "db") as db:  # not locked any more
         assert db["c"].get("x") == {"_id": "x"}
     assert serve(str(tmp_path / "db"), "127.0.0.1", 0, tls_cert="c.pem", out=out, err=err) == 2
+
+
+def test_client_arguments_are_checked_before_any_call(tmp_path):
+    with ServerProcess(tmp_path / "db") as s:
+        with pytest.raises(docstore.QueryError, match="printable ASCII"):
+            docstore.connect(s.target, verify=False, token="é")
+        with pytest.raises(docstore.QueryError, match="names no transaction"):
+            docstore.connect(s.target, trusted_state=kvcore.State(-1, bytes(32)))
+        with pytest.raises(docstore.StorageError, match="cannot write the state file"):
+            docstore.connect(s.target, state_file=tmp_path / "missing" / "s.json", trust_on_first_use=True)

@@ -1,0 +1,23 @@
+"""Replacing a small file atomically and durably: what a crash leaves is the old file or the new."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+def write_json(path: str, data: Any, tmp: str) -> None:
+    """Write ``data`` as one line of JSON to ``tmp``, fsync it, rename it over ``path`` and
+    fsync the directory. Raises OSError (the caller says what it was writing)."""
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
