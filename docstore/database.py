@@ -164,6 +164,7 @@ class Database:
 
     def collection(self, name: str) -> Collection:
         """An existing collection (``CollectionNotFoundError`` if there is none)."""
+        self._check_open()
         check_collection_name(name)
         if name not in self._state.collections:
             raise CollectionNotFoundError(
@@ -179,6 +180,7 @@ class Database:
 
     def collections(self) -> list[str]:
         """Names of all collections, sorted."""
+        self._check_open()
         return sorted(self._state.collections)
 
     # ---------------------------------------------------------- transactions

@@ -277,14 +277,15 @@ class RemoteDatabase:
         return names
 
     # --------------------------------------------------------- transactions
-    def transaction(self) -> Any:
-        """An optimistic transaction: reads as of one snapshot, writes committed in one call
-        that raises ConflictError if anything read changed (see RemoteTransaction)."""
+    def transaction(self, at_tx: int | None = None) -> Any:
+        """An optimistic transaction: reads as of one snapshot (now, or ledger transaction
+        ``at_tx``), writes committed in one call that raises ConflictError if anything read or
+        written changed since (see RemoteTransaction)."""
         from docstore.remote.transaction import RemoteTransaction
 
         if self._closed:
             raise kvcore.ClosedError("the database connection is closed")
-        return RemoteTransaction(self)
+        return RemoteTransaction(self, at_tx)
 
     # ---------------------------------------------------------------- state
     def state(self) -> kvcore.State:

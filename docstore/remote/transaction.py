@@ -1,7 +1,7 @@
 """Optimistic transactions over the network.
 
-``with db.transaction() as tx:`` reads as of one snapshot (the server's state at the first
-read), serving reads of documents it wrote from its own buffer. It records every document it
+``with db.transaction() as tx:`` reads as of one snapshot (the server's state when the
+transaction begins, or ``at_tx``), serving reads of documents it wrote from its own buffer. It records every document it
 read with the revision it saw (or that there was none), and every collection it queried. On a
 clean exit it sends reads and writes in ONE call (``Commit``); the server replays them with
 :func:`docstore.batch.commit_batch`, which raises ConflictError, writing nothing, if anything
@@ -23,6 +23,7 @@ from docstore.errors import (
     DocumentNotFoundError,
     DuplicateIdError,
     InvalidDocumentError,
+    QueryError,
 )
 from docstore.ids import check_id, new_id
 from docstore.rpc import codec
@@ -39,10 +40,13 @@ def _copy(doc: dict) -> dict:
 class RemoteTransaction:
     """A multi-document, multi-collection optimistic transaction on a remote database."""
 
-    def __init__(self, db: RemoteDatabase) -> None:
+    def __init__(self, db: RemoteDatabase, at_tx: int | None = None) -> None:
         self._db = db
-        self.snapshot: int | None = None
-        """The ledger transaction this transaction reads as of (set by its first read)."""
+        now = db.state().tx_id
+        if at_tx is not None and (type(at_tx) is not int or not 0 <= at_tx <= now):
+            raise QueryError(f"transaction {at_tx!r} does not exist (the ledger is at {now})")
+        self.snapshot: int = now if at_tx is None else at_tx
+        """The ledger transaction this transaction reads as of: its start, or ``at_tx``."""
         self.tx_id: int | None = None
         """The committed ledger transaction (None before commit, or if nothing was written)."""
         self._base: dict[tuple[str, str], tuple[dict | None, int | None]] = {}  # reads: (doc, revision)
@@ -77,8 +81,6 @@ class RemoteTransaction:
             raise DocstoreError("the transaction has already been committed or rolled back")
 
     def _snap(self) -> int:
-        if self.snapshot is None:
-            self.snapshot = self._db.state().tx_id
         return self.snapshot
 
     # --------------------------------------------------------------- reads

@@ -234,3 +234,6 @@ def test_operations_on_a_closed_database_fail(tmp_path):
         db.create_collection("d")
     with pytest.raises(kvcore.ClosedError):
         db.transaction()
+    for call in (lambda: db["c"], lambda: db.collection("c"), db.collections):
+        with pytest.raises(kvcore.ClosedError):  # not CollectionNotFoundError or []
+            call()

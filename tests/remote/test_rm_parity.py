@@ -485,3 +485,30 @@ def test_state_audit_and_collections(db, name):
     assert report.tx_count >= st.tx_id
     assert name in db.collections() and name in db and ("x" + name) not in db
     assert db.collections() == sorted(db.collections())
+
+
+def test_a_transaction_reads_as_of_its_start_or_at_tx(db, name):
+    c = db.create_collection(name)
+    c.insert({"_id": "k", "n": 0})
+    first = db.state().tx_id
+    t = db.transaction()
+    c.insert({"_id": "after"})  # committed after t began: not in t's snapshot
+    with pytest.raises(DocumentNotFoundError):
+        t[name].get("after")
+    t.rollback()
+    t = db.transaction()
+    c.update("k", {"$inc": {"n": 1}})
+    t[name].update("k", {"$inc": {"n": 5}})  # read and written at the older snapshot
+    with pytest.raises(ConflictError):
+        t.commit()
+    t = db.transaction()
+    c.insert({"_id": "race"})
+    t[name].insert({"_id": "race"})  # only written: still a conflict with the snapshot, as embedded
+    with pytest.raises(ConflictError):
+        t.commit()
+    t = db.transaction(at_tx=first)
+    assert t.snapshot == first and t[name].get("k") == {"_id": "k", "n": 0}
+    t.rollback()
+    with pytest.raises(QueryError):
+        db.transaction(at_tx=10**9)
+    assert c.get("k") == {"_id": "k", "n": 1}
