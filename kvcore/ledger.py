@@ -40,6 +40,7 @@ from kvcore.models import Entry, State, Tx, TxHeader
 from kvcore.proving import Proving
 from kvcore.storage import FileStorage, Storage
 from kvcore.tree import MerkleTree, node_count
+from kvcore.tree import build as build_tree
 
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 32 * 1024 * 1024
@@ -154,8 +155,14 @@ class Ledger(Proving):
             have = count
             while node_count(have) * HASH_SIZE > len(stored):
                 have -= 1
-        tree = MerkleTree(stored[: node_count(have) * HASH_SIZE], have)
-        if have and tree.leaf(have - 1) != tx_leaf_hash(self._storage.read(have, 0, HEADER_SIZE)):
+        nodes = stored[: node_count(have) * HASH_SIZE]
+        tree = MerkleTree(nodes, have)
+        # Every stored parent must be the hash of its stored children (a flipped node or leaf
+        # breaks that; n hashes), and the last leaf must be the log's last header.
+        if have and (
+            tree.leaf(have - 1) != tx_leaf_hash(self._storage.read(have, 0, HEADER_SIZE))
+            or build_tree([tree.leaf(i) for i in range(have)])[0] != nodes
+        ):
             self.recovery_notes.append("the tree file did not match the log; rebuilt it")
             tree, have = MerkleTree(), 0
         for tx_id in range(have + 1, count + 1):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from kvcore.errors import ConflictError, KeyNotFoundError, KvError
+from kvcore.errors import ConflictError, InvalidInputError, KeyNotFoundError, KvError
 from kvcore.keyindex import bound_for, tx_of
 from kvcore.models import Entry
 
@@ -94,20 +94,27 @@ class Transaction:
                 self._checked.update(keys)
             self._writes.update(items)
             return
-        if not blind:
-            self._checked.update(k for k, _ in items)
-        check_key, check_value, writes = self._check_key, self._check_value, self._writes
-        for key, value in items:
+        # the slow path says what is wrong, and buffers nothing unless every pair is valid
+        check_key, check_value = self._check_key, self._check_value
+        valid: list[tuple[bytes, bytes]] = []
+        for item in items:
+            try:
+                key, value = item
+            except (TypeError, ValueError):
+                raise InvalidInputError(f"set_many takes (key, value) pairs, got {item!r:.80}") from None
             if (
                 type(key) is bytes
                 and type(value) is bytes
                 and 0 < len(key) <= MAX_KEY_BYTES
                 and len(value) <= MAX_VALUE_BYTES
             ):
-                writes[key] = value
-            else:  # the slow path says what is wrong
+                valid.append((key, value))
+            else:
                 key = check_key(key)
-                writes[key] = check_value(key, value)
+                valid.append((key, check_value(key, value)))
+        if not blind:
+            self._checked.update(k for k, _ in valid)
+        self._writes.update(valid)
 
     def delete(self, key: bytes) -> None:
         self._active()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 from kvcore import merkle
 from kvcore.errors import VerificationError
 from kvcore.hashing import KIND_DELETE, KIND_SET, entry_leaf_hash, tx_leaf_hash
@@ -50,6 +52,8 @@ def verify_consistency(old_state: State, new_state: State, proof: ConsistencyPro
     """Check that ``new_state`` extends ``old_state``; raises :class:`VerificationError`."""
     if not isinstance(proof, ConsistencyProof):
         raise VerificationError(f"expected a ConsistencyProof, got {type(proof).__name__}")
+    if not isinstance(old_state, State) or not isinstance(new_state, State):
+        raise VerificationError("expected two States (the trusted one and the newer one)")
     if (proof.old_tx_id, proof.new_tx_id) != (old_state.tx_id, new_state.tx_id):
         raise VerificationError(
             f"proof links states {proof.old_tx_id}->{proof.new_tx_id}, "
@@ -121,7 +125,10 @@ _TX_CHECKED_MAX = 1024
 
 
 def _check_tx(header: TxHeader, tx_path: Sequence[bytes], state: State) -> None:
-    raw = header.encode()  # struct.error for fields out of range, as before
+    try:
+        raw = header.encode()
+    except (struct.error, TypeError):  # a field out of range, or not an integer
+        raise VerificationError("the proof's transaction header has a field out of range") from None
     key = None
     if type(state.tx_id) is int and type(state.root) is bytes and type(tx_path) is list:
         try:

@@ -210,6 +210,7 @@ class FileStorage(Storage):
         if ok and rows:
             off, plen, elen = rows[-1]
             ok = expect <= log_size and self._record_at(off, log_size) == (plen, elen)
+        chained = rows[:listed]
         if not ok:
             self.recovery_notes.append("txindex was damaged; rebuilt it from txlog")
             rows, expect = [], 0
@@ -222,13 +223,18 @@ class FileStorage(Storage):
             self._plen.append(rec[0])
             self._elen.append(rec[1])
             end += FRAME_SIZE + rec[0] + rec[1]
+        # txindex rows are written only after their records are durable: if the rows agree with
+        # the records found and list more, committed transactions are gone (cut or damaged)
+        lost = len(chained) > len(self._off) and [tuple(r) for r in chained[: len(self._off)]] == list(
+            zip(self._off, self._plen, self._elen)
+        )
         if end < log_size:
             if self._later_record_exists(end, log_size):
                 raise CorruptionError(
                     f"transaction {len(self._off) + 1} in {self.path!r} is damaged and later "
                     "transactions follow it; run an audit and restore from a backup"
                 )
-            if end < last_listed:  # only the last record can be torn: never discard more
+            if end < last_listed or lost:  # only an unlisted last record can be torn
                 raise CorruptionError(
                     f"transaction {len(self._off) + 1} in {self.path!r} is damaged, yet txindex "
                     f"lists {listed} committed transactions: this is not a torn write, and "
@@ -244,6 +250,12 @@ class FileStorage(Storage):
                     os.fsync(self._fds["txlog"])
                 except OSError as e:
                     raise StorageError(f"cannot discard the torn tail: {e}") from e
+        elif lost:
+            raise CorruptionError(
+                f"transaction {len(self._off) + 1} and later ones are missing from {self.path!r}: txindex "
+                f"lists {len(chained)} committed transactions, the log holds {len(self._off)}; nothing "
+                "was discarded; run an audit and restore from a backup"
+            )
         self._log_end = end
         self._idx_persisted = 0
         if not self.readonly:
@@ -262,7 +274,11 @@ class FileStorage(Storage):
             self._persist_derived()
 
     def _later_record_exists(self, start: int, log_size: int) -> bool:
-        """Whether a checksum-valid record begins after ``start`` (a bounded in-memory scan)."""
+        """Whether a checksum-valid record begins after ``start``: any record in the next
+        4 MiB, and, anywhere after, a record of one of the next transaction ids (found by its
+        header's version and id, so that a large damaged record cannot hide the ones after it)."""
+        if self._later_record_by_id(start, log_size):
+            return True
         tail = os.pread(self._fds["txlog"], min(log_size - start, _TORN_SCAN_LIMIT), start)
         unpack = _FRAME.unpack_from
         for p in range(1, len(tail) - FRAME_SIZE + 1):
@@ -271,6 +287,26 @@ class FileStorage(Storage):
             if plen >= 53 and body + plen + elen <= len(tail):
                 if zlib.crc32(tail[body : body + plen + elen]) == crc:
                     return True
+        return False
+
+    def _later_record_by_id(self, start: int, log_size: int) -> bool:
+        from kvcore.hashing import HASH_VERSION
+
+        first = len(self._off) + 1  # the damaged record's id; later ones follow it
+        needles = [bytes([HASH_VERSION]) + i.to_bytes(8, "big") for i in range(first, first + 8)]
+        fd = self._fds["txlog"]
+        chunk, overlap = 16 * 1024 * 1024, FRAME_SIZE + 9
+        pos = start + 1
+        while pos < log_size:
+            data = os.pread(fd, min(chunk + overlap, log_size - pos), pos)
+            for needle in needles:
+                i = data.find(needle)
+                while i >= 0:
+                    rec = pos + i - FRAME_SIZE
+                    if rec > start and self._record_at(rec, log_size) is not None:
+                        return True
+                    i = data.find(needle, i + 1)
+            pos += chunk
         return False
 
     def _index_bytes(self, first: int) -> bytes:

@@ -195,6 +195,10 @@ def test_torn_last_record_recovers_to_the_previous_transaction(pristine, tmp_pat
     for offset in range(last.start, last.end):
         work = workdir.reset()
         log = work / "txlog"
+        # a torn record was never acknowledged, so txindex (written after the record is
+        # durable) does not list it; a listed record cut short is lost data (test_tamper)
+        index = work / "txindex"
+        os.truncate(index, min(index.stat().st_size, (n - 1) * 16))
         if damage == "truncate":
             os.truncate(log, offset)
         else:
@@ -302,6 +306,7 @@ def test_readonly_open_of_a_torn_log_repairs_nothing(pristine, tmp_path):
     last = parse_txlog(src / "txlog")[-1]
     work = _Workdir(src, tmp_path).reset()
     os.truncate(work / "txlog", last.start + 5)
+    os.truncate(work / "txindex", (n - 1) * 16)  # a torn record is not listed (never acknowledged)
     before = {p.name: p.read_bytes() for p in work.iterdir()}
     with pytest.warns(RecoveryWarning):
         ro = Ledger.open(work, readonly=True)

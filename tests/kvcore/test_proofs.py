@@ -337,3 +337,20 @@ def test_one_proof_for_a_run_of_entries(ledger_dir):
         verify_entries(proof, [(b"doc/%02d" % i, b"value %d" % i) for i in picked], state)
         with pytest.raises(VerificationError):
             verify_entries(proof, [(b"doc/%02d" % i, b"value %d" % i) for i in [0, 3, 4, 21, 36]], state)
+
+
+def test_a_proof_with_header_fields_out_of_range_fails_verification(tmp_path):
+    with Ledger.open(tmp_path / "l") as led:
+        led.set(b"a", b"1")
+        state, proof = led.state(), led.prove_entry(b"a")
+    for field, value in (("timestamp_ns", 2**64), ("tx_id", -1), ("n_entries", 2**40)):
+        d = proof.to_dict()
+        d["header"][field] = value
+        try:
+            forged = EntryProof.from_dict(d)
+        except VerificationError:
+            continue  # refused while parsing: as good
+        with pytest.raises(VerificationError):
+            verify_entry(forged, b"a", b"1", state)
+    with pytest.raises(VerificationError):
+        verify_consistency(None, state, ConsistencyProof(0, 1, []))

@@ -326,3 +326,18 @@ def test_set_many_keeps_order_and_blind_writes_skip_write_conflicts(led):
     led.set(b"p0", b"changed meanwhile")
     with pytest.raises(ConflictError):
         t3.commit()
+
+
+def test_set_many_buffers_nothing_unless_every_pair_is_valid(tmp_path):
+    from kvcore import InvalidInputError
+
+    with Ledger.open(tmp_path) as led:
+        t = led.transaction()
+        with pytest.raises(InvalidInputError):
+            t.set_many([(b"x1", b"1"), (b"x2", "not bytes")])
+        for bad in ([b"k"], [1], [(bytearray(b"k"), 5)], [(b"k", b"v", b"w")]):
+            with pytest.raises(InvalidInputError):
+                t.set_many(bad)
+        t.set_many([(bytearray(b"k"), b"v")])  # accepted as set() accepts it
+        assert t.commit() == 1
+        assert led.lookup(b"x1") is None and led.get(b"k").value == b"v"

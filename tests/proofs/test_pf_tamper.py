@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -494,14 +495,19 @@ def test_a_ledger_shorter_than_the_trusted_state_is_refused(tmp_path):
 
 
 def test_damage_in_the_last_committed_transaction_is_caught_by_the_trusted_state(pristine, tmp_path):
-    """kvcore treats a last record that fails its CRC as a torn tail (an unacknowledged commit)
-    and drops it, with only a RecoveryWarning; the verifying reader must not accept the result."""
+    """A last record that fails its CRC while txindex lists it is lost data: opening refuses it.
+    Unlisted (txindex lost its row too), kvcore takes it for a torn tail (an unacknowledged
+    commit) and drops it with only a RecoveryWarning; the verifying reader must not accept that."""
     work = Work(pristine, tmp_path)
     data = pristine["files"]["ledger/txlog"]
     start, plen, elen, entries = _records(data)[-1]
+    n = pristine["state"].tx_id
     for readonly in (True, False):
         work.reset()
         _flip(work.path / "ledger/txlog", entries[-1][3] + entries[-1][4] - 1)  # last value byte
+        with pytest.raises(kvcore.CorruptionError, match=f"txindex lists {n} committed"):
+            docstore.open(work.path, verify=True, state_file=work.state_file, readonly=readonly)
+        os.truncate(work.path / "ledger/txindex", (n - 1) * 16)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             db = docstore.open(work.path, verify=True, state_file=work.state_file, readonly=readonly)

@@ -303,6 +303,9 @@ def test_torn_tail_of_the_ledger_opens_at_the_last_complete_transaction(torn_db,
             for i in range(offset, len(log)):
                 log[i] ^= rnd.randrange(1, 256)
         (work / "ledger" / "txlog").write_bytes(bytes(log))
+        # txindex gets a row only once its record is durable (fdatasync), so a torn record is
+        # never listed; a listed record cut short is lost data, refused at open (tests/kvcore)
+        _unlist_last(work, files)
         for name in ("txindex", "tree"):
             if rnd.random() < 0.5:
                 os.truncate(work / "ledger" / name, rnd.randrange(len(files[name]) + 1))
@@ -328,6 +331,11 @@ def test_torn_tail_of_the_ledger_opens_at_the_last_complete_transaction(torn_db,
                 assert db.audit().ok
 
 
+def _unlist_last(work: Path, files: dict[str, bytes]) -> None:
+    """Drop the last transaction's txindex row (16 bytes a row), as a crash before it leaves it."""
+    os.truncate(work / "ledger" / "txindex", min(len(files["txindex"]), (_tx_count(files) - 1) * 16))
+
+
 def _tx_count(files: dict[str, bytes]) -> int:
     return len(_records(files["txlog"]))
 
@@ -340,6 +348,7 @@ def test_torn_tail_seen_by_a_reader_changes_nothing(torn_db, tmp_path):
     work = tmp_path / "work"
     _reset(work, files)
     os.truncate(work / "ledger" / "txlog", (start + end) // 2)
+    _unlist_last(work, files)
     on_disk = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
     db, notes = open_quiet(work, readonly=True)
     with db:
