@@ -39,7 +39,9 @@ def encode_doc(doc: dict) -> bytes | tuple[bytes]:
 def same_json(a: Any, b: Any) -> bool:
     """Exact equality of two JSON values, unlike ``==``: ``true``, ``1`` and ``1.0`` differ, and
     so do key orders and ``0.0``/``-0.0``."""
-    return flatten_raw({"": a}) == flatten_raw({"": b})
+    if type(a) is dict and type(b) is dict:  # as they are: a document may be nested to the limit
+        return flatten_raw(a) == flatten_raw(b)
+    return type(a) is type(b) and flatten_raw({"": a}) == flatten_raw({"": b})
 
 
 def copy_doc(doc: dict) -> dict:

@@ -540,13 +540,18 @@ class Ledger(Proving):
         positions = struct.unpack_from(f">{count + 1}I", self._extra(tx_id, n), 4 * start)
         first = positions[0]
         buf = self._storage.read(tx_id, first, positions[-1] - first)
+        if len(buf) != positions[-1] - first or any(a > b for a, b in zip(positions, positions[1:])):
+            raise _corrupt(tx_id, b"<entry positions>")
         unpack = txformat.ENTRY_HEAD.unpack_from
         head = txformat.ENTRY_HEAD_SIZE
         out: list[Any] = []
         index = self._index
         for i in range(count):
             p = positions[i] - first
-            kind, klen, vlen = unpack(buf, p)
+            try:
+                kind, klen, vlen = unpack(buf, p)
+            except struct.error:
+                raise _corrupt(tx_id, b"<entry head>") from None
             k0 = p + head
             key = buf[k0 : k0 + klen]
             if raw:

@@ -368,13 +368,23 @@ class FileStorage(Storage):
         return os.pread(self._fds["txlog"], self._plen[i], self._off[i] + FRAME_SIZE)
 
     def read(self, tx_id: int, start: int, length: int) -> bytes:
+        """Up to ``length`` bytes of the payload from ``start``, never past the record: a
+        damaged position or length (a read is not checksummed) gives a short read, which the
+        caller reports as corruption, instead of an OSError or a huge allocation."""
         i = tx_id - 1
-        return os.pread(self._fds["txlog"], length, self._off[i] + FRAME_SIZE + start)
+        plen = self._plen[i]
+        if start < 0 or length <= 0 or start >= plen:
+            return b""
+        return os.pread(self._fds["txlog"], min(length, plen - start), self._off[i] + FRAME_SIZE + start)
 
     def read_extra(self, tx_id: int, start: int, length: int) -> bytes:
+        """Like :meth:`read`, in the record's ``extra``."""
         i = tx_id - 1
+        elen = self._elen[i]
+        if start < 0 or length <= 0 or start >= elen:
+            return b""
         return os.pread(
-            self._fds["txlog"], length, self._off[i] + FRAME_SIZE + self._plen[i] + start
+            self._fds["txlog"], min(length, elen - start), self._off[i] + FRAME_SIZE + self._plen[i] + start
         )
 
     def scan(self, first_tx: int = 1) -> Iterator[tuple[int, bytes, bytes]]:

@@ -410,3 +410,40 @@ def test_a_damaged_tree_file_is_rebuilt_from_the_log(tmp_path, offset):
             report = led.audit()
             assert report.ok is (not readonly), report
             assert readonly is any("ledger-tree node" in p for p in report.problems)
+
+
+def test_reads_of_a_damaged_record_raise_kvcore_errors_only(tmp_path):
+    """Reads are not checksummed (the audit is): a flipped byte anywhere in a record gives
+    right data, or a KvError (CorruptionError), never an OSError, struct.error or MemoryError."""
+    import struct
+    import warnings
+
+    src = tmp_path / "src"
+    with Ledger.open(src) as led:
+        led.set_all({b"a": b"1", b"b": b"2"})
+        led.set(b"c", b"3")
+    log = (src / "txlog").read_bytes()
+    plen, elen, _crc = struct.unpack_from(">III", log, 0)
+    escaped, refused, read_errors = [], 0, 0
+    for off in range(12 + plen + elen):
+        work = tmp_path / "w"
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(src, work)
+        xor_byte(work / "txlog", off, 0xFF)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                led = Ledger.open(work)
+            except KvError:
+                refused += 1
+                continue
+        with led:
+            for read in (lambda: led.entries(1), lambda: led.entry_items(1), lambda: led.tx(1), lambda: led.get(b"a")):
+                try:
+                    read()
+                except KvError:
+                    read_errors += 1
+                except Exception as e:  # noqa: BLE001 - what the test looks for
+                    escaped.append((off, type(e).__name__))
+    assert escaped == []
+    assert read_errors > 0  # damage the open does not see is reported by the reads
