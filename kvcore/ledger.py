@@ -144,6 +144,10 @@ class Ledger(Proving):
         :meth:`refresh` to see its new transactions). ``wait`` makes a writer wait for the
         lock (``True`` forever, or a number of seconds) instead of raising ``LockedError``.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidInputError(f"a ledger path is a str or os.PathLike, got {type(path).__name__}")
+        if not (type(wait) is bool or (type(wait) in (int, float) and wait >= 0)):
+            raise InvalidInputError(f"wait is True, False or a number of seconds, got {wait!r}")
         return cls(FileStorage(path, readonly=readonly, wait=wait))
 
     # --------------------------------------------------------------- opening
@@ -269,11 +273,18 @@ class Ledger(Proving):
 
     def set_all(self, items: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]]) -> int:
         """Commit several entries as one atomic transaction; returns its id."""
-        pairs = list(items.items() if isinstance(items, Mapping) else items)
+        try:
+            pairs = list(items.items() if isinstance(items, Mapping) else items)
+        except TypeError:
+            raise InvalidInputError(f"set_all takes a mapping or (key, value) pairs, got {type(items).__name__}") from None
         if valid_pairs(pairs) is not None:  # the common case: no per-item calls
             return self.commit(list(dict(pairs).items()))
         writes: dict[bytes, bytes] = {}
-        for key, value in pairs:
+        for item in pairs:
+            try:
+                key, value = item
+            except (TypeError, ValueError):
+                raise InvalidInputError(f"set_all takes (key, value) pairs, got {item!r:.80}") from None
             key = check_key(key)
             writes[key] = check_value(key, value)
         return self.commit(list(writes.items()))
@@ -468,6 +479,8 @@ class Ledger(Proving):
             for key in keys:
                 if not key.startswith(prefix):
                     return
+                if self._closed:  # iterated after close()
+                    raise ClosedError("the ledger is closed")
                 found = index.latest(key, bound)
                 if found is None:
                     continue
@@ -530,6 +543,8 @@ class Ledger(Proving):
             raise InvalidInputError(f"start must be an integer, got {start!r}")
         if count is None:
             count = n - start
+        if type(count) is not int:
+            raise InvalidInputError(f"count must be an integer or None, got {count!r}")
         if type(start) is not int or type(count) is not int or start < 0 or count < 0 or start + count > n:
             raise InvalidInputError(
                 f"entries {start}..{start + count - 1} are outside transaction {tx_id} "

@@ -426,10 +426,13 @@ class Proving:
         """
         self._check_open()
         self._check_tx(tx_id)
-        idx = sorted(set(indices))
+        try:
+            idx = sorted(set(indices))
+        except TypeError:  # not iterable, or not comparable: not integers
+            raise InvalidInputError("entry indices must be integers") from None
         header = self.header(tx_id)
         n = header.n_entries
-        if not idx or idx[0] < 0 or idx[-1] >= n or any(type(i) is not int for i in idx):
+        if not idx or any(type(i) is not int for i in idx) or idx[0] < 0 or idx[-1] >= n:
             raise InvalidInputError(f"entry indices must be within 0..{n - 1} of transaction {tx_id}")
         state = self._resolve_state(state, tx_id)
         path = merkle.multi_path(idx, n, self._proof_subtree(tx_id, n))

@@ -133,9 +133,11 @@ class Transaction:
     def scan(self, prefix: bytes = b"") -> Iterator[Entry]:
         """Live keys under ``prefix`` in this transaction's view, in key order."""
         self._active()
+        if type(prefix) is not bytes:  # checked before it is recorded as read
+            raise InvalidInputError(f"prefix must be bytes, got {type(prefix).__name__}")
+        base = self._ledger.scan(prefix, at_tx=self.snapshot)
         self._prefixes.add(prefix)
         mine = sorted(k for k in self._writes if k.startswith(prefix))
-        base = self._ledger.scan(prefix, at_tx=self.snapshot)
         return _merge(base, mine, self._writes)
 
     def commit(self) -> int | None:

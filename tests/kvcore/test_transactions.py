@@ -341,3 +341,32 @@ def test_set_many_buffers_nothing_unless_every_pair_is_valid(tmp_path):
         t.set_many([(bytearray(b"k"), b"v")])  # accepted as set() accepts it
         assert t.commit() == 1
         assert led.lookup(b"x1") is None and led.get(b"k").value == b"v"
+
+
+def test_bad_arguments_anywhere_in_the_api_are_invalid_input_errors(tmp_path):
+    from kvcore import ClosedError, InvalidInputError
+
+    led = Ledger.open(tmp_path / "l")
+    led.set_all({b"a": b"1", b"b": b"2"})
+    t = led.transaction()
+    calls = [
+        lambda: led.entries(1, 0, "x"),
+        lambda: led.set_all(5),
+        lambda: led.set_all(None),
+        lambda: led.set_all([1, 2]),
+        lambda: led.prove_entries(1, ["a"]),
+        lambda: led.prove_entries(1, None),
+        lambda: Ledger.open(None),
+        lambda: Ledger.open(tmp_path / "m", wait="x"),
+        lambda: list(t.scan(bytearray(b"a"))),
+        lambda: list(t.scan("a")),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidInputError):
+            call()
+    assert t.commit() is None  # the refused scans were not recorded
+    it = led.scan()
+    led.close()
+    with pytest.raises(ClosedError):
+        list(it)
+    assert not (tmp_path / "m").exists()
