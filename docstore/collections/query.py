@@ -1421,7 +1421,7 @@ def _sort_values(doc: dict, paths: tuple, dirs: tuple) -> tuple:
     """The document's sort key: the first of its compound index keys in the sort's order."""
     vals = []
     for path in paths:  # the common case: no array on any path
-        v, i = _along(doc, path.parts, 0)
+        v, _ = _along(doc, path.parts, 0)
         if v.__class__ is list:
             break
         vals.append(None if v is MISSING else v)

@@ -195,11 +195,11 @@ class RemoteCollection:
             collection=self.name,
             filter=codec.dumps_opt(filter),
             sort=codec.dumps_opt(sort),
-            skip=min(skip, _INT64_MAX),  # nothing lies beyond: the same answer as embedded
+            skip=_clamp(skip),
             page_size=max(0, int(page_size)),
             prove=verify,
         )
-        _set_opt(req, "limit", None if limit is None else min(limit, _INT64_MAX))
+        _set_opt(req, "limit", _clamp(limit))
         _set_opt(req, "at_tx", at_tx)
         if not verify:
             req.projection = codec.dumps_opt(projection)

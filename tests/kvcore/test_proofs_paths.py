@@ -50,6 +50,15 @@ def _forget_caches(led: Ledger) -> None:
     led._path_uppers = led._path_tops = led._partials = led._tx_paths = None
 
 
+def _without_caches(led, monkeypatch, cached: bool):
+    """``led`` with its proof caches emptied; with ``cached`` False, no entries tree is kept in
+    memory, so paths are read node by node."""
+    _forget_caches(led)
+    if not cached:
+        monkeypatch.setattr(proving_mod, "_EXTRA_CACHE_BYTES", 0)
+    return led
+
+
 @pytest.mark.parametrize("cached", [True, False], ids=["extra in memory", "nodes read one by one"])
 def test_entry_paths_are_rfc9162_paths(sized, monkeypatch, cached):
     led = sized
@@ -87,10 +96,7 @@ def test_older_states_get_their_own_tx_paths(sized):
 
 @pytest.mark.parametrize("cached", [True, False], ids=["extra in memory", "nodes read one by one"])
 def test_prove_in_run_finds_and_proves_the_matching_entry(sized, monkeypatch, cached):
-    led = sized
-    _forget_caches(led)
-    if not cached:
-        monkeypatch.setattr(proving_mod, "_EXTRA_CACHE_BYTES", 0)
+    led = _without_caches(sized, monkeypatch, cached)
     t = SIZES.index(257)
     tx_id, state = t + 1, led.state()
     for start, count, target in [(0, 257, 0), (0, 257, 256), (10, 20, 29), (100, 50, 120), (100, 50, 100), (255, 2, 256)]:
@@ -143,10 +149,7 @@ def test_a_deleted_entry_is_proven_as_a_tombstone(tmp_path, monkeypatch):
 def test_multi_entry_proofs_read_the_same_nodes_either_way(sized, monkeypatch, cached):
     from kvcore import verify_entries
 
-    led = sized
-    _forget_caches(led)
-    if not cached:
-        monkeypatch.setattr(proving_mod, "_EXTRA_CACHE_BYTES", 0)
+    led = _without_caches(sized, monkeypatch, cached)
     state = led.state()
     for t, n in enumerate(SIZES):
         leaves = [entry_leaf_hash(KIND_SET, _key(t, i), _value(t, i)) for i in range(n)]
