@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -32,7 +33,10 @@ from docstore.state import (
     same_json,
     save_snapshot,
 )
-from docstore.proofs.trust import TrustedState
+from docstore.proofs import checkpoint as ckpt
+from docstore.proofs import keyfile
+from docstore.proofs.note import NoteError, Signer
+from docstore.proofs.trust import TrustTracker
 from docstore.transaction import Transaction
 
 T = TypeVar("T")
@@ -74,19 +78,57 @@ class Database:
         readonly: bool = False,
         wait: bool | float = False,
         verify: bool = False,
-        trusted_state: kvcore.State | None = None,
+        trusted_state: kvcore.State | str | None = None,
         state_file: str | os.PathLike[str] | None = None,
+        verifier_key: Any = None,
+        trust_unsigned: bool = False,
+        trust_on_first_use: bool = False,
+        key_file: str | os.PathLike[str] | None = None,
+        origin: str | None = None,
     ) -> None:
         self.path = os.fspath(path)
-        self._trust: TrustedState | None = None
-        if verify:
-            self._trust = TrustedState(trusted_state, state_file)
-        elif trusted_state is not None or state_file is not None:
-            raise QueryError("trusted_state and state_file go with verify=True")
+        self._trust: TrustTracker | None = None
+        self._damaged: str | None = None
+        self._closed = False
+        if verify and trusted_state is None and not (state_file is not None and os.path.exists(state_file)):
+            if not trust_on_first_use:
+                TrustTracker(None, None)  # raises: a verifying reader needs a first trusted state
+        elif not verify and (trusted_state is not None or state_file is not None or verifier_key is not None or trust_unsigned):
+            raise QueryError("trusted_state, state_file, verifier_key and trust_unsigned go with verify=True")
+        if origin is not None:
+            try:
+                from docstore.proofs.note import check_key_name
+
+                check_key_name(origin)
+            except NoteError as e:
+                raise QueryError(f"origin: {e}") from None
         if not readonly:
             _prepare_dir(self.path)
         self._ledger = kvcore.Ledger.open(os.path.join(self.path, "ledger"), readonly=readonly, wait=wait)
+        try:
+            self._key_path = os.fspath(key_file) if key_file is not None else (
+                os.environ.get(keyfile.KEY_FILE_ENV) or os.path.join(self.path, keyfile.KEY_FILE)
+            )
+            self._signers: list[Signer] | None = keyfile.load_or_create(self._key_path, origin, create=not readonly)
+        except BaseException:
+            self._ledger.close()
+            raise
+        self._signed: dict[kvcore.State, str] = {}
         self._lock = threading.RLock()
+        if verify:
+            try:
+                if trusted_state is None and trust_on_first_use and not (state_file and os.path.exists(state_file)):
+                    # trust on first use: this ledger's current signed state and its keys
+                    trusted_state = self._sign_or_none(self._ledger.state()) or self._ledger.state()
+                    if verifier_key is None and self._signers:
+                        verifier_key = [str(k.verifier) for k in self._signers]
+                self._trust = TrustTracker(
+                    trusted_state, state_file, verifier_keys=verifier_key,
+                    trust_on_first_use=trust_on_first_use, trust_unsigned=trust_unsigned,
+                )
+            except BaseException:
+                self._ledger.close()
+                raise
         self._verify_lock = threading.Lock()
         self._snapshot_path = os.path.join(self.path, "docs.snap")
         try:
@@ -178,9 +220,13 @@ class Database:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._state.collections
 
-    def collections(self) -> list[str]:
-        """Names of all collections, sorted."""
+    def collections(self, *, verify: bool | None = None) -> list[str]:
+        """Names of all collections, sorted (a verifying database refuses unless
+        ``verify=False``: that the list is complete is not proven)."""
         self._check_open()
+        from docstore.errors import refuse_unproven
+
+        refuse_unproven(self._trust is not None, verify, "the list of collections")
         return sorted(self._state.collections)
 
     # ---------------------------------------------------------- transactions
@@ -228,6 +274,13 @@ class Database:
     def _check_open(self) -> None:
         if self._closed:
             raise kvcore.ClosedError("the database is closed")
+        if self._damaged is not None:
+            from docstore.errors import CorruptDataError
+
+            raise CorruptDataError(
+                f"the database refuses reads and writes: its audit failed ({self._damaged}); "
+                "reopen it after repairing it"
+            )
 
     def _apply(self, tx_id: int, metas: dict[str, dict[str, Any]], written: list[tuple[str, str, dict | None]]) -> None:
         """Reflect a just-committed transaction in the derived state (caller holds the lock)."""
@@ -266,11 +319,16 @@ class Database:
         progress: Callable[[int, int], None] | None = None,
     ) -> kvcore.AuditReport:
         """Recompute every ledger hash, then rebuild documents and indexes from the ledger and
-        compare them with what is served; problems are listed in the report."""
-        self._check_open()
+        compare them with what is served; problems are listed in the report.
+
+        A failed audit makes the database refuse every read and write (CorruptDataError) until
+        it is reopened: nothing is served from data known to be damaged."""
+        if self._closed:
+            raise kvcore.ClosedError("the database is closed")
         with self._lock:
             report = self._ledger.audit(trusted_state, progress)
             if report.first_bad_tx is not None:
+                self._damaged = f"transaction {report.first_bad_tx}"
                 return report
             problems = list(report.problems)
             try:
@@ -280,6 +338,8 @@ class Database:
                 problems.append(f"documents cannot be rebuilt from the ledger: {e}")
             else:
                 problems += _compare_states(rebuilt, self._state)
+            if problems:
+                self._damaged = problems[0]
         return kvcore.AuditReport(
             ok=not problems,
             tx_count=report.tx_count,
@@ -309,49 +369,172 @@ class Database:
         """The state a verifying database trusts (None if it does not verify)."""
         return None if self._trust is None else self._trust.state
 
-    def _verified_state(self) -> kvcore.State:
-        """The current state, after proving it extends the trusted one (and advancing to it)."""
-        with self._verify_lock:  # read and advance the trusted state as one step
-            return self._advance_trust()
+    # ------------------------------------------------------ signed checkpoints
+    @property
+    def origin(self) -> str:
+        """The ledger's name: the origin line of its checkpoints and its key's name."""
+        return self._signer().name
 
-    def _advance_trust(self) -> kvcore.State:
-        trust = self._trust
-        assert trust is not None
-        link = trust.needs_link
-        if link is not None:
-            old, new = sorted(link, key=lambda s: s.tx_id)
-            self._check_known(old)
-            self._check_known(new)
-            trust.confirm_link(self._ledger.prove_consistency(old.tx_id, new.tx_id))
-        cur = self._ledger.state()
-        trusted = trust.state
-        if cur != trusted:
-            if cur.tx_id < trusted.tx_id:
-                trust.advance(cur, kvcore.ConsistencyProof(cur.tx_id, cur.tx_id, []))
-            trust.advance(cur, self._ledger.prove_consistency(trusted.tx_id, cur.tx_id))
-        return cur
+    def verifier_key(self) -> str:
+        """The verifier key of the ledger's current signing key (``<name>+<id>+<key>``): give it
+        to whoever verifies, out of band; they pin it."""
+        return str(self._signer().verifier)
 
-    def _check_known(self, state: kvcore.State) -> None:
+    def verifier_keys(self) -> list[str]:
+        """The current verifier key, then those of earlier keys that still co-sign."""
+        self._signer()
+        assert self._signers is not None
+        return [str(s.verifier) for s in self._signers]
+
+    def checkpoint(self, state: kvcore.State | None = None) -> str:
+        """The signed checkpoint (C2SP tlog-checkpoint in a signed note) of ``state`` (default:
+        the current state), signed by the current key and any earlier ones kept after a
+        rotation."""
+        self._check_open()
+        state = self._ledger.state() if state is None else self._own_state(state)
+        note = self._signed.get(state)
+        if note is None:
+            signer = self._signer()
+            assert self._signers is not None
+            note = ckpt.sign(signer.name, state, self._signers)
+            if len(self._signed) >= 64:
+                self._signed.clear()
+            self._signed[state] = note
+        return note
+
+    def rotate_key(self, keep_old: bool = True) -> str:
+        """Make a new signing key (same name); returns its verifier key.
+
+        With ``keep_old`` the previous keys keep co-signing every checkpoint, so verifiers
+        that pin them go on verifying until they pin the new key; :meth:`retire_old_keys`
+        ends that. The key file is replaced atomically."""
+        self._check_writable()
+        with self._lock:
+            signer = self._signer()
+            assert self._signers is not None
+            new = Signer.generate(signer.name)
+            keys = [new] + (self._signers if keep_old else [])
+            keyfile.write(self._key_path, keys[: keyfile.MAX_KEYS])
+            self._signers = keys[: keyfile.MAX_KEYS]
+            self._signed.clear()
+            return str(new.verifier)
+
+    def retire_old_keys(self) -> None:
+        """Stop co-signing with the keys kept by :meth:`rotate_key` (only the current one signs)."""
+        self._check_writable()
+        with self._lock:
+            signer = self._signer()
+            keyfile.write(self._key_path, [signer])
+            self._signers = [signer]
+            self._signed.clear()
+
+    def _signer(self) -> Signer:
+        self._check_open()
+        if not self._signers:
+            from docstore.errors import StorageError
+
+            raise StorageError(
+                f"this database has no signing key ({self._key_path!r} is missing): open it once "
+                "for writing to create one, or give its key file (key_file=..., IMMUDOC_KEY_FILE)"
+            )
+        return self._signers[0]
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._ledger.readonly:
+            raise kvcore.ReadOnlyError("the database is open read-only")
+
+    def _own_state(self, state: kvcore.State) -> kvcore.State:
+        from docstore.proofs.prove import check_own_state
+
+        return check_own_state(self._ledger, state, "state", trusted=False)
+
+    def _sign_or_none(self, state: kvcore.State) -> str | None:
+        """The state's checkpoint, or None if this database has no key (read-only, never keyed)."""
+        return self.checkpoint(state) if self._signers else None
+
+    # ------------------------------------------------------- verifying reads
+    def _fetch(self, old: kvcore.State, new: kvcore.State) -> kvcore.ConsistencyProof:
         from docstore.errors import VerificationError
 
-        if state.tx_id > self._ledger.tx_id:
-            raise VerificationError(
-                f"the trusted state is at transaction {state.tx_id} but the ledger holds only "
-                f"{self._ledger.tx_id}: it lost transactions"
-            )
+        for s in (old, new):
+            if s.tx_id > self._ledger.tx_id:
+                raise VerificationError(
+                    f"the trusted state is at transaction {s.tx_id} but the ledger holds only "
+                    f"{self._ledger.tx_id}: it lost transactions"
+                )
+        return self._ledger.prove_consistency(old.tx_id, new.tx_id)
+
+    def _trusted_base(self) -> kvcore.State:
+        """The trusted state, after checking the ledger has not fallen behind it."""
+        trust = self._trust
+        assert trust is not None
+        trust.link(self._fetch)
+        trust.check_current(self._ledger.state())
+        return trust.state
+
+    def _authenticate(self, proof: Any) -> Any:
+        """Accept a proof's state into the trusted history (signed if newer); returns the proof
+        relative to that state alone."""
+        trust = self._trust
+        assert trust is not None
+        trust.accept(proof.state, proof.checkpoint, self._fetch, proof.consistency_state, proof.consistency)
+        return proof._replace(consistency=None, consistency_state=None)
 
     def _verified(self, coll: str, doc_id: str, at_tx: int | None = None) -> dict:
         """A document read through a proof checked against the trusted state."""
-        from docstore.proofs.prove import prove_document
-        from docstore.proofs.verify import verify
-
-        state = self._verified_state()
-        doc = verify(prove_document(self, coll, doc_id, None, at_tx, state), state)
+        doc, _rev = self._verified_revision(coll, doc_id, at_tx)
         if doc is None:
             from docstore.errors import DocumentNotFoundError
 
             raise DocumentNotFoundError(f"document {doc_id!r} in {coll!r} is deleted")
         return doc
+
+    def _verified_revision(self, coll: str, doc_id: str, at_tx: int | None) -> tuple[dict | None, int]:
+        from docstore.proofs.prove import prove_document
+        from docstore.proofs.verify import verify
+
+        trust = self._trust
+        assert trust is not None
+        self._check_open()
+        started = time.monotonic()
+        with self._verify_lock:
+            proof = self._authenticate(prove_document(self, coll, doc_id, None, at_tx, None, self._trusted_base()))
+        doc = verify(proof, proof.state)
+        if at_tx is None:
+            trust.seen_revision(coll, doc_id, proof.revision, started)
+        return doc, proof.revision
+
+    def _verified_meta(self, coll: str) -> dict[str, Any]:
+        """A collection's current definition, proven against the trusted state."""
+        from docstore.proofs.prove import prove_collection
+        from docstore.proofs.verify import verify
+
+        trust = self._trust
+        assert trust is not None
+        self._check_open()
+        with self._verify_lock:
+            proof = self._authenticate(prove_collection(self, coll, None, None, self._trusted_base()))
+        meta = verify(proof, proof.state)
+        if not same_json(meta, self._state.collections[coll].meta):
+            from docstore.errors import VerificationError
+
+            raise VerificationError(
+                f"collection {coll!r}: the definition the database serves differs from the one the ledger proves"
+            )
+        return meta
+
+    def _verified_at(self, coll: str, doc_id: str, tx_id: int) -> Any:
+        """A proof of the revision current at ``tx_id``, checked; returns the verified proof."""
+        from docstore.proofs.prove import prove_document
+        from docstore.proofs.verify import verify
+
+        trust = self._trust
+        assert trust is not None
+        with self._verify_lock:
+            proof = self._authenticate(prove_document(self, coll, doc_id, None, tx_id, None, self._trusted_base()))
+        verify(proof, proof.state)
+        return proof
 
     def prove_consistency(self, old_state: kvcore.State, new_state: kvcore.State | None = None) -> kvcore.ConsistencyProof:
         """Prove that ``new_state`` (default: now) extends ``old_state``.
@@ -427,16 +610,33 @@ def open(  # noqa: A001
     readonly: bool = False,
     wait: bool | float = False,
     verify: bool = False,
-    trusted_state: kvcore.State | None = None,
+    trusted_state: kvcore.State | str | None = None,
     state_file: str | os.PathLike[str] | None = None,
+    verifier_key: Any = None,
+    trust_unsigned: bool = False,
+    trust_on_first_use: bool = False,
+    key_file: str | os.PathLike[str] | None = None,
+    origin: str | None = None,
 ) -> Database:
     """Open (creating if missing) the embedded database in directory ``path``.
 
-    ``readonly`` opens without the writer lock; ``wait`` waits for it. With ``verify=True``
-    every document returned by ``get`` and ``find`` is first proven against a trusted state
-    (``trusted_state``, or the one saved in ``state_file``), which advances only through
-    verified consistency proofs and is saved to ``state_file`` atomically.
+    ``readonly`` opens without the writer lock; ``wait`` waits for it.
+
+    Signing: every database has an Ed25519 key that signs its checkpoints (:meth:`Database.checkpoint`),
+    kept in ``key_file`` (default: ``$IMMUDOC_KEY_FILE``, else ``signing.key`` in the
+    directory, mode 0600), created with the database (or on the first writable open of an
+    older one) under the name ``origin`` (default: a random ``immudoc/<hex>``).
+
+    Verifying: with ``verify=True`` every document ``get``, ``find`` and ``history`` return is
+    first proven against a trusted state (``trusted_state``: a State or a checkpoint's text;
+    or the one saved in ``state_file``); reads that cannot be proven (``count``,
+    ``distinct``, ...) refuse unless given ``verify=False``. The trusted state advances to a
+    newer one only if that state's checkpoint is signed by a pinned ``verifier_key`` (a key
+    string or a list; see :meth:`Database.verifier_key`) and extends it; ``trust_unsigned=True``
+    accepts a consistency proof alone (and warns). ``state_file`` is kept up to date atomically.
     """
     return Database(
-        path, readonly=readonly, wait=wait, verify=verify, trusted_state=trusted_state, state_file=state_file
+        path, readonly=readonly, wait=wait, verify=verify, trusted_state=trusted_state, state_file=state_file,
+        verifier_key=verifier_key, trust_unsigned=trust_unsigned, trust_on_first_use=trust_on_first_use,
+        key_file=key_file, origin=origin,
     )

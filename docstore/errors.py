@@ -81,3 +81,17 @@ class CorruptDataError(DocstoreError):
 
 class VerificationError(DocstoreError, kvcore.VerificationError):
     """A proof or a verified read failed; the message says which check."""
+
+
+class ProofUnavailableError(VerificationError):
+    """A verifying reader was asked for something it cannot prove yet (a count, distinct
+    values, the list of collections, a plan): pass ``verify=False`` to read it unverified."""
+
+
+def refuse_unproven(verifying: bool, verify: bool | None, what: str) -> None:
+    """On a verifying reader, ``what`` is refused unless the caller passes ``verify=False``."""
+    if verifying and verify is not False:
+        raise ProofUnavailableError(
+            f"{what} cannot be proven yet, and this reader verifies what it returns: pass "
+            "verify=False to read it unverified (immudoc: --no-verify)"
+        )

@@ -17,7 +17,7 @@ import tempfile
 import zlib
 
 import docstore
-from docstore.proofs.trust import read_state_file, write_state_file
+from docstore.proofs.trust import read_trust_file, write_checkpoint_file
 
 PATIENT_SCHEMA = {
     "type": "object",
@@ -62,7 +62,7 @@ def step(title: str) -> None:
 
 def main(directory: str) -> None:
     path = os.path.join(directory, "trial-db")
-    auditor_state = os.path.join(directory, "auditor-state.json")
+    auditor_state = os.path.join(directory, "auditor.checkpoint")
     print(f"database: {path}")
 
     with docstore.open(path) as db:
@@ -93,11 +93,12 @@ def main(directory: str) -> None:
             print("SchemaError:", e)
         print("visits stored:", db["visits"].count(), "(V-0004 was not written either)")
 
-        step("4. The auditor saves the state it trusts")
-        write_state_file(auditor_state, db.state())
-        trusted = read_state_file(auditor_state)
+        step("4. The auditor saves the signed checkpoint it trusts, and pins the database's verifier key")
+        key = db.verifier_key()  # handed to the auditor out of band (e.g. printed in the trial protocol)
+        write_checkpoint_file(auditor_state, db.checkpoint())
+        trusted = read_trust_file(auditor_state).state
         before_correction = trusted.tx_id
-        print(f"{auditor_state}: {json.dumps(trusted.to_dict())}")
+        print(f"{auditor_state}:\n{open(auditor_state).read()}verifier key: {key}")
 
         step("5. A dosage correction and a consent withdrawal: new revisions, nothing overwritten")
         visit = db["visits"].update(
@@ -131,15 +132,17 @@ def main(directory: str) -> None:
         print("drug, patient, name, notes or correction note in the proof:", leaked or "none")
         assert not leaked
 
-    step("9. The auditor verifies it offline: no database, only the proof and the saved state")
-    value = docstore.verify(docstore.proofs.load(proof_text), read_state_file(auditor_state))
-    print(f"verified: V-0002 /dosage/mg = {value} (against trusted state {trusted.tx_id}, via the bundled consistency proof)")
+    step("9. The auditor verifies it offline: no database, only the proof, the saved checkpoint and the key")
+    saved = read_trust_file(auditor_state).checkpoint
+    value = docstore.verify(docstore.proofs.load(proof_text), saved, verifier_keys=[key])
+    print(f"verified: V-0002 /dosage/mg = {value} (against trusted state {trusted.tx_id}: the proof's newer state "
+          "is signed by the pinned key, and the bundled consistency proof shows it extends the saved one)")
 
     step("10. Tampering is caught")
     forged = json.loads(proof_text)
     forged["claim"] = 50
     try:
-        docstore.verify(json.dumps(forged), trusted)
+        docstore.verify(json.dumps(forged), saved, verifier_keys=[key])
     except docstore.VerificationError as e:
         print("a proof edited to claim 50 mg:", e)
 
@@ -150,7 +153,7 @@ def main(directory: str) -> None:
         print("a plain read still serves:", db["visits"].get("V-0002")["dosage"])
         print("audit:", db.audit())
     try:
-        with docstore.open(path, readonly=True, verify=True, trusted_state=trusted) as reader:
+        with docstore.open(path, readonly=True, verify=True, trusted_state=trusted, verifier_key=key) as reader:
             reader["visits"].get("V-0002")
     except (docstore.VerificationError, docstore.CorruptDataError) as e:
         print("a verifying reader refuses it:", e)

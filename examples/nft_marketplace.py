@@ -77,7 +77,8 @@ def main(directory: str) -> None:
         print("\n== mint and list")
         print(f"ada mints nft-1 (transaction {mint(db, 'nft-1', 'ada', 'Lighthouse at dawn')})")
         print(f"ada lists nft-1 for 120 (transaction {list_for_sale(db, 'nft-1', 'ada', 120)})")
-        minted_at = db.state()  # the buyer's wallet remembers this state
+        minted_at = db.state()  # the buyer's wallet remembers this state ...
+        market_key = db.verifier_key()  # ... and pins the marketplace's published verifier key
 
         print("\n== a sale: token, seller, buyer and order change in one transaction")
         sold_at = buy(db, "nft-1", "bob")
@@ -130,13 +131,14 @@ def main(directory: str) -> None:
         text = proof.to_json()
         print(f"proof: {len(text)} bytes, revision {proof.revision}, claim {proof.claim!r}")
 
-    # Verification needs only the proof text and the state the wallet saved before the sale.
-    owner_then = docstore.verify(docstore.proofs.load(text), minted_at)
+    # Verification needs only the proof text, the state the wallet saved before the sale and the
+    # marketplace's key: the proof is relative to a newer state, which that key signed.
+    owner_then = docstore.verify(docstore.proofs.load(text), minted_at, verifier_keys=[market_key])
     print(f"verified offline: at transaction {sold_at} nft-1 was owned by {owner_then}")
     assert owner_then == "bob"
     forged = text.replace('"claim":"bob"', '"claim":"cy"')
     try:
-        docstore.verify(forged, minted_at)
+        docstore.verify(forged, minted_at, verifier_keys=[market_key])
     except docstore.VerificationError as e:
         print("a forged claim that cy owned it:", e)
     print("\ndone")

@@ -114,6 +114,8 @@ def check_consistency(
             raise ValueError("a proof from the empty tree must be empty")
         if old_root != EMPTY_ROOT:
             raise ValueError("the old root is not the root of the empty tree")
+        if new_size == 0 and new_root != EMPTY_ROOT:
+            raise ValueError("the new root is not the root of the empty tree")
         return
     if old_size == new_size:
         if path:

@@ -64,8 +64,13 @@ app = _typer(
 )
 collection_app = _typer(help="Create, list and show collections.")
 index_app = _typer(help="Create secondary indexes.")
+key_app = typer.Typer(
+    add_completion=False, rich_markup_mode=None, invoke_without_command=True,
+    help="Print the ledger's verifier keys (pin them to verify signed checkpoints); rotate the signing key.",
+)
 app.add_typer(collection_app, name="collection")
 app.add_typer(index_app, name="index")
+app.add_typer(key_app, name="key")
 
 
 # --------------------------------------------------------------------- database resolution
@@ -82,6 +87,8 @@ class Settings:
     state_file: Optional[str] = None
     trust_on_first_use: bool = False
     verify: bool = True
+    keys: tuple[str, ...] = ()
+    trust_unsigned: bool = False
 
 
 def settings(ctx: typer.Context) -> Settings:
@@ -108,6 +115,11 @@ def open_db(ctx: typer.Context, *, write: bool = False, create: bool = False) ->
         )
     import docstore
 
+    if s.state_file is not None and s.verify and not create:  # a trusted state given: verify every read
+        return docstore.open(
+            path, readonly=not write, verify=True, state_file=s.state_file, verifier_key=list(s.keys) or None,
+            trust_unsigned=s.trust_unsigned, trust_on_first_use=s.trust_on_first_use,
+        )
     return docstore.open(path, readonly=not write)
 
 
@@ -131,6 +143,8 @@ def _connect(s: Settings, create: bool) -> Any:
         state_file=s.state_file,
         trust_on_first_use=s.trust_on_first_use,
         verify=s.verify,
+        verifier_key=(list(s.keys) or None) if s.verify else None,
+        trust_unsigned=s.trust_unsigned if s.verify else False,
         token=s.token,
         tls=tls,
     )
@@ -169,19 +183,29 @@ def _root(
     state_file: Annotated[
         Optional[str],
         typer.Option("--state-file", envvar="IMMUDOC_STATE_FILE", metavar="FILE",
-                     help="Trusted state a --server client verifies against and keeps up to date."),
+                     help="Trusted state to verify every read against (--server or --db); kept up to date."),
     ] = None,
+    key: Annotated[
+        list[str],
+        typer.Option("--key", envvar="IMMUDOC_VERIFIER_KEY", metavar="VKEY",
+                     help="Pin the ledger's verifier key (`immudoc key`): newer states must be signed by it; repeatable."),
+    ] = [],  # noqa: B006
     trust_on_first_use: Annotated[
-        bool, typer.Option("--trust-on-first-use", help="Start --state-file from the server's state.")
+        bool, typer.Option("--trust-on-first-use",
+                           help="Start --state-file from the ledger's signed state and pin its key (as SSH does).")
+    ] = False,
+    trust_unsigned: Annotated[
+        bool, typer.Option("--trust-unsigned", help="Advance the trusted state without a signature (unsafe; warns).")
     ] = False,
     no_verify: Annotated[
-        bool, typer.Option("--no-verify", help="Do not verify what a --server returns.")
+        bool, typer.Option("--no-verify", help="Do not verify what is read (ignores --state-file).")
     ] = False,
 ) -> None:
     """Global options."""
     ctx.obj = Settings(
         db=db, server=server, token=token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
         state_file=state_file, trust_on_first_use=trust_on_first_use, verify=not no_verify,
+        keys=tuple(k for item in key for k in item.split()), trust_unsigned=trust_unsigned,
     )
 
 
@@ -303,17 +327,34 @@ def _where(p: dict) -> str:
 
 # ===================================================================== commands
 @app.command()
-def init(ctx: typer.Context, fmt: FormatOpt = None) -> None:
-    """Create the database (at --db / IMMUDOC_DB) if there is none."""
+def init(
+    ctx: typer.Context,
+    origin: Annotated[
+        Optional[str],
+        typer.Option(metavar="NAME", help="The ledger's name in its checkpoints, e.g. example.com/trials (default: random)."),
+    ] = None,
+    fmt: FormatOpt = None,
+) -> None:
+    """Create the database (at --db / IMMUDOC_DB) and its signing key, if there are none."""
     path = settings(ctx).db
     existed = os.path.isdir(os.path.join(path, "ledger"))
-    with open_db(ctx, write=True, create=True) as db:
+    if settings(ctx).server is not None:
+        open_db(ctx, write=True, create=True)  # a usage error
+    import docstore
+
+    with docstore.open(path, origin=origin) as db:
         state = db.state()
-    result = {"path": os.path.abspath(path), "created": not existed, "state": state.to_dict()}
+        keys = db.verifier_keys()
+    result = {
+        "path": os.path.abspath(path), "created": not existed, "state": state.to_dict(),
+        "origin": keys[0].split("+")[0], "verifier_key": keys[0],
+    }
     output.emit(
         result, _fmt(fmt),
         lambda r: f"{'created' if r['created'] else 'found existing'} immudoc database at {r['path']} "
-        f"(transaction {r['state']['tx_id']})",
+        f"(transaction {r['state']['tx_id']})\nverifier key: {r['verifier_key']}\n"
+        "(give the verifier key to whoever verifies; save a state after your first write with "
+        "`immudoc state --save FILE`)",
     )
 
 
@@ -337,7 +378,11 @@ def collection_create(
     schema_doc = None if schema is None else json_arg(schema, "the schema")
     specs = [{"field": f, "unique": False} for f in index] + [{"field": f, "unique": True} for f in unique_index]
     with open_db(ctx, write=True) as db:
-        info = db.create_collection(name, schema_doc, specs).info()
+        coll = db.create_collection(name, schema_doc, specs)
+        if db.verifying:  # the definition proven; a new collection holds no documents
+            info = {"name": name, "schema": coll.schema, "indexes": coll.indexes(), "count": 0}
+        else:
+            info = coll.info()
     output.emit(info, _fmt(fmt), _info_table)
 
 
@@ -448,6 +493,8 @@ def update(
     spec = json_arg(changes, "the changes")
     with open_db(ctx, write=True) as db:
         doc = db.collection(collection).update(doc_id, spec)
+        if db.verifying:  # print only what is proven: read the document back through a proof
+            doc = db.collection(collection).get(doc_id)
     output.emit(doc, _fmt(fmt), output.render_document)
 
 
@@ -465,6 +512,8 @@ def replace(
     doc = json_arg(source, "the document")
     with open_db(ctx, write=True) as db:
         new = db.collection(collection).replace(doc_id, doc)
+        if db.verifying:  # print only what is proven
+            new = db.collection(collection).get(doc_id)
     output.emit(new, _fmt(fmt), output.render_document)
 
 
@@ -549,53 +598,130 @@ def prove(
 
 @app.command()
 def verify(
+    ctx: typer.Context,
     proof_file: Annotated[str, typer.Argument(metavar="PROOF", callback=_file_or_dash, help="A proof file, or - for stdin.")],
     state: StateFileOpt,
+    key: Annotated[
+        list[str],
+        typer.Option("--key", metavar="VKEY", help="A verifier key you pin (`immudoc key`); repeatable. Needed when "
+                     "the proof is relative to a state newer than yours."),
+    ] = [],  # noqa: B006
     fmt: FormatOpt = None,
 ) -> None:
-    """Verify a proof offline against a saved state (no database)."""
+    """Verify a proof offline against a saved state or checkpoint (no database)."""
     import docstore
     from docstore.cli.inputs import read_text
     from docstore.proofs import load
-    from docstore.proofs.trust import read_state_file
+    from docstore.proofs.trust import read_trust_file
 
-    trusted = read_state_file(state)
+    keys = [k for item in (*key, *settings(ctx).keys) for k in item.split()]
+    record = read_trust_file(state)
+    keys = keys or list(record.verifier_keys)
     proof = load(read_text(proof_file))
-    value = docstore.verify(proof, trusted)
+    trusted = record.checkpoint if (record.checkpoint and keys) else record.state
+    value = docstore.verify(proof, trusted, verifier_keys=keys or None)
     result = {
         "verified": True, "kind": proof.kind, "collection": proof.collection, "id": proof.id,
         "pointer": proof.pointer, "revision": proof.revision, "tx_id": proof.tx_id,
-        "state": proof.state.to_dict(), "trusted_state": trusted.to_dict(), "value": value,
+        "state": proof.state.to_dict(), "trusted_state": record.state.to_dict(), "value": value,
+        "signed_state": proof.state.tx_id > record.state.tx_id,
     }
     output.emit(
         result, _fmt(fmt),
         lambda r: f"verified: {_where(r)} = {output.cell(r['value'], 200)} (revision {r['revision']}, "
-        f"transaction {r['tx_id']}; trusted state {r['trusted_state']['tx_id']})",
+        f"transaction {r['tx_id']}; trusted state {r['trusted_state']['tx_id']}"
+        + (f", signed state {r['state']['tx_id']}" if r["signed_state"] else "") + ")",
     )
 
 
 @app.command()
 def state(
     ctx: typer.Context,
-    save: Annotated[Optional[str], typer.Option(metavar="FILE", help="Also save it (to verify proofs later).")] = None,
+    save: Annotated[
+        Optional[str], typer.Option(metavar="FILE", help="Also save it, as its signed checkpoint (to verify proofs later).")
+    ] = None,
     fmt: FormatOpt = None,
 ) -> None:
     """Print (and save) the state: a transaction id and its root."""
     with open_db(ctx) as db:
         current = db.state()
-    if save is not None:
-        from docstore.proofs.trust import write_state_file
+        note = db.checkpoint(current) if save is not None else None
+    if save is not None and note is not None:
+        from docstore.proofs.trust import write_checkpoint_file
 
-        try:
-            write_state_file(save, current)
-        except OSError as e:
-            from docstore.cli.errors import InputError
-
-            raise InputError(f"cannot write {save!r}: {e.strerror}") from None
+        write_checkpoint_file(save, note)
     output.emit(
         current.to_dict(), _fmt(fmt),
         lambda s: f"transaction {s['tx_id']}\nroot        {s['root']}" + (f"\nsaved to    {save}" if save else ""),
     )
+
+
+@app.command()
+def checkpoint(
+    ctx: typer.Context,
+    out: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="Write it here.")] = None,
+) -> None:
+    """Print the signed checkpoint of the current state (C2SP tlog-checkpoint)."""
+    with open_db(ctx) as db:
+        note = db.checkpoint()
+    if out is None:
+        sys.stdout.write(note)
+        return
+    from docstore.proofs.trust import write_checkpoint_file
+
+    write_checkpoint_file(out, note)
+
+
+@key_app.callback()
+def key_show(ctx: typer.Context, fmt: FormatOpt = None) -> None:
+    """Print the verifier keys: the current one first, then earlier ones that still co-sign."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with open_db(ctx) as db:
+        keys = db.verifier_keys()
+        remote = _is_remote(db)
+    note = "" if not remote else (
+        "\n(as the server states them: pin a key only if you got it from a channel you trust, "
+        "e.g. `immudoc key` run where the database is)"
+    )
+    if fmt is None:  # plain lines, in a pipe too: `--key "$(immudoc key)"` pins them
+        sys.stdout.write("\n".join(keys) + "\n")
+        if note:
+            print(note.strip(), file=sys.stderr)
+        return
+    output.emit(keys, _fmt(fmt), lambda ks: "\n".join(ks) + note)
+
+
+@key_app.command("rotate")
+def key_rotate(
+    ctx: typer.Context,
+    drop_old: Annotated[bool, typer.Option("--drop-old", help="Stop signing with the old key at once.")] = False,
+    fmt: FormatOpt = None,
+) -> None:
+    """Make a new signing key; the old one keeps co-signing until `immudoc key retire`."""
+    with open_db(ctx, write=True) as db:
+        if _is_remote(db):
+            raise typer.BadParameter("rotate the key where the database is (--db), not over --server")
+        new = db.rotate_key(keep_old=not drop_old)
+        keys = db.verifier_keys()
+    output.emit(
+        keys, _fmt(fmt),
+        lambda ks: f"new verifier key: {new}\n" + (
+            f"still co-signing with: {', '.join(ks[1:])}\n(publish the new key; run `immudoc key retire` once verifiers pin it)"
+            if len(ks) > 1 else "(publish the new key: verifiers that pin the old one will refuse newer states)"
+        ),
+    )
+
+
+@key_app.command("retire")
+def key_retire(ctx: typer.Context, fmt: FormatOpt = None) -> None:
+    """Stop co-signing with the keys kept by `immudoc key rotate`."""
+    with open_db(ctx, write=True) as db:
+        if _is_remote(db):
+            raise typer.BadParameter("retire keys where the database is (--db), not over --server")
+        db.retire_old_keys()
+        keys = db.verifier_keys()
+    output.emit(keys, _fmt(fmt), lambda ks: f"signing with {ks[0]} only")
 
 
 @app.command()
@@ -710,6 +836,11 @@ def serve(
     max_message_mb: Annotated[float, typer.Option(help="Largest message accepted or sent.")] = 64.0,
     grace: Annotated[float, typer.Option(help="Seconds calls in flight may finish on SIGTERM.")] = 10.0,
     workers: Annotated[int, typer.Option(help="Threads serving calls.")] = 32,
+    key_file: Annotated[
+        Optional[str],
+        typer.Option("--key-file", envvar="IMMUDOC_KEY_FILE", metavar="FILE",
+                     help="The signing key (default: the database's signing.key; created if missing)."),
+    ] = None,
 ) -> None:
     """Serve the database (--db) over gRPC until SIGTERM or SIGINT."""
     s = settings(ctx)
@@ -722,7 +853,7 @@ def serve(
     from docstore.server.cli_hook import serve as run  # grpc is imported only here
 
     raise typer.Exit(
-        run(s.db, host, port, tls_cert, tls_key, client_ca, tokens_file, max_message_mb, grace, workers)
+        run(s.db, host, port, tls_cert, tls_key, client_ca, tokens_file, max_message_mb, grace, workers, key_file=key_file)
     )
 
 

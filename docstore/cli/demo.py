@@ -55,11 +55,11 @@ def run_demo(say: Callable[[str], None], directory: str | None = None) -> None:
 
 def _story(say: Callable[[str], None], directory: str) -> None:
     import docstore
-    from docstore.proofs.trust import read_state_file, write_state_file
+    from docstore.proofs.trust import read_trust_file, write_checkpoint_file
 
     started = time.perf_counter()
     path = os.path.join(directory, "trial")
-    state_file = os.path.join(directory, "auditor-state.json")
+    state_file = os.path.join(directory, "auditor.checkpoint")
     say("immudoc demo: a clinical trial on a verifiable document database")
     say(f"(a temporary database in {path})")
 
@@ -80,8 +80,10 @@ def _story(say: Callable[[str], None], directory: str) -> None:
             say(f"3. The schema refuses a bad visit: {e}")
 
         trusted = db.state()
-        write_state_file(state_file, trusted)
-        say(f"4. The auditor saves the state it trusts: {json.dumps(trusted.to_dict())}")
+        key = db.verifier_key()
+        write_checkpoint_file(state_file, db.checkpoint(trusted))
+        say(f"4. The auditor saves the signed checkpoint it trusts (transaction {trusted.tx_id}) and pins the "
+            f"database's verifier key {key}")
 
         db["visits"].update("V-0002", {"$set": {"dosage.mg": 25, "correction": "transcription error"}})
         db["patients"].update("P-003", {"$set": {"consent": False}})
@@ -104,13 +106,15 @@ def _story(say: Callable[[str], None], directory: str) -> None:
         say(f"8. A proof of V-0002's dosage for the auditor: {len(proof_text)} bytes of JSON disclosing only "
             f"{[p[0] + ' = ' + p[1] for p in disclosed]}; drug, patient, name, note in it: {hidden or 'none'}")
 
-    value = docstore.verify(docstore.proofs.load(proof_text), read_state_file(state_file))
-    say(f"9. The auditor verifies it offline, with only the proof and the saved state: /dosage/mg = {value}")
+    saved = read_trust_file(state_file).checkpoint
+    value = docstore.verify(docstore.proofs.load(proof_text), saved, verifier_keys=[key])
+    say(f"9. The auditor verifies it offline, with only the proof, the saved checkpoint and the pinned key: "
+        f"/dosage/mg = {value} (the proof's newer state is signed by that key and extends the saved one)")
 
     forged = json.loads(proof_text)
     forged["claim"] = 50
     try:
-        docstore.verify(json.dumps(forged), trusted)
+        docstore.verify(json.dumps(forged), saved, verifier_keys=[key])
     except docstore.VerificationError as e:
         say(f"10. A proof edited to claim 50 mg is rejected: {e}")
 
@@ -121,7 +125,7 @@ def _story(say: Callable[[str], None], directory: str) -> None:
         say(f"    a plain read still serves {db['visits'].get('V-0002')['dosage']['mg']} mg from its cache;")
         say(f"    `immudoc audit` would say: {db.audit()}")
     try:
-        with docstore.open(path, readonly=True, verify=True, trusted_state=trusted) as reader:
+        with docstore.open(path, readonly=True, verify=True, trusted_state=trusted, verifier_key=key) as reader:
             reader["visits"].get("V-0002")
         say("    the verifying reader accepted it (unexpected!)")
     except (docstore.VerificationError, docstore.CorruptDataError) as e:

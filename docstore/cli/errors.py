@@ -120,6 +120,8 @@ def message_for(exc: BaseException) -> str:
     code = exit_code_for(exc)
     if code == UNEXPECTED:
         return f"unexpected error: {type(exc).__name__}: {text} (set IMMUDOC_DEBUG=1 for the traceback)"
+    if code == 5 and type(exc).__name__ == "ProofUnavailableError":
+        return f"not verified: {text}"
     if code == 5 and not isinstance(exc, AuditFailedError):
         return f"verification failed: {text}"
     if code == 7 and isinstance(exc, OSError) and exc.filename and text == type(exc).__name__:

@@ -16,7 +16,15 @@ from docstore.collections import cursor
 from docstore.collections.indexes import check_field, keys_for
 from docstore.collections.query import compile_filter, distinct_values
 from docstore.collections.schema import Schema
-from docstore.errors import DocumentNotFoundError, DuplicateKeyError, InvalidDocumentError, QueryError, SchemaError
+from docstore.errors import (
+    DocumentNotFoundError,
+    DuplicateKeyError,
+    InvalidDocumentError,
+    QueryError,
+    SchemaError,
+    VerificationError,
+    refuse_unproven,
+)
 from docstore.flatten import flatten
 from docstore.ids import check_id
 from docstore.records import Header
@@ -138,7 +146,18 @@ class Collection:
             raise DocumentNotFoundError(f"no document {doc_id!r} in {self.name!r}")
         out = []
         prefix = records.property_prefix(self.name, doc_id)
+        verifying = self._db._trust is not None
         for e in entries:
+            if verifying:  # each revision proven: its header, properties and transaction
+                proof = self._db._verified_at(self.name, doc_id, e.tx_id)
+                if proof.tx_id != e.tx_id:
+                    raise VerificationError(
+                        f"document {doc_id!r} in {self.name!r}: the history lists a revision of "
+                        f"transaction {e.tx_id}, the ledger proves transaction {proof.tx_id}"
+                    )
+                deleted = proof.claim is None
+                out.append(Revision(proof.revision, proof.tx_id, proof.tx.timestamp_ns, deleted, proof.claim))
+                continue
             header = Header.decode(e.value)
             doc = None
             if not header.deleted:
@@ -216,20 +235,32 @@ class Collection:
         """The first matching document, or None."""
         return next(self.find(filter, projection, sort, 0, 1, at_tx), None)
 
-    def count(self, filter: dict | None = None, at_tx: int | None = None) -> int:  # noqa: A002
-        """How many documents match."""
+    def count(self, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None) -> int:  # noqa: A002
+        """How many documents match. A verifying database cannot prove a count yet: it refuses
+        (ProofUnavailableError) unless ``verify=False``."""
+        refuse_unproven(self._db._trust is not None, verify, "a count")
         if not filter and at_tx is None:
             return len(self._state().docs)
-        return sum(1 for _ in self.find(filter, at_tx=at_tx))
+        return sum(1 for _ in self._unverified_find(filter, at_tx))
 
-    def distinct(self, field: str, filter: dict | None = None, at_tx: int | None = None) -> list:  # noqa: A002
-        """Distinct values of ``field`` among matching documents (arrays contribute elements)."""
+    def distinct(
+        self, field: str, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None  # noqa: A002
+    ) -> list:
+        """Distinct values of ``field`` among matching documents (arrays contribute elements).
+        A verifying database refuses (ProofUnavailableError) unless ``verify=False``."""
         check_field(field)
-        return distinct_values(self.find(filter, at_tx=at_tx), field)
+        refuse_unproven(self._db._trust is not None, verify, "a list of distinct values")
+        return distinct_values(self._unverified_find(filter, at_tx), field)
 
-    def explain(self, filter: dict | None = None) -> dict[str, Any]:  # noqa: A002
-        """How ``find(filter)`` would run: ``{"plan": "index"|"scan", ...}``."""
+    def _unverified_find(self, filter: dict | None, at_tx: int | None) -> Iterator[dict]:  # noqa: A002
+        predicate = compile_filter(filter)
+        return cursor.run_query(self._docs(filter, at_tx), filter, None, None, 0, None, predicate=predicate)
+
+    def explain(self, filter: dict | None = None, *, verify: bool | None = None) -> dict[str, Any]:  # noqa: A002
+        """How ``find(filter)`` would run: ``{"plan": "index"|"scan", ...}`` (a verifying
+        database refuses unless ``verify=False``: the plan is not proven)."""
         compile_filter(filter)
+        refuse_unproven(self._db._trust is not None, verify, "a query plan")
         state = self._state()
         return cursor.choose_plan(filter, state.indexes, len(state.docs), count=True).to_dict()
 
@@ -264,14 +295,21 @@ class Collection:
         return prove_collection(self._db, self.name, at_tx, state, known_state)
 
     # ------------------------------------------------------- schema, indexes
+    def _meta(self) -> dict[str, Any]:
+        """The collection's definition; on a verifying database, proven first."""
+        meta = self._state().meta
+        if self._db._trust is not None:
+            return self._db._verified_meta(self.name)
+        return meta
+
     @property
     def schema(self) -> Any:
-        """The collection's JSON Schema (None if it has none)."""
-        return self._state().meta.get("schema")
+        """The collection's JSON Schema (None if it has none; proven on a verifying database)."""
+        return self._meta().get("schema")
 
     def indexes(self) -> list[dict[str, Any]]:
-        """The secondary indexes: ``[{"field": f, "unique": bool}, ...]``."""
-        return list(self._state().meta.get("indexes", []))
+        """The secondary indexes: ``[{"field": f, "unique": bool}, ...]`` (proven on a verifying database)."""
+        return list(self._meta().get("indexes", []))
 
     def set_schema(self, schema: Any) -> None:
         """Set (or with None remove) the schema: a new, provable collection revision.
@@ -333,13 +371,15 @@ class Collection:
 
         self._db._run(create)
 
-    def info(self) -> dict[str, Any]:
-        """Name, schema, indexes and document count."""
+    def info(self, *, verify: bool | None = None) -> dict[str, Any]:
+        """Name, schema, indexes and document count (a verifying database refuses unless
+        ``verify=False``: the count is not proven)."""
+        refuse_unproven(self._db._trust is not None, verify, "a collection's document count")
         state = self._state()
         return {
             "name": self.name,
             "schema": state.meta.get("schema"),
-            "indexes": self.indexes(),
+            "indexes": list(state.meta.get("indexes", [])),
             "count": len(state.docs),
         }
 

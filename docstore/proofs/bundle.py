@@ -20,8 +20,19 @@ import kvcore
 from docstore.errors import VerificationError
 
 FORMAT = "immudoc-proof"
-VERSION = 1
+VERSION = 2
+"""Version 2 adds ``checkpoint`` (the signed checkpoint of the proof's state); version 1
+bundles (without it) are still read."""
+VERSIONS = (1, 2)
 KINDS = ("document", "property", "collection")
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+"""Largest bundle read; checked before it is parsed (a 4 MiB document proves in well under it)."""
+_FIELDS_V1 = frozenset(
+    {"format", "version", "kind", "collection", "id", "revision", "pointer", "claim", "index", "header",
+     "properties", "ordinal", "tx", "path", "tx_path", "state", "consistency"}
+)
+_FIELDS = {1: _FIELDS_V1, 2: _FIELDS_V1 | {"checkpoint"}}
+_CONSISTENCY_FIELDS = frozenset({"state", "old_tx_id", "new_tx_id", "path"})
 
 
 def b64(data: bytes) -> str:
@@ -82,6 +93,7 @@ class Proof(NamedTuple):
     state: kvcore.State
     consistency: kvcore.ConsistencyProof | None = None
     consistency_state: kvcore.State | None = None
+    checkpoint: str | None = None  # the signed checkpoint (C2SP note text) of ``state``
 
     def __repr__(self) -> str:
         return (
@@ -96,6 +108,10 @@ class Proof(NamedTuple):
     def with_consistency(self, other: kvcore.State, proof: kvcore.ConsistencyProof) -> Proof:
         """A copy that also carries a consistency proof between its state and ``other``."""
         return self._replace(consistency=proof, consistency_state=other)
+
+    def with_checkpoint(self, note: str | None) -> Proof:
+        """A copy that carries the signed checkpoint of its state."""
+        return self._replace(checkpoint=note)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -117,6 +133,8 @@ class Proof(NamedTuple):
         d["path"] = [b64(h) for h in self.path]
         d["tx_path"] = [b64(h) for h in self.tx_path]
         d["state"] = self.state.to_dict()
+        if self.checkpoint is not None:
+            d["checkpoint"] = self.checkpoint
         if self.consistency is not None and self.consistency_state is not None:
             d["consistency"] = {
                 "state": self.consistency_state.to_dict(),
@@ -148,8 +166,20 @@ def from_dict(d: Any) -> Proof:
         raise VerificationError("a proof bundle must be a JSON object")
     if d.get("format") != FORMAT:
         raise VerificationError(f"not an immudoc proof (format {d.get('format')!r})")
-    if d.get("version") != VERSION:
-        raise VerificationError(f"proof format version {d.get('version')!r} is not supported (this reads {VERSION})")
+    version = d.get("version")
+    if type(version) is not int or version not in VERSIONS:
+        raise VerificationError(
+            f"proof format version {version!r} is not supported (this reads versions "
+            f"{', '.join(map(str, VERSIONS))})"
+        )
+    unknown = set(d) - _FIELDS[version]
+    if unknown:
+        raise VerificationError(
+            f"malformed proof bundle: unknown fields {sorted(map(str, unknown))} for version {version}"
+        )
+    checkpoint = d.get("checkpoint")
+    if checkpoint is not None and not isinstance(checkpoint, str):
+        raise VerificationError("malformed proof bundle: 'checkpoint' is the text of a signed note")
     kind = d.get("kind")
     if kind not in KINDS:
         raise VerificationError(f"unknown proof kind {kind!r}")
@@ -173,6 +203,10 @@ def from_dict(d: Any) -> Proof:
             c = d["consistency"]
             if not isinstance(c, dict):
                 raise TypeError
+            if set(c) != _CONSISTENCY_FIELDS:
+                raise VerificationError(
+                    "malformed proof bundle: 'consistency' holds exactly state, old_tx_id, new_tx_id and path"
+                )
             cstate = kvcore.State.from_dict(c.get("state"))
             consistency = kvcore.ConsistencyProof(
                 _int(c.get("old_tx_id")), _int(c.get("new_tx_id")), _hashes(c.get("path"), "consistency.path")
@@ -212,6 +246,7 @@ def from_dict(d: Any) -> Proof:
             state=kvcore.State.from_dict(d.get("state")),
             consistency=consistency,
             consistency_state=cstate,
+            checkpoint=checkpoint,
         )
     except (KeyError, TypeError, kvcore.VerificationError) as e:
         if isinstance(e, VerificationError):
@@ -234,9 +269,13 @@ def _int(v: Any) -> int:
 
 
 def load(text: str | bytes) -> Proof:
-    """Read a proof bundle from its JSON text."""
+    """Read a proof bundle from its JSON text (at most :data:`MAX_BUNDLE_BYTES`, checked first)."""
     import json
 
+    if not isinstance(text, (str, bytes)):
+        raise VerificationError(f"a proof bundle is JSON text, got {type(text).__name__}")
+    if len(text) > MAX_BUNDLE_BYTES or (isinstance(text, str) and len(text.encode("utf-8", "surrogatepass")) > MAX_BUNDLE_BYTES):
+        raise VerificationError(f"a proof bundle is at most {MAX_BUNDLE_BYTES} bytes; this one is larger")
     try:  # the standard library keeps integers of any size exact
         d = json.loads(text)
     except (ValueError, RecursionError) as e:

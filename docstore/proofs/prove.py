@@ -47,8 +47,16 @@ def check_own_state(ledger: kvcore.Ledger, state: object, name: str, trusted: bo
     return state
 
 
-def _state(ledger: kvcore.Ledger, state: kvcore.State | None, tx_id: int) -> kvcore.State:
+def _state(
+    ledger: kvcore.Ledger, state: kvcore.State | None, known: kvcore.State | None, tx_id: int
+) -> kvcore.State:
+    """The state to prove against: ``state`` if given; else the verifier's ``known`` state when
+    it already holds transaction ``tx_id`` (nothing newer to authenticate); else the current one."""
+    if known is not None:
+        check_own_state(ledger, known, "known_state", trusted=False)
     if state is None:
+        if known is not None and known.tx_id >= tx_id:
+            return known
         return ledger.state()
     check_own_state(ledger, state, "state", trusted=False)
     if state.tx_id < tx_id:
@@ -56,13 +64,15 @@ def _state(ledger: kvcore.Ledger, state: kvcore.State | None, tx_id: int) -> kvc
     return state
 
 
-def _bundle_consistency(ledger: kvcore.Ledger, proof: Proof, known: kvcore.State | None) -> Proof:
+def _bundle(db: Database, proof: Proof, known: kvcore.State | None) -> Proof:
+    """Add the signed checkpoint of the proof's state and, for a verifier that knows another
+    state, the consistency proof between the two."""
+    proof = proof.with_checkpoint(db._sign_or_none(proof.state))
     if known is None or known == proof.state:
         return proof
-    check_own_state(ledger, known, "known_state", trusted=False)
     old, new = sorted((known.tx_id, proof.state.tx_id))
     try:
-        cp = ledger.prove_consistency(old, new)
+        cp = db.ledger.prove_consistency(old, new)
     except kvcore.TxNotFoundError as e:
         raise QueryError(f"cannot link the known state: {e}") from None
     return proof.with_consistency(known, cp)
@@ -87,7 +97,7 @@ def prove_document(
         raise QueryError(str(e)) from None
     header = Header.decode(entry.value)
     o, tx_id = entry.index, entry.tx_id
-    state = _state(ledger, state, tx_id)
+    state = _state(ledger, state, known_state, tx_id)
     prefix = records.property_prefix(coll, doc_id)
     cut = len(prefix) + 8
     salt = records.SALT_BYTES
@@ -103,7 +113,7 @@ def prove_document(
             "document", coll, doc_id, header.revision, None, claim, entry.value, o, props, None,
             kv_proof.header, kv_proof.path, kv_proof.tx_path, state,
         )
-        return _bundle_consistency(ledger, proof, known_state)
+        return _bundle(db, proof, known_state)
     split_pointer(pointer)  # InvalidPointerError for a malformed pointer
     if header.deleted:
         raise DocumentNotFoundError(f"document {doc_id!r} in {coll!r} is deleted at that revision")
@@ -125,7 +135,7 @@ def prove_document(
         index, [Property(pointer, encoded, value[:salt])], index - o - 1, kv_proof.header,
         kv_proof.entry_path, kv_proof.tx_path, state,
     )
-    return _bundle_consistency(ledger, proof, known_state)
+    return _bundle(db, proof, known_state)
 
 
 def _no_property(
@@ -163,10 +173,10 @@ def prove_collection(
         raise NotFoundError(f"no collection {coll!r} as of transaction {at_tx}") from None
     except kvcore.TxNotFoundError as e:
         raise QueryError(str(e)) from None
-    state = _state(ledger, state, entry.tx_id)
+    state = _state(ledger, state, known_state, entry.tx_id)
     kv_proof = ledger.prove_entry_at(entry.tx_id, entry.index, state)
     proof = Proof(
         "collection", coll, None, 0, None, orjson.loads(entry.value), entry.value,
         entry.index, [], None, kv_proof.header, kv_proof.entry_path, kv_proof.tx_path, state,
     )
-    return _bundle_consistency(ledger, proof, known_state)
+    return _bundle(db, proof, known_state)

@@ -1,9 +1,11 @@
-"""Pure verification of proof bundles: a function of (proof, trusted state), no I/O.
+"""Pure verification of proof bundles: a function of (proof, trusted state, pinned keys), no I/O.
 
-Checks, in order: the proof's state is the trusted state or linked to it by a bundled
-consistency proof; the claimed entries (rebuilt byte for byte from the bundle) are entries of a
-transaction that is in the ledger at that state; and what those entries say (collection, id,
-revision, property count, pointer, value) is exactly what the bundle claims.
+Checks, in order: the proof's state is authenticated (it is the trusted state; or older, and a
+bundled consistency proof shows the trusted state extends it; or newer, signed by a pinned key
+in a checkpoint, and a bundled consistency proof shows it extends the trusted state); the
+claimed entries (rebuilt byte for byte from the bundle) are entries of a transaction that is in
+the ledger at that state; and what those entries say (collection, id, revision, property
+count, pointer, value) is exactly what the bundle claims.
 """
 
 from __future__ import annotations
@@ -18,27 +20,36 @@ from docstore import records
 from docstore.errors import CorruptDataError, DocstoreError, VerificationError
 from docstore.flatten import OBJECT_HEADER, decode_value, encode_value, flatten
 from docstore.ids import check_collection_name, check_id
+from docstore.proofs import checkpoint as ckpt
 from docstore.proofs.bundle import Proof, from_dict, load
+from docstore.proofs.note import Verifier, verifiers
 from docstore.records import Header
 
+KeysArg = str | Verifier | list[str | Verifier] | tuple[str | Verifier, ...] | None
 
-def verify(proof: Proof | str | bytes | dict, trusted_state: kvcore.State) -> Any:
+
+def verify(
+    proof: Proof | str | bytes | dict,
+    trusted: kvcore.State | str | bytes,
+    verifier_keys: KeysArg = None,
+) -> Any:
     """Verify a proof against a state you trust; return the proven document or value.
+
+    ``trusted`` is a :class:`kvcore.State` or the text of a checkpoint (whose signature is
+    checked when ``verifier_keys`` are given). ``verifier_keys``: the ledger's verifier key
+    strings (``immudoc key``) you pin; needed only for a proof relative to a state newer than
+    the trusted one, which is accepted only if a pinned key signed that state's checkpoint and
+    the bundle shows it extends the trusted state.
 
     A document proof returns the document (None for a deletion's tombstone), a property
     proof the property's value, a collection proof the collection's definition. Raises
     :class:`VerificationError` saying which check failed.
     """
-    if isinstance(proof, (str, bytes)):
-        proof = load(proof)
-    elif isinstance(proof, dict):
-        proof = from_dict(proof)
-    if not isinstance(proof, Proof):
-        raise VerificationError(f"expected a proof bundle, got {type(proof).__name__}")
-    if not isinstance(trusted_state, kvcore.State):
-        raise VerificationError(f"expected a trusted kvcore.State, got {type(trusted_state).__name__}")
+    proof = as_proof(proof)
+    pinned = verifiers(verifier_keys)
+    trusted_state = trusted_state_of(trusted, pinned)
     _check_names(proof)
-    _link(proof, trusted_state)
+    _link(proof, trusted_state, pinned)
     if proof.kind == "property":
         return _verify_property(proof)
     if proof.kind == "collection":
@@ -65,28 +76,116 @@ def verify_consistency(old_state: kvcore.State, new_state: kvcore.State, proof: 
         raise VerificationError(str(e)) from None
 
 
-def _link(proof: Proof, trusted: kvcore.State) -> None:
+def as_proof(proof: object) -> Proof:
+    """A :class:`Proof` from a bundle, its JSON text or its dict (parsed strictly)."""
+    if isinstance(proof, (str, bytes)):
+        proof = load(proof)
+    elif isinstance(proof, dict):
+        proof = from_dict(proof)
+    if not isinstance(proof, Proof):
+        raise VerificationError(f"expected a proof bundle, got {type(proof).__name__}")
+    return proof
+
+
+def trusted_state_of(trusted: object, pinned: list[Verifier]) -> kvcore.State:
+    """The state a verifier trusts: a State as given, or a checkpoint's state (its signature
+    checked against ``pinned`` keys when there are any)."""
+    if isinstance(trusted, kvcore.State):
+        if type(trusted.tx_id) is not int or trusted.tx_id < 0 or type(trusted.root) is not bytes or len(trusted.root) != 32:
+            raise VerificationError("the trusted state is malformed (a transaction id and a 32-byte root)")
+        return trusted
+    if isinstance(trusted, (str, bytes)):
+        if pinned:
+            return ckpt.open_checkpoint(trusted, pinned).state
+        return ckpt.read_unverified(trusted).state
+    raise VerificationError(f"expected a trusted kvcore.State or a checkpoint's text, got {type(trusted).__name__}")
+
+
+def authenticate_newer(
+    trusted: kvcore.State,
+    state: kvcore.State,
+    note: str | None,
+    consistency: kvcore.ConsistencyProof | None,
+    pinned: list[Verifier],
+) -> None:
+    """Accept ``state``, newer than ``trusted``, only if a pinned key signed its checkpoint
+    ``note`` and ``consistency`` shows that it extends ``trusted``; else VerificationError.
+
+    A consistency proof alone never authenticates a newer state: anyone who knows the trusted
+    tree's right edge can extend it with leaves of their choosing."""
+    if not pinned:
+        hint = (
+            " (the empty ledger's state, transaction 0, trusts nothing by itself)" if trusted.tx_id == 0 else ""
+        )
+        raise VerificationError(
+            f"the proof is relative to state {state.tx_id}, newer than the trusted state "
+            f"{trusted.tx_id}{hint}: a newer state is accepted only if signed by a key you pin "
+            "(verifier_keys=[...], immudoc verify --key KEY; the key is `immudoc key`), or ask "
+            "for a proof relative to your state (known_state=..., immudoc prove --known-state FILE)"
+        )
+    if note is None:
+        raise VerificationError(
+            f"the proof is relative to state {state.tx_id}, newer than the trusted state "
+            f"{trusted.tx_id}, and carries no signed checkpoint of it"
+        )
+    signed = ckpt.open_checkpoint(note, pinned)
+    if signed.state != state:
+        raise VerificationError(
+            f"the signed checkpoint is of state {signed.state.tx_id}, not of the proof's state {state.tx_id} "
+            "(or its root differs)"
+        )
+    if consistency is None:
+        raise VerificationError(
+            f"the proof is relative to state {state.tx_id}, newer than the trusted state "
+            f"{trusted.tx_id}: it needs a consistency proof from the trusted state (known_state=...)"
+        )
+    try:
+        kvcore.verify_consistency(trusted, state, consistency)
+    except kvcore.VerificationError as e:
+        raise VerificationError(
+            f"consistency check failed from the trusted state {trusted.tx_id} to the signed state "
+            f"{state.tx_id}: {e} (the signer forked the ledger, or the proof was altered)"
+        ) from None
+
+
+def _link(proof: Proof, trusted: kvcore.State, pinned: list[Verifier]) -> None:
     state = proof.state
+    if proof.checkpoint is not None:  # whatever it is needed for, it must name the proof's state
+        if ckpt.read_unverified(proof.checkpoint).state != state:
+            raise VerificationError("the bundle's checkpoint names another state than the proof's")
+    cp, other = proof.consistency, proof.consistency_state
+    if (cp is None) != (other is None):
+        raise VerificationError("malformed proof bundle: a consistency proof names its state")
     if state.tx_id == trusted.tx_id:
         if state.root != trusted.root:
             raise VerificationError(
                 f"state check failed: the proof's root at transaction {state.tx_id} differs from "
                 "the trusted root (the ledger was rewritten, or the proof is forged)"
             )
+        if cp is not None:
+            raise VerificationError(
+                "the proof is relative to the trusted state itself, yet carries a consistency proof it does not use"
+            )
         return
-    cp, other = proof.consistency, proof.consistency_state
-    if cp is None or other is None or other != trusted:
+    if cp is not None and other != trusted:
+        raise VerificationError(
+            f"the bundled consistency proof links state {other.tx_id if other else None}, not the "
+            f"trusted state {trusted.tx_id}: it cannot be used"
+        )
+    if state.tx_id > trusted.tx_id:
+        authenticate_newer(trusted, state, proof.checkpoint, cp, pinned)
+        return
+    if cp is None:
         raise VerificationError(
             f"the proof is relative to state {state.tx_id} but the trusted state is "
             f"{trusted.tx_id}: it needs a consistency proof between the two "
             "(prove with known_state=..., or verify one as a second step)"
         )
-    old, new = (trusted, state) if trusted.tx_id < state.tx_id else (state, trusted)
     try:
-        kvcore.verify_consistency(old, new, cp)
+        kvcore.verify_consistency(state, trusted, cp)
     except kvcore.VerificationError as e:
         raise VerificationError(
-            f"consistency check failed between states {old.tx_id} and {new.tx_id}: {e}"
+            f"consistency check failed between states {state.tx_id} and {trusted.tx_id}: {e}"
         ) from None
 
 

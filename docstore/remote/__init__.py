@@ -32,9 +32,11 @@ def connect(
     target: str,
     *,
     state_file: str | os.PathLike[str] | None = None,
-    trusted_state: kvcore.State | None = None,
+    trusted_state: kvcore.State | str | None = None,
     trust_on_first_use: bool = False,
     verify: bool = True,
+    verifier_key: str | list[str] | None = None,
+    trust_unsigned: bool = False,
     token: str | None = None,
     tls: bool | str | os.PathLike[str] | dict[str, Any] | TLS | None = None,
     timeout: float | None = 60.0,
@@ -45,11 +47,16 @@ def connect(
     """Connect to an immudoc server (``python -m docstore.server`` / ``immudoc serve``).
 
     Verified by default: there is no silent trust on first use. Pass the state you trust
-    (``trusted_state``, e.g. from an auditor), or a ``state_file`` that holds one (it is then
-    kept up to date, written atomically under a lock, and only ever advanced after a
-    consistency proof verifies). ``trust_on_first_use=True`` explicitly accepts the server's
-    current state when ``state_file`` holds none yet (and saves it there). ``verify=False``
-    turns verification off altogether.
+    (``trusted_state``: a State or a checkpoint's text, e.g. from an auditor), or a
+    ``state_file`` that holds one (it is then kept up to date, written atomically under a
+    lock), and pin the server's ``verifier_key`` (``immudoc key`` on the server: a key string
+    or a list). The trusted state advances to a newer one only when a pinned key signed that
+    state's checkpoint and a consistency proof shows it extends the trusted one.
+    ``trust_on_first_use=True`` explicitly accepts the server's current signed checkpoint and
+    its keys when ``state_file`` holds nothing yet, and saves both there (as SSH pins a host
+    key). ``trust_unsigned=True`` lets a consistency proof alone advance the trusted state (a
+    ledger without a key; unsafe against a forger who knows the trusted state: it warns).
+    ``verify=False`` turns verification off altogether.
 
     On connecting, the server must prove that its current state extends the trusted one, or
     VerificationError is raised (a rewritten or rolled-back history).
@@ -69,6 +76,8 @@ def connect(
         trusted_state=trusted_state,
         trust_on_first_use=trust_on_first_use,
         verify=verify,
+        verifier_key=verifier_key,
+        trust_unsigned=trust_unsigned,
         token=token,
         tls=tls,
         timeout=timeout,

@@ -1,24 +1,20 @@
 """RemoteDatabase: a connection to an immudoc server with the embedded database's interface.
 
-Verification: the client holds a :class:`~docstore.proofs.trust.TrustedState`. A verified
-read asks the server for a proof relative to its current state ``S`` that also carries a
-consistency proof from the state the client trusts ``T``; the client checks both with the
-library's pure verifier and then makes ``S`` part of its trusted history:
-
-- if ``T`` is still the trusted state, it advances to ``S`` (saved to the state file);
-- if other threads moved the trusted state on meanwhile (to ``C``), ``S`` and ``C`` must be
-  one history too: the client fetches and verifies a consistency proof between them (and
-  advances if ``S`` is newer) — two states that each extend ``T`` could otherwise be a fork.
-
-States already proven to be on the trusted history are remembered (a few thousand), so
-concurrent readers rarely pay for that second proof.
+Verification: the client holds a :class:`~docstore.proofs.trust.TrustTracker` (the same one
+the embedded verifying reader uses). A verified read asks the server for proofs relative to
+the state the client trusts ``T`` when they can be (nothing newer to authenticate), else
+relative to its current state ``S`` with the signed checkpoint of ``S`` and a consistency
+proof from ``T``. The tracker accepts ``S`` only if a verifier key the client pins signed it
+and it extends ``T`` (or, with ``trust_unsigned=True``, on the consistency proof alone, with
+a warning); then the proofs are checked against ``S`` with the library's pure verifier. States
+already proven to be on the trusted history are remembered, so concurrent readers rarely
+pay for a second consistency proof.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,16 +28,15 @@ from docstore.errors import (
     QueryError,
     SchemaError,
     VerificationError,
+    refuse_unproven,
 )
 from docstore.ids import check_collection_name
 from docstore.proofs.bundle import Proof, from_dict
-from docstore.proofs.trust import TrustedState, read_state_file
-from docstore.proofs.verify import verify, verify_consistency
+from docstore.proofs.trust import TrustTracker
+from docstore.proofs.verify import verify
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
 from docstore.rpc import immudoc_pb2_grpc as pb_grpc
-
-_REMEMBERED_STATES = 4096
 
 
 @dataclass(frozen=True)
@@ -103,9 +98,11 @@ class RemoteDatabase:
         target: str,
         *,
         state_file: str | os.PathLike[str] | None = None,
-        trusted_state: kvcore.State | None = None,
+        trusted_state: kvcore.State | str | None = None,
         trust_on_first_use: bool = False,
         verify: bool = True,
+        verifier_key: Any = None,
+        trust_unsigned: bool = False,
         token: str | None = None,
         tls: Any = None,
         timeout: float | None = 60.0,
@@ -117,9 +114,14 @@ class RemoteDatabase:
             raise QueryError(f"connect needs 'host:port', got {target!r}")
         if type(batch_size) is not int or batch_size < 1:
             raise QueryError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not verify and (trusted_state is not None or state_file is not None or trust_on_first_use):
-            raise QueryError("trusted_state, state_file and trust_on_first_use go with verify=True")
-        if trusted_state is not None:
+        if not verify and (
+            trusted_state is not None or state_file is not None or trust_on_first_use
+            or verifier_key is not None or trust_unsigned
+        ):
+            raise QueryError(
+                "trusted_state, state_file, trust_on_first_use, verifier_key and trust_unsigned go with verify=True"
+            )
+        if isinstance(trusted_state, kvcore.State):
             codec.state_to_pb(trusted_state, "trusted_state")  # QueryError for a malformed one
         self.target = target
         self.timeout = timeout
@@ -145,9 +147,7 @@ class RemoteDatabase:
             self._channel = grpc.insecure_channel(target, options=options)
         self._stub = pb_grpc.DocstoreStub(self._channel)
         self._known: set[str] = set()  # collections known to exist (there is no drop)
-        self._trust: TrustedState | None = None
-        self._trust_lock = threading.RLock()
-        self._on_history: OrderedDict[int, bytes] = OrderedDict()  # states proven on the trusted history
+        self._trust: TrustTracker | None = None
         try:
             info = self._call(self._stub.Info, pb.InfoRequest())
             if info.api_version != codec.API_VERSION:
@@ -155,19 +155,23 @@ class RemoteDatabase:
             self.server_version = info.server_version
             self.role = info.role
             self.max_message_bytes = min(max_bytes, info.max_message_bytes or max_bytes)
+            self.server_verifier_keys = list(info.verifier_keys)
+            """The verifier keys the server says it signs with (shown, never pinned by the client)."""
             if verify:
-                saved = None
-                if state_file is not None and os.path.exists(state_file):
-                    saved = read_state_file(state_file)
-                if trusted_state is None and saved is None:
+                if trusted_state is None and not (state_file is not None and os.path.exists(state_file)):
                     if not trust_on_first_use:
                         raise VerificationError(
                             "a verifying client needs a first trusted state: pass trusted_state=..., or a "
                             "state_file that holds one, or trust_on_first_use=True to accept the server's "
                             "(there is no silent trust on first use; verify=False turns verification off)"
                         )
-                    trusted_state = codec.state_from_pb(info.state)
-                self._trust = TrustedState(trusted_state, state_file)
+                    trusted_state = info.checkpoint or codec.state_from_pb(info.state)
+                    if verifier_key is None and info.verifier_keys:
+                        verifier_key = list(info.verifier_keys)  # pinned on first use, saved with the state
+                self._trust = TrustTracker(
+                    trusted_state, state_file, verifier_keys=verifier_key,
+                    trust_on_first_use=trust_on_first_use, trust_unsigned=trust_unsigned,
+                )
                 self._sync()
         except BaseException:
             self._channel.close()
@@ -268,10 +272,18 @@ class RemoteDatabase:
         return self.collection(name)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self.collections()
+        if not isinstance(name, str):
+            return False
+        try:
+            self._check_collection(name)
+        except CollectionNotFoundError:
+            return False
+        return True
 
-    def collections(self) -> list[str]:
-        """Names of all collections, sorted."""
+    def collections(self, *, verify: bool | None = None) -> list[str]:
+        """Names of all collections, sorted (a verifying connection refuses unless
+        ``verify=False``: that the list is complete is not proven)."""
+        refuse_unproven(self._trust is not None, verify, "the list of collections")
         names = list(self._call(self._stub.ListCollections, pb.ListCollectionsRequest()).names)
         self._known.update(names)
         return names
@@ -307,6 +319,31 @@ class RemoteDatabase:
     def trusted_state(self) -> kvcore.State | None:
         return None if self._trust is None else self._trust.state
 
+    def checkpoint(self, state: kvcore.State | None = None) -> str:
+        """The server's signed checkpoint of its current state (``state`` must be None or the
+        current one; on a verifying connection it is authenticated first)."""
+        if state is not None and state != self.state():
+            raise QueryError("a remote database signs its current state only")
+        base = self._trust.state if self._trust is not None else None
+        req = pb.StateRequest(known_state=codec.state_to_pb(base)) if base is not None else pb.StateRequest()
+        r = self._call(self._stub.State, req)
+        if self._trust is not None:
+            cp = codec.consistency_from_pb(r.consistency) if r.HasField("consistency") else None
+            self._trust.accept(codec.state_from_pb(r.state), r.checkpoint or None, self._fetch, base, cp)
+        return str(r.checkpoint)
+
+    def verifier_key(self) -> str:
+        """The verifier key the server says it signs with. Pin it only if you got it from a
+        channel you trust (``immudoc key`` on the server): the server could name any key."""
+        keys = self.verifier_keys()
+        if not keys:
+            raise QueryError("the server publishes no verifier key")
+        return keys[0]
+
+    def verifier_keys(self) -> list[str]:
+        """The verifier keys the server says it signs with, current first (see :meth:`verifier_key`)."""
+        return list(self._call(self._stub.Info, pb.InfoRequest()).verifier_keys)
+
     def prove_consistency(self, old_state: kvcore.State, new_state: kvcore.State | None = None) -> kvcore.ConsistencyProof:
         """Prove that ``new_state`` (default: now) extends ``old_state``."""
         if not isinstance(old_state, kvcore.State):
@@ -318,11 +355,17 @@ class RemoteDatabase:
 
     def audit(self, trusted_state: kvcore.State | None = None, progress: Any = None) -> kvcore.AuditReport:
         """The server's full audit of its ledger and derived state (``progress`` is not
-        reported remotely)."""
+        reported remotely). The verdict is the server's word; on a verifying connection the
+        state it audited (transaction count and root) must be on the trusted history, or
+        VerificationError."""
         req = pb.AuditRequest()
         if trusted_state is not None:
             req.trusted_state.CopyFrom(codec.state_to_pb(trusted_state))
         r = self._call(self._stub.Audit, req, timeout=None)
+        if self._trust is not None and r.ok:
+            audited = kvcore.State(r.tx_count, bytes(r.root))
+            self._sync()
+            self._trust.accept(audited, None, self._fetch)
         return kvcore.AuditReport(
             ok=r.ok,
             tx_count=r.tx_count,
@@ -333,86 +376,41 @@ class RemoteDatabase:
         )
 
     # --------------------------------------------------------- verification
-    def _remember(self, state: kvcore.State) -> None:
-        self._on_history[state.tx_id] = state.root
-        self._on_history.move_to_end(state.tx_id)
-        while len(self._on_history) > _REMEMBERED_STATES:
-            self._on_history.popitem(last=False)
-
-    def _fetch_consistency(self, old: kvcore.State, new: kvcore.State) -> kvcore.ConsistencyProof:
+    def _fetch(self, old: kvcore.State, new: kvcore.State) -> kvcore.ConsistencyProof:
+        """A consistency proof from the server (checked by the tracker, never trusted)."""
         return self.prove_consistency(old, new)
 
-    def _accept(self, state: kvcore.State, base: kvcore.State, proof: kvcore.ConsistencyProof | None) -> None:
-        """``state`` was verified to extend (or be) ``base``, a state trusted at some point:
-        make sure it is on the trusted history, advancing the trusted state if it is newer."""
-        trust = self._trust
-        assert trust is not None
-        with self._trust_lock:
-            cur = trust.state
-            if state == cur or self._on_history.get(state.tx_id) == state.root:
-                return
-            if state.tx_id == cur.tx_id:
-                raise VerificationError(
-                    f"the server's root at transaction {state.tx_id} differs from the trusted one: "
-                    "its history was rewritten (or it shows different histories to different readers)"
-                )
-            if base == cur and state.tx_id > cur.tx_id and proof is not None:
-                trust.advance(state, proof)
-            elif state.tx_id > cur.tx_id:
-                trust.advance(state, self._fetch_consistency(cur, state))
-            else:
-                verify_consistency(state, cur, self._fetch_consistency(state, cur))
-                self._remember(state)
-                return
-            self._remember(cur)
-
     def _sync(self) -> kvcore.State:
-        """The server's current state, proven to extend the trusted one (which advances)."""
+        """The server's current state, authenticated (signed and extending the trusted one);
+        the trusted state advances to it."""
         trust = self._trust
         assert trust is not None
-        link = trust.needs_link
-        if link is not None:  # an explicit trusted_state and a different one in the state file
-            old, new = sorted(link, key=lambda s: s.tx_id)
-            trust.confirm_link(self._fetch_consistency(old, new))
+        trust.link(self._fetch)
         base = trust.state
         r = self._call(self._stub.State, pb.StateRequest(known_state=codec.state_to_pb(base)))
         state = codec.state_from_pb(r.state)
-        self._check_not_behind(state, base)
-        if state != base:
-            if not r.HasField("consistency"):
-                raise VerificationError("the server sent no consistency proof from the trusted state")
-            cp = codec.consistency_from_pb(r.consistency)
-            try:
-                kvcore.verify_consistency(base, state, cp)
-            except kvcore.VerificationError as e:
-                raise VerificationError(
-                    f"consistency check failed from trusted state {base.tx_id} to the server's "
-                    f"{state.tx_id}: {e} (its history is not the one trusted)"
-                ) from None
-            self._accept(state, base, cp)
+        trust.check_current(state)
+        cp = codec.consistency_from_pb(r.consistency) if r.HasField("consistency") else None
+        trust.accept(state, r.checkpoint or None, self._fetch, base, cp)
         return state
-
-    @staticmethod
-    def _check_not_behind(state: kvcore.State, base: kvcore.State) -> None:
-        if state.tx_id < base.tx_id:
-            raise VerificationError(
-                f"the server's ledger is at transaction {state.tx_id}, before the trusted state "
-                f"{base.tx_id}: it lost transactions (its history was rolled back)"
-            )
-        if state.tx_id == base.tx_id and state.root != base.root:
-            raise VerificationError(
-                f"the server's root at transaction {state.tx_id} differs from the trusted root: "
-                "its history was rewritten"
-            )
 
     def _proof(self, data: bytes) -> Proof:
         return from_dict(codec.loads(data, VerificationError))
 
+    def _authenticated(self, proof: Proof) -> Proof:
+        """Accept a proof's state into the trusted history; returns the proof relative to it alone."""
+        trust = self._trust
+        assert trust is not None
+        trust.accept(proof.state, proof.checkpoint, self._fetch, proof.consistency_state, proof.consistency)
+        return proof._replace(consistency=None, consistency_state=None)
+
     def _verified_get(self, coll: str, doc_id: str, at_tx: int | None) -> tuple[dict | None, int]:
         """(document or None for a proven deletion, revision), proven against the trusted state."""
-        base = self.trusted_state
-        assert base is not None
-        req = pb.GetRequest(collection=coll, id=doc_id, prove=True, known_state=codec.state_to_pb(base))
+        trust = self._trust
+        assert trust is not None
+        trust.link(self._fetch)
+        started = time.monotonic()
+        req = pb.GetRequest(collection=coll, id=doc_id, prove=True, known_state=codec.state_to_pb(trust.state))
         if at_tx is not None:
             req.at_tx = at_tx
         proof = self._proof(self._call(self._stub.Get, req).proof)
@@ -422,22 +420,30 @@ class RemoteDatabase:
             )
         if at_tx is not None and proof.tx_id > at_tx:
             raise VerificationError(f"the server proved a revision of transaction {proof.tx_id}, after {at_tx}")
-        self._check_not_behind(proof.state, base)
-        doc = verify(proof, base)
-        self._accept(proof.state, base, proof.consistency)
+        proof = self._authenticated(proof)
+        doc = verify(proof, proof.state)
+        if at_tx is None:
+            trust.seen_revision(coll, doc_id, proof.revision, started)
         return doc, proof.revision
 
-    def _verified_page_state(self, page: pb.FindPage, base: kvcore.State) -> kvcore.State:
-        """The state of a verified find's proofs, proven to extend ``base`` and accepted."""
+    def _verified_meta(self, coll: str) -> dict[str, Any]:
+        """A collection's current definition, proven against the trusted state."""
+        trust = self._trust
+        assert trust is not None
+        req = pb.ProveSchemaRequest(collection=coll, known_state=codec.state_to_pb(trust.state))
+        proof = self._proof(self._call(self._stub.ProveSchema, req).proof)
+        if (proof.kind, proof.collection) != ("collection", coll):
+            raise VerificationError(f"the server proved {proof.kind} {proof.collection}, not collection {coll}")
+        proof = self._authenticated(proof)
+        return verify(proof, proof.state)
+
+    def _verified_page_state(self, page: Any, base: kvcore.State) -> kvcore.State:
+        """The state of a verified stream's proofs (its first page), authenticated and accepted."""
+        trust = self._trust
+        assert trust is not None
         if not page.HasField("state"):
             raise VerificationError("the server sent no state for its proofs")
         state = codec.state_from_pb(page.state)
-        self._check_not_behind(state, base)
-        cp = None
-        if state != base:
-            if not page.HasField("consistency"):
-                raise VerificationError("the server sent no consistency proof from the trusted state")
-            cp = codec.consistency_from_pb(page.consistency)
-            verify_consistency(base, state, cp)
-        self._accept(state, base, cp)
+        cp = codec.consistency_from_pb(page.consistency) if page.HasField("consistency") else None
+        trust.accept(state, page.checkpoint or None, self._fetch, base, cp)
         return state

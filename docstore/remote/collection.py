@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,14 @@ from docstore.collections.collection import Revision
 from docstore.collections.indexes import check_field
 from docstore.collections.query import compile_filter, compile_projection
 from docstore.collections.update import validate_update
-from docstore.errors import DocumentNotFoundError, InvalidDocumentError, QueryError, SchemaError, VerificationError
+from docstore.errors import (
+    DocumentNotFoundError,
+    InvalidDocumentError,
+    QueryError,
+    SchemaError,
+    VerificationError,
+    refuse_unproven,
+)
 from docstore.flatten import split_pointer
 from docstore.ids import check_id
 from docstore.proofs.bundle import Proof
@@ -151,17 +159,47 @@ class RemoteCollection:
     def history(self, doc_id: str, offset: int = 0, limit: int | None = None) -> list[Revision]:
         """Every revision of a document, oldest first (deletions included), paged.
 
-        Streamed from the server page by page (the list is built here)."""
+        Streamed from the server page by page (the list is built here). On a verifying
+        connection each revision comes as a proof of it, checked here: the revisions are
+        ``offset + 1, offset + 2, ...`` with none left out between them (that no later one
+        exists is not proven)."""
         check_id(doc_id)
         req = pb.HistoryRequest(collection=self.name, id=doc_id, offset=_int_or_none(_clamp(offset), "offset") or 0)
         _set_opt(req, "limit", _int_or_none(_clamp(limit), "limit"))
+        trust = self._db._trust
+        if trust is not None:
+            req.prove = True
+            base = trust.state
+            req.known_state.CopyFrom(codec.state_to_pb(base))
         first, rest = self._db._stream(self._stub.History, req)
         out: list[Revision] = []
-        for page in ([first] if first is not None else []) + [p for p in rest]:
-            for raw in page.revisions:
-                d = codec.loads(raw)
-                out.append(Revision(d["revision"], d["tx_id"], d["timestamp_ns"], d["deleted"], d["document"]))
+        state = None
+        for page in _chain(first, rest):
+            if trust is None:
+                for raw in page.revisions:
+                    d = codec.loads(raw)
+                    out.append(Revision(d["revision"], d["tx_id"], d["timestamp_ns"], d["deleted"], d["document"]))
+                continue
+            if page.revisions:
+                raise VerificationError("the server sent unproven revisions to a verifying history")
+            if state is None:
+                state = self._db._verified_page_state(page, base)
+            for raw in page.proofs:
+                out.append(self._verified_revision(self._db._proof(raw), doc_id, state, req.offset + len(out) + 1))
+        if trust is not None and state is None and not (limit is not None and limit <= 0):
+            raise VerificationError("the server ended a verified history without its state")
         return out
+
+    def _verified_revision(self, proof: Proof, doc_id: str, state: kvcore.State, expected: int) -> Revision:
+        if (proof.kind, proof.collection, proof.id) != ("document", self.name, doc_id) or proof.state != state:
+            raise VerificationError("the server sent a proof of something else, or relative to another state")
+        if proof.revision != expected:
+            raise VerificationError(
+                f"document {doc_id!r} in {self.name!r}: the server sent revision {proof.revision} where "
+                f"revision {expected} comes (a revision was left out or reordered)"
+            )
+        doc = verify(proof._replace(consistency=None, consistency_state=None), state)
+        return Revision(proof.revision, proof.tx_id, proof.tx.timestamp_ns, doc is None, doc)
 
     def find(
         self,
@@ -172,17 +210,20 @@ class RemoteCollection:
         limit: int | None = None,
         at_tx: int | None = None,
         *,
-        verify: bool = False,
+        verify: bool | None = None,
         page_size: int = 0,
     ) -> Iterator[dict]:
         """Documents matching a Mongo-style ``filter`` (as of ``at_tx``), streamed from the
         server page by page as you iterate.
 
-        ``verify=True`` (on a verifying connection) has the server send a proof of each
+        On a verifying connection (or with ``verify=True``) the server sends a proof of each
         document instead; each is checked against the trusted state, and the filter and
-        projection are applied here to the proven documents. Dropping the iterator early
-        cancels the stream.
+        projection are applied here to the proven documents: only proven documents are
+        returned (that none was left out is not proven yet). ``verify=False`` reads them
+        unverified. Dropping the iterator early cancels the stream.
         """
+        if verify is None:
+            verify = self._db._trust is not None
         predicate = compile_filter(filter)  # fail here, as embedded, on a malformed query
         project = compile_projection(projection) if projection is not None else None
         cursor.check_paging(skip, limit)
@@ -208,15 +249,23 @@ class RemoteCollection:
         base = self._db.trusted_state
         assert base is not None
         req.known_state.CopyFrom(codec.state_to_pb(base))
+        started = time.monotonic()
         first, rest = self._db._stream(self._stub.Find, req)
         if first is None:
             raise VerificationError("the server ended a verified find without its state")
         state = self._db._verified_page_state(first, base)
-        return self._verified_docs(first, rest, state, predicate, project, at_tx)
+        key = cursor.sort_key(sort) if sort is not None else None
+        return self._verified_docs(first, rest, state, predicate, project, at_tx, key, limit, started)
 
     def _verified_docs(
-        self, first: pb.FindPage, rest: Iterator[pb.FindPage], state: kvcore.State, predicate: Any, project: Any, at_tx: int | None
+        self, first: pb.FindPage, rest: Iterator[pb.FindPage], state: kvcore.State, predicate: Any, project: Any,
+        at_tx: int | None, key: Any, limit: int | None, started: float,
     ) -> Iterator[dict]:
+        """Check each proof, the filter, the sort order, the limit and that no document comes twice."""
+        trust = self._db._trust
+        assert trust is not None
+        seen: set[str] = set()
+        last = None
         try:
             for page in _chain(first, rest):
                 for raw in page.proofs:
@@ -226,40 +275,61 @@ class RemoteCollection:
                     if at_tx is not None and proof.tx_id > at_tx:
                         raise VerificationError(f"the server proved a revision of transaction {proof.tx_id}, after {at_tx}")
                     doc = verify(proof, state)
+                    if at_tx is None:
+                        trust.seen_revision(self.name, str(proof.id), proof.revision, started)
                     if doc is None or not predicate(doc):
                         continue  # deleted, or changed, after the query listed it
+                    if doc["_id"] in seen:
+                        raise VerificationError(f"the server sent document {doc['_id']!r} twice in one result")
+                    seen.add(doc["_id"])
+                    if limit is not None and len(seen) > limit:
+                        raise VerificationError(f"the server sent more than the {limit} documents asked for")
+                    if key is not None:
+                        k = key(doc)
+                        if last is not None and k < last:
+                            raise VerificationError("the server sent the documents out of the requested sort order")
+                        last = k
                     yield project(doc) if project is not None else doc
         finally:
             rest.close()  # type: ignore[attr-defined]
 
     def find_one(
-        self, filter: dict | None = None, projection: Any = None, sort: Any = None, at_tx: int | None = None  # noqa: A002
+        self, filter: dict | None = None, projection: Any = None, sort: Any = None, at_tx: int | None = None,  # noqa: A002
+        *, verify: bool | None = None,
     ) -> dict | None:
-        """The first matching document, or None."""
-        it = self.find(filter, projection, sort, 0, 1, at_tx)
+        """The first matching document, or None (proven on a verifying connection)."""
+        it = self.find(filter, projection, sort, 0, 1, at_tx, verify=verify)
         try:
             return next(it, None)
         finally:
             it.close()  # type: ignore[attr-defined]
 
-    def count(self, filter: dict | None = None, at_tx: int | None = None) -> int:  # noqa: A002
-        """How many documents match."""
+    def count(self, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None) -> int:  # noqa: A002
+        """How many documents match (a verifying connection refuses unless ``verify=False``:
+        a count cannot be proven yet)."""
         compile_filter(filter)
+        refuse_unproven(self._db._trust is not None, verify, "a count")
         req = pb.CountRequest(collection=self.name, filter=codec.dumps_opt(filter))
         _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
         return self._call(self._stub.Count, req).count
 
-    def distinct(self, field: str, filter: dict | None = None, at_tx: int | None = None) -> list:  # noqa: A002
-        """Distinct values of ``field`` among matching documents (arrays contribute elements)."""
+    def distinct(
+        self, field: str, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None  # noqa: A002
+    ) -> list:
+        """Distinct values of ``field`` among matching documents (arrays contribute elements);
+        a verifying connection refuses unless ``verify=False``."""
         check_field(field)
         compile_filter(filter)
+        refuse_unproven(self._db._trust is not None, verify, "a list of distinct values")
         req = pb.DistinctRequest(collection=self.name, field=field, filter=codec.dumps_opt(filter))
         _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
         return codec.loads(self._call(self._stub.Distinct, req).values)
 
-    def explain(self, filter: dict | None = None) -> dict[str, Any]:  # noqa: A002
-        """How ``find(filter)`` would run on the server: ``{"plan": "index"|"scan", ...}``."""
+    def explain(self, filter: dict | None = None, *, verify: bool | None = None) -> dict[str, Any]:  # noqa: A002
+        """How ``find(filter)`` would run on the server: ``{"plan": "index"|"scan", ...}``
+        (a verifying connection refuses unless ``verify=False``: the plan is not proven)."""
         compile_filter(filter)
+        refuse_unproven(self._db._trust is not None, verify, "a query plan")
         return codec.loads(self._call(self._stub.Explain, pb.ExplainRequest(collection=self.name, filter=codec.dumps_opt(filter))).plan)
 
     # --------------------------------------------------------------- proofs
@@ -292,18 +362,25 @@ class RemoteCollection:
         return self._db._proof(self._call(self._stub.ProveSchema, req).proof)
 
     # ------------------------------------------------------- schema, indexes
-    def info(self) -> dict[str, Any]:
-        """Name, schema, indexes and document count."""
+    def info(self, *, verify: bool | None = None) -> dict[str, Any]:
+        """Name, schema, indexes and document count (a verifying connection refuses unless
+        ``verify=False``: the count is not proven)."""
+        refuse_unproven(self._db._trust is not None, verify, "a collection's document count")
         return codec.loads(self._call(self._stub.DescribeCollection, pb.DescribeCollectionRequest(name=self.name)).info)
+
+    def _meta(self) -> dict[str, Any]:
+        if self._db._trust is not None:
+            return self._db._verified_meta(self.name)
+        return self.info()
 
     @property
     def schema(self) -> Any:
-        """The collection's JSON Schema (None if it has none)."""
-        return self.info()["schema"]
+        """The collection's JSON Schema (None if it has none; proven on a verifying connection)."""
+        return self._meta()["schema"]
 
     def indexes(self) -> list[dict[str, Any]]:
-        """The secondary indexes: ``[{"field": f, "unique": bool}, ...]``."""
-        return list(self.info()["indexes"])
+        """The secondary indexes: ``[{"field": f, "unique": bool}, ...]`` (proven on a verifying connection)."""
+        return list(self._meta().get("indexes", []))
 
     def set_schema(self, schema: Any) -> None:
         """Set (or with None remove) the schema; every existing document must satisfy it."""

@@ -34,6 +34,7 @@ def serve(
     grace: float = DEFAULT_GRACE,
     workers: int = DEFAULT_WORKERS,
     *,
+    key_file: str | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
     stop: threading.Event | None = None,
@@ -46,7 +47,8 @@ def serve(
     (with ``port=0`` the port is an ephemeral one: read it from that line). On SIGTERM/SIGINT
     it stops accepting calls, lets calls in flight finish for up to ``grace`` seconds, closes
     the database cleanly and returns 0. Configuration errors print one line to ``err`` and
-    return 2; a database that cannot be opened returns the CLI's exit code for its error (7 when
+    return 2. ``key_file``: the signing key (default: ``$IMMUDOC_KEY_FILE``, else the
+    database's ``signing.key``; created if missing). A database that cannot be opened returns the CLI's exit code for its error (7 when
     it is locked by another process, read-only or unreadable, 5 when it is damaged).
     """
     out = out or sys.stdout
@@ -68,7 +70,7 @@ def serve(
     import docstore
 
     try:
-        db = docstore.open(db_path)
+        db = docstore.open(db_path, key_file=key_file)
     except Exception as e:  # noqa: BLE001 - reported, not raised: this is a process's main
         from docstore.cli.errors import exit_code_for
 

@@ -60,6 +60,8 @@ def rpc(*, write: bool = False, stream: bool = False) -> Callable[[Callable[...,
                 try:
                     yield from fn(self, request, context)
                 except Exception as e:  # noqa: BLE001
+                    if type(e) is Exception:  # context.abort() already set the status: keep it
+                        raise
                     self._fail(context, e)
 
             return stream_handler
@@ -70,6 +72,8 @@ def rpc(*, write: bool = False, stream: bool = False) -> Callable[[Callable[...,
             try:
                 return fn(self, request, context)
             except Exception as e:  # noqa: BLE001
+                if type(e) is Exception:  # context.abort() already set the status: keep it
+                    raise
                 self._fail(context, e)
 
         return handler
@@ -99,7 +103,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed before it started")
 
     def _fail(self, context: grpc.ServicerContext, exc: Exception) -> None:
-        if not codec.is_api_error(exc) and not isinstance(exc, (ValueError, TypeError, LookupError)):
+        if not codec.is_api_error(exc) and not isinstance(exc, (ValueError, TypeError, LookupError, grpc.RpcError)):
             print(f"immudoc server: internal error in a call:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
         code, message, trailer = codec.encode_error(exc)
         context.set_trailing_metadata(trailer)
@@ -123,12 +127,15 @@ class DocstoreService(pb_grpc.DocstoreServicer):
     # ----------------------------------------------------------------- info
     @rpc()
     def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
+        state = self.db.state()
         return pb.InfoResponse(
             api_version=codec.API_VERSION,
             server_version=self.version,
             max_message_bytes=self.max_message_bytes,
             role=self.auth.role(context.invocation_metadata()) or "",
-            state=codec.state_to_pb(self.db.state()),
+            state=codec.state_to_pb(state),
+            checkpoint=self.db.checkpoint(state),
+            verifier_keys=self.db.verifier_keys(),
         )
 
     # ---------------------------------------------------------- collections
@@ -255,7 +262,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         docs = coll.find(filt, None, sort, request.skip, limit, at_tx)
         first = next(docs, None)
         state = db.state()
-        head = pb.FindPage(state=codec.state_to_pb(state))
+        head = pb.FindPage(state=codec.state_to_pb(state), checkpoint=db.checkpoint(state))
         known = codec.opt_state(request, "known_state")
         if known is not None and known != state and known.tx_id <= state.tx_id:
             head.consistency.CopyFrom(codec.consistency_to_pb(db.ledger.prove_consistency(known.tx_id, state.tx_id)))
@@ -300,16 +307,34 @@ class DocstoreService(pb_grpc.DocstoreServicer):
 
     @rpc(stream=True)
     def History(self, request: pb.HistoryRequest, context: grpc.ServicerContext) -> Iterator[pb.HistoryPage]:
-        coll = self.db.collection(request.collection)
+        db = self.db
+        coll = db.collection(request.collection)
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
         offset, remaining = request.offset, _opt(request, "limit")
         if remaining is not None and remaining <= 0 or offset < 0:
             coll.history(request.id, offset, remaining)  # the library's answer: an error or []
             return
+        head = None
+        if request.prove:  # a document proof of each revision, all relative to one state
+            state = db.state()
+            head = pb.HistoryPage(state=codec.state_to_pb(state), checkpoint=db.checkpoint(state))
+            known = codec.opt_state(request, "known_state")
+            if known is not None and known != state and known.tx_id <= state.tx_id:
+                head.consistency.CopyFrom(codec.consistency_to_pb(db.ledger.prove_consistency(known.tx_id, state.tx_id)))
         while True:
             n = size if remaining is None else min(size, remaining)
             revisions = coll.history(request.id, offset, n)
-            if revisions:
+            if head is not None:
+                provable = [r for r in revisions if r.tx_id <= state.tx_id]  # not those committed since
+                head.proofs.extend(
+                    prove_document(db, coll.name, request.id, None, r.tx_id, state).to_json().encode()
+                    for r in provable
+                )
+                yield head
+                head = pb.HistoryPage()
+                if len(provable) < len(revisions):
+                    return
+            elif revisions:
                 yield pb.HistoryPage(revisions=[codec.dumps(r.to_dict()) for r in revisions])
             if len(revisions) < n or not context.is_active():
                 return
@@ -344,7 +369,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
     def State(self, request: pb.StateRequest, context: grpc.ServicerContext) -> Any:
         db = self.db
         state = db.state()
-        out = pb.StateResponse(state=codec.state_to_pb(state))
+        out = pb.StateResponse(state=codec.state_to_pb(state), checkpoint=db.checkpoint(state))
         known = codec.opt_state(request, "known_state")
         if known is not None and known.tx_id <= state.tx_id:
             # No judgement here: the client verifies the proof against what it trusts.

@@ -10,9 +10,14 @@ from typing import Any
 def write_json(path: str, data: Any, tmp: str) -> None:
     """Write ``data`` as one line of JSON to ``tmp``, fsync it, rename it over ``path`` and
     fsync the directory. Raises OSError (the caller says what it was writing)."""
+    write_text(path, json.dumps(data) + "\n", tmp)
+
+
+def write_text(path: str, text: str, tmp: str) -> None:
+    """Write ``text`` (UTF-8) to ``tmp``, fsync it, rename it over ``path`` and fsync the
+    directory. Raises OSError (the caller says what it was writing)."""
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-        f.write("\n")
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 
 import pytest
+
+import docstore
+import kvcore
+from docstore.proofs.trust import read_state_file
 
 
 # ------------------------------------------------------------------------- help, init
@@ -241,7 +246,18 @@ def test_state_save_and_show(trial, tmp_path):
     assert set(s) == {"tx_id", "root"} and len(s["root"]) == 64
     f = tmp_path / "state.json"
     assert trial("state", "--save", str(f)).json() == s
-    assert json.loads(f.read_text()) == s
+    # saved as its signed checkpoint (C2SP tlog-checkpoint): origin, tree size, base64 root, signature
+    lines = f.read_text().split("\n")
+    assert lines[1] == str(s["tx_id"]) and base64.b64decode(lines[2]).hex() == s["root"]
+    assert lines[3] == "" and lines[4].startswith("\u2014 " + lines[0] + " ")
+    assert read_state_file(f) == kvcore.State.from_dict(s)
+    key = trial("key").out.strip()
+    assert key.startswith(lines[0] + "+") and docstore.verify  # the key is named after the origin
+    from docstore.proofs.checkpoint import open_checkpoint
+    from docstore.proofs.note import Verifier
+
+    assert open_checkpoint(f.read_text(), [Verifier.parse(key)]).state == kvcore.State.from_dict(s)
+    assert trial("checkpoint").out == f.read_text()
     table = trial("state", "-f", "table", "--save", str(tmp_path / "t.json")).out
     assert f"transaction {s['tx_id']}" in table and s["root"] in table and "saved to" in table
 
@@ -282,7 +298,7 @@ def test_prove_and_verify_offline(trial, tmp_path, monkeypatch, check_error):
     ff.write_text("not json")
     check_error(trial("verify", str(ff), "--state", str(state_file), db=None), 5)
     other = tmp_path / "other-state.json"
-    other.write_text(json.dumps({"tx_id": json.loads(state_file.read_text())["tx_id"], "root": "00" * 32}))
+    other.write_text(json.dumps({"tx_id": read_state_file(state_file).tx_id, "root": "00" * 32}))
     check_error(trial("verify", str(pf), "--state", str(other), db=None), 5, "root")
     assert trial("verify", str(pf), "--state", str(tmp_path / "missing.json"), db=None).code == 2
     assert trial("verify", str(pf), db=None).code == 2  # --state is required
@@ -291,7 +307,8 @@ def test_prove_and_verify_offline(trial, tmp_path, monkeypatch, check_error):
 def test_prove_options(trial, tmp_path, check_error):
     old = tmp_path / "old.json"
     trial("state", "--save", str(old))
-    tx_before = json.loads(old.read_text())["tx_id"]
+    tx_before = read_state_file(old).tx_id
+    key = trial("key").out.strip()
     trial("update", "patients", "p1", '{"$set": {"dosage.mg": 25}}')
     new = tmp_path / "new.json"
     trial("state", "--save", str(new))
@@ -302,16 +319,26 @@ def test_prove_options(trial, tmp_path, check_error):
     assert past["claim"] == 50 and past["revision"] == 1
 
     # a proof relative to today's state verifies against the old state only with --known-state
+    # (a consistency proof) and the pinned key (the newer state's signature)
     plain = tmp_path / "plain.json"
     assert trial("prove", "patients", "p1", "--pointer", "/dosage/mg", "-o", str(plain)).code == 0
-    check_error(trial("verify", str(plain), "--state", str(old), db=None), 5, "consistency")
+    check_error(trial("verify", str(plain), "--state", str(old), db=None), 5, "signed by a key you pin")
+    check_error(trial("verify", str(plain), "--state", str(old), "--key", key, db=None), 5, "consistency")
     linked = tmp_path / "linked.json"
     r = trial("prove", "patients", "p1", "--pointer", "/dosage/mg", "--known-state", str(old), "-o", str(linked))
     assert r.code == 0
     summary = r.json()
     assert summary["output"] == str(linked) and summary["claim"] == 25 and summary["bytes"] == len(linked.read_bytes())
-    assert trial("verify", str(linked), "--state", str(old), db=None).json()["value"] == 25
-    assert trial("verify", str(linked), "--state", str(new), db=None).json()["value"] == 25
+    check_error(trial("verify", str(linked), "--state", str(old), db=None), 5, "signed by a key you pin")
+    v = trial("verify", str(linked), "--state", str(old), "--key", key, db=None).json()
+    assert v["value"] == 25 and v["signed_state"] is True
+    assert trial("--key", key, "verify", str(linked), "--state", str(old), db=None).json()["value"] == 25
+    check_error(trial("verify", str(linked), "--state", str(new), "--key", key, db=None), 5, "does not use")
+    assert trial("verify", str(plain), "--state", str(new), db=None).json()["value"] == 25
+    # an unchanged property is proven relative to the known state itself: no key needed
+    unchanged = tmp_path / "unchanged.json"
+    trial("prove", "patients", "p2", "--known-state", str(old), "-o", str(unchanged))
+    assert trial("verify", str(unchanged), "--state", str(old), db=None).json()["state"]["tx_id"] == tx_before
     r = trial("prove", "patients", "p2", "-o", str(tmp_path / "p2.json"), "-f", "table")
     assert r.out.startswith("wrote a document proof of patients/p2")
 
@@ -335,7 +362,7 @@ def test_consistency(trial, tmp_path, check_error):
     assert trial("consistency", str(old), "-f", "table").out.startswith("consistent: state")
 
     forged = tmp_path / "forged.json"
-    forged.write_text(json.dumps({"tx_id": json.loads(old.read_text())["tx_id"], "root": "ab" * 32}))
+    forged.write_text(json.dumps({"tx_id": read_state_file(old).tx_id, "root": "ab" * 32}))
     check_error(trial("consistency", str(forged)), 5, "differs")
     forged.write_text("{}")
     check_error(trial("consistency", str(forged)), 5, "malformed")
@@ -427,7 +454,7 @@ def test_immudoc_db_environment_variable_and_default(cli, tmp_path, monkeypatch)
 def test_demo_runs(cli):
     r = cli("demo", db=None)
     assert r.code == 0, r.err
-    for words in ("1. Two collections", "atomic transaction", "schema refuses", "saves the state",
+    for words in ("1. Two collections", "atomic transaction", "schema refuses", "saves the signed checkpoint",
                   "History of P-003", "Time travel", "disclosing only ['/dosage/mg = 25']", "none",
                   "verifies it offline", "= 25", "rejected", "audit FAILED", "a verifying reader refuses it"):
         assert words in r.out, words

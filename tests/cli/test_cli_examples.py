@@ -35,7 +35,7 @@ def test_clinical_trials(tmp_path):
         "visits at 50 mg or more then: ['V-0001', 'V-0002']  now: ['V-0001', 'V-0004']",
         "consenting patients then: 3  now: 2",
         "drug, patient, name, notes or correction note in the proof: none",
-        "verified: V-0002 /dosage/mg = 25 (against trusted state 4, via the bundled consistency proof)",
+        "verified: V-0002 /dosage/mg = 25 (against trusted state 4: the proof's newer state is signed by the pinned key, and the bundled consistency proof shows it extends the saved one)",
         "a plain read still serves: {'drug': 'Xanomeline', 'mg': 25}",
         "done: the auditor learned one dosage, verified it, and caught both forgeries",
     ]:
@@ -79,6 +79,6 @@ def test_demo_tells_the_story(sub):
     assert lines[0] == "immudoc demo: a clinical trial on a verifiable document database"
     for n in range(1, 12):
         assert any(line.startswith(f"{n}. ") for line in lines), n
-    assert "9. The auditor verifies it offline, with only the proof and the saved state: /dosage/mg = 25" in lines
+    assert any(line.startswith("9. The auditor verifies it offline, with only the proof, the saved checkpoint and the pinned key: /dosage/mg = 25") for line in lines)
     assert "    a verifying reader refuses it: " in r.out
     assert lines[-1].startswith("Done in ")

@@ -31,6 +31,7 @@ def _normalize(text: str, cwd: str) -> str:
     text = re.sub(r"\b[0-9a-f]{64}\b", "<ROOT>", text)
     text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "<TIME>", text)
     text = re.sub(r"\d+ bytes", "<N> bytes", text)
+    text = re.sub(r"\+[0-9a-f]{8}\+[A-Za-z0-9+/]{44}", "+<KEY>", text)  # a verifier key's id and key
     return text
 
 

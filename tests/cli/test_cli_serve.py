@@ -67,7 +67,8 @@ def test_document_commands_work_through_a_server_and_are_verified(server, tmp_pa
     remote = ["--server", addr, "--state-file", state]
     r = run_subprocess([*remote, "--trust-on-first-use", "collection", "create", "patients", "--index", "site"])
     assert r.code == 0, r.err
-    assert json.loads(open(state).read())["tx_id"] == 0  # trusted on first use, then saved
+    saved = json.loads(open(state).read())  # trusted on first use (and its key pinned), then advanced
+    assert saved["tx_id"] == 1 and saved["verifier_keys"] and saved["checkpoint"].startswith("immudoc/")
     r = run_subprocess([*remote, "insert", "patients", "-"], input=json.dumps(PATIENTS))
     assert r.code == 0, r.err and r.json() == ["p1", "p2", "p3"]
     r = run_subprocess([*remote, "find", "patients", '{"site": "Oslo"}', "--sort", "age"])

@@ -52,6 +52,7 @@ def test_walkthrough_through_pipes(tmp_path, env, sub, check_error, patients, pa
 
     state = tmp_path / "trusted.json"
     assert run(["state", "--save", str(state)], env=env).code == 0
+    key = run(["key"], env=env).out.strip()  # plain text in a pipe too: the auditor pins it
     assert run(["update", "patients", "p1", '{"$set": {"dosage.mg": 25}}'], env=env).json()["dosage"]["mg"] == 25
     revs = run(["history", "patients", "p1"], env=env).json()
     assert [r["document"]["dosage"]["mg"] for r in revs] == [50, 25]
@@ -65,16 +66,20 @@ def test_walkthrough_through_pipes(tmp_path, env, sub, check_error, patients, pa
     # the auditor: another directory, no database anywhere, only the proof and the state
     auditor = tmp_path / "auditor"
     auditor.mkdir()
-    r = run(["verify", str(proof), "--state", str(state)], cwd=auditor, env={"IMMUDOC_DB": str(auditor / "none")})
+    r = run(["verify", str(proof), "--state", str(state), "--key", key], cwd=auditor,
+            env={"IMMUDOC_DB": str(auditor / "none")})
     assert r.code == 0, r.err
     assert r.json()["value"] == 25
     assert list(auditor.iterdir()) == []  # verify opened and created nothing
-    r = run(["verify", "-", "--state", str(state)], input=proof.read_text(), cwd=auditor)
+    r = run(["verify", "-", "--state", str(state)], input=proof.read_text(), cwd=auditor,
+            env={"IMMUDOC_VERIFIER_KEY": key})
     assert r.code == 0 and list(auditor.iterdir()) == []
+    r = run(["verify", "-", "--state", str(state)], input=proof.read_text(), cwd=auditor)
+    check_error(r, 5, "signed by a key you pin")  # the proof's state is newer: without the key, refused
 
     forged = json.loads(proof.read_text())
     forged["claim"] = 50
-    r = run(["verify", "-", "--state", str(state)], input=json.dumps(forged), cwd=auditor)
+    r = run(["verify", "-", "--state", str(state), "--key", key], input=json.dumps(forged), cwd=auditor)
     check_error(r, 5, "verification failed", "value check failed")
 
     r = run(["consistency", str(state)], env=env)

@@ -244,7 +244,11 @@ def _mutations(d: dict) -> dict:
         "tx-path-extra": lambda b: b["tx_path"].append(b["path"][0]),
         "kind-document": lambda b: b.__setitem__("kind", "document"),
         "kind-collection": lambda b: b.__setitem__("kind", "collection"),
-        "version": lambda b: b.__setitem__("version", 2),
+        "version": lambda b: b.__setitem__("version", 3),
+        "version-v1": lambda b: b.__setitem__("version", 1),
+        "version-str": lambda b: b.__setitem__("version", "2"),
+        "version-float": lambda b: b.__setitem__("version", 2.0),
+        "unknown-field": lambda b: b.__setitem__("extra", 1),
         "format": lambda b: b.__setitem__("format", "other"),
     }
     for i in range(len(d["path"])):

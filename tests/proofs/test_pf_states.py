@@ -32,22 +32,31 @@ def world(tmp_path_factory):
     db.close()
 
 
-def test_a_newer_proof_needs_a_consistency_proof_for_an_older_trusted_state(world):
+def test_a_newer_proof_needs_a_signed_state_and_a_consistency_proof(world):
     db, c, st = world
+    key = db.verifier_key()
     proof = c.prove("p2", "/dosage/mg")  # relative to the newest state
-    assert proof.state == st["new"]
-    with pytest.raises(VerificationError, match="consistency"):
+    assert proof.state == st["new"] and proof.checkpoint is not None
+    with pytest.raises(VerificationError, match="newer than the trusted state"):
         docstore.verify(proof, st["old"])
-    bundled = c.prove("p2", "/dosage/mg", known_state=st["old"])
-    assert bundled.consistency is not None and bundled.consistency_state == st["old"]
-    assert docstore.verify(bundled, st["old"]) == 7.5
-    assert docstore.verify(docstore.proofs.load(bundled.to_json()), st["old"]) == 7.5
-    assert docstore.verify(bundled, st["new"]) == 7.5  # its own state still works
+    with pytest.raises(VerificationError, match="consistency proof"):
+        docstore.verify(proof, st["old"], verifier_keys=[key])  # signed, but not linked
+    # p2 has not changed since "old": a proof relative to the known state needs no signature
+    known = c.prove("p2", "/dosage/mg", known_state=st["old"])
+    assert known.state == st["old"] and known.consistency is None
+    assert docstore.verify(known, st["old"]) == 7.5
+    # p1 changed after "old": its proof is relative to a newer state, signed and linked
+    bundled = c.prove("p1", "/dosage/mg", known_state=st["old"])
+    assert bundled.state == st["new"] and bundled.consistency_state == st["old"]
+    with pytest.raises(VerificationError, match="signed by a key you pin"):
+        docstore.verify(bundled, st["old"])  # a consistency proof alone never authenticates it
+    assert docstore.verify(bundled, st["old"], verifier_keys=[key]) == 6.0
+    assert docstore.verify(docstore.proofs.load(bundled.to_json()), st["old"], verifier_keys=key) == 6.0
     # the bundled link is to "old" only: another trusted state is refused
     with pytest.raises(VerificationError):
-        docstore.verify(bundled, st["mid"])
+        docstore.verify(bundled, st["mid"], verifier_keys=[key])
     # whole documents and collection definitions carry it the same way
-    assert docstore.verify(c.prove("p1", known_state=st["old"]), st["old"])["dosage"]["mg"] == 6.0
+    assert docstore.verify(c.prove("p1", known_state=st["old"]), st["old"], [key])["dosage"]["mg"] == 6.0
     assert docstore.verify(c.prove_schema(known_state=st["old"]), st["old"])["name"] == "trials"
 
 
@@ -57,7 +66,8 @@ def test_an_older_proof_verifies_against_a_newer_trusted_state(world):
     assert proof.state == st["old"] and proof.consistency_state == st["new"]
     assert docstore.verify(proof, st["new"]) == 5.0
     assert docstore.verify(proof.to_json(), st["new"]) == 5.0
-    assert docstore.verify(proof, st["old"]) == 5.0
+    with pytest.raises(VerificationError, match="does not use"):
+        docstore.verify(proof, st["old"])  # a consistency block that is not used is refused
     plain = c.prove("p1", "/dosage/mg", at_tx=st["old"].tx_id, state=st["old"])
     assert docstore.verify(plain, st["old"]) == 5.0
     with pytest.raises(VerificationError):
@@ -114,8 +124,9 @@ def test_a_consistency_proof_linking_the_wrong_states_fails(world):
 
 def test_a_bundled_consistency_proof_is_bound(world):
     db, c, st = world
-    base = c.prove("p2", "/dosage/mg", known_state=st["old"]).to_dict()
-    assert docstore.verify(base, st["old"]) == 7.5
+    key = [db.verifier_key()]
+    base = c.prove("p1", "/dosage/mg", known_state=st["old"]).to_dict()
+    assert docstore.verify(base, st["old"], key) == 6.0
     mutations = {
         "state-root": lambda d: d["consistency"]["state"].__setitem__("root", "00" * 32),
         "state-other": lambda d: d["consistency"].__setitem__("state", st["mid"].to_dict()),
@@ -134,11 +145,11 @@ def test_a_bundled_consistency_proof_is_bound(world):
         d = copy.deepcopy(base)
         mutate(d)
         with pytest.raises(VerificationError):
-            docstore.verify(d, st["old"])
+            docstore.verify(d, st["old"], key)
     # a consistency proof from a forged ledger of the same length does not link either
     bad_state = kvcore.State(st["old"].tx_id, bytes(32))
     with pytest.raises(VerificationError):
-        docstore.verify(base, bad_state)
+        docstore.verify(base, bad_state, key)
 
 
 def test_known_state_that_is_not_of_this_ledger(world, tmp_path):

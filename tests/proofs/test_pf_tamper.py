@@ -298,6 +298,7 @@ def test_a_consistent_rewrite_of_history_is_caught_with_a_saved_state(tmp_path):
     honest_path, forged_path = tmp_path / "honest", tmp_path / "forged"
     with docstore.open(honest_path) as db:
         honest = _ops(db, dose=7.5)
+        key = db.verifier_key()
     assert len(honest) == 6
     after_old_value = honest[3]  # saved by a client right after tx 3 committed
     # the forger keeps transactions 1..2 byte for byte and rebuilds 3.. with another value
@@ -316,15 +317,18 @@ def test_a_consistent_rewrite_of_history_is_caught_with_a_saved_state(tmp_path):
             assert own.ok, own  # every hash recomputed: the forgery is self-consistent
             assert db.ledger.state(2) == honest[2]
             assert db.ledger.state(3) != honest[3]
-            assert not db.audit(trusted_state=after_old_value).ok
-            assert db.audit(trusted_state=honest[2]).ok  # a state before the rewrite cannot tell
             with pytest.raises(VerificationError):
                 db.prove_consistency(after_old_value)
+            assert db.audit(trusted_state=honest[2]).ok  # a state before the rewrite cannot tell
+            assert not db.audit(trusted_state=after_old_value).ok
+            with pytest.raises(docstore.CorruptDataError, match="audit failed"):
+                db["trials"].get("p1")  # a failed audit: nothing is served until reopened
     assert forged_state.tx_id == honest[-1].tx_id and forged_state != honest[-1]
 
     state_file = tmp_path / "client-state.json"
     write_state_file(state_file, after_old_value)
-    with docstore.open(forged_path, verify=True, state_file=state_file) as db:
+    # the forger even holds the signing key (the directory was copied): still caught
+    with docstore.open(forged_path, verify=True, state_file=state_file, verifier_key=key) as db:
         for doc_id in ("p1", "p2", "p3"):
             with pytest.raises(VerificationError):
                 db["trials"].get(doc_id)
@@ -332,14 +336,22 @@ def test_a_consistent_rewrite_of_history_is_caught_with_a_saved_state(tmp_path):
             list(db["trials"].find())
     assert read_state_file(state_file) == after_old_value  # not advanced to the forged history
     # the same file against the honest database: reads pass and the state advances
-    with docstore.open(honest_path, verify=True, state_file=state_file) as db:
-        assert db["trials"].get("p2") == {"_id": "p2", "dose": 7.5}
+    with docstore.open(honest_path, verify=True, state_file=state_file, verifier_key=key) as db:
+        assert db["trials"].get("p2") == {"_id": "p2", "dose": 7.5}  # proven at the trusted state
+        assert read_state_file(state_file) == after_old_value
+        assert db["trials"].get("p1") == {"_id": "p1", "dose": 6.0}  # changed since: signed, linked
     assert read_state_file(state_file) == honest[-1]
-    # and a client that trusted only the state before the rewrite is (necessarily) fooled
+    # and a client that trusted only the state before the rewrite is fooled by a forger who
+    # holds the signing key (docs/proofs.md: witnesses are what catch a signer's fork) ...
     early = tmp_path / "early.json"
     write_state_file(early, honest[2])
-    with docstore.open(forged_path, verify=True, state_file=early) as db:
+    with docstore.open(forged_path, verify=True, state_file=early, verifier_key=key) as db:
         assert db["trials"].get("p2") == {"_id": "p2", "dose": 75.0}
+    # ... but not by one without it: a newer state needs the pinned key's signature
+    write_state_file(early, honest[2])
+    with docstore.open(forged_path, verify=True, state_file=early) as db:
+        with pytest.raises(VerificationError, match="signed by a key you pin"):
+            db["trials"].get("p2")
 
 
 def test_a_history_replayed_from_scratch_is_caught(tmp_path):
@@ -382,7 +394,9 @@ while not os.path.exists(stop):
     try:
         d = json.loads(text)
         seen.add(d["tx_id"])
-        assert set(d) == {"tx_id", "root"} and len(bytes.fromhex(d["root"])) == 32
+        assert len(bytes.fromhex(d["root"])) == 32
+        # the first state is the test's own; then the signed checkpoints it advanced to, with the pinned key
+        assert set(d) == {"tx_id", "root"} or set(d) == {"tx_id", "root", "checkpoint", "verifier_keys"}
     except Exception:
         bad += 1
 print(json.dumps({"reads": reads, "bad": bad, "seen": sorted(seen)}))
@@ -394,12 +408,13 @@ def test_the_state_file_advances_atomically_with_the_ledger(tmp_path):
     with docstore.open(path) as db:
         db.create_collection("c").insert({"_id": "a", "n": 0})
         first = db.state()
+        key = db.verifier_key()
     write_state_file(state_file, first)
     watcher = subprocess.Popen([sys.executable, "-c", WATCHER, str(state_file), str(stop)],
                                stdout=subprocess.PIPE, text=True)
     try:
         with docstore.open(path) as writer, docstore.open(
-            path, readonly=True, verify=True, state_file=state_file
+            path, readonly=True, verify=True, state_file=state_file, verifier_key=writer.verifier_key()
         ) as reader:
             assert reader.verifying and reader.trusted_state == first
             for i in range(1, 40):
@@ -411,7 +426,7 @@ def test_the_state_file_advances_atomically_with_the_ledger(tmp_path):
                 # after a verified read the file holds the newest state, which the reader trusts
                 assert read_state_file(state_file) == writer.state() == reader.trusted_state
             # a verifying writer keeps its own file current as well
-        with docstore.open(path, verify=True, state_file=state_file) as vw:
+        with docstore.open(path, verify=True, state_file=state_file, verifier_key=key) as vw:
             vw["c"].insert({"_id": "z"})
             assert vw["c"].get("z") == {"_id": "z"}
             assert read_state_file(state_file) == vw.state()
@@ -423,7 +438,9 @@ def test_the_state_file_advances_atomically_with_the_ledger(tmp_path):
     assert report["bad"] == 0 and report["reads"] > 0, report
     assert max(report["seen"]) <= final.tx_id and min(report["seen"]) >= first.tx_id
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temporary file left behind
-    assert json.loads(state_file.read_text()) == final.to_dict()
+    saved = json.loads(state_file.read_text())  # the signed checkpoint it advanced to, and the pinned key
+    assert read_state_file(state_file) == final and saved["verifier_keys"] == [key]
+    assert saved["checkpoint"].startswith(key.split("+")[0] + "\n")
 
 
 def test_a_verifying_reader_needs_a_trusted_state(tmp_path):

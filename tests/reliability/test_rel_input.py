@@ -374,7 +374,7 @@ def test_truncated_and_altered_proof_files(proof_text):
         "collection": "other",
         "index": d["index"] + 1,
         "ordinal": d["ordinal"] + 1,
-        "version": 2,
+        "version": 3,
         "kind": "document",
     }
     for field, value in altered.items():

@@ -37,6 +37,7 @@ docs = db.create_collection("docs", schema={"type": "object", "required": ["grp"
 live = ["d%d" % i for i in range(300)]
 docs.insert_many([{"_id": i, "grp": k % 10, "key": i, "n": 0, "body": "x" * 200} for k, i in enumerate(live)])
 trusted = db.state()
+key = [db.verifier_key()]
 log = os.path.join(path, "ledger", "txlog")
 rnd = random.Random(1)
 out = {"write": [], "read": [], "ops": {"tx": 0, "proofs": 0, "audits": 0, "finds": 0}}
@@ -48,7 +49,7 @@ def prove_some(k):
         doc_id = rnd.choice(live)
         pointer = "/n" if rnd.random() < 0.5 else None
         proof = docs.prove(doc_id, pointer, known_state=trusted)
-        docstore.verify(docstore.proofs.load(proof.to_json()), trusted)
+        docstore.verify(docstore.proofs.load(proof.to_json()), trusted, key)
         out["ops"]["proofs"] += 1
 
 

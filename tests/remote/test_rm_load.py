@@ -50,7 +50,7 @@ def test_sixteen_threads_through_one_server(tmp_path, record_property):
                         n = sum(1 for _ in c.find({"t": t}))
                         assert n == len(acked[t]), (n, len(acked[t]))
                     elif r < 0.85:
-                        assert c.count({"t": t}) == len(acked[t])
+                        assert c.count({"t": t}, verify=False) == len(acked[t])
                     elif r < 0.90 and acked[t]:
                         mine = list(c.find({"t": t, "i": {"$lt": 3}}, verify=True))
                         assert all(d["t"] == t for d in mine)
@@ -81,7 +81,7 @@ def test_sixteen_threads_through_one_server(tmp_path, record_property):
         assert len(stored) == len(set(stored)) == len(all_ids)  # nothing lost, nothing extra
         assert set(stored) == set(all_ids)
         for t in range(THREADS):
-            assert c.count({"t": t}) == len(acked[t])
+            assert c.count({"t": t}, verify=False) == len(acked[t])
             assert shared["counters"].get(f"t{t}")["n"] == bumps[t]
         report = shared.audit()
         assert report.ok, report.problems

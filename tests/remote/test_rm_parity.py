@@ -91,7 +91,7 @@ def test_crud(db, name):
     assert c.insert({"_id": "fixed", "n": 1}) == "fixed"
     ids = c.insert_many([{"n": i} for i in range(5)])
     assert len(ids) == 5 and len(set(ids)) == 5
-    assert c.count() == 7
+    assert c.count(verify=False) == 7
     assert c.replace("fixed", {"n": 2, "m": "x"}) == {"_id": "fixed", "n": 2, "m": "x"}
     assert c.update("fixed", {"$set": {"a.b": 1}, "$inc": {"n": 3}, "$push": {"l": 7}, "$unset": {"m": ""}}) == {
         "_id": "fixed",
@@ -103,7 +103,7 @@ def test_crud(db, name):
     c.delete("fixed")
     with pytest.raises(DocumentNotFoundError):
         c.get("fixed")
-    assert c.count() == 6
+    assert c.count(verify=False) == 6
     assert c.insert_many([]) == []
 
 
@@ -145,7 +145,7 @@ def test_invalid_documents(db, name):
     c.insert({"_id": "ok"})
     with pytest.raises(InvalidDocumentError):
         c.replace("ok", {"x": float("-inf")})
-    assert c.count() == 1
+    assert c.count(verify=False) == 1
 
 
 # ===================================================================== queries
@@ -175,14 +175,14 @@ def test_find_filter_sort_projection_paging(people):
 
 
 def test_count_distinct_explain(people):
-    assert people.count() == 6
-    assert people.count({"city": "Oslo"}) == 2
-    assert people.count({"age": {"$gt": 100}}) == 0
-    assert sorted(people.distinct("city")) == ["London", "Oslo", "Paris", "Rome"]
-    assert sorted(people.distinct("tags", {"age": {"$lt": 40}})) == ["code", "math", "ski"]
-    plan = people.explain({"city": "Oslo"})
+    assert people.count(verify=False) == 6
+    assert people.count({"city": "Oslo"}, verify=False) == 2
+    assert people.count({"age": {"$gt": 100}}, verify=False) == 0
+    assert sorted(people.distinct("city", verify=False)) == ["London", "Oslo", "Paris", "Rome"]
+    assert sorted(people.distinct("tags", {"age": {"$lt": 40}}, verify=False)) == ["code", "math", "ski"]
+    plan = people.explain({"city": "Oslo"}, verify=False)
     assert plan["plan"] == "index" and plan["index"] == "city" and plan["candidates"] == 2
-    assert people.explain({"age": 3})["plan"] == "scan"
+    assert people.explain({"age": 3}, verify=False)["plan"] == "scan"
 
 
 def test_indexes_and_unique(db, name):
@@ -199,7 +199,7 @@ def test_indexes_and_unique(db, name):
     c.insert({"_id": "4", "v": 1, "u": "z"})
     with pytest.raises(DuplicateKeyError):
         c.create_index("v", unique=True)
-    assert c.info()["count"] == 3
+    assert c.info(verify=False)["count"] == 3
 
 
 def test_schema(db, name):
@@ -234,7 +234,7 @@ def test_history_and_time_travel(db, name):
     assert c.get("d", at_tx=t1) == {"_id": "d", "v": 1}
     assert c.get("d", at_tx=t2) == {"_id": "d", "v": 2}
     assert list(c.find({"v": 1}, at_tx=t1)) == [{"_id": "d", "v": 1}]
-    assert c.count(at_tx=t2) == 1 and c.count() == 0
+    assert c.count(at_tx=t2, verify=False) == 1 and c.count(verify=False) == 0
     with pytest.raises(DocumentNotFoundError):
         c.get("d")
     with pytest.raises(DocumentNotFoundError):
@@ -282,7 +282,7 @@ def test_transaction_rollback_and_errors(db, name):
             tx[name].update("k", {"$set": {"v": 99}})
             tx[name].insert({"_id": "new"})
             raise RuntimeError("abandon")
-    assert c.get("k") == {"_id": "k", "v": 1} and c.count() == 1
+    assert c.get("k") == {"_id": "k", "v": 1} and c.count(verify=False) == 1
     with pytest.raises(DuplicateIdError):
         with db.transaction() as tx:
             tx[name].insert({"_id": "k"})
@@ -416,7 +416,7 @@ def test_errors_are_the_embedded_types(db, name):
     # counts beyond int64 mean "all" or "none" remotely too, and indexes=None is no index
     assert list(c.find({}, skip=2**63)) == [] and len(list(c.find({}, limit=2**63))) == 2
     assert c.history("one", offset=2**63) == [] and len(c.history("one", limit=2**63)) == 1
-    assert db.create_collection(name + "-n", indexes=None).count() == 0
+    assert db.create_collection(name + "-n", indexes=None).count(verify=False) == 0
 
 
 def test_error_messages_match(server, tmp_path):
@@ -460,12 +460,16 @@ def test_proofs_verify(db, name):
     c.update("p17", {"$set": {"dosage.mg": 7.5}})
     s2 = db.state()
     assert s2.tx_id == s1.tx_id + 1
-    assert docstore.verify(c.prove("p17", "/dosage/mg", known_state=s1), s1) == 7.5
+    key = db.verifier_key()
+    with pytest.raises(docstore.VerificationError, match="signed by a key you pin"):
+        docstore.verify(c.prove("p17", "/dosage/mg", known_state=s1), s1)  # newer: a signature is needed
+    assert docstore.verify(c.prove("p17", "/dosage/mg", known_state=s1), s1, verifier_keys=[key]) == 7.5
     assert docstore.verify(c.prove("p17", "/dosage/mg", at_tx=s1.tx_id, state=s1), s1) == 5.0
+    assert docstore.verify(c.prove("p17", "/dosage/mg", at_tx=s1.tx_id, known_state=s1), s1) == 5.0
     text = c.prove("p17").to_json()
     assert docstore.verify(docstore.proofs.load(text), s2)["dosage"]["mg"] == 7.5
     with pytest.raises(docstore.VerificationError):
-        docstore.verify(c.prove("p17"), s1)  # no consistency proof bundled
+        docstore.verify(c.prove("p17"), s1, [key])  # no consistency proof bundled
     cp = db.prove_consistency(s1)
     docstore.verify_consistency(s1, s2, cp)
     c.delete("p17")
@@ -483,8 +487,8 @@ def test_state_audit_and_collections(db, name):
     report = db.audit()
     assert report.ok, report.problems
     assert report.tx_count >= st.tx_id
-    assert name in db.collections() and name in db and ("x" + name) not in db
-    assert db.collections() == sorted(db.collections())
+    assert name in db.collections(verify=False) and name in db and ("x" + name) not in db
+    assert db.collections(verify=False) == sorted(db.collections(verify=False))
 
 
 def test_a_transaction_reads_as_of_its_start_or_at_tx(db, name):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import importlib.util
 import subprocess
 import sys
 from importlib import metadata
@@ -25,12 +26,42 @@ def test_generated_modules_are_reproducible(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(GENERATED)
 
 
-def test_grpcio_tools_is_pinned_to_grpcio():
-    pytest.importorskip("grpc_tools")
-    assert metadata.version("grpcio-tools") == metadata.version("grpcio")
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def test_the_generator_is_pinned_and_made_the_checked_in_code():
+    """What matters: the checked-in modules come from the pinned generator, and the runtimes
+    installed can run them (grpcio and protobuf at least the versions the code was made for).
+    grpcio itself may be any later release (the generated code only needs >= its generator)."""
+    from google.protobuf import __version__ as protobuf_version
+    from grpc._utilities import first_version_is_lower
+
     from docstore.rpc import immudoc_pb2_grpc
 
-    assert immudoc_pb2_grpc.GRPC_GENERATED_VERSION == metadata.version("grpcio-tools")
+    pins = _pins()
+    generated = immudoc_pb2_grpc.GRPC_GENERATED_VERSION
+    assert pins["grpcio-tools"] == generated, "constraints.txt pins another generator than made docstore/rpc"
+    assert not first_version_is_lower(pins["grpcio"], generated), "the pinned grpcio cannot run the generated code"
+    assert not first_version_is_lower(metadata.version("grpcio"), generated)
+    header = (ROOT / "docstore" / "rpc" / "immudoc_pb2.py").read_text()
+    gencode = header.split("Protobuf Python Version: ", 1)[1].split()[0]
+    major = gencode.split(".")[0]
+    for runtime in (pins["protobuf"], protobuf_version):
+        assert runtime.split(".")[0] == major and not first_version_is_lower(runtime, gencode)
+    if importlib.util.find_spec("grpc_tools") is not None:  # the test extra installs the pinned generator
+        assert metadata.version("grpcio-tools") == pins["grpcio-tools"]
+
+
+def test_the_test_extra_pins_the_same_generator():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert f'"grpcio-tools=={_pins()["grpcio-tools"]}"' in text
 
 
 def test_service_is_versioned():

@@ -1,0 +1,96 @@
+"""Checkpoints (C2SP ``tlog-checkpoint``): a ledger state as the text of a signed note.
+
+The note text is three lines: the origin (the ledger's name, also its key's name), the tree
+size (the number of transactions, decimal, no leading zeros) and the base64 RFC 6962/9162
+root hash of the ledger tree at that size::
+
+    immudoc.example/trials
+    42
+    ZGVhZGJlZWY...=
+
+    — immudoc.example/trials AbCd...
+
+:func:`open_checkpoint` is pure: it checks the note's signature against pinned keys and
+returns the state it authenticates.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import kvcore
+
+from docstore.proofs.note import NoteError, Signer, Verifier, open_note, sign_note, split_note
+
+
+class Checkpoint(NamedTuple):
+    """A parsed checkpoint: who issued it, the state it names, and the signed note."""
+
+    origin: str
+    state: kvcore.State
+    note: str
+
+
+def body(origin: str, state: kvcore.State) -> str:
+    """The note text of a checkpoint of ``state`` (three lines, each ending in a newline)."""
+    return f"{origin}\n{state.tx_id}\n{base64.b64encode(state.root).decode()}\n"
+
+
+def parse_body(text: str) -> tuple[str, kvcore.State]:
+    """(origin, state) of a checkpoint's note text; NoteError if it is not one."""
+    lines = text.split("\n")
+    if lines[-1] != "":
+        raise NoteError("a checkpoint's text ends with a newline")
+    lines = lines[:-1]
+    if len(lines) < 3 or any(not line for line in lines):
+        raise NoteError("a checkpoint's text is at least three non-empty lines: origin, tree size, root hash")
+    origin, size, root_b64 = lines[0], lines[1], lines[2]
+    if not size.isascii() or not size.isdigit() or (size != "0" and size.startswith("0")) or len(size) > 20:
+        raise NoteError(f"a checkpoint's tree size is a decimal number without leading zeros, got {size!r}")
+    try:
+        root = base64.b64decode(root_b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise NoteError("a checkpoint's root hash is not valid base64") from None
+    if len(root) != 32:
+        raise NoteError("a checkpoint's root hash is not 32 bytes")
+    tx_id = int(size)
+    if tx_id >= 2**63:
+        raise NoteError("a checkpoint's tree size is out of range")
+    return origin, kvcore.State(tx_id, root)
+
+
+def sign(origin: str, state: kvcore.State, signers: Sequence[Signer]) -> str:
+    """The signed checkpoint of ``state`` (origin: the log's name; each signer signs it)."""
+    return sign_note(body(origin, state), signers)
+
+
+def read_unverified(note: str | bytes) -> Checkpoint:
+    """The checkpoint a note claims, its signatures NOT checked (for display and for a
+    state the user saved and vouches for); use :func:`open_checkpoint` to authenticate."""
+    text, _sigs = split_note(note)
+    origin, state = parse_body(text)
+    return Checkpoint(origin, state, note if isinstance(note, str) else note.decode())
+
+
+def open_checkpoint(note: str | bytes, verifiers: Iterable[Verifier]) -> Checkpoint:
+    """Authenticate a signed checkpoint with pinned keys; return what it says.
+
+    NoteError unless a pinned key whose name is the checkpoint's origin signed it (and no
+    pinned key's signature on it fails).
+    """
+    text, good = open_note(note, verifiers)
+    origin, state = parse_body(text)
+    if not any(v.name == origin for v in good):
+        raise NoteError(
+            f"the checkpoint's origin {origin!r} is not the name of the pinned key that signed it "
+            f"({', '.join(v.name for v in good)})"
+        )
+    return Checkpoint(origin, state, note if isinstance(note, str) else note.decode())
+
+
+def looks_like(text: str) -> bool:
+    """Whether ``text`` is a checkpoint note rather than a JSON state (a cheap sniff)."""
+    return not text.lstrip().startswith("{")
