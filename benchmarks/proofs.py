@@ -203,6 +203,67 @@ def audit(cfg: Any, n: int) -> list[Result]:
     ]
 
 
+SIGNED = "verify cost of a signed state"
+
+
+def signed_states(cfg: Any, n: int) -> list[Result]:
+    """What a signed checkpoint costs a verifier: one Ed25519 checkpoint check alone, beside a
+    property proof verified against its own (trusted) state and one relative to a newer state
+    (its signed checkpoint and a consistency proof from the trusted state checked too). The
+    verifier's memos (of checked transactions and notes) are cleared before every call, so each
+    row is the full cost of one verification."""
+    import docstore
+    from docstore.proofs import checkpoint as ckpt
+    from docstore.proofs import note
+    from docstore.proofs.note import Verifier
+    from kvcore import verify as kv_verify
+
+    fx = cfg.fixtures.docs(n)
+    coll = fx.open()[docsys.IMMUDOC].coll
+    db = coll._db
+    now = db.state()
+    older = db.ledger.state(max(1, now.tx_id // 2))
+    keys = [Verifier.parse(db.verifier_key())]
+    ids = fx.ids[: min(len(fx.ids), 2000)]
+    same = [coll.prove(i, POINTER, state=now).to_json() for i in ids]
+    newer = [coll.prove(i, POINTER, state=now, known_state=older).to_json() for i in ids]
+    notes = [db.checkpoint(db.ledger.state(t)) for t in range(max(1, now.tx_id - 99), now.tx_id + 1)]
+
+    def fresh() -> None:
+        note._OPENED.clear()
+        kv_verify._TX_CHECKED.clear()
+
+    def v_same(c: list[int]) -> None:
+        for j in c:
+            fresh()
+            docstore.verify(same[j], now)
+
+    def v_newer(c: list[int]) -> None:
+        for j in c:
+            fresh()
+            docstore.verify(newer[j], older, keys)
+
+    def v_note(c: list[int]) -> None:
+        for j in c:
+            fresh()
+            ckpt.open_checkpoint(notes[j % len(notes)], keys)
+
+    names = {
+        "property proof, trusted state": v_same,
+        "property proof, newer signed state": v_newer,
+        "signed checkpoint alone (Ed25519)": v_note,
+    }
+    rates = compare(cfg.settings, names, list(range(len(ids))))
+    size_same = max(len(t) for t in same[:200])
+    size_newer = max(len(t) for t in newer[:200])
+    notes_txt = {
+        "property proof, trusted state": f"from JSON; max {size_same:,} bytes",
+        "property proof, newer signed state": f"+ checkpoint and consistency from tx {older.tx_id}; max {size_newer:,} bytes",
+        "signed checkpoint alone (Ed25519)": "C2SP note, one signature",
+    }
+    return [Result(SIGNED, k, v, "verifications/s", notes_txt[k], n, "proofs") for k, v in rates.items()]
+
+
 def run(cfg: Any) -> list[Result]:
     n = cfg.headline
-    return tree_and_inclusion(cfg, n) + consistency(cfg) + audit(cfg, cfg.audit_size)
+    return tree_and_inclusion(cfg, n) + signed_states(cfg, n) + consistency(cfg) + audit(cfg, cfg.audit_size)

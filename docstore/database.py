@@ -391,6 +391,9 @@ class Database:
         the current state), signed by the current key and any earlier ones kept after a
         rotation."""
         self._check_open()
+        note = self._signed.get(state) if state is not None else None  # signed before: its own
+        if note is not None:
+            return note
         state = self._ledger.state() if state is None else self._own_state(state)
         note = self._signed.get(state)
         if note is None:

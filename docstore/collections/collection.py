@@ -108,6 +108,7 @@ class Collection:
     def get(self, doc_id: str, at_tx: int | None = None) -> dict:
         """The document (as of ledger transaction ``at_tx``); DocumentNotFoundError if none."""
         check_id(doc_id)
+        self._db._check_open()
         if self._db._trust is not None:
             self._state()
             return self._db._verified(self.name, doc_id, at_tx)
@@ -136,6 +137,7 @@ class Collection:
     def history(self, doc_id: str, offset: int = 0, limit: int | None = None) -> list[Revision]:
         """Every revision of a document, oldest first (deletions included), paged."""
         check_id(doc_id)
+        self._db._check_open()
         ledger = self._db._ledger
         key = records.header_key(self.name, doc_id)
         try:
@@ -170,6 +172,7 @@ class Collection:
 
     def _docs(self, filter: dict | None, at_tx: int | None) -> Iterator[dict]:  # noqa: A002
         db = self._db
+        db._check_open()
         if at_tx is not None:
             try:
                 headers = db._ledger.scan(records.header_prefix(self.name), at_tx=at_tx)

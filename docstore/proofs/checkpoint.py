@@ -70,24 +70,42 @@ def sign(origin: str, state: kvcore.State, signers: Sequence[Signer]) -> str:
 def read_unverified(note: str | bytes) -> Checkpoint:
     """The checkpoint a note claims, its signatures NOT checked (for display and for a
     state the user saved and vouches for); use :func:`open_checkpoint` to authenticate."""
+    hit = _READ.get(note)
+    if hit is not None:
+        return hit
     text, _sigs = split_note(note)
     origin, state = parse_body(text)
-    return Checkpoint(origin, state, note if isinstance(note, str) else note.decode())
+    c = Checkpoint(origin, state, note if isinstance(note, str) else note.decode())
+    if len(_READ) >= 256:
+        _READ.clear()
+    _READ[note] = c
+    return c
 
 
-def open_checkpoint(note: str | bytes, verifiers: Iterable[Verifier]) -> Checkpoint:
+_READ: dict[str | bytes, Checkpoint] = {}
+"""Notes already parsed by :func:`read_unverified` (a memo of a pure function: proofs of one
+state all carry the same checkpoint)."""
+
+
+def open_checkpoint(note: str | bytes, verifiers: Iterable[Verifier], origin: str | None = None) -> Checkpoint:
     """Authenticate a signed checkpoint with pinned keys; return what it says.
 
-    NoteError unless a pinned key whose name is the checkpoint's origin signed it (and no
-    pinned key's signature on it fails).
+    NoteError unless a pinned key signed it (and no pinned key's signature on it fails) and its
+    origin line is ``origin``, by default the signing key's name (as immudoc ledgers name
+    themselves; a log such as Go's checksum database, whose origin differs from its key's name,
+    is opened by giving its origin).
     """
     text, good = open_note(note, verifiers)
-    origin, state = parse_body(text)
-    if not any(v.name == origin for v in good):
+    claimed, state = parse_body(text)
+    if origin is not None:
+        if claimed != origin:
+            raise NoteError(f"the checkpoint's origin is {claimed!r}, not {origin!r}")
+    elif not any(v.name == claimed for v in good):
         raise NoteError(
-            f"the checkpoint's origin {origin!r} is not the name of the pinned key that signed it "
+            f"the checkpoint's origin {claimed!r} is not the name of the pinned key that signed it "
             f"({', '.join(v.name for v in good)})"
         )
+    origin = claimed
     return Checkpoint(origin, state, note if isinstance(note, str) else note.decode())
 
 

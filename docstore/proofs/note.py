@@ -19,11 +19,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from docstore.errors import VerificationError
 
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
+_BAD_NAME = re.compile(r"[\s+\x00-\x1f\x7f]")
 ALG_ED25519 = 0x01
 MAX_NOTE_BYTES = 1 << 16
 """Largest note read (checked before parsing): room for well over 16 Ed25519 signatures."""
@@ -45,7 +48,7 @@ def check_key_name(name: object) -> str:
     """A key name: non-empty, no Unicode spaces, no ``+``, no control characters."""
     if not isinstance(name, str) or not name:
         raise NoteError("a key name is a non-empty string")
-    if "+" in name or any(c.isspace() for c in name) or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if _BAD_NAME.search(name):
         raise NoteError(f"key name {name!r} may not hold spaces, '+' or control characters")
     try:
         name.encode()
@@ -163,7 +166,7 @@ class Signer:
 def _check_text(text: str) -> None:
     if not text.endswith("\n"):
         raise NoteError("a note's text ends with a newline")
-    if any(ord(c) < 0x20 and c != "\n" for c in text):
+    if _CONTROL.search(text):
         raise NoteError("a note may hold no control characters but newlines")
 
 
@@ -198,7 +201,7 @@ def split_note(note: str | bytes) -> tuple[str, list[Signature]]:
         note.encode()
     except UnicodeEncodeError:
         raise NoteError("a signed note must be UTF-8 text") from None
-    if any(ord(c) < 0x20 and c != "\n" for c in note):
+    if _CONTROL.search(note):
         raise NoteError("a signed note may hold no control characters but newlines")
     if not note.endswith("\n"):
         raise NoteError("a signed note ends with a newline")

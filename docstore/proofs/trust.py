@@ -10,8 +10,9 @@ with ``verify=True`` and the remote client of ``docstore.connect``. Its rules:
   proof shows it extends the trusted state; the trusted state then advances to it and is saved
   (as the signed checkpoint) atomically. A consistency proof alone never suffices: anyone who
   knows the trusted tree's right edge can extend it with leaves of their choosing. Only with
-  the explicit ``trust_unsigned=True`` (a ledger without a key) is a consistency proof enough,
-  and an :class:`UnsignedStateWarning` says so.
+  the explicit ``trust_unsigned=True`` and no key pinned (a ledger without a key) is a
+  consistency proof enough, and an :class:`UnsignedStateWarning` says so; once a key is
+  pinned a signature is always required (stripping the checkpoint is no downgrade).
 - The same transaction with another root, or a state behind the trusted one presented as
   current, is a rewritten or rolled-back history: ``VerificationError``.
 - A document's latest revision never goes back: a revision older than one already seen for
@@ -45,7 +46,7 @@ from kvcore.storage import atomic
 from docstore.errors import StorageError, VerificationError
 from docstore.proofs import checkpoint as ckpt
 from docstore.proofs.note import NoteError, Verifier, verifiers
-from docstore.proofs.verify import authenticate_newer
+from docstore.proofs.verify import authenticate_newer, authenticate_signature
 
 _REMEMBERED_STATES = 4096
 _REMEMBERED_REVISIONS = 65536
@@ -283,8 +284,11 @@ class TrustTracker:
                     ) from None
                 self._remember(state)
                 return
+            unsigned = self.trust_unsigned and not self.pinned  # a pinned key always needs its signature
+            if not unsigned:  # the signature first: no consistency proof is asked for a state no pinned key signed
+                authenticate_signature(cur, state, note, self.pinned)
             cp = proof if (proof is not None and base == cur) else fetch(cur, state)
-            if self.trust_unsigned and (note is None or not self.pinned):
+            if unsigned:
                 try:
                     kvcore.verify_consistency(cur, state, cp)
                 except kvcore.VerificationError as e:
@@ -306,9 +310,11 @@ class TrustTracker:
             self._save(state, note)
             self._state, self._note = state, note
 
-    def check_current(self, state: kvcore.State) -> None:
-        """A state a source presents as its current one must not be behind the trusted state."""
-        cur = self._state
+    def check_current(self, state: kvcore.State, base: kvcore.State | None = None) -> None:
+        """A state a source presents as its current one must not be behind the trusted state
+        (``base``: the trusted state when the source was asked; another thread may have moved
+        the trusted state on since, and an answer to an earlier question is no rollback)."""
+        cur = self._state if base is None else base
         if state.tx_id < cur.tx_id:
             raise VerificationError(
                 f"the ledger is at transaction {state.tx_id}, before the trusted state {cur.tx_id}: "

@@ -113,6 +113,25 @@ def authenticate_newer(
 
     A consistency proof alone never authenticates a newer state: anyone who knows the trusted
     tree's right edge can extend it with leaves of their choosing."""
+    authenticate_signature(trusted, state, note, pinned)
+    if consistency is None:
+        raise VerificationError(
+            f"the proof is relative to state {state.tx_id}, newer than the trusted state "
+            f"{trusted.tx_id}: it needs a consistency proof from the trusted state (known_state=...)"
+        )
+    try:
+        kvcore.verify_consistency(trusted, state, consistency)
+    except kvcore.VerificationError as e:
+        raise VerificationError(
+            f"consistency check failed from the trusted state {trusted.tx_id} to the signed state "
+            f"{state.tx_id}: {e} (the signer forked the ledger, or the proof was altered)"
+        ) from None
+
+
+def authenticate_signature(trusted: kvcore.State, state: kvcore.State, note: str | None, pinned: list[Verifier]) -> None:
+    """The signature half of :func:`authenticate_newer`: a pinned key signed ``note``, the
+    checkpoint of ``state`` (newer than ``trusted``); else VerificationError. Checked first, so
+    that nothing is asked of an untrusted source for a state no pinned key signed."""
     if not pinned:
         hint = (
             " (the empty ledger's state, transaction 0, trusts nothing by itself)" if trusted.tx_id == 0 else ""
@@ -134,18 +153,6 @@ def authenticate_newer(
             f"the signed checkpoint is of state {signed.state.tx_id}, not of the proof's state {state.tx_id} "
             "(or its root differs)"
         )
-    if consistency is None:
-        raise VerificationError(
-            f"the proof is relative to state {state.tx_id}, newer than the trusted state "
-            f"{trusted.tx_id}: it needs a consistency proof from the trusted state (known_state=...)"
-        )
-    try:
-        kvcore.verify_consistency(trusted, state, consistency)
-    except kvcore.VerificationError as e:
-        raise VerificationError(
-            f"consistency check failed from the trusted state {trusted.tx_id} to the signed state "
-            f"{state.tx_id}: {e} (the signer forked the ledger, or the proof was altered)"
-        ) from None
 
 
 def _link(proof: Proof, trusted: kvcore.State, pinned: list[Verifier]) -> None:

@@ -31,6 +31,7 @@ from docstore.errors import (
     refuse_unproven,
 )
 from docstore.ids import check_collection_name
+from docstore.proofs import checkpoint as ckpt
 from docstore.proofs.bundle import Proof, from_dict
 from docstore.proofs.trust import TrustTracker
 from docstore.proofs.verify import verify
@@ -327,9 +328,19 @@ class RemoteDatabase:
         base = self._trust.state if self._trust is not None else None
         req = pb.StateRequest(known_state=codec.state_to_pb(base)) if base is not None else pb.StateRequest()
         r = self._call(self._stub.State, req)
-        if self._trust is not None:
+        trust = self._trust
+        if trust is not None:
+            current = codec.state_from_pb(r.state)
+            trust.check_current(current, base)
             cp = codec.consistency_from_pb(r.consistency) if r.HasField("consistency") else None
-            self._trust.accept(codec.state_from_pb(r.state), r.checkpoint or None, self._fetch, base, cp)
+            trust.accept(current, r.checkpoint or None, self._fetch, base, cp)
+            # accept() looks at no signature for the trusted state itself: the text returned must be
+            # a checkpoint of the current state all the same (signed by a pinned key, if any)
+            c = ckpt.open_checkpoint(r.checkpoint, trust.pinned) if trust.pinned else ckpt.read_unverified(r.checkpoint)
+            if c.state != current:
+                raise VerificationError(
+                    f"the server's checkpoint names state {c.state.tx_id}, not its current state {current.tx_id}"
+                )
         return str(r.checkpoint)
 
     def verifier_key(self) -> str:
@@ -389,7 +400,7 @@ class RemoteDatabase:
         base = trust.state
         r = self._call(self._stub.State, pb.StateRequest(known_state=codec.state_to_pb(base)))
         state = codec.state_from_pb(r.state)
-        trust.check_current(state)
+        trust.check_current(state, base)
         cp = codec.consistency_from_pb(r.consistency) if r.HasField("consistency") else None
         trust.accept(state, r.checkpoint or None, self._fetch, base, cp)
         return state

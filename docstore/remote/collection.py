@@ -185,6 +185,8 @@ class RemoteCollection:
             if state is None:
                 state = self._db._verified_page_state(page, base)
             for raw in page.proofs:
+                if limit is not None and len(out) >= limit:
+                    raise VerificationError(f"the server sent more than the {limit} revisions asked for")
                 out.append(self._verified_revision(self._db._proof(raw), doc_id, state, req.offset + len(out) + 1))
         if trust is not None and state is None and not (limit is not None and limit <= 0):
             raise VerificationError("the server ended a verified history without its state")
@@ -268,6 +270,8 @@ class RemoteCollection:
         last = None
         try:
             for page in _chain(first, rest):
+                if page.documents:
+                    raise VerificationError("the server sent unproven documents to a verifying find")
                 for raw in page.proofs:
                     proof: Proof = self._db._proof(raw)
                     if proof.kind != "document" or proof.collection != self.name or proof.state != state:

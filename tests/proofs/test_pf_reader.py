@@ -1,0 +1,164 @@
+"""The embedded verifying reader (``docstore.open(..., verify=True)``): what it proves, what it
+refuses, how its trusted state moves, and the database after a failed audit."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+import docstore
+import kvcore
+from docstore import CorruptDataError, ProofUnavailableError, VerificationError
+from docstore.cli.demo import _rewrite_value
+from docstore.proofs.trust import UnsignedStateWarning, read_trust_file, write_state_file
+from docstore.state import DbState, encode_doc
+
+
+def _build(path):
+    with docstore.open(path) as db:
+        c = db.create_collection("trials", schema={"type": "object"}, indexes=["site"])
+        c.insert({"_id": "p1", "site": "Oslo", "dose": 5})
+        c.insert({"_id": "p2", "site": "Bergen", "dose": 7})
+        trusted = db.state()
+        c.update("p1", {"$set": {"dose": 6}})
+        return trusted, db.state(), db.verifier_key()
+
+
+def test_reads_that_cannot_be_proven_refuse_unless_asked_not_to_verify(tmp_path):
+    trusted, _now, key = _build(tmp_path / "db")
+    with docstore.open(tmp_path / "db", readonly=True, verify=True, trusted_state=trusted, verifier_key=key) as db:
+        c = db["trials"]
+        for read in (c.count, lambda: c.distinct("site"), c.explain, c.info, db.collections):
+            with pytest.raises(ProofUnavailableError, match="cannot be proven yet"):
+                read()
+        assert c.count(verify=False) == 2 and sorted(c.distinct("site", verify=False)) == ["Bergen", "Oslo"]
+        assert c.explain({"site": "Oslo"}, verify=False)["plan"] == "index"
+        assert c.info(verify=False)["count"] == 2 and db.collections(verify=False) == ["trials"]
+        # what can be proven is: documents, history, the collection's definition
+        assert c.get("p1")["dose"] == 6 and [d["_id"] for d in c.find({"site": "Oslo"})] == ["p1"]
+        assert [r.document["dose"] for r in c.history("p1")] == [5, 6]
+        assert c.schema == {"type": "object"} and c.indexes() == [{"field": "site", "unique": False}]
+
+
+def test_a_newer_state_needs_the_pinned_key_or_an_explicit_opt_in(tmp_path):
+    trusted, now, key = _build(tmp_path / "db")
+    f = tmp_path / "state.json"
+    write_state_file(f, trusted)
+    with docstore.open(tmp_path / "db", readonly=True, verify=True, state_file=f) as db:
+        assert db["trials"].get("p2")["dose"] == 7  # unchanged since the trusted state: no key needed
+        with pytest.raises(VerificationError, match="signed by a key you pin"):
+            db["trials"].get("p1")  # changed since: its state must be signed
+    assert read_trust_file(f).state == trusted
+    with docstore.open(tmp_path / "db", readonly=True, verify=True, state_file=f, verifier_key=key) as db:
+        assert db["trials"].get("p1")["dose"] == 6
+    record = read_trust_file(f)  # advanced to the signed checkpoint, the key pinned with it
+    assert record.state == now and record.checkpoint is not None and record.verifier_keys == (key,)
+    # a later reader needs no key argument: the file pins it
+    with docstore.open(tmp_path / "db", readonly=True, verify=True, state_file=f) as db:
+        assert db.trusted_state == now and db["trials"].get("p1")["dose"] == 6
+    # trust_unsigned: a consistency proof alone advances the state, and a warning says so
+    g = tmp_path / "unsigned.json"
+    write_state_file(g, trusted)
+    with docstore.open(tmp_path / "db", readonly=True, verify=True, state_file=g, trust_unsigned=True) as db:
+        with pytest.warns(UnsignedStateWarning, match="without a signature"):
+            assert db["trials"].get("p1")["dose"] == 6
+    assert read_trust_file(g) == (now, None, ())
+
+
+def test_the_empty_state_is_refused_unless_trusted_on_first_use(tmp_path):
+    with docstore.open(tmp_path / "db") as db:
+        empty = db.state()
+        db.create_collection("c").insert({"_id": "a"})
+        key = db.verifier_key()
+    assert empty.tx_id == 0
+    with pytest.raises(VerificationError, match="transaction 0"):
+        docstore.open(tmp_path / "db", readonly=True, verify=True, trusted_state=empty)
+    with docstore.open(tmp_path / "db", readonly=True, verify=True, trusted_state=empty, verifier_key=key) as db:
+        assert db["c"].get("a") == {"_id": "a"}  # every later state is signed by the pinned key
+    f = tmp_path / "tofu.json"
+    with docstore.open(tmp_path / "db", readonly=True, verify=True, state_file=f, trust_on_first_use=True) as db:
+        assert db["c"].get("a") == {"_id": "a"}
+    record = read_trust_file(f)  # the current signed state and the database's key, pinned
+    assert record.verifier_keys == (key,) and record.checkpoint is not None
+
+
+def test_history_and_definitions_are_proven(tmp_path):
+    trusted, _now, key = _build(tmp_path / "db")
+    # rewrite p1's first dose (5 -> 9) in the log, fixing the record's checksum
+    from docstore.records import SALT_BYTES  # noqa: F401  (documents.md: salt, then the value)
+
+    with docstore.open(tmp_path / "db", readonly=True) as db:
+        entry = db.ledger.get(b"p\x00trials\x00p1\x00" + (1).to_bytes(4, "big") + (2).to_bytes(4, "big") + b"/dose", at_tx=trusted.tx_id)
+    _rewrite_value(str(tmp_path / "db" / "ledger" / "txlog"), entry.value, b"9")
+    with docstore.open(tmp_path / "db", readonly=True) as plain:
+        assert [r.document["dose"] for r in plain["trials"].history("p1")][0] == 9  # served as stored
+    with docstore.open(tmp_path / "db", readonly=True, verify=True, trusted_state=trusted, verifier_key=key) as db:
+        with pytest.raises(VerificationError):
+            db["trials"].history("p1")
+        with pytest.raises(VerificationError):
+            db["trials"].get("p1", at_tx=trusted.tx_id)
+
+
+def test_a_definition_forged_in_the_cache_is_refused(tmp_path):
+    trusted, _now, key = _build(tmp_path / "db")
+    snap_path = tmp_path / "db" / "docs.snap"
+    snap = DbState.load(snap_path.read_bytes())
+    meta = dict(snap.collections["trials"].meta, schema={"type": "object", "required": ["forged"]})
+    snap.collections["trials"].meta = meta
+    snap.collections["trials"].docs["p2"] = encode_doc({"_id": "p2", "site": "Bergen", "dose": 700})
+    snap_path.write_bytes(snap.dump(snap.root))
+    with docstore.open(tmp_path / "db", readonly=True) as plain:
+        assert plain["trials"].schema["required"] == ["forged"]
+        assert plain["trials"].get("p2")["dose"] == 700
+    with docstore.open(tmp_path / "db", readonly=True, verify=True, trusted_state=trusted, verifier_key=key) as db:
+        with pytest.raises(VerificationError, match="definition"):
+            db["trials"].schema
+        assert db["trials"].get("p2")["dose"] == 7  # proven from the ledger, not the cache
+        with pytest.raises(VerificationError):
+            list(db["trials"].find({"site": "Bergen"}))  # the cached candidate differs from its proof
+
+
+def test_after_a_failed_audit_nothing_is_served_until_reopened(tmp_path):
+    trusted, _now, key = _build(tmp_path / "db")
+    with docstore.open(tmp_path / "db", readonly=True) as db:
+        entry = db.ledger.get(b"p\x00trials\x00p2\x00" + (1).to_bytes(4, "big") + (2).to_bytes(4, "big") + b"/dose")
+    _rewrite_value(str(tmp_path / "db" / "ledger" / "txlog"), entry.value, b"8")
+    for verify in (False, True):
+        kw = {"verify": True, "trusted_state": trusted, "verifier_key": key} if verify else {}
+        with docstore.open(tmp_path / "db", readonly=True, **kw) as db:
+            c = db["trials"]
+            report = db.audit()
+            assert not report.ok
+            for read in (lambda: c.get("p1"), lambda: list(c.find()), lambda: c.history("p1"), db.state,
+                         lambda: db["trials"], lambda: c.count(verify=False), db.checkpoint):
+                with pytest.raises(CorruptDataError, match="audit failed"):
+                    read()
+            assert not db.audit().ok  # the audit itself may be run again
+        with docstore.open(tmp_path / "db", readonly=True) as db:  # a new handle reads again
+            assert db["trials"].get("p1")["dose"] == 6
+
+
+def test_a_write_through_a_verifying_database_is_read_back_proven(tmp_path):
+    trusted, _now, key = _build(tmp_path / "db")
+    f = tmp_path / "state.json"
+    write_state_file(f, trusted)
+    with docstore.open(tmp_path / "db", verify=True, state_file=f, verifier_key=key) as db:
+        db["trials"].insert({"_id": "p9", "site": "Oslo"})
+        assert db["trials"].get("p9") == {"_id": "p9", "site": "Oslo"}
+        assert db.trusted_state == db.state()
+    saved = json.loads(f.read_text())
+    assert saved["tx_id"] == trusted.tx_id + 2 and saved["verifier_keys"] == [key]
+
+
+def test_a_state_file_and_a_trusted_state_that_disagree_are_refused(tmp_path):
+    trusted, now, key = _build(tmp_path / "db")
+    f = tmp_path / "state.json"
+    write_state_file(f, now)
+    forged = kvcore.State(trusted.tx_id, bytes(32))
+    with docstore.open(tmp_path / "db", readonly=True, verify=True, state_file=f, trusted_state=forged) as db:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(VerificationError, match="not consistent"):
+                db["trials"].get("p2")
