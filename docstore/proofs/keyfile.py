@@ -12,6 +12,8 @@ import errno
 import os
 import secrets
 
+from kvcore.storage import atomic
+
 from docstore.errors import StorageError
 from docstore.proofs.note import NoteError, Signer, check_key_name
 
@@ -73,11 +75,7 @@ def write(path: str, signers: list[Signer], *, create: bool = False) -> None:
                 os.unlink(tmp)
         else:
             os.replace(tmp, path)
-        dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        atomic.fsync_dir(path)
     except OSError as e:
         if create and e.errno == errno.EEXIST:
             return

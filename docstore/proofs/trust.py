@@ -45,8 +45,8 @@ from kvcore.storage import atomic
 
 from docstore.errors import StorageError, VerificationError
 from docstore.proofs import checkpoint as ckpt
-from docstore.proofs.note import NoteError, Verifier, verifiers
-from docstore.proofs.verify import authenticate_newer, authenticate_signature
+from docstore.proofs.note import Verifier, verifiers
+from docstore.proofs.verify import authenticate_newer, authenticate_signature, check_extends
 
 _REMEMBERED_STATES = 4096
 _REMEMBERED_REVISIONS = 65536
@@ -275,13 +275,7 @@ class TrustTracker:
                     "was rewritten (or different readers are shown different histories)"
                 )
             if state.tx_id < cur.tx_id:
-                cp = fetch(state, cur)
-                try:
-                    kvcore.verify_consistency(state, cur, cp)
-                except kvcore.VerificationError as e:
-                    raise VerificationError(
-                        f"consistency check failed from state {state.tx_id} to the trusted state {cur.tx_id}: {e}"
-                    ) from None
+                check_extends(state, cur, fetch(state, cur))
                 self._remember(state)
                 return
             unsigned = self.trust_unsigned and not self.pinned  # a pinned key always needs its signature
@@ -289,12 +283,7 @@ class TrustTracker:
                 authenticate_signature(cur, state, note, self.pinned)
             cp = proof if (proof is not None and base == cur) else fetch(cur, state)
             if unsigned:
-                try:
-                    kvcore.verify_consistency(cur, state, cp)
-                except kvcore.VerificationError as e:
-                    raise VerificationError(
-                        f"consistency check failed from trusted state {cur.tx_id} to {state.tx_id}: {e}"
-                    ) from None
+                check_extends(cur, state, cp)
                 if not self._warned:
                     self._warned = True
                     warnings.warn(

@@ -69,11 +69,24 @@ def _check_names(proof: Proof) -> None:
 
 
 def verify_consistency(old_state: kvcore.State, new_state: kvcore.State, proof: kvcore.ConsistencyProof) -> None:
-    """Check that ``new_state`` extends ``old_state``; raises VerificationError."""
+    """Check that ``new_state`` extends ``old_state``; raises VerificationError.
+
+    This links two states; it does not authenticate ``new_state`` (anyone who knows
+    ``old_state`` can extend it): a newer state is the ledger's only if a pinned key signed it."""
     try:
         kvcore.verify_consistency(old_state, new_state, proof)
     except kvcore.VerificationError as e:
         raise VerificationError(str(e)) from None
+
+
+def check_extends(old: kvcore.State, new: kvcore.State, proof: kvcore.ConsistencyProof | None, why: str = "") -> None:
+    """``new`` extends ``old`` by ``proof``, or VerificationError naming both (and ``why``)."""
+    if proof is None:
+        raise VerificationError(f"no consistency proof from state {old.tx_id} to {new.tx_id}{why}")
+    try:
+        kvcore.verify_consistency(old, new, proof)
+    except kvcore.VerificationError as e:
+        raise VerificationError(f"consistency check failed from state {old.tx_id} to {new.tx_id}: {e}{why}") from None
 
 
 def as_proof(proof: object) -> Proof:
@@ -119,13 +132,7 @@ def authenticate_newer(
             f"the proof is relative to state {state.tx_id}, newer than the trusted state "
             f"{trusted.tx_id}: it needs a consistency proof from the trusted state (known_state=...)"
         )
-    try:
-        kvcore.verify_consistency(trusted, state, consistency)
-    except kvcore.VerificationError as e:
-        raise VerificationError(
-            f"consistency check failed from the trusted state {trusted.tx_id} to the signed state "
-            f"{state.tx_id}: {e} (the signer forked the ledger, or the proof was altered)"
-        ) from None
+    check_extends(trusted, state, consistency, " (the signer forked the ledger, or the proof was altered)")
 
 
 def authenticate_signature(trusted: kvcore.State, state: kvcore.State, note: str | None, pinned: list[Verifier]) -> None:
@@ -188,12 +195,7 @@ def _link(proof: Proof, trusted: kvcore.State, pinned: list[Verifier]) -> None:
             f"{trusted.tx_id}: it needs a consistency proof between the two "
             "(prove with known_state=..., or verify one as a second step)"
         )
-    try:
-        kvcore.verify_consistency(state, trusted, cp)
-    except kvcore.VerificationError as e:
-        raise VerificationError(
-            f"consistency check failed between states {state.tx_id} and {trusted.tx_id}: {e}"
-        ) from None
+    check_extends(state, trusted, cp)
 
 
 def _check_entries(proof: Proof, entries: list[tuple[bytes, bytes]]) -> None:

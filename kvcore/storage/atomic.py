@@ -21,6 +21,11 @@ def write_text(path: str, text: str, tmp: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path)
+
+
+def fsync_dir(path: str) -> None:
+    """fsync the directory holding ``path`` (so a rename or link in it is durable)."""
     fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
         os.fsync(fd)

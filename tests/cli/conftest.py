@@ -103,6 +103,28 @@ def sub():
 
 
 @pytest.fixture
+def server(tmp_path):
+    """``immudoc serve`` of a new database on an ephemeral port: (process, "host:port", db path)."""
+    import re
+
+    db = str(tmp_path / "db")
+    assert run_subprocess(["--db", db, "init"]).code == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("IMMUDOC_DB", "IMMUDOC_DEBUG")}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from docstore.cli import main; main()", "--db", db, "serve", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    line = proc.stdout.readline()
+    match = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
+    assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+    yield proc, match.group(1), db
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+@pytest.fixture
 def trial(cli, tmp_path):
     """A database with a 'patients' collection (schema, index on site, unique screening) and
     three patients inserted in one transaction; returns the CLI runner."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -40,25 +39,6 @@ class Outcome:
 
     def json(self):
         return json.loads(self.out)
-
-
-@pytest.fixture
-def server(tmp_path):
-    db = str(tmp_path / "db")
-    assert run_subprocess(["--db", db, "init"]).code == 0
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("IMMUDOC_DB", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from docstore.cli import main; main()", "--db", db, "serve", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    line = proc.stdout.readline()
-    match = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
-    assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
-    yield proc, match.group(1), db
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
 
 
 def test_document_commands_work_through_a_server_and_are_verified(server, tmp_path):

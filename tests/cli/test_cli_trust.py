@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -56,46 +53,34 @@ def test_embedded_reads_with_a_state_file_verify_or_refuse(tampered, sub, check_
     assert sub(["--db", db, "--state-file", str(state), "--no-verify", "count", "c"]).out.strip() == "2"
 
 
-def test_a_server_with_a_state_file_verifies_every_read_or_refuses(tmp_path, sub, check_error):
-    db = str(tmp_path / "db")
-    assert sub(["--db", db, "init"]).code == 0
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("IMMUDOC_DB", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from docstore.cli import main; main()", "--db", db, "serve", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    try:
-        addr = re.search(r"listening on (127\.0\.0\.1:\d+)", proc.stdout.readline()).group(1)
-        state = str(tmp_path / "client.json")
-        remote = ["--server", addr, "--state-file", state]
-        r = sub([*remote, "--trust-on-first-use", "collection", "create", "c"])
-        assert r.code == 0, r.err
-        pinned = read_trust_file(state).verifier_keys  # the server's key, pinned on first use
-        assert pinned and pinned[0] == sub(["--db", db, "key"]).out.strip()
-        docs = [{"_id": f"d{i}", "n": i} for i in range(5)]
-        assert sub([*remote, "insert", "c", "-"], input=json.dumps(docs)).code == 0
-        assert [d["_id"] for d in sub([*remote, "find", "c", '{"n": {"$gte": 3}}', "--sort", "n"]).json()] == ["d3", "d4"]
-        assert len(sub([*remote, "export", "c"]).out.splitlines()) == 5
-        assert sub([*remote, "update", "c", "d1", '{"$set": {"n": 10}}']).json()["n"] == 10
-        assert [r["document"]["n"] for r in sub([*remote, "history", "c", "d1"]).json()] == [1, 10]
-        for cmd in (["count", "c"], ["collection", "list"]):
-            check_error(sub([*remote, *cmd]), 5, "not verified")
-        assert sub(["--server", addr, "--no-verify", "count", "c"]).out.strip() == "5"
-        assert read_trust_file(state).state.tx_id == 3  # advanced to signed states only
-        # a pinned key that is not the server's: newer states are refused, the file stays
-        stranger = str(Signer.generate("stranger.example").verifier)
-        other = str(tmp_path / "other.json")
-        with docstore.connect(addr, verify=False) as plain:
-            mid = plain.state()
-        write_state_file(other, mid)
-        assert sub(["--server", addr, "--no-verify", "insert", "c", "-"], input='{"_id": "late"}').code == 0
-        r = sub(["--server", addr, "--state-file", other, "--key", stranger, "get", "c", "late"])
-        check_error(r, 5, "not signed by a pinned key")
-        assert read_trust_file(other).state == mid
-    finally:
-        proc.terminate()
-        proc.wait(30)
+def test_a_server_with_a_state_file_verifies_every_read_or_refuses(server, tmp_path, sub, check_error):
+    _proc, addr, db = server
+    state = str(tmp_path / "client.json")
+    remote = ["--server", addr, "--state-file", state]
+    r = sub([*remote, "--trust-on-first-use", "collection", "create", "c"])
+    assert r.code == 0, r.err
+    pinned = read_trust_file(state).verifier_keys  # the server's key, pinned on first use
+    assert pinned and pinned[0] == sub(["--db", db, "key"]).out.strip()
+    docs = [{"_id": f"d{i}", "n": i} for i in range(5)]
+    assert sub([*remote, "insert", "c", "-"], input=json.dumps(docs)).code == 0
+    assert [d["_id"] for d in sub([*remote, "find", "c", '{"n": {"$gte": 3}}', "--sort", "n"]).json()] == ["d3", "d4"]
+    assert len(sub([*remote, "export", "c"]).out.splitlines()) == 5
+    assert sub([*remote, "update", "c", "d1", '{"$set": {"n": 10}}']).json()["n"] == 10
+    assert [r["document"]["n"] for r in sub([*remote, "history", "c", "d1"]).json()] == [1, 10]
+    for cmd in (["count", "c"], ["collection", "list"]):
+        check_error(sub([*remote, *cmd]), 5, "not verified")
+    assert sub(["--server", addr, "--no-verify", "count", "c"]).out.strip() == "5"
+    assert read_trust_file(state).state.tx_id == 3  # advanced to signed states only
+    # a pinned key that is not the server's: newer states are refused, the file stays
+    stranger = str(Signer.generate("stranger.example").verifier)
+    other = str(tmp_path / "other.json")
+    with docstore.connect(addr, verify=False) as plain:
+        mid = plain.state()
+    write_state_file(other, mid)
+    assert sub(["--server", addr, "--no-verify", "insert", "c", "-"], input='{"_id": "late"}').code == 0
+    r = sub(["--server", addr, "--state-file", other, "--key", stranger, "get", "c", "late"])
+    check_error(r, 5, "not signed by a pinned key")
+    assert read_trust_file(other).state == mid
 
 
 def test_key_checkpoint_and_rotation_commands(tmp_path, sub, check_error):
