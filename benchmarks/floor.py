@@ -5,8 +5,8 @@ A document becomes one ledger entry per scalar property, each with its own SHA-2
 share of the entries tree (docs/documents.md, docs/hashing.md). The stages below are the
 product's own functions with nothing around them, each row doing every stage before it too:
 
-1. ``flatten``: :func:`docstore.flatten.flatten_raw` (a pointer and an orjson value per scalar);
-2. ``+ entries``: the salted property entries and the header (:mod:`docstore.records`);
+1. ``flatten``: :func:`docstore.documents.flatten.flatten_raw` (a pointer and an orjson value per scalar);
+2. ``+ entries``: the salted property entries and the header (:mod:`docstore.documents.records`);
 3. ``+ ledger encoding``: :func:`kvcore.payload.encode` (framing, a SHA-256 leaf per entry,
    the entries tree).
 
@@ -30,8 +30,8 @@ from benchmarks import docsys
 from benchmarks.common import Result
 from benchmarks.fixtures import BATCH, _interleaved
 from benchmarks.workload import iter_batches
-from docstore import records
-from docstore.flatten import flatten_raw
+from docstore.documents import records
+from docstore.documents.flatten import flatten_raw
 from kvcore import hashing, payload
 from kvcore.tree import build_levels
 

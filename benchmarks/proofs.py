@@ -55,8 +55,9 @@ def proof_rows(cfg: Any, n: int, peer: tuple[Any, list[int], str] | None = None)
             r = compare(cfg.settings, {PYMERKLE: peer[0]}, peer[1])[PYMERKLE]
             out += [Result(w, PYMERKLE, r, "ops/s", peer[2], n, "proofs") for w in (PROP, DOC)]
         return out
-    coll = fx.open()[docsys.IMMUDOC].coll
-    state = coll._db.state()
+    system = fx.open()[docsys.IMMUDOC]
+    coll = system.coll
+    state = system.db.state()
     items = list(zip(fx.ids, peer[1])) if peer else [(i, 0) for i in fx.ids]
 
     def prop(c: list[tuple[str, int]]) -> None:
@@ -100,8 +101,7 @@ def tree_and_inclusion(cfg: Any, n: int) -> list[Result]:
 
     pymerkle = _pymerkle()
     fx = cfg.fixtures.docs(n)
-    coll = fx.open()[docsys.IMMUDOC].coll
-    led = coll._db.ledger
+    led = fx.open()[docsys.IMMUDOC].db.ledger
     entries = sum(led.header(t).n_entries for t in range(1, led.tx_id + 1))
     count = min(entries, cfg.merkle_leaves_cap)
     leaves = _leaves(count)
@@ -219,8 +219,8 @@ def signed_states(cfg: Any, n: int) -> list[Result]:
     from kvcore import verify as kv_verify
 
     fx = cfg.fixtures.docs(n)
-    coll = fx.open()[docsys.IMMUDOC].coll
-    db = coll._db
+    system = fx.open()[docsys.IMMUDOC]
+    coll, db = system.coll, system.db
     now = db.state()
     older = db.ledger.state(max(1, now.tx_id // 2))
     keys = [Verifier.parse(db.verifier_key())]

@@ -6,8 +6,11 @@
 ...     doc_id = trials.insert({"site": "Oslo", "dosage": {"mg": 5}})
 ...     trials.find({"dosage.mg": {"$gte": 5}})
 
-The names below are imported on first use (PEP 562), so ``import docstore`` (and with it the
-``immudoc`` command's ``--help``) does not load kvcore, orjson or jsonschema_rs until needed.
+``docstore.Database``, ``Collection``, ``Transaction`` and ``TxCollection`` are the contract
+(:mod:`docstore.api`) that the embedded database (:func:`open`) and the remote one
+(:func:`connect`) both implement. The names below are imported on first use (PEP 562), so
+``import docstore`` (and with it the ``immudoc`` command's ``--help``) does not load kvcore,
+orjson or jsonschema_rs until needed.
 """
 
 from __future__ import annotations
@@ -15,94 +18,28 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from docstore.collections.collection import Collection, Revision
-    from docstore.database import Database, open
-    from docstore.errors import (
-        CollectionExistsError,
-        CollectionNotFoundError,
-        ConflictError,
-        CorruptDataError,
-        DocstoreError,
-        DocumentNotFoundError,
-        DuplicateIdError,
-        DuplicateKeyError,
-        InvalidDocumentError,
-        InvalidPointerError,
-        NotFoundError,
-        ProofUnavailableError,
-        QueryError,
-        SchemaError,
-        StorageError,
-        TransactionTooLargeError,
-        VerificationError,
-    )
+_PUBLIC: dict[str, tuple[str, ...]] = {  # the public names, listed once: module -> names
+    "docstore.api": ("Collection", "Database", "Revision", "Transaction", "TxCollection"),
+    "docstore.database": ("open",),
+    "docstore.errors": (
+        "CollectionExistsError", "CollectionNotFoundError", "ConflictError", "CorruptDataError",
+        "DocstoreError", "DocumentNotFoundError", "DuplicateIdError", "DuplicateKeyError",
+        "InvalidDocumentError", "InvalidPointerError", "NotFoundError", "ProofUnavailableError",
+        "QueryError", "SchemaError", "StorageError", "TransactionTooLargeError", "VerificationError",
+    ),
+    "docstore.proofs": ("Proof", "verify", "verify_consistency"),
+    "docstore.remote": ("connect",),
+}
+_LAZY = {name: module for module, names in _PUBLIC.items() for name in names}
+_SUBMODULES = {"api", "cli", "collections", "database", "documents", "engine", "errors", "proofs", "remote", "transactions"}
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # the same names, for type checkers (each module's __all__ lists them)
+    from docstore.api import *  # noqa: F403
+    from docstore.database import open  # noqa: A004
+    from docstore.errors import *  # noqa: F403
     from docstore.proofs import Proof, verify, verify_consistency
     from docstore.remote import connect
-    from docstore.transaction import Transaction, TxCollection
-
-_LAZY = {
-    "Collection": "docstore.collections.collection",
-    "Revision": "docstore.collections.collection",
-    "Database": "docstore.database",
-    "open": "docstore.database",
-    "CollectionExistsError": "docstore.errors",
-    "CollectionNotFoundError": "docstore.errors",
-    "ConflictError": "docstore.errors",
-    "CorruptDataError": "docstore.errors",
-    "DocstoreError": "docstore.errors",
-    "DocumentNotFoundError": "docstore.errors",
-    "DuplicateIdError": "docstore.errors",
-    "DuplicateKeyError": "docstore.errors",
-    "InvalidDocumentError": "docstore.errors",
-    "InvalidPointerError": "docstore.errors",
-    "NotFoundError": "docstore.errors",
-    "ProofUnavailableError": "docstore.errors",
-    "QueryError": "docstore.errors",
-    "SchemaError": "docstore.errors",
-    "StorageError": "docstore.errors",
-    "TransactionTooLargeError": "docstore.errors",
-    "VerificationError": "docstore.errors",
-    "Proof": "docstore.proofs",
-    "verify": "docstore.proofs",
-    "verify_consistency": "docstore.proofs",
-    "connect": "docstore.remote",
-    "Transaction": "docstore.transaction",
-    "TxCollection": "docstore.transaction",
-}
-_SUBMODULES = {
-    "cli", "collections", "database", "errors", "flatten", "ids", "proofs", "records", "state", "transaction",
-}
-
-__all__ = [
-    "Collection",
-    "CollectionExistsError",
-    "CollectionNotFoundError",
-    "ConflictError",
-    "CorruptDataError",
-    "Database",
-    "DocstoreError",
-    "DocumentNotFoundError",
-    "DuplicateIdError",
-    "DuplicateKeyError",
-    "InvalidDocumentError",
-    "InvalidPointerError",
-    "NotFoundError",
-    "ProofUnavailableError",
-    "QueryError",
-    "Revision",
-    "SchemaError",
-    "StorageError",
-    "Transaction",
-    "TransactionTooLargeError",
-    "TxCollection",
-    "VerificationError",
-    "Proof",
-    "connect",
-    "open",
-    "verify",
-    "verify_consistency",
-]
 
 
 def __getattr__(name: str) -> Any:

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import kvcore
 
+__all__ = [
+    "CollectionExistsError", "CollectionNotFoundError", "ConflictError", "CorruptDataError",
+    "DocstoreError", "DocumentNotFoundError", "DuplicateIdError", "DuplicateKeyError",
+    "InvalidDocumentError", "InvalidPointerError", "NotFoundError", "ProofUnavailableError",
+    "QueryError", "SchemaError", "StorageError", "TransactionTooLargeError", "VerificationError",
+]
+
 
 class DocstoreError(Exception):
     """Base class of every docstore error."""

@@ -24,14 +24,8 @@ from kvcore.errors import (
     VerificationError,
 )
 from kvcore.hashing import HASH_VERSION
-from kvcore.ledger import (
-    MAX_KEY_BYTES,
-    MAX_TX_BYTES,
-    MAX_TX_ENTRIES,
-    MAX_VALUE_BYTES,
-    Ledger,
-    RecoveryWarning,
-)
+from kvcore.ledger import Ledger, RecoveryWarning
+from kvcore.limits import MAX_KEY_BYTES, MAX_TX_BYTES, MAX_TX_ENTRIES, MAX_VALUE_BYTES
 from kvcore.models import ConsistencyProof, EntriesProof, Entry, EntryProof, State, Tx, TxHeader
 from kvcore.storage import FileStorage, Storage
 from kvcore.transaction import Transaction

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kvcore import payload as txformat
+from kvcore import payload
 from kvcore.errors import CorruptionError
 from kvcore.hashing import HASH_SIZE, tx_leaf_hash
 from kvcore.keyindex import KeyIndex, make_loc
@@ -67,8 +67,8 @@ def run_audit(
     try:
         for tx_id, body, extra in storage.scan(1):
             try:
-                header, (hid, ts, n, root) = txformat.header_of(body)
-                parsed = list(txformat.iter_entries(body))
+                header, (hid, ts, n, root) = payload.header_of(body)
+                parsed = list(payload.iter_entries(body))
             except ValueError as e:
                 bad(tx_id, f"cannot be decoded ({e})")
                 break
@@ -79,9 +79,9 @@ def run_audit(
             last_ts = ts
             if len(parsed) != n:
                 bad(tx_id, f"header counts {n} entries, the payload holds {len(parsed)}")
-            if txformat.entries_root(body) != root:
+            if payload.entries_root(body) != root:
                 bad(tx_id, "entries do not hash to the header's entries root")
-            if txformat.extra_for(body) != extra:
+            if payload.extra_for(body) != extra:
                 bad(tx_id, "stored entry positions or entries-tree nodes do not match the entries")
             tree.append(tx_leaf_hash(header))
             index.add_many(

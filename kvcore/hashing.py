@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
+from typing import Protocol
 
 HASH_VERSION = 1
 """Version byte that opens every transaction header."""
@@ -17,8 +19,15 @@ KIND_SET = 0
 KIND_DELETE = 1
 
 
+class Hash(Protocol):
+    """A running hash, as ``hashlib`` returns."""
 
-def _fastest_sha256():  # type: ignore[no-untyped-def]
+    def update(self, data: bytes, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+
+def _fastest_sha256() -> Callable[[bytes], Hash]:
     """CPython's own SHA-256 (``_sha2`` from 3.12, ``_sha256`` in 3.11) when it is built in.
 
     It returns the same digests as ``hashlib.sha256`` (OpenSSL) but costs less per call on
@@ -28,7 +37,7 @@ def _fastest_sha256():  # type: ignore[no-untyped-def]
     for name in ("_sha2", "_sha256"):
         try:
             module = __import__(name)
-            ctor = module.sha256
+            ctor: Callable[[bytes], Hash] = module.sha256
             if ctor(b"abc").digest() == hashlib.sha256(b"abc").digest():
                 return ctor
         except (ImportError, AttributeError):

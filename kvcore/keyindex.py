@@ -12,7 +12,7 @@ import marshal
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
-from sortedcontainers import SortedList
+from sortedcontainers import SortedList  # type: ignore[import-untyped]  # no stubs: SortedList is Any
 
 from kvcore import gcpause, snapshot
 
@@ -87,7 +87,7 @@ class KeyIndex:
             if cur is None:
                 m[key] = loc
                 new.append(key)
-            elif type(cur) is int:
+            elif isinstance(cur, int):
                 m[key] = [cur, loc]
             else:
                 cur.append(loc)
@@ -98,14 +98,14 @@ class KeyIndex:
         cur = self._map.get(key)
         if cur is None:
             return []
-        return [cur] if type(cur) is int else list(cur)
+        return [cur] if isinstance(cur, int) else list(cur)
 
     def latest(self, key: bytes, bound: int | None = None) -> tuple[int, int] | None:
         """(location, revision) of the newest revision below ``bound``, or None."""
         cur = self._map.get(key)
         if cur is None:
             return None
-        if type(cur) is int:
+        if isinstance(cur, int):
             return (cur, 1) if bound is None or cur < bound else None
         if bound is None or cur[-1] < bound:
             return cur[-1], len(cur)
@@ -114,7 +114,7 @@ class KeyIndex:
 
     def revision_of(self, key: bytes, loc: int) -> int:
         cur = self._map.get(key)
-        if type(cur) is int:
+        if isinstance(cur, int):
             return 1
         return bisect_right(cur, loc) if cur else 0
 

@@ -1,7 +1,9 @@
 """The ledger: durable, append-only transactions of key/value entries with Merkle proofs.
 
-This module opens, writes and reads the ledger; its proofs are built by
-:class:`kvcore.proving.Proving`, a mixin of :class:`Ledger`.
+This module opens, writes and reads the ledger; its proofs are built by a
+:class:`kvcore.proving.Prover` it owns, which reads the ledger through the
+:class:`kvcore.proofsource.ProofSource` this module gives it (:class:`_ProofReads`). Its size
+limits and argument checks are :mod:`kvcore.limits` (re-exported here).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from kvcore import gcpause
-from kvcore import payload as txformat
+from kvcore import gcpause, payload
 from kvcore.audit import AuditReport, run_audit
 from kvcore.errors import (
     ClosedError,
+    CorruptionError,
     InvalidInputError,
     KeyNotFoundError,
     LimitError,
@@ -36,81 +38,53 @@ from kvcore.keyindex import (
     ordinal_of,
     tx_of,
 )
-from kvcore.models import Entry, State, Tx, TxHeader
-from kvcore.proving import Proving
+from kvcore.limits import (
+    MAX_KEY_BYTES,
+    MAX_TX_BYTES,
+    MAX_TX_ENTRIES,
+    MAX_VALUE_BYTES,
+    check_key,
+    check_tx,
+    check_value,
+    valid_pairs,
+)
+from kvcore.models import ConsistencyProof, EntriesProof, Entry, EntryProof, State, Tx, TxHeader
+from kvcore.proving import ExtraCache, Prover
 from kvcore.storage import FileStorage, Storage
+from kvcore.transaction import Transaction
 from kvcore.tree import MerkleTree, node_count
 from kvcore.tree import build as build_tree
 
-MAX_KEY_BYTES = 1024
-MAX_VALUE_BYTES = 32 * 1024 * 1024
-MAX_TX_ENTRIES = 1 << 20
+__all__ = [
+    "BULK_ENTRIES",
+    "MAX_KEY_BYTES",
+    "MAX_TX_BYTES",
+    "MAX_TX_ENTRIES",
+    "MAX_VALUE_BYTES",
+    "Ledger",
+    "RecoveryWarning",
+]
+
 BULK_ENTRIES = 1024
 """A commit of at least this many entries pauses the cyclic GC (see kvcore.gcpause)."""
-MAX_TX_BYTES = 256 * 1024 * 1024
 _SNAPSHOT_AFTER_REPLAY = 50_000  # entries replayed at open before a fresh snapshot is saved
 _SCAN_CHUNK = 256
 _READ_AHEAD = 256
-_ENTRY_HEAD_SIZE = txformat.ENTRY_HEAD_SIZE
-_unpack_entry_head = txformat.ENTRY_HEAD.unpack_from
+_ENTRY_HEAD_SIZE = payload.ENTRY_HEAD_SIZE
+_unpack_entry_head = payload.ENTRY_HEAD.unpack_from
 
 
 class RecoveryWarning(UserWarning):
     """Opening a ledger repaired something (a torn tail, a damaged derived file)."""
 
 
-def check_key(key: Any) -> bytes:
-    if type(key) is not bytes:
-        if not isinstance(key, (bytearray, memoryview)):
-            raise InvalidInputError(f"keys are bytes, got {type(key).__name__}")
-        key = bytes(key)  # then apply the same limits as to bytes
-    if not key:
-        raise LimitError("a key cannot be empty")
-    if len(key) > MAX_KEY_BYTES:
-        raise LimitError(f"key of {len(key)} bytes exceeds the limit of {MAX_KEY_BYTES} bytes")
-    return key
-
-
-_BYTES, _TUPLE, _PAIR = {bytes}, {tuple}, {2}
-
-
-def valid_pairs(items: list[Any]) -> tuple[bytes, ...] | None:
-    """The keys of ``items`` if every item is a ``(bytes key, bytes value)`` tuple within the
-    limits (checked a column at a time, in C loops), else None: check one by one to learn why."""
-    if not items or set(map(type, items)) != _TUPLE or set(map(len, items)) != _PAIR:
-        return None
-    keys, values = zip(*items)
-    if (
-        set(map(type, keys)) == _BYTES
-        and set(map(type, values)) == _BYTES
-        and 0 < min(map(len, keys))
-        and max(map(len, keys)) <= MAX_KEY_BYTES
-        and max(map(len, values)) <= MAX_VALUE_BYTES
-    ):
-        return keys
-    return None
-
-
-def check_value(key: bytes, value: Any) -> bytes:
-    if type(value) is not bytes:
-        if not isinstance(value, (bytearray, memoryview)):
-            raise InvalidInputError(f"values are bytes, got {type(value).__name__} for key {key!r}")
-        value = bytes(value)  # then apply the same limit as to bytes
-    if len(value) > MAX_VALUE_BYTES:
-        raise LimitError(
-            f"value of {len(value)} bytes for key {key[:64]!r} exceeds the limit of "
-            f"{MAX_VALUE_BYTES} bytes"
-        )
-    return value
-
-
-class Ledger(Proving):
+class Ledger:
     """A verifiable key/value ledger. Open it with :meth:`open`.
 
     Thread-safe: many threads may read while one commits (commits are serialized).
     Only one process may hold a ledger directory open for writing. Its proofs
     (:meth:`prove_entry`, :meth:`prove_entries`, :meth:`prove_consistency`, ...) are built by
-    the :class:`kvcore.proving.Proving` mixin.
+    its :class:`kvcore.proving.Prover`.
     """
 
     def __init__(self, storage: Storage) -> None:
@@ -129,8 +103,8 @@ class Ledger(Proving):
             storage.close()  # a failed open must not keep the directory locked
             raise
         self._root_cache: tuple[int, bytes] = (count, self._tree.root(count))
-        self._init_proving()  # the cache of transactions' entries trees (kvcore.proving)
         self._headers: dict[int, TxHeader] = {}
+        self._prover = Prover(_ProofReads(self))
         for note in self.recovery_notes:
             warnings.warn(note, RecoveryWarning, stacklevel=3)
 
@@ -306,8 +280,6 @@ class Ledger(Proving):
         See :class:`kvcore.Transaction`. An older snapshot reads as of then, and its commit
         conflicts with anything committed since then to the keys it read or wrote.
         """
-        from kvcore.transaction import Transaction
-
         self._check_open()
         if at_tx is not None:
             self._bound(at_tx)  # TxNotFoundError for a transaction that does not exist
@@ -342,7 +314,7 @@ class Ledger(Proving):
                 check(self._tx_count)
             tx_id = self._tx_count + 1
             ts = max(time.time_ns(), self._last_ts)
-            body, extra, header, positions = txformat.encode(tx_id, ts, writes)
+            body, extra, header, positions = payload.encode(tx_id, ts, writes)
             if len(body) > MAX_TX_BYTES:
                 raise LimitError(
                     f"transaction of {len(body)} bytes exceeds the limit of {MAX_TX_BYTES} bytes"
@@ -512,7 +484,7 @@ class Ledger(Proving):
     def tx(self, tx_id: int) -> Tx:
         """A committed transaction: header and entries (with their revisions)."""
         self._check_open()
-        self._check_tx(tx_id)
+        check_tx(tx_id, self._tx_count)
         body = self._storage.read_tx(tx_id)
         _, (tid, ts, n, root) = _header_of(tx_id, body)
         entries = []
@@ -527,17 +499,17 @@ class Ledger(Proving):
         One read of the stored bytes; cheaper than :meth:`tx` for a run of a large
         transaction (a writer that commits related keys together reads them back this way).
         """
-        return self._entries(tx_id, start, count, False)  # type: ignore[return-value]
+        return self._entries(tx_id, start, count, False)
 
     def entry_items(
         self, tx_id: int, start: int = 0, count: int | None = None
     ) -> list[tuple[bytes, bytes | None]]:
         """Like :meth:`entries`, as bare ``(key, value)`` pairs (value None for a tombstone)."""
-        return self._entries(tx_id, start, count, True)  # type: ignore[return-value]
+        return self._entries(tx_id, start, count, True)
 
     def _entries(self, tx_id: int, start: int, count: int | None, raw: bool) -> list[Any]:
         self._check_open()
-        self._check_tx(tx_id)
+        check_tx(tx_id, self._tx_count)
         n = self.header(tx_id).n_entries
         if type(start) is not int:
             raise InvalidInputError(f"start must be an integer, got {start!r}")
@@ -552,13 +524,13 @@ class Ledger(Proving):
             )
         if count == 0:
             return []
-        positions = struct.unpack_from(f">{count + 1}I", self._extra(tx_id, n), 4 * start)
+        positions = struct.unpack_from(f">{count + 1}I", self._prover.extra(tx_id, n), 4 * start)
         first = positions[0]
         buf = self._storage.read(tx_id, first, positions[-1] - first)
         if len(buf) != positions[-1] - first or any(a > b for a, b in zip(positions, positions[1:])):
             raise _corrupt(tx_id, b"<entry positions>")
-        unpack = txformat.ENTRY_HEAD.unpack_from
-        head = txformat.ENTRY_HEAD_SIZE
+        unpack = payload.ENTRY_HEAD.unpack_from
+        head = payload.ENTRY_HEAD_SIZE
         out: list[Any] = []
         index = self._index
         for i in range(count):
@@ -585,16 +557,11 @@ class Ledger(Proving):
             )
         return out
 
-    def _check_tx(self, tx_id: Any) -> None:
-        if type(tx_id) is not int or not 1 <= tx_id <= self._tx_count:
-            raise TxNotFoundError(
-                f"transaction {tx_id!r} does not exist (the ledger is at {self._tx_count})"
-            )
-
     def header(self, tx_id: int) -> TxHeader:
         """The header of a committed transaction (cached: headers never change)."""
-        self._check_open()
-        self._check_tx(tx_id)  # before the cache: 1.0 and True hash like 1
+        if self._closed:  # _check_open, inlined: every proof reads a header
+            raise ClosedError("the ledger is closed")
+        check_tx(tx_id, self._tx_count)  # before the cache: 1.0 and True hash like 1
         cached = self._headers.get(tx_id)
         if cached is not None:
             return cached
@@ -604,7 +571,7 @@ class Ledger(Proving):
         h = self._headers[tx_id] = TxHeader(tid, ts, n, root)
         return h
 
-    # ------------------------------------- states and audit (proofs: kvcore.proving)
+    # ------------------------------------------------------ states and audit
     def state(self, at_tx: int | None = None) -> State:
         """The ledger's state (its root) after transaction ``at_tx`` (default: the newest)."""
         self._check_open()
@@ -619,6 +586,74 @@ class Ledger(Proving):
             self._root_cache = (n, root)
         return State(n, root)
 
+    # ------------------------------------------------ proofs (kvcore.proving)
+    def prove_entry(
+        self, key: bytes, tx_id: int | None = None, state: State | None = None
+    ) -> EntryProof:
+        """Prove the entry ``key`` got in transaction ``tx_id`` (default: its newest).
+
+        The proof is relative to ``state`` (default: the current state).
+        """
+        self._check_open()
+        return self._prover.prove_entry(key, tx_id, state)
+
+    def prove_entry_at(self, tx_id: int, index: int, state: State | None = None) -> EntryProof:
+        """Prove entry number ``index`` of transaction ``tx_id`` (an RFC 9162 inclusion path).
+
+        Like :meth:`prove_entry`, for a caller that knows where the entry is (as
+        :meth:`entries` and :class:`Entry.index` tell). ``deleted`` is set from the entry.
+        """
+        self._check_open()
+        return self._prover.prove_entry_at(tx_id, index, state)
+
+    def prove_entries(
+        self, tx_id: int, indices: Iterable[int], state: State | None = None
+    ) -> EntriesProof:
+        """Prove entries ``indices`` (positions in the transaction) of ``tx_id`` with one proof.
+
+        Verify with :func:`kvcore.verify_entries` against the entries read with
+        :meth:`entries`. Proving a run of ``k`` consecutive entries costs about
+        ``2 log2(n_entries)`` hashes.
+        """
+        self._check_open()
+        return self._prover.prove_entries(tx_id, indices, state)
+
+    def find_and_prove(
+        self,
+        tx_id: int,
+        first: int,
+        count: int,
+        key_len: int,
+        key_suffix: bytes,
+        state: State | None = None,
+    ) -> tuple[int, bytes, EntryProof] | None:
+        """Prove the entry among entries ``first .. first+count-1`` of transaction ``tx_id``
+        whose key is ``key_len`` bytes long and ends with ``key_suffix``.
+
+        For a writer whose keys make that entry unique (were several to match, which one is
+        proven is unspecified). Returns (its index in the transaction, its value, its
+        :class:`EntryProof` relative to ``state``, default the current state), or None when
+        no entry of the run matches or the one that does is a tombstone. Cheaper than
+        :meth:`entries` and :meth:`prove_entry_at`: only the entries' heads and the ends of
+        the keys that have the length are compared, no key or value is copied but the
+        match's value. TxNotFoundError for a ``tx_id`` not committed, InvalidInputError for a
+        run outside the transaction (``count`` 0 is an empty run: None).
+        """
+        if self._closed:  # _check_open, inlined: property proofs call this once each
+            raise ClosedError("the ledger is closed")
+        return self._prover.find_and_prove(tx_id, first, count, key_len, key_suffix, state)
+
+    def prove_consistency(self, old_tx_id: int, new_tx_id: int | None = None) -> ConsistencyProof:
+        """Prove the ledger at ``new_tx_id`` (default: now) extends the ledger at ``old_tx_id``."""
+        self._check_open()
+        return self._prover.prove_consistency(old_tx_id, new_tx_id)
+
+    @property
+    def _extra_cache(self) -> ExtraCache:
+        """The prover's cache of transactions' ``extra`` (tests empty and inspect it here)."""
+        return self._prover.extra_cache
+
+    # ---------------------------------------------------------------- audit
     def audit(
         self,
         trusted_state: State | None = None,
@@ -634,10 +669,35 @@ class Ledger(Proving):
             )
 
 
+class _ProofReads:
+    """The reads a ledger's :class:`~kvcore.proving.Prover` makes: a
+    :class:`kvcore.proofsource.ProofSource` over the ledger's storage, tree and key index.
+
+    The reads that proofs repeat are the ledger's own bound methods (no call in between);
+    the ledger never replaces the storage, tree or index it was opened with.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.state = ledger.state
+        self.header = ledger.header
+        self.payload_bytes = ledger._storage.read
+        self.extra_bytes = ledger._storage.read_extra
+        self.key_locations = ledger._index.locations
+        self.tx_subtree_hash = ledger._tree.subtree
+
+    @property
+    def tx_id(self) -> int:
+        return self._ledger._tx_count
+
+    def entry_kind(self, loc: int, key: bytes) -> int:
+        return self._ledger._read_entry(loc, key)[0]
+
+
 def _entries_of(tx_id: int, body: bytes) -> list[tuple[int, int, bytes, bytes]]:
     """A stored payload's entries; a malformed payload is a CorruptionError, not a ValueError."""
     try:
-        return list(txformat.iter_entries(body))
+        return list(payload.iter_entries(body))
     except ValueError as e:
         raise _undecodable(tx_id, e) from None
 
@@ -645,17 +705,13 @@ def _entries_of(tx_id: int, body: bytes) -> list[tuple[int, int, bytes, bytes]]:
 def _header_of(tx_id: int, raw: bytes) -> tuple[bytes, tuple[int, int, int, bytes]]:
     """A stored header, decoded; a malformed one is a CorruptionError, not a ValueError."""
     try:
-        return txformat.header_of(raw)
+        return payload.header_of(raw)
     except ValueError as e:
         raise _undecodable(tx_id, e) from None
 
 
-def _undecodable(tx_id: int, e: ValueError) -> Exception:
-    from kvcore.errors import CorruptionError
-
+def _undecodable(tx_id: int, e: ValueError) -> CorruptionError:
     return CorruptionError(f"transaction {tx_id}: stored bytes cannot be decoded ({e}); run an audit")
 
-
-from kvcore.transaction import Transaction  # noqa: E402  (re-exported for typing)
 
 assert MAX_ORDINAL >= MAX_TX_ENTRIES

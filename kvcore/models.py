@@ -36,7 +36,7 @@ def _hashes(d: dict[str, Any], name: str) -> list[bytes]:
     return [_hex_to_hash(h, f"{name}[{i}]") for i, h in enumerate(v)]
 
 
-def _need_dict(d: Any, what: str) -> dict[str, Any]:
+def _need_dict(d: object, what: str) -> dict[str, Any]:
     if not isinstance(d, dict):
         raise VerificationError(f"{what} must be a JSON object, got {type(d).__name__}")
     return d
@@ -54,7 +54,7 @@ class Entry(NamedTuple):
     tx_id: int
     revision: int
     deleted: bool = False
-    index: int = -1
+    index: int = -1  # type: ignore[assignment]  # a field named index shadows tuple.index (public API)
 
 
 class TxHeader(NamedTuple):
@@ -80,7 +80,7 @@ class TxHeader(NamedTuple):
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TxHeader:
+    def from_dict(cls, d: object) -> TxHeader:
         d = _need_dict(d, "header")
         return cls(
             _int(d, "tx_id"),
@@ -111,7 +111,7 @@ class State(NamedTuple):
         return {"tx_id": self.tx_id, "root": self.root.hex()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> State:
+    def from_dict(cls, d: object) -> State:
         d = _need_dict(d, "state")
         return cls(_int(d, "tx_id"), _hex_to_hash(d.get("root"), "root"))
 
@@ -137,7 +137,7 @@ class EntryProof(NamedTuple):
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EntryProof:
+    def from_dict(cls, d: object) -> EntryProof:
         d = _need_dict(d, "entry proof")
         deleted = d.get("deleted")
         if type(deleted) is not bool:
@@ -171,7 +171,7 @@ class ConsistencyProof(NamedTuple):
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ConsistencyProof:
+    def from_dict(cls, d: object) -> ConsistencyProof:
         d = _need_dict(d, "consistency proof")
         return cls(_int(d, "old_tx_id"), _int(d, "new_tx_id"), _hashes(d, "path"))
 
@@ -199,7 +199,7 @@ class EntriesProof(NamedTuple):
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EntriesProof:
+    def from_dict(cls, d: object) -> EntriesProof:
         d = _need_dict(d, "entries proof")
         indices = d.get("indices")
         if not isinstance(indices, list) or not all(type(i) is int and i >= 0 for i in indices):

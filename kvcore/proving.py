@@ -1,139 +1,146 @@
-"""Proof building for the ledger: inclusion proofs of entries (:meth:`~Proving.prove_entry`,
-:meth:`~Proving.prove_entry_at`, :meth:`~Proving.prove_entries`, and docstore's run lookups
-through ``_prove_in_run``) and consistency proofs between states
-(:meth:`~Proving.prove_consistency`).
+"""Proof building for a ledger: inclusion proofs of entries (:meth:`Prover.prove_entry`,
+:meth:`~Prover.prove_entry_at`, :meth:`~Prover.prove_entries`, :meth:`~Prover.find_and_prove`)
+and consistency proofs between states (:meth:`~Prover.prove_consistency`).
 
-:class:`Proving` is a mixin of :class:`kvcore.ledger.Ledger`: the methods here read the
-ledger's storage (each transaction's stored entries tree, its ``extra``) and its ledger tree,
-and keep the caches that make proofs fast. They are verified by :mod:`kvcore.verify`.
+A :class:`Prover` reads through a :class:`kvcore.proofsource.ProofSource` (each transaction's
+header, its stored entries tree in ``extra``, its payload's bytes, the ledger tree's subtree
+hashes) and keeps the caches that make proofs fast. :class:`kvcore.ledger.Ledger` owns one
+and delegates its proof methods to it. The proofs are verified by :mod:`kvcore.verify`.
 """
 
 from __future__ import annotations
 
 import struct
+import threading
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
-from kvcore import merkle
-from kvcore import payload as txformat
-from kvcore.errors import (
-    ClosedError,
-    InvalidInputError,
-    KeyNotFoundError,
-    TxNotFoundError,
-    VerificationError,
-)
+from kvcore import merkle, payload
+from kvcore.errors import InvalidInputError, KeyNotFoundError, TxNotFoundError, VerificationError
 from kvcore.errors import corrupt_entry as _corrupt
 from kvcore.hashing import HASH_SIZE, KIND_DELETE
 from kvcore.keyindex import bound_for, ordinal_of, tx_of
+from kvcore.limits import check_key, check_tx
 from kvcore.models import ConsistencyProof, EntriesProof, EntryProof, State
+from kvcore.proofsource import ProofSource
 from kvcore.tree import level_starts, subtree_hash
 
-if TYPE_CHECKING:
-    import threading
-
-    from kvcore.keyindex import KeyIndex
-    from kvcore.models import TxHeader
-    from kvcore.storage import Storage
-    from kvcore.tree import MerkleTree
-
-_ENTRY_HEAD_SIZE = txformat.ENTRY_HEAD_SIZE
-_unpack_entry_head = txformat.ENTRY_HEAD.unpack_from
+_ENTRY_HEAD_SIZE = payload.ENTRY_HEAD_SIZE
+_unpack_entry_head = payload.ENTRY_HEAD.unpack_from
 _EXTRA_CACHE_BYTES = 64 * 1024 * 1024  # entries-tree bytes kept in memory for fast proofs
 
+_Extra = tuple[bytes, dict[tuple[int, int], bytes], list[int]]
+"""A transaction's ``extra`` in memory: its bytes, a memo of its entries tree's partial
+subtree hashes, and where each level of that tree starts (:func:`kvcore.tree.level_starts`)."""
 
-class Proving:
-    """The proof-building half of :class:`kvcore.ledger.Ledger` (a mixin; not used alone).
 
-    It needs from the ledger the attributes annotated below (``_storage``, ``_tree``,
-    ``_index``, ``_index_lock``, ``_closed``, ``_tx_count``, ``_root_cache``, ``_headers``)
-    and its methods ``_check_open``, ``_check_tx``, ``header``, ``state`` and
-    ``_read_entry``. ``Ledger.__init__`` calls :meth:`_init_proving` for the cache of
-    transactions' ``extra`` (:meth:`_extra_entry`, bounded by _EXTRA_CACHE_BYTES), which the
-    ledger's reads also use (``Ledger._entries`` takes entry positions from :meth:`_extra`);
-    the other proof caches are created on first use.
+class ExtraCache(OrderedDict[int, _Extra]):
+    """Transactions' ``extra`` in memory by transaction id, least recently used first;
+    ``nbytes`` is the size of the bytes held (kept within _EXTRA_CACHE_BYTES by the prover),
+    and :meth:`clear` resets it with the rest."""
+
+    nbytes = 0
+
+    def clear(self) -> None:
+        super().clear()
+        self.nbytes = 0
+
+
+class Prover:
+    """Builds the proofs of the ledger ``source`` reads (see :class:`ProofSource`).
+
+    It owns its caches, all of things that never change once committed (so they are bounded,
+    never invalidated): transactions' ``extra`` (:attr:`extra_cache`, within
+    _EXTRA_CACHE_BYTES; the ledger's reads of runs of entries use it too, through
+    :meth:`extra`), the upper parts of entry paths, the top levels of entries trees, partial
+    subtree hashes, transaction paths, where a key suffix was last found in a run
+    (:meth:`find_and_prove`) and the last state it checked.
+
+    Its caller checks that the ledger is open before each call (a prover knows nothing of
+    closing). Many threads may prove at once.
     """
 
-    _storage: Storage
-    _tree: MerkleTree
-    _index: KeyIndex
-    _index_lock: threading.Lock
-    _closed: bool
-    _tx_count: int
-    _root_cache: tuple[int, bytes]
-    _headers: dict[int, TxHeader]
+    def __init__(self, source: ProofSource) -> None:
+        self._source = source
+        self.extra_cache = ExtraCache()
+        self._extra_lock = threading.Lock()
+        self._path_uppers: dict[tuple[int, int], tuple[bytes, ...]] = {}
+        self._path_tops: dict[int, bytes] = {}
+        self._partials: dict[tuple[int, int], bytes] = {}
+        self._tx_paths: dict[tuple[int, int], tuple[bytes, ...]] = {}
+        self._run_hints: dict[bytes, int] = {}  # key suffix -> its run ordinal at its last match
+        self._checked: State | None = None  # the last state _resolve_state found to be the ledger's
 
-    def _init_proving(self) -> None:
-        self._extra_cache: OrderedDict[int, tuple[bytes, dict[tuple[int, int], bytes], list[int]]] = OrderedDict()
-        self._extra_cached_bytes = 0
+    def clear_caches(self) -> None:
+        """Forget everything cached (the next proofs read from the source again)."""
+        self.extra_cache.clear()
+        self._path_uppers.clear()
+        self._path_tops.clear()
+        self._partials.clear()
+        self._tx_paths.clear()
+        self._run_hints.clear()
+        self._checked = None
 
     def _resolve_state(self, state: State | None, at_least: int) -> State:
+        """``state`` (default: the current state) once it is known to be the ledger's state
+        at a transaction from ``at_least`` on (the last one found so is remembered for
+        :meth:`find_and_prove`)."""
         if state is None:
-            return self.state()
+            return self._source.state()
         if not isinstance(state, State):
             raise InvalidInputError(f"state must be a State, got {type(state).__name__}")
-        if not at_least <= state.tx_id <= self._tx_count:
+        count = self._source.tx_id
+        if not at_least <= state.tx_id <= count:
             raise TxNotFoundError(
                 f"state {state.tx_id} cannot prove transaction {at_least} "
-                f"(the ledger is at {self._tx_count})"
+                f"(the ledger is at {count})"
             )
-        if self.state(state.tx_id).root != state.root:
+        if self._source.state(state.tx_id).root != state.root:
             raise VerificationError(
                 f"the given state's root is not this ledger's root at transaction {state.tx_id}"
             )
+        if type(state) is State:
+            self._checked = state
         return state
 
     def prove_entry(
         self, key: bytes, tx_id: int | None = None, state: State | None = None
     ) -> EntryProof:
-        """Prove the entry ``key`` got in transaction ``tx_id`` (default: its newest).
-
-        The proof is relative to ``state`` (default: the current state).
-        """
-        from kvcore.ledger import check_key  # kvcore.ledger imports this module
-
-        self._check_open()
+        """:meth:`kvcore.Ledger.prove_entry`: the entry ``key`` got in ``tx_id`` (default:
+        its newest), relative to ``state`` (default: the current state)."""
         key = check_key(key)
-        locs = self._index.locations(key)
-        bound = bound_for(self._tx_count)
+        src = self._source
+        locs = src.key_locations(key)
+        count = src.tx_id
+        bound = bound_for(count)
         locs = [loc for loc in locs if loc < bound]
         if tx_id is None:
             if not locs:
                 raise KeyNotFoundError(f"key {key!r} not found")
             loc = locs[-1]
         else:
-            self._check_tx(tx_id)
+            check_tx(tx_id, count)
             i = bisect_left(locs, tx_id << 56)
             if i == len(locs) or tx_of(locs[i]) != tx_id:
                 raise KeyNotFoundError(f"key {key!r} has no entry in transaction {tx_id}")
             loc = locs[i]
-        return self._prove_loc(key, loc, state)
-
-    def _prove_loc(self, key: bytes, loc: int, state: State | None) -> EntryProof:
-        kind, _ = self._read_entry(loc, key)
+        kind = src.entry_kind(loc, key)
         proof = self.prove_entry_at(tx_of(loc), ordinal_of(loc), state)
         return proof._replace(deleted=kind == KIND_DELETE)
 
     def prove_entry_at(self, tx_id: int, index: int, state: State | None = None) -> EntryProof:
-        """Prove entry number ``index`` of transaction ``tx_id`` (an RFC 9162 inclusion path).
-
-        Like :meth:`prove_entry`, for a caller that knows where the entry is (as
-        :meth:`entries` and :class:`Entry.index` tell). ``deleted`` is set from the entry.
-        """
-        self._check_open()
-        self._check_tx(tx_id)
-        header = self.header(tx_id)
+        """:meth:`kvcore.Ledger.prove_entry_at`: entry number ``index`` of ``tx_id``."""
+        header = self._source.header(tx_id)  # TxNotFoundError first
         n = header.n_entries
         if type(index) is not int or not 0 <= index < n:
             raise InvalidInputError(f"transaction {tx_id} has no entry {index!r} ({n} entries)")
         state = self._resolve_state(state, tx_id)
         blob = self._proof_extra(tx_id, n)
-        raw = blob[4 * index : 4 * index + 4] if blob is not None else self._storage.read_extra(tx_id, 4 * index, 4)
+        raw = blob[4 * index : 4 * index + 4] if blob is not None else self._source.extra_bytes(tx_id, 4 * index, 4)
         if len(raw) != 4:
             raise _corrupt(tx_id, b"<entries tree>")
-        deleted = self._storage.read(tx_id, int.from_bytes(raw, "big"), 1) == b"\x01"
+        deleted = self._source.payload_bytes(tx_id, int.from_bytes(raw, "big"), 1) == b"\x01"
         return EntryProof(
             header, index, deleted, self._entry_path(tx_id, n, index, blob), self._tx_path(tx_id, state.tx_id),
             state.tx_id,
@@ -144,52 +151,49 @@ class Proving:
         room; None (the caller reads only what it needs) rather than evicting another's: a
         proof needs ~log2(n) of its nodes, so random proofs over more transactions than fit
         must not thrash the cache reading whole entries trees."""
-        hit = self._extra_cache.get(tx_id)
+        hit = self.extra_cache.get(tx_id)
         if hit is not None:
             return hit[0]
         size = 4 * (n + 1) + (2 * n - n.bit_count()) * HASH_SIZE
-        if self._extra_cached_bytes + size > _EXTRA_CACHE_BYTES:
+        if self.extra_cache.nbytes + size > _EXTRA_CACHE_BYTES:
             return None
         return self._extra_entry(tx_id, n)[0]
 
-    def _prove_in_run(
-        self, tx_id: int, start: int, count: int, key_len: int, suffix: bytes, state: State | None
+    def find_and_prove(
+        self, tx_id: int, first: int, count: int, key_len: int, key_suffix: bytes, state: State | None
     ) -> tuple[int, bytes, EntryProof] | None:
-        """Find and prove the entry of entries ``start .. start+count-1`` of ``tx_id`` whose
-        key is ``key_len`` bytes long and ends with ``suffix`` (docstore's property proofs: the
-        run is a document, the suffix a pointer, and only one entry can match).
+        """:meth:`kvcore.Ledger.find_and_prove`: find and prove the entry among entries
+        ``first .. first+count-1`` of ``tx_id`` whose key is ``key_len`` bytes long and ends
+        with ``key_suffix``.
 
-        Returns (its index in the transaction, its value, its :class:`EntryProof`), or None
-        when no entry of the run matches or the match is a tombstone. The entry at the run
-        ordinal where ``suffix`` last matched is read alone and tried first (documents of a
-        collection tend to share their layout); else the run is read at once and only the
-        entries' heads and candidate keys are looked at (the first match wins).
+        The entry at the run ordinal where ``key_suffix`` last matched is read alone and tried
+        first (runs written alike tend to share their layout); else the run is read at once and
+        only the entries' heads and candidate keys are looked at (the first match wins).
         """
-        if self._closed:
-            raise ClosedError("the ledger is closed")
-        self._check_tx(tx_id)
-        header = self._headers.get(tx_id) or self.header(tx_id)
+        header = self._source.header(tx_id)  # TxNotFoundError first
         n = header.n_entries
-        if type(start) is not int or type(count) is not int or start < 0 or count < 0 or start + count > n:
-            raise InvalidInputError(f"entries {start}..{start + count - 1} are outside transaction {tx_id} ({n} entries)")
-        cur = self._root_cache
-        if not (type(state) is State and state.tx_id == cur[0] and state.root == cur[1] and tx_id <= cur[0]):
-            state = self._resolve_state(state, tx_id)  # not the current state: check it
+        if type(first) is not int or type(count) is not int or first < 0 or count < 0 or first + count > n:
+            raise InvalidInputError(f"entries {first}..{first + count - 1} are outside transaction {tx_id} ({n} entries)")
+        if not (type(state) is State and state == self._checked and tx_id <= state.tx_id):
+            state = self._resolve_state(state, tx_id)  # not the state last checked: check it
         if count == 0:
             return None
+        read = self._source.payload_bytes
+        suffix = key_suffix
         blob = self._proof_extra(tx_id, n)
         cut, head = len(suffix), _ENTRY_HEAD_SIZE
-        hint = _RUN_HINTS.get(suffix, 0)
+        hints = self._run_hints
+        hint = hints.get(suffix, 0)
         if hint < count:  # first read only the entry where the last match was
-            i = start + hint
+            i = first + hint
             if blob is not None:
                 at, end = _U32x2.unpack_from(blob, 4 * i)
             else:
-                raw = self._storage.read_extra(tx_id, 4 * i, 8)
+                raw = self._source.extra_bytes(tx_id, 4 * i, 8)
                 if len(raw) != 8:
                     raise _corrupt(tx_id, b"<entries tree>")
                 at, end = _U32x2.unpack(raw)
-            buf = self._storage.read(tx_id, at, end - at)
+            buf = read(tx_id, at, end - at)
             if len(buf) < head or len(buf) != end - at:
                 raise _corrupt(tx_id, suffix)
             kind, klen, vlen = _unpack_entry_head(buf)
@@ -203,19 +207,19 @@ class Proving:
                 )
         table = _positions(count + 1)
         if blob is not None:
-            positions = table.unpack_from(blob, 4 * start)
+            positions = table.unpack_from(blob, 4 * first)
         else:  # read only the run's positions, not the whole entries tree
-            raw = self._storage.read_extra(tx_id, 4 * start, table.size)
+            raw = self._source.extra_bytes(tx_id, 4 * first, table.size)
             if len(raw) != table.size:
                 raise _corrupt(tx_id, b"<entries tree>")
             positions = table.unpack(raw)
-        first = positions[0]
-        buf = self._storage.read(tx_id, first, positions[-1] - first)
-        if len(buf) != positions[-1] - first or positions[-1] < first:
+        start = positions[0]
+        buf = read(tx_id, start, positions[-1] - start)
+        if len(buf) != positions[-1] - start or positions[-1] < start:
             raise _corrupt(tx_id, suffix)
         unpack = _unpack_entry_head
         for i in range(count):
-            p = positions[i] - first
+            p = positions[i] - start
             try:
                 kind, klen, vlen = unpack(buf, p)
             except struct.error:
@@ -225,12 +229,12 @@ class Proving:
             k1 = p + head + klen
             if buf[k1 - cut : k1] != suffix:
                 continue
-            if len(_RUN_HINTS) >= 1024:
-                _RUN_HINTS.clear()
-            _RUN_HINTS[suffix] = i
+            if len(hints) >= 1024:
+                hints.clear()
+            hints[suffix] = i
             if kind == KIND_DELETE:
                 return None
-            index = start + i
+            index = first + i
             proof = EntryProof(
                 header, index, False, self._entry_path(tx_id, n, index, blob), self._tx_path(tx_id, state.tx_id),
                 state.tx_id,
@@ -250,8 +254,6 @@ class Proving:
             return self._path_part(tx_id, n, index, levels, blob)
         path = self._path_part(tx_id, n, index, lower, blob)
         uppers = self._path_uppers
-        if uppers is None:
-            uppers = self._path_uppers = {}
         key = (tx_id, index >> _UPPER_FROM)
         upper = uppers.get(key)
         if upper is None:
@@ -261,8 +263,6 @@ class Proving:
             uppers[key] = upper
         path += upper
         return path
-
-    _path_uppers: dict[tuple[int, int], tuple[bytes, ...]] | None = None
 
     def _path_part(
         self, tx_id: int, n: int, fn: int, levels: tuple[tuple[int, int, int, int], ...], blob: bytes | None
@@ -289,7 +289,7 @@ class Proving:
             return path
         top_level, top_start, top_size = _path_levels(n)[3:]
         top = self._path_top(tx_id, top_start, top_size)
-        read = self._storage.read_extra
+        read = self._source.extra_bytes
         for off, complete, last, level in levels:
             sib = fn ^ 1
             if sib < complete:
@@ -307,16 +307,12 @@ class Proving:
             fn >>= 1
         return path
 
-    _path_tops: dict[int, bytes] | None = None
-
     def _path_top(self, tx_id: int, start: int, size: int) -> bytes:
         """The stored top levels of a transaction's entries tree (a few KB; cached)."""
         tops = self._path_tops
-        if tops is None:
-            tops = self._path_tops = {}
         top = tops.get(tx_id)
         if top is None:
-            top = self._storage.read_extra(tx_id, start, size)
+            top = self._source.extra_bytes(tx_id, start, size)
             if len(top) != size:
                 raise _corrupt(tx_id, b"<entries tree>")
             if len(tops) >= 2048:  # at most 16 MB
@@ -324,15 +320,11 @@ class Proving:
             tops[tx_id] = top
         return top
 
-    _partials: dict[tuple[int, int], bytes] | None = None
-
     def _partial_subtree(self, tx_id: int, n: int, start: int, blob: bytes | None) -> bytes:
         """MTH(entries[start:n]) of a transaction: an incomplete right-edge subtree (memoized;
         it never changes). Its O(log n) complete parts come from the cached ``extra`` or are
         read one by one."""
         memo = self._partials
-        if memo is None:
-            memo = self._partials = {}
         h = memo.get((tx_id, start))
         if h is not None:
             return h
@@ -342,7 +334,7 @@ class Proving:
             p = levels[level][0] + i * HASH_SIZE
             if blob is not None:
                 return blob[p : p + HASH_SIZE]
-            got = self._storage.read_extra(tx_id, p, HASH_SIZE)
+            got = self._source.extra_bytes(tx_id, p, HASH_SIZE)
             if len(got) != HASH_SIZE:
                 raise _corrupt(tx_id, b"<entries tree>")
             return got
@@ -353,45 +345,44 @@ class Proving:
         memo[(tx_id, start)] = h
         return h
 
-    _tx_paths: dict[tuple[int, int], tuple[bytes, ...]] | None = None
-
     def _tx_path(self, tx_id: int, size: int) -> list[bytes]:
         """PATH(tx_id - 1, ledger tree of ``size`` transactions), cached: for a committed
         ``size`` it never changes (the tree only grows)."""
         cache = self._tx_paths
-        if cache is None:
-            cache = self._tx_paths = {}
         key = (tx_id, size)
         hit = cache.get(key)
         if hit is None:
-            hit = tuple(self._tree.inclusion_path(tx_id - 1, size))
+            hit = tuple(merkle.inclusion_path(tx_id - 1, size, self._source.tx_subtree_hash))
             if len(cache) >= 1024:  # one per transaction and state proven: a growing ledger
                 cache.clear()  # makes new states all the time, most are never asked for again
             cache[key] = hit
         return list(hit)
 
-    def _extra_entry(self, tx_id: int, n: int) -> tuple[bytes, dict[tuple[int, int], bytes], list[int]]:
+    def _extra_entry(self, tx_id: int, n: int) -> _Extra:
         """A transaction's stored positions and entries-tree nodes, with a memo of its partial
         subtree hashes (cached in memory, bounded by _EXTRA_CACHE_BYTES)."""
-        cache = self._extra_cache
+        cache = self.extra_cache
         hit = cache.get(tx_id)
         if hit is not None:
             cache.move_to_end(tx_id)
             return hit
         size = 4 * (n + 1) + (2 * n - n.bit_count()) * HASH_SIZE
-        blob = self._storage.read_extra(tx_id, 0, size)
+        blob = self._source.extra_bytes(tx_id, 0, size)
         if len(blob) != size:
             raise _corrupt(tx_id, b"<entries tree>")
         hit = (blob, {}, level_starts(n))
-        with self._index_lock:
+        with self._extra_lock:
             cache[tx_id] = hit
-            self._extra_cached_bytes += len(blob)
-            while self._extra_cached_bytes > _EXTRA_CACHE_BYTES and len(cache) > 1:
+            cache.nbytes += len(blob)
+            while cache.nbytes > _EXTRA_CACHE_BYTES and len(cache) > 1:
                 _, (old, _memo, _starts) = cache.popitem(last=False)
-                self._extra_cached_bytes -= len(old)
+                cache.nbytes -= len(old)
         return hit
 
-    def _extra(self, tx_id: int, n: int) -> bytes:
+    def extra(self, tx_id: int, n: int) -> bytes:
+        """The whole stored ``extra`` of transaction ``tx_id`` of ``n`` entries (its entries'
+        positions, then its entries tree: :mod:`kvcore.payload`), kept in :attr:`extra_cache`
+        (the ledger reads runs of entries with it)."""
         return self._extra_entry(tx_id, n)[0]
 
     def _entries_subtree(self, tx_id: int, n: int) -> Callable[[int, int], bytes]:
@@ -418,19 +409,13 @@ class Proving:
     def prove_entries(
         self, tx_id: int, indices: Iterable[int], state: State | None = None
     ) -> EntriesProof:
-        """Prove entries ``indices`` (positions in the transaction) of ``tx_id`` with one proof.
-
-        Verify with :func:`kvcore.verify_entries` against the entries read with
-        :meth:`entries`. Proving a run of ``k`` consecutive entries costs about
-        ``2 log2(n_entries)`` hashes.
-        """
-        self._check_open()
-        self._check_tx(tx_id)
+        """:meth:`kvcore.Ledger.prove_entries`: entries ``indices`` of ``tx_id`` in one proof."""
+        check_tx(tx_id, self._source.tx_id)
         try:
             idx = sorted(set(indices))
         except TypeError:  # not iterable, or not comparable: not integers
             raise InvalidInputError("entry indices must be integers") from None
-        header = self.header(tx_id)
+        header = self._source.header(tx_id)
         n = header.n_entries
         if not idx or any(type(i) is not int for i in idx) or idx[0] < 0 or idx[-1] >= n:
             raise InvalidInputError(f"entry indices must be within 0..{n - 1} of transaction {tx_id}")
@@ -446,7 +431,7 @@ class Proving:
         levels = _path_levels(n)[0]
 
         def node(level: int, i: int) -> bytes:
-            h = self._storage.read_extra(tx_id, levels[level][0] + i * HASH_SIZE, HASH_SIZE)
+            h = self._source.extra_bytes(tx_id, levels[level][0] + i * HASH_SIZE, HASH_SIZE)
             if len(h) != HASH_SIZE:
                 raise _corrupt(tx_id, b"<entries tree>")
             return h
@@ -462,18 +447,20 @@ class Proving:
         return sub
 
     def prove_consistency(self, old_tx_id: int, new_tx_id: int | None = None) -> ConsistencyProof:
-        """Prove the ledger at ``new_tx_id`` (default: now) extends the ledger at ``old_tx_id``."""
-        self._check_open()
-        new = self._tx_count if new_tx_id is None else new_tx_id
+        """:meth:`kvcore.Ledger.prove_consistency`: the ledger at ``new_tx_id`` (default: now)
+        extends the ledger at ``old_tx_id``."""
+        count = self._source.tx_id
+        new = count if new_tx_id is None else new_tx_id
         for t in (old_tx_id, new):
-            if type(t) is not int or not 0 <= t <= self._tx_count:
+            if type(t) is not int or not 0 <= t <= count:
                 raise TxNotFoundError(f"transaction {t!r} does not exist")
         if old_tx_id > new:
             raise InvalidInputError(f"old state {old_tx_id} is newer than {new}")
-        return ConsistencyProof(old_tx_id, new, self._tree.consistency_path(old_tx_id, new))
+        return ConsistencyProof(
+            old_tx_id, new, merkle.consistency_path(old_tx_id, new, self._source.tx_subtree_hash)
+        )
 
 
-_RUN_HINTS: dict[bytes, int] = {}  # key suffix -> ordinal in its run of its last match (_prove_in_run)
 _POSITIONS: dict[int, struct.Struct] = {}
 _U32x2 = struct.Struct(">II")
 

@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING
 
 from kvcore.errors import ConflictError, InvalidInputError, KeyNotFoundError, KvError
 from kvcore.keyindex import bound_for, tx_of
+from kvcore.limits import MAX_KEY_BYTES, MAX_VALUE_BYTES, check_key, check_value, valid_pairs
 from kvcore.models import Entry
 
 if TYPE_CHECKING:
     from kvcore.ledger import Ledger
-
-
 
 
 class Transaction:
@@ -25,11 +24,7 @@ class Transaction:
     """
 
     def __init__(self, ledger: Ledger, at_tx: int | None = None) -> None:
-        from kvcore.ledger import check_key, check_value
-
         self._ledger = ledger
-        self._check_key = check_key
-        self._check_value = check_value
         self.snapshot = ledger.tx_id if at_tx is None else at_tx
         self._reads: set[bytes] = set()
         self._prefixes: set[bytes] = set()
@@ -45,7 +40,7 @@ class Transaction:
 
     def get(self, key: bytes) -> Entry:
         self._active()
-        key = self._check_key(key)
+        key = check_key(key)
         if key in self._writes:
             value = self._writes[key]
             if value is None:
@@ -57,7 +52,7 @@ class Transaction:
     def lookup(self, key: bytes) -> Entry | None:
         """Like :meth:`get`, but None for a missing or deleted key (recorded as read all the same)."""
         self._active()
-        key = self._check_key(key)
+        key = check_key(key)
         if key in self._writes:
             value = self._writes[key]
             return None if value is None else Entry(key, value, 0, 0)
@@ -73,8 +68,8 @@ class Transaction:
 
     def set(self, key: bytes, value: bytes) -> None:
         self._active()
-        key = self._check_key(key)
-        self._writes[key] = self._check_value(key, value)
+        key = check_key(key)
+        self._writes[key] = check_value(key, value)
         self._checked.add(key)
 
     def set_many(self, items: Iterable[tuple[bytes, bytes]], *, blind: bool = False) -> None:
@@ -85,8 +80,6 @@ class Transaction:
         lookup per key. Keys the transaction also read are still checked.
         """
         self._active()
-        from kvcore.ledger import MAX_KEY_BYTES, MAX_VALUE_BYTES, valid_pairs
-
         items = items if type(items) is list else list(items)
         keys = valid_pairs(items)
         if keys is not None:  # all valid: no per-item calls
@@ -95,7 +88,6 @@ class Transaction:
             self._writes.update(items)
             return
         # the slow path says what is wrong, and buffers nothing unless every pair is valid
-        check_key, check_value = self._check_key, self._check_value
         valid: list[tuple[bytes, bytes]] = []
         for item in items:
             try:
@@ -118,7 +110,7 @@ class Transaction:
 
     def delete(self, key: bytes) -> None:
         self._active()
-        key = self._check_key(key)
+        key = check_key(key)
         if not self.exists(key):
             raise KeyNotFoundError(f"key {key!r} does not exist (or is already deleted)")
         self._reads.add(key)

@@ -74,17 +74,18 @@ def build_levels(leaves: Sequence[bytes]) -> tuple[bytes, bytes]:
         level = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs)]
         levels.append(level)
     n = len(leaves)
-    root = None
-    for lvl in range(n.bit_length()):  # fold the set bits of n, smallest subtree rightmost
+    low = (n & -n).bit_length() - 1  # the lowest set bit of n: the smallest subtree, rightmost
+    root = levels[low][(n >> low) - 1]
+    for lvl in range(low + 1, n.bit_length()):  # fold the other set bits of n into it
         if n >> lvl & 1:
-            sub = levels[lvl][(n >> lvl) - 1]
-            root = sub if root is None else node_hash(sub, root)
+            root = node_hash(levels[lvl][(n >> lvl) - 1], root)
     return b"".join(b"".join(lv) for lv in levels), root
 
 
 def level_starts(n: int) -> list[int]:
     """Where each level begins in :func:`build_levels` output for ``n`` leaves."""
-    starts, pos, j = [], 0, 0
+    starts: list[int] = []
+    pos, j = 0, 0
     while (n >> j) or not starts:
         starts.append(pos)
         pos += n >> j
@@ -110,7 +111,8 @@ class MerkleTree:
         self._size = size
         self._memo: dict[tuple[int, int], bytes] = {}  # incomplete subtrees: never change
 
-    def _subtree(self, start: int, end: int) -> bytes:
+    def subtree(self, start: int, end: int) -> bytes:
+        """MTH(D[start:end]) for ``0 <= start < end <= size`` (incomplete ones memoized)."""
         n = end - start
         if n & (n - 1) == 0 and start % n == 0:
             return self._read(n.bit_length() - 1, start // n)
@@ -158,13 +160,13 @@ class MerkleTree:
         size = self._size if size is None else size
         if not 0 <= size <= self._size:
             raise ValueError(f"tree has {self._size} leaves, not {size}")
-        return EMPTY_ROOT if size == 0 else self._subtree(0, size)
+        return EMPTY_ROOT if size == 0 else self.subtree(0, size)
 
     def leaf(self, index: int) -> bytes:
         return self._read(0, index)
 
     def inclusion_path(self, index: int, size: int) -> list[bytes]:
-        return merkle.inclusion_path(index, size, self._subtree)
+        return merkle.inclusion_path(index, size, self.subtree)
 
     def consistency_path(self, old_size: int, new_size: int) -> list[bytes]:
-        return merkle.consistency_path(old_size, new_size, self._subtree)
+        return merkle.consistency_path(old_size, new_size, self.subtree)

@@ -1,5 +1,7 @@
 """Shared pytest configuration for the whole test tree."""
 
+import contextlib
+
 import pytest
 
 
@@ -16,3 +18,62 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+# ------------------------------------------------------------------ the one `db` fixture
+IMPLEMENTATIONS = ("embedded", "remote")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "embedded: the test needs the embedded database (its files, its ledger)")
+
+
+def pytest_generate_tests(metafunc):
+    """Every test that takes ``db`` runs once per implementation of the contract (docstore.api):
+    the embedded database and a remote one over a real socket, as TinyDB runs its table tests
+    on each storage and py-lmdb its suite on each backend. ``@pytest.mark.embedded`` keeps a
+    test to the embedded one (it reads files or the ledger)."""
+    if "db" in metafunc.fixturenames:
+        kinds = getattr(metafunc.module, "DB_KINDS", IMPLEMENTATIONS)  # a module may ask for others
+        if metafunc.definition.get_closest_marker("embedded"):
+            kinds = ("embedded",)
+        metafunc.parametrize("db", kinds, indirect=True)
+
+
+@contextlib.contextmanager
+def open_database(kind: str, path):
+    """A new, empty database of ``kind``: ``embedded`` (``docstore.open``), or ``remote``: an
+    immudoc server in this process on an ephemeral port and a client connected to it over a real
+    socket (not verifying, as the embedded one), or ``remote-verifying``: the same with a
+    verifying client (its first state and the server's key pinned on first use)."""
+    import docstore
+
+    if kind == "embedded":
+        with docstore.open(path) as d:
+            yield d
+        return
+    import io
+
+    from docstore.server.app import Server, ServerConfig
+
+    served = docstore.open(path)
+    server = Server(served, ServerConfig(port=0), err=io.StringIO())
+    port = server.start()
+    try:
+        if kind == "remote-verifying":
+            client = docstore.connect(
+                f"127.0.0.1:{port}", state_file=path.parent / "trusted.json", trust_on_first_use=True, timeout=60
+            )
+        else:
+            client = docstore.connect(f"127.0.0.1:{port}", verify=False, timeout=60)
+        with client as d:
+            yield d
+    finally:
+        server.stop(0)
+        served.close()
+
+
+@pytest.fixture
+def db(request, tmp_path):
+    with open_database(request.param, tmp_path / "db") as d:
+        yield d

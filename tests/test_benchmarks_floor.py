@@ -42,7 +42,7 @@ def test_floor_writes_what_insert_many_writes(tmp_path):
     docs = next(iter_batches(20, 20))
     with docstore.open(tmp_path / "db") as db:
         tx_id = db.create_collection(floor.COLL).insert_many(docs) and db.state().tx_id
-        committed = db._ledger.entries(tx_id)
+        committed = db.ledger.entries(tx_id)
     mine = floor._entries(docs)
     assert [e.key for e in committed] == [k for k, _ in mine]
     for e, (key, value) in zip(committed, mine):

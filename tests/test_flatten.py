@@ -1,4 +1,4 @@
-"""Tests for docstore.flatten: JSON document <-> (RFC 6901 pointer, encoded value) pairs."""
+"""Tests for docstore.documents.flatten: JSON document <-> (RFC 6901 pointer, encoded value) pairs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from docstore.errors import CorruptDataError, InvalidDocumentError, InvalidPointerError
-from docstore.flatten import (
+from docstore.documents.flatten import (
     MAX_DEPTH,
     MAX_DOCUMENT_BYTES,
     OBJECT_HEADER,

@@ -125,6 +125,7 @@ def open_db(ctx: typer.Context, *, write: bool = False, create: bool = False) ->
 
 def _connect(s: Settings, create: bool) -> Any:
     """The remote database named by --server (verified against --state-file by default)."""
+    assert s.server is not None
     if create:
         raise typer.BadParameter("init creates an embedded database; a server creates its own", param_hint="--server")
     import docstore
@@ -148,10 +149,6 @@ def _connect(s: Settings, create: bool) -> Any:
         token=s.token,
         tls=tls,
     )
-
-
-def _is_remote(db: Any) -> bool:
-    return type(db).__module__.startswith("docstore.remote")
 
 
 @app.callback()
@@ -263,7 +260,7 @@ def _progress_wanted(n: int) -> bool:
 def _insert(db: Any, collection: CollArg, docs: list) -> list[str]:
     """Insert documents in one atomic transaction (with a progress bar on a terminal)."""
     coll = db.collection(collection)
-    if _is_remote(db) or not _progress_wanted(len(docs)):
+    if not db.local or not _progress_wanted(len(docs)):
         return coll.insert_many(docs)  # a remote client batches the messages itself
     ids: list[str] = []
     with typer.progressbar(length=len(docs), label="inserting (one transaction)", file=sys.stderr) as bar:
@@ -679,7 +676,7 @@ def key_show(ctx: typer.Context, fmt: FormatOpt = None) -> None:
         return
     with open_db(ctx) as db:
         keys = db.verifier_keys()
-        remote = _is_remote(db)
+        remote = not db.local
     note = "" if not remote else (
         "\n(as the server states them: pin a key only if you got it from a channel you trust, "
         "e.g. `immudoc key` run where the database is)"
@@ -700,7 +697,7 @@ def key_rotate(
 ) -> None:
     """Make a new signing key; the old one keeps co-signing until `immudoc key retire`."""
     with open_db(ctx, write=True) as db:
-        if _is_remote(db):
+        if not db.local:
             raise typer.BadParameter("rotate the key where the database is (--db), not over --server")
         new = db.rotate_key(keep_old=not drop_old)
         keys = db.verifier_keys()
@@ -717,7 +714,7 @@ def key_rotate(
 def key_retire(ctx: typer.Context, fmt: FormatOpt = None) -> None:
     """Stop co-signing with the keys kept by `immudoc key rotate`."""
     with open_db(ctx, write=True) as db:
-        if _is_remote(db):
+        if not db.local:
             raise typer.BadParameter("retire keys where the database is (--db), not over --server")
         db.retire_old_keys()
         keys = db.verifier_keys()
@@ -765,7 +762,7 @@ def audit(
 
         trusted = read_state_file(state)
     with open_db(ctx) as db:
-        if not _is_remote(db) and _progress_wanted(db.tx_id):
+        if db.local and _progress_wanted(db.tx_id):
             with typer.progressbar(length=db.tx_id, label="auditing", file=sys.stderr) as bar:
                 report = db.audit(trusted, lambda done, _total: bar.update(done - bar.pos))
         else:

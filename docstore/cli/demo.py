@@ -91,7 +91,7 @@ def _story(say: Callable[[str], None], directory: str) -> None:
 
         revs = db["patients"].history("P-003")
         say("6. History of P-003: " + "; ".join(
-            f"revision {r.revision} at transaction {r.tx_id}: consent={json.dumps(r.document['consent'])}" for r in revs
+            f"revision {r.revision} at transaction {r.tx_id}: consent={json.dumps((r.document or {}).get('consent'))}" for r in revs
         ))
 
         then = db["visits"].get("V-0002", at_tx=trusted.tx_id)["dosage"]["mg"]
@@ -107,6 +107,7 @@ def _story(say: Callable[[str], None], directory: str) -> None:
             f"{[p[0] + ' = ' + p[1] for p in disclosed]}; drug, patient, name, note in it: {hidden or 'none'}")
 
     saved = read_trust_file(state_file).checkpoint
+    assert saved is not None, "the auditor saved a signed checkpoint"
     value = docstore.verify(docstore.proofs.load(proof_text), saved, verifier_keys=[key])
     say(f"9. The auditor verifies it offline, with only the proof, the saved checkpoint and the pinned key: "
         f"/dosage/mg = {value} (the proof's newer state is signed by that key and extends the saved one)")

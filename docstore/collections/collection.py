@@ -1,17 +1,17 @@
-"""A collection of the embedded database: writes run as transactions, reads use the cache."""
+"""A collection of the embedded database: writes run as transactions, reads use the engine's
+derived state (or, on a verifying database, proofs of its ledger)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 
-import kvcore
 from kvcore import gcpause
 
-from docstore import records
+from docstore.documents import records
+from docstore.api import Revision
 from docstore.collections import cursor
 from docstore.collections.indexes import check_field, keys_for
 from docstore.collections.query import compile_filter, distinct_values
@@ -25,63 +25,48 @@ from docstore.errors import (
     VerificationError,
     refuse_unproven,
 )
-from docstore.flatten import flatten
-from docstore.ids import check_id
-from docstore.records import Header
-from docstore.state import decode_doc, doc_from_entries
+from docstore.documents.flatten import flatten
+from docstore.documents.ids import check_id
 
 if TYPE_CHECKING:
-    from docstore.database import Database
+    import kvcore
+
+    from docstore.engine.engine import Engine
+    from docstore.engine.state import CollectionState
     from docstore.proofs.bundle import Proof
-    from docstore.transaction import Transaction
+    from docstore.transactions.transaction import Transaction
 
 
+T = TypeVar("T")
 BULK_DOCS = 64
 """insert_many of at least this many documents pauses the cyclic GC (kvcore.gcpause)."""
-
-@dataclass(frozen=True)
-class Revision:
-    """One revision of a document, as ``history()`` returns it."""
-
-    revision: int
-    tx_id: int
-    timestamp_ns: int
-    deleted: bool
-    document: dict | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "revision": self.revision,
-            "tx_id": self.tx_id,
-            "timestamp_ns": self.timestamp_ns,
-            "deleted": self.deleted,
-            "document": self.document,
-        }
-
 
 class Collection:
     """Documents of one kind. Get one with ``db.collection(name)`` or ``db[name]``."""
 
-    def __init__(self, db: Database, name: str) -> None:
-        self._db = db
+    def __init__(self, engine: Engine, name: str) -> None:
+        self._engine = engine
         self.name = name
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r}>"
 
-    def _state(self) -> Any:
-        self._db._check_open()
-        try:
-            return self._db._state.collections[self.name]
-        except KeyError:
-            from docstore.errors import CollectionNotFoundError
+    @property
+    def _verifying(self) -> bool:
+        return self._engine.trust is not None
 
-            raise CollectionNotFoundError(f"collection {self.name!r} does not exist") from None
+    def _state(self) -> CollectionState:
+        return self._engine.collection_state(self.name)
+
+    def _run(self, fn: Callable[[Transaction], T]) -> T:
+        from docstore.transactions.transaction import run
+
+        return run(self._engine, fn)
 
     # --------------------------------------------------------------- writes
     def insert(self, doc: dict) -> str:
         """Insert a document; returns its ``_id`` (generated if the document has none)."""
-        return self._db._run(lambda tx: tx[self.name].insert(doc))
+        return self._run(lambda tx: tx[self.name].insert(doc))
 
     def insert_many(self, docs: Iterable[dict]) -> list[str]:
         """Insert documents in one atomic transaction; returns their ids."""
@@ -90,68 +75,77 @@ class Collection:
         docs = list(docs)
         # see kvcore.gcpause: a batch's temporaries are freed by reference counts
         with gcpause.paused() if len(docs) >= BULK_DOCS else nullcontext():
-            return self._db._run(lambda tx: tx[self.name].insert_many(docs))
+            return self._run(lambda tx: tx[self.name].insert_many(docs))
 
     def replace(self, doc_id: str, doc: dict) -> dict:
         """Replace a whole document (a new revision); returns it."""
-        return self._db._run(lambda tx: tx[self.name].replace(doc_id, doc))
+        return self._run(lambda tx: tx[self.name].replace(doc_id, doc))
 
     def update(self, doc_id: str, changes: dict) -> dict:
         """Apply ``$set``, ``$unset``, ``$inc``, ``$push`` (a new revision); returns the document."""
-        return self._db._run(lambda tx: tx[self.name].update(doc_id, changes))
+        return self._run(lambda tx: tx[self.name].update(doc_id, changes))
 
     def delete(self, doc_id: str) -> None:
         """Delete a document: a tombstone revision; its history stays."""
-        self._db._run(lambda tx: tx[self.name].delete(doc_id))
+        self._run(lambda tx: tx[self.name].delete(doc_id))
 
     # ---------------------------------------------------------------- reads
     def get(self, doc_id: str, at_tx: int | None = None) -> dict:
         """The document (as of ledger transaction ``at_tx``); DocumentNotFoundError if none."""
         check_id(doc_id)
-        self._db._check_open()
-        if self._db._trust is not None:
+        engine = self._engine
+        engine.check_open()
+        if self._verifying:
+            from docstore.proofs import reader
+
             self._state()
-            return self._db._verified(self.name, doc_id, at_tx)
+            return reader.document(engine, self.name, doc_id, at_tx)
         if at_tx is None:
-            raw = self._state().docs.get(doc_id)
-            if raw is None:
+            doc = engine.current_document(self.name, doc_id)
+            if doc is None:
                 raise DocumentNotFoundError(f"no document {doc_id!r} in {self.name!r}")
-            return decode_doc(raw)
-        ledger = self._db._ledger
-        try:
-            entry = ledger.get(records.header_key(self.name, doc_id), at_tx=at_tx)
-        except kvcore.KeyNotFoundError:
-            raise DocumentNotFoundError(
-                f"no document {doc_id!r} in {self.name!r} as of transaction {at_tx}"
-            ) from None
-        except kvcore.TxNotFoundError as e:
-            raise QueryError(str(e)) from None
-        header = Header.decode(entry.value)
-        if header.deleted:
+            return doc
+        found = engine.revision(self.name, doc_id, at_tx)
+        if found is None:
+            raise DocumentNotFoundError(f"no document {doc_id!r} in {self.name!r} as of transaction {at_tx}")
+        if found[1] is None:
             raise DocumentNotFoundError(
                 f"document {doc_id!r} in {self.name!r} was deleted as of transaction {at_tx}"
             )
-        props = ledger.entries(entry.tx_id, entry.index + 1, header.n)
-        return doc_from_entries(header, props, records.property_prefix(self.name, doc_id))
+        return found[1]
+
+    def revision(self, doc_id: str, at_tx: int | None = None) -> tuple[dict | None, int | None]:
+        """(the live document, its revision number) as of ledger transaction ``at_tx`` (default:
+        now), read from the ledger; ``(None, None)`` if there is none (never written, or
+        deleted). On a verifying database, proven."""
+        check_id(doc_id)
+        self._state()
+        if self._verifying:
+            from docstore.proofs import reader
+
+            try:
+                doc, rev = reader.revision(self._engine, self.name, doc_id, at_tx)
+            except DocumentNotFoundError:
+                return None, None
+            return (doc, rev) if doc is not None else (None, None)
+        found = self._engine.revision(self.name, doc_id, at_tx)
+        if found is None or found[1] is None:
+            return None, None
+        return found[1], found[0].revision
 
     def history(self, doc_id: str, offset: int = 0, limit: int | None = None) -> list[Revision]:
         """Every revision of a document, oldest first (deletions included), paged."""
         check_id(doc_id)
-        self._db._check_open()
-        ledger = self._db._ledger
-        key = records.header_key(self.name, doc_id)
-        try:
-            entries = ledger.history(key, offset, limit)
-        except kvcore.InvalidInputError as e:
-            raise QueryError(str(e)) from None
-        if not entries and offset == 0 and (limit != 0 or not ledger.history(key, 0, 1)):
+        engine = self._engine
+        entries = engine.history(self.name, doc_id, offset, limit)
+        if not entries and offset == 0 and (limit != 0 or not engine.history(self.name, doc_id, 0, 1)):
             raise DocumentNotFoundError(f"no document {doc_id!r} in {self.name!r}")
         out = []
-        prefix = records.property_prefix(self.name, doc_id)
-        verifying = self._db._trust is not None
         for e in entries:
-            if verifying:  # each revision proven: its header, properties and transaction
-                proof = self._db._verified_at(self.name, doc_id, e.tx_id)
+            if self._verifying:  # each revision proven: its header, properties and transaction
+                from docstore.proofs import reader
+
+                proof = reader.proof_at(engine, self.name, doc_id, e.tx_id)
                 if proof.tx_id != e.tx_id:
                     raise VerificationError(
                         f"document {doc_id!r} in {self.name!r}: the history lists a revision of "
@@ -160,33 +154,24 @@ class Collection:
                 deleted = proof.claim is None
                 out.append(Revision(proof.revision, proof.tx_id, proof.tx.timestamp_ns, deleted, proof.claim))
                 continue
-            header = Header.decode(e.value)
-            doc = None
-            if not header.deleted:
-                props = ledger.entries(e.tx_id, e.index + 1, header.n)
-                doc = doc_from_entries(header, props, prefix)
-            out.append(
-                Revision(header.revision, e.tx_id, ledger.header(e.tx_id).timestamp_ns, header.deleted, doc)
-            )
+            header, doc = engine.revision_of(self.name, e)
+            out.append(Revision(header.revision, e.tx_id, engine.tx_time_ns(e.tx_id), header.deleted, doc))
         return out
 
     def _docs(self, filter: dict | None, at_tx: int | None) -> Iterator[dict]:  # noqa: A002
-        db = self._db
-        db._check_open()
+        engine = self._engine
+        engine.check_open()
         if at_tx is not None:
-            try:
-                headers = db._ledger.scan(records.header_prefix(self.name), at_tx=at_tx)
-            except kvcore.TxNotFoundError as e:
-                raise QueryError(str(e)) from None
-            return (doc for _id, doc in db._docs_at(self.name, headers))
+            return (doc for _id, doc in engine.documents_at(self.name, at_tx))
         state = self._state()
         plan = cursor.choose_plan(filter, state.indexes, len(state.docs))
         if plan.kind == "scan":
-            return (doc for _id, doc in db._cached_items(self.name))
-        with db._lock:
+            return (doc for _id, doc in engine.current_items(self.name))
+        assert plan.field is not None and plan.bounds is not None, "an index plan names its field and bounds"
+        with engine.lock:
             ids = list(dict.fromkeys(state.indexes[plan.field].candidates(plan.bounds)))
-            raws = [state.docs.get(i) for i in ids]
-        return (decode_doc(r) for r in raws if r is not None)
+            docs = engine.current_documents(self.name, ids)
+        return iter(docs)
 
     def find(
         self,
@@ -196,16 +181,22 @@ class Collection:
         skip: int = 0,
         limit: int | None = None,
         at_tx: int | None = None,
+        *,
+        verify: bool | None = None,
     ) -> Iterator[dict]:
         """Documents matching a Mongo-style ``filter`` (as of ``at_tx``), as an iterator.
 
         Uses a secondary index for equality, ``$in`` and ranges on an indexed field when it
-        can (see :meth:`explain`); the filter is always checked on every candidate.
+        can (see :meth:`explain`); the filter is always checked on every candidate. On a
+        verifying database (or with ``verify=True``) every match is proven first and only
+        proven documents are returned; ``verify=False`` reads them unverified.
         """
         predicate = compile_filter(filter)
         cursor.check_paging(skip, limit)
+        if verify and not self._verifying:
+            raise VerificationError("find(verify=True) needs a verifying database (a trusted state)")
         docs = self._docs(filter, at_tx)
-        if self._db._trust is not None:  # prove every match; nothing unverified is returned
+        if self._verifying and verify is not False:  # prove every match; nothing unverified is returned
             docs = self._verify_matches(docs, predicate, at_tx)
         return cursor.run_query(docs, filter, projection, sort, skip, limit, predicate=predicate)
 
@@ -215,14 +206,14 @@ class Collection:
         (A verifying reader proves what it returns; it cannot prove that no other document
         would have matched: see the guarantees in the README.)
         """
-        from docstore.errors import VerificationError
+        from docstore.proofs import reader
 
-        db, name = self._db, self.name
+        engine, name = self._engine, self.name
         for doc in docs:
             if not predicate(doc):
                 continue
             try:
-                proven = db._verified(name, doc["_id"], at_tx)
+                proven = reader.document(engine, name, doc["_id"], at_tx)
             except DocumentNotFoundError:
                 proven = None
             if proven is None or flatten(proven) != flatten(doc) or not predicate(proven):
@@ -233,15 +224,16 @@ class Collection:
             yield proven
 
     def find_one(
-        self, filter: dict | None = None, projection: Any = None, sort: Any = None, at_tx: int | None = None  # noqa: A002
+        self, filter: dict | None = None, projection: Any = None, sort: Any = None, at_tx: int | None = None,  # noqa: A002
+        *, verify: bool | None = None,
     ) -> dict | None:
-        """The first matching document, or None."""
-        return next(self.find(filter, projection, sort, 0, 1, at_tx), None)
+        """The first matching document, or None (proven on a verifying database)."""
+        return next(self.find(filter, projection, sort, 0, 1, at_tx, verify=verify), None)
 
     def count(self, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None) -> int:  # noqa: A002
         """How many documents match. A verifying database cannot prove a count yet: it refuses
         (ProofUnavailableError) unless ``verify=False``."""
-        refuse_unproven(self._db._trust is not None, verify, "a count")
+        refuse_unproven(self._verifying, verify, "a count")
         if not filter and at_tx is None:
             return len(self._state().docs)
         return sum(1 for _ in self._unverified_find(filter, at_tx))
@@ -252,7 +244,7 @@ class Collection:
         """Distinct values of ``field`` among matching documents (arrays contribute elements).
         A verifying database refuses (ProofUnavailableError) unless ``verify=False``."""
         check_field(field)
-        refuse_unproven(self._db._trust is not None, verify, "a list of distinct values")
+        refuse_unproven(self._verifying, verify, "a list of distinct values")
         return distinct_values(self._unverified_find(filter, at_tx), field)
 
     def _unverified_find(self, filter: dict | None, at_tx: int | None) -> Iterator[dict]:  # noqa: A002
@@ -263,7 +255,7 @@ class Collection:
         """How ``find(filter)`` would run: ``{"plan": "index"|"scan", ...}`` (a verifying
         database refuses unless ``verify=False``: the plan is not proven)."""
         compile_filter(filter)
-        refuse_unproven(self._db._trust is not None, verify, "a query plan")
+        refuse_unproven(self._verifying, verify, "a query plan")
         state = self._state()
         return cursor.choose_plan(filter, state.indexes, len(state.docs), count=True).to_dict()
 
@@ -287,7 +279,7 @@ class Collection:
 
         check_id(doc_id)
         self._state()
-        return prove_document(self._db, self.name, doc_id, pointer, at_tx, state, known_state)
+        return prove_document(self._engine, self.name, doc_id, pointer, at_tx, state, known_state)
 
     def prove_schema(
         self, at_tx: int | None = None, state: kvcore.State | None = None, known_state: kvcore.State | None = None
@@ -295,14 +287,17 @@ class Collection:
         """Prove the collection's definition (schema and indexes) as of ``at_tx``."""
         from docstore.proofs.prove import prove_collection
 
-        return prove_collection(self._db, self.name, at_tx, state, known_state)
+        self._engine.check_open()
+        return prove_collection(self._engine, self.name, at_tx, state, known_state)
 
     # ------------------------------------------------------- schema, indexes
     def _meta(self) -> dict[str, Any]:
         """The collection's definition; on a verifying database, proven first."""
         meta = self._state().meta
-        if self._db._trust is not None:
-            return self._db._verified_meta(self.name)
+        if self._verifying:
+            from docstore.proofs import reader
+
+            return reader.definition(self._engine, self.name)
         return meta
 
     @property
@@ -322,10 +317,11 @@ class Collection:
         compiled = None if schema is None else Schema(schema)
 
         def change(tx: Transaction) -> None:
-            meta = dict(tx._meta(self.name))
+            staged = tx.staged
+            meta = dict(staged.meta(self.name))
             if compiled is not None:
                 bad = []
-                for doc in tx._iter_docs(self.name):
+                for doc in staged.iter_docs(self.name):
                     try:
                         compiled.check(doc, f"document {doc.get('_id')!r}")
                     except SchemaError as e:
@@ -338,9 +334,9 @@ class Collection:
                         [("", b) for b in bad],
                     )
             meta["schema"] = schema
-            tx._set_meta(self.name, meta)
+            staged.set_meta(self.name, meta)
 
-        self._db._run(change)
+        self._run(change)
 
     def create_index(self, field: str, unique: bool = False) -> None:
         """Create a secondary index on a (dotted) field, backfilled from existing documents.
@@ -352,13 +348,14 @@ class Collection:
             raise QueryError(f"'unique' must be true or false, got {unique!r}")
 
         def create(tx: Transaction) -> None:
-            meta = dict(tx._meta(self.name))
+            staged = tx.staged
+            meta = dict(staged.meta(self.name))
             indexes = list(meta.get("indexes", []))
             if any(i["field"] == field for i in indexes):
                 raise QueryError(f"collection {self.name!r} already has an index on {field!r}")
             if unique:
                 seen: dict[bytes, str] = {}
-                for doc in tx._iter_docs(self.name):
+                for doc in staged.iter_docs(self.name):
                     for k in keys_for(doc, field):
                         if k in seen:
                             raise DuplicateKeyError(
@@ -367,17 +364,17 @@ class Collection:
                             )
                         seen[k] = doc["_id"]
                 for k, doc_id in seen.items():
-                    tx._kv.set(records.unique_key(self.name, field, k), doc_id.encode())
+                    staged.claim(records.unique_key(self.name, field, k), doc_id)
             indexes.append({"field": field, "unique": unique})
             meta["indexes"] = indexes
-            tx._set_meta(self.name, meta)
+            staged.set_meta(self.name, meta)
 
-        self._db._run(create)
+        self._run(create)
 
     def info(self, *, verify: bool | None = None) -> dict[str, Any]:
         """Name, schema, indexes and document count (a verifying database refuses unless
         ``verify=False``: the count is not proven)."""
-        refuse_unproven(self._db._trust is not None, verify, "a collection's document count")
+        refuse_unproven(self._verifying, verify, "a collection's document count")
         state = self._state()
         return {
             "name": self.name,

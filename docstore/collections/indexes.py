@@ -72,13 +72,21 @@ class SecondaryIndex:
 
     __slots__ = ("field", "unique", "_entries", "_by_doc", "_parts", "_array_docs")
 
-    def __init__(self, field: str, unique: bool = False) -> None:
+    def __init__(
+        self,
+        field: str,
+        unique: bool = False,
+        entries: list[tuple[bytes, str]] | None = None,
+        array_docs: Iterable[str] = (),
+    ) -> None:
+        """An empty index, or one holding ``entries`` (key, id) and ``array_docs`` (a snapshot:
+        the per-document map is then derived on the first write)."""
         self.field = check_field(field)
         self.unique = unique
-        self._entries: SortedList = SortedList()
-        self._by_doc: dict[str, list[bytes]] | None = {}  # None: derive from _entries when needed
+        self._entries: SortedList = SortedList(entries or ())
+        self._by_doc: dict[str, list[bytes]] | None = None if entries else {}  # None: derive when needed
         self._parts = self.field.split(".")
-        self._array_docs: set[str] = set()  # documents whose path meets an array
+        self._array_docs: set[str] = set(array_docs)  # documents whose path meets an array
 
     @property
     def multikey(self) -> bool:
@@ -129,7 +137,7 @@ class SecondaryIndex:
         entries.update(added)
 
     def bulk_load(self, items: Iterable[tuple[str, dict]]) -> None:
-        pairs = []
+        pairs: list[tuple[bytes, str]] = []
         by_doc: dict[str, list[bytes]] = {}
         self._by_doc = by_doc
         for doc_id, doc in items:
@@ -157,11 +165,7 @@ class SecondaryIndex:
     @classmethod
     def load(cls, data: tuple[str, bool, list[tuple[bytes, str]], list[str]]) -> SecondaryIndex:
         field, unique, entries, array_docs = data
-        idx = cls(field, unique)
-        idx._array_docs = set(array_docs)
-        idx._entries = SortedList(entries)
-        idx._by_doc = None  # built on the first write (opening a database needs none)
-        return idx
+        return cls(field, unique, entries, array_docs)  # the per-document map: on the first write
 
     def _doc_keys(self) -> dict[str, list[bytes]]:
         """doc id -> its index keys (what a write must remove first); writers call it, under

@@ -188,7 +188,10 @@ def index_range(bounds: FieldBounds) -> list[tuple[bytes | None, bytes | None]]:
             e = encode_index_value(v)
             ranges.append((e, prefix_successor(e)))
     else:
-        start, stop = type_bracket_range(bounds.bracket)
+        assert bounds.bracket is not None, "a range lies in one type bracket"
+        first, last = type_bracket_range(bounds.bracket)
+        start: bytes | None = first
+        stop: bytes | None = last
         if bounds.lo is not None:
             e = encode_index_value(bounds.lo)
             if bounds.lo_inclusive or _may_collide(bounds.lo):

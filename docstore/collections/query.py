@@ -344,6 +344,7 @@ def index_keys(doc: dict, dotted: str) -> list:
     filter has at least one key inside the bounds of each extracted field.
     """
     keys: list = []
+    cand: Any
     for y in _yields(doc, _path(dotted), False):
         if y is MISSING:
             cand = (None,)

@@ -13,7 +13,7 @@ import jsonschema_rs
 import orjson
 
 from docstore.errors import SchemaError
-from docstore.flatten import escape
+from docstore.documents.flatten import escape
 
 
 def _pointer(parts: Any) -> str:

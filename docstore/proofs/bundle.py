@@ -84,7 +84,7 @@ class Proof(NamedTuple):
     pointer: str | None
     claim: Any
     header: bytes | None  # the stored header (document) or definition (collection)
-    index: int
+    index: int  # type: ignore[assignment]  # a field named like tuple.index (the bundle's name for it)
     properties: list[Property]  # all (document), the proven one (property), none (collection)
     ordinal: int | None  # the proven property's ordinal (property proofs)
     tx: kvcore.TxHeader

@@ -1,4 +1,4 @@
-"""Building proof bundles from a database (the verifier needs none of this)."""
+"""Building proof bundles from an engine's ledger (the verifier needs none of this)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import kvcore
 
-from docstore import records
+from docstore.documents import records
 from docstore.errors import (
     CorruptDataError,
     DocumentNotFoundError,
@@ -15,71 +15,43 @@ from docstore.errors import (
     QueryError,
     VerificationError,
 )
-from docstore.flatten import OBJECT_HEADER, decode_value, split_pointer, unflatten
+from docstore.documents.flatten import OBJECT_HEADER, decode_value, split_pointer, unflatten
 from docstore.proofs.bundle import Property, Proof
-from docstore.records import Header
+from docstore.documents.records import Header
 
 if TYPE_CHECKING:
-    from docstore.database import Database
-
-
-def check_own_state(ledger: kvcore.Ledger, state: object, name: str, trusted: bool) -> kvcore.State:
-    """``state`` if it is one of this ledger's states. QueryError if it is not a State or names
-    no transaction; VerificationError if this ledger's root at its transaction differs, or if
-    a ``trusted`` state is ahead of the ledger (history lost or rolled back); QueryError for
-    any other state ahead of the ledger."""
-    if not isinstance(state, kvcore.State):
-        raise QueryError(f"{name} must be a kvcore.State, got {type(state).__name__}")
-    if type(state.tx_id) is not int or state.tx_id < 0:
-        raise QueryError(f"{name} names no transaction: {state.tx_id!r}")
-    if state.tx_id > ledger.tx_id:
-        if not trusted:
-            raise QueryError(f"{name} is at transaction {state.tx_id}, which does not exist (the ledger is at {ledger.tx_id})")
-        raise VerificationError(
-            f"the trusted state is at transaction {state.tx_id} but this ledger holds only "
-            f"{ledger.tx_id}: transactions were lost or the history was rolled back"
-        )
-    if ledger.state(state.tx_id) != state:
-        raise VerificationError(
-            f"this ledger's root at transaction {state.tx_id} differs from the {name} given: its "
-            "history is not the one you trusted"
-        )
-    return state
+    from docstore.engine.engine import Engine
 
 
 def _state(
-    ledger: kvcore.Ledger, state: kvcore.State | None, known: kvcore.State | None, tx_id: int
+    engine: Engine, state: kvcore.State | None, known: kvcore.State | None, tx_id: int
 ) -> kvcore.State:
     """The state to prove against: ``state`` if given; else the verifier's ``known`` state when
     it already holds transaction ``tx_id`` (nothing newer to authenticate); else the current one."""
     if known is not None:
-        check_own_state(ledger, known, "known_state", trusted=False)
+        engine.own_state(known, "known_state", trusted=False)
     if state is None:
         if known is not None and known.tx_id >= tx_id:
             return known
-        return ledger.state()
-    check_own_state(ledger, state, "state", trusted=False)
+        return engine.ledger.state()
+    engine.own_state(state, "state", trusted=False)
     if state.tx_id < tx_id:
         raise QueryError(f"state {state.tx_id} is older than transaction {tx_id}, which it would have to prove")
     return state
 
 
-def _bundle(db: Database, proof: Proof, known: kvcore.State | None) -> Proof:
+def _bundle(engine: Engine, proof: Proof, known: kvcore.State | None) -> Proof:
     """Add the signed checkpoint of the proof's state and, for a verifier that knows another
     state, the consistency proof between the two."""
-    proof = proof.with_checkpoint(db._sign_or_none(proof.state))
+    proof = proof.with_checkpoint(engine.checkpoint_or_none(proof.state))
     if known is None or known == proof.state:
         return proof
-    old, new = sorted((known.tx_id, proof.state.tx_id))
-    try:
-        cp = db.ledger.prove_consistency(old, new)
-    except kvcore.TxNotFoundError as e:
-        raise QueryError(f"cannot link the known state: {e}") from None
-    return proof.with_consistency(known, cp)
+    old, new = sorted((known, proof.state), key=lambda s: s.tx_id)
+    return proof.with_consistency(known, engine.prove_consistency(old, new))
 
 
 def prove_document(
-    db: Database,
+    engine: Engine,
     coll: str,
     doc_id: str,
     pointer: str | None = None,
@@ -87,17 +59,14 @@ def prove_document(
     state: kvcore.State | None = None,
     known_state: kvcore.State | None = None,
 ) -> Proof:
-    ledger = db.ledger
-    try:
-        entry = ledger.get(records.header_key(coll, doc_id), at_tx=at_tx)
-    except kvcore.KeyNotFoundError:
+    ledger = engine.ledger
+    entry = engine.header_entry(coll, doc_id, at_tx)
+    if entry is None:
         where = "" if at_tx is None else f" as of transaction {at_tx}"
-        raise DocumentNotFoundError(f"no document {doc_id!r} in {coll!r}{where}") from None
-    except kvcore.TxNotFoundError as e:
-        raise QueryError(str(e)) from None
+        raise DocumentNotFoundError(f"no document {doc_id!r} in {coll!r}{where}")
     header = Header.decode(entry.value)
     o, tx_id = entry.index, entry.tx_id
-    state = _state(ledger, state, known_state, tx_id)
+    state = _state(engine, state, known_state, tx_id)
     prefix = records.property_prefix(coll, doc_id)
     cut = len(prefix) + 8
     salt = records.SALT_BYTES
@@ -113,7 +82,7 @@ def prove_document(
             "document", coll, doc_id, header.revision, None, claim, entry.value, o, props, None,
             kv_proof.header, kv_proof.path, kv_proof.tx_path, state,
         )
-        return _bundle(db, proof, known_state)
+        return _bundle(engine, proof, known_state)
     split_pointer(pointer)  # InvalidPointerError for a malformed pointer
     if header.deleted:
         raise DocumentNotFoundError(f"document {doc_id!r} in {coll!r} is deleted at that revision")
@@ -125,7 +94,7 @@ def prove_document(
     # and is that long: the ledger reads the entry at the ordinal where this pointer was last
     # found, else the run's entries at once comparing their keys only (no value is decoded),
     # and proves the entry it found.
-    found = ledger._prove_in_run(tx_id, o + 1, header.n, cut + len(want), want, state)
+    found = ledger.find_and_prove(tx_id, o + 1, header.n, cut + len(want), want, state)
     if found is None or found[1][salt:] == OBJECT_HEADER:
         _no_property(ledger, coll, doc_id, pointer, tx_id, o, header.n, cut, want)
     index, value, kv_proof = found
@@ -135,7 +104,7 @@ def prove_document(
         index, [Property(pointer, encoded, value[:salt])], index - o - 1, kv_proof.header,
         kv_proof.entry_path, kv_proof.tx_path, state,
     )
-    return _bundle(db, proof, known_state)
+    return _bundle(engine, proof, known_state)
 
 
 def _no_property(
@@ -158,7 +127,7 @@ def _no_property(
 
 
 def prove_collection(
-    db: Database,
+    engine: Engine,
     coll: str,
     at_tx: int | None = None,
     state: kvcore.State | None = None,
@@ -166,17 +135,18 @@ def prove_collection(
 ) -> Proof:
     import orjson
 
-    ledger = db.ledger
-    try:
-        entry = ledger.get(records.collection_key(coll), at_tx=at_tx)
-    except kvcore.KeyNotFoundError:
-        raise NotFoundError(f"no collection {coll!r} as of transaction {at_tx}") from None
-    except kvcore.TxNotFoundError as e:
-        raise QueryError(str(e)) from None
-    state = _state(ledger, state, known_state, entry.tx_id)
+    from docstore.engine.engine import translate
+
+    ledger = engine.ledger
+    engine.check_open()
+    with translate():
+        entry = ledger.lookup(records.collection_key(coll), at_tx=at_tx)
+    if entry is None:
+        raise NotFoundError(f"no collection {coll!r} as of transaction {at_tx}")
+    state = _state(engine, state, known_state, entry.tx_id)
     kv_proof = ledger.prove_entry_at(entry.tx_id, entry.index, state)
     proof = Proof(
         "collection", coll, None, 0, None, orjson.loads(entry.value), entry.value,
         entry.index, [], None, kv_proof.header, kv_proof.entry_path, kv_proof.tx_path, state,
     )
-    return _bundle(db, proof, known_state)
+    return _bundle(engine, proof, known_state)

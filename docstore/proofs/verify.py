@@ -10,22 +10,23 @@ count, pointer, value) is exactly what the bundle claims.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 import kvcore
 
-from docstore import records
+from docstore.documents import records
 from docstore.errors import CorruptDataError, DocstoreError, VerificationError
-from docstore.flatten import OBJECT_HEADER, decode_value, encode_value, flatten
-from docstore.ids import check_collection_name, check_id
+from docstore.documents.flatten import OBJECT_HEADER, decode_value, encode_value, flatten
+from docstore.documents.ids import check_collection_name, check_id
 from docstore.proofs import checkpoint as ckpt
 from docstore.proofs.bundle import Proof, from_dict, load
 from docstore.proofs.note import Verifier, verifiers
-from docstore.records import Header
+from docstore.documents.records import Header
 
-KeysArg = str | Verifier | list[str | Verifier] | tuple[str | Verifier, ...] | None
+KeysArg = str | Verifier | Sequence[str] | Sequence[Verifier] | Sequence[str | Verifier] | None
 
 
 def verify(

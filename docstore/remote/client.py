@@ -1,190 +1,50 @@
-"""RemoteDatabase: a connection to an immudoc server with the embedded database's interface.
+"""RemoteDatabase: a database served by an immudoc server, with the embedded database's
+interface (the contract of :class:`docstore.api.Database`).
 
-Verification: the client holds a :class:`~docstore.proofs.trust.TrustTracker` (the same one
-the embedded verifying reader uses). A verified read asks the server for proofs relative to
-the state the client trusts ``T`` when they can be (nothing newer to authenticate), else
-relative to its current state ``S`` with the signed checkpoint of ``S`` and a consistency
-proof from ``T``. The tracker accepts ``S`` only if a verifier key the client pins signed it
-and it extends ``T`` (or, with ``trust_unsigned=True``, on the consistency proof alone, with
-a warning); then the proofs are checked against ``S`` with the library's pure verifier. States
-already proven to be on the trusted history are remembered, so concurrent readers rarely
-pay for a second consistency proof.
+It is a thin front over a :class:`~docstore.remote.connection.Connection`, which owns the
+channel, the calls and the verifying client's trust (see that module for how reads are
+verified); its collections and transactions work through the same connection.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
-
-import grpc
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import kvcore
 
-from docstore.errors import (
-    CollectionNotFoundError,
-    QueryError,
-    SchemaError,
-    VerificationError,
-    refuse_unproven,
-)
-from docstore.ids import check_collection_name
+from docstore import api
+from docstore.documents.ids import check_collection_name
+from docstore.errors import ConflictError, QueryError, SchemaError, VerificationError, refuse_unproven
 from docstore.proofs import checkpoint as ckpt
-from docstore.proofs.bundle import Proof, from_dict
-from docstore.proofs.trust import TrustTracker
-from docstore.proofs.verify import verify
+from docstore.remote.connection import TLS, Connection
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
-from docstore.rpc import immudoc_pb2_grpc as pb_grpc
 
+if TYPE_CHECKING:
+    from docstore.remote.transaction import RemoteTransaction
 
-@dataclass(frozen=True)
-class TLS:
-    """TLS settings of a connection (PEM file paths).
+T = TypeVar("T")
+RETRIES = 5
+"""How many times :meth:`RemoteDatabase.run_transaction` runs a function that keeps conflicting."""
 
-    ``ca``: the CA certificate that signed the server's certificate (None: the system's CAs);
-    ``cert``/``key``: this client's certificate and key, for servers that require mutual TLS;
-    ``server_name``: the name to expect in the server's certificate (default: the host).
-    """
-
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    server_name: str | None = None
-
-    @classmethod
-    def of(cls, tls: Any) -> TLS | None:
-        if tls is None or tls is False:
-            return None
-        if tls is True:
-            return cls()
-        if isinstance(tls, cls):
-            return tls
-        if isinstance(tls, (str, os.PathLike)):
-            return cls(ca=os.fspath(tls))
-        if isinstance(tls, dict):
-            unknown = set(tls) - {"ca", "cert", "key", "server_name"}
-            if unknown:
-                raise QueryError(f"unknown TLS settings {sorted(unknown)} (ca, cert, key, server_name)")
-            return cls(**tls)
-        raise QueryError(f"tls must be None, True, a CA certificate path, a dict or docstore.remote.TLS, got {tls!r}")
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        if (self.cert is None) != (self.key is None):
-            raise QueryError("mutual TLS needs both the client certificate and its key")
-
-        def read(path: str | None, what: str) -> bytes | None:
-            if path is None:
-                return None
-            try:
-                with open(path, "rb") as f:
-                    return f.read()
-            except OSError as e:
-                raise QueryError(f"cannot read the {what} {path!r}: {e.strerror}") from None
-
-        return grpc.ssl_channel_credentials(
-            root_certificates=read(self.ca, "CA certificate"),
-            private_key=read(self.key, "client key"),
-            certificate_chain=read(self.cert, "client certificate"),
-        )
+__all__ = ["TLS", "RemoteDatabase"]
 
 
 class RemoteDatabase:
     """A database served by an immudoc server. Get one with :func:`docstore.connect`."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        state_file: str | os.PathLike[str] | None = None,
-        trusted_state: kvcore.State | str | None = None,
-        trust_on_first_use: bool = False,
-        verify: bool = True,
-        verifier_key: Any = None,
-        trust_unsigned: bool = False,
-        token: str | None = None,
-        tls: Any = None,
-        timeout: float | None = 60.0,
-        stream_timeout: float | None = None,
-        max_message_mb: float = 64.0,
-        batch_size: int = 1000,
-    ) -> None:
-        if not isinstance(target, str) or not target:
-            raise QueryError(f"connect needs 'host:port', got {target!r}")
-        if type(batch_size) is not int or batch_size < 1:
-            raise QueryError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not verify and (
-            trusted_state is not None or state_file is not None or trust_on_first_use
-            or verifier_key is not None or trust_unsigned
-        ):
-            raise QueryError(
-                "trusted_state, state_file, trust_on_first_use, verifier_key and trust_unsigned go with verify=True"
-            )
-        if isinstance(trusted_state, kvcore.State):
-            codec.state_to_pb(trusted_state, "trusted_state")  # QueryError for a malformed one
-        self.target = target
-        self.timeout = timeout
-        self.stream_timeout = stream_timeout
-        self.batch_size = batch_size
-        self._closed = False
-        self._metadata: tuple[tuple[str, str], ...] = ()
-        if token is not None:
-            if not isinstance(token, str) or not token or not token.isascii() or not token.isprintable() or " " in token:
-                raise QueryError("a token is a non-empty string of printable ASCII without spaces")
-            self._metadata = (("authorization", f"Bearer {token}"),)
-        max_bytes = int(max_message_mb * 1024 * 1024)
-        options = [
-            ("grpc.max_receive_message_length", max(max_bytes, codec.REPLY_FLOOR_BYTES)),
-            ("grpc.max_send_message_length", max_bytes),
-        ]
-        tls_cfg = TLS.of(tls)
-        if tls_cfg is not None:
-            if tls_cfg.server_name:
-                options.append(("grpc.ssl_target_name_override", tls_cfg.server_name))
-            self._channel = grpc.secure_channel(target, tls_cfg.credentials(), options=options)
-        else:
-            self._channel = grpc.insecure_channel(target, options=options)
-        self._stub = pb_grpc.DocstoreStub(self._channel)
-        self._known: set[str] = set()  # collections known to exist (there is no drop)
-        self._trust: TrustTracker | None = None
-        try:
-            info = self._call(self._stub.Info, pb.InfoRequest())
-            if info.api_version != codec.API_VERSION:
-                raise QueryError(f"the server speaks {info.api_version!r}, this client {codec.API_VERSION!r}")
-            self.server_version = info.server_version
-            self.role = info.role
-            self.max_message_bytes = min(max_bytes, info.max_message_bytes or max_bytes)
-            self.server_verifier_keys = list(info.verifier_keys)
-            """The verifier keys the server says it signs with (shown, never pinned by the client)."""
-            if verify:
-                if trusted_state is None and not (state_file is not None and os.path.exists(state_file)):
-                    if not trust_on_first_use:
-                        raise VerificationError(
-                            "a verifying client needs a first trusted state: pass trusted_state=..., or a "
-                            "state_file that holds one, or trust_on_first_use=True to accept the server's "
-                            "(there is no silent trust on first use; verify=False turns verification off)"
-                        )
-                    trusted_state = info.checkpoint or codec.state_from_pb(info.state)
-                    if verifier_key is None and info.verifier_keys:
-                        verifier_key = list(info.verifier_keys)  # pinned on first use, saved with the state
-                self._trust = TrustTracker(
-                    trusted_state, state_file, verifier_keys=verifier_key,
-                    trust_on_first_use=trust_on_first_use, trust_unsigned=trust_unsigned,
-                )
-                self._sync()
-        except BaseException:
-            self._channel.close()
-            self._closed = True
-            raise
+    local = False
+    """The database runs in another process: progress is not reported, keys are rotated where
+    the database is."""
+
+    def __init__(self, target: str, **options: Any) -> None:
+        self._conn = Connection(target, **options)
 
     # ------------------------------------------------------------ lifecycle
     def close(self) -> None:
         """Close the connection (the trusted state is already saved)."""
-        if not self._closed:
-            self._closed = True
-            self._channel.close()
+        self._conn.close()
 
     def __enter__(self) -> RemoteDatabase:
         return self
@@ -193,90 +53,86 @@ class RemoteDatabase:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<docstore.RemoteDatabase {self.target!r}{' verifying' if self._trust else ''}>"
+        return f"<docstore.RemoteDatabase {self.target!r}{' verifying' if self.verifying else ''}>"
+
+    @property
+    def target(self) -> str:
+        return self._conn.target
+
+    @property
+    def timeout(self) -> float | None:
+        """Deadline in seconds of each call (None: none)."""
+        return self._conn.timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._conn.timeout = value
+
+    @property
+    def stream_timeout(self) -> float | None:
+        """Deadline in seconds of find and history streams (None: none)."""
+        return self._conn.stream_timeout
+
+    @stream_timeout.setter
+    def stream_timeout(self, value: float | None) -> None:
+        self._conn.stream_timeout = value
+
+    @property
+    def server_version(self) -> str:
+        return self._conn.server_version
+
+    @property
+    def role(self) -> str:
+        """This connection's role: "write", "read" (auth on), or "" (auth off)."""
+        return self._conn.role
 
     @property
     def readonly(self) -> bool:
         """Whether this connection may only read (a token of role "read")."""
-        return self.role == "read"
+        return self._conn.role == "read"
 
-    # ------------------------------------------------------------- calling
-    def _call(self, method: Callable[..., Any], request: Any, timeout: float | None | bool = False) -> Any:
-        if self._closed:
-            raise kvcore.ClosedError("the database connection is closed")
-        try:
-            return method(request, timeout=self.timeout if timeout is False else timeout, metadata=self._metadata)
-        except grpc.RpcError as e:
-            raise codec.decode_error(e) from None
+    @property
+    def max_message_bytes(self) -> int:
+        return self._conn.max_message_bytes
 
-    def _stream(self, method: Callable[..., Any], request: Any) -> tuple[Any, Iterator[Any]]:
-        """Start a server stream; returns (first message or None, iterator over the rest).
-
-        The first message is read at once, so an invalid request fails here, as it would
-        embedded. Closing the iterator (or dropping it) cancels the call.
-        """
-        if self._closed:
-            raise kvcore.ClosedError("the database connection is closed")
-        call = method(request, timeout=self.stream_timeout, metadata=self._metadata)
-        try:
-            first = next(call, None)
-        except grpc.RpcError as e:
-            call.cancel()
-            raise codec.decode_error(e) from None
-
-        def rest() -> Iterator[Any]:
-            try:
-                for msg in call:
-                    yield msg
-            except grpc.RpcError as e:
-                raise codec.decode_error(e) from None
-            finally:
-                call.cancel()
-
-        return first, rest()
+    @property
+    def batch_size(self) -> int:
+        return self._conn.batch_size
 
     # ---------------------------------------------------------- collections
-    def create_collection(self, name: str, schema: Any = None, indexes: Any = ()) -> Any:
+    def create_collection(self, name: str, schema: Any = None, indexes: Iterable[Any] = ()) -> api.Collection:
         """Create a collection (with an optional JSON Schema and secondary indexes)."""
         from docstore.remote.collection import RemoteCollection
 
         check_collection_name(name)
+        conn = self._conn
         specs = [] if indexes is None else indexes if isinstance(indexes, (str, dict)) else list(indexes)
-        self._call(
-            self._stub.CreateCollection,
+        conn.call(
+            conn.stub.CreateCollection,
             pb.CreateCollectionRequest(
                 name=name, schema=codec.dumps_opt(schema, SchemaError), indexes=codec.dumps(specs)
             ),
         )
-        self._known.add(name)
-        return RemoteCollection(self, name)
+        conn.known_collections.add(name)
+        return RemoteCollection(conn, name)
 
-    def collection(self, name: str) -> Any:
+    def collection(self, name: str) -> api.Collection:
         """An existing collection (``CollectionNotFoundError`` if there is none)."""
         from docstore.remote.collection import RemoteCollection
 
-        self._check_collection(name)
-        return RemoteCollection(self, name)
+        self._conn.check_collection(name)
+        return RemoteCollection(self._conn, name)
 
-    def _check_collection(self, name: str) -> None:
-        check_collection_name(name)
-        if name not in self._known:
-            try:
-                self._call(self._stub.DescribeCollection, pb.DescribeCollectionRequest(name=name))
-            except CollectionNotFoundError:
-                raise CollectionNotFoundError(
-                    f"collection {name!r} does not exist (create it with create_collection)"
-                ) from None
-            self._known.add(name)
-
-    def __getitem__(self, name: str) -> Any:
+    def __getitem__(self, name: str) -> api.Collection:
         return self.collection(name)
 
     def __contains__(self, name: object) -> bool:
+        from docstore.errors import CollectionNotFoundError
+
         if not isinstance(name, str):
             return False
         try:
-            self._check_collection(name)
+            self._conn.check_collection(name)
         except CollectionNotFoundError:
             return False
         return True
@@ -284,29 +140,47 @@ class RemoteDatabase:
     def collections(self, *, verify: bool | None = None) -> list[str]:
         """Names of all collections, sorted (a verifying connection refuses unless
         ``verify=False``: that the list is complete is not proven)."""
-        refuse_unproven(self._trust is not None, verify, "the list of collections")
-        names = list(self._call(self._stub.ListCollections, pb.ListCollectionsRequest()).names)
-        self._known.update(names)
+        conn = self._conn
+        refuse_unproven(conn.trust is not None, verify, "the list of collections")
+        names = list(conn.call(conn.stub.ListCollections, pb.ListCollectionsRequest()).names)
+        conn.known_collections.update(names)
         return names
 
     # --------------------------------------------------------- transactions
-    def transaction(self, at_tx: int | None = None) -> Any:
+    def transaction(self, at_tx: int | None = None) -> RemoteTransaction:
         """An optimistic transaction: reads as of one snapshot (now, or ledger transaction
         ``at_tx``), writes committed in one call that raises ConflictError if anything read or
         written changed since (see RemoteTransaction)."""
         from docstore.remote.transaction import RemoteTransaction
 
-        if self._closed:
+        if self._conn.closed:
             raise kvcore.ClosedError("the database connection is closed")
-        return RemoteTransaction(self, at_tx)
+        return RemoteTransaction(self._conn, at_tx)
+
+    def run_transaction(self, fn: Callable[[RemoteTransaction], T]) -> T:
+        """Run ``fn(tx)`` in a transaction and commit it, running it again (a new transaction)
+        when the commit conflicts, up to :data:`RETRIES` times; returns what ``fn`` returns.
+        ``fn`` may run more than once."""
+        for attempt in range(RETRIES + 1):
+            tx = self.transaction()
+            try:
+                result = fn(tx)
+                tx.commit()
+                return result
+            except ConflictError:
+                if attempt == RETRIES:
+                    raise
+            except BaseException:
+                if not tx.done:
+                    tx.rollback()
+                raise
+        raise AssertionError("unreachable")
 
     # ---------------------------------------------------------------- state
     def state(self) -> kvcore.State:
         """The server's current state (verifying: proven to extend the trusted state, which
         advances to it)."""
-        if self._trust is not None:
-            return self._sync()
-        return codec.state_from_pb(self._call(self._stub.State, pb.StateRequest()).state)
+        return self._conn.current_state()
 
     @property
     def tx_id(self) -> int:
@@ -314,26 +188,28 @@ class RemoteDatabase:
 
     @property
     def verifying(self) -> bool:
-        return self._trust is not None
+        return self._conn.trust is not None
 
     @property
     def trusted_state(self) -> kvcore.State | None:
-        return None if self._trust is None else self._trust.state
+        trust = self._conn.trust
+        return None if trust is None else trust.state
 
     def checkpoint(self, state: kvcore.State | None = None) -> str:
         """The server's signed checkpoint of its current state (``state`` must be None or the
         current one; on a verifying connection it is authenticated first)."""
+        conn = self._conn
         if state is not None and state != self.state():
             raise QueryError("a remote database signs its current state only")
-        base = self._trust.state if self._trust is not None else None
+        trust = conn.trust
+        base = trust.state if trust is not None else None
         req = pb.StateRequest(known_state=codec.state_to_pb(base)) if base is not None else pb.StateRequest()
-        r = self._call(self._stub.State, req)
-        trust = self._trust
+        r = conn.call(conn.stub.State, req)
         if trust is not None:
             current = codec.state_from_pb(r.state)
             trust.check_current(current, base)
             cp = codec.consistency_from_pb(r.consistency) if r.HasField("consistency") else None
-            trust.accept(current, r.checkpoint or None, self._fetch, base, cp)
+            trust.accept(current, r.checkpoint or None, conn.fetch, base, cp)
             # accept() looks at no signature for the trusted state itself: the text returned must be
             # a checkpoint of the current state all the same (signed by a pinned key, if any)
             c = ckpt.open_checkpoint(r.checkpoint, trust.pinned) if trust.pinned else ckpt.read_unverified(r.checkpoint)
@@ -342,6 +218,11 @@ class RemoteDatabase:
                     f"the server's checkpoint names state {c.state.tx_id}, not its current state {current.tx_id}"
                 )
         return str(r.checkpoint)
+
+    @property
+    def server_verifier_keys(self) -> list[str]:
+        """The verifier keys the server named when connecting (shown, never pinned by the client)."""
+        return list(self._conn.server_verifier_keys)
 
     def verifier_key(self) -> str:
         """The verifier key the server says it signs with. Pin it only if you got it from a
@@ -353,30 +234,27 @@ class RemoteDatabase:
 
     def verifier_keys(self) -> list[str]:
         """The verifier keys the server says it signs with, current first (see :meth:`verifier_key`)."""
-        return list(self._call(self._stub.Info, pb.InfoRequest()).verifier_keys)
+        conn = self._conn
+        return list(conn.call(conn.stub.Info, pb.InfoRequest()).verifier_keys)
 
     def prove_consistency(self, old_state: kvcore.State, new_state: kvcore.State | None = None) -> kvcore.ConsistencyProof:
         """Prove that ``new_state`` (default: now) extends ``old_state``."""
-        if not isinstance(old_state, kvcore.State):
-            raise QueryError(f"old_state must be a kvcore.State, got {type(old_state).__name__}")
-        req = pb.ProveConsistencyRequest(old_state=codec.state_to_pb(old_state, "old_state"))
-        if new_state is not None:
-            req.new_state.CopyFrom(codec.state_to_pb(new_state, "new_state"))
-        return codec.consistency_from_pb(self._call(self._stub.ProveConsistency, req).proof)
+        return self._conn.prove_consistency(old_state, new_state)
 
     def audit(self, trusted_state: kvcore.State | None = None, progress: Any = None) -> kvcore.AuditReport:
         """The server's full audit of its ledger and derived state (``progress`` is not
         reported remotely). The verdict is the server's word; on a verifying connection the
         state it audited (transaction count and root) must be on the trusted history, or
         VerificationError."""
+        conn = self._conn
         req = pb.AuditRequest()
         if trusted_state is not None:
             req.trusted_state.CopyFrom(codec.state_to_pb(trusted_state))
-        r = self._call(self._stub.Audit, req, timeout=None)
-        if self._trust is not None and r.ok:
+        r = conn.call(conn.stub.Audit, req, timeout=None)
+        if conn.trust is not None and r.ok:
             audited = kvcore.State(r.tx_count, bytes(r.root))
-            self._sync()
-            self._trust.accept(audited, None, self._fetch)
+            conn.sync()
+            conn.trust.accept(audited, None, conn.fetch)
         return kvcore.AuditReport(
             ok=r.ok,
             tx_count=r.tx_count,
@@ -385,76 +263,3 @@ class RemoteDatabase:
             problems=list(r.problems),
             root=bytes(r.root),
         )
-
-    # --------------------------------------------------------- verification
-    def _fetch(self, old: kvcore.State, new: kvcore.State) -> kvcore.ConsistencyProof:
-        """A consistency proof from the server (checked by the tracker, never trusted)."""
-        return self.prove_consistency(old, new)
-
-    def _sync(self) -> kvcore.State:
-        """The server's current state, authenticated (signed and extending the trusted one);
-        the trusted state advances to it."""
-        trust = self._trust
-        assert trust is not None
-        trust.link(self._fetch)
-        base = trust.state
-        r = self._call(self._stub.State, pb.StateRequest(known_state=codec.state_to_pb(base)))
-        state = codec.state_from_pb(r.state)
-        trust.check_current(state, base)
-        cp = codec.consistency_from_pb(r.consistency) if r.HasField("consistency") else None
-        trust.accept(state, r.checkpoint or None, self._fetch, base, cp)
-        return state
-
-    def _proof(self, data: bytes) -> Proof:
-        return from_dict(codec.loads(data, VerificationError))
-
-    def _authenticated(self, proof: Proof) -> Proof:
-        """Accept a proof's state into the trusted history; returns the proof relative to it alone."""
-        trust = self._trust
-        assert trust is not None
-        trust.accept(proof.state, proof.checkpoint, self._fetch, proof.consistency_state, proof.consistency)
-        return proof._replace(consistency=None, consistency_state=None)
-
-    def _verified_get(self, coll: str, doc_id: str, at_tx: int | None) -> tuple[dict | None, int]:
-        """(document or None for a proven deletion, revision), proven against the trusted state."""
-        trust = self._trust
-        assert trust is not None
-        trust.link(self._fetch)
-        started = time.monotonic()
-        req = pb.GetRequest(collection=coll, id=doc_id, prove=True, known_state=codec.state_to_pb(trust.state))
-        if at_tx is not None:
-            req.at_tx = at_tx
-        proof = self._proof(self._call(self._stub.Get, req).proof)
-        if (proof.kind, proof.collection, proof.id) != ("document", coll, doc_id):
-            raise VerificationError(
-                f"the server proved {proof.kind} {proof.collection}/{proof.id}, not document {coll}/{doc_id}"
-            )
-        if at_tx is not None and proof.tx_id > at_tx:
-            raise VerificationError(f"the server proved a revision of transaction {proof.tx_id}, after {at_tx}")
-        proof = self._authenticated(proof)
-        doc = verify(proof, proof.state)
-        if at_tx is None:
-            trust.seen_revision(coll, doc_id, proof.revision, started)
-        return doc, proof.revision
-
-    def _verified_meta(self, coll: str) -> dict[str, Any]:
-        """A collection's current definition, proven against the trusted state."""
-        trust = self._trust
-        assert trust is not None
-        req = pb.ProveSchemaRequest(collection=coll, known_state=codec.state_to_pb(trust.state))
-        proof = self._proof(self._call(self._stub.ProveSchema, req).proof)
-        if (proof.kind, proof.collection) != ("collection", coll):
-            raise VerificationError(f"the server proved {proof.kind} {proof.collection}, not collection {coll}")
-        proof = self._authenticated(proof)
-        return verify(proof, proof.state)
-
-    def _verified_page_state(self, page: Any, base: kvcore.State) -> kvcore.State:
-        """The state of a verified stream's proofs (its first page), authenticated and accepted."""
-        trust = self._trust
-        assert trust is not None
-        if not page.HasField("state"):
-            raise VerificationError("the server sent no state for its proofs")
-        state = codec.state_from_pb(page.state)
-        cp = codec.consistency_from_pb(page.consistency) if page.HasField("consistency") else None
-        trust.accept(state, page.checkpoint or None, self._fetch, base, cp)
-        return state

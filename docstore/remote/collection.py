@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import kvcore
 
 from docstore.collections import cursor
-from docstore.collections.collection import Revision
+from docstore.api import Revision
 from docstore.collections.indexes import check_field
 from docstore.collections.query import compile_filter, compile_projection
 from docstore.collections.update import validate_update
@@ -21,15 +21,15 @@ from docstore.errors import (
     VerificationError,
     refuse_unproven,
 )
-from docstore.flatten import split_pointer
-from docstore.ids import check_id
+from docstore.documents.flatten import split_pointer
+from docstore.documents.ids import check_id
 from docstore.proofs.bundle import Proof
 from docstore.proofs.verify import verify
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
 
 if TYPE_CHECKING:
-    from docstore.remote.client import RemoteDatabase
+    from docstore.remote.connection import Connection
 
 
 def _set_opt(msg: Any, field: str, value: Any) -> None:
@@ -56,19 +56,19 @@ def _clamp(value: Any) -> Any:
 class RemoteCollection:
     """Documents of one kind on the server. Get one with ``db.collection(name)`` or ``db[name]``."""
 
-    def __init__(self, db: RemoteDatabase, name: str) -> None:
-        self._db = db
+    def __init__(self, conn: Connection, name: str) -> None:
+        self._conn = conn
         self.name = name
 
     def __repr__(self) -> str:
-        return f"<RemoteCollection {self.name!r} on {self._db.target!r}>"
+        return f"<RemoteCollection {self.name!r} on {self._conn.target!r}>"
 
     def _call(self, method: Any, request: Any, timeout: Any = False) -> Any:
-        return self._db._call(method, request, timeout)
+        return self._conn.call(method, request, timeout)
 
     @property
     def _stub(self) -> Any:
-        return self._db._stub
+        return self._conn.stub
 
     # --------------------------------------------------------------- writes
     def insert(self, doc: dict) -> str:
@@ -84,8 +84,8 @@ class RemoteCollection:
         if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
             raise InvalidDocumentError(f"insert_many takes a list of documents, got {type(docs).__name__}")
         encoded = [codec.dumps_doc(d) for d in docs]
-        limit = max(1, self._db.max_message_bytes // 2)
-        per = self._db.batch_size
+        limit = max(1, self._conn.max_message_bytes // 2)
+        per = self._conn.batch_size
         name = self.name
 
         def batches() -> Iterator[pb.InsertBatch]:
@@ -131,8 +131,8 @@ class RemoteCollection:
         """
         check_id(doc_id)
         at_tx = _int_or_none(at_tx, "at_tx")
-        if self._db._trust is not None:
-            doc, _rev = self._db._verified_get(self.name, doc_id, at_tx)
+        if self._conn.trust is not None:
+            doc, _rev = self._conn.verified_get(self.name, doc_id, at_tx)
             if doc is None:
                 raise DocumentNotFoundError(f"document {doc_id!r} in {self.name!r} is deleted")
             return doc
@@ -140,11 +140,15 @@ class RemoteCollection:
         _set_opt(req, "at_tx", at_tx)
         return codec.loads(self._call(self._stub.Get, req).document)
 
-    def _read(self, doc_id: str, at_tx: int | None) -> tuple[dict | None, int | None]:
-        """(live document or None, its revision or None) as of ``at_tx`` (transactions)."""
-        if self._db._trust is not None:
+    def revision(self, doc_id: str, at_tx: int | None = None) -> tuple[dict | None, int | None]:
+        """(the live document, its revision number) as of ledger transaction ``at_tx`` (default:
+        now); ``(None, None)`` if there is none (never written, or deleted). On a verifying
+        connection, proven."""
+        check_id(doc_id)
+        at_tx = _int_or_none(at_tx, "at_tx")
+        if self._conn.trust is not None:
             try:
-                doc, rev = self._db._verified_get(self.name, doc_id, at_tx)
+                doc, rev = self._conn.verified_get(self.name, doc_id, at_tx)
             except DocumentNotFoundError:
                 return None, None
             return (doc, rev) if doc is not None else (None, None)
@@ -166,12 +170,12 @@ class RemoteCollection:
         check_id(doc_id)
         req = pb.HistoryRequest(collection=self.name, id=doc_id, offset=_int_or_none(_clamp(offset), "offset") or 0)
         _set_opt(req, "limit", _int_or_none(_clamp(limit), "limit"))
-        trust = self._db._trust
+        trust = self._conn.trust
         if trust is not None:
             req.prove = True
             base = trust.state
             req.known_state.CopyFrom(codec.state_to_pb(base))
-        first, rest = self._db._stream(self._stub.History, req)
+        first, rest = self._conn.stream(self._stub.History, req)
         out: list[Revision] = []
         state = None
         for page in _chain(first, rest):
@@ -183,11 +187,11 @@ class RemoteCollection:
             if page.revisions:
                 raise VerificationError("the server sent unproven revisions to a verifying history")
             if state is None:
-                state = self._db._verified_page_state(page, base)
+                state = self._conn.verified_page_state(page, base)
             for raw in page.proofs:
                 if limit is not None and len(out) >= limit:
                     raise VerificationError(f"the server sent more than the {limit} revisions asked for")
-                out.append(self._verified_revision(self._db._proof(raw), doc_id, state, req.offset + len(out) + 1))
+                out.append(self._verified_revision(self._conn.proof(raw), doc_id, state, req.offset + len(out) + 1))
         if trust is not None and state is None and not (limit is not None and limit <= 0):
             raise VerificationError("the server ended a verified history without its state")
         return out
@@ -225,14 +229,14 @@ class RemoteCollection:
         unverified. Dropping the iterator early cancels the stream.
         """
         if verify is None:
-            verify = self._db._trust is not None
+            verify = self._conn.trust is not None
         predicate = compile_filter(filter)  # fail here, as embedded, on a malformed query
         project = compile_projection(projection) if projection is not None else None
         cursor.check_paging(skip, limit)
         if sort is not None:
             cursor.sort_key(sort)
         at_tx = _int_or_none(at_tx, "at_tx")
-        if verify and self._db._trust is None:
+        if verify and self._conn.trust is None:
             raise VerificationError("find(verify=True) needs a verifying connection (a trusted state)")
         req = pb.FindRequest(
             collection=self.name,
@@ -246,16 +250,17 @@ class RemoteCollection:
         _set_opt(req, "at_tx", at_tx)
         if not verify:
             req.projection = codec.dumps_opt(projection)
-            first, rest = self._db._stream(self._stub.Find, req)
+            first, rest = self._conn.stream(self._stub.Find, req)
             return _documents(first, rest)
-        base = self._db.trusted_state
-        assert base is not None
+        trust = self._conn.trust
+        assert trust is not None
+        base = trust.state
         req.known_state.CopyFrom(codec.state_to_pb(base))
         started = time.monotonic()
-        first, rest = self._db._stream(self._stub.Find, req)
+        first, rest = self._conn.stream(self._stub.Find, req)
         if first is None:
             raise VerificationError("the server ended a verified find without its state")
-        state = self._db._verified_page_state(first, base)
+        state = self._conn.verified_page_state(first, base)
         key = cursor.sort_key(sort) if sort is not None else None
         return self._verified_docs(first, rest, state, predicate, project, at_tx, key, limit, started)
 
@@ -264,7 +269,7 @@ class RemoteCollection:
         at_tx: int | None, key: Any, limit: int | None, started: float,
     ) -> Iterator[dict]:
         """Check each proof, the filter, the sort order, the limit and that no document comes twice."""
-        trust = self._db._trust
+        trust = self._conn.trust
         assert trust is not None
         seen: set[str] = set()
         last = None
@@ -273,7 +278,7 @@ class RemoteCollection:
                 if page.documents:
                     raise VerificationError("the server sent unproven documents to a verifying find")
                 for raw in page.proofs:
-                    proof: Proof = self._db._proof(raw)
+                    proof: Proof = self._conn.proof(raw)
                     if proof.kind != "document" or proof.collection != self.name or proof.state != state:
                         raise VerificationError("the server sent a proof of something else, or relative to another state")
                     if at_tx is not None and proof.tx_id > at_tx:
@@ -312,7 +317,7 @@ class RemoteCollection:
         """How many documents match (a verifying connection refuses unless ``verify=False``:
         a count cannot be proven yet)."""
         compile_filter(filter)
-        refuse_unproven(self._db._trust is not None, verify, "a count")
+        refuse_unproven(self._conn.trust is not None, verify, "a count")
         req = pb.CountRequest(collection=self.name, filter=codec.dumps_opt(filter))
         _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
         return self._call(self._stub.Count, req).count
@@ -324,7 +329,7 @@ class RemoteCollection:
         a verifying connection refuses unless ``verify=False``."""
         check_field(field)
         compile_filter(filter)
-        refuse_unproven(self._db._trust is not None, verify, "a list of distinct values")
+        refuse_unproven(self._conn.trust is not None, verify, "a list of distinct values")
         req = pb.DistinctRequest(collection=self.name, field=field, filter=codec.dumps_opt(filter))
         _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
         return codec.loads(self._call(self._stub.Distinct, req).values)
@@ -333,7 +338,7 @@ class RemoteCollection:
         """How ``find(filter)`` would run on the server: ``{"plan": "index"|"scan", ...}``
         (a verifying connection refuses unless ``verify=False``: the plan is not proven)."""
         compile_filter(filter)
-        refuse_unproven(self._db._trust is not None, verify, "a query plan")
+        refuse_unproven(self._conn.trust is not None, verify, "a query plan")
         return codec.loads(self._call(self._stub.Explain, pb.ExplainRequest(collection=self.name, filter=codec.dumps_opt(filter))).plan)
 
     # --------------------------------------------------------------- proofs
@@ -354,7 +359,7 @@ class RemoteCollection:
         _set_opt(req, "pointer", pointer)
         _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
         _states(req, state, known_state)
-        return self._db._proof(self._call(self._stub.Prove, req).proof)
+        return self._conn.proof(self._call(self._stub.Prove, req).proof)
 
     def prove_schema(
         self, at_tx: int | None = None, state: kvcore.State | None = None, known_state: kvcore.State | None = None
@@ -363,18 +368,18 @@ class RemoteCollection:
         req = pb.ProveSchemaRequest(collection=self.name)
         _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
         _states(req, state, known_state)
-        return self._db._proof(self._call(self._stub.ProveSchema, req).proof)
+        return self._conn.proof(self._call(self._stub.ProveSchema, req).proof)
 
     # ------------------------------------------------------- schema, indexes
     def info(self, *, verify: bool | None = None) -> dict[str, Any]:
         """Name, schema, indexes and document count (a verifying connection refuses unless
         ``verify=False``: the count is not proven)."""
-        refuse_unproven(self._db._trust is not None, verify, "a collection's document count")
+        refuse_unproven(self._conn.trust is not None, verify, "a collection's document count")
         return codec.loads(self._call(self._stub.DescribeCollection, pb.DescribeCollectionRequest(name=self.name)).info)
 
     def _meta(self) -> dict[str, Any]:
-        if self._db._trust is not None:
-            return self._db._verified_meta(self.name)
+        if self._conn.trust is not None:
+            return self._conn.verified_meta(self.name)
         return self.info()
 
     @property

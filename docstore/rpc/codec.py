@@ -247,7 +247,7 @@ def decode_error(err: grpc.RpcError) -> BaseException:
             info = None
         if isinstance(info, dict):
             cls = _resolve(info.get("type"))
-            message = info.get("message") if isinstance(info.get("message"), str) else details
+            message = info["message"] if isinstance(info.get("message"), str) else str(details or "")
             if cls is not None:
                 exc = _build(cls, message)
                 if isinstance(info.get("path"), str):

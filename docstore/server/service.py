@@ -19,14 +19,13 @@ import grpc
 
 import kvcore
 
-from docstore import batch
 from docstore.database import Database
 from docstore.errors import DocumentNotFoundError, InvalidDocumentError, QueryError, TransactionTooLargeError
-from docstore.proofs.prove import prove_document
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
 from docstore.rpc import immudoc_pb2_grpc as pb_grpc
 from docstore.server.auth import Authorizer
+from docstore.transactions import one_call
 
 DEFAULT_PAGE = 500  # documents per page unless the client asks otherwise
 MAX_PAGE = 10_000
@@ -207,7 +206,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         if first is None:
             raise QueryError("a commit sends at least one message")
         reads = [
-            batch.Read(r.collection, None if r.whole_collection else r.id, _opt(r, "revision"))
+            one_call.Read(r.collection, None if r.whole_collection else r.id, _opt(r, "revision"))
             for r in first.reads
         ]
         writes = []
@@ -221,8 +220,8 @@ class DocstoreService(pb_grpc.DocstoreServicer):
                 if total > kvcore.MAX_TX_BYTES:
                     raise TransactionTooLargeError(f"a transaction of more than {kvcore.MAX_TX_BYTES} bytes exceeds the limit")
                 doc = codec.loads(w.document, InvalidDocumentError) if kind != "delete" else None
-                writes.append(batch.Write(kind, w.collection, w.id if kind != "insert" else None, doc))
-        tx_id = batch.commit_batch(self.db, _opt(first, "snapshot"), reads, writes)
+                writes.append(one_call.Write(kind, w.collection, w.id if kind != "insert" else None, doc))
+        tx_id = one_call.commit_in_one_call(self.db, _opt(first, "snapshot"), reads, writes)
         return pb.CommitResponse(tx_id=tx_id) if tx_id is not None else pb.CommitResponse()
 
     # ---------------------------------------------------------------- reads
@@ -238,7 +237,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             proof = coll.prove(request.id, None, at_tx, None, known)
             return pb.GetResponse(proof=proof.to_json().encode())
         if request.with_revision:
-            doc, revision = batch.read_document(db, request.collection, request.id, at_tx)
+            doc, revision = coll.revision(request.id, at_tx)
             if doc is None:
                 where = "" if at_tx is None else f" as of transaction {at_tx}"
                 raise DocumentNotFoundError(f"no document {request.id!r} in {request.collection!r}{where}")
@@ -265,7 +264,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         head = pb.FindPage(state=codec.state_to_pb(state), checkpoint=db.checkpoint(state))
         known = codec.opt_state(request, "known_state")
         if known is not None and known != state and known.tx_id <= state.tx_id:
-            head.consistency.CopyFrom(codec.consistency_to_pb(db.ledger.prove_consistency(known.tx_id, state.tx_id)))
+            head.consistency.CopyFrom(codec.consistency_to_pb(db.prove_consistency(known, state)))
         as_of = state.tx_id if at_tx is None else at_tx
 
         def proofs() -> Iterator[bytes]:
@@ -273,7 +272,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
                 return
             for doc in _chain(first, docs):
                 try:
-                    proof = prove_document(db, coll.name, doc["_id"], None, as_of, state)
+                    proof = coll.prove(doc["_id"], None, as_of, state)
                 except DocumentNotFoundError:
                     continue
                 yield proof.to_json().encode()
@@ -320,14 +319,14 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             head = pb.HistoryPage(state=codec.state_to_pb(state), checkpoint=db.checkpoint(state))
             known = codec.opt_state(request, "known_state")
             if known is not None and known != state and known.tx_id <= state.tx_id:
-                head.consistency.CopyFrom(codec.consistency_to_pb(db.ledger.prove_consistency(known.tx_id, state.tx_id)))
+                head.consistency.CopyFrom(codec.consistency_to_pb(db.prove_consistency(known, state)))
         while True:
             n = size if remaining is None else min(size, remaining)
             revisions = coll.history(request.id, offset, n)
             if head is not None:
                 provable = [r for r in revisions if r.tx_id <= state.tx_id]  # not those committed since
                 head.proofs.extend(
-                    prove_document(db, coll.name, request.id, None, r.tx_id, state).to_json().encode()
+                    coll.prove(request.id, None, r.tx_id, state).to_json().encode()
                     for r in provable
                 )
                 yield head
@@ -373,7 +372,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         known = codec.opt_state(request, "known_state")
         if known is not None and known.tx_id <= state.tx_id:
             # No judgement here: the client verifies the proof against what it trusts.
-            out.consistency.CopyFrom(codec.consistency_to_pb(db.ledger.prove_consistency(known.tx_id, state.tx_id)))
+            out.consistency.CopyFrom(codec.consistency_to_pb(db.prove_consistency(known, state)))
         return out
 
     @rpc()

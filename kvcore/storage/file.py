@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Iterator
 
 from kvcore.errors import CorruptionError, FormatError, LockedError, ReadOnlyError, StorageError
+from kvcore.hashing import HASH_VERSION
 from kvcore.storage import atomic
 from kvcore.storage.base import Storage
 
@@ -101,7 +102,7 @@ class FileStorage(Storage):
                 raise StorageError(f"cannot open {p!r}: [Errno {errno.EISDIR}] Is a directory, not a file")
         self._recover()
         if self._lock_fd is not None:
-            self._note_holder()
+            self._note_holder(self._lock_fd)
 
     def _check_txlog(self) -> None:
         if not os.path.exists(os.path.join(self.path, "txlog")):
@@ -162,10 +163,10 @@ class FileStorage(Storage):
                 time.sleep(0.02)
         self._lock_fd = fd  # our pid goes in once the open has succeeded (_note_holder)
 
-    def _note_holder(self) -> None:
+    def _note_holder(self, fd: int) -> None:
         try:
-            os.ftruncate(self._lock_fd, 0)
-            os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         except OSError:
             pass
 
@@ -176,7 +177,9 @@ class FileStorage(Storage):
 
     def _read_file(self, name: str) -> bytes:
         fd = self._fds.get(name)
-        size = os.fstat(fd).st_size if fd is not None else 0
+        if fd is None:
+            return b""
+        size = os.fstat(fd).st_size
         return os.pread(fd, size, 0) if size else b""
 
     def _record_at(self, off: int, log_size: int) -> tuple[int, int] | None:
@@ -290,8 +293,6 @@ class FileStorage(Storage):
         return False
 
     def _later_record_by_id(self, start: int, log_size: int) -> bool:
-        from kvcore.hashing import HASH_VERSION
-
         first = len(self._off) + 1  # the damaged record's id; later ones follow it
         needles = [bytes([HASH_VERSION]) + i.to_bytes(8, "big") for i in range(first, first + 8)]
         fd = self._fds["txlog"]

@@ -21,13 +21,6 @@ SCHEMA = {
 }
 
 
-@pytest.fixture
-def db(tmp_path):
-    d = docstore.open(tmp_path / "db")
-    yield d
-    d.close()
-
-
 def test_new_database_has_no_collections(db):
     assert db.collections() == []
     assert "people" not in db
@@ -166,6 +159,7 @@ def test_info(db):
     assert plain.info() == {"name": "plain", "schema": None, "indexes": [], "count": 0}
 
 
+@pytest.mark.embedded
 def test_collection_definition_is_a_ledger_entry(db):
     db.create_collection("people", schema=SCHEMA, indexes=["age"])
     entry = db.ledger.get(b"c\x00people")

@@ -24,13 +24,6 @@ PEOPLE = [
 ]
 
 
-@pytest.fixture
-def db(tmp_path):
-    d = docstore.open(tmp_path / "db")
-    yield d
-    d.close()
-
-
 @pytest.fixture(params=["plain", "indexed"])
 def people(request, db):
     indexes = [] if request.param == "plain" else ["age", "city", "tags", "addr.zip", "name"]

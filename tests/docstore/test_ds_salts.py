@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import threading
 
-from docstore import records
-from docstore.flatten import flatten_raw
+from docstore.documents import records
+from docstore.documents.flatten import flatten_raw
 
 DOC = {"_id": "a", "consent": True, "dosage": {"mg": 5}, "tags": ["x", "y"], "note": "n" * 100}
 PROPS = 6  # properties of DOC

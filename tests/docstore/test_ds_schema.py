@@ -28,13 +28,6 @@ PERSON = {
 
 
 @pytest.fixture
-def db(tmp_path):
-    d = docstore.open(tmp_path / "db")
-    yield d
-    d.close()
-
-
-@pytest.fixture
 def people(db):
     return db.create_collection("people", schema=PERSON)
 
@@ -146,6 +139,7 @@ def test_schema_sees_the_id(db):
         {"$ref": "#/$defs/missing"},
     ],
 )
+@pytest.mark.embedded
 def test_invalid_schemas_are_rejected(db, schema):
     with pytest.raises(SchemaError):
         db.create_collection("c", schema=schema)
@@ -167,6 +161,7 @@ def test_boolean_schemas(db):
         nothing.insert({})
 
 
+@pytest.mark.embedded
 def test_set_schema_with_violating_documents_fails(db):
     coll = db.create_collection("c")
     coll.insert_many([{"_id": "good", "n": 1}, {"_id": "bad1", "n": "x"}, {"_id": "bad2"}])
@@ -181,6 +176,7 @@ def test_set_schema_with_violating_documents_fails(db):
     coll.insert({"n": "still allowed"})
 
 
+@pytest.mark.embedded
 def test_set_schema_with_valid_documents_is_a_new_revision(db):
     coll = db.create_collection("c", indexes=["n"])
     coll.insert_many([{"n": 1}, {"n": 2}])
@@ -234,6 +230,7 @@ def test_deleted_documents_do_not_block_a_schema(db):
     assert coll.schema is not None
 
 
+@pytest.mark.embedded
 def test_a_write_prepared_under_an_old_schema_cannot_commit_after_a_schema_change(db):
     """A transaction validated its document against the schema it read; if the schema changes
     before it commits, the commit must conflict (never store a document violating the schema)."""

@@ -18,13 +18,6 @@ from docstore import (
 
 
 @pytest.fixture
-def db(tmp_path):
-    d = docstore.open(tmp_path / "db")
-    yield d
-    d.close()
-
-
-@pytest.fixture
 def two(db):
     a = db.create_collection("a")
     b = db.create_collection("b")
@@ -279,6 +272,7 @@ def test_disjoint_transactions_do_not_conflict(db, two):
     assert a.get("x")["v"] == 2 and b.get("y")["v"] == 2
 
 
+@pytest.mark.embedded
 def test_schema_change_conflicts_with_a_pending_write(db, two):
     a, _ = two
     t1 = db.transaction()
@@ -504,6 +498,7 @@ def _catch(fn, i, errors):
 # ============================================================================ definitions vs threads
 
 
+@pytest.mark.embedded
 def test_threads_creating_the_same_collection(db):
     outcomes: list[str] = []
     lock = threading.Lock()
@@ -615,6 +610,7 @@ def test_unique_index_created_under_concurrent_inserts_holds(db):
 # ------------------------------------------- a failing call inside a transaction buffers nothing
 
 
+@pytest.mark.embedded
 def test_insert_many_that_breaks_a_unique_index_buffers_nothing_in_a_transaction(db):
     c = db.create_collection("c", indexes=[{"field": "u", "unique": True}, {"field": "v", "unique": True}])
     with db.transaction() as tx:
@@ -628,6 +624,7 @@ def test_insert_many_that_breaks_a_unique_index_buffers_nothing_in_a_transaction
     assert c.count() == 3 and db.audit().ok
 
 
+@pytest.mark.embedded
 def test_a_write_failing_on_its_second_unique_index_leaves_no_claim(db):
     c = db.create_collection("c", indexes=[{"field": "u", "unique": True}, {"field": "v", "unique": True}])
     c.insert({"_id": "held", "v": 9})

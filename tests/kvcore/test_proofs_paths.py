@@ -45,9 +45,7 @@ def _indices(n: int) -> list[int]:
 
 
 def _forget_caches(led: Ledger) -> None:
-    led._extra_cache.clear()
-    led._extra_cached_bytes = 0
-    led._path_uppers = led._path_tops = led._partials = led._tx_paths = None
+    led._prover.clear_caches()
 
 
 def _without_caches(led, monkeypatch, cached: bool):
@@ -74,7 +72,7 @@ def test_entry_paths_are_rfc9162_paths(sized, monkeypatch, cached):
             for _ in range(2):  # the second time from the caches
                 proof = led.prove_entry_at(tx_id, index, state)
                 assert proof.entry_path == want, (n, index)
-                assert proof.tx_path == merkle.inclusion_path(tx_id - 1, state.tx_id, led._tree._subtree)
+                assert proof.tx_path == merkle.inclusion_path(tx_id - 1, state.tx_id, led._tree.subtree)
                 verify_entry(proof, _key(t, index), _value(t, index), state)
                 assert proof.header == header
         assert (tx_id in led._extra_cache) is cached
@@ -87,7 +85,7 @@ def test_older_states_get_their_own_tx_paths(sized):
         for tx_id in range(1, size + 1):
             proof = led.prove_entry_at(tx_id, 0, old)
             assert proof.state_tx_id == size
-            assert proof.tx_path == merkle.inclusion_path(tx_id - 1, size, led._tree._subtree)
+            assert proof.tx_path == merkle.inclusion_path(tx_id - 1, size, led._tree.subtree)
             verify_entry(proof, _key(tx_id - 1, 0), _value(tx_id - 1, 0), old)
             if size < led.tx_id:
                 with pytest.raises(VerificationError):
@@ -95,41 +93,41 @@ def test_older_states_get_their_own_tx_paths(sized):
 
 
 @pytest.mark.parametrize("cached", [True, False], ids=["extra in memory", "nodes read one by one"])
-def test_prove_in_run_finds_and_proves_the_matching_entry(sized, monkeypatch, cached):
+def test_find_and_prove_finds_and_proves_the_matching_entry(sized, monkeypatch, cached):
     led = _without_caches(sized, monkeypatch, cached)
     t = SIZES.index(257)
     tx_id, state = t + 1, led.state()
     for start, count, target in [(0, 257, 0), (0, 257, 256), (10, 20, 29), (100, 50, 120), (100, 50, 100), (255, 2, 256)]:
         key = _key(t, target)
         suffix = key[-5:]  # the run's keys are equally long and differ in their last digits
-        found = led._prove_in_run(tx_id, start, count, len(key), suffix, state)
+        found = led.find_and_prove(tx_id, start, count, len(key), suffix, state)
         assert found is not None
         index, value, proof = found
         assert (index, value) == (target, _value(t, target))
         assert proof.entry_path == _expected(t, 257, target)
         verify_entry(proof, key, value, state)
     # the hint left by the last match does not hide another entry
-    assert led._prove_in_run(tx_id, 0, 257, len(_key(t, 3)), _key(t, 3)[-5:], state)[0] == 3
+    assert led.find_and_prove(tx_id, 0, 257, len(_key(t, 3)), _key(t, 3)[-5:], state)[0] == 3
     # outside the run, another length, no such suffix: nothing
-    assert led._prove_in_run(tx_id, 10, 20, len(_key(t, 5)), _key(t, 5)[-5:], state) is None
-    assert led._prove_in_run(tx_id, 0, 257, len(_key(t, 5)) + 1, _key(t, 5)[-5:], state) is None
-    assert led._prove_in_run(tx_id, 0, 257, len(_key(t, 5)), b"nope!", state) is None
-    assert led._prove_in_run(tx_id, 5, 0, len(_key(t, 5)), _key(t, 5)[-5:], state) is None
+    assert led.find_and_prove(tx_id, 10, 20, len(_key(t, 5)), _key(t, 5)[-5:], state) is None
+    assert led.find_and_prove(tx_id, 0, 257, len(_key(t, 5)) + 1, _key(t, 5)[-5:], state) is None
+    assert led.find_and_prove(tx_id, 0, 257, len(_key(t, 5)), b"nope!", state) is None
+    assert led.find_and_prove(tx_id, 5, 0, len(_key(t, 5)), _key(t, 5)[-5:], state) is None
 
 
-def test_prove_in_run_checks_its_arguments(sized):
+def test_find_and_prove_checks_its_arguments(sized):
     from kvcore import InvalidInputError, TxNotFoundError
 
     led = sized
     key = _key(0, 0)
     with pytest.raises(TxNotFoundError):
-        led._prove_in_run(led.tx_id + 1, 0, 1, len(key), key, None)
+        led.find_and_prove(led.tx_id + 1, 0, 1, len(key), key, None)
     with pytest.raises(InvalidInputError):
-        led._prove_in_run(1, 0, 2, len(key), key, None)  # tx 1 has one entry
+        led.find_and_prove(1, 0, 2, len(key), key, None)  # tx 1 has one entry
     with pytest.raises(VerificationError):  # a state that is not this ledger's
-        led._prove_in_run(1, 0, 1, len(key), key, State(led.tx_id, b"\x00" * 32))
+        led.find_and_prove(1, 0, 1, len(key), key, State(led.tx_id, b"\x00" * 32))
     older = led.state(1)
-    found = led._prove_in_run(1, 0, 1, len(key), key, older)
+    found = led.find_and_prove(1, 0, 1, len(key), key, older)
     assert found is not None and found[2].state_tx_id == 1
     verify_entry(found[2], key, found[1], older)
 
@@ -142,7 +140,7 @@ def test_a_deleted_entry_is_proven_as_a_tombstone(tmp_path, monkeypatch):
         proof = led.prove_entry_at(2, 0)
         assert proof.deleted
         verify_entry(proof, b"b", None, led.state())
-        assert led._prove_in_run(2, 0, 1, 1, b"b", None) is None  # a tombstone is no value
+        assert led.find_and_prove(2, 0, 1, 1, b"b", None) is None  # a tombstone is no value
 
 
 @pytest.mark.parametrize("cached", [True, False], ids=["extra in memory", "nodes read one by one"])

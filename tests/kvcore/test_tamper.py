@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kvcore import CorruptionError, KvError, Ledger, VerificationError, verify_consistency, verify_entry
-from kvcore import payload as txformat
+from kvcore import payload
 from kvcore.hashing import HEADER_SIZE
 
 from kvcore_testlib import (
@@ -246,11 +246,11 @@ def _rewrite(src: Path, dst: Path, tx_id: int, change) -> None:
     for rec in parse_txlog(src / "txlog"):
         raw = data[rec.start : rec.end]
         if rec.tx_id == tx_id:
-            payload = data[rec.payload_start : rec.extra_start]
-            _, (tid, ts, _n, _root) = txformat.header_of(payload)
-            entries = [(kind, key, value) for _p, kind, key, value in txformat.iter_entries(payload)]
+            stored = data[rec.payload_start : rec.extra_start]
+            _, (tid, ts, _n, _root) = payload.header_of(stored)
+            entries = [(kind, key, value) for _p, kind, key, value in payload.iter_entries(stored)]
             writes = [(key, None if kind else value) for kind, key, value in change(entries)]
-            body, extra, _header, _pos = txformat.encode(tid, ts, writes)
+            body, extra, _header, _pos = payload.encode(tid, ts, writes)
             raw = FRAME.pack(len(body), len(extra), zlib.crc32(body + extra)) + body + extra
         out += raw
     (dst / "txlog").write_bytes(bytes(out))

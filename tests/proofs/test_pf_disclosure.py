@@ -8,8 +8,8 @@ import hashlib
 import pytest
 
 import docstore
-from docstore import records
-from docstore.flatten import flatten
+from docstore.documents import records
+from docstore.documents.flatten import flatten
 from kvcore.hashing import entry_leaf_hash, node_hash
 
 SECRETS = {

@@ -13,7 +13,7 @@ import pytest
 import docstore
 import docstore.proofs
 from docstore import VerificationError
-from docstore.flatten import OBJECT_HEADER, flatten, unflatten
+from docstore.documents.flatten import OBJECT_HEADER, flatten, unflatten
 
 DOCS = {
     "nested": {

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import docstore
 import docstore.proofs
 from docstore import VerificationError
-from docstore.flatten import OBJECT_HEADER, flatten
+from docstore.documents.flatten import OBJECT_HEADER, flatten
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -62,8 +62,8 @@ def _same(a, b) -> bool:
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pf_hypothesis") / "db"
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pf_hypothesis") / "store"
     database = docstore.open(path)
     database.create_collection("c")
     database["c"].insert({"_id": "neighbour", "x": [1, 2, 3]})
@@ -71,10 +71,10 @@ def db(tmp_path_factory):
     database.close()
 
 
-def _insert(db, body: dict) -> tuple[str, dict]:
+def _insert(store, body: dict) -> tuple[str, dict]:
     doc_id = f"doc-{next(_ids)}"
     doc = {"_id": doc_id, **body}
-    with db.transaction() as tx:  # with a neighbour in the same transaction: non-empty paths
+    with store.transaction() as tx:  # with a neighbour in the same transaction: non-empty paths
         tx["c"].insert(copy.deepcopy(doc))
         tx["c"].insert({"_id": f"{doc_id}-n", "y": 1})
     return doc_id, doc
@@ -92,10 +92,10 @@ def _flip_bit(b64: str, bit: int) -> str:
 
 @SETTINGS
 @given(body=DOCS, data=st.data())
-def test_every_proof_of_a_random_document_verifies(db, body, data):
-    doc_id, doc = _insert(db, body)
-    state = db.state()
-    c = db["c"]
+def test_every_proof_of_a_random_document_verifies(store, body, data):
+    doc_id, doc = _insert(store, body)
+    state = store.state()
+    c = store["c"]
     proof = c.prove(doc_id)
     got = docstore.verify(docstore.proofs.load(proof.to_json()), state)
     assert flatten(got) == flatten(doc) and _same(got, doc)
@@ -106,15 +106,15 @@ def test_every_proof_of_a_random_document_verifies(db, body, data):
         pp = c.prove(doc_id, pointer)
         value = docstore.verify(docstore.proofs.load(pp.to_json()), state)
         assert _same(value, pp.claim)
-        assert docstore.flatten.encode_value(value) == pairs[pointer]
+        assert docstore.documents.flatten.encode_value(value) == pairs[pointer]
 
 
 @SETTINGS
 @given(body=DOCS, data=st.data())
-def test_a_flipped_bit_or_another_claim_fails(db, body, data):
-    doc_id, doc = _insert(db, body)
-    state = db.state()
-    c = db["c"]
+def test_a_flipped_bit_or_another_claim_fails(store, body, data):
+    doc_id, doc = _insert(store, body)
+    state = store.state()
+    c = store["c"]
     pointer = data.draw(st.sampled_from(_leaves(doc)))
     for proof in (c.prove(doc_id, pointer), c.prove(doc_id)):
         base = proof.to_dict()
@@ -181,12 +181,12 @@ def _apply(d, where, value, delete=False):
 
 @SETTINGS
 @given(body=DOCS, data=st.data())
-def test_random_corruption_of_a_bundle_raises_only_verification_error(db, body, data):
-    doc_id, doc = _insert(db, body)
-    c = db["c"]
-    old_state = db.state()
+def test_random_corruption_of_a_bundle_raises_only_verification_error(store, body, data):
+    doc_id, doc = _insert(store, body)
+    c = store["c"]
+    old_state = store.state()
     c.insert({"_id": f"{doc_id}-later"})
-    state = db.state()
+    state = store.state()
     choice = data.draw(st.sampled_from(["property", "document", "collection", "consistency"]))
     if choice == "property":
         proof = c.prove(doc_id, data.draw(st.sampled_from(_leaves(doc))))
@@ -229,13 +229,13 @@ ODD_VALUES = ["\ud800", "a\udcff", "\udfff/x", 2**64, 2**64 - 1, 2**32, 2**32 - 
               "", "AAAA", "====", "eyJ2IjoxfQ==", [[[[[[[]]]]]]], {"": {}}, [], {}, True, False, None, 0, "0" * 64]
 
 
-def test_every_location_times_odd_values(db):
+def test_every_location_times_odd_values(store):
     """Deterministic sweep: every node of every kind of bundle, replaced by each odd value or deleted."""
-    c = db["c"]
-    doc_id, _doc = _insert(db, {"a": {"0": [1.5, None]}, "b": 2**70, "s": "x"})
-    old_state = db.state()
+    c = store["c"]
+    doc_id, _doc = _insert(store, {"a": {"0": [1.5, None]}, "b": 2**70, "s": "x"})
+    old_state = store.state()
     c.insert({"_id": f"{doc_id}-later"})
-    state = db.state()
+    state = store.state()
     cases = [
         (c.prove(doc_id, "/a/0/0"), state),
         (c.prove(doc_id), state),
@@ -265,12 +265,12 @@ def test_every_location_times_odd_values(db):
 _DELETE = object()
 
 
-def test_forged_header_with_out_of_range_numbers(db):
+def test_forged_header_with_out_of_range_numbers(store):
     """A header may be forged freely (its hash then fails); numbers beyond the key's 32-bit fields
     must fail the same way, not with struct.error."""
-    c = db["c"]
-    doc_id, _doc = _insert(db, {"a": 1})
-    state = db.state()
+    c = store["c"]
+    doc_id, _doc = _insert(store, {"a": 1})
+    state = store.state()
     base = c.prove(doc_id).to_dict()
     for rev, n in ((2**32, 2), (2**40, 2), (1, 2**32), (2**64, 2)):
         header = {"v": 1, "c": "c", "id": doc_id, "rev": rev, "n": n, "del": False}

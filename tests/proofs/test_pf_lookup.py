@@ -13,8 +13,8 @@ import pytest
 import docstore
 import docstore.proofs
 from docstore import NotFoundError, QueryError
-from docstore import records
-from docstore.flatten import OBJECT_HEADER, decode_value, flatten
+from docstore.documents import records
+from docstore.documents.flatten import OBJECT_HEADER, decode_value, flatten
 from kvcore import proving as proving_mod
 
 

@@ -19,10 +19,10 @@ import pytest
 import docstore
 import docstore.proofs
 from docstore import InvalidPointerError, NotFoundError, QueryError, VerificationError
-from docstore import records
-from docstore.flatten import OBJECT_HEADER, decode_value, flatten, split_pointer
+from docstore.documents import records
+from docstore.documents.flatten import OBJECT_HEADER, decode_value, flatten, split_pointer
 from docstore.proofs import Property
-from docstore.records import Header
+from docstore.documents.records import Header
 
 DOC = {
     "_id": "patient-17",

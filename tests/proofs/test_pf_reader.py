@@ -13,7 +13,7 @@ import kvcore
 from docstore import CorruptDataError, ProofUnavailableError, VerificationError
 from docstore.cli.demo import _rewrite_value
 from docstore.proofs.trust import UnsignedStateWarning, read_trust_file, write_state_file
-from docstore.state import DbState, encode_doc
+from docstore.engine.state import DbState, encode_doc
 
 
 def _build(path):
@@ -87,7 +87,7 @@ def test_the_empty_state_is_refused_unless_trusted_on_first_use(tmp_path):
 def test_history_and_definitions_are_proven(tmp_path):
     trusted, _now, key = _build(tmp_path / "db")
     # rewrite p1's first dose (5 -> 9) in the log, fixing the record's checksum
-    from docstore.records import SALT_BYTES  # noqa: F401  (documents.md: salt, then the value)
+    from docstore.documents.records import SALT_BYTES  # noqa: F401  (documents.md: salt, then the value)
 
     with docstore.open(tmp_path / "db", readonly=True) as db:
         entry = db.ledger.get(b"p\x00trials\x00p1\x00" + (1).to_bytes(4, "big") + (2).to_bytes(4, "big") + b"/dose", at_tx=trusted.tx_id)

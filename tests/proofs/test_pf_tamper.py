@@ -229,7 +229,7 @@ def test_flipped_bytes_never_yield_a_wrong_document(pristine, tmp_path):
 def test_forged_derived_snapshot_with_a_valid_checksum(pristine, tmp_path):
     """A docs.snap rewritten with another document and a recomputed checksum: the verifying
     reader still returns the ledger's documents; audit reports the difference."""
-    from docstore.state import DbState, decode_doc, encode_doc
+    from docstore.engine.state import DbState, decode_doc, encode_doc
 
     work = Work(pristine, tmp_path)
     work.reset()

@@ -31,8 +31,8 @@ from rel_testlib import child_env, contents, open_quiet, stop
 ZYGOTE = r'''
 import json, os, random, sys, traceback
 import docstore
-import docstore.database, docstore.transaction, docstore.collections.collection  # loaded before fork
-import docstore.collections.query, docstore.state, docstore.records
+import docstore.database, docstore.transactions.transaction, docstore.collections.collection  # loaded before fork
+import docstore.collections.query, docstore.engine.state, docstore.documents.records
 
 
 def say(**msg):

@@ -4,7 +4,7 @@ filters, updates, projections, sorts, ids, pointers and proof bundles.
 Only documented exceptions may escape: DocstoreError subclasses (and kvcore.KvError subclasses
 where docs/errors.md says so). Anything else -- TypeError, KeyError, AttributeError,
 RecursionError, OverflowError, struct.error, UnicodeError ... -- is a defect. And a call that
-raises writes nothing (db.tx_id does not move).
+raises writes nothing (store.tx_id does not move).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import docstore
 import docstore.proofs
 from docstore import DocstoreError
-from docstore.flatten import flatten
+from docstore.documents.flatten import flatten
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("REL_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
@@ -71,8 +71,8 @@ ALLOWED = (DocstoreError,)
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rel_fuzz") / "db"
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rel_fuzz") / "store"
     database = docstore.open(path)
     c = database.create_collection(
         "c",
@@ -91,31 +91,31 @@ def db(tmp_path_factory):
     database.close()
 
 
-def _expect_only_documented(db, fn):
+def _expect_only_documented(store, fn):
     """Run fn; it may succeed or raise a documented error, and a failure writes nothing."""
-    before = db.tx_id
+    before = store.tx_id
     try:
         return fn()
     except ALLOWED:
-        assert db.tx_id == before, "a failed call wrote a transaction"
+        assert store.tx_id == before, "a failed call wrote a transaction"
         return None
 
 
 @SETTINGS
 @given(doc=ANY)
-def test_arbitrary_documents(db, doc):
-    coll = db["c"]
+def test_arbitrary_documents(store, doc):
+    coll = store["c"]
     for fn in (
         lambda: coll.insert(doc),
         lambda: coll.insert_many([doc]),
         lambda: coll.insert_many(doc),
         lambda: coll.replace("d3", doc),
     ):
-        _expect_only_documented(db, fn)
+        _expect_only_documented(store, fn)
     # whatever is accepted reads back exactly: same types, same key order, same bits
-    plain = db["plain"]
+    plain = store["plain"]
     body = {k: v for k, v in doc.items() if k != "_id"} if isinstance(doc, dict) else doc
-    if _expect_only_documented(db, lambda: plain.insert({"_id": "x", **body} if isinstance(body, dict) else body)):
+    if _expect_only_documented(store, lambda: plain.insert({"_id": "x", **body} if isinstance(body, dict) else body)):
         stored = plain.get("x")
         assert flatten(stored) == flatten({"_id": "x", **body})
         plain.delete("x")
@@ -123,8 +123,8 @@ def test_arbitrary_documents(db, doc):
 
 @SETTINGS
 @given(doc=DEEP)
-def test_deeply_nested_values(db, doc):
-    coll = db["c"]
+def test_deeply_nested_values(store, doc):
+    coll = store["c"]
     for fn in (
         lambda: coll.insert({"deep": doc}),
         lambda: list(coll.find({"deep": doc})),
@@ -134,13 +134,13 @@ def test_deeply_nested_values(db, doc):
         lambda: docstore.proofs.from_dict(doc),
         lambda: docstore.proofs.load(json.dumps(doc)),
     ):
-        _expect_only_documented(db, fn)
+        _expect_only_documented(store, fn)
 
 
 @SETTINGS
 @given(filt=ANY, projection=ANY, sort=ANY, skip=ANY, limit=ANY)
-def test_arbitrary_queries(db, filt, projection, sort, skip, limit):
-    coll = db["c"]
+def test_arbitrary_queries(store, filt, projection, sort, skip, limit):
+    coll = store["c"]
     for fn in (
         lambda: list(coll.find(filt)),
         lambda: coll.count(filt),
@@ -153,26 +153,26 @@ def test_arbitrary_queries(db, filt, projection, sort, skip, limit):
         lambda: coll.distinct(filt if isinstance(filt, str) else "a", filt if isinstance(filt, dict) else None),
         lambda: list(coll.find(filt, at_tx=limit)),
     ):
-        _expect_only_documented(db, fn)
+        _expect_only_documented(store, fn)
 
 
 @SETTINGS
 @given(changes=ANY, doc_id=st.sampled_from(["d1", "d2", "d3"]))
-def test_arbitrary_updates(db, changes, doc_id):
-    coll = db["c"]
+def test_arbitrary_updates(store, changes, doc_id):
+    coll = store["c"]
     before = coll.get(doc_id)
-    with db.transaction() as tx:  # inside a transaction: validated, then rolled back
+    with store.transaction() as tx:  # inside a transaction: validated, then rolled back
         try:
             tx["c"].update(doc_id, changes)
         except ALLOWED:
             pass
         tx.rollback()
     assert coll.get(doc_id) == before
-    tx_before = db.tx_id
+    tx_before = store.tx_id
     try:
         coll.update(doc_id, changes)
     except ALLOWED:
-        assert db.tx_id == tx_before
+        assert store.tx_id == tx_before
         assert coll.get(doc_id) == before
     else:  # applied: put the document back as it was
         coll.replace(doc_id, {k: v for k, v in before.items() if k != "_id"})
@@ -180,8 +180,8 @@ def test_arbitrary_updates(db, changes, doc_id):
 
 @SETTINGS
 @given(value=ANY, other=ANY)
-def test_arbitrary_ids_names_pointers_and_indexes(db, value, other):
-    coll = db["c"]
+def test_arbitrary_ids_names_pointers_and_indexes(store, value, other):
+    coll = store["c"]
     if value in ("d1", "d2", "d3"):  # the documents the other tests rely on stay
         return
     for fn in (
@@ -197,17 +197,17 @@ def test_arbitrary_ids_names_pointers_and_indexes(db, value, other):
         lambda: coll.prove("d1", state=value),
         lambda: coll.prove("d1", known_state=value),
         lambda: coll.prove_schema(at_tx=value),
-        lambda: db.collection(value),
-        lambda: db.create_collection(value),
-        lambda: db.create_collection("z", schema=value),
-        lambda: db.create_collection("z", indexes=value),
+        lambda: store.collection(value),
+        lambda: store.create_collection(value),
+        lambda: store.create_collection("z", schema=value),
+        lambda: store.create_collection("z", indexes=value),
         lambda: coll.create_index(value),
         lambda: coll.create_index("w", unique=value),
         lambda: coll.set_schema(value),
-        lambda: db.prove_consistency(value),
-        lambda: value in db,
+        lambda: store.prove_consistency(value),
+        lambda: value in store,
     ):
-        _expect_only_documented(db, fn)
+        _expect_only_documented(store, fn)
 
 
 BUNDLE_FIELDS = [
@@ -217,11 +217,11 @@ BUNDLE_FIELDS = [
 
 
 @pytest.fixture(scope="module")
-def bundles(db):
-    c = db.create_collection("proofs", schema={"type": "object"}, indexes=["x.y"])
-    old = db.state()
+def bundles(store):
+    c = store.create_collection("proofs", schema={"type": "object"}, indexes=["x.y"])
+    old = store.state()
     c.insert({"_id": "p1", "x": {"y": [1, 2]}})
-    return old, db.state(), [
+    return old, store.state(), [
         c.prove("p1").to_dict(),
         c.prove("p1", "/x/y/1").to_dict(),
         c.prove_schema().to_dict(),
@@ -282,8 +282,8 @@ def test_arbitrary_text_as_a_proof(bundles, text):
         pass
 
 
-def test_after_all_that_the_database_audits_clean(db):
+def test_after_all_that_the_database_audits_clean(store):
     """Runs last in this module: nothing the fuzzing accepted or refused left the derived state
     (documents, indexes) out of step with the ledger."""
-    report = db.audit()
+    report = store.audit()
     assert report.ok, report.problems

@@ -34,7 +34,7 @@ from docstore import (
     TransactionTooLargeError,
     VerificationError,
 )
-from docstore.flatten import MAX_DEPTH, MAX_DOCUMENT_BYTES
+from docstore.documents.flatten import MAX_DEPTH, MAX_DOCUMENT_BYTES
 from rel_testlib import REPO_ROOT, contents
 
 
@@ -49,160 +49,160 @@ def _nested(depth: int) -> dict:
     return doc
 
 
-def _tx(db, fn):
+def _tx(store, fn):
     """Run fn(tx) inside a transaction that must fail (and so is rolled back)."""
-    with db.transaction() as tx:
+    with store.transaction() as tx:
         fn(tx)
 
 
 I = "items"
 CASES = [
     # ------------------------------------------------------------ documents: not storable JSON
-    ("set value", lambda db: db[I].insert({"x": {1, 2}}), InvalidDocumentError, "unsupported type set"),
-    ("bytes value", lambda db: db[I].insert({"x": b"raw"}), InvalidDocumentError, "unsupported type bytes"),
-    ("tuple value", lambda db: db[I].insert({"x": (1, 2)}), InvalidDocumentError, "tuple"),
-    ("object value", lambda db: db[I].insert({"x": object()}), InvalidDocumentError, "unsupported type"),
-    ("int subclass", lambda db: db[I].insert({"x": Color.RED}), InvalidDocumentError, "subclasses excluded"),
-    ("non-string key", lambda db: db[I].insert({1: "a"}), InvalidDocumentError, "not a str"),
-    ("NaN", lambda db: db[I].insert({"x": float("nan")}), InvalidDocumentError, "NaN"),
-    ("Infinity", lambda db: db[I].insert({"x": [1, float("inf")]}), InvalidDocumentError, "/x/1"),
-    ("-Infinity in a transaction", lambda db: _tx(db, lambda tx: tx[I].insert({"x": -float("inf")})),
+    ("set value", lambda store: store[I].insert({"x": {1, 2}}), InvalidDocumentError, "unsupported type set"),
+    ("bytes value", lambda store: store[I].insert({"x": b"raw"}), InvalidDocumentError, "unsupported type bytes"),
+    ("tuple value", lambda store: store[I].insert({"x": (1, 2)}), InvalidDocumentError, "tuple"),
+    ("object value", lambda store: store[I].insert({"x": object()}), InvalidDocumentError, "unsupported type"),
+    ("int subclass", lambda store: store[I].insert({"x": Color.RED}), InvalidDocumentError, "subclasses excluded"),
+    ("non-string key", lambda store: store[I].insert({1: "a"}), InvalidDocumentError, "not a str"),
+    ("NaN", lambda store: store[I].insert({"x": float("nan")}), InvalidDocumentError, "NaN"),
+    ("Infinity", lambda store: store[I].insert({"x": [1, float("inf")]}), InvalidDocumentError, "/x/1"),
+    ("-Infinity in a transaction", lambda store: _tx(store, lambda tx: tx[I].insert({"x": -float("inf")})),
      InvalidDocumentError, "NaN/Infinity"),
-    ("NaN through $set", lambda db: db[I].update("a", {"$set": {"x": float("nan")}}), InvalidDocumentError, "/x"),
-    ("$inc overflowing to infinity", lambda db: db[I].update("a", {"$inc": {"big": 1e308}}),
+    ("NaN through $set", lambda store: store[I].update("a", {"$set": {"x": float("nan")}}), InvalidDocumentError, "/x"),
+    ("$inc overflowing to infinity", lambda store: store[I].update("a", {"$inc": {"big": 1e308}}),
      InvalidDocumentError, "/big"),
-    ("lone surrogate in a value", lambda db: db[I].insert({"x": "\ud800"}), InvalidDocumentError, "surrogate"),
-    ("lone surrogate in a key", lambda db: db[I].insert({"\udcff": 1}), InvalidDocumentError, "surrogate"),
-    ("integer of 5000 digits", lambda db: db[I].insert({"x": 10**5000}), InvalidDocumentError, "too many digits"),
-    ("document over 4 MiB", lambda db: db[I].insert({"x": "a" * MAX_DOCUMENT_BYTES}), InvalidDocumentError,
+    ("lone surrogate in a value", lambda store: store[I].insert({"x": "\ud800"}), InvalidDocumentError, "surrogate"),
+    ("lone surrogate in a key", lambda store: store[I].insert({"\udcff": 1}), InvalidDocumentError, "surrogate"),
+    ("integer of 5000 digits", lambda store: store[I].insert({"x": 10**5000}), InvalidDocumentError, "too many digits"),
+    ("document over 4 MiB", lambda store: store[I].insert({"x": "a" * MAX_DOCUMENT_BYTES}), InvalidDocumentError,
      "MAX_DOCUMENT_BYTES"),
-    ("nested too deep", lambda db: db[I].insert(_nested(MAX_DEPTH + 1)), InvalidDocumentError, "MAX_DEPTH"),
-    ("property path too long for a key", lambda db: db[I].insert({"k" * 1000: 1}), InvalidDocumentError,
+    ("nested too deep", lambda store: store[I].insert(_nested(MAX_DEPTH + 1)), InvalidDocumentError, "MAX_DEPTH"),
+    ("property path too long for a key", lambda store: store[I].insert({"k" * 1000: 1}), InvalidDocumentError,
      "property path is too long"),
-    ("_id not a string", lambda db: db[I].insert({"_id": 7}), InvalidDocumentError, "_id must be a string"),
-    ("_id empty", lambda db: db[I].insert({"_id": ""}), InvalidDocumentError, "empty"),
-    ("_id over 512 bytes", lambda db: db[I].insert({"_id": "é" * 300}), InvalidDocumentError, "exceeds 512"),
-    ("_id with NUL", lambda db: db[I].insert({"_id": "a\x00b"}), InvalidDocumentError, "NUL"),
-    ("document not an object", lambda db: db[I].insert([1, 2]), InvalidDocumentError, "JSON object"),
-    ("insert_many of a number", lambda db: db[I].insert_many(5), InvalidDocumentError, "list of documents"),
-    ("insert_many of one document", lambda db: db[I].insert_many({"x": 1}), InvalidDocumentError,
+    ("_id not a string", lambda store: store[I].insert({"_id": 7}), InvalidDocumentError, "_id must be a string"),
+    ("_id empty", lambda store: store[I].insert({"_id": ""}), InvalidDocumentError, "empty"),
+    ("_id over 512 bytes", lambda store: store[I].insert({"_id": "é" * 300}), InvalidDocumentError, "exceeds 512"),
+    ("_id with NUL", lambda store: store[I].insert({"_id": "a\x00b"}), InvalidDocumentError, "NUL"),
+    ("document not an object", lambda store: store[I].insert([1, 2]), InvalidDocumentError, "JSON object"),
+    ("insert_many of a number", lambda store: store[I].insert_many(5), InvalidDocumentError, "list of documents"),
+    ("insert_many of one document", lambda store: store[I].insert_many({"x": 1}), InvalidDocumentError,
      "list of documents"),
-    ("insert_many with one bad document", lambda db: db[I].insert_many([{"x": 1}, {"x": float("nan")}]),
+    ("insert_many with one bad document", lambda store: store[I].insert_many([{"x": 1}, {"x": float("nan")}]),
      InvalidDocumentError, "NaN"),
-    ("replace changing _id", lambda db: db[I].replace("a", {"_id": "other"}), InvalidDocumentError, "cannot change _id"),
-    ("unique value too long for its index", lambda db: db[I].insert({"u": "z" * 1100}), InvalidDocumentError,
+    ("replace changing _id", lambda store: store[I].replace("a", {"_id": "other"}), InvalidDocumentError, "cannot change _id"),
+    ("unique value too long for its index", lambda store: store[I].insert({"u": "z" * 1100}), InvalidDocumentError,
      "too long for its unique index"),
     # ------------------------------------------------------------ pointers
-    ("pointer without a leading slash", lambda db: db[I].prove("a", "n"), InvalidPointerError, "start with '/'"),
-    ("pointer with a bad escape", lambda db: db[I].prove("a", "/n~2"), InvalidPointerError, "'~'"),
-    ("pointer not a string", lambda db: db[I].prove("a", 5), InvalidPointerError, "must be a str"),
-    ("pointer to no property", lambda db: db[I].prove("a", "/nope"), NotFoundError, "no property"),
-    ("pointer to a container", lambda db: db[I].prove("a", "/tags"), QueryError, "container"),
+    ("pointer without a leading slash", lambda store: store[I].prove("a", "n"), InvalidPointerError, "start with '/'"),
+    ("pointer with a bad escape", lambda store: store[I].prove("a", "/n~2"), InvalidPointerError, "'~'"),
+    ("pointer not a string", lambda store: store[I].prove("a", 5), InvalidPointerError, "must be a str"),
+    ("pointer to no property", lambda store: store[I].prove("a", "/nope"), NotFoundError, "no property"),
+    ("pointer to a container", lambda store: store[I].prove("a", "/tags"), QueryError, "container"),
     # ------------------------------------------------------------ filters, projections, sorts, paging
-    ("unknown field operator", lambda db: list(db[I].find({"n": {"$foo": 1}})), QueryError, "unknown operator"),
-    ("unknown top-level operator", lambda db: list(db[I].find({"$foo": 1})), QueryError, "unknown top-level"),
-    ("unsupported operator", lambda db: list(db[I].find({"$where": "1"})), QueryError, "unsupported"),
-    ("$and not an array", lambda db: list(db[I].find({"$and": {"n": 1}})), QueryError, "nonempty array"),
-    ("$in not an array", lambda db: list(db[I].find({"n": {"$in": 5}})), QueryError, "needs an array"),
-    ("operator mixed with fields", lambda db: list(db[I].find({"n": {"$gt": 1, "x": 2}})), QueryError,
+    ("unknown field operator", lambda store: list(store[I].find({"n": {"$foo": 1}})), QueryError, "unknown operator"),
+    ("unknown top-level operator", lambda store: list(store[I].find({"$foo": 1})), QueryError, "unknown top-level"),
+    ("unsupported operator", lambda store: list(store[I].find({"$where": "1"})), QueryError, "unsupported"),
+    ("$and not an array", lambda store: list(store[I].find({"$and": {"n": 1}})), QueryError, "nonempty array"),
+    ("$in not an array", lambda store: list(store[I].find({"n": {"$in": 5}})), QueryError, "needs an array"),
+    ("operator mixed with fields", lambda store: list(store[I].find({"n": {"$gt": 1, "x": 2}})), QueryError,
      "cannot mix"),
-    ("invalid regular expression", lambda db: list(db[I].find({"s": {"$regex": "("}})), QueryError,
+    ("invalid regular expression", lambda store: list(store[I].find({"s": {"$regex": "("}})), QueryError,
      "invalid regular expression"),
-    ("negative $size", lambda db: list(db[I].find({"tags": {"$size": -1}})), QueryError, "negative"),
-    ("unknown $type name", lambda db: list(db[I].find({"n": {"$type": "nope"}})), QueryError, "unknown type"),
-    ("infinite $type code", lambda db: list(db[I].find({"n": {"$type": float("inf")}})), QueryError,
+    ("negative $size", lambda store: list(store[I].find({"tags": {"$size": -1}})), QueryError, "negative"),
+    ("unknown $type name", lambda store: list(store[I].find({"n": {"$type": "nope"}})), QueryError, "unknown type"),
+    ("infinite $type code", lambda store: list(store[I].find({"n": {"$type": float("inf")}})), QueryError,
      "invalid numerical type code"),
-    ("filter not an object", lambda db: list(db[I].find("n = 1")), QueryError, "must be an object"),
-    ("non-JSON operand", lambda db: list(db[I].find({"n": {1, 2}})), QueryError, "not a JSON value"),
-    ("count with a bad filter", lambda db: db[I].count({"n": {"$bad": 1}}), QueryError, "unknown operator"),
-    ("projection mixing include and exclude", lambda db: list(db[I].find({}, projection={"n": 1, "s": 0})),
+    ("filter not an object", lambda store: list(store[I].find("n = 1")), QueryError, "must be an object"),
+    ("non-JSON operand", lambda store: list(store[I].find({"n": {1, 2}})), QueryError, "not a JSON value"),
+    ("count with a bad filter", lambda store: store[I].count({"n": {"$bad": 1}}), QueryError, "unknown operator"),
+    ("projection mixing include and exclude", lambda store: list(store[I].find({}, projection={"n": 1, "s": 0})),
      QueryError, "cannot mix"),
-    ("projection value not 0/1", lambda db: list(db[I].find({}, projection={"n": "yes"})), QueryError, "0/1"),
-    ("sort direction 2", lambda db: list(db[I].find({}, sort=[("n", 2)])), QueryError, "1 or -1"),
-    ("sort not a field", lambda db: list(db[I].find({}, sort=5)), QueryError, "sort specification"),
-    ("negative skip", lambda db: list(db[I].find({}, skip=-1)), QueryError, "skip"),
-    ("limit not an integer", lambda db: list(db[I].find({}, limit="10")), QueryError, "limit"),
-    ("at_tx beyond the ledger", lambda db: list(db[I].find({}, at_tx=10**6)), QueryError, "does not exist"),
-    ("get at_tx negative", lambda db: db[I].get("a", at_tx=-1), QueryError, "does not exist"),
-    ("history paging negative", lambda db: db[I].history("a", offset=-1), QueryError, "negative"),
-    ("distinct of a bad field", lambda db: db[I].distinct("$n"), QueryError, "invalid index field"),
+    ("projection value not 0/1", lambda store: list(store[I].find({}, projection={"n": "yes"})), QueryError, "0/1"),
+    ("sort direction 2", lambda store: list(store[I].find({}, sort=[("n", 2)])), QueryError, "1 or -1"),
+    ("sort not a field", lambda store: list(store[I].find({}, sort=5)), QueryError, "sort specification"),
+    ("negative skip", lambda store: list(store[I].find({}, skip=-1)), QueryError, "skip"),
+    ("limit not an integer", lambda store: list(store[I].find({}, limit="10")), QueryError, "limit"),
+    ("at_tx beyond the ledger", lambda store: list(store[I].find({}, at_tx=10**6)), QueryError, "does not exist"),
+    ("get at_tx negative", lambda store: store[I].get("a", at_tx=-1), QueryError, "does not exist"),
+    ("history paging negative", lambda store: store[I].history("a", offset=-1), QueryError, "negative"),
+    ("distinct of a bad field", lambda store: store[I].distinct("$n"), QueryError, "invalid index field"),
     # ------------------------------------------------------------ updates
-    ("unknown update operator", lambda db: db[I].update("a", {"$rename": {"n": "m"}}), QueryError,
+    ("unknown update operator", lambda store: store[I].update("a", {"$rename": {"n": "m"}}), QueryError,
      "unknown update operator"),
-    ("update without operators", lambda db: db[I].update("a", {"n": 2}), QueryError, "replace()"),
-    ("empty update", lambda db: db[I].update("a", {}), QueryError, "non-empty"),
-    ("$inc by a string", lambda db: db[I].update("a", {"$inc": {"n": "1"}}), QueryError, "must be a number"),
-    ("$inc by true", lambda db: db[I].update("a", {"$inc": {"n": True}}), QueryError, "must be a number"),
-    ("$inc of a string field", lambda db: db[I].update("a", {"$inc": {"s": 1}}), QueryError,
+    ("update without operators", lambda store: store[I].update("a", {"n": 2}), QueryError, "replace()"),
+    ("empty update", lambda store: store[I].update("a", {}), QueryError, "non-empty"),
+    ("$inc by a string", lambda store: store[I].update("a", {"$inc": {"n": "1"}}), QueryError, "must be a number"),
+    ("$inc by true", lambda store: store[I].update("a", {"$inc": {"n": True}}), QueryError, "must be a number"),
+    ("$inc of a string field", lambda store: store[I].update("a", {"$inc": {"s": 1}}), QueryError,
      "holds a string"),
-    ("$inc through a scalar", lambda db: db[I].update("a", {"$inc": {"s.x": 1}}), QueryError, "parent is a string"),
-    ("$set of _id", lambda db: db[I].update("a", {"$set": {"_id": "b"}}), QueryError, "_id"),
-    ("conflicting update paths", lambda db: db[I].update("a", {"$set": {"m": 1, "m.x": 2}}), QueryError,
+    ("$inc through a scalar", lambda store: store[I].update("a", {"$inc": {"s.x": 1}}), QueryError, "parent is a string"),
+    ("$set of _id", lambda store: store[I].update("a", {"$set": {"_id": "b"}}), QueryError, "_id"),
+    ("conflicting update paths", lambda store: store[I].update("a", {"$set": {"m": 1, "m.x": 2}}), QueryError,
      "conflict"),
-    ("$push onto a number", lambda db: db[I].update("a", {"$push": {"n": 1}}), QueryError, "not an array"),
+    ("$push onto a number", lambda store: store[I].update("a", {"$push": {"n": 1}}), QueryError, "not an array"),
     # ------------------------------------------------------------ schemas
-    ("schema of a wrong type", lambda db: db.create_collection("new", schema=[1]), SchemaError,
+    ("schema of a wrong type", lambda store: store.create_collection("new", schema=[1]), SchemaError,
      "JSON object or a boolean"),
-    ("invalid schema keyword value", lambda db: db.create_collection("new", schema={"type": 5}), SchemaError,
+    ("invalid schema keyword value", lambda store: store.create_collection("new", schema={"type": 5}), SchemaError,
      "invalid schema"),
-    ("schema with a bad pattern", lambda db: db.create_collection("new", schema={"pattern": "("}), SchemaError,
+    ("schema with a bad pattern", lambda store: store.create_collection("new", schema={"pattern": "("}), SchemaError,
      "invalid schema"),
-    ("schema with a dangling $ref", lambda db: db.create_collection("new", schema={"$ref": "#/nope"}),
+    ("schema with a dangling $ref", lambda store: store.create_collection("new", schema={"$ref": "#/nope"}),
      SchemaError, "invalid schema"),
-    ("schema with NaN", lambda db: db.create_collection("new", schema={"maximum": float("nan")}), SchemaError,
+    ("schema with NaN", lambda store: store.create_collection("new", schema={"maximum": float("nan")}), SchemaError,
      "plain JSON"),
-    ("schema with a tuple", lambda db: db.create_collection("new", schema={"enum": (1, 2)}), SchemaError,
+    ("schema with a tuple", lambda store: store.create_collection("new", schema={"enum": (1, 2)}), SchemaError,
      "plain JSON"),
-    ("schema with a 70-bit integer", lambda db: db[I].set_schema({"maximum": 2**70}), SchemaError, "plain JSON"),
-    ("document violating the schema", lambda db: db[I].insert({"n": "one"}), SchemaError, "violates"),
-    ("update violating the schema", lambda db: db[I].update("a", {"$set": {"n": "one"}}), SchemaError,
+    ("schema with a 70-bit integer", lambda store: store[I].set_schema({"maximum": 2**70}), SchemaError, "plain JSON"),
+    ("document violating the schema", lambda store: store[I].insert({"n": "one"}), SchemaError, "violates"),
+    ("update violating the schema", lambda store: store[I].update("a", {"$set": {"n": "one"}}), SchemaError,
      "violates"),
-    ("replace violating the schema", lambda db: db[I].replace("a", {"n": None}), SchemaError, "violates"),
-    ("new schema violated by existing documents", lambda db: db[I].set_schema({"required": ["zzz"]}),
+    ("replace violating the schema", lambda store: store[I].replace("a", {"n": None}), SchemaError, "violates"),
+    ("new schema violated by existing documents", lambda store: store[I].set_schema({"required": ["zzz"]}),
      SchemaError, "existing documents"),
     # ------------------------------------------------------------ duplicates
-    ("duplicate _id", lambda db: db[I].insert({"_id": "a", "n": 1}), DuplicateIdError, "already exists"),
-    ("duplicate _id in one insert_many", lambda db: db[I].insert_many([{"_id": "q"}, {"_id": "q"}]),
+    ("duplicate _id", lambda store: store[I].insert({"_id": "a", "n": 1}), DuplicateIdError, "already exists"),
+    ("duplicate _id in one insert_many", lambda store: store[I].insert_many([{"_id": "q"}, {"_id": "q"}]),
      DuplicateIdError, "'q'"),
-    ("duplicate _id in a transaction", lambda db: _tx(db, lambda tx: tx[I].insert({"_id": "b"})),
+    ("duplicate _id in a transaction", lambda store: _tx(store, lambda tx: tx[I].insert({"_id": "b"})),
      DuplicateIdError, "already exists"),
-    ("duplicate unique value", lambda db: db[I].insert({"u": 1}), DuplicateKeyError, "unique index items.u"),
-    ("unique index over duplicates", lambda db: db[I].create_index("grp", unique=True), DuplicateKeyError,
+    ("duplicate unique value", lambda store: store[I].insert({"u": 1}), DuplicateKeyError, "unique index items.u"),
+    ("unique index over duplicates", lambda store: store[I].create_index("grp", unique=True), DuplicateKeyError,
      "share a value"),
-    ("existing collection", lambda db: db.create_collection(I), CollectionExistsError, "already exists"),
-    ("existing index", lambda db: db[I].create_index("n"), QueryError, "already has an index"),
+    ("existing collection", lambda store: store.create_collection(I), CollectionExistsError, "already exists"),
+    ("existing index", lambda store: store[I].create_index("n"), QueryError, "already has an index"),
     # ------------------------------------------------------------ unknown names and ids
-    ("unknown collection", lambda db: db["nope"], CollectionNotFoundError, "does not exist"),
-    ("unknown collection in a transaction", lambda db: _tx(db, lambda tx: tx["nope"].insert({})),
+    ("unknown collection", lambda store: store["nope"], CollectionNotFoundError, "does not exist"),
+    ("unknown collection in a transaction", lambda store: _tx(store, lambda tx: tx["nope"].insert({})),
      CollectionNotFoundError, "does not exist"),
-    ("invalid collection name", lambda db: db.create_collection("no spaces"), QueryError,
+    ("invalid collection name", lambda store: store.create_collection("no spaces"), QueryError,
      "invalid collection name"),
-    ("unknown id: get", lambda db: db[I].get("zz"), DocumentNotFoundError, "no document"),
-    ("unknown id: update", lambda db: db[I].update("zz", {"$set": {"n": 1}}), DocumentNotFoundError, "no document"),
-    ("unknown id: replace", lambda db: db[I].replace("zz", {"n": 1}), DocumentNotFoundError, "no document"),
-    ("unknown id: delete", lambda db: db[I].delete("zz"), DocumentNotFoundError, "no document"),
-    ("unknown id: history", lambda db: db[I].history("zz"), DocumentNotFoundError, "no document"),
-    ("unknown id: prove", lambda db: db[I].prove("zz"), DocumentNotFoundError, "no document"),
-    ("deleted id: get", lambda db: db[I].get("gone"), DocumentNotFoundError, "no document"),
-    ("deleted id: prove a property", lambda db: db[I].prove("gone", "/n"), DocumentNotFoundError, "deleted"),
-    ("collection before it existed", lambda db: db[I].prove_schema(at_tx=0), NotFoundError, "no collection"),
+    ("unknown id: get", lambda store: store[I].get("zz"), DocumentNotFoundError, "no document"),
+    ("unknown id: update", lambda store: store[I].update("zz", {"$set": {"n": 1}}), DocumentNotFoundError, "no document"),
+    ("unknown id: replace", lambda store: store[I].replace("zz", {"n": 1}), DocumentNotFoundError, "no document"),
+    ("unknown id: delete", lambda store: store[I].delete("zz"), DocumentNotFoundError, "no document"),
+    ("unknown id: history", lambda store: store[I].history("zz"), DocumentNotFoundError, "no document"),
+    ("unknown id: prove", lambda store: store[I].prove("zz"), DocumentNotFoundError, "no document"),
+    ("deleted id: get", lambda store: store[I].get("gone"), DocumentNotFoundError, "no document"),
+    ("deleted id: prove a property", lambda store: store[I].prove("gone", "/n"), DocumentNotFoundError, "deleted"),
+    ("collection before it existed", lambda store: store[I].prove_schema(at_tx=0), NotFoundError, "no collection"),
     # ------------------------------------------------------------ index specifications
-    ("index on an operator", lambda db: db[I].create_index("$n"), QueryError, "invalid index field"),
-    ("index on an empty path part", lambda db: db[I].create_index("a..b"), QueryError, "invalid index field"),
-    ("index field with a lone surrogate", lambda db: db[I].create_index("\ud800"), QueryError, "surrogate"),
-    ("index field with NUL", lambda db: db[I].create_index("a\x00b"), QueryError, "NUL"),
-    ("indexes given as a number", lambda db: db.create_collection("new", indexes=5), QueryError, "list of index"),
-    ("unique flag not a boolean", lambda db: db[I].create_index("m", unique="yes"), QueryError, "true or false"),
+    ("index on an operator", lambda store: store[I].create_index("$n"), QueryError, "invalid index field"),
+    ("index on an empty path part", lambda store: store[I].create_index("a..b"), QueryError, "invalid index field"),
+    ("index field with a lone surrogate", lambda store: store[I].create_index("\ud800"), QueryError, "surrogate"),
+    ("index field with NUL", lambda store: store[I].create_index("a\x00b"), QueryError, "NUL"),
+    ("indexes given as a number", lambda store: store.create_collection("new", indexes=5), QueryError, "list of index"),
+    ("unique flag not a boolean", lambda store: store[I].create_index("m", unique="yes"), QueryError, "true or false"),
     # ------------------------------------------------------------ proofs asked for wrongly
-    ("prove with a foreign state", lambda db: db[I].prove("a", state={"tx_id": 1}), QueryError, "kvcore.State"),
-    ("consistency with a foreign state", lambda db: db.prove_consistency(db.state()._replace(root=b"\0" * 32)),
+    ("prove with a foreign state", lambda store: store[I].prove("a", state={"tx_id": 1}), QueryError, "kvcore.State"),
+    ("consistency with a foreign state", lambda store: store.prove_consistency(store.state()._replace(root=b"\0" * 32)),
      VerificationError, "not the one you trusted"),
 ]
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rel_input") / "db"
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rel_input") / "store"
     database = docstore.open(path)
     items = database.create_collection(
         I,
@@ -222,53 +222,53 @@ def db(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case,call,error,words", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_gets_its_typed_error_and_writes_nothing(db, case, call, error, words):
-    before_tx, before = db.tx_id, contents(db)
+def test_bad_input_gets_its_typed_error_and_writes_nothing(store, case, call, error, words):
+    before_tx, before = store.tx_id, contents(store)
     with pytest.raises(error) as err:
-        call(db)
+        call(store)
     assert type(err.value) is error, f"{case}: {type(err.value).__name__} is not exactly {error.__name__}"
     assert isinstance(err.value, DocstoreError)
     assert words in str(err.value), str(err.value)
-    assert db.tx_id == before_tx, f"{case}: a failed call wrote a transaction"
-    assert contents(db) == before
+    assert store.tx_id == before_tx, f"{case}: a failed call wrote a transaction"
+    assert contents(store) == before
 
 
-def test_what_is_accepted_is_stored_exactly(db):
+def test_what_is_accepted_is_stored_exactly(store):
     """The other side of the table: huge but finite numbers, odd keys and NaN in a *filter* are
     fine (NaN matches nothing: no stored document can hold one)."""
     doc = {"_id": "odd", "n": 1, "u": "odd", "big": 2**200, "neg": -(10**4000), "tiny": 5e-324, "neg0": -0.0,
            "~/": {"": [{}, []]}, "0": "zero-key", "é☃": "text"}
     try:
-        db[I].insert(doc)
-        got = db[I].get("odd")
+        store[I].insert(doc)
+        got = store[I].get("odd")
         assert got == doc and json.dumps(got) == json.dumps(doc)
-        assert list(db[I].find({"big": float("nan")})) == []
-        assert [d["_id"] for d in db[I].find({"big": 2**200})] == ["odd"]
-        assert docstore.verify(db[I].prove("odd", "/neg").to_json(), db.state()) == -(10**4000)
+        assert list(store[I].find({"big": float("nan")})) == []
+        assert [d["_id"] for d in store[I].find({"big": 2**200})] == ["odd"]
+        assert docstore.verify(store[I].prove("odd", "/neg").to_json(), store.state()) == -(10**4000)
     finally:
-        db[I].delete("odd")
+        store[I].delete("odd")
 
 
 def test_index_specifications_that_are_accepted(tmp_path):
-    with docstore.open(tmp_path / "db") as db:
-        assert db.create_collection("none", indexes=None).indexes() == []
-        assert db.create_collection("one", indexes="a.b").indexes() == [{"field": "a.b", "unique": False}]
-        assert db.create_collection("gen", indexes=(f for f in ["x", "y"])).indexes()[1]["field"] == "y"
+    with docstore.open(tmp_path / "store") as store:
+        assert store.create_collection("none", indexes=None).indexes() == []
+        assert store.create_collection("one", indexes="a.b").indexes() == [{"field": "a.b", "unique": False}]
+        assert store.create_collection("gen", indexes=(f for f in ["x", "y"])).indexes()[1]["field"] == "y"
 
 
-def test_transaction_over_the_ledger_limit_is_refused_whole(db, monkeypatch):
+def test_transaction_over_the_ledger_limit_is_refused_whole(store, monkeypatch):
     import kvcore.ledger
 
     monkeypatch.setattr(kvcore.ledger, "MAX_TX_ENTRIES", 10)
-    before_tx, before = db.tx_id, contents(db)
+    before_tx, before = store.tx_id, contents(store)
     with pytest.raises(TransactionTooLargeError, match="too large"):
-        db[I].insert_many([{"_id": f"many-{i}", "n": i, "u": f"m{i}"} for i in range(5)])
-    assert db.tx_id == before_tx and contents(db) == before
+        store[I].insert_many([{"_id": f"many-{i}", "n": i, "u": f"m{i}"} for i in range(5)])
+    assert store.tx_id == before_tx and contents(store) == before
     assert docstore.TransactionTooLargeError is TransactionTooLargeError  # exported at top level
 
 
-def test_a_finished_transaction_refuses_more_work(db):
-    tx = db.transaction()
+def test_a_finished_transaction_refuses_more_work(store):
+    tx = store.transaction()
     tx[I].get("a")
     tx.commit()
     with pytest.raises(DocstoreError, match="already been committed"):
@@ -276,13 +276,13 @@ def test_a_finished_transaction_refuses_more_work(db):
 
 
 def test_closed_and_read_only_databases(tmp_path):
-    path = tmp_path / "db"
-    with docstore.open(path) as db:
-        db.create_collection("c").insert({"_id": "x"})
+    path = tmp_path / "store"
+    with docstore.open(path) as store:
+        store.create_collection("c").insert({"_id": "x"})
     with pytest.raises(kvcore.ClosedError):
-        db["c"].insert({"_id": "y"})
+        store["c"].insert({"_id": "y"})
     with pytest.raises(kvcore.ClosedError):
-        db.transaction()
+        store.transaction()
     with docstore.open(path, readonly=True) as ro:
         for write in (lambda: ro["c"].insert({"_id": "y"}), lambda: ro.create_collection("d"),
                       lambda: ro["c"].delete("x")):
@@ -292,53 +292,53 @@ def test_closed_and_read_only_databases(tmp_path):
 
 
 # ================================================================================== conflicts
-def test_conflicting_transactions(db):
+def test_conflicting_transactions(store):
     """Optimistic concurrency: the first commit wins; the other raises ConflictError and
     writes nothing, whether it read the document, wrote it, or queried the collection."""
-    before = db[I].get("b")
+    before = store[I].get("b")
     # read-modify-write of the same document
-    t1, t2 = db.transaction(), db.transaction()
+    t1, t2 = store.transaction(), store.transaction()
     n1 = t1[I].get("b")["n"]
     n2 = t2[I].get("b")["n"]
     t1[I].update("b", {"$set": {"n": n1 + 10}})
     t2[I].update("b", {"$set": {"n": n2 + 20}})
     t1.commit()
-    tx_id = db.tx_id
+    tx_id = store.tx_id
     with pytest.raises(ConflictError) as err:
         t2.commit()
     assert isinstance(err.value, kvcore.ConflictError)  # one class for both layers' callers
-    assert db.tx_id == tx_id and db[I].get("b")["n"] == before["n"] + 10
+    assert store.tx_id == tx_id and store[I].get("b")["n"] == before["n"] + 10
     # a query is a read of the whole collection: a concurrent insert is a phantom, a conflict
-    t3 = db.transaction()
+    t3 = store.transaction()
     assert [d["_id"] for d in t3[I].find({"n": {"$gte": 100}})] == []
     t3[I].insert({"_id": "from-t3", "n": 100, "u": "t3"})
-    db[I].insert({"_id": "phantom", "n": 100, "u": "phantom"})
-    tx_id = db.tx_id
+    store[I].insert({"_id": "phantom", "n": 100, "u": "phantom"})
+    tx_id = store.tx_id
     with pytest.raises(ConflictError):
         t3.commit()
-    assert db.tx_id == tx_id and "from-t3" not in contents(db)[I]
+    assert store.tx_id == tx_id and "from-t3" not in contents(store)[I]
     # a schema change under a writer conflicts with it
-    t4 = db.transaction()
+    t4 = store.transaction()
     t4[I].insert({"_id": "from-t4", "n": 4, "u": "t4"})
-    db[I].set_schema({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+    store[I].set_schema({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
     with pytest.raises(ConflictError):
         t4.commit()
-    assert "from-t4" not in contents(db)[I]
+    assert "from-t4" not in contents(store)[I]
     # snapshot reads: a transaction keeps seeing the state it started from
-    t5 = db.transaction()
+    t5 = store.transaction()
     seen = t5[I].get("b")
-    db[I].update("b", {"$inc": {"n": 1}})
+    store[I].update("b", {"$inc": {"n": 1}})
     assert t5[I].get("b") == seen and t5[I].find_one({"_id": "b"}) == seen
     t5.rollback()
     for doc_id in ("phantom",):
-        db[I].delete(doc_id)
-    db[I].update("b", {"$set": {"n": before["n"]}})
+        store[I].delete(doc_id)
+    store[I].update("b", {"$set": {"n": before["n"]}})
 
 
 # ================================================================================ proof files
 @pytest.fixture(scope="module")
-def proof_text(db):
-    return db[I].prove("a", "/n").to_json(indent=True), db.state()
+def proof_text(store):
+    return store[I].prove("a", "/n").to_json(indent=True), store.state()
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""docstore.batch (library, no server): optimistic transactions committed in one call."""
+"""docstore.transactions.one_call (library, no server): optimistic transactions committed in one call."""
 
 from __future__ import annotations
 
@@ -17,38 +17,40 @@ from docstore import (
     QueryError,
     SchemaError,
 )
-from docstore.batch import Read, Write, commit_batch, read_document
+from docstore.transactions.one_call import Read, Write, commit_in_one_call
+
+
+pytestmark = pytest.mark.embedded  # the library call a server makes, on the embedded database
 
 
 @pytest.fixture
-def db(tmp_path):
-    d = docstore.open(tmp_path / "db")
+def bank(db):
+    d = db
     d.create_collection("acc", schema={"type": "object", "properties": {"bal": {"type": "integer"}}}, indexes=[{"field": "email", "unique": True}])
     d.create_collection("log")
     d["acc"].insert_many([{"_id": "a", "bal": 100, "email": "a@x"}, {"_id": "b", "bal": 0, "email": "b@x"}])
-    yield d
-    d.close()
+    return d
 
 
-def test_read_document(db):
-    snap = db.tx_id
-    assert read_document(db, "acc", "a") == ({"_id": "a", "bal": 100, "email": "a@x"}, 1)
-    db["acc"].update("a", {"$inc": {"bal": 1}})
-    assert read_document(db, "acc", "a")[1] == 2
-    assert read_document(db, "acc", "a", at_tx=snap) == ({"_id": "a", "bal": 100, "email": "a@x"}, 1)
-    assert read_document(db, "acc", "zz") == (None, None)
-    db["acc"].delete("b")
-    assert read_document(db, "acc", "b") == (None, None)
+def test_read_revision(bank):
+    snap = bank.tx_id
+    assert bank["acc"].revision("a") == ({"_id": "a", "bal": 100, "email": "a@x"}, 1)
+    bank["acc"].update("a", {"$inc": {"bal": 1}})
+    assert bank["acc"].revision("a")[1] == 2
+    assert bank["acc"].revision("a", at_tx=snap) == ({"_id": "a", "bal": 100, "email": "a@x"}, 1)
+    assert bank["acc"].revision("zz") == (None, None)
+    bank["acc"].delete("b")
+    assert bank["acc"].revision("b") == (None, None)
     with pytest.raises(CollectionNotFoundError):
-        read_document(db, "nope", "a")
+        bank["nope"].revision("a")
     with pytest.raises(QueryError):
-        read_document(db, "acc", "a", at_tx=10**6)
+        bank["acc"].revision("a", at_tx=10**6)
 
 
-def test_commit_applies_reads_and_writes_atomically(db):
-    snap = db.tx_id
-    tx_id = commit_batch(
-        db,
+def test_commit_applies_reads_and_writes_atomically(bank):
+    snap = bank.tx_id
+    tx_id = commit_in_one_call(
+        bank,
         snap,
         [Read("acc", "a", 1), Read("acc", "b", 1)],
         [
@@ -59,61 +61,61 @@ def test_commit_applies_reads_and_writes_atomically(db):
         ],
     )
     assert tx_id == snap + 1
-    assert db["acc"].get("a")["bal"] == 70 and db["acc"].get("b")["bal"] == 30
-    assert db["log"].count(verify=False) == 2
+    assert bank["acc"].get("a")["bal"] == 70 and bank["acc"].get("b")["bal"] == 30
+    assert bank["log"].count(verify=False) == 2
     # every document of the batch is in one ledger transaction
-    assert {r.tx_id for r in db["acc"].history("a")[1:]} == {tx_id}
-    assert db.audit().ok
+    assert {r.tx_id for r in bank["acc"].history("a")[1:]} == {tx_id}
+    assert bank.audit().ok
 
 
-def test_nothing_to_write(db):
-    assert commit_batch(db, db.tx_id, [Read("acc", "a", 1)], []) is None
+def test_nothing_to_write(bank):
+    assert commit_in_one_call(bank, bank.tx_id, [Read("acc", "a", 1)], []) is None
 
 
-def test_conflict_when_a_read_document_changed(db):
-    snap = db.tx_id
-    db["acc"].update("a", {"$inc": {"bal": 5}})  # after the snapshot
+def test_conflict_when_a_read_document_changed(bank):
+    snap = bank.tx_id
+    bank["acc"].update("a", {"$inc": {"bal": 5}})  # after the snapshot
     with pytest.raises(ConflictError):
-        commit_batch(db, snap, [Read("acc", "a", 1)], [Write("replace", "acc", "a", {"bal": 0, "email": "a@x"})])
-    assert db["acc"].get("a")["bal"] == 105
+        commit_in_one_call(bank, snap, [Read("acc", "a", 1)], [Write("replace", "acc", "a", {"bal": 0, "email": "a@x"})])
+    assert bank["acc"].get("a")["bal"] == 105
 
 
-def test_conflict_when_a_written_document_changed(db):
-    snap = db.tx_id
-    db["acc"].update("b", {"$inc": {"bal": 5}})
+def test_conflict_when_a_written_document_changed(bank):
+    snap = bank.tx_id
+    bank["acc"].update("b", {"$inc": {"bal": 5}})
     with pytest.raises(ConflictError):
-        commit_batch(db, snap, [], [Write("delete", "acc", "b")])
-    assert db["acc"].get("b")["bal"] == 5
+        commit_in_one_call(bank, snap, [], [Write("delete", "acc", "b")])
+    assert bank["acc"].get("b")["bal"] == 5
 
 
-def test_conflict_on_a_queried_collection(db):
-    snap = db.tx_id
-    db["log"].insert({"x": 1})  # a phantom for a query of "log" at snap
+def test_conflict_on_a_queried_collection(bank):
+    snap = bank.tx_id
+    bank["log"].insert({"x": 1})  # a phantom for a query of "log" at snap
     with pytest.raises(ConflictError):
-        commit_batch(db, snap, [Read("log")], [Write("insert", "acc", document={"bal": 1, "email": "c@x"})])
-    assert db["acc"].count(verify=False) == 2
+        commit_in_one_call(bank, snap, [Read("log")], [Write("insert", "acc", document={"bal": 1, "email": "c@x"})])
+    assert bank["acc"].count(verify=False) == 2
     # the same batch against the newer snapshot commits
-    assert commit_batch(db, db.tx_id, [Read("log")], [Write("insert", "acc", document={"bal": 1, "email": "c@x"})])
+    assert commit_in_one_call(bank, bank.tx_id, [Read("log")], [Write("insert", "acc", document={"bal": 1, "email": "c@x"})])
 
 
-def test_conflict_when_the_revision_seen_is_not_the_snapshots(db):
+def test_conflict_when_the_revision_seen_is_not_the_snapshots(bank):
     with pytest.raises(ConflictError, match="revision 1 as of transaction"):
-        commit_batch(db, db.tx_id, [Read("acc", "a", 7)], [Write("delete", "acc", "a")])
+        commit_in_one_call(bank, bank.tx_id, [Read("acc", "a", 7)], [Write("delete", "acc", "a")])
     with pytest.raises(ConflictError):  # claimed absent, but it exists
-        commit_batch(db, db.tx_id, [Read("acc", "a", None)], [Write("delete", "acc", "b")])
-    assert db["acc"].count(verify=False) == 2
+        commit_in_one_call(bank, bank.tx_id, [Read("acc", "a", None)], [Write("delete", "acc", "b")])
+    assert bank["acc"].count(verify=False) == 2
 
 
-def test_absent_read_then_concurrent_insert_conflicts(db):
-    snap = db.tx_id
-    db["acc"].insert({"_id": "c", "bal": 1, "email": "c@x"})
+def test_absent_read_then_concurrent_insert_conflicts(bank):
+    snap = bank.tx_id
+    bank["acc"].insert({"_id": "c", "bal": 1, "email": "c@x"})
     with pytest.raises(ConflictError):
-        commit_batch(db, snap, [Read("acc", "c", None)], [Write("insert", "acc", document={"_id": "c", "bal": 2, "email": "d@x"})])
-    assert db["acc"].get("c")["bal"] == 1
+        commit_in_one_call(bank, snap, [Read("acc", "c", None)], [Write("insert", "acc", document={"_id": "c", "bal": 2, "email": "d@x"})])
+    assert bank["acc"].get("c")["bal"] == 1
 
 
-def test_writes_are_validated_as_embedded(db):
-    snap = db.tx_id
+def test_writes_are_validated_as_embedded(bank):
+    snap = bank.tx_id
     cases = [
         (Write("insert", "acc", document={"_id": "a"}), DuplicateIdError),
         (Write("insert", "acc", document={"bal": "x"}), SchemaError),
@@ -126,29 +128,29 @@ def test_writes_are_validated_as_embedded(db):
     ]
     for w, exc in cases:
         with pytest.raises(exc):
-            commit_batch(db, snap, [], [Write("insert", "log", document={"ok": 1}), w])
-    assert db.tx_id == snap and db["log"].count(verify=False) == 0  # nothing of any failed batch was written
+            commit_in_one_call(bank, snap, [], [Write("insert", "log", document={"ok": 1}), w])
+    assert bank.tx_id == snap and bank["log"].count(verify=False) == 0  # nothing of any failed batch was written
 
 
-def test_invalid_arguments(db):
+def test_invalid_arguments(bank):
     with pytest.raises(QueryError):
-        commit_batch(db, -1, [], [])
+        commit_in_one_call(bank, -1, [], [])
     with pytest.raises(QueryError):
-        commit_batch(db, db.tx_id + 5, [Read("acc", "a", 1)], [Write("delete", "acc", "a")])
+        commit_in_one_call(bank, bank.tx_id + 5, [Read("acc", "a", 1)], [Write("delete", "acc", "a")])
     with pytest.raises(QueryError):
-        commit_batch(db, None, [("acc", "a", 1)], [])  # type: ignore[list-item]
+        commit_in_one_call(bank, None, [("acc", "a", 1)], [])  # type: ignore[list-item]
     with pytest.raises(QueryError):
-        commit_batch(db, None, [Read("acc", "a", 0)], [])
+        commit_in_one_call(bank, None, [Read("acc", "a", 0)], [])
 
 
-def test_blind_writes_retry_and_never_lose_documents(db):
+def test_blind_writes_retry_and_never_lose_documents(bank):
     """Without reads or snapshot, concurrent batches of inserts all land (retried on conflict)."""
     errors = []
 
     def worker(t: int) -> None:
         try:
             for i in range(20):
-                commit_batch(db, None, [], [Write("insert", "log", document={"_id": f"{t}-{i}"})])
+                commit_in_one_call(bank, None, [], [Write("insert", "log", document={"_id": f"{t}-{i}"})])
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 
@@ -158,14 +160,14 @@ def test_blind_writes_retry_and_never_lose_documents(db):
     for th in threads:
         th.join()
     assert not errors
-    assert db["log"].count(verify=False) == 80
-    assert db.audit().ok
+    assert bank["log"].count(verify=False) == 80
+    assert bank.audit().ok
 
 
-def test_snapshot_reads_see_the_snapshot(db):
+def test_snapshot_reads_see_the_snapshot(bank):
     """A replace of a document read at an old snapshot conflicts even if its revision number
     was (wrongly) claimed to be the current one."""
-    snap = db.tx_id
-    db["acc"].update("a", {"$inc": {"bal": 1}})
+    snap = bank.tx_id
+    bank["acc"].update("a", {"$inc": {"bal": 1}})
     with pytest.raises(ConflictError):
-        commit_batch(db, snap, [Read("acc", "a", 2)], [Write("replace", "acc", "a", {"bal": 1, "email": "a@x"})])
+        commit_in_one_call(bank, snap, [Read("acc", "a", 2)], [Write("replace", "acc", "a", {"bal": 1, "email": "a@x"})])

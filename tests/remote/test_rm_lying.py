@@ -35,7 +35,7 @@ import pytest
 import docstore
 import kvcore
 from docstore import ProofUnavailableError, VerificationError
-from docstore.flatten import encode_value
+from docstore.documents.flatten import encode_value
 from docstore.proofs import checkpoint as ckpt
 from docstore.proofs.note import NoteError, Signer, Verifier
 from docstore.proofs.trust import read_state_file, read_trust_file

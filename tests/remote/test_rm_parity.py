@@ -1,8 +1,5 @@
-"""One behaviour suite, run against the embedded database and against a remote one.
-
-The ``db`` fixture yields either ``docstore.open(tmp)`` or ``docstore.connect(...)`` to a real
-server process (verifying, so every ``get`` is proven); each test works in collections of its
-own, so the remote runs can share one server.
+"""One behaviour suite, run against the embedded database, a remote one, and a verifying remote
+one (every ``get`` proven): the shared ``db`` fixture of tests/conftest.py, with the kinds below.
 """
 
 from __future__ import annotations
@@ -32,21 +29,7 @@ from docstore import (
 from remote_testlib import ServerProcess
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with ServerProcess(tmp_path_factory.mktemp("parity") / "db") as s:
-        yield s
-
-
-@pytest.fixture(params=["embedded", "remote"])
-def db(request, tmp_path):
-    if request.param == "embedded":
-        d = docstore.open(tmp_path / "db")
-    else:
-        srv = request.getfixturevalue("server")
-        d = docstore.connect(srv.target, state_file=tmp_path / "trusted.json", trust_on_first_use=True)
-    with d:
-        yield d
+DB_KINDS = ("embedded", "remote", "remote-verifying")
 
 
 @pytest.fixture
@@ -419,8 +402,14 @@ def test_errors_are_the_embedded_types(db, name):
     assert db.create_collection(name + "-n", indexes=None).count(verify=False) == 0
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with ServerProcess(tmp_path_factory.mktemp("parity") / "db") as s:
+        yield s
+
+
 def test_error_messages_match(server, tmp_path):
-    """The remote error carries the server's message: the same text as embedded."""
+    """The remote error carries the server's message (a server process): the same text as embedded."""
     name = "m" + uuid.uuid4().hex[:8]
     emb = docstore.open(tmp_path / "emb")
     rem = docstore.connect(server.target, verify=False)

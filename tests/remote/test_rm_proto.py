@@ -12,7 +12,7 @@ import pytest
 
 from remote_testlib import ROOT
 
-GENERATED = ["immudoc_pb2.py", "immudoc_pb2_grpc.py", "health_pb2.py"]
+GENERATED = ["immudoc_pb2.py", "immudoc_pb2_grpc.py", "health_pb2.py", "immudoc_pb2.pyi", "immudoc_pb2_grpc.pyi", "health_pb2.pyi"]
 
 
 def test_generated_modules_are_reproducible(tmp_path):

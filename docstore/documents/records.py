@@ -144,7 +144,7 @@ def property_entries(
     coll: str, doc_id: str, revision: int, pointers: list[bytes], values: list[bytes]
 ) -> list[tuple[bytes, bytes]]:
     """The salted property entries of one revision, in document order, from the UTF-8
-    pointers and encoded values of :func:`docstore.flatten.flatten_raw`."""
+    pointers and encoded values of :func:`docstore.documents.flatten.flatten_raw`."""
     base = property_prefix(coll, doc_id) + revision.to_bytes(4, "big")
     n = len(pointers)
     salts, start = _random_bytes(SALT_BYTES * n)

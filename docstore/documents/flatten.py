@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -237,7 +237,7 @@ def _walk(node: dict | list, prefix: bytes, depth: int, ptrs: list[bytes], vals:
     tokens = _TOKENS
     is_dict = type(node) is dict
     if is_dict:
-        items: Any = node.items()
+        items: Any = cast(dict, node).items()
     elif len(node) <= len(_INDEXES):
         items = zip(_INDEXES, node)
     else:
@@ -325,7 +325,7 @@ def _attach(node: dict | list, token: str, value: Any, ptr: str) -> None:
     elif token in node:
         raise _corrupt(ptr, f"member {token!r} already set (duplicate, or not in document order)")
     else:
-        node[token] = value
+        cast(dict, node)[token] = value
 
 
 def _open(parts: list[str], path: list[str], stack: list[Any], ptr: str, pending: bool) -> tuple[Any, str]:

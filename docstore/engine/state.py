@@ -20,8 +20,8 @@ from kvcore import gcpause, snapshot
 from docstore.collections.indexes import SecondaryIndex
 from docstore.collections.schema import Schema
 from docstore.errors import CorruptDataError
-from docstore.flatten import flatten_raw, unflatten
-from docstore.records import SALT_BYTES, Header, parse_property_key
+from docstore.documents.flatten import flatten_raw, unflatten
+from docstore.documents.records import SALT_BYTES, Header, parse_property_key
 
 SNAPSHOT_MAGIC_V1 = b"IMDOCS01"  # the first container (sha256): still read
 SNAPSHOT_MAGIC = b"IMDOCS02"  # kvcore.snapshot's container
@@ -50,7 +50,7 @@ def copy_doc(doc: dict) -> dict:
 
 
 def decode_doc(raw: bytes | tuple[bytes]) -> dict:
-    if type(raw) is bytes:
+    if isinstance(raw, bytes):
         return orjson.loads(raw)
     return marshal.loads(raw[0])
 
@@ -156,18 +156,18 @@ class DbState:
             elif kind == b"d\x00":
                 header = Header.decode(e.value)
                 props = entries[i + 1 : i + 1 + header.n]
-                coll = self.collections.get(header.collection)
-                if coll is None:
+                target = self.collections.get(header.collection)
+                if target is None:
                     raise CorruptDataError(
                         f"transaction {tx_id} writes to unknown collection {header.collection!r}"
                     )
                 if header.deleted:
-                    coll.put(header.id, None)
+                    target.put(header.id, None)
                 else:
-                    from docstore.records import property_prefix
+                    from docstore.documents.records import property_prefix
 
                     prefix = property_prefix(header.collection, header.id)
-                    coll.put(header.id, doc_from_entries(header, props, prefix))
+                    target.put(header.id, doc_from_entries(header, props, prefix))
                 i += 1 + header.n
             else:
                 i += 1

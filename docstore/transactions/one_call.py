@@ -1,13 +1,13 @@
 """Optimistic transactions committed in one call: what a remote client's transaction sends.
 
-A client that cannot keep a :class:`~docstore.transaction.Transaction` open across calls reads
+A client that cannot keep a :class:`~docstore.transactions.transaction.Transaction` open across calls reads
 as of a *snapshot* (a ledger transaction id), buffers its writes, and sends everything at once:
 
 - ``reads``: each document it read with the revision it saw (None: there was no such live
   document), and each collection it queried;
 - ``writes``: inserts, replaces and deletes of whole documents, in order.
 
-:func:`commit_batch` replays that as one docstore transaction that reads as of the snapshot,
+:func:`commit_in_one_call` replays that as one docstore transaction that reads as of the snapshot,
 so that every write is validated as it is embedded (ids, schema, unique indexes) and the
 commit raises :class:`ConflictError`, writing nothing, if a document it read or wrote, or any
 document of a collection it queried, changed after the snapshot (kvcore's optimistic check
@@ -20,17 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import kvcore
-
-from docstore import records
+from docstore.documents.ids import check_collection_name, check_id
 from docstore.errors import ConflictError, QueryError
-from docstore.ids import check_collection_name, check_id
-from docstore.records import Header
-from docstore.state import doc_from_entries
 
 if TYPE_CHECKING:
     from docstore.database import Database
-    from docstore.transaction import Transaction
+    from docstore.transactions.transaction import Transaction
 
 WRITE_KINDS = ("insert", "replace", "delete")
 
@@ -55,31 +50,12 @@ class Write:
     document: Any = None
 
 
-def read_document(db: Database, coll: str, doc_id: str, at_tx: int | None = None) -> tuple[dict | None, int | None]:
-    """The live document ``doc_id`` and its revision as of ``at_tx`` (default: now), read
-    from the ledger; ``(None, None)`` if there is none (never written, or deleted)."""
-    db.collection(coll)  # CollectionNotFoundError
-    check_id(doc_id)
-    ledger = db.ledger
-    try:
-        entry = ledger.get(records.header_key(coll, doc_id), at_tx=at_tx)
-    except kvcore.KeyNotFoundError:
-        return None, None
-    except kvcore.TxNotFoundError as e:
-        raise QueryError(str(e)) from None
-    header = Header.decode(entry.value)
-    if header.deleted:
-        return None, None
-    props = ledger.entries(entry.tx_id, entry.index + 1, header.n)
-    return doc_from_entries(header, props, records.property_prefix(coll, doc_id)), header.revision
-
-
 def _check(snapshot: Any, reads: list[Read], writes: list[Write]) -> None:
     if snapshot is not None and (type(snapshot) is not int or snapshot < 0):
         raise QueryError(f"snapshot must be a non-negative integer or None, got {snapshot!r}")
     for r in reads:
         if not isinstance(r, Read):
-            raise QueryError(f"reads hold docstore.batch.Read values, got {type(r).__name__}")
+            raise QueryError(f"reads hold docstore.transactions.one_call.Read values, got {type(r).__name__}")
         check_collection_name(r.collection)
         if r.id is not None:
             check_id(r.id)
@@ -87,7 +63,7 @@ def _check(snapshot: Any, reads: list[Read], writes: list[Write]) -> None:
             raise QueryError(f"a read revision is a positive integer or None, got {r.revision!r}")
     for w in writes:
         if not isinstance(w, Write):
-            raise QueryError(f"writes hold docstore.batch.Write values, got {type(w).__name__}")
+            raise QueryError(f"writes hold docstore.transactions.one_call.Write values, got {type(w).__name__}")
         if w.kind not in WRITE_KINDS:
             raise QueryError(f"unknown write kind {w.kind!r} (one of {', '.join(WRITE_KINDS)})")
         check_collection_name(w.collection)
@@ -99,12 +75,13 @@ def _replay(tx: Transaction, snapshot: int | None, reads: list[Read], writes: li
     # The transaction reads as of the client's snapshot and, at commit, kvcore checks every key
     # read or written (and every prefix scanned) for commits after it: exactly the client's
     # optimistic transaction, replayed.
+    staged = tx.staged
     for r in reads:
         tx.collection(r.collection)  # the definition, read (a concurrent change conflicts)
         if r.id is None:
-            tx._kv.scan(records.header_prefix(r.collection))  # records the prefix as read
+            staged.read_collection(r.collection)  # records the collection as read
             continue
-        header, _doc = tx._snapshot_doc(r.collection, r.id)  # records the header as read
+        header, _doc = staged.snapshot_doc(r.collection, r.id)  # records the header as read
         seen = None if header is None or header.deleted else header.revision
         if seen != r.revision:
             raise ConflictError(
@@ -129,7 +106,7 @@ def _replay(tx: Transaction, snapshot: int | None, reads: list[Read], writes: li
         i += 1
 
 
-def commit_batch(
+def commit_in_one_call(
     db: Database, snapshot: int | None, reads: Iterable[Read] = (), writes: Iterable[Write] = ()
 ) -> int | None:
     """Commit ``writes`` if nothing in ``reads`` changed after ``snapshot``; see the module.
@@ -148,7 +125,7 @@ def commit_batch(
             _replay(tx, None, reads, writes)
             return tx
 
-        return db._run(replay).tx_id
+        return db.run_transaction(replay).tx_id
     if snapshot is not None and snapshot > db.tx_id:
         raise QueryError(f"snapshot {snapshot} is newer than the ledger (transaction {db.tx_id})")
     tx = db.transaction(at_tx=snapshot)
@@ -156,6 +133,6 @@ def commit_batch(
         _replay(tx, snapshot, reads, writes)
         return tx.commit()
     except BaseException:
-        if not tx._done:
+        if not tx.done:
             tx.rollback()
         raise

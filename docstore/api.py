@@ -1,0 +1,197 @@
+"""The contract: what a database, a collection, a transaction and a collection inside a
+transaction offer, whether embedded (:func:`docstore.open`) or remote (:func:`docstore.connect`).
+
+These are typing Protocols: the embedded classes (:mod:`docstore.database`,
+:mod:`docstore.collections.collection`, :mod:`docstore.transactions.transaction`) and the remote
+ones (:mod:`docstore.remote`) implement them, the same methods with the same arguments, results
+and errors; the test suite runs against both. Write code against these types to run it on
+either. What each read proves on a verifying database is in the README's Trust section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+if TYPE_CHECKING:
+    import kvcore
+
+    from docstore.proofs.bundle import Proof
+
+__all__ = ["Collection", "Database", "Revision", "Transaction", "TxCollection"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One revision of a document, as ``history()`` returns it."""
+
+    revision: int
+    tx_id: int
+    timestamp_ns: int
+    deleted: bool
+    document: dict | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "tx_id": self.tx_id,
+            "timestamp_ns": self.timestamp_ns,
+            "deleted": self.deleted,
+            "document": self.document,
+        }
+
+
+@runtime_checkable
+class TxCollection(Protocol):
+    """A collection inside a transaction: writes are buffered until commit; reads see the
+    transaction's snapshot plus its own writes."""
+
+    name: str
+
+    def insert(self, doc: dict) -> str: ...
+    def insert_many(self, docs: Iterable[dict]) -> list[str]: ...
+    def replace(self, doc_id: str, doc: dict) -> dict: ...
+    def update(self, doc_id: str, changes: dict) -> dict: ...
+    def delete(self, doc_id: str) -> None: ...
+    def get(self, doc_id: str) -> dict: ...
+    def find(
+        self, filter: dict | None = None, projection: Any = None, sort: Any = None,  # noqa: A002
+        skip: int = 0, limit: int | None = None,
+    ) -> Iterator[dict]: ...
+    def find_one(self, filter: dict | None = None, projection: Any = None, sort: Any = None) -> dict | None: ...  # noqa: A002
+    def count(self, filter: dict | None = None) -> int: ...  # noqa: A002
+    def distinct(self, field: str, filter: dict | None = None) -> list: ...  # noqa: A002
+
+
+@runtime_checkable
+class Transaction(Protocol):
+    """A multi-document, multi-collection optimistic transaction (``with db.transaction() as tx``)."""
+
+    snapshot: int
+    tx_id: int | None
+
+    @property
+    def done(self) -> bool: ...
+    def __enter__(self) -> Transaction: ...
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
+    def __getitem__(self, name: str) -> TxCollection: ...
+    def collection(self, name: str) -> TxCollection: ...
+    def commit(self) -> int | None: ...
+    def rollback(self) -> None: ...
+
+
+@runtime_checkable
+class Collection(Protocol):
+    """Documents of one kind."""
+
+    name: str
+
+    # writes
+    def insert(self, doc: dict) -> str: ...
+    def insert_many(self, docs: Iterable[dict]) -> list[str]: ...
+    def replace(self, doc_id: str, doc: dict) -> dict: ...
+    def update(self, doc_id: str, changes: dict) -> dict: ...
+    def delete(self, doc_id: str) -> None: ...
+
+    # reads
+    def get(self, doc_id: str, at_tx: int | None = None) -> dict: ...
+    def revision(self, doc_id: str, at_tx: int | None = None) -> tuple[dict | None, int | None]: ...
+    def history(self, doc_id: str, offset: int = 0, limit: int | None = None) -> list[Revision]: ...
+    def find(
+        self, filter: dict | None = None, projection: Any = None, sort: Any = None,  # noqa: A002
+        skip: int = 0, limit: int | None = None, at_tx: int | None = None, *, verify: bool | None = None,
+    ) -> Iterator[dict]: ...
+    def find_one(
+        self, filter: dict | None = None, projection: Any = None, sort: Any = None,  # noqa: A002
+        at_tx: int | None = None, *, verify: bool | None = None,
+    ) -> dict | None: ...
+    def count(self, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None) -> int: ...  # noqa: A002
+    def distinct(
+        self, field: str, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None  # noqa: A002
+    ) -> list: ...
+    def explain(self, filter: dict | None = None, *, verify: bool | None = None) -> dict[str, Any]: ...  # noqa: A002
+
+    # proofs
+    def prove(
+        self, doc_id: str, pointer: str | None = None, at_tx: int | None = None,
+        state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+    ) -> Proof: ...
+    def prove_schema(
+        self, at_tx: int | None = None, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+    ) -> Proof: ...
+
+    # definition
+    @property
+    def schema(self) -> Any: ...
+    def indexes(self) -> list[dict[str, Any]]: ...
+    def set_schema(self, schema: Any) -> None: ...
+    def create_index(self, field: str, unique: bool = False) -> None: ...
+    def info(self, *, verify: bool | None = None) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Database(Protocol):
+    """A database: collections, transactions, states, proofs and audit."""
+
+    local: bool
+    """Capability: whether the database runs in this process (progress can be reported, keys
+    rotated here); False for a remote one."""
+
+    @property
+    def readonly(self) -> bool: ...
+    @property
+    def tx_id(self) -> int: ...
+    @property
+    def verifying(self) -> bool: ...
+    @property
+    def trusted_state(self) -> kvcore.State | None: ...
+
+    def close(self) -> None: ...
+    def __enter__(self) -> Database: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+    # collections
+    def create_collection(self, name: str, schema: Any = None, indexes: Iterable[Any] = ()) -> Collection: ...
+    def collection(self, name: str) -> Collection: ...
+    def __getitem__(self, name: str) -> Collection: ...
+    def __contains__(self, name: object) -> bool: ...
+    def collections(self, *, verify: bool | None = None) -> list[str]: ...
+
+    # transactions
+    def transaction(self, at_tx: int | None = None) -> Transaction: ...
+    def run_transaction(self, fn: Callable[[Any], T]) -> T: ...
+
+    # states, signed checkpoints, audit
+    def state(self) -> kvcore.State: ...
+    def checkpoint(self, state: kvcore.State | None = None) -> str: ...
+    def verifier_key(self) -> str: ...
+    def verifier_keys(self) -> list[str]: ...
+    def prove_consistency(
+        self, old_state: kvcore.State, new_state: kvcore.State | None = None
+    ) -> kvcore.ConsistencyProof: ...
+    def audit(
+        self, trusted_state: kvcore.State | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> kvcore.AuditReport: ...
+
+
+if TYPE_CHECKING:  # mypy checks that both implementations fulfil the contract
+
+    def _embedded(db: docstore.database.Database) -> Database:
+        c: Collection = db.collection("c")
+        t: Transaction = db.transaction()
+        tc: TxCollection = t["c"]
+        del c, tc
+        return db
+
+    def _remote(db: docstore.remote.client.RemoteDatabase) -> Database:
+        c: Collection = db.collection("c")
+        t: Transaction = db.transaction()
+        tc: TxCollection = t["c"]
+        del c, tc
+        return db
+
+    import docstore.database
+    import docstore.remote.client

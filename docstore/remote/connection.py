@@ -1,0 +1,326 @@
+"""A connection to an immudoc server: the channel, the calls, and the verifying client's trust.
+
+:class:`Connection` is to the remote client what the engine is to the embedded database: the
+one owner of the gRPC channel and stub, the deadlines, the error decoding, the known
+collections and the :class:`~docstore.proofs.trust.TrustTracker`. :class:`RemoteDatabase`,
+its collections and its transactions work through its methods.
+
+Verification: a verified read asks the server for proofs relative to the state the client
+trusts ``T`` when they can be (nothing newer to authenticate), else relative to its current
+state ``S`` with the signed checkpoint of ``S`` and a consistency proof from ``T``. The tracker
+accepts ``S`` only if a verifier key the client pins signed it and it extends ``T`` (or, with
+``trust_unsigned=True`` and no key pinned, on the consistency proof alone, with a warning);
+then the proofs are checked against ``S`` with the library's pure verifier. States already
+proven to be on the trusted history are remembered, so concurrent readers rarely pay for a
+second consistency proof.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+import kvcore
+
+from docstore.documents.ids import check_collection_name
+from docstore.errors import CollectionNotFoundError, QueryError, VerificationError
+from docstore.proofs.bundle import Proof, from_dict
+from docstore.proofs.trust import TrustTracker
+from docstore.proofs.verify import verify
+from docstore.rpc import codec
+from docstore.rpc import immudoc_pb2 as pb
+from docstore.rpc import immudoc_pb2_grpc as pb_grpc
+
+@dataclass(frozen=True)
+class TLS:
+    """TLS settings of a connection (PEM file paths).
+
+    ``ca``: the CA certificate that signed the server's certificate (None: the system's CAs);
+    ``cert``/``key``: this client's certificate and key, for servers that require mutual TLS;
+    ``server_name``: the name to expect in the server's certificate (default: the host).
+    """
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    server_name: str | None = None
+
+    @classmethod
+    def of(cls, tls: Any) -> TLS | None:
+        if tls is None or tls is False:
+            return None
+        if tls is True:
+            return cls()
+        if isinstance(tls, cls):
+            return tls
+        if isinstance(tls, (str, os.PathLike)):
+            return cls(ca=os.fspath(tls))
+        if isinstance(tls, dict):
+            unknown = set(tls) - {"ca", "cert", "key", "server_name"}
+            if unknown:
+                raise QueryError(f"unknown TLS settings {sorted(unknown)} (ca, cert, key, server_name)")
+            return cls(**tls)
+        raise QueryError(f"tls must be None, True, a CA certificate path, a dict or docstore.remote.TLS, got {tls!r}")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if (self.cert is None) != (self.key is None):
+            raise QueryError("mutual TLS needs both the client certificate and its key")
+
+        def read(path: str | None, what: str) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except OSError as e:
+                raise QueryError(f"cannot read the {what} {path!r}: {e.strerror}") from None
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca, "CA certificate"),
+            private_key=read(self.key, "client key"),
+            certificate_chain=read(self.cert, "client certificate"),
+        )
+
+
+class Connection:
+    """A connection to an immudoc server (see the module). Made by :class:`RemoteDatabase`."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        state_file: str | os.PathLike[str] | None = None,
+        trusted_state: kvcore.State | str | None = None,
+        trust_on_first_use: bool = False,
+        verify: bool = True,
+        verifier_key: Any = None,
+        trust_unsigned: bool = False,
+        token: str | None = None,
+        tls: Any = None,
+        timeout: float | None = 60.0,
+        stream_timeout: float | None = None,
+        max_message_mb: float = 64.0,
+        batch_size: int = 1000,
+    ) -> None:
+        if not isinstance(target, str) or not target:
+            raise QueryError(f"connect needs 'host:port', got {target!r}")
+        if type(batch_size) is not int or batch_size < 1:
+            raise QueryError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not verify and (
+            trusted_state is not None or state_file is not None or trust_on_first_use
+            or verifier_key is not None or trust_unsigned
+        ):
+            raise QueryError(
+                "trusted_state, state_file, trust_on_first_use, verifier_key and trust_unsigned go with verify=True"
+            )
+        if isinstance(trusted_state, kvcore.State):
+            codec.state_to_pb(trusted_state, "trusted_state")  # QueryError for a malformed one
+        self.target = target
+        self.timeout = timeout
+        self.stream_timeout = stream_timeout
+        self.batch_size = batch_size
+        self._closed = False
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        if token is not None:
+            if not isinstance(token, str) or not token or not token.isascii() or not token.isprintable() or " " in token:
+                raise QueryError("a token is a non-empty string of printable ASCII without spaces")
+            self._metadata = (("authorization", f"Bearer {token}"),)
+        max_bytes = int(max_message_mb * 1024 * 1024)
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", max(max_bytes, codec.REPLY_FLOOR_BYTES)),
+            ("grpc.max_send_message_length", max_bytes),
+        ]
+        tls_cfg = TLS.of(tls)
+        if tls_cfg is not None:
+            if tls_cfg.server_name:
+                options.append(("grpc.ssl_target_name_override", tls_cfg.server_name))
+            self._channel = grpc.secure_channel(target, tls_cfg.credentials(), options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self.stub = pb_grpc.DocstoreStub(self._channel)
+        self.known_collections: set[str] = set()
+        """Collections known to exist (there is no drop)."""
+        self.trust: TrustTracker | None = None
+        """The trusted state a verifying connection checks its reads against (None: not verifying)."""
+        try:
+            info = self.call(self.stub.Info, pb.InfoRequest())
+            if info.api_version != codec.API_VERSION:
+                raise QueryError(f"the server speaks {info.api_version!r}, this client {codec.API_VERSION!r}")
+            self.server_version = info.server_version
+            self.role = info.role
+            self.max_message_bytes = min(max_bytes, info.max_message_bytes or max_bytes)
+            self.server_verifier_keys = list(info.verifier_keys)
+            """The verifier keys the server says it signs with (shown, never pinned by the client)."""
+            if verify:
+                if trusted_state is None and not (state_file is not None and os.path.exists(state_file)):
+                    if not trust_on_first_use:
+                        raise VerificationError(
+                            "a verifying client needs a first trusted state: pass trusted_state=..., or a "
+                            "state_file that holds one, or trust_on_first_use=True to accept the server's "
+                            "(there is no silent trust on first use; verify=False turns verification off)"
+                        )
+                    trusted_state = info.checkpoint or codec.state_from_pb(info.state)
+                    if verifier_key is None and info.verifier_keys:
+                        verifier_key = list(info.verifier_keys)  # pinned on first use, saved with the state
+                self.trust = TrustTracker(
+                    trusted_state, state_file, verifier_keys=verifier_key,
+                    trust_on_first_use=trust_on_first_use, trust_unsigned=trust_unsigned,
+                )
+                self.sync()
+        except BaseException:
+            self._channel.close()
+            self._closed = True
+            raise
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close the channel (the trusted state is already saved)."""
+        if not self._closed:
+            self._closed = True
+            self._channel.close()
+
+    # ------------------------------------------------------------- calling
+    def call(self, method: Callable[..., Any], request: Any, timeout: float | None | bool = False) -> Any:
+        if self._closed:
+            raise kvcore.ClosedError("the database connection is closed")
+        try:
+            return method(request, timeout=self.timeout if timeout is False else timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise codec.decode_error(e) from None
+
+    def stream(self, method: Callable[..., Any], request: Any) -> tuple[Any, Iterator[Any]]:
+        """Start a server stream; returns (first message or None, iterator over the rest).
+
+        The first message is read at once, so an invalid request fails here, as it would
+        embedded. Closing the iterator (or dropping it) cancels the call.
+        """
+        if self._closed:
+            raise kvcore.ClosedError("the database connection is closed")
+        call = method(request, timeout=self.stream_timeout, metadata=self._metadata)
+        try:
+            first = next(call, None)
+        except grpc.RpcError as e:
+            call.cancel()
+            raise codec.decode_error(e) from None
+
+        def rest() -> Iterator[Any]:
+            try:
+                for msg in call:
+                    yield msg
+            except grpc.RpcError as e:
+                raise codec.decode_error(e) from None
+            finally:
+                call.cancel()
+
+        return first, rest()
+
+    def check_collection(self, name: str) -> None:
+        check_collection_name(name)
+        if name not in self.known_collections:
+            try:
+                self.call(self.stub.DescribeCollection, pb.DescribeCollectionRequest(name=name))
+            except CollectionNotFoundError:
+                raise CollectionNotFoundError(
+                    f"collection {name!r} does not exist (create it with create_collection)"
+                ) from None
+            self.known_collections.add(name)
+
+    def call_commit(self, messages: Iterator[pb.CommitRequest]) -> pb.CommitResponse:
+        """Send a transaction's reads and writes (a client stream) in one call."""
+        return self.call(self.stub.Commit, messages)
+
+    def current_state(self) -> kvcore.State:
+        """The server's current state (verifying: authenticated, and the trusted state advances to it)."""
+        if self.trust is not None:
+            return self.sync()
+        return codec.state_from_pb(self.call(self.stub.State, pb.StateRequest()).state)
+
+    def prove_consistency(self, old_state: kvcore.State, new_state: kvcore.State | None = None) -> kvcore.ConsistencyProof:
+        """Prove that ``new_state`` (default: now) extends ``old_state``."""
+        if not isinstance(old_state, kvcore.State):
+            raise QueryError(f"old_state must be a kvcore.State, got {type(old_state).__name__}")
+        req = pb.ProveConsistencyRequest(old_state=codec.state_to_pb(old_state, "old_state"))
+        if new_state is not None:
+            req.new_state.CopyFrom(codec.state_to_pb(new_state, "new_state"))
+        return codec.consistency_from_pb(self.call(self.stub.ProveConsistency, req).proof)
+
+    # --------------------------------------------------------- verification
+    def fetch(self, old: kvcore.State, new: kvcore.State) -> kvcore.ConsistencyProof:
+        """A consistency proof from the server (checked by the tracker, never trusted)."""
+        return self.prove_consistency(old, new)
+
+    def sync(self) -> kvcore.State:
+        """The server's current state, authenticated (signed and extending the trusted one);
+        the trusted state advances to it."""
+        trust = self.trust
+        assert trust is not None
+        trust.link(self.fetch)
+        base = trust.state
+        r = self.call(self.stub.State, pb.StateRequest(known_state=codec.state_to_pb(base)))
+        state = codec.state_from_pb(r.state)
+        trust.check_current(state, base)
+        cp = codec.consistency_from_pb(r.consistency) if r.HasField("consistency") else None
+        trust.accept(state, r.checkpoint or None, self.fetch, base, cp)
+        return state
+
+    def proof(self, data: bytes) -> Proof:
+        return from_dict(codec.loads(data, VerificationError))
+
+    def authenticated(self, proof: Proof) -> Proof:
+        """Accept a proof's state into the trusted history; returns the proof relative to it alone."""
+        trust = self.trust
+        assert trust is not None
+        trust.accept(proof.state, proof.checkpoint, self.fetch, proof.consistency_state, proof.consistency)
+        return proof._replace(consistency=None, consistency_state=None)
+
+    def verified_get(self, coll: str, doc_id: str, at_tx: int | None) -> tuple[dict | None, int]:
+        """(document or None for a proven deletion, revision), proven against the trusted state."""
+        trust = self.trust
+        assert trust is not None
+        trust.link(self.fetch)
+        started = time.monotonic()
+        req = pb.GetRequest(collection=coll, id=doc_id, prove=True, known_state=codec.state_to_pb(trust.state))
+        if at_tx is not None:
+            req.at_tx = at_tx
+        proof = self.proof(self.call(self.stub.Get, req).proof)
+        if (proof.kind, proof.collection, proof.id) != ("document", coll, doc_id):
+            raise VerificationError(
+                f"the server proved {proof.kind} {proof.collection}/{proof.id}, not document {coll}/{doc_id}"
+            )
+        if at_tx is not None and proof.tx_id > at_tx:
+            raise VerificationError(f"the server proved a revision of transaction {proof.tx_id}, after {at_tx}")
+        proof = self.authenticated(proof)
+        doc = verify(proof, proof.state)
+        if at_tx is None:
+            trust.seen_revision(coll, doc_id, proof.revision, started)
+        return doc, proof.revision
+
+    def verified_meta(self, coll: str) -> dict[str, Any]:
+        """A collection's current definition, proven against the trusted state."""
+        trust = self.trust
+        assert trust is not None
+        req = pb.ProveSchemaRequest(collection=coll, known_state=codec.state_to_pb(trust.state))
+        proof = self.proof(self.call(self.stub.ProveSchema, req).proof)
+        if (proof.kind, proof.collection) != ("collection", coll):
+            raise VerificationError(f"the server proved {proof.kind} {proof.collection}, not collection {coll}")
+        proof = self.authenticated(proof)
+        return verify(proof, proof.state)
+
+    def verified_page_state(self, page: Any, base: kvcore.State) -> kvcore.State:
+        """The state of a verified stream's proofs (its first page), authenticated and accepted."""
+        trust = self.trust
+        assert trust is not None
+        if not page.HasField("state"):
+            raise VerificationError("the server sent no state for its proofs")
+        state = codec.state_from_pb(page.state)
+        cp = codec.consistency_from_pb(page.consistency) if page.HasField("consistency") else None
+        trust.accept(state, page.checkpoint or None, self.fetch, base, cp)
+        return state

@@ -1,0 +1,150 @@
+"""What a collection inside a transaction does, embedded and remote alike.
+
+:class:`StagingCollection` validates every write the same way in both (a document is a JSON
+object, ``_id`` given or generated and valid, no duplicate ids, ``replace`` keeps ``_id``,
+``update`` applies the operators of :mod:`docstore.collections.update`, a missing document is
+``DocumentNotFoundError``) and answers reads from the transaction's view. An implementation
+supplies only how it reads the current state of a document and stages a write:
+
+- :meth:`_current`: the document as this transaction sees it (snapshot plus own writes);
+- :meth:`_known`: the same, from what is already known without asking anyone (used to refuse
+  an insert of an id already seen; an implementation that cannot read cheaply may return None
+  and let its commit refuse the duplicate);
+- :meth:`_prepare`: check and copy one complete document before it is staged;
+- :meth:`_stage`: stage prepared writes (None: a deletion), all of them or none;
+- :meth:`_find`: run a query over the transaction's view;
+- :meth:`_check_active`: refuse use after commit or rollback;
+- :meth:`_copy`: a private copy of a document to hand out.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from docstore.collections.query import compile_filter, distinct_values
+from docstore.collections.update import apply_update
+from docstore.documents.ids import check_id, new_id
+from docstore.errors import DocumentNotFoundError, DuplicateIdError, InvalidDocumentError
+
+
+class StagingCollection(ABC):
+    """A collection as seen from inside a transaction (the same methods as a Collection's
+    writes and reads, without time travel)."""
+
+    name: str
+
+    # ------------------------------------------------------------------ hooks
+    @abstractmethod
+    def _check_active(self) -> None: ...
+
+    @abstractmethod
+    def _current(self, doc_id: str) -> dict | None: ...
+
+    @abstractmethod
+    def _known(self, doc_id: str) -> dict | None: ...
+
+    @abstractmethod
+    def _prepare(self, doc: dict) -> Any: ...
+
+    @abstractmethod
+    def _stage(self, writes: list[tuple[str, Any]]) -> None: ...
+
+    @abstractmethod
+    def _find(self, filter: dict | None, projection: Any, sort: Any, skip: int, limit: int | None) -> Iterator[dict]: ...  # noqa: A002
+
+    @abstractmethod
+    def _copy(self, doc: dict) -> dict: ...
+
+    # ----------------------------------------------------------------- writes
+    def insert(self, doc: dict) -> str:
+        """Insert one document; returns its ``_id``."""
+        return self.insert_many([doc])[0]
+
+    def insert_many(self, docs: Iterable[dict]) -> list[str]:
+        """Insert documents (all or none, at commit); returns their ids in order."""
+        self._check_active()
+        if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
+            raise InvalidDocumentError(f"insert_many takes a list of documents, got {type(docs).__name__}")
+        prepared: list[tuple[str, Any]] = []
+        seen: set[str] = set()
+        for doc in docs:
+            full = self._with_id(doc)
+            doc_id = full["_id"]
+            if doc_id in seen or self._known(doc_id) is not None:
+                raise DuplicateIdError(f"a document with _id {doc_id!r} already exists in {self.name!r}")
+            seen.add(doc_id)
+            prepared.append((doc_id, self._prepare(full)))
+        self._stage(prepared)
+        return [doc_id for doc_id, _ in prepared]
+
+    def replace(self, doc_id: str, doc: dict) -> dict:
+        """Replace a whole document (its ``_id`` stays); returns the new document."""
+        self._existing(doc_id)
+        if not isinstance(doc, dict):
+            raise InvalidDocumentError(f"a document must be a JSON object, got {type(doc).__name__}")
+        if "_id" in doc and doc["_id"] != doc_id:
+            raise InvalidDocumentError("replace() cannot change _id", "/_id")
+        new = {"_id": doc_id, **{k: v for k, v in doc.items() if k != "_id"}}
+        return self._write(doc_id, new)
+
+    def update(self, doc_id: str, changes: dict) -> dict:
+        """Apply update operators (``$set``, ``$unset``, ``$inc``, ``$push``); returns the new document."""
+        return self._write(doc_id, apply_update(self._existing(doc_id), changes))
+
+    def delete(self, doc_id: str) -> None:
+        """Delete a document (a tombstone revision at commit; its history stays)."""
+        self._existing(doc_id)
+        self._stage([(doc_id, None)])
+
+    def _write(self, doc_id: str, new: dict) -> dict:
+        prepared = self._prepare(new)
+        self._stage([(doc_id, prepared)])
+        return self._copy(new)
+
+    def _with_id(self, doc: Any) -> dict:
+        if not isinstance(doc, dict):
+            raise InvalidDocumentError(f"a document must be a JSON object, got {type(doc).__name__}")
+        if "_id" in doc:
+            check_id(doc["_id"])
+            return dict(doc)
+        return {"_id": new_id(), **doc}
+
+    def _existing(self, doc_id: Any) -> dict:
+        check_id(doc_id)
+        self._check_active()
+        cur = self._current(doc_id)
+        if cur is None:
+            raise DocumentNotFoundError(f"no document {doc_id!r} in {self.name!r}")
+        return cur
+
+    # ------------------------------------------------------------------ reads
+    def get(self, doc_id: str) -> dict:
+        """The document in this transaction's view; DocumentNotFoundError if none."""
+        return self._copy(self._existing(doc_id))
+
+    def find(
+        self,
+        filter: dict | None = None,  # noqa: A002
+        projection: Any = None,
+        sort: Any = None,
+        skip: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[dict]:
+        """Matching documents in this transaction's view (its snapshot plus its own writes)."""
+        self._check_active()
+        return self._find(filter, projection, sort, skip, limit)
+
+    def find_one(self, filter: dict | None = None, projection: Any = None, sort: Any = None) -> dict | None:  # noqa: A002
+        """The first matching document, or None."""
+        return next(self.find(filter, projection, sort, 0, 1), None)
+
+    def count(self, filter: dict | None = None) -> int:  # noqa: A002
+        """How many documents match, in this transaction's view."""
+        compile_filter(filter)
+        return sum(1 for _ in self.find(filter))
+
+    def distinct(self, field: str, filter: dict | None = None) -> list:  # noqa: A002
+        """Distinct values of ``field`` among matching documents, in this transaction's view."""
+        return distinct_values(self.find(filter), field)

@@ -1,0 +1,348 @@
+"""Multi-document transactions of the embedded database: every write of docstore goes through one.
+
+A transaction reads a snapshot of the ledger plus its own writes, buffers whole documents, and
+commits them as one kvcore transaction: for each written document a header entry followed by
+its salted property entries, plus unique-index claims. A concurrent commit that changed a
+document (or a unique value, or, after a query, the collection) it read or wrote makes the
+commit raise :class:`ConflictError` with nothing written.
+
+:class:`Transaction` is what users hold; its reads and buffered writes live in a :class:`Staged`
+(``tx.staged``), which collections, schema and index changes and one-call commits
+(:mod:`docstore.transactions.one_call`) use; :class:`TxCollection` is the shared
+:class:`~docstore.transactions.staging.StagingCollection` over it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+
+import kvcore
+
+from docstore.collections import cursor
+from docstore.collections.indexes import keys_for
+from docstore.collections.schema import Schema
+from docstore.documents import records
+from docstore.documents.flatten import flatten_raw
+from docstore.documents.records import Header
+from docstore.engine.state import copy_doc
+from docstore.errors import ConflictError, DocstoreError, DuplicateKeyError, InvalidDocumentError
+from docstore.transactions.staging import StagingCollection
+
+if TYPE_CHECKING:
+    from docstore.engine.engine import Engine
+
+T = TypeVar("T")
+OPTIMISTIC_TRIES = 5  # before a single operation takes the commit lock for its last try
+
+Pending = tuple[dict, list[tuple[bytes, bytes]]] | None
+"""A buffered write: (document, its property entries for the next revision), or None (delete)."""
+
+
+class Staged:
+    """A transaction's snapshot reads and buffered writes (internal: used by the collections
+    of this package, schema and index changes, and one-call commits)."""
+
+    def __init__(self, engine: Engine, at_tx: int | None) -> None:
+        self.engine = engine
+        self.kv = engine.begin(at_tx)
+        self.snapshot: int = self.kv.snapshot
+        self.docs: dict[tuple[str, str], Pending] = {}
+        self._base: dict[tuple[str, str], tuple[Header | None, dict | None]] = {}
+        self.metas: dict[str, dict[str, Any]] = {}
+        self._metas_read: set[str] = set()
+        self.done = False
+        self.owns_docs = False
+        """True when no caller can change a written dict before commit (single operations)."""
+
+    def check_active(self) -> None:
+        if self.done:
+            raise DocstoreError("the transaction has already been committed or rolled back")
+
+    # ------------------------------------------------------------------ reads
+    def meta(self, name: str) -> dict[str, Any]:
+        """The collection's definition in this transaction (recorded as read, once, so that a
+        concurrent schema or index change conflicts); CollectionNotFoundError if none."""
+        if name in self.metas:
+            return self.metas[name]
+        self.check_active()
+        if name not in self._metas_read:
+            self.kv.exists(records.collection_key(name))
+            self._metas_read.add(name)
+        return self.engine.collection_state(name).meta
+
+    def schema(self, name: str) -> Schema | None:
+        if name in self.metas:
+            s = self.metas[name].get("schema")
+            return None if s is None else Schema(s)
+        return self.engine.collection_state(name).schema
+
+    def snapshot_doc(self, coll: str, doc_id: str) -> tuple[Header | None, dict | None]:
+        """(header, document) of ``doc_id`` as of the snapshot (recorded as read)."""
+        key = (coll, doc_id)
+        if key not in self._base:
+            entry = self.kv.lookup(records.header_key(coll, doc_id))
+            self._base[key] = (None, None) if entry is None else self.engine.revision_of(coll, entry)
+        return self._base[key]
+
+    def current(self, coll: str, doc_id: str) -> dict | None:
+        key = (coll, doc_id)
+        if key in self.docs:
+            pending = self.docs[key]
+            return None if pending is None else pending[0]
+        return self.snapshot_doc(coll, doc_id)[1]
+
+    def read_collection(self, coll: str) -> Iterable[kvcore.Entry]:
+        """Every document header of ``coll`` as of the snapshot, the collection recorded as read
+        (a concurrent insert that would match a query is a conflict, not a phantom)."""
+        return self.kv.scan(records.header_prefix(coll))
+
+    def iter_docs(self, coll: str) -> Iterator[dict]:
+        """Every live document of ``coll`` in this transaction's view."""
+        engine = self.engine
+        kv_view = self.read_collection(coll)
+        mine = {i: p for (c, i), p in self.docs.items() if c == coll}
+        with engine.lock:  # check and copy together: a commit in between would change the cache
+            cached = list(engine.current_items(coll)) if engine.derived.tx_id == self.snapshot else None
+        base: Iterable[tuple[str, dict]] = cached if cached is not None else engine.documents_of(coll, kv_view)
+        for doc_id, doc in base:
+            if doc_id not in mine:
+                yield doc
+        for p in mine.values():
+            if p is not None:
+                yield copy_doc(p[0])
+
+    # ----------------------------------------------------------------- writes
+    def next_revision(self, coll: str, doc_id: str) -> int:
+        header = self.snapshot_doc(coll, doc_id)[0]
+        return header.revision + 1 if header is not None else 1
+
+    def prepare(self, coll: str, doc: dict) -> tuple[dict, list[tuple[bytes, bytes]]]:
+        """Validate a document fully (JSON, size, key lengths, schema) and build the property
+        entries of its next revision, before buffering it."""
+        doc_id = doc["_id"]
+        pointers, values = flatten_raw(doc)
+        limit = kvcore.MAX_KEY_BYTES - len(records.property_prefix(coll, doc_id)) - 8
+        if pointers and max(map(len, pointers)) > limit:
+            pointer = next(p for p in pointers if len(p) > limit)
+            raise InvalidDocumentError(
+                f"property path is too long ({len(pointer)} bytes; at most {limit} "
+                "for this collection and id)",
+                pointer.decode(),
+            )
+        schema = self.schema(coll)
+        if schema is not None:
+            schema.check(doc, f"document {doc_id!r}")
+        entries = records.property_entries(coll, doc_id, self.next_revision(coll, doc_id), pointers, values)
+        # Buffer a private copy: the caller may change its dict before the commit (unless
+        # the commit follows at once, in a single operation).
+        return (doc if self.owns_docs else copy_doc(doc)), entries
+
+    def _claim_changes(
+        self, coll: str, doc_id: str, old: dict | None, new: dict | None, taken: dict[bytes, str]
+    ) -> tuple[list[bytes], list[bytes]]:
+        """(claims to take, claims to release) to move ``doc_id``'s unique-index claims from
+        ``old`` to ``new`` values. Writes nothing: raises DuplicateKeyError if a value is held
+        by another document, in the ledger or in ``taken`` (claims of the same call so far,
+        which this adds to)."""
+        take: list[bytes] = []
+        release: list[bytes] = []
+        for idx in self.meta(coll).get("indexes", []):
+            if not idx.get("unique"):
+                continue
+            field = idx["field"]
+            old_keys = keys_for(old, field) if old is not None else []
+            new_keys = keys_for(new, field) if new is not None else []
+            for k in new_keys:
+                if k in old_keys:
+                    continue
+                ck = records.unique_key(coll, field, k)
+                holder = taken.get(ck)
+                if holder is None:
+                    claim = self.kv.lookup(ck)
+                    holder = None if claim is None else claim.value.decode()
+                if holder is not None:
+                    raise DuplicateKeyError(
+                        f"unique index {coll}.{field}: document {holder!r} already has this value "
+                        f"(writing document {doc_id!r})"
+                    )
+                taken[ck] = doc_id
+                take.append(ck)
+            release += [records.unique_key(coll, field, k) for k in old_keys if k not in new_keys]
+        return take, release
+
+    def put_many(self, coll: str, writes: list[tuple[str, Pending]]) -> None:
+        """Buffer new revisions of documents (None: a deletion), all or none: every unique
+        claim is checked before anything is buffered."""
+        taken: dict[bytes, str] = {}
+        plans = []
+        for doc_id, new in writes:
+            old = self.current(coll, doc_id)
+            plans.append(self._claim_changes(coll, doc_id, old, None if new is None else new[0], taken))
+        kv = self.kv
+        for (doc_id, new), (take, release) in zip(writes, plans):
+            for ck in take:
+                kv.set(ck, doc_id.encode())
+            for ck in release:
+                kv.delete(ck)
+            if new is None and self.snapshot_doc(coll, doc_id)[1] is None:
+                self.docs.pop((coll, doc_id), None)  # inserted and deleted here: nothing to write
+                continue
+            self.docs[(coll, doc_id)] = new
+
+    def claim(self, key: bytes, doc_id: str) -> None:
+        """Write a unique-index claim (index backfill)."""
+        self.kv.set(key, doc_id.encode())
+
+    def set_meta(self, name: str, meta: dict[str, Any]) -> None:
+        self.check_active()
+        self.metas[name] = meta
+
+    # ----------------------------------------------------------------- commit
+    def commit(self) -> int | None:
+        self.check_active()
+        self.done = True
+        kv = self.kv
+        kv.set_many([(records.collection_key(name), orjson.dumps(meta)) for name, meta in self.metas.items()])
+        written: list[tuple[str, str, dict | None]] = []
+        entries: list[tuple[bytes, bytes]] = []
+        add = entries.append
+        for (coll, doc_id), pending in self.docs.items():
+            rev = self.next_revision(coll, doc_id)
+            hkey = records.header_key(coll, doc_id)
+            if pending is None:
+                add((hkey, Header(coll, doc_id, rev, 0, True).encode()))
+                written.append((coll, doc_id, None))
+                continue
+            doc, props = pending  # built for revision ``rev`` by prepare
+            add((hkey, Header(coll, doc_id, rev, len(props), False).encode()))
+            entries += props
+            written.append((coll, doc_id, doc))
+        # One call for all documents, each header followed by its properties. ``blind``: no
+        # write-write check is needed for these keys. A header key was read by
+        # next_revision (kv.lookup records the read), so the commit still fails if another
+        # transaction wrote that document since the snapshot; and property keys carry their
+        # revision, so only a transaction writing that revision's header can write them.
+        kv.set_many(entries, blind=True)
+        return self.engine.commit(kv, self.metas, written)
+
+    def rollback(self) -> None:
+        self.done = True
+        self.kv.rollback()
+
+
+class Transaction:
+    """``with db.transaction() as tx: tx["trials"].insert({...})`` commits on a clean exit."""
+
+    def __init__(self, engine: Engine, at_tx: int | None = None) -> None:
+        self.staged = Staged(engine, at_tx)
+        """The transaction's reads and buffered writes (internal)."""
+        self.snapshot: int = self.staged.snapshot
+        """The ledger transaction this transaction reads as of."""
+        self.tx_id: int | None = None
+        """The committed ledger transaction (None before commit, or if nothing was written)."""
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.staged.done:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+
+    def __repr__(self) -> str:
+        return f"<Transaction at snapshot {self.snapshot}>"
+
+    def __getitem__(self, name: str) -> TxCollection:
+        return self.collection(name)
+
+    def collection(self, name: str) -> TxCollection:
+        """A collection in this transaction (CollectionNotFoundError if there is none)."""
+        self.staged.meta(name)
+        return TxCollection(self.staged, name)
+
+    @property
+    def done(self) -> bool:
+        """Whether the transaction was committed or rolled back."""
+        return self.staged.done
+
+    def commit(self) -> int | None:
+        """Commit; returns the ledger transaction id (None if nothing was written)."""
+        self.tx_id = self.staged.commit()
+        return self.tx_id
+
+    def rollback(self) -> None:
+        """Discard the buffered writes."""
+        self.staged.rollback()
+
+
+class TxCollection(StagingCollection):
+    """A collection as seen from inside an embedded transaction (same methods as a Collection's
+    writes and reads)."""
+
+    def __init__(self, staged: Staged, name: str) -> None:
+        self._staged = staged
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<TxCollection {self.name!r} in transaction at snapshot {self._staged.snapshot}>"
+
+    def _check_active(self) -> None:
+        self._staged.check_active()
+
+    def _current(self, doc_id: str) -> dict | None:
+        return self._staged.current(self.name, doc_id)
+
+    def _known(self, doc_id: str) -> dict | None:
+        return self._staged.current(self.name, doc_id)
+
+    def _prepare(self, doc: dict) -> Pending:
+        return self._staged.prepare(self.name, doc)
+
+    def _stage(self, writes: list[tuple[str, Any]]) -> None:
+        self._staged.put_many(self.name, writes)
+
+    def _find(self, filter: dict | None, projection: Any, sort: Any, skip: int, limit: int | None) -> Iterator[dict]:  # noqa: A002
+        it = cursor.run_query(self._staged.iter_docs(self.name), filter, projection, sort, skip, limit)
+        return iter(list(it))
+
+    def _copy(self, doc: dict) -> dict:
+        return copy_doc(doc)
+
+
+def run(engine: Engine, fn: Callable[[Transaction], T]) -> T:
+    """Run ``fn`` in a fresh transaction and commit it, retrying on conflicts.
+
+    The first attempts are optimistic. If they keep losing to concurrent commits (a hot
+    document), the last attempt runs with the commit lock held from its snapshot to its
+    commit: this process is the ledger's only writer and every commit takes that lock, so it
+    cannot conflict, and single operations never fail for contention alone.
+    """
+    engine.check_open()
+    for attempt in range(OPTIMISTIC_TRIES + 1):
+        exclusive = attempt == OPTIMISTIC_TRIES
+        if exclusive:
+            engine.lock.acquire()
+        try:
+            tx = Transaction(engine)
+            tx.staged.owns_docs = True  # fn's documents are committed before the caller sees them
+            try:
+                result = fn(tx)
+                tx.commit()
+                return result
+            except ConflictError:
+                if exclusive:
+                    raise
+            except BaseException:
+                if not tx.done:
+                    tx.rollback()
+                raise
+        finally:
+            if exclusive:
+                engine.lock.release()
+    raise AssertionError("unreachable")
