@@ -36,10 +36,10 @@ __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # the same names, for type checkers (each module's __all__ lists them)
     from docstore.api import *  # noqa: F403
-    from docstore.database import open  # noqa: A004
+    from docstore.database import open  # noqa: A004, F401
     from docstore.errors import *  # noqa: F403
-    from docstore.proofs import Proof, verify, verify_consistency
-    from docstore.remote import connect
+    from docstore.proofs import Proof, verify, verify_consistency  # noqa: F401
+    from docstore.remote import connect  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,7 @@ import marshal
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
-from sortedcontainers import SortedList  # type: ignore[import-untyped]  # no stubs: SortedList is Any
+from sortedcontainers import SortedList  # no stubs (pyproject: ignore_missing_imports): SortedList is Any
 
 from kvcore import gcpause, snapshot
 

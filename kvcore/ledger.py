@@ -49,7 +49,7 @@ from kvcore.limits import (
     valid_pairs,
 )
 from kvcore.models import ConsistencyProof, EntriesProof, Entry, EntryProof, State, Tx, TxHeader
-from kvcore.proving import ExtraCache, Prover
+from kvcore.proving import Prover
 from kvcore.storage import FileStorage, Storage
 from kvcore.transaction import Transaction
 from kvcore.tree import MerkleTree, node_count
@@ -467,8 +467,14 @@ class Ledger:
                 return
             cur, inclusive = keys[-1], False
 
-    def _keys_with_prefix(self, prefix: bytes) -> Iterator[bytes]:
-        """Every key ever written under ``prefix`` (live or not), for conflict checks."""
+    def last_write(self, key: bytes) -> int | None:
+        """The transaction that last wrote ``key`` (a value or a tombstone); None if none did.
+        For optimistic conflict checks (:class:`kvcore.Transaction`)."""
+        found = self._index.latest(key)
+        return None if found is None else tx_of(found[0])
+
+    def keys_ever_written(self, prefix: bytes) -> Iterator[bytes]:
+        """Every key ever written under ``prefix`` (live or not), in key order, for conflict checks."""
         cur, inclusive = prefix, True
         while True:
             with self._index_lock:
@@ -649,9 +655,10 @@ class Ledger:
         return self._prover.prove_consistency(old_tx_id, new_tx_id)
 
     @property
-    def _extra_cache(self) -> ExtraCache:
-        """The prover's cache of transactions' ``extra`` (tests empty and inspect it here)."""
-        return self._prover.extra_cache
+    def prover(self) -> Prover:
+        """The ledger's proof builder, with its caches (read-only use: inspecting or emptying
+        :attr:`Prover.extra_cache`)."""
+        return self._prover
 
     # ---------------------------------------------------------------- audit
     def audit(

@@ -6,7 +6,6 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from kvcore.errors import ConflictError, InvalidInputError, KeyNotFoundError, KvError
-from kvcore.keyindex import bound_for, tx_of
 from kvcore.limits import MAX_KEY_BYTES, MAX_VALUE_BYTES, check_key, check_value, valid_pairs
 from kvcore.models import Entry
 
@@ -139,26 +138,26 @@ class Transaction:
         if not self._writes:
             return None
         keys = self._checked | self._reads
-        snap_bound = bound_for(self.snapshot)
+        snapshot = self.snapshot
         ledger = self._ledger
-        index = ledger._index
+        last_write = ledger.last_write
 
         def no_conflict(_last: int) -> None:
             for key in keys:
-                found = index.latest(key)
-                if found is not None and found[0] >= snap_bound:
+                tx = last_write(key)
+                if tx is not None and tx > snapshot:
                     raise ConflictError(
-                        f"key {key[:64]!r} was changed by transaction {tx_of(found[0])} "
-                        f"after this transaction's snapshot {self.snapshot}",
+                        f"key {key[:64]!r} was changed by transaction {tx} "
+                        f"after this transaction's snapshot {snapshot}",
                         key,
                     )
             for prefix in self._prefixes:
-                for key in ledger._keys_with_prefix(prefix):
-                    found = index.latest(key)
-                    if found is not None and found[0] >= snap_bound:
+                for key in ledger.keys_ever_written(prefix):
+                    tx = last_write(key)
+                    if tx is not None and tx > snapshot:
                         raise ConflictError(
                             f"prefix {prefix[:64]!r} changed (key {key[:64]!r}, transaction "
-                            f"{tx_of(found[0])}) after snapshot {self.snapshot}",
+                            f"{tx}) after snapshot {snapshot}",
                             prefix,
                         )
 

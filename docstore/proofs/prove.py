@@ -13,7 +13,6 @@ from docstore.errors import (
     InvalidPointerError,
     NotFoundError,
     QueryError,
-    VerificationError,
 )
 from docstore.documents.flatten import OBJECT_HEADER, decode_value, split_pointer, unflatten
 from docstore.proofs.bundle import Property, Proof
@@ -73,14 +72,16 @@ def prove_document(
     if pointer is None:
         stored = ledger.entry_items(tx_id, o + 1, header.n) if header.n else []
         try:
-            props = [Property(k[cut:].decode(), v[salt:], v[:salt]) for k, v in stored]
+            props = [Property(k[cut:].decode(), v[salt:], v[:salt]) for k, v in stored if v is not None]
         except UnicodeDecodeError:
             raise CorruptDataError(f"document {doc_id!r} in {coll!r}: a stored property pointer is damaged") from None
         claim = None if header.deleted else unflatten([(p.pointer, p.encoded) for p in props])
-        kv_proof = ledger.prove_entries(tx_id, range(o, o + header.n + 1), state)
+        if len(props) != header.n:
+            raise CorruptDataError(f"document {doc_id!r} in {coll!r}: a stored property is a tombstone")
+        run = ledger.prove_entries(tx_id, range(o, o + header.n + 1), state)
         proof = Proof(
             "document", coll, doc_id, header.revision, None, claim, entry.value, o, props, None,
-            kv_proof.header, kv_proof.path, kv_proof.tx_path, state,
+            run.header, run.path, run.tx_path, state,
         )
         return _bundle(engine, proof, known_state)
     split_pointer(pointer)  # InvalidPointerError for a malformed pointer

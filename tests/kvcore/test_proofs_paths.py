@@ -75,7 +75,7 @@ def test_entry_paths_are_rfc9162_paths(sized, monkeypatch, cached):
                 assert proof.tx_path == merkle.inclusion_path(tx_id - 1, state.tx_id, led._tree.subtree)
                 verify_entry(proof, _key(t, index), _value(t, index), state)
                 assert proof.header == header
-        assert (tx_id in led._extra_cache) is cached
+        assert (tx_id in led.prover.extra_cache) is cached
 
 
 def test_older_states_get_their_own_tx_paths(sized):
@@ -158,7 +158,7 @@ def test_multi_entry_proofs_read_the_same_nodes_either_way(sized, monkeypatch, c
             proof = led.prove_entries(t + 1, idx, state)
             assert proof.path == merkle.multi_path(idx, n, lambda a, b: merkle.root_of(leaves[a:b]))
             verify_entries(proof, [(_key(t, i), _value(t, i)) for i in idx], state)
-        assert (t + 1 in led._extra_cache) is cached
+        assert (t + 1 in led.prover.extra_cache) is cached
 
 
 def test_the_transaction_check_memo_never_accepts_a_changed_input(sized):

@@ -137,5 +137,5 @@ def test_clearing_the_caches_changes_no_proof(filled: Ledger):
     state = led.state()
     before = [led.prove_entry_at(t, 3, state) for t in range(1, 6)]
     led._prover.clear_caches()
-    assert not led._extra_cache and led._extra_cache.nbytes == 0
+    assert not led.prover.extra_cache and led.prover.extra_cache.nbytes == 0
     assert [led.prove_entry_at(t, 3, state) for t in range(1, 6)] == before

@@ -159,7 +159,7 @@ def test_forged_bytes_with_a_valid_checksum_are_found(pristine, tmp_path, snapsh
     src, states, records = pristine
     work = Workdir(src, tmp_path)
     for i, (rec, (where, pos)) in enumerate(
-        (rec, item) for rec in records for item in _positions(rec, with_frame=False).items()
+        (r, item) for r in records for item in _positions(r, with_frame=False).items()
     ):
         path = work.reset(without=() if snapshot else ("index.snap",))
         xor_byte(path / "txlog", pos, 0x04)

@@ -52,8 +52,7 @@ def _leaves(doc: dict) -> list[tuple[int, str]]:
 def test_interleaved_property_proofs_find_the_right_entry(world, monkeypatch, cached):
     db, coll = world
     led = db.ledger
-    led._extra_cache.clear()
-    led._extra_cached_bytes = 0
+    led.prover.extra_cache.clear()
     if not cached:
         monkeypatch.setattr(proving_mod, "_EXTRA_CACHE_BYTES", 0)
     state = db.state()
@@ -70,7 +69,7 @@ def test_interleaved_property_proofs_find_the_right_entry(world, monkeypatch, ca
         assert (proof.index, proof.tx, proof.path, proof.tx_path) == (
             header.index + 1 + ordinal, kv.header, kv.entry_path, kv.tx_path,
         )
-    assert bool(led._extra_cache) is cached
+    assert bool(led.prover.extra_cache) is cached
 
 
 def test_values_are_the_documents_values(world):

@@ -146,6 +146,7 @@ def test_a_bundled_consistency_proof_is_bound(world):
         mutate(d)
         with pytest.raises(VerificationError):
             docstore.verify(d, st["old"], key)
+            pytest.fail(f"the edit {name!r} was accepted")
     # a consistency proof from a forged ledger of the same length does not link either
     bad_state = kvcore.State(st["old"].tx_id, bytes(32))
     with pytest.raises(VerificationError):

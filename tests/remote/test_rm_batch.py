@@ -6,7 +6,6 @@ import threading
 
 import pytest
 
-import docstore
 from docstore import (
     CollectionNotFoundError,
     ConflictError,
