@@ -93,9 +93,8 @@ class Collection:
     def get(self, doc_id: str, at_tx: int | None = None) -> dict:
         """The document (as of ledger transaction ``at_tx``); DocumentNotFoundError if none."""
         check_id(doc_id)
-        engine = self._engine
-        engine.check_open()
-        if self._verifying:
+        engine = self._engine  # each of its reads below checks the database is open
+        if engine.trust is not None:
             from docstore.proofs import reader
 
             self._state()

@@ -55,12 +55,18 @@ class Signing:
 
     @property
     def current(self) -> Signer:
-        """The current signer; StorageError if the database has no key."""
+        """The current signer; StorageError if the database has no key, or its key file holds
+        a key whose id does not match it."""
         if not self._signers:
             raise StorageError(
                 f"this database has no signing key ({self.key_path!r} is missing): open it once "
                 "for writing to create one, or give its key file (key_file=..., IMMUDOC_KEY_FILE)"
             )
+        for signer in self._signers:
+            try:
+                signer.verifier  # noqa: B018 - checks the key against its id (first use)
+            except NoteError as e:
+                raise StorageError(f"the signing key file {self.key_path!r}: {e}") from None
         return self._signers[0]
 
     def verifier_keys(self) -> list[str]:

@@ -21,7 +21,7 @@ import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from docstore.errors import VerificationError
 
@@ -109,19 +109,39 @@ class Verifier(NamedTuple):
 
 
 class Signer:
-    """An Ed25519 signing key with its name (keep its :meth:`private_string` secret)."""
+    """An Ed25519 signing key with its name (keep its :meth:`private_string` secret).
 
-    def __init__(self, name: str, seed: bytes) -> None:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    The key object (and the ``cryptography`` import) is made on first use, so opening a
+    database that never signs costs nothing; a key string whose id does not match its key is
+    refused then (NoteError)."""
 
+    def __init__(self, name: str, seed: bytes, claimed_id: int | None = None) -> None:
         check_key_name(name)
         if len(seed) != 32:
             raise NoteError("an Ed25519 private key is 32 bytes")
         self.name = name
-        self._key = Ed25519PrivateKey.from_private_bytes(seed)
         self._seed = seed
-        public = self._key.public_key().public_bytes_raw()
-        self.verifier = Verifier(name, key_id(name, public), public)
+        self._claimed_id = claimed_id
+        self._key: Any = None
+        self._verifier: Verifier | None = None
+
+    def _private(self) -> Any:
+        if self._key is None:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            self._key = Ed25519PrivateKey.from_private_bytes(self._seed)
+        return self._key
+
+    @property
+    def verifier(self) -> Verifier:
+        """The matching verifier key (NoteError if the key string named another key id)."""
+        if self._verifier is None:
+            public = self._private().public_key().public_bytes_raw()
+            verifier = Verifier(self.name, key_id(self.name, public), public)
+            if self._claimed_id is not None and verifier.id != self._claimed_id:
+                raise NoteError("the signer key's id does not match its name and key")
+            self._verifier = verifier
+        return self._verifier
 
     @property
     def id(self) -> int:
@@ -135,20 +155,20 @@ class Signer:
 
     @classmethod
     def parse(cls, text: str) -> Signer:
-        """Parse ``PRIVATE+KEY+<name>+<hex id>+<base64(0x01 || seed)>``."""
+        """Parse ``PRIVATE+KEY+<name>+<hex id>+<base64(0x01 || seed)>`` (its id is checked
+        against the key on first use)."""
         if not isinstance(text, str):
             raise NoteError(f"a signer key is a string, got {type(text).__name__}")
         parts = text.strip().split("+", 4)
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise NoteError("a signer key reads 'PRIVATE+KEY+<name>+<key id>+<base64 key>'")
         name, hex_id, data = parts[2:]
+        if len(hex_id) != 8 or any(c not in "0123456789abcdef" for c in hex_id):
+            raise NoteError("a signer key's id is 8 lowercase hex digits")
         raw = _b64(data, "the signer key")
         if len(raw) != 33 or raw[0] != ALG_ED25519:
             raise NoteError("the signer key is not an Ed25519 key (0x01 and 32 bytes)")
-        signer = cls(name, raw[1:])
-        if f"{signer.id:08x}" != hex_id:
-            raise NoteError("the signer key's id does not match its name and key")
-        return signer
+        return cls(name, raw[1:], int(hex_id, 16))
 
     def private_string(self) -> str:
         data = base64.b64encode(bytes([ALG_ED25519]) + self._seed).decode()
@@ -158,7 +178,7 @@ class Signer:
         return f"<Signer {self.verifier}>"
 
     def signature_line(self, text: str) -> str:
-        sig = self._key.sign(text.encode())
+        sig = self._private().sign(text.encode())
         blob = self.id.to_bytes(4, "big") + sig
         return f"{_DASH} {self.name} {base64.b64encode(blob).decode()}\n"
 

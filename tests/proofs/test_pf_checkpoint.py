@@ -139,7 +139,7 @@ def test_signer_keys_round_trip_and_reject_a_wrong_id():
     parts = s.private_string().split("+")
     parts[3] = "00000000" if parts[3] != "00000000" else "00000001"
     with pytest.raises(NoteError, match="does not match"):
-        Signer.parse("+".join(parts))
+        Signer.parse("+".join(parts)).verifier  # checked on first use
 
 
 # ------------------------------------------------------------------------------ checkpoints
