@@ -53,13 +53,16 @@ class KeyIndex:
     list and are merged in on the next one, so writers that nobody scans pay nothing for order.
     """
 
-    __slots__ = ("_map", "_keys", "_new", "_loaded")
+    __slots__ = ("by_key", "_keys", "_new", "_loaded")
 
-    def __init__(self) -> None:
-        self._map: dict[bytes, int | list[int]] = {}
-        self._keys: SortedList | None = SortedList()
+    def __init__(self, by_key: dict[bytes, int | list[int]] | None = None, loaded: list[bytes] | None = None) -> None:
+        """An empty index, or one loaded from a snapshot (``by_key`` and its ``loaded`` keys,
+        sorted: they are put in order on first need)."""
+        self.by_key: dict[bytes, int | list[int]] = by_key if by_key is not None else {}
+        """key -> the location of its only revision, or a list of them (read it; the index writes it)."""
+        self._keys: SortedList | None = SortedList() if by_key is None else None
         self._new: list[bytes] = []
-        self._loaded: list[bytes] = []  # sorted keys of a snapshot, ordered on first need
+        self._loaded: list[bytes] = loaded if loaded is not None else []
 
     def _ordered(self) -> SortedList:
         if self._keys is None:  # loaded from a snapshot: order only when a scan needs it
@@ -72,10 +75,10 @@ class KeyIndex:
         return self._keys
 
     def __len__(self) -> int:
-        return len(self._map)
+        return len(self.by_key)
 
     def add_many(self, items: list[tuple[bytes, int]]) -> None:
-        m = self._map
+        m = self.by_key
         keys = [k for k, _ in items]
         if m.keys().isdisjoint(keys) and len(set(keys)) == len(keys):  # all new (inserts)
             m.update(items)
@@ -95,14 +98,14 @@ class KeyIndex:
             self._new += new
 
     def locations(self, key: bytes) -> list[int]:
-        cur = self._map.get(key)
+        cur = self.by_key.get(key)
         if cur is None:
             return []
         return [cur] if isinstance(cur, int) else list(cur)
 
     def latest(self, key: bytes, bound: int | None = None) -> tuple[int, int] | None:
         """(location, revision) of the newest revision below ``bound``, or None."""
-        cur = self._map.get(key)
+        cur = self.by_key.get(key)
         if cur is None:
             return None
         if isinstance(cur, int):
@@ -113,7 +116,7 @@ class KeyIndex:
         return (cur[i - 1], i) if i else None
 
     def revision_of(self, key: bytes, loc: int) -> int:
-        cur = self._map.get(key)
+        cur = self.by_key.get(key)
         if isinstance(cur, int):
             return 1
         return bisect_right(cur, loc) if cur else 0
@@ -135,7 +138,7 @@ class KeyIndex:
     def dump(self, tx_count: int, root: bytes = b"") -> bytes:
         """Snapshot bytes; ``root`` is the ledger root at ``tx_count`` (checked on load)."""
         keys = list(self._ordered())
-        m = self._map
+        m = self.by_key
         # version 2: no back-references, so equal indexes give equal bytes whatever else holds
         # their objects (versions >= 3 flag every object with other references); audit compares
         body = marshal.dumps((tx_count, root, keys, [m[k] for k in keys]), 2)
@@ -152,10 +155,7 @@ class KeyIndex:
                 tx_count, root, keys, vals = marshal.loads(body)
                 if type(tx_count) is not int or type(root) is not bytes or type(keys) is not list:
                     return None
-                idx = cls()
-                idx._map = dict(zip(keys, vals))
-                idx._keys = None
-                idx._loaded = keys
+                idx = cls(dict(zip(keys, vals)), keys)
         except (ValueError, EOFError, TypeError):
             return None
         return idx, tx_count, root

@@ -104,7 +104,18 @@ class Ledger:
             raise
         self._root_cache: tuple[int, bytes] = (count, self._tree.root(count))
         self._headers: dict[int, TxHeader] = {}
-        self._prover = Prover(_ProofReads(self))
+        self._prover = Prover(
+            _ProofReads(
+                tx_count=lambda: self._tx_count,
+                state=self.state,
+                header=self.header,
+                payload_bytes=self._storage.read,
+                extra_bytes=self._storage.read_extra,
+                key_locations=self._index.locations,
+                entry_kind=lambda loc, key: self._read_entry(loc, key)[0],
+                tx_subtree_hash=self._tree.subtree,
+            )
+        )
         for note in self.recovery_notes:
             warnings.warn(note, RecoveryWarning, stacklevel=3)
 
@@ -371,7 +382,7 @@ class Ledger:
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
             key = check_key(key)
         if at_tx is None:  # the common case, inlined: the newest committed revision
-            cur = self._index._map.get(key)
+            cur = self._index.by_key.get(key)
             found = (cur, 1) if type(cur) is int and cur < ((self._tx_count + 1) << 56) else (
                 None if cur is None else self._index.latest(key, bound_for(self._tx_count))
             )
@@ -391,7 +402,7 @@ class Ledger:
         written, or deleted, as of ``at_tx``): the cheap probe for keys that are usually new."""
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
             key = check_key(key)
-        if key not in self._index._map and not self._closed:
+        if key not in self._index.by_key and not self._closed:
             if at_tx is not None:
                 self._bound(at_tx)  # the same TxNotFoundError as get
             return None
@@ -678,27 +689,33 @@ class Ledger:
 
 class _ProofReads:
     """The reads a ledger's :class:`~kvcore.proving.Prover` makes: a
-    :class:`kvcore.proofsource.ProofSource` over the ledger's storage, tree and key index.
+    :class:`kvcore.proofsource.ProofSource` made of the ledger's own bound methods (so the reads
+    proofs repeat cost no call in between); the ledger never replaces the storage, tree or index
+    it was opened with."""
 
-    The reads that proofs repeat are the ledger's own bound methods (no call in between);
-    the ledger never replaces the storage, tree or index it was opened with.
-    """
-
-    def __init__(self, ledger: Ledger) -> None:
-        self._ledger = ledger
-        self.state = ledger.state
-        self.header = ledger.header
-        self.payload_bytes = ledger._storage.read
-        self.extra_bytes = ledger._storage.read_extra
-        self.key_locations = ledger._index.locations
-        self.tx_subtree_hash = ledger._tree.subtree
+    def __init__(
+        self,
+        tx_count: Callable[[], int],
+        state: Callable[..., State],
+        header: Callable[[int], TxHeader],
+        payload_bytes: Callable[[int, int, int], bytes],
+        extra_bytes: Callable[[int, int, int], bytes],
+        key_locations: Callable[[bytes], list[int]],
+        entry_kind: Callable[[int, bytes], int],
+        tx_subtree_hash: Callable[[int, int], bytes],
+    ) -> None:
+        self._tx_count = tx_count
+        self.state = state
+        self.header = header
+        self.payload_bytes = payload_bytes
+        self.extra_bytes = extra_bytes
+        self.key_locations = key_locations
+        self.entry_kind = entry_kind
+        self.tx_subtree_hash = tx_subtree_hash
 
     @property
     def tx_id(self) -> int:
-        return self._ledger._tx_count
-
-    def entry_kind(self, loc: int, key: bytes) -> int:
-        return self._ledger._read_entry(loc, key)[0]
+        return self._tx_count()
 
 
 def _entries_of(tx_id: int, body: bytes) -> list[tuple[int, int, bytes, bytes]]:

@@ -21,7 +21,7 @@ from docstore.collections import cursor
 from docstore.errors import DocstoreError, QueryError
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
-from docstore.transactions.staging import StagingCollection
+from docstore.transactions.staging import StagingCollection, TransactionBase
 
 if TYPE_CHECKING:
     from docstore.remote.connection import Connection
@@ -68,7 +68,7 @@ class RemoteStaged:
         return self.pending.get(key) if key in self.pending else self.base.get(key, (None, None))[0]
 
 
-class RemoteTransaction:
+class RemoteTransaction(TransactionBase):
     """A multi-document, multi-collection optimistic transaction on a remote database."""
 
     def __init__(self, conn: Connection, at_tx: int | None = None) -> None:
@@ -83,22 +83,8 @@ class RemoteTransaction:
         self.staged = RemoteStaged(conn, self.snapshot)
         """The transaction's reads and buffered writes (internal)."""
 
-    def __enter__(self) -> RemoteTransaction:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self.staged.done:
-            return
-        if exc_type is None:
-            self.commit()
-        else:
-            self.rollback()
-
     def __repr__(self) -> str:
         return f"<RemoteTransaction at snapshot {self.snapshot} on {self._conn.target!r}>"
-
-    def __getitem__(self, name: str) -> RemoteTxCollection:
-        return self.collection(name)
 
     def collection(self, name: str) -> RemoteTxCollection:
         """A collection in this transaction (CollectionNotFoundError if there is none)."""

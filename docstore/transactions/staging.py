@@ -29,6 +29,41 @@ from docstore.documents.ids import check_id, new_id
 from docstore.errors import DocumentNotFoundError, DuplicateIdError, InvalidDocumentError
 
 
+class TransactionBase(ABC):
+    """What every transaction does alike: ``with`` commits on a clean exit and rolls back on
+    an exception; ``tx[name]`` is ``tx.collection(name)``."""
+
+    snapshot: int
+    tx_id: int | None
+
+    @property
+    @abstractmethod
+    def done(self) -> bool: ...
+
+    @abstractmethod
+    def collection(self, name: str) -> StagingCollection: ...
+
+    @abstractmethod
+    def commit(self) -> int | None: ...
+
+    @abstractmethod
+    def rollback(self) -> None: ...
+
+    def __enter__(self) -> TransactionBase:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.done:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+
+    def __getitem__(self, name: str) -> StagingCollection:
+        return self.collection(name)
+
+
 class StagingCollection(ABC):
     """A collection as seen from inside a transaction (the same methods as a Collection's
     writes and reads, without time travel)."""

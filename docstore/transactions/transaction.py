@@ -29,7 +29,7 @@ from docstore.documents.flatten import flatten_raw
 from docstore.documents.records import Header
 from docstore.engine.state import copy_doc
 from docstore.errors import ConflictError, DocstoreError, DuplicateKeyError, InvalidDocumentError
-from docstore.transactions.staging import StagingCollection
+from docstore.transactions.staging import StagingCollection, TransactionBase
 
 if TYPE_CHECKING:
     from docstore.engine.engine import Engine
@@ -233,7 +233,7 @@ class Staged:
         self.kv.rollback()
 
 
-class Transaction:
+class Transaction(TransactionBase):
     """``with db.transaction() as tx: tx["trials"].insert({...})`` commits on a clean exit."""
 
     def __init__(self, engine: Engine, at_tx: int | None = None) -> None:
@@ -244,22 +244,8 @@ class Transaction:
         self.tx_id: int | None = None
         """The committed ledger transaction (None before commit, or if nothing was written)."""
 
-    def __enter__(self) -> Transaction:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self.staged.done:
-            return
-        if exc_type is None:
-            self.commit()
-        else:
-            self.rollback()
-
     def __repr__(self) -> str:
         return f"<Transaction at snapshot {self.snapshot}>"
-
-    def __getitem__(self, name: str) -> TxCollection:
-        return self.collection(name)
 
     def collection(self, name: str) -> TxCollection:
         """A collection in this transaction (CollectionNotFoundError if there is none)."""

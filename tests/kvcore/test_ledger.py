@@ -378,7 +378,7 @@ def test_index_snapshots_of_the_first_format_still_open(ledger_dir):
     old = b"IMKIDX01" + hashlib.sha256(body).digest() + body
     for snap in (blob, old):
         index, count, _root = KeyIndex.load(snap)
-        assert count == before["tx_id"] and list(index.iter_keys()) == sorted(index._map)
+        assert count == before["tx_id"] and list(index.iter_keys()) == sorted(index.by_key)
         (ledger_dir / "index.snap").write_bytes(snap)
         led2, caught = open_recording(ledger_dir)
         with led2:
