@@ -1,12 +1,17 @@
 """Footprint at every size: bytes on disk per document, open time, peak memory.
 
-- bytes on disk: blocks allocated under each database (after a clean close: immudoc's
-  snapshots, SQLite's WAL checkpointed); the documents as JSON lines are the reference floor.
+- bytes on disk: blocks allocated under each database (after a clean close: SQLite's WAL
+  checkpointed); the documents as JSON lines are the reference floor; immudoc's note splits
+  its figure into the log, the tree and txindex, kvcore's key index and docstore's derived
+  state (both LMDB).
 - open: a fresh interpreter opens the database and reads one document (immudoc
-  ``readonly=True``: loading its snapshots is what is timed), best of a few.
+  ``readonly=True``), best of a few.
 - peak RSS: the same interpreter then serves 1,000 gets and 100 indexed finds; the figure is
   its peak resident set minus that of an interpreter that only made the same imports (the
   note gives both).
+- peak RSS building (largest size only): a fresh interpreter builds a new copy of the database
+  in batches of 1,000 documents (insert_many, one transaction each) and reports its peak
+  resident set (memory-mapped pages of the files included).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from benchmarks.workload import doc_id
 BYTES = "bytes on disk per doc"
 OPEN = "open + first get"
 RSS = "peak RSS serving reads, above interpreter"
+BUILD_RSS = "peak RSS building the database"
 KV_BYTES = "kv bytes on disk per entry"
 KV_OPEN = "kv open + first get"
 JSONL = "raw JSON lines"
@@ -78,8 +84,8 @@ def _immudoc_breakdown(path: str, n: int) -> str:
     parts = {
         "txlog": [os.path.join(path, "ledger", "txlog")],
         "tree+txindex": [os.path.join(path, "ledger", f) for f in ("tree", "txindex")],
-        "index.snap": [os.path.join(path, "ledger", "index.snap")],
-        "docs.snap": [os.path.join(path, "docs.snap")],
+        "key index": [os.path.join(path, "ledger", "index.lmdb")],
+        "derived state": [os.path.join(path, "state.lmdb")],
     }
     sizes = {k: sum(disk_bytes(f) for f in fs if os.path.exists(f)) / n for k, fs in parts.items()}
     return ", ".join(f"{k} {v:,.0f}" for k, v in sizes.items())
@@ -143,7 +149,38 @@ def run(cfg: Any) -> list[Result]:
     for n in cfg.sizes:
         out += docs_footprint(cfg, n)
         out += kv_footprint(cfg, n)
+    out += build_rss(cfg, max(cfg.sizes))
     return out
+
+
+def build_rss(cfg: Any, n: int) -> list[Result]:
+    out = []
+    for name in (docsys.IMMUDOC, docsys.SQLITE):
+        where = os.path.join(cfg.scratch(f"build-{n}"), name)
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        t = time.perf_counter()
+        r = subprocess.run(
+            [sys.executable, "-m", "benchmarks.footprint", "build:" + name, where, str(n), "0"],
+            capture_output=True, text=True, env=env, cwd=ROOT, timeout=4 * 3600,
+        )
+        spent = time.perf_counter() - t
+        if r.returncode != 0:
+            raise RuntimeError(f"build child for {name} failed: {r.stderr[-2000:]}")
+        m = json.loads(r.stdout.strip().splitlines()[-1])
+        out.append(Result(BUILD_RSS, name, m["rss_mb"], "MB", f"fresh process, batches of 1,000; {spent:,.0f} s", n, "footprint"))
+    return out
+
+
+def _build(system: str, path: str, n: int) -> None:
+    """The child: build ``n`` documents into a new database at ``path``; print the peak RSS."""
+    from benchmarks.workload import iter_batches
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sysm = docsys.ImmudocDocs(path) if system == docsys.IMMUDOC else docsys.SqliteDocs(path)
+    for batch in iter_batches(n, 1000):
+        sysm.insert_many(batch)
+    sysm.close()
+    print(json.dumps({"rss_mb": peak_rss_mb()}))
 
 
 def _serve(system: str, path: str, n: int, repeat: int) -> None:
@@ -211,4 +248,7 @@ def peak_rss_mb() -> float:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    if sys.argv[1].startswith("build:"):
+        _build(sys.argv[1][6:], sys.argv[2], int(sys.argv[3]))
+    else:
+        _serve(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

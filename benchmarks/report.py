@@ -40,9 +40,12 @@ def bars_table(rows: list[dict[str, Any]]) -> str:
         return "_No bar could be evaluated in this run (a peer was missing)._"
     lines = ["| bar | peer | size | needed | measured | verdict |", "|---|---|--:|--:|--:|---|"]
     for r in rows:
+        verdict = "met" if r["met"] else "**not met**"
+        if "value" in r:  # an absolute limit
+            lines.append(f"| {r['bar']} | - | {fmt_size(r['size'])} | <= {r['need']:,.0f} | {r['value']:,.1f} | {verdict} |")
+            continue
         lines.append(
-            f"| {r['bar']} | {r['peer']} | {fmt_size(r['size'])} | {r['need']:.2f}x | {fmt_ratio(r['ratio'])} | "
-            f"{'met' if r['met'] else '**not met**'} |"
+            f"| {r['bar']} | {r['peer']} | {fmt_size(r['size'])} | {r['need']:.2f}x | {fmt_ratio(r['ratio'])} | {verdict} |"
         )
     return "\n".join(lines)
 

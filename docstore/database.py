@@ -19,7 +19,13 @@ from docstore.collections.indexes import check_field
 from docstore.collections.schema import Schema
 from docstore.documents.ids import check_collection_name
 from docstore.engine.engine import Engine
-from docstore.errors import CollectionExistsError, CollectionNotFoundError, QueryError, refuse_unproven
+from docstore.errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    CorruptDataError,
+    QueryError,
+    refuse_unproven,
+)
 from docstore.proofs.trust import TrustTracker
 from docstore.transactions.transaction import Transaction, run
 
@@ -98,7 +104,7 @@ class Database:
 
     # ------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Save a snapshot of the derived state (so the next open is fast) and close."""
+        """Close the database (everything committed is already on disk)."""
         self._engine.close()
 
     def __enter__(self) -> Database:
@@ -192,12 +198,28 @@ class Database:
 
         A failed audit makes the database refuse every read and write (CorruptDataError) until
         it is reopened: nothing is served from data known to be damaged."""
-        return self._engine.audit(trusted_state, progress)
+        engine = self._engine
+        if trusted_state is None and engine.trust is not None:  # a verifying reader audits against its trust
+            from docstore.proofs import reader
+
+            try:
+                reader.current_state(engine)  # refuses a ledger behind or beside the trusted state
+            except CorruptDataError:  # an audit already failed: audit again, against the trusted state
+                pass
+            trusted_state = engine.trust.state
+        return engine.audit(trusted_state, progress)
 
     # ---------------------------------------------------------------- state
     def state(self) -> kvcore.State:
-        """The ledger's current state: save it to verify later reads and proofs."""
-        return self._engine.current_state()
+        """The ledger's current state: save it to verify later reads and proofs. (A verifying
+        database authenticates it first: not behind its trusted state, and signed by a pinned
+        key if newer; the trusted state advances to it.)"""
+        engine = self._engine
+        if engine.trust is not None:
+            from docstore.proofs import reader
+
+            return reader.current_state(engine)
+        return engine.current_state()
 
     @property
     def tx_id(self) -> int:
@@ -247,8 +269,13 @@ class Database:
     def checkpoint(self, state: kvcore.State | None = None) -> str:
         """The signed checkpoint (C2SP tlog-checkpoint in a signed note) of ``state`` (default:
         the current state), signed by the current key and any earlier ones kept after a
-        rotation."""
-        return self._engine.checkpoint(state)
+        rotation. A verifying database signs only a state it authenticates (see :meth:`state`)."""
+        engine = self._engine
+        if engine.trust is not None:
+            from docstore.proofs import reader
+
+            state = reader.current_state(engine, None if state is None else engine.own_state(state, "state", trusted=False))
+        return engine.checkpoint(state)
 
     def rotate_key(self, keep_old: bool = True) -> str:
         """Make a new signing key (same name); returns its verifier key.

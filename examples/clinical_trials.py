@@ -150,7 +150,7 @@ def main(directory: str) -> None:
     stored = json.loads(proof_text)["properties"][0]
     tamper(os.path.join(path, "ledger", "txlog"), base64.b64decode(stored[2]) + stored[1].encode(), b"75")
     with docstore.open(path, readonly=True) as db:
-        print("a plain read still serves:", db["visits"].get("V-0002")["dosage"])
+        print("a plain read serves what is on disk:", db["visits"].get("V-0002")["dosage"])
         print("audit:", db.audit())
     try:
         with docstore.open(path, readonly=True, verify=True, trusted_state=trusted, verifier_key=key) as reader:

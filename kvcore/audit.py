@@ -1,14 +1,15 @@
-"""Full audit: recompute every hash from the stored bytes and compare with what is stored."""
+"""Full audit: recompute every hash from the stored bytes and compare with what is stored, and
+check the key index against the log (:mod:`kvcore.indexaudit`), reading the log once."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from kvcore import payload
 from kvcore.errors import CorruptionError
 from kvcore.hashing import HASH_SIZE, tx_leaf_hash
-from kvcore.keyindex import KeyIndex, make_loc
 from kvcore.models import State
 from kvcore.storage.base import Storage
 from kvcore.tree import MerkleTree, node_count
@@ -44,17 +45,45 @@ def _tx_of_node(pos: int, count: int) -> int:
     return lo
 
 
+class IndexCheck(Protocol):
+    """The key index's part of an audit (:class:`kvcore.indexaudit.IndexAudit`)."""
+
+    def tx(self, tx_id: int, parsed: list[tuple[int, int, bytes, bytes]], first: int) -> None:
+        """Check the index's rows for entries ``first ..`` of one transaction of the log
+        (called in order)."""
+        ...
+
+    def finish(self, root_at: bytes | None) -> list[str]:
+        """The problems found; ``root_at``: the log's root at the transaction the index says it
+        reflects (None if unknown)."""
+        ...
+
+    @property
+    def held(self) -> int:
+        """The last transaction the on-disk index says it reflects."""
+        ...
+
+
+ENTRY_PROGRESS_EVERY = 65_536
+"""Entries between two calls of an audit's entry progress within a large transaction."""
+
+
 def run_audit(
     storage: Storage,
     tx_count: int,
-    expected_index: bytes,
+    index: IndexCheck,
     trusted_state: State | None,
     progress: Callable[[int, int], None] | None,
+    entry_progress: Callable[[int, int], None] | None = None,
+    total_entries: int = 0,
 ) -> AuditReport:
+    """Audit the ledger's ``tx_count`` transactions on ``storage``. ``progress(done, total)``
+    is called after each transaction (in transactions), ``entry_progress(done, total)`` after
+    each transaction and every ENTRY_PROGRESS_EVERY entries of a large one (in entries, of
+    ``total_entries``)."""
     problems: list[str] = []
     first_bad: int | None = None
     tree = MerkleTree()
-    index = KeyIndex()
     entries = 0
     last_ts = 0
 
@@ -84,12 +113,15 @@ def run_audit(
             if payload.extra_for(body) != extra:
                 bad(tx_id, "stored entry positions or entries-tree nodes do not match the entries")
             tree.append(tx_leaf_hash(header))
-            index.add_many(
-                [(key, make_loc(tx_id, i, pos)) for i, (pos, _k, key, _v) in enumerate(parsed)]
-            )
+            for start in range(0, len(parsed), ENTRY_PROGRESS_EVERY):
+                index.tx(tx_id, parsed[start : start + ENTRY_PROGRESS_EVERY], start)
+                if entry_progress is not None and start + ENTRY_PROGRESS_EVERY < len(parsed):
+                    entry_progress(entries + start + ENTRY_PROGRESS_EVERY, total_entries)
             entries += len(parsed)
             if progress is not None:
                 progress(tx_id, tx_count)
+            if entry_progress is not None:
+                entry_progress(entries, total_entries)
             if first_bad is not None:
                 break
     except CorruptionError as e:
@@ -116,12 +148,14 @@ def run_audit(
         tx = _tx_of_node(pos, tx_count)
         problems.append(f"transaction {tx}: stored ledger-tree node {pos} does not match")
         first_bad = tx if first_bad is None else min(first_bad, tx)
+    held = index.held
+    index_problems = index.finish(tree.root(held) if 0 < held <= tree.size else (b"" if held == 0 else None))
     if first_bad is None:
         if tree.size != tx_count:
             problems.append(f"log holds {tree.size} transactions, the ledger counts {tx_count}")
             first_bad = tree.size + 1
-        if index.dump(tx_count) != expected_index:
-            problems.append("the in-memory key index does not match the log")
+        else:
+            problems += index_problems
     if trusted_state is not None:
         if trusted_state.tx_id > tree.size:
             problems.append(

@@ -1,24 +1,21 @@
-"""The in-memory key index: every key's revisions, in key order.
+"""Locations of revisions, and the in-memory key index.
 
 A revision is located by ``loc = tx_id << 56 | ordinal << 32 | position``: the transaction
 that wrote it, the entry's ordinal in that transaction (its leaf index) and its byte position
-in the transaction's payload. Locations therefore sort by transaction. The index is derived data: it is snapshotted to speed up opening and
-can always be rebuilt from the transaction log.
+in the transaction's payload. Locations therefore sort by transaction.
+
+The ledger's key index lives on disk (:mod:`kvcore.keystore`); :class:`KeyIndex` holds in
+memory the revisions the on-disk index does not (yet) hold (:mod:`kvcore.index`: a bounded
+overlay), or every revision when there is no usable on-disk index. Both are derived data,
+rebuilt from the transaction log.
 """
 
 from __future__ import annotations
 
-import marshal
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
 from sortedcontainers import SortedList  # no stubs (pyproject: ignore_missing_imports): SortedList is Any
-
-from kvcore import gcpause, snapshot
-
-_MAGIC_V1 = b"IMKIDX01"  # the first container (sha256): still read
-_MAGIC = b"IMKIDX02"  # kvcore.snapshot's container
-
 
 TX_SHIFT = 56
 MAX_ORDINAL = (1 << 24) - 1
@@ -53,21 +50,15 @@ class KeyIndex:
     list and are merged in on the next one, so writers that nobody scans pay nothing for order.
     """
 
-    __slots__ = ("by_key", "_keys", "_new", "_loaded")
+    __slots__ = ("by_key", "_keys", "_new")
 
-    def __init__(self, by_key: dict[bytes, int | list[int]] | None = None, loaded: list[bytes] | None = None) -> None:
-        """An empty index, or one loaded from a snapshot (``by_key`` and its ``loaded`` keys,
-        sorted: they are put in order on first need)."""
-        self.by_key: dict[bytes, int | list[int]] = by_key if by_key is not None else {}
+    def __init__(self) -> None:
+        self.by_key: dict[bytes, int | list[int]] = {}
         """key -> the location of its only revision, or a list of them (read it; the index writes it)."""
-        self._keys: SortedList | None = SortedList() if by_key is None else None
+        self._keys = SortedList()
         self._new: list[bytes] = []
-        self._loaded: list[bytes] = loaded if loaded is not None else []
 
     def _ordered(self) -> SortedList:
-        if self._keys is None:  # loaded from a snapshot: order only when a scan needs it
-            self._keys = SortedList(self._loaded)
-            self._loaded = []
         if self._new:
             self._new.sort()
             self._keys.update(self._new)
@@ -103,6 +94,9 @@ class KeyIndex:
             return []
         return [cur] if isinstance(cur, int) else list(cur)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self.by_key
+
     def latest(self, key: bytes, bound: int | None = None) -> tuple[int, int] | None:
         """(location, revision) of the newest revision below ``bound``, or None."""
         cur = self.by_key.get(key)
@@ -116,9 +110,10 @@ class KeyIndex:
         return (cur[i - 1], i) if i else None
 
     def revision_of(self, key: bytes, loc: int) -> int:
+        """How many revisions of ``key`` are at or below ``loc``."""
         cur = self.by_key.get(key)
         if isinstance(cur, int):
-            return 1
+            return 1 if cur <= loc else 0
         return bisect_right(cur, loc) if cur else 0
 
     def keys_from(self, start: bytes, inclusive: bool, limit: int) -> list[bytes]:
@@ -133,29 +128,3 @@ class KeyIndex:
 
     def iter_keys(self) -> Iterator[bytes]:
         return iter(self._ordered())
-
-    # ------------------------------------------------------------ snapshots
-    def dump(self, tx_count: int, root: bytes = b"") -> bytes:
-        """Snapshot bytes; ``root`` is the ledger root at ``tx_count`` (checked on load)."""
-        keys = list(self._ordered())
-        m = self.by_key
-        # version 2: no back-references, so equal indexes give equal bytes whatever else holds
-        # their objects (versions >= 3 flag every object with other references); audit compares
-        body = marshal.dumps((tx_count, root, keys, [m[k] for k in keys]), 2)
-        return snapshot.wrap(_MAGIC, body)
-
-    @classmethod
-    def load(cls, blob: bytes) -> tuple[KeyIndex, int, bytes] | None:
-        """(index, tx_count, root) from a snapshot, or None if it is damaged or foreign."""
-        body = snapshot.unwrap(blob, _MAGIC, _MAGIC_V1)
-        if body is None:
-            return None
-        try:
-            with gcpause.paused():  # millions of objects that live on: nothing to collect
-                tx_count, root, keys, vals = marshal.loads(body)
-                if type(tx_count) is not int or type(root) is not bytes or type(keys) is not list:
-                    return None
-                idx = cls(dict(zip(keys, vals)), keys)
-        except (ValueError, EOFError, TypeError):
-            return None
-        return idx, tx_count, root

@@ -30,14 +30,17 @@ from kvcore.errors import (
 )
 from kvcore.errors import corrupt_entry as _corrupt
 from kvcore.hashing import HASH_SIZE, HEADER_SIZE, KIND_DELETE, tx_leaf_hash
+from kvcore.index import LedgerIndex
+from kvcore.indexaudit import IndexAudit
+from kvcore.indexpolicy import IndexPolicy
 from kvcore.keyindex import (
     MAX_ORDINAL,
-    KeyIndex,
     bound_for,
     make_loc,
     ordinal_of,
     tx_of,
 )
+from kvcore.keystore import Batch
 from kvcore.limits import (
     MAX_KEY_BYTES,
     MAX_TX_BYTES,
@@ -67,7 +70,6 @@ __all__ = [
 
 BULK_ENTRIES = 1024
 """A commit of at least this many entries pauses the cyclic GC (see kvcore.gcpause)."""
-_SNAPSHOT_AFTER_REPLAY = 50_000  # entries replayed at open before a fresh snapshot is saved
 _SCAN_CHUNK = 256
 _READ_AHEAD = 256
 _ENTRY_HEAD_SIZE = payload.ENTRY_HEAD_SIZE
@@ -75,7 +77,8 @@ _unpack_entry_head = payload.ENTRY_HEAD.unpack_from
 
 
 class RecoveryWarning(UserWarning):
-    """Opening a ledger repaired something (a torn tail, a damaged derived file)."""
+    """Opening a ledger repaired something (a torn tail, a damaged derived file); also raised
+    when a damaged key index is rebuilt while the ledger is open."""
 
 
 class Ledger:
@@ -84,22 +87,42 @@ class Ledger:
     Thread-safe: many threads may read while one commits (commits are serialized).
     Only one process may hold a ledger directory open for writing. Its proofs
     (:meth:`prove_entry`, :meth:`prove_entries`, :meth:`prove_consistency`, ...) are built by
-    its :class:`kvcore.proving.Prover`.
+    its :class:`kvcore.proving.Prover`. Its key index (where each key's revisions are) is on
+    disk (:mod:`kvcore.index`); entries under ``unindexed_prefixes`` have no index rows
+    (:mod:`kvcore.indexpolicy`).
     """
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(
+        self, storage: Storage, *, unindexed_prefixes: Iterable[bytes] = (), index_lag: int = 0
+    ) -> None:
+        """A ledger on ``storage`` (its key index in ``storage.index_path()``; see :meth:`open`
+        for ``unindexed_prefixes`` and ``index_lag``)."""
         self._storage = storage
-        self._write_lock = threading.Lock()
-        self._index_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # re-entrant: a read may repair the index under it
         self._closed = False
+        self._opened = False
         self.recovery_notes: list[str] = list(storage.recovery_notes)
         count = storage.tx_count()
         try:
+            policy = IndexPolicy(unindexed_prefixes)
+            _check_lag(index_lag)
+            self._policy = policy
+            self._unindexed = bool(policy)  # (read by every get)
             self._tree = self._load_tree(count)
             self._tx_count = count
-            self._index = self._load_index(count)
+            self._index = LedgerIndex(
+                storage.index_path(), policy, _IndexLog(storage, self._tree),
+                readonly=storage.readonly, lag=index_lag, lock=self._write_lock, note=self._note,
+            )
+            self._index.open(count, self._read_newer)
+            count = self._tx_count
             self._last_ts = self._timestamp_of(count) if count else 0
+            if not storage.readonly:
+                storage.discard_legacy()
         except BaseException:
+            index = getattr(self, "_index", None)
+            if index is not None:
+                index.abandon()
             storage.close()  # a failed open must not keep the directory locked
             raise
         self._root_cache: tuple[int, bytes] = (count, self._tree.root(count))
@@ -116,24 +139,58 @@ class Ledger:
                 tx_subtree_hash=self._tree.subtree,
             )
         )
+        self._opened = True
         for note in self.recovery_notes:
             warnings.warn(note, RecoveryWarning, stacklevel=3)
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], *, readonly: bool = False, wait: bool | float = False
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        wait: bool | float = False,
+        unindexed_prefixes: Iterable[bytes] = (),
+        index_lag: int = 0,
     ) -> Ledger:
         """Open (creating if missing) the ledger in directory ``path``.
 
         ``readonly`` opens without taking the writer lock (another process may write; call
         :meth:`refresh` to see its new transactions). ``wait`` makes a writer wait for the
         lock (``True`` forever, or a number of seconds) instead of raising ``LockedError``.
+
+        ``unindexed_prefixes`` (bytes prefixes; default none): entries whose key starts with
+        one of them are stored, hashed and provable as any other, but the key index has no row
+        for them: ``get``, ``lookup``, ``history``, ``scan``, ``delete`` and ``prove_entry``
+        refuse their keys (InvalidInputError), and ``scan`` refuses a prefix that could hold
+        one; read them by position (:meth:`entries`, :meth:`entry_items`,
+        :meth:`prove_entries`, :meth:`prove_entry_at`, :meth:`find_and_prove`); their
+        :class:`Entry.revision` is 0. The prefixes are part of the index: opening with others
+        rebuilds it (a reader with others reads with an in-memory index).
+
+        ``index_lag`` (entries, default 0): how far the on-disk key index may trail the log.
+        With 0, every commit also commits its index rows (a second fsync); with more, the
+        writer keeps up to that many entries' rows in memory and commits them together (after
+        a crash, opening reads them again from the log; readers read them from the log).
         """
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidInputError(f"a ledger path is a str or os.PathLike, got {type(path).__name__}")
         if not (type(wait) is bool or (type(wait) in (int, float) and wait >= 0)):
             raise InvalidInputError(f"wait is True, False or a number of seconds, got {wait!r}")
-        return cls(FileStorage(path, readonly=readonly, wait=wait))
+        policy = IndexPolicy(unindexed_prefixes)  # InvalidInputError before the directory is touched
+        _check_lag(index_lag)
+        return cls(
+            FileStorage(path, readonly=readonly, wait=wait),
+            unindexed_prefixes=policy.prefixes,
+            index_lag=index_lag,
+        )
+
+    def _note(self, note: str) -> None:
+        """A repair of derived data: recorded, and warned about once the ledger is open (the
+        notes of opening are warned about together)."""
+        self.recovery_notes.append(note)
+        if self._opened:
+            warnings.warn(note, RecoveryWarning, stacklevel=4)
 
     # --------------------------------------------------------------- opening
     def _load_tree(self, count: int) -> MerkleTree:
@@ -160,46 +217,30 @@ class Ledger:
             self._storage.replace_tree(tree.nodes())
         return tree
 
-    def _load_index(self, count: int) -> KeyIndex:
-        index, first = KeyIndex(), 1
-        blob = self._storage.load_index()
-        if blob is not None:
-            loaded = KeyIndex.load(blob)
-            if (
-                loaded is not None
-                and loaded[1] <= count
-                and loaded[2] == self._tree.root(loaded[1])
-            ):
-                index, first = loaded[0], loaded[1] + 1
-            else:
-                self.recovery_notes.append("the index snapshot was damaged; rebuilt the index")
-        replayed = 0
-        for tx_id, body, _extra in self._storage.scan(first):
-            items = [
-                (key, make_loc(tx_id, i, pos))
-                for i, (pos, _k, key, _v) in enumerate(_entries_of(tx_id, body))
-            ]
-            index.add_many(items)
-            replayed += len(items)
-        if replayed >= _SNAPSHOT_AFTER_REPLAY and not self._storage.readonly:
-            self._storage.save_index(index.dump(count, self._tree.root(count)))
-        return index
+    def _read_newer(self) -> int:
+        """A reader whose key index is ahead of the log it read at open: read the log's newer
+        transactions (their tree leaves) and return the new count."""
+        old = self._tx_count
+        new = self._storage.refresh()
+        for tx_id in range(old + 1, new + 1):
+            self._tree.append(tx_leaf_hash(_header_of(tx_id, self._storage.read(tx_id, 0, HEADER_SIZE))[0]))
+        self._tx_count = new
+        return new
 
     def _timestamp_of(self, tx_id: int) -> int:
         return _header_of(tx_id, self._storage.read(tx_id, 0, HEADER_SIZE))[1][1]
 
     # ----------------------------------------------------------- lifecycle
     def close(self) -> None:
-        """Save an index snapshot (so the next open is fast) and release the directory."""
+        """Commit the key index's rows still in memory (a writer) and release the directory."""
         if self._closed:
             return
         with self._write_lock:
             self._closed = True
-            if not self._storage.readonly:
-                with self._index_lock:
-                    blob = self._index.dump(self._tx_count, self._tree.root(self._tx_count))
-                self._storage.save_index(blob)
-            self._storage.close()
+            try:
+                self._index.close()
+            finally:
+                self._storage.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -230,25 +271,22 @@ class Ledger:
         with self._write_lock:
             old = self._tx_count
             new = self._storage.refresh()
+            batches: list[Batch] = []
             for tx_id, body, _extra in self._storage.scan(old + 1):
                 header_raw, _ = _header_of(tx_id, body)
                 self._tree.append(tx_leaf_hash(header_raw))
-                items = [
-                    (key, make_loc(tx_id, i, pos))
-                    for i, (pos, _k, key, _v) in enumerate(_entries_of(tx_id, body))
-                ]
-                with self._index_lock:
-                    self._index.add_many(items)
-                    self._tx_count = tx_id
+                batches.append(_batch_of(tx_id, body))
+            if self._storage.readonly:
+                self._index.refresh(batches, new)
             self._tx_count = new
             return new
 
     def checkpoint(self) -> None:
-        """Save a snapshot of the key index now (it is also saved on close)."""
+        """Commit the key index's rows still in memory and flush the index to disk (a writer
+        does both on close; with ``index_lag=0`` every commit already commits its rows)."""
         self._check_open()
-        with self._write_lock, self._index_lock:
-            blob = self._index.dump(self._tx_count, self._tree.root(self._tx_count))
-        self._storage.save_index(blob)
+        with self._write_lock:
+            self._index.checkpoint()
 
     # --------------------------------------------------------------- writes
     def set(self, key: bytes, value: bytes) -> int:
@@ -278,8 +316,11 @@ class Ledger:
         """Commit a tombstone for ``key`` (its history stays); KeyNotFoundError if absent."""
         key = check_key(key)
 
+        if not self._policy.indexed(key):
+            raise self._policy.refuse(key, "delete")
+
         def must_exist(_snapshot: int) -> None:
-            found = self._index.latest(key)
+            found = self._index.latest(key, None)
             if found is None or self._read_entry(found[0], key)[0] == KIND_DELETE:
                 raise KeyNotFoundError(f"key {key!r} does not exist (or is already deleted)")
 
@@ -339,9 +380,8 @@ class Ledger:
             base = tx_id << 56
             ordinals = range(base, base + (len(writes) << 32), 1 << 32)  # tx | ordinal << 32
             items = [(w[0], o | p) for w, o, p in zip(writes, ordinals, positions)]
-            with self._index_lock:
-                self._index.add_many(items)
-                self._tx_count = tx_id
+            self._index.add((tx_id, items, len(items)))  # after the log holds it durably
+            self._tx_count = tx_id
             self._last_ts = ts
             return tx_id
 
@@ -358,6 +398,8 @@ class Ledger:
     def _read_entry(self, loc: int, key: bytes) -> tuple[int, bytes]:
         """(kind, value) of the entry at ``loc``, which must be for ``key``."""
         tx_id, pos = loc >> 56, loc & 0xFFFFFFFF
+        if not 0 < tx_id <= self._tx_count:  # (a damaged index could name any transaction)
+            raise _corrupt(tx_id, key)
         head = _ENTRY_HEAD_SIZE + len(key)
         buf = self._storage.read(tx_id, pos, head + _READ_AHEAD)
         if len(buf) < head:
@@ -375,22 +417,11 @@ class Ledger:
         """The newest revision of ``key`` (as of transaction ``at_tx``).
 
         Raises KeyNotFoundError if the key never existed then, or its newest revision is a
-        tombstone.
+        tombstone; InvalidInputError for a key under an unindexed prefix.
         """
-        if self._closed:
-            raise ClosedError("the ledger is closed")
-        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
-            key = check_key(key)
-        if at_tx is None:  # the common case, inlined: the newest committed revision
-            cur = self._index.by_key.get(key)
-            found = (cur, 1) if type(cur) is int and cur < ((self._tx_count + 1) << 56) else (
-                None if cur is None else self._index.latest(key, bound_for(self._tx_count))
-            )
-        else:
-            found = self._index.latest(key, self._bound(at_tx))
+        found = self._newest(key, at_tx)
         if found is not None:
-            loc, revision = found
-            kind, value = self._read_entry(loc, key)
+            loc, revision, kind, value, key = found
             if kind != KIND_DELETE:
                 return Entry(key, value, loc >> 56, revision, False, (loc >> 32) & 0xFFFFFF)
             raise KeyNotFoundError(f"key {key!r} was deleted in transaction {tx_of(loc)}")
@@ -400,16 +431,43 @@ class Ledger:
     def lookup(self, key: bytes, at_tx: int | None = None) -> Entry | None:
         """Like :meth:`get`, but None where ``get`` raises KeyNotFoundError (a key never
         written, or deleted, as of ``at_tx``): the cheap probe for keys that are usually new."""
+        found = self._newest(key, at_tx)
+        if found is None or found[2] == KIND_DELETE:
+            return None
+        loc = found[0]
+        return Entry(found[4], found[3], loc >> 56, found[1], False, (loc >> 32) & 0xFFFFFF)
+
+    def _newest(self, key: bytes, at_tx: int | None) -> tuple[int, int, int, bytes, bytes] | None:
+        """(loc, revision, kind, value, key) of ``key``'s newest revision as of ``at_tx``."""
+        if self._closed:
+            raise ClosedError("the ledger is closed")
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
             key = check_key(key)
-        if key not in self._index.by_key and not self._closed:
-            if at_tx is not None:
-                self._bound(at_tx)  # the same TxNotFoundError as get
+        if self._unindexed and not self._policy.indexed(key):
+            raise self._policy.refuse(key, "a read")
+        found = self._locate(key, (self._tx_count + 1) << 56 if at_tx is None else self._bound(at_tx))
+        return None if found is None else (*found, key)
+
+    def _locate(self, key: bytes, bound: int) -> tuple[int, int, int, bytes] | None:
+        """(loc, revision, kind, value) of ``key``'s newest revision below ``bound``. A location
+        the log does not confirm makes the key index suspect: it is rebuilt (once) and asked
+        again; if the log still disagrees, the log is damaged (CorruptionError)."""
+        index = self._index
+        gen = index.generation
+        found = index.latest(key, bound)
+        if found is None:
             return None
         try:
-            return self.get(key, at_tx)
-        except KeyNotFoundError:
-            return None
+            kind, value = self._read_entry(found[0], key)
+            return found[0], found[1], kind, value
+        except CorruptionError as e:
+            if not index.distrust(gen, str(e)):
+                raise
+            found = index.latest(key, bound)
+            if found is None:
+                return None
+            kind, value = self._read_entry(found[0], key)
+        return found[0], found[1], kind, value
 
     def history(self, key: bytes, offset: int = 0, limit: int | None = None) -> list[Entry]:
         """Every revision of ``key``, oldest first (tombstones included), paged."""
@@ -417,7 +475,18 @@ class Ledger:
         key = check_key(key)
         if type(offset) is not int or offset < 0 or (limit is not None and (type(limit) is not int or limit < 0)):
             raise InvalidInputError("offset and limit must not be negative")
+        if self._unindexed and not self._policy.indexed(key):
+            raise self._policy.refuse(key, "history")
         bound = bound_for(self._tx_count)
+        gen = self._index.generation
+        try:
+            return self._history(key, bound, offset, limit)
+        except CorruptionError as e:
+            if not self._index.distrust(gen, str(e)):
+                raise
+            return self._history(key, bound, offset, limit)
+
+    def _history(self, key: bytes, bound: int, offset: int, limit: int | None) -> list[Entry]:
         locs = [loc for loc in self._index.locations(key) if loc < bound]
         stop = len(locs) if limit is None else min(len(locs), offset + limit)
         out = []
@@ -446,7 +515,17 @@ class Ledger:
             raise InvalidInputError(f"start_after must be bytes, got {type(start_after).__name__}")
         if limit is not None and (type(limit) is not int or limit < 0):
             raise InvalidInputError(f"limit must be a non-negative integer, got {limit!r}")
+        self._check_scannable(prefix)
         return self._scan(prefix, self._bound(at_tx), start_after, limit)
+
+    def _check_scannable(self, prefix: bytes) -> None:
+        if self._policy.overlaps(prefix):
+            unindexed = ", ".join(repr(p) for p in self._policy.prefixes if p.startswith(prefix) or prefix.startswith(p))
+            raise InvalidInputError(
+                f"a scan of prefix {prefix[:64]!r} could include keys under the unindexed "
+                f"prefixes {unindexed}, which the key index does not hold; scan a prefix that "
+                "excludes them"
+            )
 
     def _scan(
         self, prefix: bytes, bound: int, start_after: bytes | None, limit: int | None
@@ -457,39 +536,53 @@ class Ledger:
         left = -1 if limit is None else limit
         index = self._index
         while left:
-            with self._index_lock:
-                keys = index.keys_from(cur, inclusive, _SCAN_CHUNK)
+            if self._closed:  # iterated after close()
+                raise ClosedError("the ledger is closed")
+            gen = index.generation
+            keys = index.keys_from(cur, inclusive, _SCAN_CHUNK)
             for key in keys:
                 if not key.startswith(prefix):
                     return
-                if self._closed:  # iterated after close()
+                if self._closed:
                     raise ClosedError("the ledger is closed")
-                found = index.latest(key, bound)
-                if found is None:
+                found = self._locate(key, bound)
+                if index.generation != gen:  # the index was rebuilt: read the rest anew
+                    break
+                cur, inclusive = key, False
+                if found is None or found[2] == KIND_DELETE:
                     continue
-                kind, value = self._read_entry(found[0], key)
-                if kind == KIND_DELETE:
-                    continue
-                yield Entry(key, value, tx_of(found[0]), found[1], False, ordinal_of(found[0]))
+                yield Entry(key, found[3], tx_of(found[0]), found[1], False, ordinal_of(found[0]))
                 left -= 1
                 if not left:
                     return
-            if len(keys) < _SCAN_CHUNK:
-                return
-            cur, inclusive = keys[-1], False
+            else:
+                if len(keys) < _SCAN_CHUNK:
+                    return
 
     def last_write(self, key: bytes) -> int | None:
         """The transaction that last wrote ``key`` (a value or a tombstone); None if none did.
-        For optimistic conflict checks (:class:`kvcore.Transaction`)."""
-        found = self._index.latest(key)
+        For optimistic conflict checks (:class:`kvcore.Transaction`). InvalidInputError for a
+        key the index leaves out (``unindexed_prefixes``)."""
+        if self._unindexed and not self._policy.indexed(key):
+            raise self._policy.refuse(key, "last_write")
+        found = self._index.latest(key, bound_for(self._tx_count))
         return None if found is None else tx_of(found[0])
+
+    def indexed(self, key: bytes) -> bool:
+        """Whether ``key`` has index rows (False under one of the ``unindexed_prefixes``)."""
+        return self._policy.indexed(key)
+
+    @property
+    def unindexed_prefixes(self) -> tuple[bytes, ...]:
+        """The prefixes whose keys the key index leaves out (sorted; see :meth:`open`)."""
+        return self._policy.prefixes
 
     def keys_ever_written(self, prefix: bytes) -> Iterator[bytes]:
         """Every key ever written under ``prefix`` (live or not), in key order, for conflict checks."""
+        self._check_scannable(prefix)
         cur, inclusive = prefix, True
         while True:
-            with self._index_lock:
-                keys = self._index.keys_from(cur, inclusive, _SCAN_CHUNK)
+            keys = self._index.keys_from(cur, inclusive, _SCAN_CHUNK)
             for key in keys:
                 if not key.startswith(prefix):
                     return
@@ -504,10 +597,12 @@ class Ledger:
         check_tx(tx_id, self._tx_count)
         body = self._storage.read_tx(tx_id)
         _, (tid, ts, n, root) = _header_of(tx_id, body)
-        entries = []
-        for i, (pos, kind, key, value) in enumerate(_entries_of(tx_id, body)):
-            rev = self._index.revision_of(key, make_loc(tx_id, i, pos))
-            entries.append(Entry(key, value, tx_id, rev, kind == KIND_DELETE, i))
+        parsed = _entries_of(tx_id, body)
+        revs = self._index.revisions([(key, make_loc(tx_id, i, pos)) for i, (pos, _k, key, _v) in enumerate(parsed)])
+        entries = [
+            Entry(key, value, tx_id, rev, kind == KIND_DELETE, i)
+            for i, ((_pos, kind, key, value), rev) in enumerate(zip(parsed, revs))
+        ]
         return Tx(TxHeader(tid, ts, n, root), tuple(entries))
 
     def entries(self, tx_id: int, start: int = 0, count: int | None = None) -> list[Entry]:
@@ -541,7 +636,10 @@ class Ledger:
             )
         if count == 0:
             return []
-        positions = struct.unpack_from(f">{count + 1}I", self._prover.extra(tx_id, n), 4 * start)
+        table = self._storage.read_extra(tx_id, 4 * start, 4 * (count + 1))  # only the slice needed
+        if len(table) != 4 * (count + 1):
+            raise _corrupt(tx_id, b"<entry positions>")
+        positions = struct.unpack(f">{count + 1}I", table)
         first = positions[0]
         buf = self._storage.read(tx_id, first, positions[-1] - first)
         if len(buf) != positions[-1] - first or any(a > b for a, b in zip(positions, positions[1:])):
@@ -549,7 +647,6 @@ class Ledger:
         unpack = payload.ENTRY_HEAD.unpack_from
         head = payload.ENTRY_HEAD_SIZE
         out: list[Any] = []
-        index = self._index
         for i in range(count):
             p = positions[i] - first
             try:
@@ -561,17 +658,14 @@ class Ledger:
             if raw:
                 out.append((key, None if kind == KIND_DELETE else buf[k0 + klen : k0 + klen + vlen]))
                 continue
-            loc = make_loc(tx_id, start + i, positions[i])
             out.append(
-                Entry(
-                    key,
-                    buf[k0 + klen : k0 + klen + vlen],
-                    tx_id,
-                    index.revision_of(key, loc),
-                    kind == KIND_DELETE,
-                    start + i,
-                )
+                Entry(key, buf[k0 + klen : k0 + klen + vlen], tx_id, 0, kind == KIND_DELETE, start + i)
             )
+        if not raw:
+            revs = self._index.revisions(
+                [(e.key, make_loc(tx_id, e.index, positions[e.index - start])) for e in out]
+            )
+            out = [e._replace(revision=r) for e, r in zip(out, revs)]
         return out
 
     def header(self, tx_id: int) -> TxHeader:
@@ -612,6 +706,8 @@ class Ledger:
         The proof is relative to ``state`` (default: the current state).
         """
         self._check_open()
+        if self._unindexed and type(key) is bytes and not self._policy.indexed(key):
+            raise self._policy.refuse(key, "prove_entry")
         return self._prover.prove_entry(key, tx_id, state)
 
     def prove_entry_at(self, tx_id: int, index: int, state: State | None = None) -> EntryProof:
@@ -676,15 +772,28 @@ class Ledger:
         self,
         trusted_state: State | None = None,
         progress: Callable[[int, int], None] | None = None,
+        *,
+        entry_progress: Callable[[int, int], None] | None = None,
     ) -> AuditReport:
-        """Recompute every hash from what is on disk; report the first mismatch."""
+        """Recompute every hash from what is on disk, and check the key index against the log
+        (in bounded memory); report the first mismatch.
+
+        ``progress(done, total)`` is called after each transaction, in transactions;
+        ``entry_progress(done, total)`` after each transaction and every 65,536 entries of a
+        large one, in entries. A writer whose key index does not match the log rebuilds it
+        (the report still lists the problem; a recovery note says so)."""
         self._check_open()
         with self._write_lock:
-            with self._index_lock:
-                expected_index = self._index.dump(self._tx_count)
-            return run_audit(
-                self._storage, self._tx_count, expected_index, trusted_state, progress
+            count = self._tx_count
+            total = sum(self.header(t).n_entries for t in range(1, count + 1)) if entry_progress else 0
+            check = IndexAudit(self._index, count)
+            report = run_audit(
+                self._storage, count, check, trusted_state, progress, entry_progress, total
             )
+            index_problems = [p for p in report.problems if p.startswith("the key index")]
+            if index_problems and report.first_bad_tx is None and not self._storage.readonly:
+                self._index.rebuild_now("the audit found that " + "; ".join(index_problems))
+            return report
 
 
 class _ProofReads:
@@ -716,6 +825,58 @@ class _ProofReads:
     @property
     def tx_id(self) -> int:
         return self._tx_count()
+
+
+class _IndexLog:
+    """What the key index reads of the log (:class:`kvcore.indexopen.IndexLog`): decoded
+    transactions of the storage, roots of the tree."""
+
+    def __init__(self, storage: Storage, tree: MerkleTree) -> None:
+        self._storage = storage
+        self._tree = tree
+
+    def batches(self, first: int, last: int) -> Iterator[Batch]:
+        if first > last:
+            return
+        for tx_id, body, _extra in self._storage.scan(first):
+            if tx_id > last:
+                return
+            yield _batch_of(tx_id, body)
+
+    def head(self, tx_id: int, k: int) -> list[tuple[bytes, int]]:
+        """(key, loc) of the first ``k`` entries of ``tx_id``: a few reads of their heads, not
+        of the transaction."""
+        storage = self._storage
+        n = _header_of(tx_id, storage.read(tx_id, 0, HEADER_SIZE))[1][2]
+        k = min(k, n)
+        raw = storage.read_extra(tx_id, 0, 4 * k)
+        if len(raw) != 4 * k:
+            raise _corrupt(tx_id, b"<entry positions>")
+        out = []
+        for i, pos in enumerate(struct.unpack(f">{k}I", raw)):
+            buf = storage.read(tx_id, pos, _ENTRY_HEAD_SIZE + MAX_KEY_BYTES)
+            if len(buf) < _ENTRY_HEAD_SIZE:
+                raise _corrupt(tx_id, b"<entry head>")
+            _kind, klen, _vlen = _unpack_entry_head(buf)
+            key = buf[_ENTRY_HEAD_SIZE : _ENTRY_HEAD_SIZE + klen]
+            if len(key) != klen:
+                raise _corrupt(tx_id, b"<entry head>")
+            out.append((key, make_loc(tx_id, i, pos)))
+        return out
+
+    def root(self, tx_id: int) -> bytes:
+        return self._tree.root(tx_id) if tx_id else b""
+
+
+def _batch_of(tx_id: int, body: bytes) -> Batch:
+    """A stored transaction as the key index takes it: (tx_id, every entry's (key, loc), n)."""
+    items = [(key, make_loc(tx_id, i, pos)) for i, (pos, _k, key, _v) in enumerate(_entries_of(tx_id, body))]
+    return tx_id, items, len(items)
+
+
+def _check_lag(index_lag: object) -> None:
+    if type(index_lag) is not int or index_lag < 0:
+        raise InvalidInputError(f"index_lag is a number of entries >= 0, got {index_lag!r}")
 
 
 def _entries_of(tx_id: int, body: bytes) -> list[tuple[int, int, bytes, bytes]]:

@@ -19,7 +19,9 @@ class Transaction:
     Reads see the ledger as of the transaction's start plus its own writes. At commit, if a
     key it read or wrote (or a key under a prefix it scanned) was committed by another
     transaction since its snapshot, :class:`ConflictError` is raised and nothing is written.
-    Pending writes appear in reads as entries with ``tx_id == 0``.
+    Pending writes appear in reads as entries with ``tx_id == 0``. Writes to keys under the
+    ledger's unindexed prefixes are blind (the key index cannot tell who wrote them last);
+    reads of them raise InvalidInputError.
     """
 
     def __init__(self, ledger: Ledger, at_tx: int | None = None) -> None:
@@ -32,6 +34,13 @@ class Transaction:
         self._done = False
         self.tx_id: int | None = None
         """Id of the committed transaction (None until committed, or if it wrote nothing)."""
+
+    @property
+    def write_count(self) -> int:
+        """How many entries the transaction writes so far: the next new key written becomes
+        entry ``write_count`` of the committed transaction (entries keep the order in which
+        their keys were first written)."""
+        return len(self._writes)
 
     def _active(self) -> None:
         if self._done:
@@ -141,6 +150,9 @@ class Transaction:
         snapshot = self.snapshot
         ledger = self._ledger
         last_write = ledger.last_write
+
+        if ledger.unindexed_prefixes:  # writes the index cannot see are blind (Ledger.open)
+            keys = {k for k in keys if ledger.indexed(k)}
 
         def no_conflict(_last: int) -> None:
             for key in keys:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 from docstore.cli.errors import InputError
 
@@ -94,3 +95,77 @@ def read_documents(source: str | None, lines_only: bool = False) -> list[Any]:
     if any(isinstance(v, list) for v in values):
         raise InputError(f"{where}: give one JSON array, or JSON objects one after another, not both")
     return values
+
+
+class JsonLines:
+    """The JSON lines of a file or of standard input, read a line at a time (memory stays
+    bounded by the longest line). Standard input is first copied to a temporary file, so that
+    the lines can be read twice: once to check them all before anything is written
+    (:meth:`check`), once to insert them."""
+
+    def __init__(self, source: str | None) -> None:
+        import tempfile
+
+        self.where = "standard input" if source in (None, "-") else repr(source)
+        self._spool = None
+        if source is None or source == "-":
+            if source is None and _stdin_is_terminal():
+                raise InputError("give a FILE, or pipe JSON lines to standard input ('-')")
+            self._spool = tempfile.TemporaryFile()
+            stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
+            while True:
+                chunk = stream.read(1 << 20) if stream is not None else sys.stdin.read(1 << 20).encode()
+                if not chunk:
+                    break
+                self._spool.write(chunk)
+            self.path = None
+        else:
+            self.path = source
+            try:
+                with open(source, "rb"):
+                    pass
+            except OSError as e:
+                raise InputError(f"cannot read {source!r}: {e.strerror}") from None
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+
+    def _lines(self) -> Iterator[tuple[int, bytes]]:
+        f: IO[bytes]
+        if self._spool is not None:
+            self._spool.seek(0)
+            f = self._spool
+        else:
+            assert self.path is not None
+            f = open(self.path, "rb")
+        try:
+            # JSON lines end at "\n" only (U+2028 and the like may stand unescaped in strings)
+            for n, line in enumerate(f, 1):
+                if n == 1 and line.startswith(b"\xef\xbb\xbf"):
+                    line = line[3:]
+                if line.strip(b" \t\r\n"):
+                    yield n, line
+        finally:
+            if f is not self._spool:
+                f.close()
+
+    def _value(self, n: int, line: bytes) -> Any:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"line {n} of {self.where} is not UTF-8 text: {e.reason}") from None
+        return parse_json(text, f"line {n} of {self.where}")
+
+    def check(self) -> int:
+        """Check that every line is a JSON value (InputError naming the first that is not);
+        returns how many there are."""
+        count = 0
+        for n, line in self._lines():
+            self._value(n, line)
+            count += 1
+        return count
+
+    def __iter__(self) -> Iterator[Any]:
+        for n, line in self._lines():
+            yield self._value(n, line)

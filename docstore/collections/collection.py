@@ -3,6 +3,7 @@ derived state (or, on a verifying database, proofs of its ledger)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,18 +27,21 @@ from docstore.errors import (
     refuse_unproven,
 )
 from docstore.documents.flatten import flatten
-from docstore.documents.ids import check_id
+from docstore.documents.ids import check_id, in_groups
 
 if TYPE_CHECKING:
     import kvcore
 
     from docstore.engine.engine import Engine
-    from docstore.engine.state import CollectionState
+    from docstore.engine.engine import CollectionInfo, Items
     from docstore.proofs.bundle import Proof
     from docstore.transactions.transaction import Transaction
 
 
 T = TypeVar("T")
+STALE_TRIES = 20
+"""Snapshots of the derived state a verifying find takes while it is behind the trusted state
+(a commit being applied) before refusing it as stale."""
 BULK_DOCS = 64
 """insert_many of at least this many documents pauses the cyclic GC (kvcore.gcpause)."""
 
@@ -55,7 +59,7 @@ class Collection:
     def _verifying(self) -> bool:
         return self._engine.trust is not None
 
-    def _state(self) -> CollectionState:
+    def _state(self) -> CollectionInfo:
         return self._engine.collection_state(self.name)
 
     def _run(self, fn: Callable[[Transaction], T]) -> T:
@@ -68,10 +72,16 @@ class Collection:
         """Insert a document; returns its ``_id`` (generated if the document has none)."""
         return self._run(lambda tx: tx[self.name].insert(doc))
 
-    def insert_many(self, docs: Iterable[dict]) -> list[str]:
-        """Insert documents in one atomic transaction; returns their ids."""
+    def insert_many(self, docs: Iterable[dict], *, per_transaction: int | None = None) -> list[str]:
+        """Insert documents in one atomic transaction; returns their ids.
+
+        With ``per_transaction=n``, ``docs`` (any iterable, read lazily) is committed ``n``
+        documents at a time, each group atomic: memory stays bounded whatever their number
+        (a group that fails raises, and the groups before it stay committed)."""
         if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
             raise InvalidDocumentError(f"insert_many takes a list of documents, got {type(docs).__name__}")
+        if per_transaction is not None:
+            return [i for group in in_groups(docs, per_transaction) for i in self.insert_many(group)]
         docs = list(docs)
         # see kvcore.gcpause: a batch's temporaries are freed by reference counts
         with gcpause.paused() if len(docs) >= BULK_DOCS else nullcontext():
@@ -139,7 +149,7 @@ class Collection:
         entries = engine.history(self.name, doc_id, offset, limit)
         if not entries and offset == 0 and (limit != 0 or not engine.history(self.name, doc_id, 0, 1)):
             raise DocumentNotFoundError(f"no document {doc_id!r} in {self.name!r}")
-        out = []
+        out: list[Revision] = []
         for e in entries:
             if self._verifying:  # each revision proven: its header, properties and transaction
                 from docstore.proofs import reader
@@ -150,6 +160,12 @@ class Collection:
                         f"document {doc_id!r} in {self.name!r}: the history lists a revision of "
                         f"transaction {e.tx_id}, the ledger proves transaction {proof.tx_id}"
                     )
+                expected = offset + len(out) + 1  # revisions are numbered 1, 2, ...: none left out
+                if proof.revision != expected:
+                    raise VerificationError(
+                        f"document {doc_id!r} in {self.name!r}: the history lists revision {proof.revision} "
+                        f"where revision {expected} comes (a revision was left out or reordered)"
+                    )
                 deleted = proof.claim is None
                 out.append(Revision(proof.revision, proof.tx_id, proof.tx.timestamp_ns, deleted, proof.claim))
                 continue
@@ -157,20 +173,39 @@ class Collection:
             out.append(Revision(header.revision, e.tx_id, engine.tx_time_ns(e.tx_id), header.deleted, doc))
         return out
 
-    def _docs(self, filter: dict | None, at_tx: int | None) -> Iterator[dict]:  # noqa: A002
+    def _docs(self, filter: dict | None, at_tx: int | None) -> tuple[Iterator[dict], int | None]:  # noqa: A002
+        """(the candidate documents, the ledger transaction their snapshot reflects: None when
+        ``at_tx`` names it)."""
         engine = self._engine
         engine.check_open()
         if at_tx is not None:
-            return (doc for _id, doc in engine.documents_at(self.name, at_tx))
+            return (doc for _id, doc in engine.documents_at(self.name, at_tx)), None
         state = self._state()
-        plan = cursor.choose_plan(filter, state.indexes, len(state.docs))
-        if plan.kind == "scan":
-            return (doc for _id, doc in engine.current_items(self.name))
-        assert plan.field is not None and plan.bounds is not None, "an index plan names its field and bounds"
-        with engine.lock:
-            ids = list(dict.fromkeys(state.indexes[plan.field].candidates(plan.bounds)))
-            docs = engine.current_documents(self.name, ids)
-        return iter(docs)
+        plan = cursor.choose_plan(filter, state.indexes, state.count)
+        trusted = engine.trust.state.tx_id if engine.trust is not None else 0
+        for attempt in range(STALE_TRIES):
+            items: Items | None
+            if plan.kind == "scan":
+                items = engine.current_items(self.name)
+            else:
+                assert plan.field is not None and plan.bounds is not None, "an index plan names its field and bounds"
+                items = state.indexes[plan.field].documents(plan.bounds)
+            assert items is not None, "a collection that exists has its documents' rows"
+            if items.tx_id >= trusted:
+                return (doc for _id, doc in items), items.tx_id
+            # the derived state is behind what this reader already trusts: a commit whose
+            # derived rows are being written (wait for it), or a stale derived state (refused)
+            items.close()
+            if engine.readonly:
+                engine.refresh()  # (a private derived state is brought up to date here)
+            with engine.lock:
+                pass
+            time.sleep(0.01 * attempt)
+        seen = items.tx_id if items is not None else 0
+        raise VerificationError(
+            f"the derived state reflects transaction {seen}, older than the trusted state "
+            f"{trusted}: a stale (rolled back) derived state; audit the database"
+        )
 
     def find(
         self,
@@ -194,13 +229,18 @@ class Collection:
         cursor.check_paging(skip, limit)
         if verify and not self._verifying:
             raise VerificationError("find(verify=True) needs a verifying database (a trusted state)")
-        docs = self._docs(filter, at_tx)
+        docs, snapshot = self._docs(filter, at_tx)
         if self._verifying and verify is not False:  # prove every match; nothing unverified is returned
-            docs = self._verify_matches(docs, predicate, at_tx)
+            docs = self._verify_matches(docs, predicate, at_tx, snapshot)
         return cursor.run_query(docs, filter, projection, sort, skip, limit, predicate=predicate)
 
-    def _verify_matches(self, docs: Iterable[dict], predicate: Any, at_tx: int | None) -> Iterator[dict]:
+    def _verify_matches(
+        self, docs: Iterable[dict], predicate: Any, at_tx: int | None, snapshot: int | None
+    ) -> Iterator[dict]:
         """Replace each matching document by its proven revision; a difference is tampering.
+        Candidates of the current state are proven as of the transaction their snapshot
+        reflects (``snapshot``), so a commit landing meanwhile is no false alarm; a snapshot
+        older than the trusted state is refused before (:meth:`_docs`).
 
         (A verifying reader proves what it returns; it cannot prove that no other document
         would have matched: see the guarantees in the README.)
@@ -208,11 +248,14 @@ class Collection:
         from docstore.proofs import reader
 
         engine, name = self._engine, self.name
+        as_of = at_tx if at_tx is not None else snapshot
+        if as_of is not None and as_of > engine.tx_id:  # another process's commit: take in its log
+            engine.refresh()
         for doc in docs:
             if not predicate(doc):
                 continue
             try:
-                proven = reader.document(engine, name, doc["_id"], at_tx)
+                proven = reader.document(engine, name, doc["_id"], as_of)
             except DocumentNotFoundError:
                 proven = None
             if proven is None or flatten(proven) != flatten(doc) or not predicate(proven):
@@ -232,9 +275,10 @@ class Collection:
     def count(self, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None) -> int:  # noqa: A002
         """How many documents match. A verifying database cannot prove a count yet: it refuses
         (ProofUnavailableError) unless ``verify=False``."""
+        compile_filter(filter)
         refuse_unproven(self._verifying, verify, "a count")
         if not filter and at_tx is None:
-            return len(self._state().docs)
+            return self._state().count
         return sum(1 for _ in self._unverified_find(filter, at_tx))
 
     def distinct(
@@ -243,12 +287,13 @@ class Collection:
         """Distinct values of ``field`` among matching documents (arrays contribute elements).
         A verifying database refuses (ProofUnavailableError) unless ``verify=False``."""
         check_field(field)
+        compile_filter(filter)
         refuse_unproven(self._verifying, verify, "a list of distinct values")
         return distinct_values(self._unverified_find(filter, at_tx), field)
 
     def _unverified_find(self, filter: dict | None, at_tx: int | None) -> Iterator[dict]:  # noqa: A002
         predicate = compile_filter(filter)
-        return cursor.run_query(self._docs(filter, at_tx), filter, None, None, 0, None, predicate=predicate)
+        return cursor.run_query(self._docs(filter, at_tx)[0], filter, None, None, 0, None, predicate=predicate)
 
     def explain(self, filter: dict | None = None, *, verify: bool | None = None) -> dict[str, Any]:  # noqa: A002
         """How ``find(filter)`` would run: ``{"plan": "index"|"scan", ...}`` (a verifying
@@ -256,7 +301,7 @@ class Collection:
         compile_filter(filter)
         refuse_unproven(self._verifying, verify, "a query plan")
         state = self._state()
-        return cursor.choose_plan(filter, state.indexes, len(state.docs), count=True).to_dict()
+        return cursor.choose_plan(filter, state.indexes, state.count, count=True).to_dict()
 
     # --------------------------------------------------------------- proofs
     def prove(
@@ -379,7 +424,7 @@ class Collection:
             "name": self.name,
             "schema": state.meta.get("schema"),
             "indexes": list(state.meta.get("indexes", [])),
-            "count": len(state.docs),
+            "count": state.count,
         }
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from docstore.collections.indexes import SecondaryIndex
+from docstore.collections.indexes import Index
 from docstore.collections.query import (
     FieldBounds,
     compile_filter,
@@ -47,7 +48,7 @@ class Plan:
 
 def choose_plan(
     filter: dict | None,  # noqa: A002
-    indexes: dict[str, SecondaryIndex],
+    indexes: dict[str, Index],
     documents: int,
     count: bool = False,
 ) -> Plan:
@@ -87,6 +88,29 @@ def choose_plan(
     return best
 
 
+MAX_SORTED = 100_000
+"""Documents a sort holds in memory at most: the first ``skip + limit`` of the order when a
+limit is given (a heap), else every match. More is a QueryError: give a limit, or narrow the
+filter (docs/queries.md)."""
+
+
+def _sorted(docs: Iterable[dict], key: Callable[[dict], Any], first: int | None) -> list[dict]:
+    """``docs`` in ``key`` order (stable), or only the ``first`` of that order; memory bounded
+    by MAX_SORTED documents."""
+    if first is not None and first <= MAX_SORTED:
+        return heapq.nsmallest(first, docs, key=key)  # stable, like sorted()[:first]
+    held: list[dict] = []
+    for doc in docs:
+        held.append(doc)
+        if len(held) > MAX_SORTED:
+            raise QueryError(
+                f"a sort of more than {MAX_SORTED:,} documents is refused (it would hold them all in "
+                "memory): give a limit (skip + limit at most that), or a narrower filter"
+            )
+    held.sort(key=key)
+    return held if first is None else held[:first]
+
+
 def check_paging(skip: Any, limit: Any) -> None:
     if type(skip) is not int or skip < 0:
         raise QueryError(f"skip must be a non-negative integer, got {skip!r}")
@@ -124,7 +148,7 @@ def _pipeline(
         return
     selected: Iterable[dict] = (d for d in docs if match(d))
     if key is not None:
-        selected = sorted(selected, key=key)
+        selected = _sorted(selected, key, None if limit is None else skip + limit)
     n = 0
     for i, doc in enumerate(selected):
         if i < skip:

@@ -6,6 +6,8 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from docstore.errors import InvalidDocumentError, QueryError
 
@@ -73,3 +75,18 @@ class IdGenerator:
 
 
 new_id = IdGenerator()
+
+
+def in_groups(items: Iterable[Any], size: Any) -> Iterator[list[Any]]:
+    """``items`` in lists of ``size`` (the last may be shorter), read lazily; ``size`` must be
+    a positive integer (QueryError)."""
+    if type(size) is not int or size < 1:
+        raise QueryError(f"per_transaction must be a positive integer, got {size!r}")
+    group: list[Any] = []
+    for item in items:
+        group.append(item)
+        if len(group) >= size:
+            yield group
+            group = []
+    if group:
+        yield group

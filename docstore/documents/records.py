@@ -29,6 +29,9 @@ from docstore.errors import CorruptDataError, InvalidDocumentError
 
 SALT_BYTES = 16
 HEADER_VERSION = 1
+PROPERTY_PREFIX = b"p\x00"
+"""Every property key starts with this; kvcore keeps no key-index rows for it (docstore reads a
+property through its document's header, by position in the transaction)."""
 _U32x2 = struct.Struct(">II")
 
 
@@ -45,7 +48,7 @@ def header_prefix(coll: str) -> bytes:
 
 
 def property_prefix(coll: str, doc_id: str) -> bytes:
-    return b"p\x00" + coll.encode() + b"\x00" + doc_id.encode() + b"\x00"
+    return PROPERTY_PREFIX + coll.encode() + b"\x00" + doc_id.encode() + b"\x00"
 
 
 def property_key(prefix: bytes, revision: int, ordinal: int, pointer: str) -> bytes:

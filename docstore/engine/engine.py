@@ -4,33 +4,39 @@ signing keys and trust tracker.
 Everything above it (collections, transactions, proving, the public :class:`Database`) works
 through its methods and never reaches into the ledger's or the state's internals. kvcore errors
 are translated into docstore errors here, in one place (:func:`translate`), so callers only see
-the documented docstore errors. A storage backend other than files plugs in below the ledger; a
-derived-state store other than memory plugs in at :class:`~docstore.engine.state.DbState`.
+the documented docstore errors. A storage backend other than files plugs in below the ledger;
+the derived state lives on disk in an LMDB environment (:mod:`docstore.engine.store`), applied
+in step with each commit (:mod:`docstore.engine.derive`); documents are read from the log
+through a small bounded cache.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import struct
+import shutil
+import tempfile
 import threading
+import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
+
+import lmdb
 
 import kvcore
 
+from docstore.collections.indexes import Index
+from docstore.collections.schema import Schema
 from docstore.documents import records
 from docstore.documents.records import Header
+from docstore.engine import derive
 from docstore.engine.signing import Signing
-from docstore.engine.state import (
-    CollectionState,
-    DbState,
-    decode_doc,
-    doc_from_entries,
-    load_snapshot,
-    same_json,
-    save_snapshot,
-)
+from docstore.engine.state import decode_doc, doc_from_items, encode_doc
+from docstore.engine.store import VERSION, Location, Store
 from docstore.errors import (
     CollectionNotFoundError,
     ConflictError,
@@ -43,9 +49,52 @@ from docstore.errors import (
 )
 from docstore.proofs.trust import TrustTracker
 
-_SNAPSHOT_AFTER = 2_000  # transactions replayed at open before a fresh snapshot is saved
-Written = list[tuple[str, str, "dict | None"]]
-"""What a commit wrote: (collection, id, the new document or None for a deletion)."""
+CACHED_DOCS = 2048
+"""Documents kept decoded-ready in memory (encoded), least recently used first."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """A document a commit writes: its new revision (None: deleted), the one it replaces (None:
+    there was none), and where its header goes in the transaction."""
+
+    collection: str
+    id: str
+    doc: dict | None
+    old: dict | None
+    index: int
+    revision: int
+    n: int
+
+
+class Items(Iterator[tuple[str, dict]]):
+    """(id, document) pairs read from one snapshot of the derived state, which reflects ledger
+    transaction ``tx_id`` (a verifying reader proves them as of it)."""
+
+    __slots__ = ("tx_id", "_it")
+
+    def __init__(self, tx_id: int, it: Iterator[tuple[str, dict]]) -> None:
+        self.tx_id = tx_id
+        self._it = it
+
+    def __next__(self) -> tuple[str, dict]:
+        return next(self._it)
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
+
+@dataclass
+class CollectionInfo:
+    """A collection as the engine's derived state describes it (a snapshot of one moment)."""
+
+    name: str
+    meta: dict[str, Any]
+    schema: Schema | None
+    count: int
+    indexes: dict[str, Index]
 
 
 @contextmanager
@@ -82,13 +131,13 @@ def translate(snapshot: int | None = None) -> Iterator[None]:
 class Engine:
     """An open embedded database's machinery (see the module). Made by :meth:`open`."""
 
-    def __init__(self, path: str, ledger: kvcore.Ledger, signing: Signing, derived: DbState) -> None:
+    def __init__(self, path: str, ledger: kvcore.Ledger, signing: Signing, store: Store, temp_store: str | None = None) -> None:
         self.path = path
         self.ledger = ledger
         """The kvcore ledger (read it; only :meth:`commit` writes to it)."""
         self.signing = signing
-        self.derived = derived
-        """The derived state: collection definitions, current documents, indexes."""
+        self.store = store
+        """The derived state on disk: definitions, document locations, indexes."""
         self.lock = threading.RLock()
         """The commit lock: commits, and reads that must see whole commits, hold it."""
         self.verify_lock = threading.Lock()
@@ -97,7 +146,11 @@ class Engine:
         """The trusted state a verifying database checks its reads against (None: not verifying)."""
         self._closed = False
         self._damaged: str | None = None
-        self._snapshot_path = os.path.join(path, "docs.snap")
+        self._cache: OrderedDict[tuple[str, str, int, int], bytes | tuple[bytes]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._schemas: dict[str, tuple[bytes, Schema | None]] = {}
+        self._temp_store = temp_store
+        """The directory of a private derived state (a reader's, when the database has none)."""
 
     @classmethod
     def open(
@@ -108,31 +161,36 @@ class Engine:
         wait: bool | float = False,
         key_file: str | None = None,
         origin: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Engine:
         """Open (creating if missing and writable) the database in directory ``path``: its
-        ledger, its signing keys, and its derived state (from the snapshot plus the
-        transactions after it, or rebuilt from the whole ledger)."""
+        ledger, its signing keys, and its derived state (brought up to date from the log's
+        tail; rebuilt from the whole log if it is missing, damaged or of another history,
+        ``progress(done, total)`` reporting transactions)."""
         Signing.check_origin(origin)  # before anything is created
         if not readonly:
             _prepare_dir(path)
-        ledger = kvcore.Ledger.open(os.path.join(path, "ledger"), readonly=readonly, wait=wait)
+        ledger = kvcore.Ledger.open(
+            os.path.join(path, "ledger"), readonly=readonly, wait=wait,
+            unindexed_prefixes=(records.PROPERTY_PREFIX,),
+        )
+        engine = None
         try:
             signing = Signing.load(path, key_file, origin, create=not readonly)
-            snapshot_path = os.path.join(path, "docs.snap")
-            derived = load_snapshot(snapshot_path)
-            if (
-                derived is None
-                or derived.tx_id > ledger.tx_id
-                or ledger.state(derived.tx_id).root != derived.root
-            ):  # missing, damaged, or of another history: rebuild from the ledger
-                derived = DbState()
-            replayed = derived.catch_up(ledger)
+            store, temp, note = _open_store(path, ledger, readonly)
+            engine = cls(path, ledger, signing, store, temp)
+            if not readonly:
+                derive.catch_up(store, ledger, engine.read_doc, progress)
+                _remove_old_snapshot(path)
+            elif temp is not None:
+                derive.catch_up(store, ledger, engine.read_doc, progress)
+            if note:
+                warnings.warn(note, kvcore.RecoveryWarning, stacklevel=3)
         except BaseException:
+            if engine is not None:
+                engine.release()
             ledger.close()
             raise
-        engine = cls(path, ledger, signing, derived)
-        if replayed >= _SNAPSHOT_AFTER and not readonly:
-            save_snapshot(snapshot_path, derived, ledger)
         return engine
 
     # ------------------------------------------------------------ lifecycle
@@ -160,20 +218,26 @@ class Engine:
             raise kvcore.ReadOnlyError("the database is open read-only")
 
     def close(self) -> None:
-        """Save a snapshot of the derived state (so the next open is fast) and close the ledger."""
+        """Close the derived state and the ledger."""
         with self.lock:
             if self._closed:
                 return
             self._closed = True
-            if not self.ledger.readonly:
-                save_snapshot(self._snapshot_path, self.derived, self.ledger)
+            self.release()
             self.ledger.close()
+
+    def release(self) -> None:
+        """Close the derived state (and remove a private one); the ledger stays open."""
+        self.store.close()
+        if self._temp_store is not None:
+            shutil.rmtree(self._temp_store, ignore_errors=True)
 
     def refresh(self) -> int:
         """Take in what another (writer) process committed since; returns the transaction id."""
         with self.lock:
             self.ledger.refresh()
-            self.derived.catch_up(self.ledger)
+            if self._temp_store is not None:  # a private store: this process keeps it current
+                derive.catch_up(self.store, self.ledger, self.read_doc)
             return self.ledger.tx_id
 
     # ---------------------------------------------------------------- state
@@ -239,39 +303,175 @@ class Engine:
         """The state's checkpoint, or None if this database has no key (read-only, never keyed)."""
         return self.checkpoint(state) if self.signing.has_key else None
 
+    # ------------------------------------------------------------ documents
+    def read_doc(self, coll: str, doc_id: str, loc: Location) -> dict:
+        """The revision of ``doc_id`` at ``loc``, from the bounded cache or the log."""
+        key = (coll, doc_id, loc.tx_id, loc.entry)
+        raw = self._cache.get(key)
+        if raw is not None:
+            with self._cache_lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+            return decode_doc(raw)
+        if loc.tx_id > self.ledger.tx_id:  # another process's commit: take in its log records
+            self.ledger.refresh()
+        header = Header(coll, doc_id, loc.revision, loc.n, False)
+        with self._damage_is_corruption():  # a location outside the log: damaged derived state
+            items = self.ledger.entry_items(loc.tx_id, loc.entry + 1, loc.n) if loc.n else []
+        doc = doc_from_items(header, items, records.property_prefix(coll, doc_id))
+        encoded = encode_doc(doc)
+        with self._cache_lock:
+            self._cache[key] = encoded
+            if len(self._cache) > CACHED_DOCS:
+                self._cache.popitem(last=False)
+        return doc
+
     # ---------------------------------------------------------------- reads
-    def collection_state(self, name: str) -> CollectionState:
+    def _schema(self, name: str, meta: dict[str, Any]) -> Schema | None:
+        import orjson
+
+        raw = orjson.dumps(meta.get("schema"))
+        hit = self._schemas.get(name)
+        if hit is None or hit[0] != raw:
+            schema_doc = meta.get("schema")
+            hit = (raw, None if schema_doc is None else Schema(schema_doc))
+            self._schemas[name] = hit
+        return hit[1]
+
+    def collection_state(self, name: str) -> CollectionInfo:
         """A collection's derived state (CollectionNotFoundError if there is none)."""
         self.check_open()
-        coll = self.derived.collections.get(name)
-        if coll is None:
-            raise CollectionNotFoundError(f"collection {name!r} does not exist")
-        return coll
+        store = self.store
+        with self._read() as txn:
+            meta = store.definition(txn, name)
+            if meta is None:
+                raise CollectionNotFoundError(f"collection {name!r} does not exist")
+            count = store.count(txn, name)
+        indexes = {
+            i["field"]: Index(self, name, i["field"], bool(i.get("unique"))) for i in meta.get("indexes", [])
+        }
+        return CollectionInfo(name, meta, self._schema(name, meta), count, indexes)
+
+    def definition(self, name: str) -> dict[str, Any] | None:
+        """A collection's definition as the derived state holds it (None: no such collection)."""
+        self.check_open()
+        with self._read() as txn:
+            return self.store.definition(txn, name)
 
     def has_collection(self, name: str) -> bool:
-        return name in self.derived.collections
+        return self.definition(name) is not None
 
     def collection_names(self) -> list[str]:
         self.check_open()
-        return sorted(self.derived.collections)
+        with self._read() as txn:
+            return sorted(self.store.definitions(txn))
 
-    def current_items(self, coll: str) -> Iterator[tuple[str, dict]]:
-        """(id, document) of every current document of ``coll``, copied under the lock, decoded lazily."""
-        with self.lock:
-            items = list(self.collection_state(coll).docs.items())
-        for doc_id, raw in items:
-            yield doc_id, decode_doc(raw)
+    def current_items(self, coll: str, snapshot: int | None = None) -> Items | None:
+        """(id, document) of every current document of ``coll``, in id order, as of one
+        snapshot of the derived state (documents read from the log as the iteration goes);
+        with ``snapshot``, None unless the derived state reflects exactly that transaction.
+        Holds no lock: LMDB's read snapshot keeps the iteration consistent."""
+        self.collection_state(coll)
+        store = self.store
+        txn = store.read()
+        reflected = store.reflected(txn)
+        tx_id = reflected[0] if reflected else 0
+        if snapshot is not None and tx_id != snapshot:
+            txn.abort()
+            return None
+        return Items(tx_id, self._iterate(txn, derive.documents(store, txn, self.read_doc, coll)))
+
+    def _iterate(self, txn: lmdb.Transaction, items: Iterator[tuple[str, dict]]) -> Iterator[tuple[str, dict]]:
+        try:
+            with self._damage_is_corruption():
+                yield from items
+        finally:
+            txn.abort()
+
+    @contextmanager
+    def _read(self) -> Iterator[lmdb.Transaction]:
+        """A read transaction of the derived state (one consistent snapshot); damage found
+        while reading it is a CorruptDataError (see :meth:`_damage_is_corruption`)."""
+        with self._damage_is_corruption(), self.store.read() as txn:
+            yield txn
+
+    @contextmanager
+    def _damage_is_corruption(self) -> Iterator[None]:
+        """What a damaged derived state raises while it is read (LMDB's own checks, rows that
+        do not decode, locations outside the log) becomes CorruptDataError, and the state is
+        marked for a rebuild from the log at the next writable open."""
+        try:
+            yield
+        except (lmdb.Error, UnicodeDecodeError, ValueError, struct.error, kvcore.TxNotFoundError, kvcore.InvalidInputError) as e:
+            if isinstance(e, DocstoreError):
+                raise
+            why = f"the derived state is damaged ({type(e).__name__}: {e})"
+            if not self.readonly:
+                try:
+                    with self.store.write() as txn:
+                        self.store.mark_damaged(txn, why)
+                except lmdb.Error:
+                    pass
+            raise CorruptDataError(f"{why}: reopen the database to rebuild it from the log") from None
 
     def current_documents(self, coll: str, ids: Iterable[str]) -> list[dict]:
         """The current documents of ``coll`` with these ids (those that exist), read together."""
-        with self.lock:
-            docs = self.collection_state(coll).docs
-            raws = [docs.get(i) for i in ids]
-        return [decode_doc(r) for r in raws if r is not None]
+        store = self.store
+        out = []
+        with self._read() as txn:
+            for doc_id in ids:
+                loc = store.location(txn, coll, doc_id)
+                if loc is not None:
+                    out.append(self.read_doc(coll, doc_id, loc))
+        return out
 
     def current_document(self, coll: str, doc_id: str) -> dict | None:
-        raw = self.collection_state(coll).docs.get(doc_id)
-        return None if raw is None else decode_doc(raw)
+        self.check_open()
+        store = self.store
+        with self._read() as txn:
+            if store.definition(txn, coll) is None:
+                raise CollectionNotFoundError(f"collection {coll!r} does not exist")
+            loc = store.location(txn, coll, doc_id)
+        return None if loc is None else self.read_doc(coll, doc_id, loc)
+
+    def index_count(self, coll: str, field: str, ranges: list[tuple[bytes | None, bytes | None]]) -> int:
+        """How many entries the index of ``coll.field`` holds inside the byte ``ranges``."""
+        with self._read() as txn:
+            return sum(1 for _ in self.store.index_ids(txn, coll, field, ranges))
+
+    def index_multikey(self, coll: str, field: str) -> bool:
+        with self._read() as txn:
+            return self.store.multikey(txn, coll, field)
+
+    def indexed_items(
+        self, coll: str, field: str, ranges: list[tuple[bytes | None, bytes | None]], multikey: bool
+    ) -> Items:
+        """(id, document) of the current documents whose ``field`` index keys fall in
+        ``ranges``, each once, in index order, as of one snapshot of the derived state (read
+        as the iteration goes: memory stays bounded unless ``multikey``, which remembers ids)."""
+        self.check_open()
+        store = self.store
+        txn = store.read()
+        reflected = store.reflected(txn)
+
+        def items() -> Iterator[tuple[str, dict]]:
+            seen: set[str] | None = set() if multikey else None
+            for doc_id in store.index_ids(txn, coll, field, ranges):
+                if seen is not None:
+                    if doc_id in seen:
+                        continue
+                    seen.add(doc_id)
+                loc = store.location(txn, coll, doc_id)
+                if loc is not None:
+                    yield doc_id, self.read_doc(coll, doc_id, loc)
+
+        return Items(reflected[0] if reflected else 0, self._iterate(txn, items()))
+
+    def snapshot_tx(self) -> int:
+        """The ledger transaction the derived state reflects now."""
+        with self._read() as txn:
+            reflected = self.store.reflected(txn)
+        return 0 if reflected is None else reflected[0]
 
     def header_entry(self, coll: str, doc_id: str, at_tx: int | None = None) -> kvcore.Entry | None:
         """The header entry of ``doc_id``'s revision current as of ``at_tx`` (None: never written)."""
@@ -292,8 +492,8 @@ class Engine:
         header = Header.decode(entry.value)
         if header.deleted:
             return header, None
-        props = self.ledger.entries(entry.tx_id, entry.index + 1, header.n)
-        return header, doc_from_entries(header, props, records.property_prefix(coll, header.id))
+        doc = self.read_doc(coll, header.id, Location(entry.tx_id, entry.index, header.revision, header.n))
+        return header, doc
 
     def history(self, coll: str, doc_id: str, offset: int, limit: int | None) -> list[kvcore.Entry]:
         """The header entries of ``doc_id``'s revisions, oldest first, paged."""
@@ -326,35 +526,38 @@ class Engine:
         with self.lock, translate():
             return self.ledger.transaction(at_tx)
 
-    def commit(self, kv: kvcore.Transaction, metas: dict[str, dict[str, Any]], written: Written) -> int | None:
-        """Commit ``kv`` and reflect it in the derived state (definitions ``metas``, documents
-        ``written``); returns its transaction id (None: nothing to write). Errors translated."""
+    def commit(self, kv: kvcore.Transaction, metas: dict[str, dict[str, Any]], written: list[Written]) -> int | None:
+        """Commit ``kv`` (its log record durable first), then reflect it in the derived state in
+        one LMDB transaction (definitions ``metas``, documents ``written``); returns its
+        transaction id (None: nothing to write). Errors translated."""
         with self.lock:
             with translate(kv.snapshot):
                 tx_id = kv.commit()
             if tx_id is not None:
-                self._apply(tx_id, metas, written)
+                changes = [
+                    derive.DocChange(w.collection, w.id, w.doc, Location(tx_id, w.index, w.revision, w.n))
+                    for w in written
+                ]
+                old = {(w.collection, w.id): w.old for w in written}
+                store = self.store
+                try:
+                    with store.write() as txn:
+                        derive.apply(store, txn, self.read_doc, tx_id, self.ledger.state(tx_id).root, metas, changes, old)
+                except lmdb.Error as e:  # the log holds the commit: the next open applies it
+                    self._damaged = f"the derived state could not be updated: {e}"
+                    raise StorageError(
+                        f"transaction {tx_id} is committed, but the derived state could not be updated ({e}): "
+                        "reopen the database (it is brought up to date from the log)"
+                    ) from None
             return tx_id
-
-    def _apply(self, tx_id: int, metas: dict[str, dict[str, Any]], written: Written) -> None:
-        state = self.derived
-        for name, meta in metas.items():
-            coll = state.collections.get(name) or CollectionState(name, {})
-            coll.apply_meta(meta)
-            state.collections[name] = coll
-        by_coll: dict[str, list[tuple[str, dict | None]]] = {}
-        for coll_name, doc_id, doc in written:
-            by_coll.setdefault(coll_name, []).append((doc_id, doc))
-        for coll_name, items in by_coll.items():
-            state.collections[coll_name].put_many(items)
-        state.tx_id = tx_id
 
     # ---------------------------------------------------------------- audit
     def audit(
         self, trusted_state: kvcore.State | None = None, progress: Callable[[int, int], None] | None = None
     ) -> kvcore.AuditReport:
-        """Recompute every ledger hash, then rebuild the derived state from the ledger and compare
-        it with what is served. A failed audit makes the engine refuse everything until reopened."""
+        """Recompute every ledger hash, then rebuild the derived state from the ledger (in a
+        temporary store on disk) and compare it with the one served, row by row. A failed
+        audit makes the engine refuse everything until reopened."""
         if self._closed:
             raise kvcore.ClosedError("the database is closed")
         with self.lock:
@@ -364,12 +567,15 @@ class Engine:
                 return report
             problems = list(report.problems)
             try:
-                rebuilt = DbState()
-                rebuilt.catch_up(self.ledger)
+                derived = self._compare_with_rebuilt()
             except DocstoreError as e:
-                problems.append(f"documents cannot be rebuilt from the ledger: {e}")
-            else:
-                problems += _compare_states(rebuilt, self.derived)
+                derived = [f"documents cannot be rebuilt from the ledger: {e}"]
+            except (lmdb.Error, UnicodeDecodeError, ValueError, struct.error) as e:
+                derived = [f"the derived state is damaged ({type(e).__name__}: {e})"]
+            if derived and not self.readonly:  # the log is sound: the next open rebuilds the rest
+                with self.store.write() as txn:
+                    self.store.mark_damaged(txn, derived[0])
+            problems += derived
             if problems:
                 self._damaged = problems[0]
         return kvcore.AuditReport(
@@ -380,6 +586,105 @@ class Engine:
             problems=problems,
             root=report.root,
         )
+
+    def _compare_with_rebuilt(self) -> list[str]:
+        """Rebuild the derived state from the log in a temporary store (no fsync: it is thrown
+        away) and compare it with the one served, row by row, at the transaction the served
+        one reflects (another process may have moved it past this process's ledger)."""
+        tmp = tempfile.mkdtemp(prefix="immudoc-audit-")
+        try:
+            rebuilt = Store(tmp, readonly=False, durable=False)
+            try:
+                with self.store.read() as have_txn:
+                    reflected = self.store.reflected(have_txn)
+                    at = 0 if reflected is None else reflected[0]
+                    if at > self.ledger.tx_id:
+                        self.ledger.refresh()
+                    if reflected is None or at > self.ledger.tx_id:
+                        return [f"the derived state reflects transaction {at}, the ledger holds {self.ledger.tx_id}"]
+                    if at < self.ledger.tx_id and not self.readonly:
+                        return [f"the derived state reflects transaction {at}, the ledger holds {self.ledger.tx_id}"]
+                    derive.catch_up(rebuilt, self.ledger, _reader(self.ledger), upto=at)
+                    with rebuilt.read() as want_txn:
+                        return _compare_rows(rebuilt.dump(want_txn), self.store.dump(have_txn))
+            finally:
+                rebuilt.close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _reader(ledger: kvcore.Ledger) -> derive.ReadDoc:
+    """Reads documents straight from the ledger (no cache): for a rebuild."""
+
+    def read(coll: str, doc_id: str, loc: Location) -> dict:
+        header = Header(coll, doc_id, loc.revision, loc.n, False)
+        items = ledger.entry_items(loc.tx_id, loc.entry + 1, loc.n) if loc.n else []
+        return doc_from_items(header, items, records.property_prefix(coll, doc_id))
+
+    return read
+
+
+def _compare_rows(want: Iterator[tuple[str, bytes, bytes]], have: Iterator[tuple[str, bytes, bytes]]) -> list[str]:
+    """Problems between two ordered row streams (bounded memory: one row of each at a time)."""
+    problems: list[str] = []
+    names = {"colls": "collection definitions", "docs": "documents", "idx": "index entries", "multi": "multikey marks", "meta": "document counts"}
+    w, h = next(want, None), next(have, None)
+    while (w is not None or h is not None) and len(problems) < 10:
+        if w == h:
+            w, h = next(want, None), next(have, None)
+            continue
+        if h is None or (w is not None and (w[0], w[1]) < (h[0], h[1])):
+            assert w is not None
+            problems.append(f"the derived state lacks one of the ledger's {names[w[0]]} ({w[1][:60]!r})")
+            w = next(want, None)
+        elif w is None or (h[0], h[1]) < (w[0], w[1]):
+            problems.append(f"the derived state holds {names[h[0]]} the ledger does not ({h[1][:60]!r})")
+            h = next(have, None)
+        else:
+            problems.append(f"the derived state's {names[w[0]]} differ from the ledger's ({w[1][:60]!r})")
+            w, h = next(want, None), next(have, None)
+    return problems
+
+
+def _open_store(path: str, ledger: kvcore.Ledger, readonly: bool) -> tuple[Store, str | None, str | None]:
+    """(store, its temporary directory if it is private, a recovery note): the database's own
+    store if it is usable; rebuilt (a writer) if it is missing, damaged, ahead of the log or of
+    another history; a private temporary one for a reader when the database has none yet."""
+    note = None
+    problem = Store.file_problem(path) if Store.exists(path) else None
+    if problem is not None:
+        note = f"the derived state could not be read ({problem}); rebuilt it from the log"
+    elif Store.exists(path):
+        try:
+            store = Store(path, readonly)
+            with store.read() as txn:
+                reflected = store.reflected(txn)
+                damaged = store.damaged(txn)
+            ok = reflected is not None and reflected[2] == VERSION and reflected[0] <= ledger.tx_id and (
+                ledger.state(reflected[0]).root == reflected[1]
+            ) and not damaged
+            if ok:
+                return store, None, None
+            store.close()
+            note = "the derived state did not match the log; rebuilt it from the log"
+        except (lmdb.Error, DocstoreError, kvcore.KvError) as e:
+            note = f"the derived state could not be read ({e}); rebuilt it from the log"
+    elif os.path.exists(os.path.join(path, "docs.snap")):
+        note = "the derived state is in the format of an earlier version; rebuilt it from the log"
+    elif ledger.tx_id > 0:
+        note = "the derived state was missing; rebuilt it from the log"
+    if readonly:  # no writer to rebuild it: a private one, for this process only
+        tmp = tempfile.mkdtemp(prefix="immudoc-state-")
+        return Store(tmp, readonly=False, durable=False), tmp, note and note + " (a private copy: open the database for writing once to keep one)"
+    Store.remove(path)
+    return Store(path, readonly=False), None, note
+
+
+def _remove_old_snapshot(path: str) -> None:
+    try:
+        os.unlink(os.path.join(path, "docs.snap"))
+    except OSError:
+        pass
 
 
 def _prepare_dir(path: str) -> None:
@@ -394,9 +699,9 @@ def _prepare_dir(path: str) -> None:
         raise kvcore.FormatError(f"{path!r} is not a directory, so not an immudoc database")
     try:
         names = sorted(os.listdir(path)) if os.path.isdir(path) else []
-        if "docs.snap" in names:
+        if "docs.snap" in names or "state.lmdb" in names:
             raise kvcore.FormatError(
-                f"{path!r} holds docs.snap but no ledger/: the database's ledger is missing "
+                f"{path!r} holds a derived state but no ledger/: the database's ledger is missing "
                 "(restore it from a backup); nothing was changed"
             )
         if names:
@@ -409,27 +714,3 @@ def _prepare_dir(path: str) -> None:
         if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise kvcore.ReadOnlyError(f"cannot create the database directory {path!r}: {e.strerror}") from e
         raise kvcore.StorageError(f"cannot create the database directory {path!r}: {e.strerror}") from e
-
-
-def _compare_states(truth: DbState, served: DbState) -> list[str]:
-    problems = []
-    if set(truth.collections) != set(served.collections):
-        problems.append("the collections served differ from the ledger's")
-    for name, coll in truth.collections.items():
-        other = served.collections.get(name)
-        if other is None:
-            continue
-        if not same_json(coll.meta, other.meta):
-            problems.append(f"collection {name!r}: its definition differs from the ledger's")
-        if set(coll.docs) != set(other.docs):
-            problems.append(f"collection {name!r}: the set of documents differs from the ledger's")
-        bad = [
-            i for i, raw in coll.docs.items() if i in other.docs and not same_json(decode_doc(raw), decode_doc(other.docs[i]))
-        ]
-        if bad:
-            problems.append(f"collection {name!r}: {len(bad)} cached documents differ (e.g. {bad[0]!r})")
-        for f, idx in coll.indexes.items():
-            o = other.indexes.get(f)
-            if o is None or o.dump() != idx.dump():
-                problems.append(f"collection {name!r}: index {f!r} differs from the documents")
-    return problems

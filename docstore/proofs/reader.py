@@ -47,6 +47,22 @@ def _authenticated(engine: Engine, proof: Proof) -> Proof:
     return proof._replace(consistency=None, consistency_state=None)
 
 
+def current_state(engine: Engine, state: kvcore.State | None = None) -> kvcore.State:
+    """The ledger's current state (or ``state``, one of its states), authenticated: not behind
+    the trusted state, consistent with it, and signed by a pinned key if newer (the trusted
+    state then advances to it)."""
+    trust = _trust(engine)
+    engine.check_open()
+    with engine.verify_lock:
+        base = _trusted_base(engine)
+        own = engine.current_state() if state is None else state
+        if state is None:
+            trust.check_current(own, base)
+        note = engine.checkpoint_or_none(own) if own.tx_id > base.tx_id else None
+        trust.accept(own, note, engine.prove_consistency)
+    return own
+
+
 def revision(engine: Engine, coll: str, doc_id: str, at_tx: int | None) -> tuple[dict | None, int]:
     """(document or None for a deletion, revision) current as of ``at_tx``, proven."""
     trust = _trust(engine)

@@ -206,9 +206,13 @@ class TrustTracker:
             assert explicit is not None
             self._state, self._note = explicit, explicit_note
         self._explicit_state = explicit
+        self._saved_state = saved
         self._pending_check = explicit is not None and saved is not None and saved != explicit
-        if self.path and (saved is None or (keys and record is not None and tuple(map(str, keys)) != record.verifier_keys)):
-            write_state_file(self.path, self._state, self._note, [str(k) for k in self.pinned])
+        if self.path and saved is None:
+            self._save(self._state, self._note)
+        elif self.path and saved is not None and keys and record is not None and tuple(map(str, keys)) != record.verifier_keys:
+            # new pins for the state already saved; an explicit newer state is saved once linked
+            self._save(saved, saved_note, force=True)
 
     def _explicit(self, trusted: object) -> tuple[kvcore.State | None, str | None]:
         if trusted is None:
@@ -238,7 +242,8 @@ class TrustTracker:
         with self._lock:
             if not self._pending_check or self._explicit_state is None:
                 return
-            a, b = self._explicit_state, self._state
+            a, b = self._explicit_state, self._saved_state
+            assert b is not None
             old, new = (a, b) if a.tx_id <= b.tx_id else (b, a)
             if old.tx_id == new.tx_id:
                 raise VerificationError("the state file and the given trusted state differ at the same transaction")
@@ -247,6 +252,8 @@ class TrustTracker:
             except kvcore.VerificationError as e:
                 raise VerificationError(f"the state file is not consistent with the given trusted state: {e}") from None
             self._pending_check = False
+            if self._state == a and a.tx_id > b.tx_id:  # the given state is newer: now it is linked, save it
+                self._save(self._state, self._note)
 
     # ------------------------------------------------------------------- accepting
     def accept(
@@ -336,18 +343,20 @@ class TrustTracker:
         while len(self._on_history) > _REMEMBERED_STATES:
             self._on_history.popitem(last=False)
 
-    def _save(self, state: kvcore.State, note: str | None) -> None:
+    def _save(self, state: kvcore.State, note: str | None, force: bool = False) -> None:
+        """Write the state file (under its lock) unless it already holds a newer state
+        (``force``: write it anyway, for new pins of the same state)."""
         if not self.path:
             return
         lock_path = self.path + ".lock"
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise StorageError(f"cannot lock the state file {self.path!r}: {e.strerror}") from None
+            raise StorageError(f"cannot write the state file {self.path!r} (its lock file: {e.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             on_disk = read_state_file(self.path) if os.path.exists(self.path) else None
-            if on_disk is None or on_disk.tx_id <= state.tx_id:
+            if force or on_disk is None or on_disk.tx_id <= state.tx_id:
                 write_state_file(self.path, state, note, [str(k) for k in self.pinned])
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)

@@ -31,8 +31,10 @@ KeysArg = str | Verifier | Sequence[str] | Sequence[Verifier] | Sequence[str | V
 
 def verify(
     proof: Proof | str | bytes | dict,
-    trusted: kvcore.State | str | bytes,
+    trusted: kvcore.State | str | bytes | None = None,
     verifier_keys: KeysArg = None,
+    *,
+    trusted_state: kvcore.State | str | bytes | None = None,
 ) -> Any:
     """Verify a proof against a state you trust; return the proven document or value.
 
@@ -40,17 +42,20 @@ def verify(
     checked when ``verifier_keys`` are given). ``verifier_keys``: the ledger's verifier key
     strings (``immudoc key``) you pin; needed only for a proof relative to a state newer than
     the trusted one, which is accepted only if a pinned key signed that state's checkpoint and
-    the bundle shows it extends the trusted state.
+    the bundle shows it extends the trusted state. (``trusted_state=`` is the same argument
+    under its earlier name.)
 
     A document proof returns the document (None for a deletion's tombstone), a property
     proof the property's value, a collection proof the collection's definition. Raises
     :class:`VerificationError` saying which check failed.
     """
+    if (trusted is None) == (trusted_state is None):
+        raise VerificationError("verify needs one trusted state: pass trusted (or trusted_state), not both")
     proof = as_proof(proof)
     pinned = verifiers(verifier_keys)
-    trusted_state = trusted_state_of(trusted, pinned)
+    state = trusted_state_of(trusted if trusted is not None else trusted_state, pinned)
     _check_names(proof)
-    _link(proof, trusted_state, pinned)
+    _link(proof, state, pinned)
     if proof.kind == "property":
         return _verify_property(proof)
     if proof.kind == "collection":

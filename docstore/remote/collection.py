@@ -22,7 +22,7 @@ from docstore.errors import (
     refuse_unproven,
 )
 from docstore.documents.flatten import split_pointer
-from docstore.documents.ids import check_id
+from docstore.documents.ids import check_id, in_groups
 from docstore.proofs.bundle import Proof
 from docstore.proofs.verify import verify
 from docstore.rpc import codec
@@ -75,14 +75,18 @@ class RemoteCollection:
         """Insert a document; returns its ``_id`` (generated if the document has none)."""
         return self.insert_many([doc])[0]
 
-    def insert_many(self, docs: Iterable[dict]) -> list[str]:
+    def insert_many(self, docs: Iterable[dict], *, per_transaction: int | None = None) -> list[str]:
         """Insert documents in one atomic transaction; returns their ids.
 
         They are sent in messages of ``batch_size`` documents (and at most half the maximum
-        message size), all in one call: the server commits all of them or none.
+        message size), all in one call: the server commits all of them or none. With
+        ``per_transaction=n``, ``docs`` (read lazily) is committed ``n`` at a time, one call
+        each, each group atomic (the groups before a failing one stay committed).
         """
         if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
             raise InvalidDocumentError(f"insert_many takes a list of documents, got {type(docs).__name__}")
+        if per_transaction is not None:
+            return [i for group in in_groups(docs, per_transaction) for i in self.insert_many(group)]
         encoded = [codec.dumps_doc(d) for d in docs]
         limit = max(1, self._conn.max_message_bytes // 2)
         per = self._conn.batch_size

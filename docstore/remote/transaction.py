@@ -180,6 +180,10 @@ class RemoteTxCollection(StagingCollection):
     def _copy(self, doc: dict) -> dict:
         return _copy(doc)
 
+    @property
+    def _verifying(self) -> bool:
+        return self._staged.conn.trust is not None
+
     def _find(self, filter: dict | None, projection: Any, sort: Any, skip: int, limit: int | None) -> Iterator[dict]:  # noqa: A002
         """The snapshot's matches from the server, merged with this transaction's own writes.
         Records the collection as read: a commit after any change to it conflicts."""

@@ -26,7 +26,8 @@ from typing import Any
 from docstore.collections.query import compile_filter, distinct_values
 from docstore.collections.update import apply_update
 from docstore.documents.ids import check_id, new_id
-from docstore.errors import DocumentNotFoundError, DuplicateIdError, InvalidDocumentError
+from docstore.collections.indexes import check_field
+from docstore.errors import DocumentNotFoundError, DuplicateIdError, InvalidDocumentError, refuse_unproven
 
 
 class TransactionBase(ABC):
@@ -91,6 +92,12 @@ class StagingCollection(ABC):
 
     @abstractmethod
     def _copy(self, doc: dict) -> dict: ...
+
+    @property
+    @abstractmethod
+    def _verifying(self) -> bool:
+        """Whether the database proves what it reads (then counts and distinct lists, which
+        cannot be proven yet, are refused unless ``verify=False``)."""
 
     # ----------------------------------------------------------------- writes
     def insert(self, doc: dict) -> str:
@@ -175,11 +182,17 @@ class StagingCollection(ABC):
         """The first matching document, or None."""
         return next(self.find(filter, projection, sort, 0, 1), None)
 
-    def count(self, filter: dict | None = None) -> int:  # noqa: A002
-        """How many documents match, in this transaction's view."""
+    def count(self, filter: dict | None = None, *, verify: bool | None = None) -> int:  # noqa: A002
+        """How many documents match, in this transaction's view (a verifying database refuses,
+        ProofUnavailableError, unless ``verify=False``)."""
         compile_filter(filter)
+        refuse_unproven(self._verifying, verify, "a count")
         return sum(1 for _ in self.find(filter))
 
-    def distinct(self, field: str, filter: dict | None = None) -> list:  # noqa: A002
-        """Distinct values of ``field`` among matching documents, in this transaction's view."""
+    def distinct(self, field: str, filter: dict | None = None, *, verify: bool | None = None) -> list:  # noqa: A002
+        """Distinct values of ``field`` among matching documents, in this transaction's view
+        (a verifying database refuses, ProofUnavailableError, unless ``verify=False``)."""
+        check_field(field)
+        compile_filter(filter)
+        refuse_unproven(self._verifying, verify, "a list of distinct values")
         return distinct_values(self.find(filter), field)

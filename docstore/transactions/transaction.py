@@ -23,12 +23,21 @@ import kvcore
 
 from docstore.collections import cursor
 from docstore.collections.indexes import keys_for
+from docstore.collections.query import compile_filter
 from docstore.collections.schema import Schema
 from docstore.documents import records
-from docstore.documents.flatten import flatten_raw
+from docstore.documents.flatten import flatten, flatten_raw
 from docstore.documents.records import Header
+from docstore.engine.engine import Written
 from docstore.engine.state import copy_doc
-from docstore.errors import ConflictError, DocstoreError, DuplicateKeyError, InvalidDocumentError
+from docstore.errors import (
+    ConflictError,
+    DocstoreError,
+    DocumentNotFoundError,
+    DuplicateKeyError,
+    InvalidDocumentError,
+    VerificationError,
+)
 from docstore.transactions.staging import StagingCollection, TransactionBase
 
 if TYPE_CHECKING:
@@ -84,7 +93,10 @@ class Staged:
         key = (coll, doc_id)
         if key not in self._base:
             entry = self.kv.lookup(records.header_key(coll, doc_id))
-            self._base[key] = (None, None) if entry is None else self.engine.revision_of(coll, entry)
+            found = (None, None) if entry is None else self.engine.revision_of(coll, entry)
+            if self.engine.trust is not None:  # a verifying database proves what it reads
+                self.prove_doc(coll, doc_id, found[1], None if found[0] is None or found[1] is None else found[0].revision)
+            self._base[key] = found
         return self._base[key]
 
     def current(self, coll: str, doc_id: str) -> dict | None:
@@ -99,20 +111,42 @@ class Staged:
         (a concurrent insert that would match a query is a conflict, not a phantom)."""
         return self.kv.scan(records.header_prefix(coll))
 
-    def iter_docs(self, coll: str) -> Iterator[dict]:
-        """Every live document of ``coll`` in this transaction's view."""
+    def iter_docs(self, coll: str, predicate: Callable[[dict], bool] | None = None) -> Iterator[dict]:
+        """Every live document of ``coll`` in this transaction's view (with ``predicate``,
+        those matching it; on a verifying database each document of the snapshot is proven
+        before it is yielded)."""
         engine = self.engine
         kv_view = self.read_collection(coll)
         mine = {i: p for (c, i), p in self.docs.items() if c == coll}
-        with engine.lock:  # check and copy together: a commit in between would change the cache
-            cached = list(engine.current_items(coll)) if engine.derived.tx_id == self.snapshot else None
-        base: Iterable[tuple[str, dict]] = cached if cached is not None else engine.documents_of(coll, kv_view)
+        items = engine.current_items(coll, self.snapshot)  # the derived state, if it is at the snapshot
+        base: Iterator[tuple[str, dict]] = items if items is not None else engine.documents_of(coll, kv_view)
         for doc_id, doc in base:
-            if doc_id not in mine:
-                yield doc
+            if doc_id in mine or (predicate is not None and not predicate(doc)):
+                continue
+            if engine.trust is not None:
+                self.prove_doc(coll, doc_id, doc)
+            yield doc
         for p in mine.values():
-            if p is not None:
+            if p is not None and (predicate is None or predicate(p[0])):
                 yield copy_doc(p[0])
+
+    def prove_doc(self, coll: str, doc_id: str, doc: dict | None, revision: int | None = None) -> None:
+        """On a verifying database: VerificationError unless ``doc`` (None: none or deleted) is
+        what the ledger proves for ``doc_id`` as of the snapshot."""
+        from docstore.proofs import reader
+
+        try:
+            proven, rev = reader.revision(self.engine, coll, doc_id, self.snapshot)
+        except DocumentNotFoundError:
+            proven, rev = None, None
+        if (proven is None or doc is None) and proven is not doc or (
+            proven is not None and doc is not None
+            and (flatten(proven) != flatten(doc) or (revision is not None and rev != revision))
+        ):
+            raise VerificationError(
+                f"document {doc_id!r} in {coll!r}: what the database served differs from what the "
+                "ledger proves"
+            )
 
     # ----------------------------------------------------------------- writes
     def next_revision(self, coll: str, doc_id: str) -> int:
@@ -206,20 +240,23 @@ class Staged:
         self.done = True
         kv = self.kv
         kv.set_many([(records.collection_key(name), orjson.dumps(meta)) for name, meta in self.metas.items()])
-        written: list[tuple[str, str, dict | None]] = []
+        written: list[Written] = []
         entries: list[tuple[bytes, bytes]] = []
         add = entries.append
+        base = kv.write_count  # the headers and properties below are new keys: they follow in order
         for (coll, doc_id), pending in self.docs.items():
             rev = self.next_revision(coll, doc_id)
             hkey = records.header_key(coll, doc_id)
+            old = self.snapshot_doc(coll, doc_id)[1]
+            index = base + len(entries)
             if pending is None:
                 add((hkey, Header(coll, doc_id, rev, 0, True).encode()))
-                written.append((coll, doc_id, None))
+                written.append(Written(coll, doc_id, None, old, index, rev, 0))
                 continue
             doc, props = pending  # built for revision ``rev`` by prepare
             add((hkey, Header(coll, doc_id, rev, len(props), False).encode()))
             entries += props
-            written.append((coll, doc_id, doc))
+            written.append(Written(coll, doc_id, doc, old, index, rev, len(props)))
         # One call for all documents, each header followed by its properties. ``blind``: no
         # write-write check is needed for these keys. A header key was read by
         # next_revision (kv.lookup records the read), so the commit still fails if another
@@ -294,11 +331,18 @@ class TxCollection(StagingCollection):
         self._staged.put_many(self.name, writes)
 
     def _find(self, filter: dict | None, projection: Any, sort: Any, skip: int, limit: int | None) -> Iterator[dict]:  # noqa: A002
-        it = cursor.run_query(self._staged.iter_docs(self.name), filter, projection, sort, skip, limit)
+        predicate = compile_filter(filter)
+        it = cursor.run_query(
+            self._staged.iter_docs(self.name, predicate), filter, projection, sort, skip, limit, predicate=predicate
+        )
         return iter(list(it))
 
     def _copy(self, doc: dict) -> dict:
         return copy_doc(doc)
+
+    @property
+    def _verifying(self) -> bool:
+        return self._staged.engine.trust is not None
 
 
 def run(engine: Engine, fn: Callable[[Transaction], T]) -> T:

@@ -1,8 +1,9 @@
 """The storage interface: a durable, append-only sequence of transaction payloads.
 
-A backend stores opaque payloads (transaction ``i`` is the ``i``-th appended, from 1), the
-ledger tree's node hashes, and a snapshot of the key index. It knows nothing of hashing or
-keys; everything it keeps besides the payloads is derived data the ledger can rebuild.
+A backend stores opaque payloads (transaction ``i`` is the ``i``-th appended, from 1) and the
+ledger tree's node hashes, and may give the ledger a directory for its key index. It knows
+nothing of hashing or keys; everything it keeps besides the payloads is derived data the
+ledger can rebuild.
 A backend on a server database implements these methods and nothing else changes.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 
 
 class Storage(ABC):
-    """Append-only transaction payloads plus derived data (tree nodes, index snapshot)."""
+    """Append-only transaction payloads plus derived data (tree nodes, the key index's directory)."""
 
     readonly: bool
     recovery_notes: list[str]
@@ -61,13 +62,15 @@ class Storage(ABC):
     def replace_tree(self, nodes: bytes) -> None:
         """Replace the stored tree nodes (repair after a crash, never new content)."""
 
-    @abstractmethod
-    def load_index(self) -> bytes | None:
-        """The last saved index snapshot, or None."""
+    def index_path(self) -> str | None:
+        """A directory the ledger may use for its on-disk key index (derived data: it creates,
+        checks, rebuilds and replaces what is there), or None to keep the index in memory."""
+        return None
 
-    @abstractmethod
-    def save_index(self, blob: bytes) -> None:
-        """Atomically replace the index snapshot."""
+    def discard_legacy(self) -> None:
+        """Delete derived files of earlier versions that nothing reads any more (a writer
+        calls this once it has opened the ledger). None by default."""
+        return None
 
     @abstractmethod
     def refresh(self) -> int:

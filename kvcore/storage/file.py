@@ -10,7 +10,8 @@ Layout (format version 1, see docs/storage.md):
 - ``txindex``: per record ``offset (u64 BE) | payload_len (u32 BE) | extra_len (u32 BE)``;
   derived, rebuilt from ``txlog``.
 - ``tree``: 32-byte ledger-tree nodes in post-order; derived.
-- ``index.snap``: a checksummed snapshot of the key index; derived.
+- ``index.lmdb/``: the key index (an LMDB environment, kvcore.keystore); derived. (An
+  ``index.snap`` of earlier versions is deleted by a writer.)
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class FileStorage(Storage):
     ) -> None:
         self.path = os.fspath(path)
         self.readonly = readonly
+        self._txlog_path = os.path.abspath(os.path.join(self.path, "txlog"))
         self.recovery_notes = []
         self._fds: dict[str, int] = {}
         self._lock_fd: int | None = None
@@ -335,6 +337,7 @@ class FileStorage(Storage):
                     view = view[n:]
                     off += n
             os.fdatasync(fd)
+            self._check_still_linked(fd)
         except OSError as e:
             try:  # leave nothing half-written behind
                 os.ftruncate(fd, start)
@@ -349,6 +352,21 @@ class FileStorage(Storage):
         self._log_end = off
         self._pending_tree += tree_nodes
         self._persist_derived()
+
+    def _check_still_linked(self, fd: int) -> None:
+        """A commit counts only if it is durable where the ledger will be opened next: the open
+        log file must still be the one at the ledger's path (not deleted, moved or replaced)."""
+        mine = os.fstat(fd)
+        try:
+            there = os.stat(self._txlog_path)
+        except OSError:
+            there = None
+        if mine.st_nlink == 0 or there is None or (there.st_dev, there.st_ino) != (mine.st_dev, mine.st_ino):
+            raise OSError(
+                errno.ENOENT,
+                f"the transaction log {self._txlog_path!r} was deleted, moved or replaced while the "
+                "ledger was open; nothing written now would be found when it is opened again",
+            )
 
     def _persist_derived(self) -> None:
         """Write derived data lazily; a failure here is repaired on the next call or open."""
@@ -437,25 +455,20 @@ class FileStorage(Storage):
         except OSError:
             self._tree_persisted = self._size("tree") // 32 * 32
 
-    def load_index(self) -> bytes | None:
-        try:
-            with open(os.path.join(self.path, "index.snap"), "rb") as f:
-                return f.read()
-        except OSError:
-            return None
+    def index_path(self) -> str:
+        """``index.lmdb`` in the ledger directory (see kvcore.keystore)."""
+        return os.path.join(self.path, "index.lmdb")
 
-    def save_index(self, blob: bytes) -> None:
+    def discard_legacy(self) -> None:
+        """Delete ``index.snap`` (and its temporary file): the key index of format-1 ledgers
+        before the on-disk index, which is no longer read or written."""
         if self.readonly:
             return
-        tmp = os.path.join(self.path, "index.snap.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, os.path.join(self.path, "index.snap"))
-        except OSError:
-            pass  # derived data: the next open replays the log instead
+        for name in ("index.snap", "index.snap.tmp"):
+            try:
+                os.unlink(os.path.join(self.path, name))
+            except OSError:
+                pass
 
     def refresh(self) -> int:
         if self.readonly:

@@ -36,7 +36,7 @@ def test_clinical_trials(tmp_path):
         "consenting patients then: 3  now: 2",
         "drug, patient, name, notes or correction note in the proof: none",
         "verified: V-0002 /dosage/mg = 25 (against trusted state 4: the proof's newer state is signed by the pinned key, and the bundled consistency proof shows it extends the saved one)",
-        "a plain read still serves: {'drug': 'Xanomeline', 'mg': 25}",
+        "a plain read serves what is on disk: {'drug': 'Xanomeline', 'mg': 75}",
         "done: the auditor learned one dosage, verified it, and caught both forgeries",
     ]:
         assert line in out, line

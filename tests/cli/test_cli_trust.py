@@ -31,9 +31,8 @@ def tampered(tmp_path, sub):
     assert sub(["--db", db, "state", "--save", str(state)]).code == 0
     key = sub(["--db", db, "key"]).out.strip()
     with docstore.open(db, readonly=True) as d:
-        entry = d.ledger.get(b"p\x00c\x00p1\x00" + (1).to_bytes(4, "big") + (2).to_bytes(4, "big") + b"/dose")
-    _rewrite_value(os.path.join(db, "ledger", "txlog"), entry.value, b"9")
-    os.unlink(os.path.join(db, "docs.snap"))  # the cache is rebuilt from the edited log
+        stored = d["c"].prove("p1", "/dose").properties[0]  # salt || value, as in the log
+    _rewrite_value(os.path.join(db, "ledger", "txlog"), stored.salt + stored.encoded, b"9")
     return db, state, key
 
 

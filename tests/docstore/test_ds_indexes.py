@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import shutil
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -299,7 +301,7 @@ def test_indexes_persist_and_rebuild_from_the_ledger(tmp_path):
         assert db.audit().ok
     for drop_snapshot in (False, True):
         if drop_snapshot:
-            (path / "docs.snap").unlink()
+            shutil.rmtree(path / "state.lmdb")
         with docstore.open(path) as db:
             coll = db["c"]
             assert coll.indexes() == indexes
@@ -314,17 +316,19 @@ def test_indexes_persist_and_rebuild_from_the_ledger(tmp_path):
 
 
 def test_index_changes_after_reopen_are_replayed(tmp_path):
-    """Transactions after the snapshot (index creation included) are replayed at open."""
+    """Transactions the derived state does not reflect yet (index creation included) are
+    applied from the log at open."""
     path = tmp_path / "db"
     with docstore.open(path) as db:
         coll = db.create_collection("c")
         coll.insert_many([{"n": i} for i in range(10)])
-    snap = (path / "docs.snap").read_bytes()
+    shutil.copytree(path / "state.lmdb", tmp_path / "older")
     with docstore.open(path) as db:
         db["c"].create_index("n")
         db["c"].insert({"n": 3})
         expected = _answers(db["c"], [{"n": 3}, {"n": {"$lt": 2}}])
-    (path / "docs.snap").write_bytes(snap)  # an older snapshot: the rest comes from the ledger
+    shutil.rmtree(path / "state.lmdb")
+    shutil.copytree(tmp_path / "older", path / "state.lmdb")  # an older state: the rest comes from the log
     with docstore.open(path) as db:
         assert db["c"].indexes() == [{"field": "n", "unique": False}]
         assert _answers(db["c"], [{"n": 3}, {"n": {"$lt": 2}}]) == expected
@@ -333,8 +337,8 @@ def test_index_changes_after_reopen_are_replayed(tmp_path):
 
 def test_audit_detects_a_damaged_index(db, tmp_path):
     """audit() really compares indexes with the documents (so `audit().ok` means something):
-    an index entry lost from the derived state on disk (docs.snap, its checksum recomputed)."""
-    from docstore.engine.state import DbState
+    an index entry lost from the derived state on disk (removed through LMDB itself)."""
+    from docstore.engine.store import Store
 
     coll = db.create_collection("c", indexes=["n"])
     coll.insert_many([{"n": i} for i in range(5)])
@@ -342,10 +346,11 @@ def test_audit_detects_a_damaged_index(db, tmp_path):
     victim = next(iter(coll.find()))["_id"]
     with docstore.open(tmp_path / "copy") as other:  # the same data in a database of our own
         other.create_collection("c", indexes=["n"]).insert_many([{"_id": d["_id"], "n": d["n"]} for d in coll.find()])
-    snap = tmp_path / "copy" / "docs.snap"
-    state = DbState.load(snap.read_bytes())
-    state.collections["c"].indexes["n"].put(victim, None)  # simulate a lost index entry
-    snap.write_bytes(state.dump(state.root))
+    store = Store(str(tmp_path / "copy"), readonly=False)  # a forger uses the real code
+    with store.write() as txn:
+        victim_doc = next(d for d in coll.find() if d["_id"] == victim)
+        store.index_delete(txn, "c", "n", keys_for(victim_doc, "n"), victim)  # a lost index entry
+    store.close()
     with docstore.open(tmp_path / "copy", readonly=True) as damaged:
         report = damaged.audit()
     assert not report.ok

@@ -17,33 +17,26 @@ import warnings
 import pytest
 
 import docstore
+import kvcore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _fixture_builder():
+    """The writes of tests/fixtures/make_v1_db.py (the same ones made the v1 fixture)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_v1_db", os.path.join(ROOT, "tests", "fixtures", "make_v1_db.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build
 
 
 def build(path):
     """A database with a bit of everything: schemas, indexes, updates, deletes, re-inserts."""
     with docstore.open(path) as db:
-        people = db.create_collection(
-            "people",
-            schema={"properties": {"age": {"type": "integer"}}},
-            indexes=["city", {"field": "email", "unique": True}],
-        )
-        events = db.create_collection("events")
-        people.insert_many(
-            [{"_id": f"p{i}", "city": ["Oslo", "Rome", "Lima"][i % 3], "email": f"e{i}", "age": i} for i in range(30)]
-        )
-        for i in range(0, 30, 4):
-            people.update(f"p{i}", {"$inc": {"age": 100}, "$push": {"tags": {"$each": ["a", "b"]}}})
-        for i in range(1, 30, 7):
-            people.delete(f"p{i}")
-        people.insert({"_id": "p1", "city": "Back", "email": "e1-again", "age": 1})
-        events.create_index("kind")
-        with db.transaction() as tx:
-            for i in range(20):
-                tx["events"].insert({"_id": f"ev{i:02}", "kind": i % 4, "data": {"n": [i, {"x": i * 1.5}], "big": 2**70 + i}})
-            tx["people"].replace("p2", {"city": "Moved", "email": "e2", "age": 2})
-        events.set_schema({"required": ["kind"]})
+        _fixture_builder()(db)
         return db.tx_id
 
 
@@ -114,105 +107,139 @@ def test_fingerprint_is_sensitive(built):
         assert fingerprint(db) != fp
 
 
-def test_missing_snapshot_is_rebuilt(built):
-    path, fp = built
-    (path / "docs.snap").unlink()
-    with docstore.open(path) as db:
+STATE = "state.lmdb"
+
+
+def _reopen_rebuilds(path, fp, match="rebuilt it from the log"):
+    """Opening warns that the derived state was rebuilt from the log, and serves the same."""
+    with pytest.warns(kvcore.RecoveryWarning, match=match):
+        db = docstore.open(path)
+    with db:
         assert fingerprint(db) == fp
         assert db.audit().ok
-    assert (path / "docs.snap").exists()  # rewritten on close
-    with docstore.open(path) as db:
-        assert fingerprint(db) == fp
-
-
-def test_corrupted_snapshot_is_rebuilt(built):
-    path, fp = built
-    snap = path / "docs.snap"
-    good = snap.read_bytes()
-    rnd = random.Random(7)
-    offsets = [0, 3, 7, 8, 20, 39, 40, 41, len(good) // 2, len(good) - 1] + [rnd.randrange(len(good)) for _ in range(6)]
-    for off in offsets:
-        bad = bytearray(good)
-        bad[off] ^= 0x01 << rnd.randrange(8)
-        snap.write_bytes(bytes(bad))
-        with docstore.open(path) as db:
-            assert fingerprint(db) == fp, off
-        assert snap.read_bytes() != bytes(bad)  # replaced by a good one on close
-    for damaged in [b"", b"IMDOCS01", good[:40], good[:-1], good + b"x", b"\x00" * len(good), os.urandom(500)]:
-        snap.write_bytes(damaged)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once rebuilt, it is kept: no second rebuild
         with docstore.open(path) as db:
             assert fingerprint(db) == fp
+
+
+def test_missing_derived_state_is_rebuilt(built):
+    path, fp = built
+    shutil.rmtree(path / STATE)
+    _reopen_rebuilds(path, fp, "missing")
+    assert (path / STATE / "data.mdb").exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["empty", "zeros", "random", "half", "meta pages", "no lock file"],
+)
+def test_damaged_derived_state_file_is_rebuilt(built, damage):
+    """The LMDB file replaced or cut: opening notices (LMDB's own checks, or the state's
+    record of the transaction and root it reflects) and rebuilds it from the log."""
+    path, fp = built
+    data = path / STATE / "data.mdb"
+    good = data.read_bytes()
+    if damage == "empty":
+        data.write_bytes(b"")
+    elif damage == "zeros":
+        data.write_bytes(b"\x00" * len(good))
+    elif damage == "random":
+        data.write_bytes(random.Random(1).randbytes(len(good)))
+    elif damage == "half":
+        data.write_bytes(good[: len(good) // 2])
+    elif damage == "meta pages":  # both meta pages (the first two 4 KiB pages) scrambled
+        data.write_bytes(random.Random(2).randbytes(8192) + good[8192:])
+    else:
+        (path / STATE / "lock.mdb").unlink()  # harmless: LMDB makes a new one
+        with docstore.open(path) as db:
+            assert fingerprint(db) == fp
+        return
+    _reopen_rebuilds(path, fp)
+
+
+def test_derived_state_of_another_version_or_history_is_rebuilt(built):
+    """A well-formed store whose record says another format version, a transaction the log does
+    not hold, or another root at its transaction: rebuilt."""
+    from docstore.engine.store import Store
+
+    path, fp = built
+    for edit in ("version", "ahead", "root", "no record"):
+        store = Store(str(path), readonly=False)
+        with store.write() as txn:
+            tx_id, root, _version = store.reflected(txn)
+            if edit == "version":
+                txn.put(b"version", (99).to_bytes(8, "big"), db=store.meta)
+            elif edit == "ahead":
+                store.set_reflected(txn, tx_id + 5, root)
+            elif edit == "root":
+                store.set_reflected(txn, tx_id, bytes(32))
+            else:
+                txn.delete(b"tx", db=store.meta)
+        store.close()
+        _reopen_rebuilds(path, fp)
+
+
+def test_a_database_of_the_earlier_format_opens_and_is_upgraded(tmp_path):
+    """A database written before the derived state moved to disk (tests/fixtures/db-v1.tar.gz,
+    made by tests/fixtures/make_v1_db.py with commit d115c5e: docs.snap and ledger/index.snap)
+    opens with today's code: its derived state is rebuilt from the log once, and it holds
+    exactly what the same steps give today; its signing key and history are kept."""
+    import tarfile
+
+    from tests.fixtures.make_v1_db import build as build_v1
+
+    path = tmp_path / "v1"
+    with tarfile.open(os.path.join(ROOT, "tests", "fixtures", "db-v1.tar.gz")) as tar:
+        tar.extractall(path, filter="data")
+    assert (path / "docs.snap").exists() and not (path / STATE).exists()
+    fresh = tmp_path / "today"
+    with docstore.open(fresh) as db:
+        build_v1(db)
+        want = fingerprint(db)
+    with pytest.warns(kvcore.RecoveryWarning, match="earlier version"):
+        db = docstore.open(path)
+    with db:
+        got = fingerprint(db)
+        assert db.origin == "example.com/v1"
+        assert db.audit().ok
+        for part in ("collections", "tx_id", "queries", "past"):
+            assert got[part] == want[part], part
+        for name in want["collections"]:
+            assert got[name]["info"] == want[name]["info"]
+            assert got[name]["docs"] == want[name]["docs"]
+            assert [[{k: v for k, v in r.items() if k != "timestamp_ns"} for r in h] for h in got[name]["history"].values()] == [
+                [{k: v for k, v in r.items() if k != "timestamp_ns"} for r in h] for h in want[name]["history"].values()
+            ]
+        db["people"].insert({"_id": "new", "email": "n", "age": 5})  # and it takes new writes
+    assert not (path / "docs.snap").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # upgraded once
+        with docstore.open(path) as db:
+            assert db["people"].get("new")["email"] == "n"
             assert db.audit().ok
 
 
-def test_snapshot_with_valid_checksum_but_bad_body_is_rebuilt(built):
-    """A well-formed container whose body is not a snapshot (e.g. another version)."""
-    import hashlib
-    import marshal
-
-    path, fp = built
-    bodies = [
-        marshal.dumps((2, 0, [])),
-        marshal.dumps("not a tuple"),
-        marshal.dumps((1, 3)),
-        b"\xff\xfe",
-        marshal.dumps((1, 2, [("people", b"[]", {}, [])])),  # a definition that is not an object
-        marshal.dumps((1, 2, [("people", b"{}", {}, [("x",)])])),
-        marshal.dumps((1, 2, [("people", b'{"schema": 5}', {}, [])])),
-    ]
-    import struct
-    import zlib
-
-    for body in bodies:
-        for container in (
-            b"IMDOCS01" + hashlib.sha256(body).digest() + body,  # the first format
-            b"IMDOCS02" + struct.pack(">I", zlib.crc32(body)) + body,
-        ):
-            (path / "docs.snap").write_bytes(container)
-            with docstore.open(path) as db:
-                assert fingerprint(db) == fp
-
-
-def test_snapshots_of_the_first_format_are_still_read(built):
-    """IMDOCS01 (SHA-256 checksum) snapshots load as they are: no rebuild after an upgrade."""
-    import hashlib
-    import marshal
-
-    import orjson
-
-    path, _fp = built
-    blob = (path / "docs.snap").read_bytes()
-    assert blob[:8] == b"IMDOCS02"
-    version, tx_id, root, colls = marshal.loads(blob[12:])
-    # a marker only a snapshot that is read (not one rebuilt from the ledger) can show
-    marked = [
-        (name, meta, {**docs, "p1": orjson.dumps({"_id": "p1", "marker": True})} if name == "people" else docs, idx)
-        for name, meta, docs, idx in colls
-    ]
-    body = marshal.dumps((version, tx_id, root, marked))
-    (path / "docs.snap").write_bytes(b"IMDOCS01" + hashlib.sha256(body).digest() + body)
-    with docstore.open(path) as db:
-        assert db["people"].get("p1") == {"_id": "p1", "marker": True}
-        assert not db.audit().ok  # the audit still compares the cache with the ledger
-
-
-def test_stale_snapshot_is_caught_up_from_the_ledger(tmp_path):
+def test_stale_derived_state_is_caught_up_from_the_log(tmp_path):
     path = tmp_path / "db"
     build(path)
-    old_snap = (path / "docs.snap").read_bytes()
+    shutil.copytree(path / STATE, tmp_path / "older")
     with docstore.open(path) as db:
         db["people"].update("p3", {"$set": {"age": 33}})
         db["people"].delete("p4")
         db["events"].create_index("data.big")
         db.create_collection("later").insert({"_id": "l"})
         fp = fingerprint(db)
-    (path / "docs.snap").write_bytes(old_snap)
-    with docstore.open(path) as db:
-        assert fingerprint(db) == fp
-        assert db.audit().ok
+    shutil.rmtree(path / STATE)
+    shutil.copytree(tmp_path / "older", path / STATE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an older state is no damage: its tail is applied
+        with docstore.open(path) as db:
+            assert fingerprint(db) == fp
+            assert db.audit().ok
 
 
-def test_snapshot_newer_than_the_ledger_is_ignored(tmp_path):
+def test_derived_state_newer_than_the_log_is_rebuilt(tmp_path):
     early = tmp_path / "early"
     build(early)
     with docstore.open(early) as db:
@@ -222,22 +249,44 @@ def test_snapshot_newer_than_the_ledger_is_ignored(tmp_path):
     with docstore.open(late) as db:
         db["people"].insert({"_id": "only-late", "email": "z", "age": 1})
         db["events"].insert({"_id": "only-late", "kind": 9})
-    # put the newer snapshot next to the older ledger
-    shutil.copy(late / "docs.snap", early / "docs.snap")
-    with docstore.open(early) as db:
+    shutil.rmtree(early / STATE)
+    shutil.copytree(late / STATE, early / STATE)  # the newer state next to the older log
+    with pytest.warns(kvcore.RecoveryWarning):
+        db = docstore.open(early)
+    with db:
         assert fingerprint(db) == fp_early
         with pytest.raises(docstore.DocumentNotFoundError):
             db["people"].get("only-late")
         assert db.audit().ok
 
 
-def test_leftover_temporary_snapshot_is_harmless(built):
+def test_leftover_files_of_earlier_versions_are_harmless(built):
     path, fp = built
     (path / "docs.snap.tmp").write_bytes(b"garbage from an interrupted save")
     with docstore.open(path) as db:
         assert fingerprint(db) == fp
     with docstore.open(path) as db:
         assert fingerprint(db) == fp
+
+
+def test_a_failed_audit_of_the_derived_state_rebuilds_it_at_the_next_open(built):
+    """The audit finds a derived state that differs from the log (here: a document's location
+    pointed at an older revision, through LMDB itself): the database refuses until reopened,
+    and the next writable open rebuilds the derived state from the log."""
+    from docstore.engine.store import Location, Store
+
+    path, fp = built
+    store = Store(str(path), readonly=False)
+    with store.write() as txn:
+        loc = store.location(txn, "people", "p4")
+        store.put_location(txn, "people", "p4", Location(loc.tx_id - 1, 1, loc.revision, loc.n))
+    store.close()
+    with docstore.open(path) as db:
+        report = db.audit()
+        assert not report.ok and any("documents" in p for p in report.problems), report.problems
+        with pytest.raises(docstore.CorruptDataError):
+            db["people"].get("p3")
+    _reopen_rebuilds(path, fp)
 
 
 def test_readonly_open_sees_the_data(built):
@@ -401,48 +450,51 @@ def test_writer_killed_with_sigkill_loses_no_acknowledged_transaction(tmp_path):
             proc.stdout.close()
             proc.stderr.close()
         assert proc.returncode == -signal.SIGKILL
-        if run % 4 == 0 and os.path.exists(os.path.join(path, "docs.snap")):
-            os.remove(os.path.join(path, "docs.snap"))
+        if run % 4 == 0 and os.path.exists(os.path.join(path, "state.lmdb")):
+            shutil.rmtree(os.path.join(path, "state.lmdb"))
         if run % 3 == 0:  # otherwise the next writer is the first to reopen
             last_tx = _check_recovered(path, acks)
     assert kills >= 10
     assert sum(1 for a in acks if a["op"] == "insert") >= 12
     assert any(a["op"] == "deleted" for a in acks)
-    # final: the recovered state is stable across reopen, with or without the snapshot
+    # final: the recovered state is stable across reopen, with or without the derived state
     with docstore.open(path) as db:
         before = sorted(db["items"].find(), key=lambda d: d["_id"])
-    os.remove(os.path.join(path, "docs.snap"))
-    with docstore.open(path) as db:
+    shutil.rmtree(os.path.join(path, "state.lmdb"))
+    with pytest.warns(kvcore.RecoveryWarning):
+        db = docstore.open(path)
+    with db:
         assert sorted(db["items"].find(), key=lambda d: d["_id"]) == before
         assert db.audit().ok
 
 
-@pytest.mark.parametrize(
-    "cached",
-    [
-        {"_id": "x", "consent": 1, "dose": 1.5, "a": 1, "b": 2},  # true became 1
-        {"_id": "x", "consent": True, "dose": 1.5, "b": 2, "a": 1},  # key order swapped
-        {"_id": "x", "consent": True, "dose": 1.5, "a": 1.0, "b": 2},  # 1 became 1.0
-    ],
-)
-def test_audit_finds_a_cached_document_that_differs_only_in_type_or_key_order(tmp_path, cached):
-    import marshal
-    import struct
-    import zlib
-
-    import orjson
+@pytest.mark.parametrize("edit", ["index entry added", "index entry lost", "location moved", "count", "definition", "multikey"])
+def test_audit_finds_every_kind_of_derived_row_that_differs_from_the_log(tmp_path, edit):
+    """Each kind of row of the derived state, changed through LMDB itself (as a forger with
+    the real code would): the audit compares the whole state with one rebuilt from the log."""
+    from docstore.engine.store import Location, Store
 
     path = tmp_path / "db"
     with docstore.open(path) as db:
-        db.create_collection("c").insert({"_id": "x", "consent": True, "dose": 1.5, "a": 1, "b": 2})
-    blob = (path / "docs.snap").read_bytes()
-    assert blob[:8] == b"IMDOCS02"
-    version, tx_id, root, colls = marshal.loads(blob[12:])
-    edited = [(name, meta, {**docs, "x": orjson.dumps(cached)}, idx) for name, meta, docs, idx in colls]
-    body = marshal.dumps((version, tx_id, root, edited))
-    (path / "docs.snap").write_bytes(b"IMDOCS02" + struct.pack(">I", zlib.crc32(body)) + body)
+        db.create_collection("c", indexes=["a"]).insert_many([{"_id": f"x{i}", "a": i, "consent": True} for i in range(5)])
+        db["c"].update("x1", {"$set": {"a": 10}})
+    store = Store(str(path), readonly=False)
+    with store.write() as txn:
+        if edit == "index entry added":
+            store.index_put(txn, "c", "a", [b"\x01forged"], "x2")
+        elif edit == "index entry lost":
+            store.drop_index(txn, "c", "a")
+        elif edit == "location moved":
+            loc = store.location(txn, "c", "x1")
+            store.put_location(txn, "c", "x1", Location(loc.tx_id - 1, 1, 1, loc.n))
+        elif edit == "count":
+            store.add_count(txn, "c", 1)
+        elif edit == "definition":
+            store.set_definition(txn, "c", {"v": 1, "name": "c", "schema": None, "indexes": []})
+        else:
+            store.set_multi(txn, "c", "a", "x3", True)
+    store.close()
     with docstore.open(path) as db:
-        assert list(db["c"].get("x")) == list(cached)  # the edited cache is what is served
         report = db.audit()
-        assert not report.ok
-        assert any("cached documents differ" in p for p in report.problems), report.problems
+    assert not report.ok, edit
+    assert any("derived state" in p for p in report.problems), report.problems

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import shutil
+
 import pytest
 
 import docstore
@@ -214,7 +216,7 @@ def test_schema_change_survives_reopen(tmp_path):
         assert db["c"].schema == schema
         with pytest.raises(SchemaError):
             db["c"].insert({"n": 1.5})
-    (path / "docs.snap").unlink()
+    shutil.rmtree(path / "state.lmdb")
     with docstore.open(path) as db:
         assert db["c"].schema == schema
         with pytest.raises(SchemaError):

@@ -237,3 +237,66 @@ def overwrite_file(path: str | os.PathLike[str], data: bytes) -> None:
             os.ftruncate(fd, len(data))
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------------ the on-disk key index
+INDEX = "index.lmdb"
+INDEX_FILES = ("index.lmdb/data.mdb", "index.lmdb/lock.mdb")
+
+
+def _index_env(path: str | os.PathLike[str], write: bool):
+    import lmdb
+
+    return lmdb.open(
+        os.path.join(path, INDEX), readonly=not write, lock=write, max_dbs=4, subdir=True, create=False,
+        map_size=1 << 40,
+    )
+
+
+def read_index(path: str | os.PathLike[str]) -> tuple[dict[bytes, bytes], list[tuple[bytes, bytes]]]:
+    """(metadata, rows) of a closed ledger's key index, read with LMDB itself as docs/storage.md
+    describes it (databases ``meta`` and ``revisions``)."""
+    env = _index_env(path, False)
+    try:
+        rows_db = env.open_db(b"revisions", create=False)
+        meta_db = env.open_db(b"meta", create=False)
+        with env.begin() as txn:
+            meta = dict(txn.cursor(db=meta_db))
+            rows = list(txn.cursor(db=rows_db))
+    finally:
+        env.close()
+    return meta, rows
+
+
+def index_tx(path: str | os.PathLike[str]) -> int:
+    """The last transaction a closed ledger's key index says it reflects."""
+    return int.from_bytes(read_index(path)[0][b"tx"], "big")
+
+
+def change_index(path: str | os.PathLike[str], change) -> None:
+    """Change a closed ledger's key index behind its back: ``change(txn, rows_db, meta_db)`` in
+    one LMDB write transaction."""
+    env = _index_env(path, True)
+    try:
+        rows_db = env.open_db(b"revisions", create=False)
+        meta_db = env.open_db(b"meta", create=False)
+        with env.begin(write=True) as txn:
+            change(txn, rows_db, meta_db)
+    finally:
+        env.close()
+
+
+def index_row(key: bytes, tx_id: int, ordinal: int, position: int) -> bytes:
+    """The row of a (short) key's revision, spelled from docs/storage.md."""
+    return key.replace(b"\x00", b"\x00\xff") + b"\x00" + ((tx_id << 56) | (ordinal << 32) | position).to_bytes(15, "big")
+
+
+def ledger_files(path: str | os.PathLike[str]) -> dict[str, bytes]:
+    """Every file under a ledger directory with its bytes, but LMDB's reader table
+    (``index.lmdb/lock.mdb``), which readers write to register (docs/storage.md)."""
+    root = Path(path)
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).as_posix() != "index.lmdb/lock.mdb"
+    }

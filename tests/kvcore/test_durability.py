@@ -20,12 +20,15 @@ from pathlib import Path
 import pytest
 
 from kvcore import KvError, Ledger, RecoveryWarning
-from kvcore.keyindex import KeyIndex
+from kvcore.storage import FileStorage
 from kvcore.tree import node_count
 
 from kvcore_testlib import (
+    INDEX_FILES,
     WRITER_SCRIPT,
     child_env,
+    index_tx,
+    ledger_files,
     open_recording,
     overwrite_file,
     parse_txlog,
@@ -158,7 +161,7 @@ class _Workdir:
     holds our pid), which keeps hundreds of trials cheap on a slow disk.
     """
 
-    RESET = ("txlog", "txindex", "tree", "index.snap")
+    RESET = ("txlog", "txindex", "tree", *INDEX_FILES)
 
     def __init__(self, pristine_path: Path, tmp_path: Path) -> None:
         self.path = tmp_path / "work"
@@ -166,11 +169,11 @@ class _Workdir:
         self.files = {name: (pristine_path / name).read_bytes() for name in self.RESET}
 
     def reset(self) -> Path:
+        for extra in ("index.lmdb.new", "index.lmdb.old"):
+            shutil.rmtree(self.path / extra, ignore_errors=True)
+        (self.path / "index.lmdb").mkdir(exist_ok=True)
         for name, data in self.files.items():
             overwrite_file(self.path / name, data)
-        for extra in ("index.snap.tmp",):
-            if (self.path / extra).exists():
-                (self.path / extra).unlink()
         return self.path
 
 
@@ -231,20 +234,17 @@ def test_torn_last_record_recovers_to_the_previous_transaction(pristine, tmp_pat
             assert led2.audit().ok
 
 
-@pytest.mark.parametrize("name", ["txindex", "tree", "index.snap"])
+@pytest.mark.parametrize("name", ["txindex", "tree"])
 def test_cut_derived_files_are_rebuilt(pristine, tmp_path, name):
     src, views = pristine
     n = len(views) - 1
     original = (src / name).read_bytes()
     sizes = {"txindex": 16 * n, "tree": 32 * node_count(n)}
-    if name in sizes:
-        assert len(original) == sizes[name]
+    assert len(original) == sizes[name]
     if name == "txindex":
         cuts = range(len(original))
-    elif name == "tree":  # at and inside every node
+    else:  # at and inside every node
         cuts = sorted({c for node in range(0, len(original), 32) for c in (node, node + 1, node + 17)})
-    else:  # inside the magic, the checksum, and the body
-        cuts = sorted({0, 1, 7, 8, 9, 20, 39, 40, 41, *range(42, len(original), 9), len(original) - 1})
     workdir = _Workdir(src, tmp_path)
     for cut in [None, *cuts]:  # None: the file is missing altogether
         work = workdir.reset()
@@ -252,52 +252,38 @@ def test_cut_derived_files_are_rebuilt(pristine, tmp_path, name):
             (work / name).unlink()
         else:
             os.truncate(work / name, cut)
-        led, caught = open_recording(work)
+        led, _caught = open_recording(work)
         with led:
             _assert_view(led, views[n])
             assert led.audit().ok
-            if name != "index.snap":
-                # rebuilt at open, byte for byte what it was
-                assert (work / name).read_bytes() == original, (name, cut)
-            elif cut is not None and cut > 0:
-                assert recovery_warnings(caught), cut  # a damaged snapshot is reported
-        blob = (work / "index.snap").read_bytes()
-        assert KeyIndex.load(blob)[1] == n
+            # rebuilt at open, byte for byte what it was
+            assert (work / name).read_bytes() == original, (name, cut)
 
 
-def test_damaged_index_snapshot_is_rebuilt(pristine, tmp_path):
-    src, views = pristine
-    n = len(views) - 1
-    size = (src / "index.snap").stat().st_size
-    workdir = _Workdir(src, tmp_path)
-    for pos in sorted({0, 7, 8, 20, 39, 40, 41, size // 2, size - 2, size - 1}):
-        work = workdir.reset()
-        xor_byte(work / "index.snap", pos, 0x10)
-        with pytest.warns(RecoveryWarning, match="index"):
-            led = Ledger.open(work)
-        with led, Ledger.open(src, readonly=True) as original:
-            assert any("index" in note for note in led.recovery_notes)
-            _assert_view(led, views[n])
-            for key in (b"a/3", b"a/4", b"b/1", b"c"):
-                assert led.history(key) == original.history(key)
-            assert led.audit().ok
-        assert KeyIndex.load((work / "index.snap").read_bytes())[1] == n
-
-
-def test_close_leaves_a_snapshot_for_a_fast_open(tmp_path):
+def test_close_leaves_the_index_for_an_open_without_the_log(tmp_path, monkeypatch):
+    """The key index is on disk: a clean reopen reads no transaction of the log."""
     path = tmp_path / "ledger"
     with Ledger.open(path) as led:
         for i in range(50):
             led.set(b"k%d" % (i % 7), b"v%d" % i)
         n = led.tx_id
-    blob = (path / "index.snap").read_bytes()
-    index, count, root = KeyIndex.load(blob)
-    assert count == n and len(index) == 7
-    with Ledger.open(path) as led:
-        assert root == led.state(count).root  # the snapshot names the history it belongs to
-    with Ledger.open(path) as led:
-        assert led.get(b"k0").value == b"v49"
-        assert [e.value for e in led.history(b"k0")][-1] == b"v49"
+    assert index_tx(path) == n and not (path / "index.snap").exists()
+    scans = []
+    real = FileStorage.scan
+
+    def counting(self, first_tx=1):
+        scans.append(first_tx)
+        return real(self, first_tx)
+
+    monkeypatch.setattr(FileStorage, "scan", counting)
+    for readonly in (False, True):
+        led, caught = open_recording(path, readonly=readonly)
+        with led:
+            assert recovery_warnings(caught) == [] and scans == []
+            assert led.get(b"k0").value == b"v49"
+            assert [e.value for e in led.history(b"k0")][-1] == b"v49"
+            assert [e.key for e in led.scan()] == sorted(b"k%d" % i for i in range(7))
+    assert scans == []
 
 
 def test_readonly_open_of_a_torn_log_repairs_nothing(pristine, tmp_path):
@@ -307,16 +293,20 @@ def test_readonly_open_of_a_torn_log_repairs_nothing(pristine, tmp_path):
     work = _Workdir(src, tmp_path).reset()
     os.truncate(work / "txlog", last.start + 5)
     os.truncate(work / "txindex", (n - 1) * 16)  # a torn record is not listed (never acknowledged)
-    before = {p.name: p.read_bytes() for p in work.iterdir()}
+    before = ledger_files(work)
     with pytest.warns(RecoveryWarning):
         ro = Ledger.open(work, readonly=True)
     with ro:
         _assert_view(ro, views[n - 1])
-    assert {p.name: p.read_bytes() for p in work.iterdir()} == before
+        # the key index reflects the torn transaction: the reader reads without it
+        assert any("reflects transaction" in note and "in-memory" in note for note in ro.recovery_notes)
+    assert ledger_files(work) == before
     with pytest.warns(RecoveryWarning):
         led = Ledger.open(work)
     with led:
+        assert any("key index reflects transaction" in note and "rebuilt" in note for note in led.recovery_notes)
         _assert_view(led, views[n - 1])
+    assert index_tx(work) == n - 1
 
 
 def test_damage_before_a_valid_record_is_not_mistaken_for_a_torn_tail(pristine, tmp_path):

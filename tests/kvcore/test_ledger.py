@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -34,9 +35,8 @@ from kvcore import (
     verify_entry,
 )
 from kvcore.hashing import EMPTY_ROOT
-from kvcore.keyindex import KeyIndex
 
-from kvcore_testlib import dir_snapshot, expect_line, open_recording, recovery_warnings
+from kvcore_testlib import dir_snapshot, expect_line, index_tx, open_recording, recovery_warnings
 
 
 # ------------------------------------------------------------------- writes and reads
@@ -339,7 +339,7 @@ def test_reopen_persists_everything(ledger_dir):
     with Ledger.open(ledger_dir) as led:
         _fill(led)
         before = _observe(led)
-    assert (ledger_dir / "index.snap").exists()
+    assert (ledger_dir / "index.lmdb" / "data.mdb").is_file() and not (ledger_dir / "index.snap").exists()
     led2, caught = open_recording(ledger_dir)
     with led2:
         assert recovery_warnings(caught) == []
@@ -352,53 +352,46 @@ def test_reopen_persists_everything(ledger_dir):
         assert led3.get(b"after").tx_id == before["tx_id"] + 1
 
 
-def test_reopen_without_index_snapshot_replays_the_log(ledger_dir):
+def test_reopen_without_the_key_index_rebuilds_it(ledger_dir):
     with Ledger.open(ledger_dir) as led:
         _fill(led)
         before = _observe(led)
-    (ledger_dir / "index.snap").unlink()
-    with Ledger.open(ledger_dir) as led2:
+    shutil.rmtree(ledger_dir / "index.lmdb")
+    led2, caught = open_recording(ledger_dir)
+    with led2:
+        assert [str(w.message) for w in recovery_warnings(caught)] == [
+            "the key index is missing; rebuilt it from the log"
+        ]
         assert _observe(led2) == before
-    blob = (ledger_dir / "index.snap").read_bytes()
-    index, count, root = KeyIndex.load(blob)
-    assert count == before["tx_id"]
+    assert index_tx(ledger_dir) == before["tx_id"]
 
 
-def test_index_snapshots_of_the_first_format_still_open(ledger_dir):
-    """index.snap was "IMKIDX01" || sha256(body) || body; it is now "IMKIDX02" || crc32 || body.
-    Both load to the same index, ordered for scans only when a scan asks."""
-    import hashlib
-
+def test_an_old_index_snapshot_is_ignored_and_a_writer_deletes_it(ledger_dir):
+    """index.snap (the in-memory index's snapshot of earlier versions) is neither read nor
+    written any more."""
     with Ledger.open(ledger_dir) as led:
         _fill(led)
         before = _observe(led)
-    blob = (ledger_dir / "index.snap").read_bytes()
-    assert blob[:8] == b"IMKIDX02"
-    body = blob[12:]
-    old = b"IMKIDX01" + hashlib.sha256(body).digest() + body
-    for snap in (blob, old):
-        index, count, _root = KeyIndex.load(snap)
-        assert count == before["tx_id"] and list(index.iter_keys()) == sorted(index.by_key)
-        (ledger_dir / "index.snap").write_bytes(snap)
-        led2, caught = open_recording(ledger_dir)
-        with led2:
-            assert recovery_warnings(caught) == [] and _observe(led2) == before
-    bad = bytearray(old)
-    bad[-1] ^= 1
-    assert KeyIndex.load(bytes(bad)) is None and KeyIndex.load(b"IMKIDX01" + body) is None
+    (ledger_dir / "index.snap").write_bytes(b"IMKIDX02" + b"\x00" * 40)
+    (ledger_dir / "index.snap.tmp").write_bytes(b"half")
+    ro, caught = open_recording(ledger_dir, readonly=True)
+    with ro:
+        assert recovery_warnings(caught) == [] and _observe(ro) == before
+    assert (ledger_dir / "index.snap").exists()
+    led2, caught = open_recording(ledger_dir)
+    with led2:
+        assert recovery_warnings(caught) == [] and _observe(led2) == before
+    assert not (ledger_dir / "index.snap").exists() and not (ledger_dir / "index.snap.tmp").exists()
 
 
-def test_checkpoint_writes_a_snapshot_that_later_opens_extend(ledger_dir):
-    with Ledger.open(ledger_dir) as led:
+def test_checkpoint_commits_what_the_index_lags_behind(ledger_dir):
+    with Ledger.open(ledger_dir, index_lag=1000) as led:
         led.set(b"a", b"1")
-        led.checkpoint()
-        assert KeyIndex.load((ledger_dir / "index.snap").read_bytes())[1] == 1
         led.set(b"a", b"2")
+        led.checkpoint()
         led.set(b"b", b"3")
         before = _observe(led)
-        snap_at_1 = (ledger_dir / "index.snap").read_bytes()
-    # as if the process had died after the checkpoint: the snapshot is behind the log
-    (ledger_dir / "index.snap").write_bytes(snap_at_1)
+    assert index_tx(ledger_dir) == 3  # close commits the rest
     with Ledger.open(ledger_dir) as led2:
         assert _observe(led2) == before
 

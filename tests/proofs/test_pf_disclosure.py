@@ -72,7 +72,10 @@ def test_a_property_proof_shows_nothing_of_the_other_properties(world):
         stored = (salt + p.encoded).decode("latin-1")
         assert not any(stored in t for t in texts), p.pointer
     for word in DISTINCTIVE:
-        assert not any(word in t for t in texts), word
+        # a short word can occur by chance in random bytes read as text: look for it as a
+        # pointer step or a JSON string, as it would appear if disclosed
+        needles = [word] if len(word) >= 6 else ["/" + word, '"' + word + '"']
+        assert not any(n in t for n in needles for t in texts), word
     # a property proof carries no header: not even the number of properties is shown
     assert mine.header is None and mine.to_dict()["header"] is None
 

@@ -13,7 +13,6 @@ import kvcore
 from docstore import CorruptDataError, ProofUnavailableError, VerificationError
 from docstore.cli.demo import _rewrite_value
 from docstore.proofs.trust import UnsignedStateWarning, read_trust_file, write_state_file
-from docstore.engine.state import DbState, encode_doc
 
 
 def _build(path):
@@ -90,8 +89,8 @@ def test_history_and_definitions_are_proven(tmp_path):
     from docstore.documents.records import SALT_BYTES  # noqa: F401  (documents.md: salt, then the value)
 
     with docstore.open(tmp_path / "db", readonly=True) as db:
-        entry = db.ledger.get(b"p\x00trials\x00p1\x00" + (1).to_bytes(4, "big") + (2).to_bytes(4, "big") + b"/dose", at_tx=trusted.tx_id)
-    _rewrite_value(str(tmp_path / "db" / "ledger" / "txlog"), entry.value, b"9")
+        stored = db["trials"].prove("p1", "/dose", at_tx=trusted.tx_id).properties[0]  # as written
+    _rewrite_value(str(tmp_path / "db" / "ledger" / "txlog"), stored.salt + stored.encoded, b"9")
     with docstore.open(tmp_path / "db", readonly=True) as plain:
         assert [r.document["dose"] for r in plain["trials"].history("p1")][0] == 9  # served as stored
     with docstore.open(tmp_path / "db", readonly=True, verify=True, trusted_state=trusted, verifier_key=key) as db:
@@ -101,30 +100,42 @@ def test_history_and_definitions_are_proven(tmp_path):
             db["trials"].get("p1", at_tx=trusted.tx_id)
 
 
-def test_a_definition_forged_in_the_cache_is_refused(tmp_path):
+def test_a_definition_and_location_forged_in_the_derived_state_are_refused(tmp_path):
+    """The derived state on disk rewritten through LMDB itself (a forger uses the real code):
+    another schema, and p1's location pointed at its older revision. A plain reader serves
+    both; a verifying one proves from the ledger and refuses or corrects them."""
+    from docstore.documents.records import header_key
+    from docstore.engine.store import Location, Store
+
     trusted, _now, key = _build(tmp_path / "db")
-    snap_path = tmp_path / "db" / "docs.snap"
-    snap = DbState.load(snap_path.read_bytes())
-    meta = dict(snap.collections["trials"].meta, schema={"type": "object", "required": ["forged"]})
-    snap.collections["trials"].meta = meta
-    snap.collections["trials"].docs["p2"] = encode_doc({"_id": "p2", "site": "Bergen", "dose": 700})
-    snap_path.write_bytes(snap.dump(snap.root))
+    with docstore.open(tmp_path / "db", readonly=True) as db:
+        old = db.ledger.lookup(header_key("trials", "p1"), at_tx=trusted.tx_id)
+    store = Store(str(tmp_path / "db"), readonly=False)
+    with store.write() as txn:
+        meta = dict(store.definition(txn, "trials"), schema={"type": "object", "required": ["forged"]})
+        store.set_definition(txn, "trials", meta)
+        n = store.location(txn, "trials", "p1").n
+        store.put_location(txn, "trials", "p1", Location(old.tx_id, old.index, 1, n))
+    store.close()
     with docstore.open(tmp_path / "db", readonly=True) as plain:
         assert plain["trials"].schema["required"] == ["forged"]
-        assert plain["trials"].get("p2")["dose"] == 700
+        assert plain["trials"].get("p1")["dose"] == 5  # the stale revision, served as current
     with docstore.open(tmp_path / "db", readonly=True, verify=True, trusted_state=trusted, verifier_key=key) as db:
         with pytest.raises(VerificationError, match="definition"):
             db["trials"].schema
-        assert db["trials"].get("p2")["dose"] == 7  # proven from the ledger, not the cache
+        assert db["trials"].get("p1")["dose"] == 6  # proven from the ledger, not the derived state
         with pytest.raises(VerificationError):
-            list(db["trials"].find({"site": "Bergen"}))  # the cached candidate differs from its proof
+            list(db["trials"].find({"site": "Oslo"}))  # the served candidate differs from its proof
+        with db.transaction() as tx:
+            with pytest.raises(VerificationError):
+                tx["trials"].find_one({"site": "Oslo"})
 
 
 def test_after_a_failed_audit_nothing_is_served_until_reopened(tmp_path):
     trusted, _now, key = _build(tmp_path / "db")
     with docstore.open(tmp_path / "db", readonly=True) as db:
-        entry = db.ledger.get(b"p\x00trials\x00p2\x00" + (1).to_bytes(4, "big") + (2).to_bytes(4, "big") + b"/dose")
-    _rewrite_value(str(tmp_path / "db" / "ledger" / "txlog"), entry.value, b"8")
+        stored = db["trials"].prove("p2", "/dose").properties[0]
+    _rewrite_value(str(tmp_path / "db" / "ledger" / "txlog"), stored.salt + stored.encoded, b"8")
     for verify in (False, True):
         kw = {"verify": True, "trusted_state": trusted, "verifier_key": key} if verify else {}
         with docstore.open(tmp_path / "db", readonly=True, **kw) as db:

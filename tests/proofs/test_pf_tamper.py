@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+from collections import Counter
 import json
 import os
 import shutil
@@ -61,9 +62,26 @@ def pristine(tmp_path_factory):
         audit = db.audit()
     assert audit.ok
     files = {}
-    for rel in ("ledger/txlog", "ledger/txindex", "ledger/tree", "ledger/index.snap", "docs.snap"):
+    for rel in [*LEDGER, *_derived_files(path)]:
         files[rel] = (path / rel).read_bytes()
     return {"path": path, "expected": expected, "state": state, "files": files}
+
+
+LEDGER = ("ledger/txlog", "ledger/txindex", "ledger/tree")
+"""The files written at commit time (the committed data); everything else is derived."""
+NOT_DATA = {"LOCK", "FORMAT", "lock.mdb", "signing.key"}
+
+
+def _derived_files(path: Path) -> list[str]:
+    """Every derived file of the database (kvcore's key index, docstore's derived state),
+    whatever their format: files other than the committed ones, locks and keys."""
+    out = []
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path).as_posix()
+        if f.is_file() and rel not in LEDGER and f.name not in NOT_DATA and f.stat().st_size:
+            out.append(rel)
+    assert any(r.startswith("state.lmdb/") for r in out), out
+    return out
 
 
 def _records(data: bytes):
@@ -118,8 +136,9 @@ def _positions(pristine) -> list[tuple[str, str, int]]:
     out += [("ledger/tree", f"node{i}", i * 32 + (i % 32)) for i in range(len(files["ledger/tree"]) // 32)]
     out += [("ledger/txindex", f"row{i // 3}.{('offset', 'plen', 'elen')[i % 3]}", (i // 3) * 16 + (7, 11, 15)[i % 3])
             for i in range(len(files["ledger/txindex"]) // 16 * 3)]
-    for rel in ("ledger/index.snap", "docs.snap"):
-        out += [(rel, f"byte{p}", p) for p in _sampled(len(files[rel]), 12)]
+    for rel in files:
+        if rel not in LEDGER:
+            out += [(rel, f"byte{p}", p) for p in _sampled(len(files[rel]), 12)]
     return out
 
 
@@ -128,17 +147,15 @@ class Work:
 
     def __init__(self, pristine, tmp_path: Path) -> None:
         self.path = tmp_path / "work"
+        self.pristine = pristine["path"]
         shutil.copytree(pristine["path"], self.path)
         self.files = pristine["files"]
         self.state_file = tmp_path / "trusted.json"
         self.state = pristine["state"]
 
     def reset(self) -> Path:
-        for p in (self.path / "ledger").iterdir():
-            if p.name.endswith(".tmp"):
-                p.unlink()
-        for rel, data in self.files.items():
-            (self.path / rel).write_bytes(data)
+        shutil.rmtree(self.path)
+        shutil.copytree(self.pristine, self.path)
         write_state_file(self.state_file, self.state)
         return self.path
 
@@ -195,18 +212,65 @@ def _trial(work: Work, expected: dict, where: str, readonly: bool = False) -> tu
     return "opened", (errors, plain, trusted, notes)
 
 
+TRIAL_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from tests.proofs import test_pf_tamper as t
+args = json.loads(sys.argv[2])
+work = t.Work.__new__(t.Work)
+work.path, work.state_file = Path(args["path"]), Path(args["state_file"])
+work.state = t.read_state_file(args["state_file"])
+outcome, info = t._trial(work, args["expected"], args["where"], args["readonly"])
+if outcome == "refused":
+    print(json.dumps({"outcome": outcome}))
+else:
+    errors, plain, trusted, notes = info
+    again = None
+    if plain is not None and not plain.ok and not args["readonly"]:  # the next writable open rebuilds it
+        again = t._trial(work, args["expected"], args["where"] + " reopened", False)[1]
+        again = again[0] == 0 and again[1] is not None and again[1].ok and again[2].ok
+    print(json.dumps({"outcome": outcome, "errors": errors, "plain": None if plain is None else plain.ok,
+                      "trusted": None if trusted is None else trusted.ok, "notes": len(notes), "again": again}))
+"""
+
+
+def _trial_in_a_process(work: Work, expected: dict, where: str, readonly: bool) -> dict:
+    """A trial in a child process: LMDB trusts its file, and rare damage to its page structure
+    can fault the process that reads it (docs/storage.md); such a trial is "faulted"."""
+    root = str(Path(__file__).resolve().parents[2])
+    args = {"path": str(work.path), "state_file": str(work.state_file), "expected": expected, "where": where,
+            "readonly": readonly}
+    r = subprocess.run([sys.executable, "-c", TRIAL_CHILD, root, json.dumps(args)], capture_output=True, text=True,
+                       timeout=120)
+    if r.returncode < 0:
+        return {"outcome": "faulted", "signal": -r.returncode}
+    assert r.returncode == 0, f"{where}: {r.stderr[-2000:]}"
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def test_flipped_bytes_never_yield_a_wrong_document(pristine, tmp_path):
     work = Work(pristine, tmp_path)
     expected = pristine["expected"]
     positions = _positions(pristine)
     assert len(positions) > 200
-    tally = {"refused": 0, "read errors": 0, "all reads ok": 0}
+    tally = Counter({"refused": 0, "read errors": 0, "all reads ok": 0, "faulted": 0})
     for k, (rel, name, pos) in enumerate(positions):
         work.reset()
         # the last byte of a key is a pointer's last character: 0x80 makes it invalid UTF-8
         _flip(work.path / rel, pos, 0x80 if name.endswith("key_end") else 0x10)
         readonly = k % 2 == 1  # half the trials as a read-only reader (no repair, no snapshot saved)
         where = f"{rel} {name} (byte {pos}){' read-only' if readonly else ''}"
+        if rel not in LEDGER:
+            # derived files: every read is right or refused (the verifying reader proves from the
+            # log); the audit passes, or it reports the damage and the next writable open
+            # rebuilds the derived state from the log, after which everything audits clean
+            got = _trial_in_a_process(work, expected, where, readonly)
+            tally[got["outcome"] if got["outcome"] != "opened" else "read errors" if got["errors"] else "all reads ok"] += 1
+            if got["outcome"] == "opened" and got["plain"] is False:
+                tally["derived damage found by the audit"] += 1
+                assert readonly or got["again"], (where, got)
+            continue
         outcome, info = _trial(work, expected, where, readonly)
         if outcome == "refused":
             tally["refused"] += 1
@@ -219,43 +283,45 @@ def test_flipped_bytes_never_yield_a_wrong_document(pristine, tmp_path):
             # (it says so), in which case the trusted state shows what was lost
             assert trusted is None or not trusted.ok or (rel == "ledger/tree" and notes), (where, trusted)
             assert plain is None or not plain.ok or notes, (where, plain)
-        else:
-            # derived files are checked or rebuilt on open: everything is served and audits pass
-            assert errors == 0, where
-            assert plain is not None and plain.ok and trusted.ok, (where, plain, trusted)
+    print(tally)
     assert tally["refused"] + tally["read errors"] > 0 and tally["all reads ok"] > 0, tally
+    assert tally["faulted"] <= 2, tally  # measured: about 1 flip in 500 of an LMDB file (docs/storage.md)
 
 
-def test_forged_derived_snapshot_with_a_valid_checksum(pristine, tmp_path):
-    """A docs.snap rewritten with another document and a recomputed checksum: the verifying
-    reader still returns the ledger's documents; audit reports the difference."""
-    from docstore.engine.state import DbState, decode_doc, encode_doc
+def _forge_stale_and_resurrected(path: Path) -> None:
+    """Rewrite the derived state through LMDB itself (a forger uses the real code): p1's
+    location pointed at its first revision, the deleted p3 made live again at its first one."""
+    from docstore.documents.records import Header, header_key
+    from docstore.engine.store import Location, Store
 
+    with docstore.open(path, readonly=True) as db:
+        first = {d: db.ledger.history(header_key("trials", d))[0] for d in ("p1", "p3")}
+    store = Store(str(path), readonly=False)
+    with store.write() as txn:
+        for doc_id, e in first.items():
+            store.put_location(txn, "trials", doc_id, Location(e.tx_id, e.index, 1, Header.decode(e.value).n))
+    store.close()
+
+
+def test_forged_derived_state(pristine, tmp_path):
+    """The derived state rewritten consistently (a stale location, a deleted document made
+    live): a plain reader serves the forgery until the audit finds it; the verifying reader
+    returns the ledger's documents and refuses the forged candidates."""
     work = Work(pristine, tmp_path)
     work.reset()
-    snap = DbState.load((work.path / "docs.snap").read_bytes())  # a forger uses the real code
-    assert snap is not None
-    docs = snap.collections["trials"].docs
-    doc = decode_doc(docs["p1"])
-    doc["dosage"]["mg"] = 500.0
-    docs["p1"] = encode_doc(doc)
-    docs["p3"] = encode_doc({"_id": "p3", "site": "resurrected"})
-    forged = snap.dump(snap.root) if hasattr(snap, "root") else snap.dump()
-    assert DbState.load(forged) is not None  # the checksum is valid
-    (work.path / "docs.snap").write_bytes(forged)
-    with docstore.open(work.path) as plain_db:  # an unverifying reader serves the forgery...
-        assert plain_db["trials"].get("p1")["dosage"]["mg"] == 500.0
+    _forge_stale_and_resurrected(work.path)
+    with docstore.open(work.path, readonly=True) as plain_db:  # an unverifying reader serves the forgery...
+        assert plain_db["trials"].get("p1")["dosage"]["mg"] == 5.0
+        assert plain_db["trials"].get("p3")["site"] == "Oslo"
         report = plain_db.audit()
-        assert not report.ok and any("differ" in p for p in report.problems), report
-        plain_db.close()
-    (work.path / "docs.snap").write_bytes(forged)  # closing the writer saved a fresh snapshot
-    with docstore.open(work.path, verify=True, state_file=work.state_file) as db:  # ...a verifying one does not
+        assert not report.ok and any("derived state" in p for p in report.problems), report
+    with docstore.open(work.path, verify=True, state_file=work.state_file, readonly=True) as db:  # ...a verifying one does not
         assert db["trials"].get("p1") == pristine["expected"]["p1"]
         with pytest.raises(NotFoundError):
             db["trials"].get("p3")
-        # the cache lists the deleted p3 as a candidate: a verified find (which proves every
-        # candidate before filtering) refuses rather than serve it, whatever the filter
-        for flt in (None, {"_id": "p3"}, {"_id": "p1"}):
+        # the derived state lists the deleted p3 as a candidate: a verified find (which proves
+        # every candidate before filtering) refuses rather than serve it
+        for flt in (None, {"_id": "p3"}, {"_id": "p1"}, {"site": "Oslo"}):
             with pytest.raises((VerificationError, NotFoundError)):
                 list(db["trials"].find(flt))
         assert db.audit().ok is False
@@ -271,11 +337,10 @@ def _truncate_to(path: Path, keep_tx: int) -> None:
     offsets = [o for o, _p, _e in struct.iter_unpack(">QII", idx)]
     end = offsets[keep_tx] if keep_tx < len(offsets) else len(data)
     (path / "ledger" / "txlog").write_bytes(data[:end])
-    for name in ("ledger/txindex", "ledger/tree", "ledger/index.snap", "docs.snap"):
-        try:
-            (path / name).unlink()
-        except FileNotFoundError:
-            pass
+    for name in ("ledger/txindex", "ledger/tree"):
+        (path / name).unlink()
+    for derived in _derived_files(path):
+        (path / derived).unlink()
 
 
 def _ops(db, dose: float) -> list[kvcore.State]:
@@ -395,8 +460,9 @@ while not os.path.exists(stop):
         d = json.loads(text)
         seen.add(d["tx_id"])
         assert len(bytes.fromhex(d["root"])) == 32
-        # the first state is the test's own; then the signed checkpoints it advanced to, with the pinned key
-        assert set(d) == {"tx_id", "root"} or set(d) == {"tx_id", "root", "checkpoint", "verifier_keys"}
+        # the first state is the test's own (then saved with the key the reader pins); then the
+        # signed checkpoints it advanced to, with the pinned key
+        assert set(d) in ({"tx_id", "root"}, {"tx_id", "root", "verifier_keys"}, {"tx_id", "root", "checkpoint", "verifier_keys"})
     except Exception:
         bad += 1
 print(json.dumps({"reads": reads, "bad": bad, "seen": sorted(seen)}))

@@ -15,6 +15,7 @@ import copy
 import json
 import os
 import random
+import shutil
 import signal
 import struct
 import subprocess
@@ -26,6 +27,7 @@ from pathlib import Path
 import pytest
 
 import docstore
+import kvcore
 from rel_testlib import child_env, contents, open_quiet, stop
 
 ZYGOTE = r'''
@@ -216,9 +218,11 @@ def _kill_loop(tmp_path: Path, kills: int, seed: int, audit_every: int = 1) -> d
         zygote.stdin.close()
         stop(zygote)
         err.close()
-    # the database is stable across a reopen without its derived snapshot, and takes new writes
-    (path / "docs.snap").unlink()
-    with docstore.open(path) as db:
+    # the database is stable across a reopen without its derived state, and takes new writes
+    shutil.rmtree(path / "state.lmdb")
+    with pytest.warns(kvcore.RecoveryWarning, match="derived state was missing"):
+        db = docstore.open(path)
+    with db:
         assert contents(db) == model
         db["items"].insert({"batch": "final", "j": 0, "k": 1, "gen": 0, "uid": "final"})
         assert db.audit().ok
@@ -271,31 +275,34 @@ def torn_db(tmp_path_factory):
             tx["a"].delete("a3")
             tx["b"].update("b0", {"$inc": {"v": 1}})
         n = contents(db)
-    files = {p.name: p.read_bytes() for p in (path / "ledger").iterdir()}
-    files["docs.snap"] = (path / "docs.snap").read_bytes()
+    files = {p.name: p.read_bytes() for p in (path / "ledger").iterdir() if p.is_file()}
     return path, files, n1, n
 
 
-def _reset(work: Path, files: dict[str, bytes]) -> None:
-    (work / "ledger").mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        target = work / name if name == "docs.snap" else work / "ledger" / name
-        with open(target, "wb") as f:
-            f.write(data)
+def _reset(work: Path, src: Path) -> None:
+    """``work`` made a copy of the database ``src`` (its ledger and every derived file)."""
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(src, work)
+
+
+def _data_files(root: Path) -> dict[Path, bytes]:
+    """Every file's bytes, but LMDB's lock files (a reader takes a slot in them: no data)."""
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != "lock.mdb"}
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garble"])
 def test_torn_tail_of_the_ledger_opens_at_the_last_complete_transaction(torn_db, scratch, damage):
     """At every offset of the last record: txlog cut (or its tail garbled), and the derived files
     (txindex, tree; never fsynced) cut at a random length too, as a power cut could leave them.
-    docs.snap still describes the lost transaction: it must be recognised as newer and rebuilt."""
-    _src, files, before_last, _last = torn_db
+    The derived state still reflects the lost transaction: it must be recognised as newer and
+    rebuilt."""
+    src, files, before_last, _last = torn_db
     start, end = _records(files["txlog"])[-1]
     rnd = random.Random(damage)
     work = scratch / "work"
     sample = set(range(start, end, 37)) | {start, start + 1, end - 1}
     for offset in range(start, end):
-        _reset(work, files)
+        _reset(work, src)
         log = bytearray(files["txlog"])
         if damage == "truncate":
             del log[offset:]
@@ -343,17 +350,17 @@ def _tx_count(files: dict[str, bytes]) -> int:
 def test_torn_tail_seen_by_a_reader_changes_nothing(torn_db, tmp_path):
     """A read-only open of a torn database sees the last complete transaction and repairs nothing;
     the writer's next open repairs it."""
-    _src, files, before_last, _last = torn_db
+    src, files, before_last, _last = torn_db
     start, end = _records(files["txlog"])[-1]
     work = tmp_path / "work"
-    _reset(work, files)
+    _reset(work, src)
     os.truncate(work / "ledger" / "txlog", (start + end) // 2)
     _unlist_last(work, files)
-    on_disk = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
+    on_disk = _data_files(work)
     db, notes = open_quiet(work, readonly=True)
     with db:
         assert notes and contents(db) == before_last
-    assert {p: p.read_bytes() for p in work.rglob("*") if p.is_file()} == on_disk
+    assert _data_files(work) == on_disk
     db, notes = open_quiet(work)
     with db:
         assert notes and contents(db) == before_last and db.audit().ok
@@ -366,14 +373,14 @@ def test_damage_before_the_last_record_is_refused_not_discarded(torn_db, tmp_pat
     discarded, even when no intact record follows the damage."""
     import kvcore
 
-    _src, files, _before_last, _last = torn_db
+    src, files, _before_last, _last = torn_db
     records = _records(files["txlog"])
     work = tmp_path / "work"
     for cut_at, label in ((records[-2][0] + 5, "inside the second-to-last record"), (0, "the whole log")):
-        _reset(work, files)
+        _reset(work, src)
         (work / "ledger" / "txlog").write_bytes(files["txlog"][:cut_at] + os.urandom(200))
-        on_disk = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
+        on_disk = _data_files(work)
         for readonly in (False, True):
             with pytest.raises(kvcore.CorruptionError, match="not a torn write"):
                 docstore.open(work, readonly=readonly)
-            assert {p: p.read_bytes() for p in work.rglob("*") if p.is_file()} == on_disk, label
+            assert _data_files(work) == on_disk, label

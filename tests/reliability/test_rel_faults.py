@@ -394,12 +394,52 @@ def test_stray_files_in_a_database_are_ignored_and_kept(tmp_path):
             assert p.read_bytes() == data
 
 
-@pytest.mark.parametrize("name", ["docs.snap", "ledger/index.snap", "ledger/txindex", "ledger/tree"])
+@pytest.mark.parametrize("name", ["state.lmdb", "ledger/index.lmdb", "ledger/txindex", "ledger/tree"])
 def test_missing_derived_files_are_rebuilt(tmp_path, name):
     path = tmp_path / "db"
     docs = _make_db(path)
-    (path / name).unlink()
+    shutil.rmtree(path / name) if (path / name).is_dir() else (path / name).unlink()
     db, _notes = open_quiet(path)
     with db:
         assert contents(db) == docs and db.audit().ok
     assert (path / name).exists()
+
+
+# ============================================= the directory deleted or moved while it is open
+@pytest.mark.parametrize("how", ["delete", "move", "replace"])
+def test_a_commit_is_refused_once_the_database_directory_is_gone(tmp_path, how):
+    """A commit is acknowledged only where the database will be opened next: after the
+    directory is deleted, moved away or replaced under an open database, commits raise
+    StorageError, and nothing of them is found when the database is opened again."""
+    path = tmp_path / "db"
+    docs = _make_db(path)
+    db = docstore.open(path)
+    try:
+        if how == "delete":
+            shutil.rmtree(path)
+        elif how == "move":
+            path.rename(tmp_path / "moved")
+        else:
+            path.rename(tmp_path / "moved")
+            shutil.copytree(tmp_path / "moved", path)
+        for attempt in range(2):  # the second commit fails as the first did
+            with pytest.raises(docstore.StorageError, match="deleted, moved or replaced"):
+                db["c"].insert({"_id": f"new{attempt}", "k": 9, "u": 9 + attempt})
+    finally:
+        db.close()
+    if how == "delete":
+        assert not path.exists()
+        return
+    for where in ([tmp_path / "moved", path] if how == "replace" else [tmp_path / "moved"]):
+        reopened, _notes = open_quiet(where)
+        with reopened:
+            assert contents(reopened) == docs and reopened.audit().ok
+
+
+def test_kvcore_refuses_a_commit_after_its_log_was_unlinked(tmp_path):
+    with kvcore.Ledger.open(tmp_path / "ledger") as led:
+        led.set(b"k", b"1")
+        (tmp_path / "ledger" / "txlog").unlink()
+        with pytest.raises(kvcore.StorageError, match="deleted, moved or replaced"):
+            led.set(b"k", b"2")
+        assert led.tx_id == 1 and led.get(b"k").value == b"1"

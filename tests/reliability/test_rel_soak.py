@@ -25,9 +25,12 @@ path, seconds = sys.argv[1], float(sys.argv[2])
 
 
 def rss():
+    # the process's own memory: anonymous pages (the derived state and the key index are
+    # memory-mapped files, whose pages are the operating system's page cache, shared and
+    # reclaimable, and counted in VmRSS as RssFile)
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith("RssAnon:"):
                 return int(line.split()[1]) * 1024
 
 

@@ -123,7 +123,6 @@ def test_tampered_value_in_txlog(tmp_path):
     db_dir, st = _tampered_setup(tmp_path)
     trusted = read_state_file(st)
     flip_in_txlog(db_dir, b"dose-5mg-approved", b"dose-9mg-approved")
-    (db_dir / "docs.snap").unlink()  # so the server rebuilds its documents from the ledger
     with ServerProcess(db_dir) as s:
         with docstore.connect(s.target, verify=False) as plain:
             assert plain["trials"].get("p17")["note"] == "dose-9mg-approved"  # what it serves

@@ -1,0 +1,180 @@
+"""What a committed transaction changes in the derived state, applied to the store.
+
+Used in step with each commit (the engine knows the documents it wrote and the ones they
+replace) and to bring the store up to date from the log (opening after a crash, a read-only
+process's refresh, a rebuild): :func:`changes_of` reads a transaction back from the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import lmdb
+import orjson
+
+import kvcore
+
+from docstore.collections.indexes import keys_for, meets_array
+from docstore.documents.records import Header, property_prefix
+from docstore.engine.state import doc_from_items
+from docstore.engine.store import Location, Store
+from docstore.errors import CorruptDataError
+
+ReadDoc = Callable[[str, str, Location], dict]
+"""Reads a document's revision from the ledger (collection, id, location)."""
+
+
+class DocChange(NamedTuple):
+    """One document written by a transaction: its new revision (None: deleted) at ``location``."""
+
+    collection: str
+    id: str
+    doc: dict | None
+    location: Location
+
+
+def indexed_fields(meta: dict[str, Any]) -> list[str]:
+    return [i["field"] for i in meta.get("indexes", [])]
+
+
+def apply(
+    store: Store,
+    txn: lmdb.Transaction,
+    read_doc: ReadDoc,
+    tx_id: int,
+    root: bytes,
+    metas: dict[str, dict[str, Any]],
+    changes: list[DocChange],
+    old_docs: dict[tuple[str, str], dict | None] | None = None,
+) -> None:
+    """Apply transaction ``tx_id`` (ledger root ``root`` after it): new collection definitions
+    first (an index added is filled from the current documents, one removed is dropped), then
+    the documents. ``old_docs`` gives the revisions they replace where the caller has them;
+    the others are read from the store and the ledger."""
+    for name, meta in metas.items():
+        _apply_definition(store, txn, read_doc, name, meta)
+    fields_of: dict[str, list[str]] = {}
+    for ch in changes:
+        fields = fields_of.get(ch.collection)
+        if fields is None:
+            definition = store.definition(txn, ch.collection)
+            if definition is None:
+                raise CorruptDataError(f"transaction {tx_id} writes to unknown collection {ch.collection!r}")
+            fields = fields_of[ch.collection] = indexed_fields(definition)
+        key = (ch.collection, ch.id)
+        if old_docs is not None and key in old_docs:
+            old = old_docs[key]
+        else:
+            loc = store.location(txn, ch.collection, ch.id)
+            old = None if loc is None else read_doc(ch.collection, ch.id, loc)
+        for field in fields:
+            old_keys = keys_for(old, field) if old is not None else []
+            new_keys = keys_for(ch.doc, field) if ch.doc is not None else []
+            gone = [k for k in old_keys if k not in new_keys]
+            added = [k for k in new_keys if k not in old_keys]
+            if gone:
+                store.index_delete(txn, ch.collection, field, gone, ch.id)
+            if added:
+                store.index_put(txn, ch.collection, field, added, ch.id)
+            store.set_multi(txn, ch.collection, field, ch.id, ch.doc is not None and meets_array(ch.doc, field))
+        if ch.doc is None:
+            if store.delete_location(txn, ch.collection, ch.id):
+                store.add_count(txn, ch.collection, -1)
+        elif store.put_location(txn, ch.collection, ch.id, ch.location):
+            store.add_count(txn, ch.collection, 1)
+    store.set_reflected(txn, tx_id, root)
+
+
+def _apply_definition(store: Store, txn: lmdb.Transaction, read_doc: ReadDoc, name: str, meta: dict[str, Any]) -> None:
+    old = store.definition(txn, name) or {}
+    before = {i["field"]: bool(i.get("unique")) for i in old.get("indexes", [])}
+    after = {i["field"]: bool(i.get("unique")) for i in meta.get("indexes", [])}
+    store.set_definition(txn, name, meta)
+    for field in before:
+        if field not in after:
+            store.drop_index(txn, name, field)
+    new_fields = [f for f in after if f not in before]
+    if new_fields:
+        for doc_id, loc in list(store.locations(txn, name)):
+            doc = read_doc(name, doc_id, loc)
+            for field in new_fields:
+                store.index_put(txn, name, field, keys_for(doc, field), doc_id)
+                if meets_array(doc, field):
+                    store.set_multi(txn, name, field, doc_id, True)
+
+
+def changes_of(
+    ledger: kvcore.Ledger, tx_id: int
+) -> tuple[dict[str, dict[str, Any]], list[DocChange]]:
+    """(collection definitions, document changes) of committed transaction ``tx_id``, read back
+    from the ledger (a transaction at a time: memory stays bounded by the largest one)."""
+    metas: dict[str, dict[str, Any]] = {}
+    changes: list[DocChange] = []
+    items = ledger.entry_items(tx_id)
+    i = 0
+    while i < len(items):
+        key, value = items[i]
+        kind = key[:2]
+        if kind == b"c\x00" and value is not None:
+            metas[key[2:].decode()] = orjson.loads(value)
+            i += 1
+        elif kind == b"d\x00" and value is not None:
+            header = Header.decode(value)
+            loc = Location(tx_id, i, header.revision, header.n)
+            if header.deleted:
+                changes.append(DocChange(header.collection, header.id, None, loc))
+            else:
+                props = items[i + 1 : i + 1 + header.n]
+                doc = doc_from_items(header, props, property_prefix(header.collection, header.id))
+                changes.append(DocChange(header.collection, header.id, doc, loc))
+            i += 1 + header.n
+        else:
+            i += 1
+    return metas, changes
+
+
+BATCH_ENTRIES = 200_000
+"""Ledger entries applied per LMDB write transaction while catching up (one commit, one sync
+each: a rebuild of a long log is not one fsync per transaction)."""
+
+
+def catch_up(
+    store: Store,
+    ledger: kvcore.Ledger,
+    read_doc: ReadDoc,
+    progress: Callable[[int, int], None] | None = None,
+    upto: int | None = None,
+) -> int:
+    """Apply every transaction the store does not reflect yet (up to ``upto``, default the
+    ledger's last), many to an LMDB transaction; returns how many. ``progress(done, total)``
+    counts ledger entries. The caller made sure the store is not ahead of the ledger."""
+    with store.read() as txn:
+        reflected = store.reflected(txn)
+    start = 0 if reflected is None else reflected[0]
+    last = ledger.tx_id if upto is None else upto
+    if reflected is None and last == 0:  # a new store of a new ledger: it reflects transaction 0
+        with store.write() as txn:
+            store.set_reflected(txn, 0, ledger.state(0).root)
+    total = sum(ledger.header(t).n_entries for t in range(start + 1, last + 1)) if progress else 0
+    done = 0
+    tx_id = start
+    while tx_id < last:
+        with store.write() as txn:
+            batch = 0
+            while tx_id < last and batch < BATCH_ENTRIES:
+                tx_id += 1
+                metas, changes = changes_of(ledger, tx_id)
+                apply(store, txn, read_doc, tx_id, ledger.state(tx_id).root, metas, changes)
+                n = ledger.header(tx_id).n_entries
+                batch += n
+                done += n
+                if progress is not None:
+                    progress(done, total)
+    return last - start
+
+
+def documents(store: Store, txn: lmdb.Transaction, read_doc: ReadDoc, coll: str) -> Iterator[tuple[str, dict]]:
+    """(id, document) of every live document of ``coll`` in the read transaction's snapshot."""
+    for doc_id, loc in store.locations(txn, coll):
+        yield doc_id, read_doc(coll, doc_id, loc)
