@@ -77,6 +77,7 @@ class Database:
         trust_on_first_use: bool = False,
         key_file: str | os.PathLike[str] | None = None,
         origin: str | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.path = os.fspath(path)
         has_state = trusted_state is not None or (state_file is not None and os.path.exists(state_file))
@@ -86,7 +87,7 @@ class Database:
             raise QueryError("trusted_state, state_file, verifier_key and trust_unsigned go with verify=True")
         self._engine = engine = Engine.open(
             self.path, readonly=readonly, wait=wait,
-            key_file=None if key_file is None else os.fspath(key_file), origin=origin,
+            key_file=None if key_file is None else os.fspath(key_file), origin=origin, progress=progress,
         )
         if verify:
             try:
@@ -195,6 +196,8 @@ class Database:
     ) -> kvcore.AuditReport:
         """Recompute every ledger hash, then rebuild documents and indexes from the ledger and
         compare them with what is served; problems are listed in the report.
+        ``progress(done, total)`` counts ledger entries, each twice (hashed, then rebuilt), and
+        is called at least every 65,536 entries.
 
         A failed audit makes the database refuse every read and write (CorruptDataError) until
         it is reopened: nothing is served from data known to be damaged."""
@@ -309,6 +312,7 @@ def open(  # noqa: A001
     trust_on_first_use: bool = False,
     key_file: str | os.PathLike[str] | None = None,
     origin: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Database:
     """Open (creating if missing) the embedded database in directory ``path``.
 
@@ -326,9 +330,15 @@ def open(  # noqa: A001
     newer one only if that state's checkpoint is signed by a pinned ``verifier_key`` (a key
     string or a list; see :meth:`Database.verifier_key`) and extends it; ``trust_unsigned=True``
     accepts a consistency proof alone (and warns). ``state_file`` is kept up to date atomically.
+
+    Opening is O(1) when the derived state on disk is up to date. When it must be built from
+    the log (the first writable open of a database of an earlier version, or after it was
+    found damaged or missing), ``progress(stage, done, total)`` is called as it goes:
+    ``stage`` is ``"key index"`` (``done`` and ``total`` count transactions) or
+    ``"derived state"`` (they count ledger entries).
     """
     return Database(
         path, readonly=readonly, wait=wait, verify=verify, trusted_state=trusted_state, state_file=state_file,
         verifier_key=verifier_key, trust_unsigned=trust_unsigned, trust_on_first_use=trust_on_first_use,
-        key_file=key_file, origin=origin,
+        key_file=key_file, origin=origin, progress=progress,
     )

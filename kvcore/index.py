@@ -97,6 +97,9 @@ class LedgerIndex:
         self._count = 0
         self._rejected: tuple[int, ...] | None = None  # a reader's last refused store, by identity
         self._fresh = -1  # the generation last built from the log while open (not suspected again)
+        self.progress: Callable[[int, int], None] | None = None
+        """Called with (transactions indexed, of how many) while a writer builds or catches up
+        the store at :meth:`open` (the ledger sets it for its open only)."""
 
     # ------------------------------------------------------------ lifecycle
     def open(self, count: int, newer: Callable[[], int]) -> None:
@@ -139,7 +142,7 @@ class LedgerIndex:
         """Append transactions tx+1..count of the log to the store, in chunks (after a crash:
         the writer's last commits). If the disk refuses, what is left stays in memory."""
         try:
-            fill(store, self._log, self.policy, tx + 1, count)
+            fill(store, self._log, self.policy, tx + 1, count, self.progress)
         except StorageError as e:
             self.write_error = str(e)
             try:
@@ -191,7 +194,8 @@ class LedgerIndex:
         self._note(f"{reason}; rebuilt it from the log")
         try:
             store: KeyStore | None = build(
-                self.path, self.policy, self._log, count, lambda: old.detach() if old is not None else None
+                self.path, self.policy, self._log, count, lambda: old.detach() if old is not None else None,
+                self.progress,
             )
             ov = Overlay()
         except (OSError, KvError) as e:

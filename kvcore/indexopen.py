@@ -86,10 +86,14 @@ def validate(store: KeyStore, policy: IndexPolicy, count: int, log: IndexLog) ->
     return meta
 
 
-def fill(store: KeyStore, log: IndexLog, policy: IndexPolicy, first: int, last: int) -> None:
+def fill(
+    store: KeyStore, log: IndexLog, policy: IndexPolicy, first: int, last: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
     """Append transactions ``first .. last`` of the log to ``store``, FILL_ENTRIES entries an
-    LMDB transaction (each a consistent index: its metadata names the last transaction in it).
-    Raises StorageError or IndexDamagedError as :meth:`KeyStore.append`."""
+    LMDB transaction (each a consistent index: its metadata names the last transaction in it),
+    calling ``progress(tx, last)`` after each. Raises StorageError or IndexDamagedError as
+    :meth:`KeyStore.append`."""
     chunk: list[Batch] = []
     entries = 0
     for batch in log.batches(first, last):
@@ -97,12 +101,19 @@ def fill(store: KeyStore, log: IndexLog, policy: IndexPolicy, first: int, last: 
         entries += batch[2]
         if entries >= FILL_ENTRIES:
             store.append(chunk, chunk[-1][0], log.root(chunk[-1][0]))
+            if progress is not None:
+                progress(chunk[-1][0], last)
             chunk, entries = [], 0
     if chunk:
         store.append(chunk, chunk[-1][0], log.root(chunk[-1][0]))
+        if progress is not None:
+            progress(chunk[-1][0], last)
 
 
-def build(path: str, policy: IndexPolicy, log: IndexLog, count: int, before_swap: Callable[[], None]) -> KeyStore:
+def build(
+    path: str, policy: IndexPolicy, log: IndexLog, count: int, before_swap: Callable[[], None],
+    progress: Callable[[int, int], None] | None = None,
+) -> KeyStore:
     """A new index of transactions 1..count at ``path``: built in ``path + ".new"``, flushed to
     disk, then swapped in (the old directory renamed to ``path + ".old"`` and deleted).
     ``before_swap`` runs just before (the caller detaches a store it has open on the old
@@ -111,7 +122,7 @@ def build(path: str, policy: IndexPolicy, log: IndexLog, count: int, before_swap
     _remove(new)
     store = KeyStore.create(new, policy.encode())
     try:
-        fill(store, log, policy, 1, count)
+        fill(store, log, policy, 1, count, progress)
         store.sync()
     finally:
         store.close()

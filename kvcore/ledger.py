@@ -93,10 +93,11 @@ class Ledger:
     """
 
     def __init__(
-        self, storage: Storage, *, unindexed_prefixes: Iterable[bytes] = (), index_lag: int = 0
+        self, storage: Storage, *, unindexed_prefixes: Iterable[bytes] = (), index_lag: int = 0,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
         """A ledger on ``storage`` (its key index in ``storage.index_path()``; see :meth:`open`
-        for ``unindexed_prefixes`` and ``index_lag``)."""
+        for ``unindexed_prefixes``, ``index_lag`` and ``progress``)."""
         self._storage = storage
         self._write_lock = threading.RLock()  # re-entrant: a read may repair the index under it
         self._closed = False
@@ -114,7 +115,11 @@ class Ledger:
                 storage.index_path(), policy, _IndexLog(storage, self._tree),
                 readonly=storage.readonly, lag=index_lag, lock=self._write_lock, note=self._note,
             )
-            self._index.open(count, self._read_newer)
+            self._index.progress = progress
+            try:
+                self._index.open(count, self._read_newer)
+            finally:
+                self._index.progress = None
             count = self._tx_count
             self._last_ts = self._timestamp_of(count) if count else 0
             if not storage.readonly:
@@ -152,6 +157,7 @@ class Ledger:
         wait: bool | float = False,
         unindexed_prefixes: Iterable[bytes] = (),
         index_lag: int = 0,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Ledger:
         """Open (creating if missing) the ledger in directory ``path``.
 
@@ -172,6 +178,10 @@ class Ledger:
         With 0, every commit also commits its index rows (a second fsync); with more, the
         writer keeps up to that many entries' rows in memory and commits them together (after
         a crash, opening reads them again from the log; readers read them from the log).
+
+        ``progress(done, total)``, if given, is called in transactions while opening builds the
+        key index from the log (the first open of a ledger of an earlier version, or after
+        the index was found damaged) or catches it up.
         """
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidInputError(f"a ledger path is a str or os.PathLike, got {type(path).__name__}")
@@ -183,6 +193,7 @@ class Ledger:
             FileStorage(path, readonly=readonly, wait=wait),
             unindexed_prefixes=policy.prefixes,
             index_lag=index_lag,
+            progress=progress,
         )
 
     def _note(self, note: str) -> None:

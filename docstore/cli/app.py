@@ -20,9 +20,9 @@ from typer.exceptions import TyperException
 
 from docstore.cli import output
 from docstore.cli.errors import epilog
+from docstore.cli.progress import PROGRESS_MIN, StageBars
 
 DEFAULT_DB = "./immudoc-data"
-PROGRESS_MIN = 1000  # documents (or transactions) before a progress bar is worth showing
 IMPORT_PER_TRANSACTION = 10_000  # documents committed together by `immudoc import`
 
 
@@ -116,12 +116,36 @@ def open_db(ctx: typer.Context, *, write: bool = False, create: bool = False) ->
         )
     import docstore
 
-    if s.state_file is not None and s.verify and not create:  # a trusted state given: verify every read
-        return docstore.open(
-            path, readonly=not write, verify=True, state_file=s.state_file, verifier_key=list(s.keys) or None,
-            trust_unsigned=s.trust_unsigned, trust_on_first_use=s.trust_on_first_use,
-        )
-    return docstore.open(path, readonly=not write)
+    bars = StageBars()
+    if not write and not create:
+        _upgrade(path, bars)
+    try:
+        if s.state_file is not None and s.verify and not create:  # a trusted state given: verify every read
+            return docstore.open(
+                path, readonly=not write, verify=True, state_file=s.state_file, verifier_key=list(s.keys) or None,
+                trust_unsigned=s.trust_unsigned, trust_on_first_use=s.trust_on_first_use, progress=bars,
+            )
+        return docstore.open(path, readonly=not write, progress=bars)
+    finally:
+        bars.close()
+
+
+def _upgrade(path: str, bars: StageBars) -> None:
+    """A read-only command on a database whose derived state is not on disk yet (one written
+    by an earlier version) builds it once, with a progress bar, if it can take the writer
+    lock; otherwise (another process writes, or the directory is read-only) it reads with a
+    private derived state, as any reader does."""
+    if all(os.path.isdir(os.path.join(path, *p)) for p in (("state.lmdb",), ("ledger", "index.lmdb"))):
+        return
+    import docstore
+    import kvcore
+
+    try:
+        docstore.open(path, progress=bars).close()
+    except (kvcore.LockedError, kvcore.ReadOnlyError, kvcore.StorageError, OSError):
+        pass  # the read-only open below reads without it
+    finally:
+        bars.close()
 
 
 def _connect(s: Settings, create: bool) -> Any:
@@ -775,9 +799,12 @@ def audit(
 
         trusted = read_state_file(state)
     with open_db(ctx) as db:
-        if db.local and _progress_wanted(db.tx_id):
-            with typer.progressbar(length=db.tx_id, label="auditing", file=sys.stderr) as bar:
-                report = db.audit(trusted, lambda done, _total: bar.update(done - bar.pos))
+        if db.local and sys.stderr.isatty():
+            bars = StageBars("auditing ({})")  # each entry hashed, then rebuilt
+            try:
+                report = db.audit(trusted, lambda done, total: bars("entries", done, total))
+            finally:
+                bars.close()
         else:
             report = db.audit(trusted)
     result = {

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
+from functools import partial
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -161,29 +162,31 @@ class Engine:
         wait: bool | float = False,
         key_file: str | None = None,
         origin: str | None = None,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> Engine:
         """Open (creating if missing and writable) the database in directory ``path``: its
         ledger, its signing keys, and its derived state (brought up to date from the log's
         tail; rebuilt from the whole log if it is missing, damaged or of another history,
-        ``progress(done, total)`` reporting transactions)."""
+        ``progress(stage, done, total)`` reporting transactions: see :func:`docstore.open`)."""
         Signing.check_origin(origin)  # before anything is created
         if not readonly:
             _prepare_dir(path)
         ledger = kvcore.Ledger.open(
             os.path.join(path, "ledger"), readonly=readonly, wait=wait,
             unindexed_prefixes=(records.PROPERTY_PREFIX,),
+            progress=None if progress is None else partial(progress, "key index"),
         )
+        derived = None if progress is None else partial(progress, "derived state")
         engine = None
         try:
             signing = Signing.load(path, key_file, origin, create=not readonly)
             store, temp, note = _open_store(path, ledger, readonly)
             engine = cls(path, ledger, signing, store, temp)
             if not readonly:
-                derive.catch_up(store, ledger, engine.read_doc, progress)
+                derive.catch_up(store, ledger, engine.read_doc, derived)
                 _remove_old_snapshot(path)
             elif temp is not None:
-                derive.catch_up(store, ledger, engine.read_doc, progress)
+                derive.catch_up(store, ledger, engine.read_doc, derived)
             if note:
                 warnings.warn(note, kvcore.RecoveryWarning, stacklevel=3)
         except BaseException:
@@ -557,17 +560,22 @@ class Engine:
     ) -> kvcore.AuditReport:
         """Recompute every ledger hash, then rebuild the derived state from the ledger (in a
         temporary store on disk) and compare it with the one served, row by row. A failed
-        audit makes the engine refuse everything until reopened."""
+        audit makes the engine refuse everything until reopened. ``progress(done, total)``
+        counts entries: each entry once for its hashes, once for the rebuild (total = twice
+        the ledger's entries)."""
         if self._closed:
             raise kvcore.ClosedError("the database is closed")
         with self.lock:
-            report = self.ledger.audit(trusted_state, progress)
+            hashed = partial(_twice, progress, 0) if progress is not None else None
+            report = self.ledger.audit(trusted_state, entry_progress=hashed)
             if report.first_bad_tx is not None:
                 self._damaged = f"transaction {report.first_bad_tx}"
                 return report
             problems = list(report.problems)
             try:
-                derived = self._compare_with_rebuilt()
+                derived = self._compare_with_rebuilt(
+                    partial(_twice, progress, report.entries) if progress is not None else None
+                )
             except DocstoreError as e:
                 derived = [f"documents cannot be rebuilt from the ledger: {e}"]
             except (lmdb.Error, UnicodeDecodeError, ValueError, struct.error) as e:
@@ -587,7 +595,7 @@ class Engine:
             root=report.root,
         )
 
-    def _compare_with_rebuilt(self) -> list[str]:
+    def _compare_with_rebuilt(self, progress: Callable[[int, int], None] | None = None) -> list[str]:
         """Rebuild the derived state from the log in a temporary store (no fsync: it is thrown
         away) and compare it with the one served, row by row, at the transaction the served
         one reflects (another process may have moved it past this process's ledger)."""
@@ -604,13 +612,18 @@ class Engine:
                         return [f"the derived state reflects transaction {at}, the ledger holds {self.ledger.tx_id}"]
                     if at < self.ledger.tx_id and not self.readonly:
                         return [f"the derived state reflects transaction {at}, the ledger holds {self.ledger.tx_id}"]
-                    derive.catch_up(rebuilt, self.ledger, _reader(self.ledger), upto=at)
+                    derive.catch_up(rebuilt, self.ledger, _reader(self.ledger), progress, upto=at)
                     with rebuilt.read() as want_txn:
                         return _compare_rows(rebuilt.dump(want_txn), self.store.dump(have_txn))
             finally:
                 rebuilt.close()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _twice(progress: Callable[[int, int], None], base: int, done: int, total: int) -> None:
+    """An audit's progress in entries: each entry counted for its hashes, then its rebuild."""
+    progress(base + done, 2 * total if base == 0 else base + total)
 
 
 def _reader(ledger: kvcore.Ledger) -> derive.ReadDoc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -214,3 +215,27 @@ def test_audit_shows_progress_on_a_terminal(tmp_path):
     assert "audit passed: 1001 transactions, 3001 entries" in out
     code, out = _run_on_terminal(["audit", "--format", "json"], {"IMMUDOC_DB": str(path)})
     assert json.loads(out[out.index("{"):])["ok"] is True
+    # derived state gone (as in a database of an earlier version): the first command builds it
+    # once, with a bar a stage; the next one opens without building anything
+    shutil.rmtree(path / "state.lmdb")
+    shutil.rmtree(path / "ledger" / "index.lmdb")
+    code, out = _run_on_terminal(["count", "c"], {"IMMUDOC_DB": str(path)})
+    assert code == 0, out
+    assert "building the key index from the log" in out and "building the derived state from the log" in out
+    assert out.strip().splitlines()[-1] == "1000"
+    assert (path / "state.lmdb").is_dir() and (path / "ledger" / "index.lmdb").is_dir()
+    code, out = _run_on_terminal(["count", "c"], {"IMMUDOC_DB": str(path)})
+    assert out.strip() == "1000"
+
+
+def test_a_command_on_a_database_of_the_earlier_format_upgrades_it_once(tmp_path, sub):
+    import tarfile
+
+    path = tmp_path / "v1"
+    with tarfile.open(REPO / "tests" / "fixtures" / "db-v1.tar.gz") as tar:
+        tar.extractall(path, filter="data")
+    first = sub(["--db", str(path), "get", "people", "p0"])
+    assert first.code == 0 and first.json()["email"] == "e0", first.err
+    assert "earlier version" in first.err and (path / "state.lmdb").is_dir() and not (path / "docs.snap").exists()
+    again = sub(["--db", str(path), "get", "people", "p0"])
+    assert again.code == 0 and again.json() == first.json() and again.err == ""

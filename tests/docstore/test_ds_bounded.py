@@ -82,3 +82,20 @@ def test_reads_stream_documents_from_the_log(db):
     it = c.find()
     assert next(it)["_id"] == "d00000"
     assert [d["_id"] for d in c.find({"k": 3}, limit=3)] == ["d00003", "d00010", "d00017"]
+
+
+def test_an_audit_reports_progress_by_entries_within_a_large_transaction(db):
+    """An audit of few, large transactions still moves: progress counts entries (each hashed,
+    then rebuilt), reported at least every 65,536 entries of a transaction."""
+    c = db.create_collection("big")
+    c.insert_many([{"_id": f"d{i}", "v": list(range(20))} for i in range(4000)])  # one transaction, ~88k entries
+    seen: list[tuple[int, int]] = []
+    report = db.audit(progress=lambda done, total: seen.append((done, total)))
+    assert report.ok
+    if not db.local:  # a remote database reports no progress (Database.local)
+        assert seen == []
+        return
+    assert {t for _d, t in seen} == {2 * report.entries}
+    dones = [d for d, _t in seen]
+    assert dones == sorted(dones) and dones[-1] == 2 * report.entries
+    assert any(0 < d < report.entries for d in dones)  # a report inside the large transaction

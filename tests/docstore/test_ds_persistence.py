@@ -22,21 +22,12 @@ import kvcore
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _fixture_builder():
-    """The writes of tests/fixtures/make_v1_db.py (the same ones made the v1 fixture)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_v1_db", os.path.join(ROOT, "tests", "fixtures", "make_v1_db.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build
-
-
 def build(path):
     """A database with a bit of everything: schemas, indexes, updates, deletes, re-inserts."""
     with docstore.open(path) as db:
-        _fixture_builder()(db)
+        from tests.fixtures.make_v1_db import build as build_v1
+
+        build_v1(db)
         return db.tx_id
 
 
@@ -197,8 +188,12 @@ def test_a_database_of_the_earlier_format_opens_and_is_upgraded(tmp_path):
     with docstore.open(fresh) as db:
         build_v1(db)
         want = fingerprint(db)
+    seen: list[tuple[str, int, int]] = []
     with pytest.warns(kvcore.RecoveryWarning, match="earlier version"):
-        db = docstore.open(path)
+        db = docstore.open(path, progress=lambda *a: seen.append(a))
+    for stage in ("key index", "derived state"):  # both built from the log, with progress to the end
+        mine = [(done, total) for st, done, total in seen if st == stage]
+        assert mine and mine[-1][0] == mine[-1][1] > 0 and [d for d, _t in mine] == sorted(d for d, _t in mine)
     with db:
         got = fingerprint(db)
         assert db.origin == "example.com/v1"
