@@ -26,7 +26,7 @@ import os
 import time
 from typing import Any
 
-from benchmarks import docsys
+from benchmarks import docsys, readfloor
 from benchmarks.common import Result
 from benchmarks.fixtures import BATCH, _interleaved
 from benchmarks.workload import iter_batches
@@ -156,4 +156,4 @@ def run(cfg: Any) -> list[Result]:
     for workload in (WHOLE, FLATTEN, ENTRIES, ENCODE, HASH_ONLY, NATIVE):
         out.append(Result(workload, docsys.IMMUDOC, rates[workload], "docs/s", notes[workload], n, "floor"))
         out.append(Result(workload, docsys.SQLITE, sqlite, "docs/s", "insert_many, same batches, same run", n, "floor"))
-    return out
+    return out + readfloor.run(where, n)

@@ -81,6 +81,11 @@ class RecoveryWarning(UserWarning):
     when a damaged key index is rebuilt while the ledger is open."""
 
 
+DEFAULT_INDEX_LAG = 131_072
+"""Entries whose key-index rows a writer may hold in memory before committing them to disk
+(see :meth:`Ledger.open`)."""
+
+
 class Ledger:
     """A verifiable key/value ledger. Open it with :meth:`open`.
 
@@ -93,7 +98,7 @@ class Ledger:
     """
 
     def __init__(
-        self, storage: Storage, *, unindexed_prefixes: Iterable[bytes] = (), index_lag: int = 0,
+        self, storage: Storage, *, unindexed_prefixes: Iterable[bytes] = (), index_lag: int = DEFAULT_INDEX_LAG,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         """A ledger on ``storage`` (its key index in ``storage.index_path()``; see :meth:`open`
@@ -156,7 +161,7 @@ class Ledger:
         readonly: bool = False,
         wait: bool | float = False,
         unindexed_prefixes: Iterable[bytes] = (),
-        index_lag: int = 0,
+        index_lag: int = DEFAULT_INDEX_LAG,
         progress: Callable[[int, int], None] | None = None,
     ) -> Ledger:
         """Open (creating if missing) the ledger in directory ``path``.
@@ -174,10 +179,13 @@ class Ledger:
         :class:`Entry.revision` is 0. The prefixes are part of the index: opening with others
         rebuilds it (a reader with others reads with an in-memory index).
 
-        ``index_lag`` (entries, default 0): how far the on-disk key index may trail the log.
-        With 0, every commit also commits its index rows (a second fsync); with more, the
-        writer keeps up to that many entries' rows in memory and commits them together (after
-        a crash, opening reads them again from the log; readers read them from the log).
+        ``index_lag`` (entries, default DEFAULT_INDEX_LAG = 131,072): how far the on-disk key
+        index may trail the log. The writer keeps up to that many entries' rows in memory and
+        commits them to the index together (one LMDB commit for many small ones: bulk writes
+        run about twice as fast as with 0); after a crash, opening reads them again from the
+        log, and a reader opening meanwhile reads them from the log too (up to that many
+        entries parsed at open). With 0, every commit also commits its index rows (a second
+        fsync), and readers open in O(1) whatever the writer is doing.
 
         ``progress(done, total)``, if given, is called in transactions while opening builds the
         key index from the log (the first open of a ledger of an earlier version, or after

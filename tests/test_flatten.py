@@ -492,3 +492,53 @@ def test_invalid_pointers(ptr: Any) -> None:
 def test_invalid_tokens(token: str) -> None:
     with pytest.raises(InvalidPointerError):
         unescape(token)
+
+
+# --------------------------------------------------------------------------- compiled shapes
+from docstore.documents import shapes  # noqa: E402
+from docstore.documents.flatten import flatten_raw  # noqa: E402
+
+
+@settings(max_examples=400, deadline=None)
+@given(documents)
+def test_a_compiled_shape_rebuilds_exactly_what_unflatten_does(doc: dict) -> None:
+    """The fast path of every read: the same document (types, key order, float bits, big
+    integers), or None where it cannot vouch for that; twice (compiled, then cached)."""
+    ptrs, vals = flatten_raw(doc)
+    for _ in range(2):
+        fast = shapes.rebuild(tuple(ptrs), list(vals))
+        if fast is not None:
+            assert_identical(fast, doc)
+    if ptrs and not any(v == b"{0}" for v in vals) and not any(type(x) is int and abs(x) >= 2**63 for x in _leaves(doc)):
+        assert shapes.rebuild(tuple(ptrs), list(vals)) is not None  # the common case takes the fast path
+
+
+def _leaves(v: Any) -> list:
+    if type(v) is dict:
+        return [x for c in v.values() for x in _leaves(c)]
+    if type(v) is list:
+        return [x for c in v for x in _leaves(c)]
+    return [v]
+
+
+@pytest.mark.parametrize(
+    "bad", [b"1,2", b"[1]", b'{"a":1}', b'"open', b"", b"tru", b"1 2", b"12345678901234567890123", b"{0}", b"[]]"]
+)
+def test_a_value_that_is_not_one_scalar_leaves_the_fast_path(bad: bytes) -> None:
+    """A damaged value must not be read as something else (an injected member, a list, a big
+    integer read as a float): the fast path declines and the checked path decides."""
+    ptrs = (b"/a", b"/b", b"/c")
+    vals = [b"1", bad, b'"x"']
+    assert shapes.rebuild(ptrs, vals) is None
+    try:
+        slow = unflatten([(p.decode(), v) for p, v in zip(ptrs, vals)])
+    except CorruptDataError:
+        return
+    assert bad in (b"12345678901234567890123", b"{0}")  # decoded by the checked path: a big int; an object header
+    assert slow["a"] == 1
+
+
+def test_shapes_stay_bounded() -> None:
+    for i in range(shapes.MAX_SHAPES + 10):
+        assert shapes.rebuild((b"/k%d" % i,), [b"1"]) == {f"k{i}": 1}
+    assert len(shapes._builders) <= shapes.MAX_SHAPES

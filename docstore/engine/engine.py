@@ -24,7 +24,7 @@ from functools import partial
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import lmdb
 
@@ -174,6 +174,7 @@ class Engine:
         ledger = kvcore.Ledger.open(
             os.path.join(path, "ledger"), readonly=readonly, wait=wait,
             unindexed_prefixes=(records.PROPERTY_PREFIX,),
+            index_lag=0,  # the key index committed with each transaction: readers open in O(1)
             progress=None if progress is None else partial(progress, "key index"),
         )
         derived = None if progress is None else partial(progress, "derived state")
@@ -319,8 +320,10 @@ class Engine:
         if loc.tx_id > self.ledger.tx_id:  # another process's commit: take in its log records
             self.ledger.refresh()
         header = Header(coll, doc_id, loc.revision, loc.n, False)
-        with self._damage_is_corruption():  # a location outside the log: damaged derived state
+        try:
             items = self.ledger.entry_items(loc.tx_id, loc.entry + 1, loc.n) if loc.n else []
+        except _DAMAGE as e:  # a location outside the log: damaged derived state
+            self._damaged_state(e)
         doc = doc_from_items(header, items, records.property_prefix(coll, doc_id))
         encoded = encode_doc(doc)
         with self._cache_lock:
@@ -405,17 +408,22 @@ class Engine:
         marked for a rebuild from the log at the next writable open."""
         try:
             yield
-        except (lmdb.Error, UnicodeDecodeError, ValueError, struct.error, kvcore.TxNotFoundError, kvcore.InvalidInputError) as e:
-            if isinstance(e, DocstoreError):
-                raise
-            why = f"the derived state is damaged ({type(e).__name__}: {e})"
-            if not self.readonly:
-                try:
-                    with self.store.write() as txn:
-                        self.store.mark_damaged(txn, why)
-                except lmdb.Error:
-                    pass
-            raise CorruptDataError(f"{why}: reopen the database to rebuild it from the log") from None
+        except _DAMAGE as e:
+            self._damaged_state(e)
+
+    def _damaged_state(self, e: Exception) -> NoReturn:
+        """Raise what :meth:`_damage_is_corruption` makes of ``e`` (hot paths catch _DAMAGE
+        themselves and call this: a context manager costs a microsecond a read)."""
+        if isinstance(e, DocstoreError):
+            raise e
+        why = f"the derived state is damaged ({type(e).__name__}: {e})"
+        if not self.readonly:
+            try:
+                with self.store.write() as txn:
+                    self.store.mark_damaged(txn, why)
+            except lmdb.Error:
+                pass
+        raise CorruptDataError(f"{why}: reopen the database to rebuild it from the log") from None
 
     def current_documents(self, coll: str, ids: Iterable[str]) -> list[dict]:
         """The current documents of ``coll`` with these ids (those that exist), read together."""
@@ -431,10 +439,16 @@ class Engine:
     def current_document(self, coll: str, doc_id: str) -> dict | None:
         self.check_open()
         store = self.store
-        with self._read() as txn:
-            if store.definition(txn, coll) is None:
-                raise CollectionNotFoundError(f"collection {coll!r} does not exist")
-            loc = store.location(txn, coll, doc_id)
+        try:
+            txn = store.read()
+            try:
+                loc = store.location(txn, coll, doc_id)  # a row means the collection exists
+                if loc is None and store.definition(txn, coll) is None:
+                    raise CollectionNotFoundError(f"collection {coll!r} does not exist")
+            finally:
+                txn.abort()
+        except _DAMAGE as e:
+            self._damaged_state(e)
         return None if loc is None else self.read_doc(coll, doc_id, loc)
 
     def index_count(self, coll: str, field: str, ranges: list[tuple[bytes | None, bytes | None]]) -> int:
@@ -619,6 +633,10 @@ class Engine:
                 rebuilt.close()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+_DAMAGE = (lmdb.Error, UnicodeDecodeError, ValueError, struct.error, kvcore.TxNotFoundError, kvcore.InvalidInputError)
+"""What a damaged derived state makes LMDB, the decoders and the ledger raise."""
 
 
 def _twice(progress: Callable[[int, int], None], base: int, done: int, total: int) -> None:

@@ -30,6 +30,7 @@ import hashlib
 import os
 import shutil
 import struct
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, cast
 
@@ -107,17 +108,11 @@ class Store:
         try:
             if not readonly:
                 os.makedirs(self.path, exist_ok=True)
-            self.env = lmdb.open(
-                self.path, map_size=MAP_SIZE, max_dbs=8, readonly=readonly, sync=durable, metasync=False,
-                readahead=False, lock=True, create=not readonly, subdir=True, max_readers=1024,
-            )
-            self.meta = self.env.open_db(b"meta", create=not readonly)
-            self.colls = self.env.open_db(b"colls", create=not readonly)
-            self.docs = self.env.open_db(b"docs", create=not readonly)
-            self.idx = self.env.open_db(b"idx", create=not readonly)
-            self.multi = self.env.open_db(b"multi", create=not readonly)
+            self._shared: _Shared | None = _acquire(self.path, readonly, durable)
         except lmdb.Error as e:
             raise StorageError(f"cannot open the derived state {self.path!r}: {e}") from None
+        self.env = self._shared.env
+        self.meta, self.colls, self.docs, self.idx, self.multi = self._shared.dbs
 
     @staticmethod
     def file_problem(path: str) -> str | None:
@@ -156,7 +151,9 @@ class Store:
         shutil.rmtree(os.path.join(path, DIR), ignore_errors=True)
 
     def close(self) -> None:
-        self.env.close()
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            _release(shared)
 
     def read(self) -> lmdb.Transaction:
         return self.env.begin(write=False, buffers=False)
@@ -300,6 +297,86 @@ class Store:
         for k, v in _rows(txn.cursor(db=self.meta)):
             if k.startswith(b"count\x00"):
                 yield "meta", k, v
+
+
+# ---------------------------------------------------------------- one environment a process
+class _Shared:
+    """An LMDB environment shared by the stores of one path in this process (LMDB forbids
+    opening an environment twice in a process: a database open for writing and again read-only
+    in the same process share it), closed by its last user."""
+
+    __slots__ = ("env", "dbs", "identity", "writable", "durable", "users")
+
+    def __init__(self, env: lmdb.Environment, dbs: tuple[Any, ...], identity: tuple[int, ...] | None,
+                 writable: bool, durable: bool) -> None:
+        self.env = env
+        self.dbs = dbs
+        self.identity = identity
+        self.writable = writable
+        self.durable = durable
+        self.users = 1
+
+
+_registry: dict[str, _Shared] = {}
+_registry_lock = threading.Lock()
+_registry_pid = os.getpid()
+_NAMES = (b"meta", b"colls", b"docs", b"idx", b"multi")
+
+
+def _identity(path: str) -> tuple[int, ...] | None:
+    """Which files the path names now (device and inode of ``data.mdb``): a store rebuilt and
+    swapped in is new files, which this process must open anew."""
+    try:
+        st = os.stat(os.path.join(path, "data.mdb"))
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _acquire(path: str, readonly: bool, durable: bool) -> _Shared:
+    """This process's environment at ``path``, opened now unless a store of this process has
+    it open on the same files. A reader opens it writable when it may write its files (so that
+    a writer of this process can share it; the reader never writes)."""
+    global _registry_pid
+    real = os.path.realpath(path)
+    with _registry_lock:
+        if os.getpid() != _registry_pid:  # a child made by fork: the parent's environments are not ours
+            _registry.clear()
+            _registry_pid = os.getpid()
+        shared = _registry.get(real)
+        if shared is not None and shared.identity == _identity(real) and shared.durable == durable:
+            if not readonly and not shared.writable:
+                raise lmdb.ReadonlyError(f"{real!r} is open read-only in this process")
+            shared.users += 1
+            return shared
+        writable = not readonly or (
+            os.path.isfile(os.path.join(real, "data.mdb"))
+            and all(os.access(os.path.join(real, f), os.W_OK) for f in ("data.mdb", "lock.mdb"))
+        )
+        env = lmdb.open(
+            real, map_size=MAP_SIZE, max_dbs=8, readonly=not writable, sync=durable, metasync=False,
+            readahead=False, lock=True, create=not readonly, subdir=True, max_readers=1024,
+        )
+        try:
+            dbs = tuple(env.open_db(name, create=not readonly) for name in _NAMES)
+        except BaseException:
+            env.close()
+            raise
+        shared = _Shared(env, dbs, _identity(real), writable, durable)
+        _registry[real] = shared
+        return shared
+
+
+def _release(shared: _Shared) -> None:
+    with _registry_lock:
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        for real, s in list(_registry.items()):
+            if s is shared:
+                del _registry[real]
+        if os.getpid() == _registry_pid:
+            shared.env.close()
 
 
 # py-lmdb returns bytes when a transaction is begun with buffers=False (as here); its type

@@ -167,7 +167,7 @@ import os, signal, sys
 from kvcore import Ledger
 import kvcore.keystore
 
-led = Ledger.open(sys.argv[1])
+led = Ledger.open(sys.argv[1], index_lag=0)
 for i in range(5):
     led.set_all({b"k%d" % i: b"v%d" % i, b"common": b"%d" % i})
 print("committed", led.tx_id, flush=True)
@@ -608,7 +608,7 @@ def test_a_reader_sees_an_index_a_writer_rebuilt_while_it_was_open(tmp_path):
         )
         subprocess.run([sys.executable, "-c", damage], check=True, env=child_env(), timeout=60)
         with pytest.warns(RecoveryWarning, match="root"):
-            led = Ledger.open(path)  # rebuilds and swaps in a new environment
+            led = Ledger.open(path, index_lag=0)  # rebuilds and swaps in a new environment
         with led:
             led.set(b"a", b"2")
             assert ro.refresh() == 2 and ro.get(b"a").value == b"2" and ro.get(b"a").revision == 2
