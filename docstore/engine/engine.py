@@ -320,7 +320,12 @@ class Engine:
             self.ledger.refresh()
         header = Header(coll, doc_id, loc.revision, loc.n, False)
         with self._damage_is_corruption():  # a location outside the log: damaged derived state
-            items = self.ledger.entry_items(loc.tx_id, loc.entry + 1, loc.n) if loc.n else []
+            try:
+                items = self.ledger.entry_items(loc.tx_id, loc.entry + 1, loc.n) if loc.n else []
+            except kvcore.CorruptionError as e:  # the log's entries themselves do not decode
+                raise CorruptDataError(
+                    f"document {coll}/{doc_id} revision {loc.revision}: its stored properties are damaged ({e})"
+                ) from None
         doc = doc_from_items(header, items, records.property_prefix(coll, doc_id))
         encoded = encode_doc(doc)
         with self._cache_lock:
