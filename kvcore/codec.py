@@ -21,7 +21,8 @@ from kvcore import payload, payload_v2
 from kvcore.hashing import HASH_SIZE
 
 Encoder = Callable[[int, int, Sequence[tuple[bytes, bytes | None]]], tuple[bytes, bytes, bytes, list[int]]]
-RunDecoder = Callable[[bytes, Sequence[int], int], list[tuple[int, bytes, bytes]]]
+RunDecoder = Callable[[bytes, Sequence[int], int, bytes], list[tuple[int, bytes, bytes]]]
+PrefixResolver = Callable[[bytes, Sequence[int], int, int], bytes]
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,17 @@ class Codec:
     encode: Encoder
     """(tx_id, timestamp_ns, writes) -> (payload, extra, header, positions)."""
     decode_run: RunDecoder
-    """(bytes, positions, index of the first) -> (kind, key, value) of a run from a restart."""
+    """(bytes, positions, index of the first, the bytes its key shares with the key before it)
+    -> (kind, key, value) of a run."""
+    shared_at: Callable[[bytes, int], int]
+    """(bytes, offset) -> how many bytes the key of the entry there shares with the one before."""
+    key_prefix: PrefixResolver
+    """(bytes, positions, index of the first (a restart), n) -> the first n bytes of the key of
+    the last of those entries."""
     iter_entries: Callable[[bytes], Iterator[tuple[int, int, bytes, bytes]]]
     """(position, kind, key, value) of each entry of a whole payload."""
-    extra_for: Callable[[bytes], bytes]
-    entries_root: Callable[[bytes], bytes]
+    rebuild: Callable[[bytes], tuple[list[tuple[int, int, bytes, bytes]], bytes, bytes]]
+    """A whole payload -> (its entries as ``iter_entries``, its ``extra``, its entries root)."""
 
     def stored_nodes(self, n: int) -> int:
         """Entries-tree nodes ``extra`` holds for ``n`` entries."""
@@ -52,10 +59,21 @@ class Codec:
         return 4 * (n + 1) + self.stored_nodes(n) * HASH_SIZE
 
 
-V1 = Codec(1, 1, 0, payload.encode, payload.decode_run, payload.iter_entries, payload.extra_for, payload.entries_root)
+def _whole(_buf: bytes, _p: int) -> int:
+    return 0  # format 1 stores every key whole
+
+
+def _no_prefix(_buf: bytes, _positions: Sequence[int], _index: int, _need: int) -> bytes:
+    return b""
+
+
+V1 = Codec(
+    1, 1, 0, payload.encode, payload.decode_run, _whole, _no_prefix, payload.iter_entries,
+    payload.rebuild,
+)
 V2 = Codec(
     2, payload_v2.RESTART, payload_v2.STORED_FROM, payload_v2.encode, payload_v2.decode_run,
-    payload_v2.iter_entries, payload_v2.extra_for, payload_v2.entries_root,
+    payload_v2.shared_at, payload_v2.key_prefix, payload_v2.iter_entries, payload_v2.rebuild,
 )
 CODECS = {1: V1, 2: V2}
 LATEST = V2

@@ -441,22 +441,25 @@ class Ledger:
         return buf[v0 : v0 + vlen]
 
     def _read_coded(self, tx_id: int, ordinal: int, pos: int, key: bytes) -> tuple[int, bytes]:
-        """:meth:`_read_entry` in a format of front-coded keys: an entry at a restart is read
-        alone (its whole key is stored), any other from the restart before it."""
-        codec = self._codec
-        if ordinal % codec.restart:
-            positions, entries = read_run(codec, self._storage.read, self._storage.read_extra, tx_id, ordinal, 1, what=key)
-            kind, got, value = entries[0]
-            if positions[0] != pos or got != key:
-                raise _corrupt(tx_id, key)
-            return kind, value
+        """:meth:`_read_entry` in a format of front-coded keys: the entry is read alone when it
+        stores its whole key (at a restart, or when it shares nothing with the key before it),
+        else from the restart before it."""
         buf = self._storage.read(tx_id, pos, 16 + len(key) + _READ_AHEAD)
         try:
             kind, shared, klen, vlen, k0 = payload_v2.head_at(buf, 0)
         except ValueError:
             raise _corrupt(tx_id, key) from None
+        if shared:
+            codec = self._codec
+            if ordinal % codec.restart == 0:  # a restart shares nothing
+                raise _corrupt(tx_id, key)
+            positions, entries = read_run(codec, self._storage.read, self._storage.read_extra, tx_id, ordinal, 1, what=key)
+            kind, got, value = entries[0]
+            if positions[0] != pos or got != key:
+                raise _corrupt(tx_id, key)
+            return kind, value
         k1 = k0 + klen
-        if shared or klen != len(key) or buf[k0:k1] != key or kind > 1:
+        if klen != len(key) or buf[k0:k1] != key or kind > 1:
             raise _corrupt(tx_id, key)
         return kind, self._value_at(tx_id, pos, buf, k1, vlen, key)
 

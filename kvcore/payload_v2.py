@@ -10,7 +10,7 @@ restart at or before it.
 ``extra`` (derived, stored beside the payload) ``= position (u32 BE) of each entry's first
 byte, then the payload's end || the entries-tree levels from`` :data:`STORED_FROM` ``up, in
 level order`` (see :func:`kvcore.tree.build_levels`): a node below them is recomputed from the
-``2^STORED_FROM`` entries of its block (:mod:`kvcore.entryblocks`).
+``2^STORED_FROM`` entries of its block (:func:`kvcore.runs.block_of`).
 
 Neither layout is hashed: an entry's leaf is over (kind, key, value) as in format v1
 (:func:`kvcore.hashing.entry_leaf_hash`), so both formats give the same hashes and proofs.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
+from itertools import accumulate, islice
 
 from kvcore.hashing import HEADER_SIZE, encode_header
 from kvcore.hashing import sha256 as _sha
@@ -32,6 +33,9 @@ STORED_FROM = 4
 """The lowest entries-tree level kept in ``extra`` (level 0 = the leaves)."""
 
 _LEAF_HEAD = struct.Struct(">BII")  # the hashed record's head (hashing.entry_leaf_data)
+_LEAF0 = struct.Struct(">BBII")  # 0x00 (a leaf) || that head
+_RESTART_MASK = RESTART - 1
+assert RESTART & _RESTART_MASK == 0, "RESTART is a power of two"
 _SMALL = [bytes((i,)) for i in range(128)]
 
 
@@ -51,46 +55,37 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
-def shared_prefix(a: bytes, b: bytes) -> int:
-    """How many leading bytes ``a`` and ``b`` have in common (two int conversions, no loop)."""
-    m = min(len(a), len(b))
-    if not m:
-        return 0
-    x = int.from_bytes(a[:m], "big") ^ int.from_bytes(b[:m], "big")
-    return m - ((x.bit_length() + 7) >> 3)
-
-
 def encode(
     tx_id: int, timestamp_ns: int, writes: Sequence[tuple[bytes, bytes | None]]
 ) -> tuple[bytes, bytes, bytes, list[int]]:
     """(payload, extra, header bytes, byte position of each entry) for ``writes``:
     ``(key, value)`` pairs, a value of None being a tombstone (kind 1, empty value)."""
-    sha, pack, small, vi, common = _sha, _LEAF_HEAD.pack, _SMALL, varint, shared_prefix
+    sha, pack, small, vi, from_bytes = _sha, _LEAF0.pack, _SMALL, varint, int.from_bytes
     parts: list[bytes] = []
     leaves: list[bytes] = []
-    positions: list[int] = []
-    pos = HEADER_SIZE
+    add_part, add_leaf = parts.append, leaves.append
     prev = b""
     for i, (key, value) in enumerate(writes):
         kind = 0
         if value is None:
             kind, value = 1, b""
         klen, vlen = len(key), len(value)
-        leaves.append(sha(b"\x00" + pack(kind, klen, vlen) + key + value).digest())
-        shared = common(prev, key) if i % RESTART else 0
+        add_leaf(sha(pack(0, kind, klen, vlen) + key + value).digest())
+        shared = 0
+        if i & _RESTART_MASK and (m := min(len(prev), klen)):  # bytes shared with prev
+            shared = m - (((from_bytes(prev[:m], "big") ^ from_bytes(key[:m], "big")).bit_length() + 7) >> 3)
         slen = klen - shared
         if shared < 0x80 and slen < 0x80 and vlen < 0x80:
             head = bytes((kind, shared, slen, vlen))
         else:
             head = small[kind] + vi(shared) + vi(slen) + vi(vlen)
-        part = head + key[shared:] + value if shared else head + key + value
-        parts.append(part)
-        positions.append(pos)
-        pos += len(part)
+        add_part(head + key[shared:] + value if shared else head + key + value)
         prev = key
+    positions = list(accumulate(map(len, parts), initial=HEADER_SIZE))
     nodes, root = build_levels(leaves, STORED_FROM)
     header = encode_header(tx_id, timestamp_ns, len(leaves), root)
-    table = struct.pack(f">{len(positions) + 1}I", *positions, pos)
+    table = struct.pack(f">{len(positions)}I", *positions)
+    positions.pop()
     return header + b"".join(parts), table + nodes, header, positions
 
 
@@ -124,36 +119,68 @@ def head_at(buf: bytes, p: int) -> tuple[int, int, int, int, int]:
         raise Malformed(f"the entry at byte {p} is cut short") from None
 
 
-def decode_run(buf: bytes, positions: Sequence[int], index: int) -> list[tuple[int, bytes, bytes]]:
+def decode_run(
+    buf: bytes, positions: Sequence[int], index: int, prefix: bytes = b""
+) -> list[tuple[int, bytes, bytes]]:
     """(kind, key, value) of consecutive entries, the first being entry ``index`` of its
-    transaction (a restart): ``positions`` are their payload positions then where the last
-    one ends, ``buf`` the payload's bytes from ``positions[0]`` to ``positions[-1]``.
-    Every entry must end where the next begins."""
+    transaction: ``positions`` are their payload positions then where the last one ends,
+    ``buf`` the payload's bytes from ``positions[0]`` to ``positions[-1]``, ``prefix`` the
+    bytes the first entry's key shares with the key before it (:func:`key_prefix`; none at
+    a restart). Every entry must end where the next begins."""
     base = positions[0]
     out: list[tuple[int, bytes, bytes]] = []
     append = out.append
-    prev = b""
-    size = len(buf)
+    prev = prefix
     p = 0
+    i = index
     try:
-        for j in range(1, len(positions)):
-            end = positions[j] - base
-            if positions[j - 1] - base != p or end > size:
-                raise Malformed(f"entry {index + j - 1} is not where its position says")
-            kind, shared = buf[p], buf[p + 1]
-            if shared < 0x80 and (slen := buf[p + 2]) < 0x80 and (vlen := buf[p + 3]) < 0x80:
-                q = p + 4
-            else:
+        for nxt in islice(positions, 1, None):
+            kind, shared, slen, vlen = buf[p], buf[p + 1], buf[p + 2], buf[p + 3]
+            if (shared | slen | vlen) >= 0x80:
                 kind, shared, slen, vlen, q = _head(buf, p)
+            else:
+                q = p + 4
             k1 = q + slen
             p = k1 + vlen
-            if kind > 1 or p != end or shared > len(prev) or (shared and (index + j - 1) % RESTART == 0):
-                raise Malformed(f"entry {index + j - 1} is malformed")
+            if p != nxt - base or kind > 1 or shared > len(prev) or (shared and not i % RESTART):
+                raise Malformed(f"entry {i} is malformed, or not where its position says")
             prev = prev[:shared] + buf[q:k1] if shared else buf[q:k1]
             append((kind, prev, buf[k1:p]))
+            i += 1
     except IndexError:
-        raise Malformed(f"entry {index + len(out)} is cut short") from None
+        raise Malformed(f"entry {i} is cut short") from None
+    if p > len(buf):
+        raise Malformed(f"entry {i - 1} is cut short")
     return out
+
+
+def shared_at(buf: bytes, p: int) -> int:
+    """How many bytes the key of the entry at byte ``p`` shares with the key before it."""
+    return head_at(buf, p)[1]
+
+
+def key_prefix(buf: bytes, positions: Sequence[int], index: int, need: int) -> bytes:
+    """The first ``need`` bytes of the key of the last of the consecutive entries ``index ..``
+    (a restart first) at ``positions`` (then where the last ends) in ``buf``, resolved from
+    their heads backwards: only the entries whose stored suffix holds some of those bytes are
+    looked at, and no whole key is rebuilt."""
+    base = positions[0]
+    pieces = []
+    try:
+        for j in range(len(positions) - 2, -1, -1):
+            kind, shared, slen, vlen, q = _head(buf, positions[j] - base)
+            if q + slen + vlen != positions[j + 1] - base or kind > 1 or (shared and not (index + j) % RESTART):
+                raise Malformed(f"entry {index + j} is malformed, or not where its position says")
+            if need > shared:
+                if need - shared > slen:
+                    raise Malformed(f"entry {index + j + 1} shares more than the key before it holds")
+                pieces.append(buf[q : q + need - shared])
+                need = shared
+            if not need:
+                return b"".join(reversed(pieces))
+    except IndexError:
+        raise Malformed(f"an entry after entry {index} is cut short") from None
+    raise Malformed(f"entry {index + len(positions) - 1} shares more than the key before it holds")
 
 
 def iter_entries(payload: bytes) -> Iterator[tuple[int, int, bytes, bytes]]:
@@ -162,38 +189,41 @@ def iter_entries(payload: bytes) -> Iterator[tuple[int, int, bytes, bytes]]:
     pos, end = HEADER_SIZE, len(payload)
     prev = b""
     i = 0
-    while pos < end:
-        try:
-            kind, shared, slen, vlen, q = _head(payload, pos)
-        except IndexError:
-            raise Malformed(f"entry at byte {pos} is cut short") from None
-        k1 = q + slen
-        nxt = k1 + vlen
-        if nxt > end or kind > 1 or shared > len(prev) or (shared and i % RESTART == 0):
-            raise Malformed(f"entry at byte {pos} is malformed")
-        prev = prev[:shared] + payload[q:k1]
-        yield pos, kind, prev, payload[k1:nxt]
-        pos = nxt
-        i += 1
+    try:
+        while pos < end:
+            kind, shared, slen, vlen = payload[pos], payload[pos + 1], payload[pos + 2], payload[pos + 3]
+            if (shared | slen | vlen) >= 0x80:
+                kind, shared, slen, vlen, q = _head(payload, pos)
+            else:
+                q = pos + 4
+            k1 = q + slen
+            nxt = k1 + vlen
+            if nxt > end or kind > 1 or shared > len(prev) or (shared and not i % RESTART):
+                raise Malformed(f"entry at byte {pos} is malformed")
+            prev = prev[:shared] + payload[q:k1] if shared else payload[q:k1]
+            yield pos, kind, prev, payload[k1:nxt]
+            pos = nxt
+            i += 1
+    except IndexError:
+        raise Malformed(f"entry at byte {pos} is cut short") from None
 
 
-def _leaves_and_positions(payload: bytes) -> tuple[list[bytes], list[int]]:
+def rebuild(payload: bytes) -> tuple[list[tuple[int, int, bytes, bytes]], bytes, bytes]:
+    """(the entries as :func:`iter_entries`, ``extra``, the entries root) recomputed from a
+    payload in one pass (the audit's)."""
     sha, pack = _sha, _LEAF_HEAD.pack
-    leaves, positions = [], []
-    for pos, kind, key, value in iter_entries(payload):
-        positions.append(pos)
-        leaves.append(sha(b"\x00" + pack(kind, len(key), len(value)) + key + value).digest())
-    positions.append(len(payload))
-    return leaves, positions
+    entries = list(iter_entries(payload))
+    leaves = [sha(b"\x00" + pack(kind, len(key), len(value)) + key + value).digest() for _p, kind, key, value in entries]
+    nodes, root = build_levels(leaves, STORED_FROM)
+    table = struct.pack(f">{len(entries) + 1}I", *[e[0] for e in entries], len(payload))
+    return entries, table + nodes, root
 
 
 def extra_for(payload: bytes) -> bytes:
     """Recompute a payload's ``extra`` (audit and repair)."""
-    leaves, positions = _leaves_and_positions(payload)
-    nodes, _root = build_levels(leaves, STORED_FROM)
-    return struct.pack(f">{len(positions)}I", *positions) + nodes
+    return rebuild(payload)[1]
 
 
 def entries_root(payload: bytes) -> bytes:
     """Recompute the entries root of a payload from its entries."""
-    return build_levels(_leaves_and_positions(payload)[0], STORED_FROM)[1]
+    return rebuild(payload)[2]

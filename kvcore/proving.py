@@ -4,7 +4,9 @@ and consistency proofs between states (:meth:`~Prover.prove_consistency`).
 
 A :class:`Prover` reads through a :class:`kvcore.proofsource.ProofSource` (each transaction's
 header, its stored entries tree in ``extra``, its payload's bytes, the ledger tree's subtree
-hashes) and keeps the caches that make proofs fast. :class:`kvcore.ledger.Ledger` owns one
+hashes) and keeps the caches that make proofs fast. In storage format 2 ``extra`` holds the
+entries tree from level 4 up: a node below is recomputed from its block of 16 entries of the
+payload (:meth:`Prover._block`, :mod:`kvcore.runs`). :class:`kvcore.ledger.Ledger` owns one
 and delegates its proof methods to it. The proofs are verified by :mod:`kvcore.verify`.
 """
 
@@ -69,7 +71,7 @@ class Prover:
         self._source = source
         self._codec = codec
         self._low = codec.stored_from  # levels below are recomputed from the payload
-        self._blocks: dict[tuple[int, int], list[list[bytes]]] = {}
+        self._blocks: dict[tuple[int, int], bytes] = {}
         self.extra_cache = ExtraCache()
         self._extra_lock = threading.Lock()
         self._path_uppers: dict[tuple[int, int], tuple[bytes, ...]] = {}
@@ -192,6 +194,14 @@ class Prover:
         cut, head = len(suffix), _ENTRY_HEAD_SIZE
         hint = self._run_hints.get(suffix, 0)
         coded = self._codec.restart != 1
+        if coded and hint < count and self._low and (tx_id, (first + hint) >> self._low) not in self._blocks:
+            # the entry where the last match was, from its block, which its proof needs too
+            i = first + hint
+            entries = self._block_entries(tx_id, n, i >> self._low, blob)
+            kind, key, value = entries[i & ((1 << self._low) - 1)]
+            if len(key) == key_len and key.endswith(suffix):
+                return None if kind == KIND_DELETE else (i, value, self._found(header, state, i, blob))
+            hint = count  # not there: search the run
         if hint < count:  # first read only the entry where the last match was
             i = first + hint
             if blob is not None:
@@ -358,9 +368,10 @@ class Prover:
         if not depth:
             return []
         b = index >> low
-        block = self._block(tx_id, n, b, blob)
+        nodes = self._block(tx_id, n, b, blob)
+        size = min(1 << low, n - (b << low))
+        starts = _block_starts(size)
         local = index - (b << low)
-        size = len(block[0])
         path: list[bytes] = []
         for level in range(depth):
             sib = (local >> level) ^ 1
@@ -368,25 +379,32 @@ class Prover:
             if s >= size:  # the rightmost node of its level, promoted: no sibling
                 continue
             if s + (1 << level) <= size:
-                path.append(block[level][sib])
+                p = (starts[level] + sib) * HASH_SIZE
+                path.append(nodes[p : p + HASH_SIZE])
             else:  # an incomplete subtree at the block's (the transaction's) right edge
-                path.append(subtree_hash(lambda lv, i: block[lv][i], s, size))
+                path.append(subtree_hash(_block_reader(nodes, starts), s, size))
         return path
 
-    def _block(self, tx_id: int, n: int, b: int, blob: bytes | None) -> list[list[bytes]]:
-        """The unstored levels of block ``b`` of a transaction's entries tree (its
-        ``2^stored_from`` entries read, decoded and hashed: :func:`kvcore.runs.block_of`);
-        the last 4,096 blocks are kept."""
-        blocks = self._blocks
-        key = (tx_id, b)
-        hit = blocks.get(key)
+    def _block(self, tx_id: int, n: int, b: int, blob: bytes | None) -> bytes:
+        """The unstored levels of block ``b`` of a transaction's entries tree, in level order
+        (its ``2^stored_from`` entries read, decoded and hashed: :func:`kvcore.runs.block_of`);
+        the last _BLOCKS blocks are kept."""
+        hit = self._blocks.get((tx_id, b))
         if hit is None:
-            src = self._source
-            hit = block_of(self._codec, src.payload_bytes, src.extra_bytes, tx_id, n, b, blob)
-            if len(blocks) >= 4096:
-                blocks.clear()
-            blocks[key] = hit
+            self._block_entries(tx_id, n, b, blob)
+            hit = self._blocks[(tx_id, b)]
         return hit
+
+    def _block_entries(self, tx_id: int, n: int, b: int, blob: bytes | None) -> list[tuple[int, bytes, bytes]]:
+        """The entries of block ``b`` of a transaction, read and decoded; its unstored levels
+        are computed and kept on the way (:meth:`_block`)."""
+        src = self._source
+        entries, nodes = block_of(self._codec, src.payload_bytes, src.extra_bytes, tx_id, n, b, blob)
+        blocks = self._blocks
+        if len(blocks) >= _BLOCKS:
+            blocks.clear()
+        blocks[(tx_id, b)] = nodes
+        return entries
 
     def _node_reader(self, tx_id: int, n: int, blob: bytes | None) -> Callable[[int, int], bytes]:
         """Complete subtree (level, index) of a transaction's entries tree: from its stored
@@ -399,7 +417,9 @@ class Prover:
         def node(level: int, i: int) -> bytes:
             if level < low:
                 b = (i << level) >> low
-                return self._block(tx_id, n, b, blob)[level][i - (b << (low - level))]
+                starts = _block_starts(min(1 << low, n - (b << low)))
+                p = (starts[level] + i - (b << (low - level))) * HASH_SIZE
+                return self._block(tx_id, n, b, blob)[p : p + HASH_SIZE]
             p = offsets[level] + i * HASH_SIZE
             if blob is not None:
                 return blob[p : p + HASH_SIZE]
@@ -544,6 +564,28 @@ class Prover:
 
 
 _positions = positions_table
+_BLOCKS = 16384  # recomputed entries-tree blocks kept (format 2: ~1 KB each)
+
+
+def _block_starts(size: int) -> list[int]:
+    """Where each level of a block of ``size`` entries begins in its nodes (cached)."""
+    starts = _BLOCK_STARTS.get(size)
+    if starts is None:
+        starts = _BLOCK_STARTS[size] = level_starts(size)
+    return starts
+
+
+_BLOCK_STARTS: dict[int, list[int]] = {}
+
+
+def _block_reader(nodes: bytes, starts: list[int]) -> Callable[[int, int], bytes]:
+    """Complete subtree (level, index) within a block, from its recomputed ``nodes``."""
+
+    def node(level: int, i: int) -> bytes:
+        p = (starts[level] + i) * HASH_SIZE
+        return nodes[p : p + HASH_SIZE]
+
+    return node
 _U32x2 = struct.Struct(">II")
 
 

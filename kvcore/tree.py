@@ -174,15 +174,16 @@ class MerkleTree:
         return merkle.consistency_path(old_size, new_size, self.subtree)
 
 
-def block_levels(leaves: Sequence[bytes], levels: int) -> list[list[bytes]]:
+def block_levels(leaves: Sequence[bytes], levels: int) -> bytes:
     """Levels ``0 .. levels-1`` of the complete subtrees over ``leaves`` (a block of a
-    transaction's entries that starts at a multiple of ``2^levels``): level ``l`` holds
-    ``len(leaves) >> l`` hashes. Format v2 recomputes these from the payload."""
+    transaction's entries that starts at a multiple of ``2^levels``), in level order as
+    :func:`build_levels` lays them out (level ``l`` holds ``len(leaves) >> l`` hashes: see
+    :func:`level_starts`). Format v2 recomputes these from the payload."""
     sha = _sha
-    out = [list(leaves)]
-    level = out[0]
+    level = list(leaves)
+    out = [b"".join(level)]
     for _ in range(1, levels):
         pairs = iter(level)
         level = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs)]
-        out.append(level)
-    return out
+        out.append(b"".join(level))
+    return b"".join(out)

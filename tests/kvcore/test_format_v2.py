@@ -88,6 +88,14 @@ def test_damaged_v2_bytes_decode_to_an_error_or_to_entries(writes: Writes, data)
             payload_v2.decode_run(candidate[table[0] :], table, 0)
         except payload_v2.Malformed:
             pass
+        at = data.draw(st.integers(0, len(positions) - 1))  # a run from an entry after a restart
+        r = at - at % payload_v2.RESTART
+        try:
+            need = payload_v2.shared_at(candidate, table[at]) if at > r else 0
+            prefix = payload_v2.key_prefix(candidate[table[r] :], table[r : at + 1], r, need) if need else b""
+            payload_v2.decode_run(candidate[table[at] :], table[at:], at, prefix)
+        except payload_v2.Malformed:
+            pass
 
 
 def test_v2_lengths_of_several_bytes_and_restarts():
