@@ -34,8 +34,6 @@ STORED_FROM = 4
 
 _LEAF_HEAD = struct.Struct(">BII")  # the hashed record's head (hashing.entry_leaf_data)
 _LEAF0 = struct.Struct(">BBII")  # 0x00 (a leaf) || that head
-_RESTART_MASK = RESTART - 1
-assert RESTART & _RESTART_MASK == 0, "RESTART is a power of two"
 _SMALL = [bytes((i,)) for i in range(128)]
 
 
@@ -60,33 +58,36 @@ def encode(
 ) -> tuple[bytes, bytes, bytes, list[int]]:
     """(payload, extra, header bytes, byte position of each entry) for ``writes``:
     ``(key, value)`` pairs, a value of None being a tombstone (kind 1, empty value)."""
-    sha, pack, small, vi, from_bytes = _sha, _LEAF0.pack, _SMALL, varint, int.from_bytes
-    parts: list[bytes] = []
-    leaves: list[bytes] = []
-    add_part, add_leaf = parts.append, leaves.append
-    prev = b""
-    for i, (key, value) in enumerate(writes):
-        kind = 0
-        if value is None:
-            kind, value = 1, b""
-        klen, vlen = len(key), len(value)
-        add_leaf(sha(pack(0, kind, klen, vlen) + key + value).digest())
-        shared = 0
-        if i & _RESTART_MASK and (m := min(len(prev), klen)):  # bytes shared with prev
-            shared = m - (((from_bytes(prev[:m], "big") ^ from_bytes(key[:m], "big")).bit_length() + 7) >> 3)
-        slen = klen - shared
-        if shared < 0x80 and slen < 0x80 and vlen < 0x80:
-            head = bytes((kind, shared, slen, vlen))
-        else:
-            head = small[kind] + vi(shared) + vi(slen) + vi(vlen)
-        add_part(head + key[shared:] + value if shared else head + key + value)
-        prev = key
+    sha, pack, fb, head = _sha, _LEAF0.pack, int.from_bytes, _head_bytes
+    keys = [w[0] for w in writes]
+    kinds = [0 if w[1] is not None else 1 for w in writes]
+    values = [b"" if v is None else v for _k, v in writes]
+    leaves = [sha(pack(0, kd, len(k), len(v)) + k + v).digest() for kd, k, v in zip(kinds, keys, values)]
+    # the bytes each key shares with the one before: where the two keys, as integers cut to
+    # the shorter's length, first differ (no loop over bytes); none at a restart
+    ints = [fb(k, "big") for k in keys]
+    lens = [len(k) for k in keys]
+    shared = [0]
+    shared += [
+        m - ((((a >> ((la - m) << 3)) ^ (b >> ((lb - m) << 3))).bit_length() + 7) >> 3) if (m := min(la, lb)) else 0
+        for a, b, la, lb in zip(ints, islice(ints, 1, None), lens, islice(lens, 1, None))
+    ]
+    shared[::RESTART] = [0] * len(range(0, len(shared), RESTART))
+    parts = [
+        (bytes((kd, s, sl, len(v))) if (s | sl | len(v)) < 0x80 else head(kd, s, sl, len(v))) + k[s:] + v
+        for kd, s, k, v, sl in zip(kinds, shared, keys, values, [len(k) - s for k, s in zip(keys, shared)])
+    ]
     positions = list(accumulate(map(len, parts), initial=HEADER_SIZE))
     nodes, root = build_levels(leaves, STORED_FROM)
     header = encode_header(tx_id, timestamp_ns, len(leaves), root)
     table = struct.pack(f">{len(positions)}I", *positions)
     positions.pop()
     return header + b"".join(parts), table + nodes, header, positions
+
+
+def _head_bytes(kind: int, shared: int, slen: int, vlen: int) -> bytes:
+    """An entry's head when a length needs more than one byte."""
+    return _SMALL[kind] + varint(shared) + varint(slen) + varint(vlen)
 
 
 def _head(buf: bytes, p: int) -> tuple[int, int, int, int, int]:
