@@ -7,8 +7,8 @@ product's own functions with nothing around them, each row doing every stage bef
 
 1. ``flatten``: :func:`docstore.documents.flatten.flatten_raw` (a pointer and an orjson value per scalar);
 2. ``+ entries``: the salted property entries and the header (:mod:`docstore.documents.records`);
-3. ``+ ledger encoding``: :func:`kvcore.payload.encode` (framing, a SHA-256 leaf per entry,
-   the entries tree).
+3. ``+ ledger encoding``: the encoder of the format new ledgers are written in
+   (:data:`kvcore.codec.LATEST`: framing, a SHA-256 leaf per entry, the entries tree).
 
 Stage 3 leaves out schema validation, the unique, secondary and key indexes, conflict checks and
 the durable append, which ``insert_many`` does as well; so ``insert_many`` can only be slower
@@ -33,6 +33,7 @@ from benchmarks.workload import iter_batches
 from docstore.documents import records
 from docstore.documents.flatten import flatten_raw
 from kvcore import hashing, payload
+from kvcore.codec import LATEST
 from kvcore.tree import build_levels
 
 WHOLE = "insert floor: insert_many, all of it"
@@ -72,7 +73,7 @@ class _Stage:
             return
         entries = _entries(docs)
         if self.stage == 3:
-            payload.encode(1, time.time_ns(), entries)
+            LATEST.encode(1, time.time_ns(), entries)
 
     def close(self) -> None:
         pass
@@ -148,7 +149,7 @@ def run(cfg: Any) -> list[Result]:
         WHOLE: "schema, indexes, checks, durable append: what the insert_many bar measures",
         FLATTEN: "flatten_raw only",
         ENTRIES: "stage 1 + records.property_entries + header",
-        ENCODE: "stage 2 + kvcore.payload.encode: the pure-Python floor",
+        ENCODE: "stage 2 + the ledger's encoder (kvcore.codec.LATEST): the pure-Python floor",
         HASH_ONLY: "its leaf and tree hashes only, CPython's SHA-256 (a part of stage 3)",
         NATIVE: f"{counter.blocks / n:.0f} blocks/doc at {per_block * 1e9:.0f} ns (OpenSSL); no interpreter",
     }

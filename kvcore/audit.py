@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kvcore import payload
+from kvcore.codec import codec_for
 from kvcore.errors import CorruptionError
 from kvcore.hashing import HASH_SIZE, tx_leaf_hash
 from kvcore.models import State
@@ -84,6 +85,7 @@ def run_audit(
     problems: list[str] = []
     first_bad: int | None = None
     tree = MerkleTree()
+    codec = codec_for(storage.format_version)  # the ledger's format: its bytes are parsed so
     entries = 0
     last_ts = 0
 
@@ -97,7 +99,7 @@ def run_audit(
         for tx_id, body, extra in storage.scan(1):
             try:
                 header, (hid, ts, n, root) = payload.header_of(body)
-                parsed = list(payload.iter_entries(body))
+                parsed, extra_now, root_now = codec.rebuild(body)
             except ValueError as e:
                 bad(tx_id, f"cannot be decoded ({e})")
                 break
@@ -108,9 +110,9 @@ def run_audit(
             last_ts = ts
             if len(parsed) != n:
                 bad(tx_id, f"header counts {n} entries, the payload holds {len(parsed)}")
-            if payload.entries_root(body) != root:
+            if root_now != root:
                 bad(tx_id, "entries do not hash to the header's entries root")
-            if payload.extra_for(body) != extra:
+            if extra_now != extra:
                 bad(tx_id, "stored entry positions or entries-tree nodes do not match the entries")
             tree.append(tx_leaf_hash(header))
             for start in range(0, len(parsed), ENTRY_PROGRESS_EVERY):

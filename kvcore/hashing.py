@@ -67,8 +67,8 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 
 def entry_leaf_data(kind: int, key: bytes, value: bytes) -> bytes:
-    """An entry's leaf data, which is also its stored record:
-    kind (u8) || len(key) (u32 BE) || len(value) (u32 BE) || key || value."""
+    """An entry's leaf data (its stored record in storage format 1; format 2 stores it
+    front-coded): kind (u8) || len(key) (u32 BE) || len(value) (u32 BE) || key || value."""
     return _ENTRY.pack(kind, len(key), len(value)) + key + value
 
 

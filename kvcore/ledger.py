@@ -17,8 +17,9 @@ from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from kvcore import gcpause, payload
+from kvcore import gcpause, payload, payload_v2
 from kvcore.audit import AuditReport, run_audit
+from kvcore.codec import Codec, codec_for
 from kvcore.errors import (
     ClosedError,
     CorruptionError,
@@ -53,6 +54,7 @@ from kvcore.limits import (
 )
 from kvcore.models import ConsistencyProof, EntriesProof, Entry, EntryProof, State, Tx, TxHeader
 from kvcore.proving import Prover
+from kvcore.runs import read_run
 from kvcore.storage import FileStorage, Storage
 from kvcore.transaction import Transaction
 from kvcore.tree import MerkleTree, node_count
@@ -108,6 +110,7 @@ class Ledger:
         self._closed = False
         self._opened = False
         self.recovery_notes: list[str] = list(storage.recovery_notes)
+        self._codec = codec = codec_for(storage.format_version)
         count = storage.tx_count()
         try:
             policy = IndexPolicy(unindexed_prefixes)
@@ -117,7 +120,7 @@ class Ledger:
             self._tree = self._load_tree(count)
             self._tx_count = count
             self._index = LedgerIndex(
-                storage.index_path(), policy, _IndexLog(storage, self._tree),
+                storage.index_path(), policy, _IndexLog(storage, self._tree, codec),
                 readonly=storage.readonly, lag=index_lag, lock=self._write_lock, note=self._note,
             )
             self._index.progress = progress
@@ -147,7 +150,8 @@ class Ledger:
                 key_locations=self._index.locations,
                 entry_kind=lambda loc, key: self._read_entry(loc, key)[0],
                 tx_subtree_hash=self._tree.subtree,
-            )
+            ),
+            codec,
         )
         self._opened = True
         for note in self.recovery_notes:
@@ -280,6 +284,11 @@ class Ledger:
         """Id of the newest committed transaction (0 for an empty ledger)."""
         return self._tx_count
 
+    @property
+    def format_version(self) -> int:
+        """The storage format of the ledger's transactions (kvcore.codec; docs/storage.md)."""
+        return self._codec.version
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("the ledger is closed")
@@ -294,7 +303,7 @@ class Ledger:
             for tx_id, body, _extra in self._storage.scan(old + 1):
                 header_raw, _ = _header_of(tx_id, body)
                 self._tree.append(tx_leaf_hash(header_raw))
-                batches.append(_batch_of(tx_id, body))
+                batches.append(_batch_of(self._codec, tx_id, body))
             if self._storage.readonly:
                 self._index.refresh(batches, new)
             self._tx_count = new
@@ -385,7 +394,7 @@ class Ledger:
                 check(self._tx_count)
             tx_id = self._tx_count + 1
             ts = max(time.time_ns(), self._last_ts)
-            body, extra, header, positions = payload.encode(tx_id, ts, writes)
+            body, extra, header, positions = self._codec.encode(tx_id, ts, writes)
             if len(body) > MAX_TX_BYTES:
                 raise LimitError(
                     f"transaction of {len(body)} bytes exceeds the limit of {MAX_TX_BYTES} bytes"
@@ -419,6 +428,8 @@ class Ledger:
         tx_id, pos = loc >> 56, loc & 0xFFFFFFFF
         if not 0 < tx_id <= self._tx_count:  # (a damaged index could name any transaction)
             raise _corrupt(tx_id, key)
+        if self._codec.restart != 1:
+            return self._read_coded(tx_id, (loc >> 32) & 0xFFFFFF, pos, key)
         head = _ENTRY_HEAD_SIZE + len(key)
         buf = self._storage.read(tx_id, pos, head + _READ_AHEAD)
         if len(buf) < head:
@@ -426,11 +437,39 @@ class Ledger:
         kind, klen, vlen = _unpack_entry_head(buf)
         if klen != len(key) or buf[_ENTRY_HEAD_SIZE:head] != key or kind > 1:
             raise _corrupt(tx_id, key)
-        if head + vlen > len(buf):
-            buf = self._storage.read(tx_id, pos, head + vlen)
-            if len(buf) < head + vlen:
+        return kind, self._value_at(tx_id, pos, buf, head, vlen, key)
+
+    def _value_at(self, tx_id: int, pos: int, buf: bytes, v0: int, vlen: int, key: bytes) -> bytes:
+        """The ``vlen`` bytes from ``v0`` of the entry at ``pos`` read ahead as ``buf`` (read
+        again, whole, when the read-ahead fell short)."""
+        if v0 + vlen > len(buf):
+            buf = self._storage.read(tx_id, pos, v0 + vlen)
+            if len(buf) < v0 + vlen:
                 raise _corrupt(tx_id, key)
-        return kind, buf[head : head + vlen]
+        return buf[v0 : v0 + vlen]
+
+    def _read_coded(self, tx_id: int, ordinal: int, pos: int, key: bytes) -> tuple[int, bytes]:
+        """:meth:`_read_entry` in a format of front-coded keys: the entry is read alone when it
+        stores its whole key (at a restart, or when it shares nothing with the key before it),
+        else from the restart before it."""
+        buf = self._storage.read(tx_id, pos, 16 + len(key) + _READ_AHEAD)
+        try:
+            kind, shared, klen, vlen, k0 = payload_v2.head_at(buf, 0)
+        except ValueError:
+            raise _corrupt(tx_id, key) from None
+        if shared:
+            codec = self._codec
+            if ordinal % codec.restart == 0:  # a restart shares nothing
+                raise _corrupt(tx_id, key)
+            positions, entries = read_run(codec, self._storage.read, self._storage.read_extra, tx_id, ordinal, 1, what=key)
+            kind, got, value = entries[0]
+            if positions[0] != pos or got != key:
+                raise _corrupt(tx_id, key)
+            return kind, value
+        k1 = k0 + klen
+        if klen != len(key) or buf[k0:k1] != key or kind > 1:
+            raise _corrupt(tx_id, key)
+        return kind, self._value_at(tx_id, pos, buf, k1, vlen, key)
 
     def get(self, key: bytes, at_tx: int | None = None) -> Entry:
         """The newest revision of ``key`` (as of transaction ``at_tx``).
@@ -616,7 +655,7 @@ class Ledger:
         check_tx(tx_id, self._tx_count)
         body = self._storage.read_tx(tx_id)
         _, (tid, ts, n, root) = _header_of(tx_id, body)
-        parsed = _entries_of(tx_id, body)
+        parsed = _entries_of(self._codec, tx_id, body)
         revs = self._index.revisions([(key, make_loc(tx_id, i, pos)) for i, (pos, _k, key, _v) in enumerate(parsed)])
         entries = [
             Entry(key, value, tx_id, rev, kind == KIND_DELETE, i)
@@ -655,37 +694,18 @@ class Ledger:
             )
         if count == 0:
             return []
-        table = self._storage.read_extra(tx_id, 4 * start, 4 * (count + 1))  # only the slice needed
-        if len(table) != 4 * (count + 1):
-            raise _corrupt(tx_id, b"<entry positions>")
-        positions = struct.unpack(f">{count + 1}I", table)
-        first = positions[0]
-        buf = self._storage.read(tx_id, first, positions[-1] - first)
-        if len(buf) != positions[-1] - first or any(a > b for a, b in zip(positions, positions[1:])):
-            raise _corrupt(tx_id, b"<entry positions>")
-        unpack = payload.ENTRY_HEAD.unpack_from
-        head = payload.ENTRY_HEAD_SIZE
-        out: list[Any] = []
-        for i in range(count):
-            p = positions[i] - first
-            try:
-                kind, klen, vlen = unpack(buf, p)
-            except struct.error:
-                raise _corrupt(tx_id, b"<entry head>") from None
-            k0 = p + head
-            key = buf[k0 : k0 + klen]
-            if raw:
-                out.append((key, None if kind == KIND_DELETE else buf[k0 + klen : k0 + klen + vlen]))
-                continue
-            out.append(
-                Entry(key, buf[k0 + klen : k0 + klen + vlen], tx_id, 0, kind == KIND_DELETE, start + i)
-            )
-        if not raw:
-            revs = self._index.revisions(
-                [(e.key, make_loc(tx_id, e.index, positions[e.index - start])) for e in out]
-            )
-            out = [e._replace(revision=r) for e, r in zip(out, revs)]
-        return out
+        positions, entries = read_run(
+            self._codec, self._storage.read, self._storage.read_extra, tx_id, start, count, what=b"<entry run>"
+        )
+        if raw:
+            return [(key, None if kind == KIND_DELETE else value) for kind, key, value in entries]
+        revs = self._index.revisions(
+            [(key, make_loc(tx_id, start + i, pos)) for i, ((_k, key, _v), pos) in enumerate(zip(entries, positions))]
+        )
+        return [
+            Entry(key, value, tx_id, rev, kind == KIND_DELETE, start + i)
+            for i, ((kind, key, value), rev) in enumerate(zip(entries, revs))
+        ]
 
     def header(self, tx_id: int) -> TxHeader:
         """The header of a committed transaction (cached: headers never change)."""
@@ -850,9 +870,10 @@ class _IndexLog:
     """What the key index reads of the log (:class:`kvcore.indexopen.IndexLog`): decoded
     transactions of the storage, roots of the tree."""
 
-    def __init__(self, storage: Storage, tree: MerkleTree) -> None:
+    def __init__(self, storage: Storage, tree: MerkleTree, codec: Codec) -> None:
         self._storage = storage
         self._tree = tree
+        self._codec = codec
 
     def batches(self, first: int, last: int) -> Iterator[Batch]:
         if first > last:
@@ -860,7 +881,7 @@ class _IndexLog:
         for tx_id, body, _extra in self._storage.scan(first):
             if tx_id > last:
                 return
-            yield _batch_of(tx_id, body)
+            yield _batch_of(self._codec, tx_id, body)
 
     def head(self, tx_id: int, k: int) -> list[tuple[bytes, int]]:
         """(key, loc) of the first ``k`` entries of ``tx_id``: a few reads of their heads, not
@@ -868,6 +889,11 @@ class _IndexLog:
         storage = self._storage
         n = _header_of(tx_id, storage.read(tx_id, 0, HEADER_SIZE))[1][2]
         k = min(k, n)
+        if k <= 0:
+            return []
+        if self._codec.restart != 1:  # front-coded keys: the run from the first restart
+            positions, entries = read_run(self._codec, storage.read, storage.read_extra, tx_id, 0, k, what=b"<entry head>")
+            return [(key, make_loc(tx_id, i, pos)) for i, ((_kind, key, _v), pos) in enumerate(zip(entries, positions))]
         raw = storage.read_extra(tx_id, 0, 4 * k)
         if len(raw) != 4 * k:
             raise _corrupt(tx_id, b"<entry positions>")
@@ -887,9 +913,9 @@ class _IndexLog:
         return self._tree.root(tx_id) if tx_id else b""
 
 
-def _batch_of(tx_id: int, body: bytes) -> Batch:
+def _batch_of(codec: Codec, tx_id: int, body: bytes) -> Batch:
     """A stored transaction as the key index takes it: (tx_id, every entry's (key, loc), n)."""
-    items = [(key, make_loc(tx_id, i, pos)) for i, (pos, _k, key, _v) in enumerate(_entries_of(tx_id, body))]
+    items = [(key, make_loc(tx_id, i, pos)) for i, (pos, _k, key, _v) in enumerate(_entries_of(codec, tx_id, body))]
     return tx_id, items, len(items)
 
 
@@ -898,10 +924,10 @@ def _check_lag(index_lag: object) -> None:
         raise InvalidInputError(f"index_lag is a number of entries >= 0, got {index_lag!r}")
 
 
-def _entries_of(tx_id: int, body: bytes) -> list[tuple[int, int, bytes, bytes]]:
+def _entries_of(codec: Codec, tx_id: int, body: bytes) -> list[tuple[int, int, bytes, bytes]]:
     """A stored payload's entries; a malformed payload is a CorruptionError, not a ValueError."""
     try:
-        return list(payload.iter_entries(body))
+        return list(codec.iter_entries(body))
     except ValueError as e:
         raise _undecodable(tx_id, e) from None
 

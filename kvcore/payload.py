@@ -1,4 +1,6 @@
-"""The byte layout of a transaction (format v1, see docs/storage.md).
+"""The byte layout of a transaction in ledger storage format v1 (see docs/storage.md), which
+ledgers created before format v2 keep (:mod:`kvcore.codec`; new ledgers: :mod:`kvcore.payload_v2`).
+The header helpers here serve both formats (the header is the same).
 
 ``payload = header (53 bytes, see hashing) || entry*`` where
 ``entry = kind (u8) || key_len (u32 BE) || value_len (u32 BE) || key || value``.
@@ -41,26 +43,28 @@ def encode(
     return header + b"".join(parts), table + nodes, header, positions
 
 
+def rebuild(payload: bytes) -> tuple[list[tuple[int, int, bytes, bytes]], bytes, bytes]:
+    """(the entries as :func:`iter_entries`, ``extra``, the entries root) recomputed from a
+    payload in one pass (the audit's)."""
+    sha = _sha
+    entries = list(iter_entries(payload))
+    leaves = [
+        sha(b"\x00" + payload[pos : pos + ENTRY_HEAD_SIZE + len(key) + len(value)]).digest()
+        for pos, _kind, key, value in entries
+    ]
+    nodes, root = build_levels(leaves)
+    table = struct.pack(f">{len(entries) + 1}I", *[e[0] for e in entries], len(payload))
+    return entries, table + nodes, root
+
+
 def extra_for(payload: bytes) -> bytes:
     """Recompute a payload's ``extra`` (audit and repair)."""
-    sha = _sha
-    positions, leaves = [], []
-    for pos, _kind, key, value in iter_entries(payload):
-        positions.append(pos)
-        end = pos + ENTRY_HEAD_SIZE + len(key) + len(value)
-        leaves.append(sha(b"\x00" + payload[pos:end]).digest())
-    positions.append(len(payload))
-    nodes, _root = build_levels(leaves)
-    return struct.pack(f">{len(positions)}I", *positions) + nodes
+    return rebuild(payload)[1]
 
 
 def entries_root(payload: bytes) -> bytes:
     """Recompute the entries root of a payload from its entries."""
-    leaves = [
-        _sha(b"\x00" + payload[pos : pos + ENTRY_HEAD_SIZE + len(key) + len(value)]).digest()
-        for pos, _kind, key, value in iter_entries(payload)
-    ]
-    return build_levels(leaves)[1]
+    return rebuild(payload)[2]
 
 
 def iter_entries(payload: bytes) -> Iterator[tuple[int, int, bytes, bytes]]:
@@ -80,6 +84,33 @@ def iter_entries(payload: bytes) -> Iterator[tuple[int, int, bytes, bytes]]:
         pos = nxt
 
 
+def decode_run(
+    buf: bytes, positions: Sequence[int], index: int = 0, prefix: bytes = b""
+) -> list[tuple[int, bytes, bytes]]:
+    """(kind, key, value) of consecutive entries: ``positions`` are their payload positions
+    then where the last one ends, ``buf`` the payload's bytes from ``positions[0]`` to
+    ``positions[-1]`` (``index``, the first one's index, and ``prefix`` are not needed: every
+    v1 entry stands alone). ValueError unless every entry ends where the next begins."""
+    base = positions[0]
+    unpack = ENTRY_HEAD.unpack_from
+    head = ENTRY_HEAD_SIZE
+    out: list[tuple[int, bytes, bytes]] = []
+    append = out.append
+    size = len(buf)
+    for j in range(1, len(positions)):
+        p = positions[j - 1] - base
+        end = positions[j] - base
+        if p < 0 or p + head > end or end > size:
+            raise ValueError(f"entry {index + j - 1} is not where its position says")
+        kind, klen, vlen = unpack(buf, p)
+        k0 = p + head
+        k1 = k0 + klen
+        if kind > 1 or k1 + vlen != end:
+            raise ValueError(f"entry {index + j - 1} is malformed")
+        append((kind, buf[k0:k1], buf[k1:end]))
+    return out
+
+
 def header_of(payload: bytes) -> tuple[bytes, tuple[int, int, int, bytes]]:
     if len(payload) < HEADER_SIZE:
         raise ValueError("payload is shorter than a header")
@@ -87,4 +118,7 @@ def header_of(payload: bytes) -> tuple[bytes, tuple[int, int, int, bytes]]:
     return raw, decode_header(raw)
 
 
-__all__ = ["encode", "extra_for", "entries_root", "iter_entries", "header_of", "tx_leaf_hash", "ENTRY_HEAD", "ENTRY_HEAD_SIZE"]
+__all__ = [
+    "encode", "rebuild", "extra_for", "entries_root", "iter_entries", "decode_run", "header_of", "tx_leaf_hash",
+    "ENTRY_HEAD", "ENTRY_HEAD_SIZE",
+]

@@ -38,7 +38,8 @@ class ProofSource(Protocol):
 
     def extra_bytes(self, tx_id: int, start: int, length: int) -> bytes:
         """Up to ``length`` bytes of transaction ``tx_id``'s stored ``extra`` (its entries'
-        positions, then its entries tree in level order: :mod:`kvcore.payload`) from
+        positions, then its entries tree in level order, the levels its format stores:
+        :mod:`kvcore.codec`) from
         ``start`` (fewer at its end: the prover checks the length it gets)."""
         ...
 

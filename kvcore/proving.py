@@ -4,7 +4,9 @@ and consistency proofs between states (:meth:`~Prover.prove_consistency`).
 
 A :class:`Prover` reads through a :class:`kvcore.proofsource.ProofSource` (each transaction's
 header, its stored entries tree in ``extra``, its payload's bytes, the ledger tree's subtree
-hashes) and keeps the caches that make proofs fast. :class:`kvcore.ledger.Ledger` owns one
+hashes) and keeps the caches that make proofs fast. In storage format 2 ``extra`` holds the
+entries tree from level 4 up: a node below is recomputed from its block of 16 entries of the
+payload (:meth:`Prover._block`, :mod:`kvcore.runs`). :class:`kvcore.ledger.Ledger` owns one
 and delegates its proof methods to it. The proofs are verified by :mod:`kvcore.verify`.
 """
 
@@ -16,14 +18,16 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
-from kvcore import merkle, payload
+from kvcore import merkle, payload, payload_v2
+from kvcore.codec import V1, Codec
 from kvcore.errors import InvalidInputError, KeyNotFoundError, TxNotFoundError, VerificationError
 from kvcore.errors import corrupt_entry as _corrupt
 from kvcore.hashing import HASH_SIZE, KIND_DELETE
 from kvcore.keyindex import bound_for, ordinal_of, tx_of
 from kvcore.limits import check_key, check_tx
-from kvcore.models import ConsistencyProof, EntriesProof, EntryProof, State
+from kvcore.models import ConsistencyProof, EntriesProof, EntryProof, State, TxHeader
 from kvcore.proofsource import ProofSource
+from kvcore.runs import block_of, positions_table, read_run
 from kvcore.tree import level_starts, subtree_hash
 
 _ENTRY_HEAD_SIZE = payload.ENTRY_HEAD_SIZE
@@ -61,8 +65,13 @@ class Prover:
     closing). Many threads may prove at once.
     """
 
-    def __init__(self, source: ProofSource) -> None:
+    def __init__(self, source: ProofSource, codec: Codec = V1) -> None:
+        """A prover of the ledger ``source`` reads, whose transactions are stored in the
+        format of ``codec`` (which entries-tree levels ``extra`` holds, how entries decode)."""
         self._source = source
+        self._codec = codec
+        self._low = codec.stored_from  # levels below are recomputed from the payload
+        self._blocks: dict[tuple[int, int], bytes] = {}
         self.extra_cache = ExtraCache()
         self._extra_lock = threading.Lock()
         self._path_uppers: dict[tuple[int, int], tuple[bytes, ...]] = {}
@@ -79,6 +88,7 @@ class Prover:
         self._path_tops.clear()
         self._partials.clear()
         self._tx_paths.clear()
+        self._blocks.clear()
         self._run_hints.clear()
         self._checked = None
 
@@ -154,7 +164,7 @@ class Prover:
         hit = self.extra_cache.get(tx_id)
         if hit is not None:
             return hit[0]
-        size = 4 * (n + 1) + (2 * n - n.bit_count()) * HASH_SIZE
+        size = self._codec.extra_size(n)
         if self.extra_cache.nbytes + size > _EXTRA_CACHE_BYTES:
             return None
         return self._extra_entry(tx_id, n)[0]
@@ -182,8 +192,16 @@ class Prover:
         suffix = key_suffix
         blob = self._proof_extra(tx_id, n)
         cut, head = len(suffix), _ENTRY_HEAD_SIZE
-        hints = self._run_hints
-        hint = hints.get(suffix, 0)
+        hint = self._run_hints.get(suffix, 0)
+        coded = self._codec.restart != 1
+        if coded and hint < count and self._low and (tx_id, (first + hint) >> self._low) not in self._blocks:
+            # the entry where the last match was, from its block, which its proof needs too
+            i = first + hint
+            entries = self._block_entries(tx_id, n, i >> self._low, blob)
+            kind, key, value = entries[i & ((1 << self._low) - 1)]
+            if len(key) == key_len and key.endswith(suffix):
+                return None if kind == KIND_DELETE else (i, value, self._found(header, state, i, blob))
+            hint = count  # not there: search the run
         if hint < count:  # first read only the entry where the last match was
             i = first + hint
             if blob is not None:
@@ -194,17 +212,22 @@ class Prover:
                     raise _corrupt(tx_id, b"<entries tree>")
                 at, end = _U32x2.unpack(raw)
             buf = read(tx_id, at, end - at)
-            if len(buf) < head or len(buf) != end - at:
+            if len(buf) != end - at or (len(buf) < head and not coded):
                 raise _corrupt(tx_id, suffix)
-            kind, klen, vlen = _unpack_entry_head(buf)
-            k1 = head + klen
-            if klen == key_len and buf[k1 - cut : k1] == suffix and k1 + vlen == len(buf):
+            if coded:  # a front-coded key: decided here when the suffix is all stored
+                found = _coded_match(buf, key_len, suffix, i % self._codec.restart == 0)
+                kind, k1 = found if found is not None else (0, -1)
+            else:
+                kind, klen, vlen = _unpack_entry_head(buf)
+                k1 = head + klen
+                if not (klen == key_len and buf[k1 - cut : k1] == suffix and k1 + vlen == len(buf)):
+                    k1 = -1
+            if k1 >= 0:
                 if kind == KIND_DELETE:
                     return None
-                return i, buf[k1:], EntryProof(
-                    header, i, False, self._entry_path(tx_id, n, i, blob), self._tx_path(tx_id, state.tx_id),
-                    state.tx_id,
-                )
+                return i, buf[k1:], self._found(header, state, i, blob)
+        if coded:
+            return self._find_coded(header, state, first, count, key_len, suffix, blob)
         table = _positions(count + 1)
         if blob is not None:
             positions = table.unpack_from(blob, 4 * first)
@@ -229,17 +252,44 @@ class Prover:
             k1 = p + head + klen
             if buf[k1 - cut : k1] != suffix:
                 continue
-            if len(hints) >= 1024:
-                hints.clear()
-            hints[suffix] = i
+            self._hint(suffix, i)
             if kind == KIND_DELETE:
                 return None
-            index = first + i
-            proof = EntryProof(
-                header, index, False, self._entry_path(tx_id, n, index, blob), self._tx_path(tx_id, state.tx_id),
-                state.tx_id,
-            )
-            return index, buf[k1 : k1 + vlen], proof
+            return first + i, buf[k1 : k1 + vlen], self._found(header, state, first + i, blob)
+        return None
+
+    def _hint(self, suffix: bytes, i: int) -> None:
+        """Remember that ``suffix`` matched at run ordinal ``i`` (:meth:`find_and_prove`)."""
+        hints = self._run_hints
+        if len(hints) >= 1024:
+            hints.clear()
+        hints[suffix] = i
+
+    def _found(self, header: TxHeader, state: State, index: int, blob: bytes | None) -> EntryProof:
+        """The proof of entry ``index`` (a set entry) that :meth:`find_and_prove` found."""
+        tx_id = header.tx_id
+        return EntryProof(
+            header, index, False, self._entry_path(tx_id, header.n_entries, index, blob),
+            self._tx_path(tx_id, state.tx_id), state.tx_id,
+        )
+
+    def _find_coded(
+        self, header: TxHeader, state: State, first: int, count: int, key_len: int, suffix: bytes,
+        blob: bytes | None,
+    ) -> tuple[int, bytes, EntryProof] | None:
+        """:meth:`find_and_prove`'s search of the whole run, when keys are front-coded: the run
+        is decoded from the restart before it (:func:`kvcore.runs.read_run`)."""
+        src = self._source
+        _pos, entries = read_run(
+            self._codec, src.payload_bytes, src.extra_bytes, header.tx_id, first, count, blob, suffix
+        )
+        for i, (kind, key, value) in enumerate(entries):
+            if len(key) != key_len or not key.endswith(suffix):
+                continue
+            self._hint(suffix, i)
+            if kind == KIND_DELETE:
+                return None
+            return first + i, value, self._found(header, state, first + i, blob)
         return None
 
     def _entry_path(self, tx_id: int, n: int, index: int, blob: bytes | None) -> list[bytes]:
@@ -249,10 +299,13 @@ class Prover:
         Its part from level _UPPER_FROM up depends only on ``index >> _UPPER_FROM`` and is
         shared by 2^_UPPER_FROM neighbouring entries: it is cached (up to 16,384 parts of a
         few hundred bytes)."""
-        levels, lower, upper_levels = _path_levels(n)[:3]
+        low = self._low
+        levels, lower, upper_levels = _path_levels(n, low)[:3]
+        path = self._low_path(tx_id, n, index, blob) if low else []
         if not upper_levels:
-            return self._path_part(tx_id, n, index, levels, blob)
-        path = self._path_part(tx_id, n, index, lower, blob)
+            path += self._path_part(tx_id, n, index >> low, levels, blob)
+            return path
+        path += self._path_part(tx_id, n, index >> low, lower, blob)
         uppers = self._path_uppers
         key = (tx_id, index >> _UPPER_FROM)
         upper = uppers.get(key)
@@ -287,7 +340,7 @@ class Prover:
                     append(self._partial_subtree(tx_id, n, sib << level, blob))
                 fn >>= 1
             return path
-        top_level, top_start, top_size = _path_levels(n)[3:]
+        top_level, top_start, top_size = _path_levels(n, self._low)[3:6]
         top = self._path_top(tx_id, top_start, top_size)
         read = self._source.extra_bytes
         for off, complete, last, level in levels:
@@ -306,6 +359,76 @@ class Prover:
                 append(self._partial_subtree(tx_id, n, sib << level, None))
             fn >>= 1
         return path
+
+    def _low_path(self, tx_id: int, n: int, index: int, blob: bytes | None) -> list[bytes]:
+        """The path's siblings below the stored levels (:attr:`Codec.stored_from`): all in the
+        entry's block, recomputed from its entries (:meth:`_block`)."""
+        low = self._low
+        depth = min(low, (n - 1).bit_length())
+        if not depth:
+            return []
+        b = index >> low
+        nodes = self._block(tx_id, n, b, blob)
+        size = min(1 << low, n - (b << low))
+        starts = _block_starts(size)
+        local = index - (b << low)
+        path: list[bytes] = []
+        for level in range(depth):
+            sib = (local >> level) ^ 1
+            s = sib << level
+            if s >= size:  # the rightmost node of its level, promoted: no sibling
+                continue
+            if s + (1 << level) <= size:
+                p = (starts[level] + sib) * HASH_SIZE
+                path.append(nodes[p : p + HASH_SIZE])
+            else:  # an incomplete subtree at the block's (the transaction's) right edge
+                path.append(subtree_hash(_block_reader(nodes, starts), s, size))
+        return path
+
+    def _block(self, tx_id: int, n: int, b: int, blob: bytes | None) -> bytes:
+        """The unstored levels of block ``b`` of a transaction's entries tree, in level order
+        (its ``2^stored_from`` entries read, decoded and hashed: :func:`kvcore.runs.block_of`);
+        the last _BLOCKS blocks are kept."""
+        hit = self._blocks.get((tx_id, b))
+        if hit is None:
+            self._block_entries(tx_id, n, b, blob)
+            hit = self._blocks[(tx_id, b)]
+        return hit
+
+    def _block_entries(self, tx_id: int, n: int, b: int, blob: bytes | None) -> list[tuple[int, bytes, bytes]]:
+        """The entries of block ``b`` of a transaction, read and decoded; its unstored levels
+        are computed and kept on the way (:meth:`_block`)."""
+        src = self._source
+        entries, nodes = block_of(self._codec, src.payload_bytes, src.extra_bytes, tx_id, n, b, blob)
+        blocks = self._blocks
+        if len(blocks) >= _BLOCKS:
+            blocks.clear()
+        blocks[(tx_id, b)] = nodes
+        return entries
+
+    def _node_reader(self, tx_id: int, n: int, blob: bytes | None) -> Callable[[int, int], bytes]:
+        """Complete subtree (level, index) of a transaction's entries tree: from its stored
+        ``extra`` (``blob`` when in memory, else one read), or recomputed below the stored
+        levels (:meth:`_block`)."""
+        low = self._low
+        offsets = _path_levels(n, low)[6]
+        read = self._source.extra_bytes
+
+        def node(level: int, i: int) -> bytes:
+            if level < low:
+                b = (i << level) >> low
+                starts = _block_starts(min(1 << low, n - (b << low)))
+                p = (starts[level] + i - (b << (low - level))) * HASH_SIZE
+                return self._block(tx_id, n, b, blob)[p : p + HASH_SIZE]
+            p = offsets[level] + i * HASH_SIZE
+            if blob is not None:
+                return blob[p : p + HASH_SIZE]
+            h = read(tx_id, p, HASH_SIZE)
+            if len(h) != HASH_SIZE:
+                raise _corrupt(tx_id, b"<entries tree>")
+            return h
+
+        return node
 
     def _path_top(self, tx_id: int, start: int, size: int) -> bytes:
         """The stored top levels of a transaction's entries tree (a few KB; cached)."""
@@ -328,18 +451,7 @@ class Prover:
         h = memo.get((tx_id, start))
         if h is not None:
             return h
-        levels = _path_levels(n)[0]
-
-        def node(level: int, i: int) -> bytes:
-            p = levels[level][0] + i * HASH_SIZE
-            if blob is not None:
-                return blob[p : p + HASH_SIZE]
-            got = self._source.extra_bytes(tx_id, p, HASH_SIZE)
-            if len(got) != HASH_SIZE:
-                raise _corrupt(tx_id, b"<entries tree>")
-            return got
-
-        h = subtree_hash(node, start, n)
+        h = subtree_hash(self._node_reader(tx_id, n, blob), start, n)
         if len(memo) >= 8192:
             memo.clear()
         memo[(tx_id, start)] = h
@@ -366,7 +478,7 @@ class Prover:
         if hit is not None:
             cache.move_to_end(tx_id)
             return hit
-        size = 4 * (n + 1) + (2 * n - n.bit_count()) * HASH_SIZE
+        size = self._codec.extra_size(n)
         blob = self._source.extra_bytes(tx_id, 0, size)
         if len(blob) != size:
             raise _corrupt(tx_id, b"<entries tree>")
@@ -387,12 +499,8 @@ class Prover:
 
     def _entries_subtree(self, tx_id: int, n: int) -> Callable[[int, int], bytes]:
         """MTH(entries[a:b]) of a transaction, from its stored level-order nodes."""
-        blob, memo, starts = self._extra_entry(tx_id, n)
-        base = 4 * (n + 1)
-
-        def node(level: int, index: int) -> bytes:
-            p = base + (starts[level] + index) * HASH_SIZE
-            return blob[p : p + HASH_SIZE]
+        blob, memo, _starts = self._extra_entry(tx_id, n)
+        node = self._node_reader(tx_id, n, blob)
 
         def sub(a: int, b: int) -> bytes:
             size = b - a
@@ -428,13 +536,7 @@ class Prover:
         :meth:`_proof_extra`), else reading only the stored nodes asked for."""
         if self._proof_extra(tx_id, n) is not None:
             return self._entries_subtree(tx_id, n)
-        levels = _path_levels(n)[0]
-
-        def node(level: int, i: int) -> bytes:
-            h = self._source.extra_bytes(tx_id, levels[level][0] + i * HASH_SIZE, HASH_SIZE)
-            if len(h) != HASH_SIZE:
-                raise _corrupt(tx_id, b"<entries tree>")
-            return h
+        node = self._node_reader(tx_id, n, None)
 
         def sub(a: int, b: int) -> bytes:
             size = b - a
@@ -461,46 +563,80 @@ class Prover:
         )
 
 
-_POSITIONS: dict[int, struct.Struct] = {}
+_positions = positions_table
+_BLOCKS = 16384  # recomputed entries-tree blocks kept (format 2: ~1 KB each)
+
+
+def _block_starts(size: int) -> list[int]:
+    """Where each level of a block of ``size`` entries begins in its nodes (cached)."""
+    starts = _BLOCK_STARTS.get(size)
+    if starts is None:
+        starts = _BLOCK_STARTS[size] = level_starts(size)
+    return starts
+
+
+_BLOCK_STARTS: dict[int, list[int]] = {}
+
+
+def _block_reader(nodes: bytes, starts: list[int]) -> Callable[[int, int], bytes]:
+    """Complete subtree (level, index) within a block, from its recomputed ``nodes``."""
+
+    def node(level: int, i: int) -> bytes:
+        p = (starts[level] + i) * HASH_SIZE
+        return nodes[p : p + HASH_SIZE]
+
+    return node
 _U32x2 = struct.Struct(">II")
 
 
-def _positions(count: int) -> struct.Struct:
-    """The layout of ``count`` stored entry positions (u32 BE), cached per count."""
-    table = _POSITIONS.get(count)
-    if table is None:
-        if len(_POSITIONS) >= 1024:
-            _POSITIONS.clear()
-        table = _POSITIONS[count] = struct.Struct(f">{count}I")
-    return table
+def _coded_match(buf: bytes, key_len: int, suffix: bytes, restart: bool) -> tuple[int, int] | None:
+    """(kind, where the value starts) of the front-coded entry ``buf`` (format v2) if its key
+    is ``key_len`` bytes long and ends with ``suffix`` within its stored part; None if not, or
+    if that cannot be told without the entries before it (or the bytes are not an entry: the
+    run's decoding then says so)."""
+    try:
+        kind, shared, slen, vlen, k0 = payload_v2.head_at(buf, 0)
+    except ValueError:
+        return None
+    k1 = k0 + slen
+    cut = len(suffix)
+    if shared + slen != key_len or cut > slen or k1 + vlen != len(buf) or kind > 1 or (restart and shared):
+        return None
+    return (kind, k1) if buf[k1 - cut : k1] == suffix else None
 
 
 _Levels = tuple[tuple[int, int, int, int], ...]
-_PATH_LEVELS: dict[int, tuple[_Levels, _Levels, _Levels, int, int, int]] = {}
+_Layout = tuple[_Levels, _Levels, _Levels, int, int, int, tuple[int, ...]]
+_PATH_LEVELS: dict[tuple[int, int], _Layout] = {}
 _PATH_TOP_BYTES = 8192  # the top levels of an entries tree kept per transaction for proofs
 _UPPER_FROM = 8  # inclusion paths are cached from this level up, per 2^_UPPER_FROM entries
 
 
-def _path_levels(n: int) -> tuple[_Levels, _Levels, _Levels, int, int, int]:
-    """The layout of an entries tree of ``n`` leaves in its stored ``extra``, for proofs:
-    per level below the root (byte offset of the level, its count of complete nodes, the
-    index of its last node, the level); those levels split below and from _UPPER_FROM; the
-    first level of the top (the levels whose nodes fit in _PATH_TOP_BYTES together) and that
-    top's byte offset and size. Cached."""
-    layout = _PATH_LEVELS.get(n)
+def _path_levels(n: int, low: int = 0) -> _Layout:
+    """The layout of an entries tree of ``n`` leaves in its stored ``extra`` (which holds its
+    levels from ``low`` up), for proofs: per stored level below the root (byte offset of the
+    level, its count of complete nodes, the index of its last node, the level); those levels
+    split below and from _UPPER_FROM; the first level of the top (the levels whose nodes fit
+    in _PATH_TOP_BYTES together) and that top's byte offset and size; the byte offset each
+    level would begin at (the stored levels' are right: ``offsets[level] + i * HASH_SIZE`` is
+    node ``i`` of a stored level). Cached."""
+    layout = _PATH_LEVELS.get((n, low))
     if layout is None:
-        starts, base = level_starts(n), 4 * (n + 1)
+        starts = level_starts(n)
+        first = starts[min(low, len(starts) - 1)]  # nodes not stored, before the first stored
+        base = 4 * (n + 1) - first * HASH_SIZE
+        offsets = tuple(base + st * HASH_SIZE for st in starts)
         levels = tuple(
-            (base + starts[lv] * HASH_SIZE, n >> lv, (n - 1) >> lv, lv) for lv in range((n - 1).bit_length())
+            (offsets[lv], n >> lv, (n - 1) >> lv, lv) for lv in range(low, (n - 1).bit_length())
         )
-        top = 0
+        top = min(low, len(starts) - 1)
         while (starts[-1] - starts[top]) * HASH_SIZE > _PATH_TOP_BYTES:
             top += 1
         layout = (
-            levels, levels[:_UPPER_FROM], levels[_UPPER_FROM:],
-            top, base + starts[top] * HASH_SIZE, (starts[-1] - starts[top]) * HASH_SIZE,
+            levels, tuple(lv for lv in levels if lv[3] < _UPPER_FROM), tuple(lv for lv in levels if lv[3] >= _UPPER_FROM),
+            top, offsets[top], (starts[-1] - starts[top]) * HASH_SIZE, offsets,
         )
         if len(_PATH_LEVELS) >= 4096:
             _PATH_LEVELS.clear()
-        _PATH_LEVELS[n] = layout
+        _PATH_LEVELS[(n, low)] = layout
     return layout

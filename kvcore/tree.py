@@ -57,12 +57,14 @@ def build(leaves: Sequence[bytes]) -> tuple[bytes, bytes]:
     return bytes(out), root
 
 
-def build_levels(leaves: Sequence[bytes]) -> tuple[bytes, bytes]:
-    """(level-order node bytes, RFC 9162 root) for a whole, fixed list of leaf hashes.
+def build_levels(leaves: Sequence[bytes], from_level: int = 0) -> tuple[bytes, bytes]:
+    """(level-order node bytes of the levels from ``from_level`` up, RFC 9162 root) for a
+    whole, fixed list of leaf hashes.
 
     Level ``l`` holds the ``n >> l`` complete subtrees of ``2^l`` leaves, left to right, and
     levels follow each other; see :func:`level_position`. A transaction's entries tree is
-    stored this way (it never grows, so no post-order is needed).
+    stored this way (it never grows, so no post-order is needed); format v2 stores only its
+    levels from 4 up.
     """
     if not leaves:
         return b"", EMPTY_ROOT
@@ -79,7 +81,7 @@ def build_levels(leaves: Sequence[bytes]) -> tuple[bytes, bytes]:
     for lvl in range(low + 1, n.bit_length()):  # fold the other set bits of n into it
         if n >> lvl & 1:
             root = node_hash(levels[lvl][(n >> lvl) - 1], root)
-    return b"".join(b"".join(lv) for lv in levels), root
+    return b"".join(b"".join(lv) for lv in levels[from_level:]), root
 
 
 def level_starts(n: int) -> list[int]:
@@ -170,3 +172,18 @@ class MerkleTree:
 
     def consistency_path(self, old_size: int, new_size: int) -> list[bytes]:
         return merkle.consistency_path(old_size, new_size, self.subtree)
+
+
+def block_levels(leaves: Sequence[bytes], levels: int) -> bytes:
+    """Levels ``0 .. levels-1`` of the complete subtrees over ``leaves`` (a block of a
+    transaction's entries that starts at a multiple of ``2^levels``), in level order as
+    :func:`build_levels` lays them out (level ``l`` holds ``len(leaves) >> l`` hashes: see
+    :func:`level_starts`). Format v2 recomputes these from the payload."""
+    sha = _sha
+    level = list(leaves)
+    out = [b"".join(level)]
+    for _ in range(1, levels):
+        pairs = iter(level)
+        level = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs)]
+        out.append(b"".join(level))
+    return b"".join(out)

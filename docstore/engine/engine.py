@@ -322,6 +322,10 @@ class Engine:
         header = Header(coll, doc_id, loc.revision, loc.n, False)
         try:
             items = self.ledger.entry_items(loc.tx_id, loc.entry + 1, loc.n) if loc.n else []
+        except kvcore.CorruptionError as e:  # the log's entries themselves do not decode
+            raise CorruptDataError(
+                f"document {coll}/{doc_id} revision {loc.revision}: its stored properties are damaged ({e})"
+            ) from None
         except _DAMAGE as e:  # a location outside the log: damaged derived state
             self._damaged_state(e)
         doc = doc_from_items(header, items, records.property_prefix(coll, doc_id))

@@ -17,6 +17,9 @@ class Storage(ABC):
     """Append-only transaction payloads plus derived data (tree nodes, the key index's directory)."""
 
     readonly: bool
+    format_version: int = 1
+    """The storage format of the payloads and ``extra`` it holds (kvcore.codec), which the
+    ledger encodes and decodes them in; a backend names it, and never mixes two."""
     recovery_notes: list[str]
     """What opening had to repair (a torn tail discarded, derived files rebuilt)."""
 

@@ -1,8 +1,9 @@
 """The default backend: a directory of append-only files.
 
-Layout (format version 1, see docs/storage.md):
+Layout (format versions 1 and 2, see docs/storage.md):
 
-- ``FORMAT``: JSON naming the format and its version.
+- ``FORMAT``: JSON naming the format and its version (a new ledger is written in
+  :data:`FORMAT_VERSION`; one of version 1 stays in version 1: kvcore.codec).
 - ``LOCK``: held with ``flock`` by the one writer process; holds its pid.
 - ``txlog``: records ``payload_len (u32 BE) | extra_len (u32 BE) | crc32 (u32 BE) | payload |
   extra``, appended and fsynced; the CRC covers payload and extra. ``extra`` is derived data
@@ -32,7 +33,8 @@ from kvcore.storage import atomic
 from kvcore.storage.base import Storage
 
 FORMAT_NAME = "immudoc-kvcore"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest format: what a new ledger is written in, and the newest this version reads."""
 
 _FRAME = struct.Struct(">III")
 FRAME_SIZE = _FRAME.size
@@ -45,10 +47,16 @@ class FileStorage(Storage):
     """A ledger directory on a local filesystem."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, readonly: bool = False, wait: bool | float = False
+        self, path: str | os.PathLike[str], *, readonly: bool = False, wait: bool | float = False,
+        format_version: int = FORMAT_VERSION,
     ) -> None:
+        """``format_version``: the format a ledger created here is written in (an existing
+        ledger keeps the one its ``FORMAT`` names)."""
+        if format_version not in range(1, FORMAT_VERSION + 1):
+            raise ValueError(f"no ledger format version {format_version!r}")
         self.path = os.fspath(path)
         self.readonly = readonly
+        self.format_version = format_version
         self._txlog_path = os.path.abspath(os.path.join(self.path, "txlog"))
         self.recovery_notes = []
         self._fds: dict[str, int] = {}
@@ -116,7 +124,7 @@ class FileStorage(Storage):
                 fd = os.open(os.path.join(self.path, name), os.O_RDWR | os.O_CREAT, 0o644)
                 os.fsync(fd)
                 os.close(fd)
-            data = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+            data = {"format": FORMAT_NAME, "version": self.format_version}
             atomic.write_json(os.path.join(self.path, "FORMAT"), data, os.path.join(self.path, "FORMAT.tmp"))
         except OSError as e:
             raise StorageError(f"cannot create a ledger in {self.path!r}: {e}") from e
@@ -133,8 +141,9 @@ class FileStorage(Storage):
         if type(version) is not int or version < 1 or version > FORMAT_VERSION:
             raise FormatError(
                 f"ledger {self.path!r} has format version {version!r}; this immudoc reads "
-                f"version {FORMAT_VERSION} (upgrade immudoc to open it)"
+                f"versions 1 to {FORMAT_VERSION} (upgrade immudoc to open it)"
             )
+        self.format_version = version
 
     def _lock(self, wait: bool | float) -> None:
         p = os.path.join(self.path, "LOCK")

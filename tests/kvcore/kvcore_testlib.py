@@ -7,6 +7,7 @@ where each record, header, entry and node lies.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
@@ -23,7 +24,44 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 FRAME = struct.Struct(">III")  # payload_len, extra_len, crc32(payload || extra)
 HEADER_SIZE = 53  # u8 version || u64 tx_id || u64 timestamp_ns || u32 n || 32-byte root
-ENTRY_HEAD = struct.Struct(">BII")  # kind, key_len, value_len
+ENTRY_HEAD = struct.Struct(">BII")  # format 1: kind, key_len, value_len
+RESTART = 16  # format 2: every 16th entry stores its whole key
+
+
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """An unsigned LEB128 varint at ``pos``: (its value, where it ends)."""
+    n = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return n, pos
+        shift += 7
+
+
+def parse_entry(data: bytes, pos: int, version: int) -> tuple[dict[str, int], tuple[int, int, int, int, int]]:
+    """The byte offsets of an entry's head fields, and (entry_start, key_start, key_len,
+    value_start, value_len): in format 2 the key is the stored suffix of the front-coded key."""
+    if version == 1:
+        _kind, klen, vlen = ENTRY_HEAD.unpack_from(data, pos)
+        heads = {"kind": pos, "key_len": pos + 4, "value_len": pos + 8}
+        kstart = pos + ENTRY_HEAD.size
+        return heads, (pos, kstart, klen, kstart + klen, vlen)
+    heads = {"kind": pos}
+    q = pos + 1
+    fields = []
+    for name in ("shared", "key_len", "value_len"):
+        heads[name] = q
+        value, q = read_varint(data, q)
+        fields.append(value)
+    _shared, slen, vlen = fields
+    return heads, (pos, q, slen, q + slen, vlen)
+
+
+def ledger_format(directory: str | os.PathLike[str]) -> int:
+    """The format version a ledger directory's ``FORMAT`` file names."""
+    return int(json.loads((Path(directory) / "FORMAT").read_text())["version"])
 
 
 @dataclass(frozen=True)
@@ -35,6 +73,8 @@ class Record:
     plen: int
     elen: int
     entries: tuple[tuple[int, int, int, int, int], ...]  # (entry_start, key_start, key_len, value_start, value_len)
+    heads: tuple[dict[str, int], ...] = ()  # per entry: its head fields' offsets (parse_entry)
+    version: int = 1
 
     @property
     def payload_start(self) -> int:
@@ -50,8 +90,10 @@ class Record:
 
 
 def parse_txlog(path: str | os.PathLike[str]) -> list[Record]:
-    """Split a healthy ``txlog`` into its records (raises AssertionError if it is not)."""
+    """Split a healthy ``txlog`` into its records (raises AssertionError if it is not), in
+    the format its directory's ``FORMAT`` names."""
     data = Path(path).read_bytes()
+    version = ledger_format(Path(path).parent)
     out: list[Record] = []
     off = 0
     while off < len(data):
@@ -59,15 +101,15 @@ def parse_txlog(path: str | os.PathLike[str]) -> list[Record]:
         body = data[off + FRAME.size : off + FRAME.size + plen + elen]
         assert len(body) == plen + elen and zlib.crc32(body) == crc, f"bad record at {off}"
         pstart = off + FRAME.size
-        entries = []
+        entries, heads = [], []
         pos = pstart + HEADER_SIZE
         while pos < pstart + plen:
-            _kind, klen, vlen = ENTRY_HEAD.unpack_from(data, pos)
-            kstart = pos + ENTRY_HEAD.size
-            entries.append((pos, kstart, klen, kstart + klen, vlen))
-            pos = kstart + klen + vlen
+            fields, entry = parse_entry(data, pos, version)
+            entries.append(entry)
+            heads.append(fields)
+            pos = entry[3] + entry[4]
         assert pos == pstart + plen
-        out.append(Record(len(out) + 1, off, plen, elen, tuple(entries)))
+        out.append(Record(len(out) + 1, off, plen, elen, tuple(entries), tuple(heads), version))
         off += FRAME.size + plen + elen
     return out
 

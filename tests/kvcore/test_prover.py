@@ -16,6 +16,7 @@ from kvcore import (
     verify_consistency,
     verify_entry,
 )
+from kvcore.codec import codec_for
 from kvcore.models import TxHeader
 from kvcore.proofsource import ProofSource
 from kvcore.proving import Prover
@@ -74,7 +75,7 @@ def filled(led):
 def test_a_prover_over_the_protocol_alone_gives_the_ledgers_proofs(filled: Ledger):
     led = filled
     source = CountingSource(led._prover._source)
-    prover = Prover(source)
+    prover = Prover(source, codec_for(led.format_version))  # it reads the ledger's format
     old, state = led.state(3), led.state()
     for key, tx_id in [(b"t1/k001", None), (b"t1/k001", 1), (b"t2/k002", None), (b"t5/k100", 5)]:
         assert prover.prove_entry(key, tx_id, state) == led.prove_entry(key, tx_id, state)
@@ -100,7 +101,7 @@ def test_a_prover_over_the_protocol_alone_gives_the_ledgers_proofs(filled: Ledge
 
 
 def test_a_prover_checks_its_arguments_as_the_ledger_does(filled: Ledger):
-    prover = Prover(CountingSource(filled._prover._source))
+    prover = Prover(CountingSource(filled._prover._source), codec_for(filled.format_version))
     state = filled.state()
     with pytest.raises(TxNotFoundError):
         prover.prove_entry_at(filled.tx_id + 1, 0)

@@ -15,9 +15,11 @@ import pytest
 
 from kvcore import CorruptionError, KvError, Ledger, VerificationError, verify_consistency, verify_entry
 from kvcore import payload
+from kvcore.codec import codec_for
 from kvcore.hashing import HEADER_SIZE
 
 from kvcore_testlib import (
+    ledger_format,
     FRAME,
     INDEX_FILES,
     fix_crc,
@@ -38,6 +40,8 @@ def _build(path: Path):
         led.set_all({b"user/1": b"renamed", b"x": b"", b"y": b"why"})
         led.set(b"solo", b"again")
         led.set_all({b"z/%d" % i: b"zz" * i for i in range(7)})
+        # 35 entries: restarts and stored tree levels in format 2, long shared key prefixes
+        led.set_all({b"run/" + b"p" * 40 + b"/%03d" % i: b"r%d" % i * (i % 5) for i in range(35)})
         led.set_all({b"last/a": b"A", b"last/b": b"B"})
         return [led.state(i) for i in range(led.tx_id + 1)]
 
@@ -98,16 +102,16 @@ def _positions(rec, with_frame: bool):
     entries = rec.entries
     for i in sorted({0, len(entries) // 2, len(entries) - 1}):
         estart, kstart, klen, vstart, vlen = entries[i]
-        out[f"entry{i}.kind"] = estart
-        out[f"entry{i}.key_len"] = estart + 4
-        out[f"entry{i}.value_len"] = estart + 8
+        for field, at in rec.heads[i].items():  # kind, (shared,) key_len, value_len
+            out[f"entry{i}.{field}"] = at
         out[f"entry{i}.key"] = kstart + klen // 2
         if vlen:
             out[f"entry{i}.value"] = vstart + vlen // 2
     n = len(entries)
     out["extra.positions"] = rec.extra_start + 3
     out["extra.end_position"] = rec.extra_start + 4 * n + 3
-    out["extra.first_node"] = rec.extra_start + 4 * (n + 1)
+    if rec.elen > 4 * (n + 1):  # (format 2 stores no node of a transaction of < 16 entries)
+        out["extra.first_node"] = rec.extra_start + 4 * (n + 1)
     out["extra.last_node"] = rec.end - 1
     return out
 
@@ -249,15 +253,16 @@ def _rewrite(src: Path, dst: Path, tx_id: int, change) -> None:
     """
     shutil.copytree(src, dst)
     data = (src / "txlog").read_bytes()
+    codec = codec_for(ledger_format(src))  # the forger writes the ledger's own format
     out = bytearray()
     for rec in parse_txlog(src / "txlog"):
         raw = data[rec.start : rec.end]
         if rec.tx_id == tx_id:
             stored = data[rec.payload_start : rec.extra_start]
             _, (tid, ts, _n, _root) = payload.header_of(stored)
-            entries = [(kind, key, value) for _p, kind, key, value in payload.iter_entries(stored)]
+            entries = [(kind, key, value) for _p, kind, key, value in codec.iter_entries(stored)]
             writes = [(key, None if kind else value) for kind, key, value in change(entries)]
-            body, extra, _header, _pos = payload.encode(tid, ts, writes)
+            body, extra, _header, _pos = codec.encode(tid, ts, writes)
             raw = FRAME.pack(len(body), len(extra), zlib.crc32(body + extra)) + body + extra
         out += raw
     (dst / "txlog").write_bytes(bytes(out))

@@ -29,7 +29,8 @@ from docstore import DocstoreError, NotFoundError, VerificationError
 from docstore.proofs.trust import read_state_file, write_state_file
 
 FRAME = struct.Struct(">III")  # docs/storage.md: payload_len, extra_len, crc32
-ENTRY_HEAD = struct.Struct(">BII")
+ENTRY_HEAD = struct.Struct(">BII")  # format 1's entry head; a new database is in format 2:
+# kind || varint shared || varint suffix_len || varint value_len || suffix || value
 HEADER_SIZE = 53
 LIBRARY_ERRORS = (DocstoreError, kvcore.KvError)
 
@@ -84,18 +85,41 @@ def _derived_files(path: Path) -> list[str]:
     return out
 
 
-def _records(data: bytes):
-    """(start, plen, elen, entries[(start, key_start, klen, value_start, vlen)]) per record."""
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return n, pos
+        shift += 7
+
+
+def _entry(data: bytes, pos: int, version: int) -> tuple[int, int, int, int, int, int, int]:
+    """(start, key_start, klen, value_start, vlen, where klen is, where vlen is) of an entry
+    (in format 2 the key is the stored suffix)."""
+    if version == 1:
+        _k, klen, vlen = ENTRY_HEAD.unpack_from(data, pos)
+        ks = pos + ENTRY_HEAD.size
+        return pos, ks, klen, ks + klen, vlen, pos + 4, pos + 8
+    _shared, at_klen = _varint(data, pos + 1)
+    klen, at_vlen = _varint(data, at_klen)
+    vlen, ks = _varint(data, at_vlen)
+    return pos, ks, klen, ks + klen, vlen, at_klen, at_vlen
+
+
+def _records(data: bytes, version: int = 2):
+    """(start, plen, elen, entries[(start, key_start, klen, value_start, vlen, at_klen, at_vlen)])
+    per record (the pristine database is new: format 2)."""
     out, off = [], 0
     while off < len(data):
         plen, elen, crc = FRAME.unpack_from(data, off)
         assert zlib.crc32(data[off + FRAME.size : off + FRAME.size + plen + elen]) == crc
         p0, pos, entries = off + FRAME.size, off + FRAME.size + HEADER_SIZE, []
         while pos < p0 + plen:
-            _k, klen, vlen = ENTRY_HEAD.unpack_from(data, pos)
-            ks = pos + ENTRY_HEAD.size
-            entries.append((pos, ks, klen, ks + klen, vlen))
-            pos = ks + klen + vlen
+            entries.append(_entry(data, pos, version))
+            pos = entries[-1][3] + entries[-1][4]
         out.append((off, plen, elen, entries))
         off = p0 + plen + elen
     return out
@@ -111,18 +135,20 @@ def _txlog_positions(data: bytes) -> list[tuple[str, int]]:
                 (f"tx{tx}.header.n", p0 + 20), (f"tx{tx}.header.root", p0 + 21 + tx)]
         # the first and last entries in detail, a middle one's key and value
         for i in sorted({0, len(entries) - 1}):
-            es, ks, klen, vs, vlen = entries[i]
-            out += [(f"tx{tx}.e{i}.kind", es), (f"tx{tx}.e{i}.klen", es + 4), (f"tx{tx}.e{i}.vlen", es + 8),
+            es, ks, klen, vs, vlen, at_klen, at_vlen = entries[i]
+            out += [(f"tx{tx}.e{i}.kind", es), (f"tx{tx}.e{i}.klen", at_klen), (f"tx{tx}.e{i}.vlen", at_vlen),
                     (f"tx{tx}.e{i}.key", ks + klen // 2), (f"tx{tx}.e{i}.key_end", ks + klen - 1)]
             if vlen:
                 out += [(f"tx{tx}.e{i}.value0", vs), (f"tx{tx}.e{i}.value_end", vs + vlen - 1)]
         if len(entries) > 2:
-            es, ks, klen, vs, vlen = entries[len(entries) // 2]
+            es, ks, klen, vs, vlen, _at_klen, _at_vlen = entries[len(entries) // 2]
             out += [(f"tx{tx}.mid.key0", ks), (f"tx{tx}.mid.value_after_salt", vs + min(16, vlen - 1))]
         n = len(entries)
         x0 = p0 + plen
         out += [(f"tx{tx}.extra.pos_mid", x0 + 4 * (n // 2) + 3), (f"tx{tx}.extra.end", x0 + 4 * n + 3),
-                (f"tx{tx}.extra.node0", x0 + 4 * (n + 1)), (f"tx{tx}.extra.last", x0 + elen - 1)]
+                (f"tx{tx}.extra.last", x0 + elen - 1)]
+        if elen > 4 * (n + 1):  # format 2 stores no tree node of a transaction of < 16 entries
+            out.append((f"tx{tx}.extra.node0", x0 + 4 * (n + 1)))
     return out
 
 
