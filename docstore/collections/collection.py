@@ -322,7 +322,7 @@ class Collection:
         from docstore.proofs.prove import prove_document
 
         check_id(doc_id)
-        self._state()
+        self._engine.require_collection(self.name)
         return prove_document(self._engine, self.name, doc_id, pointer, at_tx, state, known_state)
 
     def prove_schema(

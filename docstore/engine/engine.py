@@ -362,6 +362,22 @@ class Engine:
         }
         return CollectionInfo(name, meta, self._schema(name, meta), count, indexes)
 
+    def require_collection(self, name: str) -> None:
+        """CollectionNotFoundError unless the collection exists (its definition row only: no
+        decoding; for reads that need nothing else of it, as a proof)."""
+        self.check_open()
+        store = self.store
+        try:
+            txn = store.read()
+            try:
+                found = store.has_definition(txn, name)
+            finally:
+                txn.abort()
+        except _DAMAGE as e:
+            self._damaged_state(e)
+        if not found:
+            raise CollectionNotFoundError(f"collection {name!r} does not exist")
+
     def definition(self, name: str) -> dict[str, Any] | None:
         """A collection's definition as the derived state holds it (None: no such collection)."""
         self.check_open()

@@ -205,6 +205,9 @@ class Store:
         raw = _get(txn, coll.encode(), self.colls)
         return None if raw is None else orjson.loads(raw)
 
+    def has_definition(self, txn: lmdb.Transaction, coll: str) -> bool:
+        return _get(txn, coll.encode(), self.colls) is not None
+
     def set_definition(self, txn: lmdb.Transaction, coll: str, meta: dict[str, Any]) -> None:
         txn.put(coll.encode(), orjson.dumps(meta), db=self.colls)
 
