@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import zlib
 import time
 import warnings
 from contextlib import nullcontext
@@ -154,6 +155,8 @@ class Ledger:
             codec,
         )
         self._opened = True
+        if self._mark_due:
+            self._storage.set_tree_mark(self._tx_count, zlib.crc32(self._tree.nodes()))
         for note in self.recovery_notes:
             warnings.warn(note, RecoveryWarning, stacklevel=3)
 
@@ -227,10 +230,13 @@ class Ledger:
         nodes = stored[: node_count(have) * HASH_SIZE]
         tree = MerkleTree(nodes, have)
         # Every stored parent must be the hash of its stored children (a flipped node or leaf
-        # breaks that; n hashes), and the last leaf must be the log's last header.
+        # breaks that), and the last leaf must be the log's last header. The nodes of the
+        # transactions a writer already checked (the tree mark) are checked by their CRC-32,
+        # the others by their hashes: opening costs one hash per transaction added since.
+        checked = self._checked_prefix(nodes, have)
         if have and (
             tree.leaf(have - 1) != tx_leaf_hash(self._storage.read(have, 0, HEADER_SIZE))
-            or build_tree([tree.leaf(i) for i in range(have)])[0] != nodes
+            or not _parents_match(tree, nodes, have, checked)
         ):
             self.recovery_notes.append("the tree file did not match the log; rebuilt it")
             tree, have = MerkleTree(), 0
@@ -238,7 +244,16 @@ class Ledger:
             tree.append(tx_leaf_hash(self._storage.read(tx_id, 0, HEADER_SIZE)))
         if have != count or len(stored) != want:
             self._storage.replace_tree(tree.nodes())
+        self._mark_due = bool(count) and checked != count  # recorded once the open succeeded
         return tree
+
+    def _checked_prefix(self, nodes: bytes, have: int) -> int:
+        """How many transactions' tree nodes the tree mark vouches for (0: none)."""
+        mark = self._storage.tree_mark()
+        if mark is None or not 0 < mark[0] <= have:
+            return 0
+        size = node_count(mark[0]) * HASH_SIZE
+        return mark[0] if zlib.crc32(memoryview(nodes)[:size]) == mark[1] else 0
 
     def _read_newer(self) -> int:
         """A reader whose key index is ahead of the log it read at open: read the log's newer
@@ -260,6 +275,8 @@ class Ledger:
             return
         with self._write_lock:
             self._closed = True
+            if not self._storage.readonly and self._tx_count:
+                self._storage.set_tree_mark(self._tx_count, zlib.crc32(self._tree.nodes()))
             try:
                 self._index.close()
             finally:
@@ -917,6 +934,20 @@ def _batch_of(codec: Codec, tx_id: int, body: bytes) -> Batch:
     """A stored transaction as the key index takes it: (tx_id, every entry's (key, loc), n)."""
     items = [(key, make_loc(tx_id, i, pos)) for i, (pos, _k, key, _v) in enumerate(_entries_of(codec, tx_id, body))]
     return tx_id, items, len(items)
+
+
+def _parents_match(tree: MerkleTree, nodes: bytes, have: int, checked: int) -> bool:
+    """Whether the stored ``nodes`` of a tree of ``have`` leaves are what its leaves make,
+    given that those of the first ``checked`` leaves are known good: the tree is rebuilt from
+    that prefix by appending the later leaves, and compared."""
+    if checked == have:
+        return True
+    if checked == 0:
+        return build_tree([tree.leaf(i) for i in range(have)])[0] == nodes
+    rebuilt = MerkleTree(nodes[: node_count(checked) * HASH_SIZE], checked)
+    for i in range(checked, have):
+        rebuilt.append(tree.leaf(i))
+    return rebuilt.nodes() == nodes
 
 
 def _check_lag(index_lag: object) -> None:

@@ -65,6 +65,17 @@ class Storage(ABC):
     def replace_tree(self, nodes: bytes) -> None:
         """Replace the stored tree nodes (repair after a crash, never new content)."""
 
+    def tree_mark(self) -> tuple[int, int] | None:
+        """``(count, crc)``: the stored tree's nodes of transactions 1..count were checked
+        against the log, and had this CRC-32 then (opening checks only what came after, and
+        the CRC of the rest); None if unknown (opening checks every node)."""
+        return None
+
+    def set_tree_mark(self, count: int, crc: int) -> None:
+        """Record :meth:`tree_mark` (a writer, after checking or appending; derived data). A
+        storage that keeps no mark ignores it."""
+        return None
+
     def index_path(self) -> str | None:
         """A directory the ledger may use for its on-disk key index (derived data: it creates,
         checks, rebuilds and replaces what is there), or None to keep the index in memory."""

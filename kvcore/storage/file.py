@@ -41,6 +41,8 @@ FRAME_SIZE = _FRAME.size
 _IDX = struct.Struct(">QII")
 IDX_SIZE = _IDX.size
 _TORN_SCAN_LIMIT = 4 * 1024 * 1024
+TREE_MARK = "tree.ok"
+"""Derived: how much of ``tree`` was checked against the log, and its CRC-32 then."""
 
 
 class FileStorage(Storage):
@@ -452,6 +454,28 @@ class FileStorage(Storage):
     def tree_nodes(self) -> bytes:
         data = self._read_file("tree")
         return data[: len(data) // 32 * 32]
+
+    def tree_mark(self) -> tuple[int, int] | None:
+        try:
+            with open(os.path.join(self.path, TREE_MARK), "rb") as f:
+                data = json.loads(f.read(256))
+            count, crc = data["count"], data["crc"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if type(count) is not int or type(crc) is not int or count < 0 or not 0 <= crc < 2**32:
+            return None
+        return count, crc
+
+    def set_tree_mark(self, count: int, crc: int) -> None:
+        if self.readonly or self._pending_tree:  # the file lacks nodes: leave the mark as it is
+            return
+        try:
+            atomic.write_json(
+                os.path.join(self.path, TREE_MARK), {"count": count, "crc": crc},
+                os.path.join(self.path, TREE_MARK + ".tmp"),
+            )
+        except OSError:
+            pass  # derived data: the next open checks every node instead
 
     def replace_tree(self, nodes: bytes) -> None:
         self._pending_tree = bytearray()

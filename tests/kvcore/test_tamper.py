@@ -6,6 +6,7 @@ we know which transaction each damaged byte belongs to and can demand that audit
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import zlib
@@ -461,3 +462,43 @@ def test_reads_of_a_damaged_record_raise_kvcore_errors_only(tmp_path):
                     escaped.append((off, type(e).__name__))
     assert escaped == []
     assert read_errors > 0  # damage the open does not see is reported by the reads
+
+
+def test_the_tree_mark_spares_the_check_of_what_was_checked_and_still_catches_damage(tmp_path):
+    """A writer records how much of the tree it checked (``tree.ok``: a count and a CRC-32);
+    opening then hashes only the transactions added since. Damage before or after the mark,
+    and a mark that is stale, garbled or lying, are all still caught or harmless."""
+    with Ledger.open(tmp_path) as led:
+        for i in range(1, 40):
+            led.set(b"k%d" % (i % 5), b"v%d" % i)
+    mark = (tmp_path / "tree.ok").read_text()
+    assert json.loads(mark)["count"] == 39
+    with Ledger.open(tmp_path) as led:
+        for i in range(40, 60):
+            led.set(b"k%d" % (i % 5), b"v%d" % i)
+        state = led.state()
+    good_tree = (tmp_path / "tree").read_bytes()
+    (tmp_path / "tree.ok").write_text(mark)  # stale: vouches for the first 39 only
+    with Ledger.open(tmp_path, readonly=True) as led:
+        assert led.recovery_notes == [] and led.state() == state
+    for offset in (5 * 32, len(good_tree) - 40):  # a node before the mark, one after it
+        (tmp_path / "tree.ok").write_text(mark)
+        tree = bytearray(good_tree)
+        tree[offset] ^= 1
+        (tmp_path / "tree").write_bytes(tree)
+        with Ledger.open(tmp_path) as led:
+            assert "the tree file did not match the log; rebuilt it" in led.recovery_notes
+            assert led.state() == state and led.audit().ok
+        assert (tmp_path / "tree").read_bytes() == good_tree
+    for bad in ("", "{", '{"count": 59, "crc": -1}', '{"count": 1000, "crc": 1}', '{"count": "x"}'):
+        (tmp_path / "tree.ok").write_text(bad)
+        with Ledger.open(tmp_path) as led:
+            assert led.recovery_notes == [] and led.state() == state
+    lying = json.dumps({"count": 59, "crc": zlib.crc32(good_tree)})  # right CRC, damaged file
+    tree = bytearray(good_tree)
+    tree[32] ^= 1
+    (tmp_path / "tree").write_bytes(tree)
+    (tmp_path / "tree.ok").write_text(lying)
+    with Ledger.open(tmp_path) as led:  # the CRC no longer matches what is on disk: checked in full
+        assert "the tree file did not match the log; rebuilt it" in led.recovery_notes
+        assert led.state() == state
