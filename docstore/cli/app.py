@@ -116,6 +116,8 @@ def open_db(ctx: typer.Context, *, write: bool = False, create: bool = False) ->
         )
     import docstore
 
+    if write and s.state_file is not None and s.verify:
+        _check_write_can_stay_verified(s)
     bars = StageBars()
     if not write and not create:
         _upgrade(path, bars)
@@ -128,6 +130,24 @@ def open_db(ctx: typer.Context, *, write: bool = False, create: bool = False) ->
         return docstore.open(path, readonly=not write, progress=bars)
     finally:
         bars.close()
+
+
+def _check_write_can_stay_verified(s: Settings) -> None:
+    """A write with a trusted state file and no key pinned would commit, then leave the state
+    file behind the ledger for good (a newer state is accepted only if signed by a pinned
+    key): every later verified read would refuse. Refuse the write up front instead."""
+    if s.keys or s.trust_unsigned or s.trust_on_first_use or s.state_file is None:
+        return
+    from docstore.proofs.trust import read_trust_file
+
+    if os.path.exists(s.state_file) and not read_trust_file(s.state_file).verifier_keys:
+        raise typer.BadParameter(
+            "a write with --state-file needs the ledger's verifier key pinned (--key KEY; the key "
+            "is `immudoc key`): without it the trusted state cannot advance to the state the write "
+            "makes, and every later verified read would refuse. Pin the key, or write without "
+            "--state-file (--no-verify).",
+            param_hint="--state-file",
+        )
 
 
 def _upgrade(path: str, bars: StageBars) -> None:

@@ -110,3 +110,25 @@ def test_key_checkpoint_and_rotation_commands(tmp_path, sub, check_error):
     assert sub(["--db", db, "key"]).out.split() == keys[:1]
     check_error(sub(["--db", db, "init", "--origin", "example.com/other"]), 7, "keeps its name")
     check_error(sub(["--db", str(tmp_path / "none"), "key"]), 7, "immudoc init")
+
+
+def test_a_write_with_a_state_file_and_no_pinned_key_is_refused_up_front(tmp_path, sub):
+    """Committed, it would leave the state file behind the ledger for good (a newer state needs
+    a pinned key's signature), and every later verified read would refuse: so nothing is
+    written, and the message says what to pin."""
+    db = str(tmp_path / "db")
+    assert sub(["--db", db, "init"]).code == 0
+    assert sub(["--db", db, "collection", "create", "c"]).code == 0
+    state = str(tmp_path / "s.checkpoint")
+    assert sub(["--db", db, "state", "--save", state]).code == 0
+    before = sub(["--db", db, "state", "--format", "json"]).json()
+    refused = sub(["--db", db, "--state-file", state, "insert", "c", "-"], input='{"_id": "a"}')
+    assert refused.code == 2 and "--key" in refused.err, refused.err
+    assert sub(["--db", db, "state", "--format", "json"]).json() == before  # nothing written
+    key = sub(["--db", db, "key"]).out.strip()
+    pinned = sub(["--db", db, "--state-file", state, "--key", key, "insert", "c", "-"], input='{"_id": "a"}')
+    assert pinned.code == 0, pinned.err
+    got = sub(["--db", db, "--state-file", state, "--key", key, "get", "c", "a"])
+    assert got.code == 0 and got.json() == {"_id": "a"}
+    unverified = sub(["--db", db, "--state-file", state, "--no-verify", "insert", "c", "-"], input='{"_id": "b"}')
+    assert unverified.code == 0, unverified.err
