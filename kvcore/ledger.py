@@ -155,8 +155,7 @@ class Ledger:
             codec,
         )
         self._opened = True
-        if self._mark_due:
-            self._storage.set_tree_mark(self._tx_count, zlib.crc32(self._tree.nodes()))
+        self._mark_tree()
         for note in self.recovery_notes:
             warnings.warn(note, RecoveryWarning, stacklevel=3)
 
@@ -239,13 +238,21 @@ class Ledger:
             or not _parents_match(tree, nodes, have, checked)
         ):
             self.recovery_notes.append("the tree file did not match the log; rebuilt it")
-            tree, have = MerkleTree(), 0
+            tree, have, checked = MerkleTree(), 0, 0
         for tx_id in range(have + 1, count + 1):
             tree.append(tx_leaf_hash(self._storage.read(tx_id, 0, HEADER_SIZE)))
         if have != count or len(stored) != want:
             self._storage.replace_tree(tree.nodes())
-        self._mark_due = bool(count) and checked != count  # recorded once the open succeeded
+        self._marked = checked if have == count else 0  # what tree.ok vouches for (recorded at open and close)
         return tree
+
+    def _mark_tree(self) -> None:
+        """Record in tree.ok that the tree as now is checked (a writer; only when that
+        changed: an unchanged ledger opens and closes without writing it)."""
+        count = self._tx_count
+        if count and count != self._marked and not self._storage.readonly:
+            self._storage.set_tree_mark(count, zlib.crc32(self._tree.nodes()))
+            self._marked = count
 
     def _checked_prefix(self, nodes: bytes, have: int) -> int:
         """How many transactions' tree nodes the tree mark vouches for (0: none)."""
@@ -275,8 +282,7 @@ class Ledger:
             return
         with self._write_lock:
             self._closed = True
-            if not self._storage.readonly and self._tx_count:
-                self._storage.set_tree_mark(self._tx_count, zlib.crc32(self._tree.nodes()))
+            self._mark_tree()
             try:
                 self._index.close()
             finally:

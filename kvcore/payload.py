@@ -52,9 +52,16 @@ def rebuild(payload: bytes) -> tuple[list[tuple[int, int, bytes, bytes]], bytes,
         sha(b"\x00" + payload[pos : pos + ENTRY_HEAD_SIZE + len(key) + len(value)]).digest()
         for pos, _kind, key, value in entries
     ]
-    nodes, root = build_levels(leaves)
-    table = struct.pack(f">{len(entries) + 1}I", *[e[0] for e in entries], len(payload))
-    return entries, table + nodes, root
+    extra, root = extra_of([e[0] for e in entries], len(payload), leaves)
+    return entries, extra, root
+
+
+def extra_of(positions: Sequence[int], payload_len: int, leaves: Sequence[bytes], from_level: int = 0) -> tuple[bytes, bytes]:
+    """(``extra``, the entries root) of a payload whose entries start at ``positions``, from
+    their leaf hashes: the positions and the payload's end (u32 BE), then the entries-tree
+    levels from ``from_level`` up (format 1 stores every level, format 2 from level 4)."""
+    nodes, root = build_levels(leaves, from_level)
+    return struct.pack(f">{len(positions) + 1}I", *positions, payload_len) + nodes, root
 
 
 def extra_for(payload: bytes) -> bytes:

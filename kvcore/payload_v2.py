@@ -25,6 +25,7 @@ from itertools import accumulate, islice
 
 from kvcore.hashing import HEADER_SIZE, encode_header
 from kvcore.hashing import sha256 as _sha
+from kvcore.payload import extra_of
 from kvcore.tree import build_levels
 
 RESTART = 16
@@ -215,9 +216,8 @@ def rebuild(payload: bytes) -> tuple[list[tuple[int, int, bytes, bytes]], bytes,
     sha, pack = _sha, _LEAF_HEAD.pack
     entries = list(iter_entries(payload))
     leaves = [sha(b"\x00" + pack(kind, len(key), len(value)) + key + value).digest() for _p, kind, key, value in entries]
-    nodes, root = build_levels(leaves, STORED_FROM)
-    table = struct.pack(f">{len(entries) + 1}I", *[e[0] for e in entries], len(payload))
-    return entries, table + nodes, root
+    extra, root = extra_of([e[0] for e in entries], len(payload), leaves, STORED_FROM)
+    return entries, extra, root
 
 
 def extra_for(payload: bytes) -> bytes:

@@ -28,10 +28,8 @@ import kvcore
 from docstore import DocstoreError, NotFoundError, VerificationError
 from docstore.proofs.trust import read_state_file, write_state_file
 
-FRAME = struct.Struct(">III")  # docs/storage.md: payload_len, extra_len, crc32
-ENTRY_HEAD = struct.Struct(">BII")  # format 1's entry head; a new database is in format 2:
-# kind || varint shared || varint suffix_len || varint value_len || suffix || value
-HEADER_SIZE = 53
+from tests.kvcore.kvcore_testlib import FRAME, HEADER_SIZE, parse_entry  # docs/storage.md's layouts
+
 LIBRARY_ERRORS = (DocstoreError, kvcore.KvError)
 
 DOCS = [
@@ -85,28 +83,11 @@ def _derived_files(path: Path) -> list[str]:
     return out
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        b = data[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            return n, pos
-        shift += 7
-
-
 def _entry(data: bytes, pos: int, version: int) -> tuple[int, int, int, int, int, int, int]:
     """(start, key_start, klen, value_start, vlen, where klen is, where vlen is) of an entry
-    (in format 2 the key is the stored suffix)."""
-    if version == 1:
-        _k, klen, vlen = ENTRY_HEAD.unpack_from(data, pos)
-        ks = pos + ENTRY_HEAD.size
-        return pos, ks, klen, ks + klen, vlen, pos + 4, pos + 8
-    _shared, at_klen = _varint(data, pos + 1)
-    klen, at_vlen = _varint(data, at_klen)
-    vlen, ks = _varint(data, at_vlen)
-    return pos, ks, klen, ks + klen, vlen, at_klen, at_vlen
+    (in format 2 the key is the stored suffix): kvcore's test parser of the specified layout."""
+    heads, (start, ks, klen, vs, vlen) = parse_entry(data, pos, version)
+    return start, ks, klen, vs, vlen, heads["key_len"], heads["value_len"]
 
 
 def _records(data: bytes, version: int = 2):
