@@ -23,7 +23,7 @@ from benchmarks.common import Result, load_average, machine, machine_info, table
 from benchmarks.config import MODES, make_config
 from benchmarks.fixtures import Fixtures
 
-SUITES = ["cli", "kv", "docs", "floor", "proofs", "scaling", "footprint", "remote"]
+SUITES = ["cli", "kv", "docs", "floor", "proofs", "statemap", "scaling", "footprint", "remote"]
 HERE = Path(__file__).resolve().parent
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks import cli, docs, docsys, footprint, kv, kvsys, proofs
+from benchmarks import cli, docs, docsys, footprint, kv, kvsys, proofs, statemap
 from benchmarks.common import Result, fmt_ratio, fmt_size
 
 # (what, workload, ours, peer, at least); issue 15's bars where it set them
@@ -15,6 +15,9 @@ BARS: list[tuple[str, str, str, str, float]] = [
     ("indexed find (range)", docs.FIND_RANGE, docsys.IMMUDOC, docsys.SQLITE, 0.5),
     ("kvcore batched writes", kv.WRITES, kvsys.KVCORE, kvsys.LMDB, 1.0),
     ("property prove+verify", proofs.PROP, docsys.IMMUDOC, proofs.PYMERKLE, 2.0),
+    # issue 16: the state map's write cost, against the same writes without it
+    ("state map: insert_many", statemap.INSERT, statemap.WITH, statemap.WITHOUT, 0.8),
+    ("state map: 1-doc update", statemap.UPDATE, statemap.WITH, statemap.WITHOUT, 0.8),
 ]
 
 
@@ -30,6 +33,15 @@ LIMITS: list[tuple[str, str, str, float]] = [
     ("immudoc get (ms)", cli.READS["get"], docsys.IMMUDOC, 400.0),
     ("immudoc count, indexed (ms)", cli.READS["count"], docsys.IMMUDOC, 400.0),
     ("immudoc find --limit 10 (ms)", cli.READS["find"], docsys.IMMUDOC, 400.0),
+    # issue 16, at 1M documents: the proofs of the current state (the documents they carry aside)
+    ("freshness proof (bytes)", statemap.LATEST_PROOF_SIZE, statemap.WITH, 2048.0),
+    ("absence proof (bytes)", statemap.ABSENT_SIZE, statemap.WITH, 2048.0),
+    ("complete find of 10 (bytes)", statemap.FIND_PROOF_SIZE, statemap.WITH, 10240.0),
+]
+
+# (what, workload, ours, at least), at the largest size of the run (issue 16)
+MINIMUMS: list[tuple[str, str, str, float]] = [
+    ("freshness prove+verify (/s)", statemap.LATEST, statemap.WITH, 3000.0),
 ]
 
 
@@ -43,6 +55,13 @@ def evaluate(results: list[Result]) -> list[dict[str, Any]]:
             out.append(
                 {"bar": what, "workload": workload, "peer": "at most", "need": most, "size": largest,
                  "value": r.value, "met": r.value <= most}
+            )
+    for what, workload, ours, least in MINIMUMS:
+        r = by.get((workload, ours, largest))
+        if r is not None and r.value > 0:
+            out.append(
+                {"bar": what, "workload": workload, "peer": "at least", "need": least, "size": largest,
+                 "value": r.value, "met": r.value >= least}
             )
     for what, workload, ours, peer, need in BARS:
         sizes = sorted({r.size for r in results if r.workload == workload and r.size is not None})
@@ -66,7 +85,8 @@ def text(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         verdict = "met" if r["met"] else "NOT met"
         if "value" in r:
-            lines.append(f"  {r['bar']:26} <= {r['need']:,.0f} at {fmt_size(r['size']):>5}: {r['value']:,.1f}  {verdict}")
+            sign = ">=" if r["peer"] == "at least" else "<="
+            lines.append(f"  {r['bar']:26} {sign} {r['need']:,.0f} at {fmt_size(r['size']):>5}: {r['value']:,.1f}  {verdict}")
             continue
         lines.append(
             f"  {r['bar']:26} >= {r['need']:.2f}x {r['peer']:20} at {fmt_size(r['size']):>5}: "

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import kvcore
 
     from docstore.proofs.bundle import Proof
+    from docstore.proofs.statebundle import StateProof
 
 __all__ = ["Collection", "Database", "Revision", "Transaction", "TxCollection"]
 
@@ -122,6 +123,26 @@ class Collection(Protocol):
     def prove_schema(
         self, at_tx: int | None = None, state: kvcore.State | None = None, known_state: kvcore.State | None = None
     ) -> Proof: ...
+    # proofs of the current state (bundle version 3)
+    def prove_latest(
+        self, doc_id: str, pointer: str | None = None, *, state: kvcore.State | None = None,
+        known_state: kvcore.State | None = None,
+    ) -> StateProof: ...
+    def prove_absent(
+        self, doc_id: str, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+    ) -> StateProof: ...
+    def prove_find(
+        self, filter: dict | None = None, sort: Any = None, skip: int = 0, limit: int | None = None,  # noqa: A002
+        *, state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+    ) -> StateProof: ...
+    def prove_count(
+        self, filter: dict | None = None, *, state: kvcore.State | None = None,  # noqa: A002
+        known_state: kvcore.State | None = None,
+    ) -> StateProof: ...
+    def prove_distinct(
+        self, field: str, filter: dict | None = None, *, state: kvcore.State | None = None,  # noqa: A002
+        known_state: kvcore.State | None = None,
+    ) -> StateProof: ...
 
     # definition
     @property

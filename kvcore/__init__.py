@@ -29,7 +29,7 @@ from kvcore.limits import MAX_KEY_BYTES, MAX_TX_BYTES, MAX_TX_ENTRIES, MAX_VALUE
 from kvcore.models import ConsistencyProof, EntriesProof, Entry, EntryProof, State, Tx, TxHeader
 from kvcore.storage import FileStorage, Storage
 from kvcore.transaction import Transaction
-from kvcore.verify import verify_consistency, verify_entries, verify_entry
+from kvcore.verify import verify_consistency, verify_entries, verify_entry, verify_tx
 
 __all__ = [
     "AuditReport",
@@ -66,4 +66,5 @@ __all__ = [
     "verify_consistency",
     "verify_entries",
     "verify_entry",
+    "verify_tx",
 ]

@@ -98,7 +98,7 @@ def run_audit(
     try:
         for tx_id, body, extra in storage.scan(1):
             try:
-                header, (hid, ts, n, root) = payload.header_of(body)
+                header, (hid, ts, n, root, _sroot) = payload.header_of(body)
                 parsed, extra_now, root_now = codec.rebuild(body)
             except ValueError as e:
                 bad(tx_id, f"cannot be decoded ({e})")

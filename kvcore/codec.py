@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from kvcore import payload, payload_v2
 from kvcore.hashing import HASH_SIZE
 
-Encoder = Callable[[int, int, Sequence[tuple[bytes, bytes | None]]], tuple[bytes, bytes, bytes, list[int]]]
+Encoder = Callable[
+    [int, int, Sequence[tuple[bytes, bytes | None]], "payload.StateRoot | None"], tuple[bytes, bytes, bytes, list[int]]
+]
 RunDecoder = Callable[[bytes, Sequence[int], int, bytes], list[tuple[int, bytes, bytes]]]
 PrefixResolver = Callable[[bytes, Sequence[int], int, int], bytes]
 
@@ -36,7 +38,7 @@ class Codec:
     stored_from: int
     """The lowest entries-tree level stored in ``extra`` (0: all of them)."""
     encode: Encoder
-    """(tx_id, timestamp_ns, writes) -> (payload, extra, header, positions)."""
+    """(tx_id, timestamp_ns, writes, state_root) -> (payload, extra, header, positions)."""
     decode_run: RunDecoder
     """(bytes, positions, index of the first, the bytes its key shares with the key before it)
     -> (kind, key, value) of a run."""

@@ -31,8 +31,9 @@ from kvcore.errors import (
     TxNotFoundError,
 )
 from kvcore.errors import corrupt_entry as _corrupt
-from kvcore.hashing import HASH_SIZE, HEADER_SIZE, KIND_DELETE, tx_leaf_hash
+from kvcore.hashing import HASH_SIZE, KIND_DELETE, MAX_HEADER_SIZE, tx_leaf_hash
 from kvcore.index import LedgerIndex
+from kvcore.payload import StateRoot
 from kvcore.indexaudit import IndexAudit
 from kvcore.indexpolicy import IndexPolicy
 from kvcore.keyindex import (
@@ -234,17 +235,25 @@ class Ledger:
         # the others by their hashes: opening costs one hash per transaction added since.
         checked = self._checked_prefix(nodes, have)
         if have and (
-            tree.leaf(have - 1) != tx_leaf_hash(self._storage.read(have, 0, HEADER_SIZE))
+            tree.leaf(have - 1) != tx_leaf_hash(self._header_bytes(have))
             or not _parents_match(tree, nodes, have, checked)
         ):
             self.recovery_notes.append("the tree file did not match the log; rebuilt it")
             tree, have, checked = MerkleTree(), 0, 0
         for tx_id in range(have + 1, count + 1):
-            tree.append(tx_leaf_hash(self._storage.read(tx_id, 0, HEADER_SIZE)))
+            tree.append(tx_leaf_hash(self._header_bytes(tx_id)))
         if have != count or len(stored) != want:
             self._storage.replace_tree(tree.nodes())
         self._marked = checked if have == count else 0  # what tree.ok vouches for (recorded at open and close)
         return tree
+
+    def _header_bytes(self, tx_id: int) -> bytes:
+        """The stored header of ``tx_id`` (its bytes; a damaged one still hashes, differently)."""
+        raw = self._storage.read(tx_id, 0, MAX_HEADER_SIZE)
+        try:
+            return _header_of(tx_id, raw)[0]
+        except CorruptionError:
+            return raw
 
     def _mark_tree(self) -> None:
         """Record in tree.ok that the tree as now is checked (a writer; only when that
@@ -268,12 +277,12 @@ class Ledger:
         old = self._tx_count
         new = self._storage.refresh()
         for tx_id in range(old + 1, new + 1):
-            self._tree.append(tx_leaf_hash(_header_of(tx_id, self._storage.read(tx_id, 0, HEADER_SIZE))[0]))
+            self._tree.append(tx_leaf_hash(_header_of(tx_id, self._storage.read(tx_id, 0, MAX_HEADER_SIZE))[0]))
         self._tx_count = new
         return new
 
     def _timestamp_of(self, tx_id: int) -> int:
-        return _header_of(tx_id, self._storage.read(tx_id, 0, HEADER_SIZE))[1][1]
+        return _header_of(tx_id, self._storage.read(tx_id, 0, MAX_HEADER_SIZE))[1][1]
 
     # ----------------------------------------------------------- lifecycle
     def close(self) -> None:
@@ -393,11 +402,15 @@ class Ledger:
         writes: list[tuple[bytes, bytes | None]],
         *,
         check: Callable[[int], None] | None = None,
+        state_root: StateRoot | None = None,
     ) -> int:
         """Commit validated ``(key, value-or-None-for-delete)`` pairs atomically.
 
         ``check(last_tx_id)`` runs under the commit lock first; an exception from it aborts
         the commit with nothing written (transactions use it to detect conflicts).
+        ``state_root(tx_id, leaf_hashes)``, also under the lock, returns the 32 bytes a
+        version-2 header commits to (an application's state after this transaction: kvcore
+        does not interpret it); an exception from it aborts the commit likewise.
         """
         self._check_open()
         if self._storage.readonly:
@@ -408,16 +421,21 @@ class Ledger:
             raise LimitError(f"{len(writes)} entries exceed the limit of {MAX_TX_ENTRIES} per transaction")
         # a big batch's temporaries are freed by reference counts: see kvcore.gcpause
         with gcpause.paused() if len(writes) >= BULK_ENTRIES else nullcontext():
-            return self._commit(writes, check)
+            return self._commit(writes, check, state_root)
 
-    def _commit(self, writes: list[tuple[bytes, bytes | None]], check: Callable[[int], None] | None) -> int:
+    def _commit(
+        self,
+        writes: list[tuple[bytes, bytes | None]],
+        check: Callable[[int], None] | None,
+        state_root: StateRoot | None = None,
+    ) -> int:
         with self._write_lock:
             self._check_open()
             if check is not None:
                 check(self._tx_count)
             tx_id = self._tx_count + 1
             ts = max(time.time_ns(), self._last_ts)
-            body, extra, header, positions = self._codec.encode(tx_id, ts, writes)
+            body, extra, header, positions = self._codec.encode(tx_id, ts, writes, state_root)
             if len(body) > MAX_TX_BYTES:
                 raise LimitError(
                     f"transaction of {len(body)} bytes exceeds the limit of {MAX_TX_BYTES} bytes"
@@ -677,14 +695,14 @@ class Ledger:
         self._check_open()
         check_tx(tx_id, self._tx_count)
         body = self._storage.read_tx(tx_id)
-        _, (tid, ts, n, root) = _header_of(tx_id, body)
+        _, (tid, ts, n, root, sroot) = _header_of(tx_id, body)
         parsed = _entries_of(self._codec, tx_id, body)
         revs = self._index.revisions([(key, make_loc(tx_id, i, pos)) for i, (pos, _k, key, _v) in enumerate(parsed)])
         entries = [
             Entry(key, value, tx_id, rev, kind == KIND_DELETE, i)
             for i, ((_pos, kind, key, value), rev) in enumerate(zip(parsed, revs))
         ]
-        return Tx(TxHeader(tid, ts, n, root), tuple(entries))
+        return Tx(TxHeader(tid, ts, n, root, sroot), tuple(entries))
 
     def entries(self, tx_id: int, start: int = 0, count: int | None = None) -> list[Entry]:
         """Entries ``start .. start+count-1`` of transaction ``tx_id``, in commit order.
@@ -738,10 +756,10 @@ class Ledger:
         cached = self._headers.get(tx_id)
         if cached is not None:
             return cached
-        _, (tid, ts, n, root) = _header_of(tx_id, self._storage.read(tx_id, 0, HEADER_SIZE))
+        _, (tid, ts, n, root, sroot) = _header_of(tx_id, self._storage.read(tx_id, 0, MAX_HEADER_SIZE))
         if len(self._headers) > 100_000:
             self._headers.clear()
-        h = self._headers[tx_id] = TxHeader(tid, ts, n, root)
+        h = self._headers[tx_id] = TxHeader(tid, ts, n, root, sroot)
         return h
 
     # ------------------------------------------------------ states and audit
@@ -910,7 +928,7 @@ class _IndexLog:
         """(key, loc) of the first ``k`` entries of ``tx_id``: a few reads of their heads, not
         of the transaction."""
         storage = self._storage
-        n = _header_of(tx_id, storage.read(tx_id, 0, HEADER_SIZE))[1][2]
+        n = _header_of(tx_id, storage.read(tx_id, 0, MAX_HEADER_SIZE))[1][2]
         k = min(k, n)
         if k <= 0:
             return []
@@ -969,7 +987,7 @@ def _entries_of(codec: Codec, tx_id: int, body: bytes) -> list[tuple[int, int, b
         raise _undecodable(tx_id, e) from None
 
 
-def _header_of(tx_id: int, raw: bytes) -> tuple[bytes, tuple[int, int, int, bytes]]:
+def _header_of(tx_id: int, raw: bytes) -> tuple[bytes, tuple[int, int, int, bytes, bytes | None]]:
     """A stored header, decoded; a malformed one is a CorruptionError, not a ValueError."""
     try:
         return payload.header_of(raw)

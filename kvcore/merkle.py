@@ -28,8 +28,9 @@ def root_of(leaf_hashes: Sequence[bytes]) -> bytes:
     level = list(leaf_hashes)
     # Pairing left to right and promoting an odd last node yields the RFC 9162 tree, whose
     # split is at the largest power of two: left subtrees are always complete.
-    while len(level) > 1:
-        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+    sha = _sha256
+    while len(level) > 1:  # node_hash, inlined: a call per node costs as much as the hash
+        nxt = [sha(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
         if len(level) & 1:
             nxt.append(level[-1])
         level = nxt

@@ -64,29 +64,39 @@ class TxHeader(NamedTuple):
     timestamp_ns: int
     n_entries: int
     entries_root: bytes
+    state_root: bytes | None = None
+    """What the application committed its state to (header version 2; None: version 1)."""
 
     def encode(self) -> bytes:
-        return encode_header(self.tx_id, self.timestamp_ns, self.n_entries, self.entries_root)
+        return encode_header(self.tx_id, self.timestamp_ns, self.n_entries, self.entries_root, self.state_root)
 
     def leaf_hash(self) -> bytes:
         return tx_leaf_hash(self.encode())
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "tx_id": self.tx_id,
             "timestamp_ns": self.timestamp_ns,
             "n_entries": self.n_entries,
             "entries_root": self.entries_root.hex(),
         }
+        if self.state_root is not None:
+            d["state_root"] = self.state_root.hex()
+        return d
 
     @classmethod
     def from_dict(cls, d: object) -> TxHeader:
         d = _need_dict(d, "header")
+        extra = set(d) - {"tx_id", "timestamp_ns", "n_entries", "entries_root", "state_root"}
+        if extra:
+            raise VerificationError(f"header: unknown fields {sorted(map(str, extra))}")
+        state_root = d.get("state_root")
         return cls(
             _int(d, "tx_id"),
             _int(d, "timestamp_ns"),
             _int(d, "n_entries"),
             _hex_to_hash(d.get("entries_root"), "entries_root"),
+            None if state_root is None else _hex_to_hash(state_root, "state_root"),
         )
 
 

@@ -15,7 +15,9 @@ import struct
 from itertools import accumulate
 from collections.abc import Iterator, Sequence
 
-from kvcore.hashing import HEADER_SIZE, decode_header, encode_header, tx_leaf_hash
+from collections.abc import Callable
+
+from kvcore.hashing import HEADER_SIZE, HEADER_SIZE_V2, decode_header, encode_header, header_size, tx_leaf_hash
 from kvcore.hashing import sha256 as _sha
 from kvcore.tree import build_levels
 
@@ -23,11 +25,19 @@ ENTRY_HEAD = struct.Struct(">BII")
 ENTRY_HEAD_SIZE = ENTRY_HEAD.size
 
 
+StateRoot = Callable[[int, Sequence[bytes]], bytes]
+"""``(tx_id, the entries' leaf hashes) -> the 32-byte state root`` a version-2 header commits to."""
+
+
 def encode(
-    tx_id: int, timestamp_ns: int, writes: Sequence[tuple[bytes, bytes | None]]
+    tx_id: int,
+    timestamp_ns: int,
+    writes: Sequence[tuple[bytes, bytes | None]],
+    state_root: StateRoot | None = None,
 ) -> tuple[bytes, bytes, bytes, list[int]]:
     """(payload, extra, header bytes, byte position of each entry) for ``writes``:
-    ``(key, value)`` pairs, a value of None being a tombstone (kind 1, empty value)."""
+    ``(key, value)`` pairs, a value of None being a tombstone (kind 1, empty value). With
+    ``state_root``, the header is version 2 and commits to what it returns."""
     pack_entry = ENTRY_HEAD.pack
     parts = [
         pack_entry(0, len(key), len(value)) + key + value if value is not None else pack_entry(1, len(key), 0) + key
@@ -35,9 +45,10 @@ def encode(
     ]
     sha = _sha
     leaves = [sha(b"\x00" + record).digest() for record in parts]
-    positions = list(accumulate(map(len, parts), initial=HEADER_SIZE))
+    sroot = None if state_root is None else state_root(tx_id, leaves)
+    positions = list(accumulate(map(len, parts), initial=HEADER_SIZE if sroot is None else HEADER_SIZE_V2))
     nodes, root = build_levels(leaves)
-    header = encode_header(tx_id, timestamp_ns, len(leaves), root)
+    header = encode_header(tx_id, timestamp_ns, len(leaves), root, sroot)
     table = struct.pack(f">{len(positions)}I", *positions)
     positions.pop()
     return header + b"".join(parts), table + nodes, header, positions
@@ -76,7 +87,7 @@ def entries_root(payload: bytes) -> bytes:
 
 def iter_entries(payload: bytes) -> Iterator[tuple[int, int, bytes, bytes]]:
     """(position, kind, key, value) for each entry; ValueError if the layout is broken."""
-    pos, end = HEADER_SIZE, len(payload)
+    pos, end = header_size(payload), len(payload)
     unpack = ENTRY_HEAD.unpack_from
     while pos < end:
         if pos + ENTRY_HEAD_SIZE > end:
@@ -118,10 +129,11 @@ def decode_run(
     return out
 
 
-def header_of(payload: bytes) -> tuple[bytes, tuple[int, int, int, bytes]]:
+def header_of(payload: bytes) -> tuple[bytes, tuple[int, int, int, bytes, bytes | None]]:
+    """(the header's bytes, its fields) of a payload (or of its first bytes)."""
     if len(payload) < HEADER_SIZE:
         raise ValueError("payload is shorter than a header")
-    raw = payload[:HEADER_SIZE]
+    raw = payload[: header_size(payload)]
     return raw, decode_header(raw)
 
 

@@ -23,7 +23,8 @@ import struct
 from collections.abc import Iterator, Sequence
 from itertools import accumulate, islice
 
-from kvcore.hashing import HEADER_SIZE, encode_header
+from kvcore.hashing import HEADER_SIZE, HEADER_SIZE_V2, encode_header, header_size
+from kvcore.payload import StateRoot
 from kvcore.hashing import sha256 as _sha
 from kvcore.payload import extra_of
 from kvcore.tree import build_levels
@@ -55,10 +56,14 @@ def varint(n: int) -> bytes:
 
 
 def encode(
-    tx_id: int, timestamp_ns: int, writes: Sequence[tuple[bytes, bytes | None]]
+    tx_id: int,
+    timestamp_ns: int,
+    writes: Sequence[tuple[bytes, bytes | None]],
+    state_root: StateRoot | None = None,
 ) -> tuple[bytes, bytes, bytes, list[int]]:
     """(payload, extra, header bytes, byte position of each entry) for ``writes``:
-    ``(key, value)`` pairs, a value of None being a tombstone (kind 1, empty value)."""
+    ``(key, value)`` pairs, a value of None being a tombstone (kind 1, empty value). With
+    ``state_root``, the header is version 2 and commits to what it returns."""
     sha, pack, fb, head = _sha, _LEAF0.pack, int.from_bytes, _head_bytes
     keys = [w[0] for w in writes]
     kinds = [0 if w[1] is not None else 1 for w in writes]
@@ -78,9 +83,10 @@ def encode(
         (bytes((kd, s, sl, len(v))) if (s | sl | len(v)) < 0x80 else head(kd, s, sl, len(v))) + k[s:] + v
         for kd, s, k, v, sl in zip(kinds, shared, keys, values, [len(k) - s for k, s in zip(keys, shared)])
     ]
-    positions = list(accumulate(map(len, parts), initial=HEADER_SIZE))
+    sroot = None if state_root is None else state_root(tx_id, leaves)
+    positions = list(accumulate(map(len, parts), initial=HEADER_SIZE if sroot is None else HEADER_SIZE_V2))
     nodes, root = build_levels(leaves, STORED_FROM)
-    header = encode_header(tx_id, timestamp_ns, len(leaves), root)
+    header = encode_header(tx_id, timestamp_ns, len(leaves), root, sroot)
     table = struct.pack(f">{len(positions)}I", *positions)
     positions.pop()
     return header + b"".join(parts), table + nodes, header, positions
@@ -188,7 +194,7 @@ def key_prefix(buf: bytes, positions: Sequence[int], index: int, need: int) -> b
 def iter_entries(payload: bytes) -> Iterator[tuple[int, int, bytes, bytes]]:
     """(position, kind, key, value) for each entry of a whole payload; Malformed if the
     layout is broken."""
-    pos, end = HEADER_SIZE, len(payload)
+    pos, end = header_size(payload), len(payload)
     prev = b""
     i = 0
     try:

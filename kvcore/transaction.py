@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from kvcore.errors import ConflictError, InvalidInputError, KeyNotFoundError, KvError
 from kvcore.limits import MAX_KEY_BYTES, MAX_VALUE_BYTES, check_key, check_value, valid_pairs
 from kvcore.models import Entry
+from kvcore.payload import StateRoot
 
 if TYPE_CHECKING:
     from kvcore.ledger import Ledger
@@ -140,8 +141,9 @@ class Transaction:
         mine = sorted(k for k in self._writes if k.startswith(prefix))
         return _merge(base, mine, self._writes)
 
-    def commit(self) -> int | None:
-        """Commit; returns the new transaction id (None if nothing was written)."""
+    def commit(self, state_root: StateRoot | None = None) -> int | None:
+        """Commit; returns the new transaction id (None if nothing was written).
+        ``state_root``: as :meth:`kvcore.Ledger.commit` (a version-2 header committing to it)."""
         self._active()
         self._done = True
         if not self._writes:
@@ -173,7 +175,7 @@ class Transaction:
                             prefix,
                         )
 
-        self.tx_id = ledger.commit(list(self._writes.items()), check=no_conflict)
+        self.tx_id = ledger.commit(list(self._writes.items()), check=no_conflict, state_root=state_root)
         return self.tx_id
 
     def rollback(self) -> None:

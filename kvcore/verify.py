@@ -99,6 +99,14 @@ def verify_entries(
     _check_tx(proof.header, proof.tx_path, state)
 
 
+def verify_tx(header: TxHeader, tx_path: Sequence[bytes], state: State) -> None:
+    """Check that transaction ``header`` is in the ledger whose state is ``state`` (by its
+    RFC 9162 inclusion path); raises VerificationError."""
+    if not 1 <= header.tx_id <= state.tx_id:
+        raise VerificationError(f"transaction {header.tx_id} is not in a ledger of {state.tx_id}")
+    _check_tx(header, list(tx_path), state)
+
+
 def _span(indices: Sequence[int]) -> str:
     if len(indices) > 1 and indices[-1] - indices[0] == len(indices) - 1:
         return f"{indices[0]}..{indices[-1]}"

@@ -500,17 +500,47 @@ def find(
     skip: Annotated[int, typer.Option(help="Skip this many documents first.")] = 0,
     projection: Annotated[Optional[str], typer.Option(metavar="JSON", help='e.g. \'{"name": 1}\'')] = None,
     at_tx: AtTxOpt = None,
+    prove_: Annotated[
+        bool, typer.Option("--prove", help="Also prove the result complete as of now (a JSON bundle: -o FILE, else stdout).")
+    ] = False,
+    out: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="With --prove: write the proof here.")] = None,
     fmt: FormatOpt = None,
 ) -> None:
-    """Print the documents matching a filter (Mongo-style JSON)."""
+    """Print the documents matching a filter (Mongo-style JSON); with --prove, prove them the
+    complete result (an index's ranges for a filter on an indexed field, else the whole
+    collection) and print the documents the proof holds."""
     from docstore.cli.inputs import parse_json
 
     flt = None if filter_ is None else parse_json(filter_, "the filter")
     proj = None if projection is None else parse_json(projection, "the projection")
     order = [(s[1:], -1) if s.startswith("-") else (s.removeprefix("+"), 1) for s in sort] or None
+    if prove_ and (at_tx is not None or proj is not None):
+        raise typer.BadParameter("--prove proves the current, whole documents: --at-tx and --projection do not apply")
+    if out is not None and not prove_:
+        raise typer.BadParameter("--output is where --prove writes its proof")
     with open_db(ctx) as db:
+        if prove_:
+            _prove_query(db.collection(collection).prove_find(flt, order, skip, limit), out, fmt)
+            return
         docs = db.collection(collection).find(flt, proj, order, skip, limit, at_tx)
         output.emit_many(docs, _fmt(fmt))
+
+
+def _prove_query(proof: Any, out: Optional[str], fmt: Optional[Format]) -> None:
+    """Write a find/count proof (to ``out``, else stdout) and print what it proves."""
+    import docstore
+
+    text = proof.to_json(indent=True) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        return
+    _write_file(out, text)
+    value = docstore.verify(proof, proof.state)  # what it shows (relative to its own state)
+    if isinstance(value, list) and proof.query.op == "find":
+        output.emit_many(iter(value), _fmt(fmt))
+    else:
+        output.emit(value, _fmt(fmt))
+    sys.stderr.write(f"wrote a proof of the complete result to {out}: {len(text.encode())} bytes, state {proof.state.tx_id}\n")
 
 
 @app.command()
@@ -519,13 +549,22 @@ def count(
     collection: CollArg,
     filter_: Annotated[Optional[str], typer.Argument(metavar="FILTER")] = None,
     at_tx: AtTxOpt = None,
+    prove_: Annotated[bool, typer.Option("--prove", help="Also prove the count (a JSON bundle: -o FILE, else stdout).")] = False,
+    out: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="With --prove: write the proof here.")] = None,
     fmt: FormatOpt = None,
 ) -> None:
-    """Print how many documents match a filter."""
+    """Print how many documents match a filter (with --prove, proven as of now)."""
     from docstore.cli.inputs import parse_json
 
     flt = None if filter_ is None else parse_json(filter_, "the filter")
+    if prove_ and at_tx is not None:
+        raise typer.BadParameter("--prove proves the current state: --at-tx does not apply")
+    if out is not None and not prove_:
+        raise typer.BadParameter("--output is where --prove writes its proof")
     with open_db(ctx) as db:
+        if prove_:
+            _prove_query(db.collection(collection).prove_count(flt), out, fmt)
+            return
         n = db.collection(collection).count(flt, at_tx=at_tx)
     output.emit(n, _fmt(fmt))
 
@@ -615,9 +654,13 @@ def index_create(
 def prove(
     ctx: typer.Context,
     collection: CollArg,
-    doc_id: IdArg,
+    doc_id: Annotated[Optional[str], typer.Argument(metavar="ID", help="Document id (_id).", show_default=False)] = None,
     pointer: Annotated[Optional[str], typer.Option(metavar="P", help="Prove one property (RFC 6901, e.g. /dosage/mg).")] = None,
     at_tx: Annotated[Optional[int], typer.Option("--at-tx", metavar="N", help="Prove the revision current at transaction N.")] = None,
+    latest: Annotated[bool, typer.Option("--latest", help="Prove that it is the current revision (as of now).")] = False,
+    absent: Annotated[
+        Optional[str], typer.Option("--absent", metavar="ID", help="Prove that no live document has this id (as of now).")
+    ] = None,
     known_state: Annotated[
         Optional[str],
         typer.Option(metavar="FILE", callback=_file_or_dash, help="Bundle a consistency proof from this saved state."),
@@ -625,29 +668,56 @@ def prove(
     out: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="Write the proof here.")] = None,
     fmt: FormatOpt = None,
 ) -> None:
-    """Prove a document or one property of it (a JSON bundle)."""
+    """Prove a document or one property of it (a JSON bundle); with --latest that it is the
+    current revision; with --absent ID that no such document exists now."""
+    if (doc_id is None) == (absent is None):
+        raise typer.BadParameter("give a document ID, or --absent ID (not both)")
+    if (latest or absent is not None) and at_tx is not None:
+        raise typer.BadParameter("--latest and --absent prove the current state: --at-tx does not apply")
+    if absent is not None and (latest or pointer is not None):
+        raise typer.BadParameter("--absent proves that no document exists: --latest and --pointer do not apply")
     known = None
     if known_state is not None:
         from docstore.proofs.trust import read_state_file
 
         known = read_state_file(known_state)
     with open_db(ctx) as db:
-        proof = db.collection(collection).prove(doc_id, pointer, at_tx=at_tx, known_state=known)
+        coll = db.collection(collection)
+        if absent is not None:
+            proof: Any = coll.prove_absent(absent, known_state=known)
+        elif latest:
+            proof = coll.prove_latest(doc_id, pointer, known_state=known)
+        else:
+            proof = coll.prove(doc_id, pointer, at_tx=at_tx, known_state=known)
     text = proof.to_json(indent=True) + "\n"
     if out is None:
         sys.stdout.write(text)
         return
     _write_file(out, text)
-    summary = {
-        "output": out, "bytes": len(text.encode()), "kind": proof.kind, "collection": proof.collection,
-        "id": proof.id, "pointer": proof.pointer, "revision": proof.revision, "tx_id": proof.tx_id,
-        "claim": proof.claim, "state": proof.state.to_dict(),
-    }
+    summary = _proof_summary(proof) | {"output": out, "bytes": len(text.encode())}
+    names = {"latest": "freshness proof", "absent": "absence proof"}
     output.emit(
         summary, _fmt(fmt),
-        lambda s: f"wrote a {s['kind']} proof of {_where(s)} (revision {s['revision']}, transaction "
-        f"{s['tx_id']}) to {s['output']}: {s['bytes']} bytes, relative to state {s['state']['tx_id']}",
+        lambda s: f"wrote {'an' if s['kind'] == 'absent' else 'a'} {names.get(s['kind'], s['kind'] + ' proof')} of {_where(s)}"
+        + (f" (revision {s['revision']}, transaction {s['tx_id']})" if s.get("revision") else "")
+        + f" to {s['output']}: {s['bytes']} bytes, relative to state {s['state']['tx_id']}",
     )
+
+
+def _proof_summary(proof: Any) -> dict[str, Any]:
+    """What a proof bundle is about (for the CLI's summaries)."""
+    from docstore.proofs.statebundle import StateProof
+
+    if isinstance(proof, StateProof):
+        d: dict[str, Any] = {"kind": proof.kind, "collection": proof.collection, "id": proof.id,
+                             "pointer": proof.pointer, "state": proof.state.to_dict()}
+        if proof.query is not None:
+            d["query"] = proof.query.to_dict()
+        return d
+    return {
+        "kind": proof.kind, "collection": proof.collection, "id": proof.id, "pointer": proof.pointer,
+        "revision": proof.revision, "tx_id": proof.tx_id, "claim": proof.claim, "state": proof.state.to_dict(),
+    }
 
 
 @app.command()
@@ -665,27 +735,40 @@ def verify(
     """Verify a proof offline against a saved state or checkpoint (no database)."""
     import docstore
     from docstore.cli.inputs import read_text
-    from docstore.proofs import load
+    from docstore.proofs.statebundle import load_any
     from docstore.proofs.trust import read_trust_file
 
     keys = [k for item in (*key, *settings(ctx).keys) for k in item.split()]
     record = read_trust_file(state)
     keys = keys or list(record.verifier_keys)
-    proof = load(read_text(proof_file))
+    proof = load_any(read_text(proof_file))
     trusted = record.checkpoint if (record.checkpoint and keys) else record.state
     value = docstore.verify(proof, trusted, verifier_keys=keys or None)
-    result = {
-        "verified": True, "kind": proof.kind, "collection": proof.collection, "id": proof.id,
-        "pointer": proof.pointer, "revision": proof.revision, "tx_id": proof.tx_id,
-        "state": proof.state.to_dict(), "trusted_state": record.state.to_dict(), "value": value,
+    result = _proof_summary(proof) | {
+        "verified": True, "trusted_state": record.state.to_dict(), "value": value,
         "signed_state": proof.state.tx_id > record.state.tx_id,
     }
-    output.emit(
-        result, _fmt(fmt),
-        lambda r: f"verified: {_where(r)} = {output.cell(r['value'], 200)} (revision {r['revision']}, "
-        f"transaction {r['tx_id']}; trusted state {r['trusted_state']['tx_id']}"
-        + (f", signed state {r['state']['tx_id']}" if r["signed_state"] else "") + ")",
+    result.pop("claim", None)
+    output.emit(result, _fmt(fmt), _verified_line)
+
+
+def _verified_line(r: dict[str, Any]) -> str:
+    trust = f"trusted state {r['trusted_state']['tx_id']}" + (
+        f", signed state {r['state']['tx_id']}" if r["signed_state"] else ""
     )
+    kind = r["kind"]
+    if kind == "absent":
+        return f"verified: no live document {r['id']!r} in {r['collection']} as of state {r['state']['tx_id']} ({trust})"
+    if kind == "latest":
+        return f"verified: {_where(r)} = {output.cell(r['value'], 200)} is the current revision as of state {r['state']['tx_id']} ({trust})"
+    if kind == "find":
+        q = r["query"]
+        what = {"find": "documents", "count": "count", "distinct": "distinct values"}[q["op"]]
+        shown = len(r["value"]) if isinstance(r["value"], list) else r["value"]
+        return (f"verified complete: {what} of {r['collection']} matching {output.cell(q['filter'], 120)}: {shown} "
+                f"as of state {r['state']['tx_id']} ({trust})")
+    return (f"verified: {_where(r)} = {output.cell(r['value'], 200)} (revision {r['revision']}, "
+            f"transaction {r['tx_id']}; {trust})")
 
 
 @app.command()

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from docstore.engine.engine import Engine
     from docstore.engine.engine import CollectionInfo, Items
     from docstore.proofs.bundle import Proof
+    from docstore.proofs.statebundle import StateProof
     from docstore.transactions.transaction import Transaction
 
 
@@ -108,6 +109,8 @@ class Collection:
             from docstore.proofs import reader
 
             self._state()
+            if at_tx is None:  # proven the current revision, or proven absent
+                return reader.latest(engine, self.name, doc_id)
             return reader.document(engine, self.name, doc_id, at_tx)
         if at_tx is None:
             doc = engine.current_document(self.name, doc_id)
@@ -229,10 +232,26 @@ class Collection:
         cursor.check_paging(skip, limit)
         if verify and not self._verifying:
             raise VerificationError("find(verify=True) needs a verifying database (a trusted state)")
+        if self._verifying and verify is not False and at_tx is None:  # the result proven complete
+            docs = iter(self._proven("find", filter, sort, skip, limit))
+            return cursor.run_query(docs, None, projection, None, 0, None)
         docs, snapshot = self._docs(filter, at_tx)
         if self._verifying and verify is not False:  # prove every match; nothing unverified is returned
             docs = self._verify_matches(docs, predicate, at_tx, snapshot)
         return cursor.run_query(docs, filter, projection, sort, skip, limit, predicate=predicate)
+
+    def _proven(self, op: str, filter: dict | None, sort: Any = None, skip: int = 0,  # noqa: A002
+                limit: int | None = None, field: str | None = None) -> Any:
+        """A verifying database's find, count or distinct: proven complete as of the current
+        state (a filter on an indexed field by that index's ranges; any other by a listing of
+        the whole collection, O(n))."""
+        from docstore.proofs import reader
+        from docstore.proofs.statebundle import Query
+
+        if sort is not None:
+            cursor.sort_key(sort)
+        self._state()
+        return reader.query(self._engine, self.name, Query(op, dict(filter or {}), sort, skip, limit, field))
 
     def _verify_matches(
         self, docs: Iterable[dict], predicate: Any, at_tx: int | None, snapshot: int | None
@@ -273,9 +292,12 @@ class Collection:
         return next(self.find(filter, projection, sort, 0, 1, at_tx, verify=verify), None)
 
     def count(self, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None) -> int:  # noqa: A002
-        """How many documents match. A verifying database cannot prove a count yet: it refuses
-        (ProofUnavailableError) unless ``verify=False``."""
+        """How many documents match. On a verifying database the count is proven (as of the
+        current state; a count as of ``at_tx`` is refused with ProofUnavailableError unless
+        ``verify=False``)."""
         compile_filter(filter)
+        if self._verifying and verify is not False and at_tx is None:
+            return int(self._proven("count", filter))
         refuse_unproven(self._verifying, verify, "a count")
         if not filter and at_tx is None:
             return self._state().count
@@ -285,9 +307,12 @@ class Collection:
         self, field: str, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None  # noqa: A002
     ) -> list:
         """Distinct values of ``field`` among matching documents (arrays contribute elements).
-        A verifying database refuses (ProofUnavailableError) unless ``verify=False``."""
+        Proven on a verifying database as of the current state (as of ``at_tx``: refused with
+        ProofUnavailableError unless ``verify=False``)."""
         check_field(field)
         compile_filter(filter)
+        if self._verifying and verify is not False and at_tx is None:
+            return list(self._proven("distinct", filter, field=field))
         refuse_unproven(self._verifying, verify, "a list of distinct values")
         return distinct_values(self._unverified_find(filter, at_tx), field)
 
@@ -333,6 +358,72 @@ class Collection:
 
         self._engine.check_open()
         return prove_collection(self._engine, self.name, at_tx, state, known_state)
+
+    def prove_latest(
+        self, doc_id: str, pointer: str | None = None, *, state: kvcore.State | None = None,
+        known_state: kvcore.State | None = None,
+    ) -> StateProof:
+        """Prove that this is the document's current revision (or, with ``pointer``, that
+        property's current value) as of the current state: :func:`docstore.verify` returns the
+        document (the value). DocumentNotFoundError when there is no live document (prove
+        that with :meth:`prove_absent`)."""
+        from docstore.proofs.provestate import prove_latest
+
+        check_id(doc_id)
+        self._engine.require_collection(self.name)
+        return prove_latest(self._engine, self.name, doc_id, pointer, state, known_state)
+
+    def prove_absent(
+        self, doc_id: str, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+    ) -> StateProof:
+        """Prove that no live document has this id as of the current state (never written, or
+        deleted): :func:`docstore.verify` returns None."""
+        from docstore.proofs.provestate import prove_absent
+
+        check_id(doc_id)
+        self._engine.require_collection(self.name)
+        return prove_absent(self._engine, self.name, doc_id, state, known_state)
+
+    def prove_find(
+        self, filter: dict | None = None, sort: Any = None, skip: int = 0, limit: int | None = None,  # noqa: A002
+        *, state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+    ) -> StateProof:
+        """Prove that the result of ``find(filter, sort=sort, skip=skip, limit=limit)`` is
+        complete as of the current state: :func:`docstore.verify` returns the list of
+        documents. A filter on an indexed field (equality, ``$in``, a range) is proven by that
+        index's ranges, O(k log n) for k candidates (with no sort and a limit, only up to the
+        limit); any other filter by a listing of the whole collection (O(n))."""
+        return self._prove_query("find", filter, sort, skip, limit, None, state, known_state)
+
+    def prove_count(
+        self, filter: dict | None = None, *, state: kvcore.State | None = None,  # noqa: A002
+        known_state: kvcore.State | None = None,
+    ) -> StateProof:
+        """Prove how many documents match (as :meth:`prove_find`): verify returns the count."""
+        return self._prove_query("count", filter, None, 0, None, None, state, known_state)
+
+    def prove_distinct(
+        self, field: str, filter: dict | None = None, *, state: kvcore.State | None = None,  # noqa: A002
+        known_state: kvcore.State | None = None,
+    ) -> StateProof:
+        """Prove the distinct values of ``field`` among the matches (as :meth:`prove_find`):
+        verify returns the list of values."""
+        check_field(field)
+        return self._prove_query("distinct", filter, None, 0, None, field, state, known_state)
+
+    def _prove_query(
+        self, op: str, filter: dict | None, sort: Any, skip: int, limit: int | None, field: str | None,  # noqa: A002
+        state: kvcore.State | None, known_state: kvcore.State | None,
+    ) -> StateProof:
+        from docstore.proofs.provestate import prove_find
+        from docstore.proofs.statebundle import Query
+
+        compile_filter(filter)
+        cursor.check_paging(skip, limit)
+        if sort is not None:
+            cursor.sort_key(sort)
+        self._engine.require_collection(self.name)
+        return prove_find(self._engine, self.name, Query(op, dict(filter or {}), sort, skip, limit, field), state, known_state)
 
     # ------------------------------------------------------- schema, indexes
     def _meta(self) -> dict[str, Any]:

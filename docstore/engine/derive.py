@@ -15,23 +15,53 @@ import orjson
 
 import kvcore
 
+from kvcore.hashing import entry_leaf_hash
+
 from docstore.collections.indexes import keys_for, meets_array
 from docstore.documents.records import Header, property_prefix
+from docstore.engine import mapchanges
 from docstore.engine.state import doc_from_items
 from docstore.engine.store import Location, Store
 from docstore.errors import CorruptDataError
+from docstore.statemap.hashing import run_root
+from docstore.statemap.tree import Plan
 
 ReadDoc = Callable[[str, str, Location], dict]
 """Reads a document's revision from the ledger (collection, id, location)."""
 
 
 class DocChange(NamedTuple):
-    """One document written by a transaction: its new revision (None: deleted) at ``location``."""
+    """One document written by a transaction: its new revision (None: deleted) at ``location``,
+    ``digest`` the run root of its entries (docs/proofs.md)."""
 
     collection: str
     id: str
     doc: dict | None
     location: Location
+    digest: bytes = b""
+
+
+class StateRootMismatch(CorruptDataError):
+    """The state map rebuilt from a transaction does not have the root its header commits to."""
+
+
+def revisions(changes: list[DocChange]) -> list[mapchanges.Revision]:
+    return [mapchanges.Revision(c.collection, c.id, c.doc, c.location.entry, c.digest) for c in changes]
+
+
+def plan_map(
+    store: Store,
+    txn: lmdb.Transaction,
+    read_doc: ReadDoc,
+    tx_id: int,
+    metas: dict[str, dict[str, Any]],
+    definitions: dict[str, tuple[int, bytes]],
+    changes: list[DocChange],
+    old_docs: dict[tuple[str, str], dict | None] | None = None,
+) -> Plan:
+    """The state map's update for a transaction (before the derived state reflects it)."""
+    diff = mapchanges.compute(store, txn, read_doc, tx_id, metas, definitions, revisions(changes), old_docs)
+    return store.smap.plan(txn, diff)
 
 
 def indexed_fields(meta: dict[str, Any]) -> list[str]:
@@ -106,10 +136,12 @@ def _apply_definition(store: Store, txn: lmdb.Transaction, read_doc: ReadDoc, na
 
 def changes_of(
     ledger: kvcore.Ledger, tx_id: int
-) -> tuple[dict[str, dict[str, Any]], list[DocChange]]:
-    """(collection definitions, document changes) of committed transaction ``tx_id``, read back
-    from the ledger (a transaction at a time: memory stays bounded by the largest one)."""
+) -> tuple[dict[str, dict[str, Any]], list[DocChange], dict[str, tuple[int, bytes]]]:
+    """(collection definitions, document changes, each definition's (entry index, leaf hash))
+    of committed transaction ``tx_id``, read back from the ledger (a transaction at a time:
+    memory stays bounded by the largest one)."""
     metas: dict[str, dict[str, Any]] = {}
+    definitions: dict[str, tuple[int, bytes]] = {}
     changes: list[DocChange] = []
     items = ledger.entry_items(tx_id)
     i = 0
@@ -117,21 +149,25 @@ def changes_of(
         key, value = items[i]
         kind = key[:2]
         if kind == b"c\x00" and value is not None:
-            metas[key[2:].decode()] = orjson.loads(value)
+            name = key[2:].decode()
+            metas[name] = orjson.loads(value)
+            definitions[name] = (i, entry_leaf_hash(0, key, value))
             i += 1
         elif kind == b"d\x00" and value is not None:
             header = Header.decode(value)
             loc = Location(tx_id, i, header.revision, header.n)
+            run = items[i : i + 1 + header.n]
+            digest = run_root([entry_leaf_hash(0 if v is not None else 1, k, v or b"") for k, v in run])
             if header.deleted:
-                changes.append(DocChange(header.collection, header.id, None, loc))
+                changes.append(DocChange(header.collection, header.id, None, loc, digest))
             else:
                 props = items[i + 1 : i + 1 + header.n]
                 doc = doc_from_items(header, props, property_prefix(header.collection, header.id))
-                changes.append(DocChange(header.collection, header.id, doc, loc))
+                changes.append(DocChange(header.collection, header.id, doc, loc, digest))
             i += 1 + header.n
         else:
             i += 1
-    return metas, changes
+    return metas, changes, definitions
 
 
 BATCH_ENTRIES = 200_000
@@ -164,9 +200,18 @@ def catch_up(
             batch = 0
             while tx_id < last and batch < BATCH_ENTRIES:
                 tx_id += 1
-                metas, changes = changes_of(ledger, tx_id)
+                metas, changes, definitions = changes_of(ledger, tx_id)
+                plan = plan_map(store, txn, read_doc, tx_id, metas, definitions, changes)
+                header = ledger.header(tx_id)
+                if header.state_root is not None and header.state_root != plan.root:
+                    raise StateRootMismatch(
+                        f"transaction {tx_id}: the state map rebuilt from the log has root "
+                        f"{plan.root.hex()[:16]}..., its header commits to {header.state_root.hex()[:16]}... "
+                        "(the derived state is damaged, or the ledger was written by a faulty writer: run an audit)"
+                    )
                 apply(store, txn, read_doc, tx_id, ledger.state(tx_id).root, metas, changes)
-                n = ledger.header(tx_id).n_entries
+                plan.apply(txn, store.smap)
+                n = header.n_entries
                 batch += n
                 done += n
                 if progress is not None:

@@ -21,7 +21,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from functools import partial
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -49,6 +49,8 @@ from docstore.errors import (
     VerificationError,
 )
 from docstore.proofs.trust import TrustTracker
+from docstore.statemap.hashing import run_root
+from docstore.statemap.tree import Plan
 
 CACHED_DOCS = 2048
 """Documents kept decoded-ready in memory (encoded), least recently used first."""
@@ -563,23 +565,53 @@ class Engine:
         with self.lock, translate():
             return self.ledger.transaction(at_tx)
 
-    def commit(self, kv: kvcore.Transaction, metas: dict[str, dict[str, Any]], written: list[Written]) -> int | None:
-        """Commit ``kv`` (its log record durable first), then reflect it in the derived state in
-        one LMDB transaction (definitions ``metas``, documents ``written``); returns its
-        transaction id (None: nothing to write). Errors translated."""
+    def commit(
+        self,
+        kv: kvcore.Transaction,
+        metas: dict[str, dict[str, Any]],
+        written: list[Written],
+        definitions: dict[str, int] | None = None,
+    ) -> int | None:
+        """Commit ``kv`` (its log record durable first, its header committing to the state
+        map's root after it), then reflect it in the derived state in one LMDB transaction
+        (definitions ``metas``, each at entry ``definitions[name]``; documents ``written``);
+        returns its transaction id (None: nothing to write). Errors translated."""
         with self.lock:
-            with translate(kv.snapshot):
-                tx_id = kv.commit()
-            if tx_id is not None:
+            store = self.store
+            planned: list[tuple[list[derive.DocChange], Plan]] = []
+
+            def state_root(tx_id: int, leaves: Sequence[bytes]) -> bytes:
                 changes = [
-                    derive.DocChange(w.collection, w.id, w.doc, Location(tx_id, w.index, w.revision, w.n))
+                    derive.DocChange(
+                        w.collection, w.id, w.doc, Location(tx_id, w.index, w.revision, w.n),
+                        run_root(list(leaves[w.index : w.index + w.n + 1])),
+                    )
                     for w in written
                 ]
-                old = {(w.collection, w.id): w.old for w in written}
-                store = self.store
+                defs = {name: (i, leaves[i]) for name, i in (definitions or {}).items()}
+                with store.read() as rtxn:
+                    plan = derive.plan_map(store, rtxn, self.read_doc, tx_id, metas, defs, changes, old)
+                planned.append((changes, plan))
+                return plan.root
+
+            old = {(w.collection, w.id): w.old for w in written}
+            with translate(kv.snapshot):
+                tx_id = kv.commit(state_root=state_root if MAINTAIN_STATE_MAP else None)
+            if tx_id is not None:
+                if MAINTAIN_STATE_MAP:
+                    changes, plan = planned[-1]
+                else:  # benchmark only: the map is not kept (and the next open rebuilds it)
+                    changes = [
+                        derive.DocChange(w.collection, w.id, w.doc, Location(tx_id, w.index, w.revision, w.n))
+                        for w in written
+                    ]
                 try:
                     with store.write() as txn:
                         derive.apply(store, txn, self.read_doc, tx_id, self.ledger.state(tx_id).root, metas, changes, old)
+                        if MAINTAIN_STATE_MAP:
+                            plan.apply(txn, store.smap)
+                        else:
+                            store.mark_map_stale(txn)
                 except lmdb.Error as e:  # the log holds the commit: the next open applies it
                     self._damaged = f"the derived state could not be updated: {e}"
                     raise StorageError(
@@ -678,7 +710,8 @@ def _reader(ledger: kvcore.Ledger) -> derive.ReadDoc:
 def _compare_rows(want: Iterator[tuple[str, bytes, bytes]], have: Iterator[tuple[str, bytes, bytes]]) -> list[str]:
     """Problems between two ordered row streams (bounded memory: one row of each at a time)."""
     problems: list[str] = []
-    names = {"colls": "collection definitions", "docs": "documents", "idx": "index entries", "multi": "multikey marks", "meta": "document counts"}
+    names = {"colls": "collection definitions", "docs": "documents", "idx": "index entries", "multi": "multikey marks",
+                 "meta": "document counts and the state map's root", "smap": "state map nodes"}
     w, h = next(want, None), next(have, None)
     while (w is not None or h is not None) and len(problems) < 10:
         if w == h:
@@ -711,9 +744,11 @@ def _open_store(path: str, ledger: kvcore.Ledger, readonly: bool) -> tuple[Store
             with store.read() as txn:
                 reflected = store.reflected(txn)
                 damaged = store.damaged(txn)
-            ok = reflected is not None and reflected[2] == VERSION and reflected[0] <= ledger.tx_id and (
+                map_root = store.smap.root(txn)
+                stale = store.map_stale(txn)
+            ok = not stale and reflected is not None and reflected[2] == VERSION and reflected[0] <= ledger.tx_id and (
                 ledger.state(reflected[0]).root == reflected[1]
-            ) and not damaged
+            ) and not damaged and _map_matches(ledger, reflected[0], map_root)
             if ok:
                 return store, None, None
             store.close()
@@ -729,6 +764,21 @@ def _open_store(path: str, ledger: kvcore.Ledger, readonly: bool) -> tuple[Store
         return Store(tmp, readonly=False, durable=False), tmp, note and note + " (a private copy: open the database for writing once to keep one)"
     Store.remove(path)
     return Store(path, readonly=False), None, note
+
+
+MAINTAIN_STATE_MAP = os.environ.get("IMMUDOC_BENCHMARK_WITHOUT_STATE_MAP") != "1"
+"""False only for a benchmark measuring what the state map costs (the environment variable
+IMMUDOC_BENCHMARK_WITHOUT_STATE_MAP=1): commits then write version-1 headers and leave the map
+stale (marked: the next open without the variable rebuilds it). Never for real data."""
+
+
+def _map_matches(ledger: kvcore.Ledger, tx_id: int, root: bytes) -> bool:
+    """Whether the state map's root is the one transaction ``tx_id`` commits to (a header of
+    version 1 commits to none)."""
+    if tx_id == 0:
+        return True
+    committed = ledger.header(tx_id).state_root
+    return committed is None or committed == root
 
 
 def _remove_old_snapshot(path: str) -> None:

@@ -14,9 +14,12 @@ derived from the ledger (the transaction log stays the only source of truth):
   then return a few more candidates: the filter is checked on every candidate anyway);
 - ``multi``: ``I || K`` -> empty: documents whose path to an indexed field meets an array (the
   planner then uses one bound of a range only);
+- ``smap``: the state map's nodes (:mod:`docstore.statemap`: the authenticated map whose root
+  every transaction header commits to);
 - ``meta``: ``tx`` (u64: the ledger transaction the state reflects), ``root`` (the ledger root
-  at it), ``version``, ``count \\0 collection`` (u64 live documents), and ``damaged`` (set by
-  an audit that found the state differs from the log: the next writable open rebuilds it).
+  at it), ``version``, ``count \\0 collection`` (u64 live documents), ``map.root`` and
+  ``map.levels`` (the state map's root and node count per level), and ``damaged`` (set by an
+  audit that found the state differs from the log: the next writable open rebuilds it).
 
 Each committed transaction is applied in one LMDB write transaction after its log record is
 durable (``sync=True, metasync=False``: LMDB keeps its integrity; a system crash may lose the
@@ -38,6 +41,7 @@ import lmdb
 import orjson
 
 from docstore.errors import CorruptDataError, StorageError
+from docstore.statemap.tree import StateMap
 
 if TYPE_CHECKING:
     from lmdb import _Database
@@ -45,7 +49,8 @@ if TYPE_CHECKING:
 _Db: TypeAlias = "_Database"
 """A named database's handle (py-lmdb's ``_Database``)."""
 
-VERSION = 1
+VERSION = 2
+"""2: the state map (``smap``) added; a store of version 1 is rebuilt from the log."""
 DIR = "state.lmdb"
 MAP_SIZE = 1 << 40  # address space reserved, not disk: the file grows as needed
 _U64 = struct.Struct(">Q")
@@ -112,7 +117,8 @@ class Store:
         except lmdb.Error as e:
             raise StorageError(f"cannot open the derived state {self.path!r}: {e}") from None
         self.env = self._shared.env
-        self.meta, self.colls, self.docs, self.idx, self.multi = self._shared.dbs
+        self.meta, self.colls, self.docs, self.idx, self.multi, smap = self._shared.dbs
+        self.smap = StateMap(smap, self.meta)
 
     @staticmethod
     def file_problem(path: str) -> str | None:
@@ -180,6 +186,14 @@ class Store:
         """Record that an audit found this state differs from the log (the next writable open
         rebuilds it)."""
         txn.put(b"damaged", why.encode()[:400], db=self.meta)
+
+    def mark_map_stale(self, txn: lmdb.Transaction) -> None:
+        """Record that a commit left the state map behind (a benchmark without it): the next
+        open rebuilds the store."""
+        txn.put(b"map.stale", b"1", db=self.meta)
+
+    def map_stale(self, txn: lmdb.Transaction) -> bool:
+        return _get(txn, b"map.stale", self.meta) is not None
 
     def damaged(self, txn: lmdb.Transaction) -> bool:
         return _get(txn, b"damaged", self.meta) is not None
@@ -294,12 +308,13 @@ class Store:
     # ------------------------------------------------------------------ audit
     def dump(self, txn: lmdb.Transaction) -> Iterator[tuple[str, bytes, bytes]]:
         """Every row, database by database, in key order (the audit compares two stores)."""
-        for name, db in (("colls", self.colls), ("docs", self.docs), ("idx", self.idx), ("multi", self.multi)):
+        for name, db in (
+            ("colls", self.colls), ("docs", self.docs), ("idx", self.idx), ("meta", self.meta),
+            ("multi", self.multi), ("smap", self.smap.db),
+        ):  # in the order of their names (the audit merges two dumps by (name, key))
             for k, v in _rows(txn.cursor(db=db)):
-                yield name, k, v
-        for k, v in _rows(txn.cursor(db=self.meta)):
-            if k.startswith(b"count\x00"):
-                yield "meta", k, v
+                if name != "meta" or k.startswith((b"count\x00", b"map.root", b"map.levels")):
+                    yield name, k, v
 
 
 # ---------------------------------------------------------------- one environment a process
@@ -323,7 +338,7 @@ class _Shared:
 _registry: dict[str, _Shared] = {}
 _registry_lock = threading.Lock()
 _registry_pid = os.getpid()
-_NAMES = (b"meta", b"colls", b"docs", b"idx", b"multi")
+_NAMES = (b"meta", b"colls", b"docs", b"idx", b"multi", b"smap")
 
 
 def _identity(path: str) -> tuple[int, ...] | None:

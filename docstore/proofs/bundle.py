@@ -132,32 +132,43 @@ class Proof(NamedTuple):
         d["tx"] = self.tx.to_dict()
         d["path"] = [b64(h) for h in self.path]
         d["tx_path"] = [b64(h) for h in self.tx_path]
-        d["state"] = self.state.to_dict()
-        if self.checkpoint is not None:
-            d["checkpoint"] = self.checkpoint
-        if self.consistency is not None and self.consistency_state is not None:
-            d["consistency"] = {
-                "state": self.consistency_state.to_dict(),
-                "old_tx_id": self.consistency.old_tx_id,
-                "new_tx_id": self.consistency.new_tx_id,
-                "path": [b64(h) for h in self.consistency.path],
-            }
-        return d
+        return d | trust_fields(self)
 
     def to_json(self, indent: bool = False) -> str:
         """The bundle as JSON text (format in docs/proofs.md)."""
-        opts = orjson.OPT_INDENT_2 if indent else 0
-        try:
-            return orjson.dumps(self.to_dict(), option=opts).decode()
-        except TypeError:  # integers beyond 64 bits in the claim
-            import json
-
-            return json.dumps(self.to_dict(), indent=2 if indent else None, ensure_ascii=False)
+        return dumps(self.to_dict(), indent)
 
     @property
     def size(self) -> int:
         """Bytes of the compact JSON bundle."""
         return len(self.to_json().encode())
+
+
+def trust_fields(proof: Any) -> dict[str, Any]:
+    """The fields every bundle ends with: its state, the state's signed checkpoint, and a
+    consistency proof between it and another state."""
+    d: dict[str, Any] = {"state": proof.state.to_dict()}
+    if proof.checkpoint is not None:
+        d["checkpoint"] = proof.checkpoint
+    if proof.consistency is not None and proof.consistency_state is not None:
+        d["consistency"] = {
+            "state": proof.consistency_state.to_dict(),
+            "old_tx_id": proof.consistency.old_tx_id,
+            "new_tx_id": proof.consistency.new_tx_id,
+            "path": [b64(h) for h in proof.consistency.path],
+        }
+    return d
+
+
+def dumps(d: dict[str, Any], indent: bool = False) -> str:
+    """A bundle's dict as JSON text (the standard library's for integers beyond 64 bits)."""
+    opts = orjson.OPT_INDENT_2 if indent else 0
+    try:
+        return orjson.dumps(d, option=opts).decode()
+    except TypeError:
+        import json
+
+        return json.dumps(d, indent=2 if indent else None, ensure_ascii=False)
 
 
 def from_dict(d: Any) -> Proof:
@@ -170,7 +181,7 @@ def from_dict(d: Any) -> Proof:
     if type(version) is not int or version not in VERSIONS:
         raise VerificationError(
             f"proof format version {version!r} is not supported (this reads versions "
-            f"{', '.join(map(str, VERSIONS))})"
+            f"{', '.join(map(str, VERSIONS))} and 3)"
         )
     unknown = set(d) - _FIELDS[version]
     if unknown:

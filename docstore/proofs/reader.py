@@ -9,19 +9,26 @@ signed by a pinned key and extends the trusted state (see :mod:`docstore.proofs.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from docstore.engine.state import same_json
 from docstore.errors import DocumentNotFoundError, VerificationError
+from docstore.documents.records import Header
 from docstore.proofs.bundle import Proof
 from docstore.proofs.prove import prove_collection, prove_document
+from docstore.proofs.provestate import prove_absent, prove_find, prove_latest
+from docstore.proofs.statebundle import Query, StateProof
 from docstore.proofs.trust import TrustTracker
 from docstore.proofs.verify import verify
+from docstore.proofs.verifystate import asks
 
 if TYPE_CHECKING:
     import kvcore
 
     from docstore.engine.engine import Engine
+
+
+P = TypeVar("P", Proof, StateProof)
 
 
 def _trust(engine: Engine) -> TrustTracker:
@@ -38,7 +45,7 @@ def _trusted_base(engine: Engine) -> kvcore.State:
     return trust.state
 
 
-def _authenticated(engine: Engine, proof: Proof) -> Proof:
+def _authenticated(engine: Engine, proof: P) -> P:
     """Accept a proof's state into the trusted history (signed if newer); returns the proof
     relative to that state alone."""
     _trust(engine).accept(
@@ -103,3 +110,33 @@ def definition(engine: Engine, coll: str) -> dict[str, Any]:
             f"collection {coll!r}: the definition the database serves differs from the one the ledger proves"
         )
     return meta
+
+
+def latest(engine: Engine, coll: str, doc_id: str) -> dict:
+    """The document's current revision, proven current (its freshness); DocumentNotFoundError
+    only once its absence is proven too."""
+    trust = _trust(engine)
+    engine.check_open()
+    started = time.monotonic()
+    with engine.verify_lock:
+        base = _trusted_base(engine)
+        try:
+            proof = _authenticated(engine, prove_latest(engine, coll, doc_id, None, None, base))
+        except DocumentNotFoundError:
+            absent = _authenticated(engine, prove_absent(engine, coll, doc_id, None, base))
+            asks(absent, "absent", coll, id=doc_id)
+            verify(absent, absent.state)
+            raise DocumentNotFoundError(f"no document {doc_id!r} in {coll!r} (its absence is proven)") from None
+    asks(proof, "latest", coll, id=doc_id)
+    doc = verify(proof, proof.state)
+    trust.seen_revision(coll, doc_id, Header.decode(proof.documents[0].header).revision, started)
+    return doc
+
+
+def query(engine: Engine, coll: str, q: Query) -> Any:
+    """A find's documents, a count or distinct values, proven complete as of the current state."""
+    engine.check_open()
+    with engine.verify_lock:
+        proof = _authenticated(engine, prove_find(engine, coll, q, None, _trusted_base(engine)))
+    asks(proof, "find", coll, query=q)
+    return verify(proof, proof.state)

@@ -22,7 +22,9 @@ from docstore.errors import CorruptDataError, DocstoreError, VerificationError
 from docstore.documents.flatten import OBJECT_HEADER, decode_value, encode_value, flatten
 from docstore.documents.ids import check_collection_name, check_id
 from docstore.proofs import checkpoint as ckpt
-from docstore.proofs.bundle import Proof, from_dict, load
+from docstore.proofs.bundle import Proof
+from docstore.proofs.statebundle import StateProof, load_any, parse
+from docstore.proofs.verifystate import verify_state_proof
 from docstore.proofs.note import Verifier, verifiers
 from docstore.documents.records import Header
 
@@ -30,7 +32,7 @@ KeysArg = str | Verifier | Sequence[str] | Sequence[Verifier] | Sequence[str | V
 
 
 def verify(
-    proof: Proof | str | bytes | dict,
+    proof: Proof | StateProof | str | bytes | dict,
     trusted: kvcore.State | str | bytes | None = None,
     verifier_keys: KeysArg = None,
     *,
@@ -54,6 +56,9 @@ def verify(
     proof = as_proof(proof)
     pinned = verifiers(verifier_keys)
     state = trusted_state_of(trusted if trusted is not None else trusted_state, pinned)
+    if isinstance(proof, StateProof):
+        _link(proof, state, pinned)
+        return verify_state_proof(proof, state)
     _check_names(proof)
     _link(proof, state, pinned)
     if proof.kind == "property":
@@ -95,13 +100,14 @@ def check_extends(old: kvcore.State, new: kvcore.State, proof: kvcore.Consistenc
         raise VerificationError(f"consistency check failed from state {old.tx_id} to {new.tx_id}: {e}{why}") from None
 
 
-def as_proof(proof: object) -> Proof:
-    """A :class:`Proof` from a bundle, its JSON text or its dict (parsed strictly)."""
+def as_proof(proof: object) -> Proof | StateProof:
+    """A :class:`Proof` (or a :class:`StateProof`) from a bundle, its JSON text or its dict
+    (parsed strictly)."""
     if isinstance(proof, (str, bytes)):
-        proof = load(proof)
+        proof = load_any(proof)
     elif isinstance(proof, dict):
-        proof = from_dict(proof)
-    if not isinstance(proof, Proof):
+        proof = parse(proof)
+    if not isinstance(proof, (Proof, StateProof)):
         raise VerificationError(f"expected a proof bundle, got {type(proof).__name__}")
     return proof
 
@@ -168,7 +174,7 @@ def authenticate_signature(trusted: kvcore.State, state: kvcore.State, note: str
         )
 
 
-def _link(proof: Proof, trusted: kvcore.State, pinned: list[Verifier]) -> None:
+def _link(proof: Proof | StateProof, trusted: kvcore.State, pinned: list[Verifier]) -> None:
     state = proof.state
     if proof.checkpoint is not None:  # whatever it is needed for, it must name the proof's state
         if ckpt.read_unverified(proof.checkpoint).state != state:

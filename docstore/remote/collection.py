@@ -24,6 +24,7 @@ from docstore.errors import (
 from docstore.documents.flatten import split_pointer
 from docstore.documents.ids import check_id, in_groups
 from docstore.proofs.bundle import Proof
+from docstore.proofs.statebundle import Query, StateProof
 from docstore.proofs.verify import verify
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
@@ -131,11 +132,15 @@ class RemoteCollection:
         """The document (as of ledger transaction ``at_tx``); DocumentNotFoundError if none.
 
         On a verifying connection the server sends a proof instead, checked against the trusted
-        state before the document is returned.
+        state before the document is returned: of the current revision (a proof that it is the
+        latest; a "not found" only with a proof of the id's absence), or as of ``at_tx`` of the
+        revision then (an inclusion proof).
         """
         check_id(doc_id)
         at_tx = _int_or_none(at_tx, "at_tx")
         if self._conn.trust is not None:
+            if at_tx is None:
+                return self._conn.verified_latest(self.name, doc_id)
             doc, _rev = self._conn.verified_get(self.name, doc_id, at_tx)
             if doc is None:
                 raise DocumentNotFoundError(f"document {doc_id!r} in {self.name!r} is deleted")
@@ -226,11 +231,13 @@ class RemoteCollection:
         """Documents matching a Mongo-style ``filter`` (as of ``at_tx``), streamed from the
         server page by page as you iterate.
 
-        On a verifying connection (or with ``verify=True``) the server sends a proof of each
-        document instead; each is checked against the trusted state, and the filter and
-        projection are applied here to the proven documents: only proven documents are
-        returned (that none was left out is not proven yet). ``verify=False`` reads them
-        unverified. Dropping the iterator early cancels the stream.
+        On a verifying connection (or with ``verify=True``) the result is proven: as of the
+        current state by one proof that it is complete (a find proof: the filter, sort, skip
+        and limit are applied here to the proven documents, then the projection); as of
+        ``at_tx`` by a proof of each document, checked against the trusted state, the filter
+        and projection applied here (only proven documents are returned; that none was left
+        out is not proven). ``verify=False`` reads them unverified. Dropping the iterator
+        early cancels the stream.
         """
         if verify is None:
             verify = self._conn.trust is not None
@@ -242,6 +249,15 @@ class RemoteCollection:
         at_tx = _int_or_none(at_tx, "at_tx")
         if verify and self._conn.trust is None:
             raise VerificationError("find(verify=True) needs a verifying connection (a trusted state)")
+        if verify and at_tx is None:  # the result proven complete as of the current state
+            if sort is None:  # skip and limit proven too (the proof may stop at the limit)
+                docs = self._proven("find", filter, None, skip, limit)
+                return cursor.run_query(iter(docs), None, projection, None, 0, None)
+            # With a sort a proof covers the filter's whole ranges anyway: every match is proven
+            # and sorted and paged here, so that a sort the documents do not allow fails as
+            # embedded (QueryError), not as a proof that does not verify.
+            docs = self._proven("find", filter)
+            return cursor.run_query(iter(docs), None, projection, sort, skip, limit)
         req = pb.FindRequest(
             collection=self.name,
             filter=codec.dumps_opt(filter),
@@ -318,25 +334,41 @@ class RemoteCollection:
             it.close()  # type: ignore[attr-defined]
 
     def count(self, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None) -> int:  # noqa: A002
-        """How many documents match (a verifying connection refuses unless ``verify=False``:
-        a count cannot be proven yet)."""
+        """How many documents match. On a verifying connection the count is proven (as of the
+        current state; a count as of ``at_tx`` is refused with ProofUnavailableError unless
+        ``verify=False``)."""
         compile_filter(filter)
+        at_tx = _int_or_none(at_tx, "at_tx")
+        if self._conn.trust is not None and verify is not False and at_tx is None:
+            return int(self._proven("count", filter))
         refuse_unproven(self._conn.trust is not None, verify, "a count")
         req = pb.CountRequest(collection=self.name, filter=codec.dumps_opt(filter))
-        _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
+        _set_opt(req, "at_tx", at_tx)
         return self._call(self._stub.Count, req).count
 
     def distinct(
         self, field: str, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None  # noqa: A002
     ) -> list:
-        """Distinct values of ``field`` among matching documents (arrays contribute elements);
-        a verifying connection refuses unless ``verify=False``."""
+        """Distinct values of ``field`` among matching documents (arrays contribute elements).
+        Proven on a verifying connection as of the current state (as of ``at_tx``: refused with
+        ProofUnavailableError unless ``verify=False``)."""
         check_field(field)
         compile_filter(filter)
+        at_tx = _int_or_none(at_tx, "at_tx")
+        if self._conn.trust is not None and verify is not False and at_tx is None:
+            return list(self._proven("distinct", filter, field=field))
         refuse_unproven(self._conn.trust is not None, verify, "a list of distinct values")
         req = pb.DistinctRequest(collection=self.name, field=field, filter=codec.dumps_opt(filter))
-        _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
+        _set_opt(req, "at_tx", at_tx)
         return codec.loads(self._call(self._stub.Distinct, req).values)
+
+    def _proven(self, op: str, filter: dict | None, sort: Any = None, skip: int = 0,  # noqa: A002
+                limit: int | None = None, field: str | None = None) -> Any:
+        """A verifying connection's find, count or distinct: proven complete as of the server's
+        current state (a find proof of exactly this query, checked here)."""
+        if sort is not None:
+            cursor.sort_key(sort)
+        return self._conn.verified_query(self.name, Query(op, dict(filter or {}), sort, skip, limit, field))
 
     def explain(self, filter: dict | None = None, *, verify: bool | None = None) -> dict[str, Any]:  # noqa: A002
         """How ``find(filter)`` would run on the server: ``{"plan": "index"|"scan", ...}``
@@ -373,6 +405,65 @@ class RemoteCollection:
         _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
         _states(req, state, known_state)
         return self._conn.proof(self._call(self._stub.ProveSchema, req).proof)
+
+    def prove_latest(
+        self, doc_id: str, pointer: str | None = None, *, state: kvcore.State | None = None,
+        known_state: kvcore.State | None = None,
+    ) -> StateProof:
+        """Prove that this is the document's current revision (or, with ``pointer``, that
+        property's current value) as of the current state: :func:`docstore.verify` returns the
+        document (the value). DocumentNotFoundError when there is no live document (prove
+        that with :meth:`prove_absent`). Not checked here: verify it against a state you trust."""
+        check_id(doc_id)
+        if pointer is not None:
+            split_pointer(pointer)  # InvalidPointerError, as embedded
+        return self._conn.prove_state(self.name, "latest", doc_id, pointer, None, state, known_state)
+
+    def prove_absent(
+        self, doc_id: str, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+    ) -> StateProof:
+        """Prove that no live document has this id as of the current state (never written, or
+        deleted): :func:`docstore.verify` returns None. Not checked here."""
+        check_id(doc_id)
+        return self._conn.prove_state(self.name, "absent", doc_id, None, None, state, known_state)
+
+    def prove_find(
+        self, filter: dict | None = None, sort: Any = None, skip: int = 0, limit: int | None = None,  # noqa: A002
+        *, state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+    ) -> StateProof:
+        """Prove that the result of ``find(filter, sort=sort, skip=skip, limit=limit)`` is
+        complete as of the current state: :func:`docstore.verify` returns the list of
+        documents. A filter on an indexed field (equality, ``$in``, a range) is proven by that
+        index's ranges, O(k log n) for k candidates (with no sort and a limit, only up to the
+        limit); any other filter by a listing of the whole collection (O(n)). Not checked here."""
+        return self._prove_query("find", filter, sort, skip, limit, None, state, known_state)
+
+    def prove_count(
+        self, filter: dict | None = None, *, state: kvcore.State | None = None,  # noqa: A002
+        known_state: kvcore.State | None = None,
+    ) -> StateProof:
+        """Prove how many documents match (as :meth:`prove_find`): verify returns the count."""
+        return self._prove_query("count", filter, None, 0, None, None, state, known_state)
+
+    def prove_distinct(
+        self, field: str, filter: dict | None = None, *, state: kvcore.State | None = None,  # noqa: A002
+        known_state: kvcore.State | None = None,
+    ) -> StateProof:
+        """Prove the distinct values of ``field`` among the matches (as :meth:`prove_find`):
+        verify returns the list of values."""
+        check_field(field)
+        return self._prove_query("distinct", filter, None, 0, None, field, state, known_state)
+
+    def _prove_query(
+        self, op: str, filter: dict | None, sort: Any, skip: int, limit: int | None, field: str | None,  # noqa: A002
+        state: kvcore.State | None, known_state: kvcore.State | None,
+    ) -> StateProof:
+        compile_filter(filter)  # fail here, as embedded, on a malformed query
+        cursor.check_paging(skip, limit)
+        if sort is not None:
+            cursor.sort_key(sort)
+        query = Query(op, dict(filter or {}), sort, skip, limit, field)
+        return self._conn.prove_state(self.name, "find", "", None, query, state, known_state)
 
     # ------------------------------------------------------- schema, indexes
     def info(self, *, verify: bool | None = None) -> dict[str, Any]:

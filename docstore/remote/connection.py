@@ -21,20 +21,25 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 import kvcore
 
 from docstore.documents.ids import check_collection_name
-from docstore.errors import CollectionNotFoundError, QueryError, VerificationError
-from docstore.proofs.bundle import Proof, from_dict
+from docstore.documents.records import Header
+from docstore.errors import CollectionNotFoundError, DocumentNotFoundError, NotFoundError, QueryError, VerificationError
+from docstore.proofs.bundle import MAX_BUNDLE_BYTES, Proof, from_dict
+from docstore.proofs.statebundle import Query, StateProof, parse
 from docstore.proofs.trust import TrustTracker
 from docstore.proofs.verify import verify
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
 from docstore.rpc import immudoc_pb2_grpc as pb_grpc
+
+P = TypeVar("P", Proof, StateProof)
+
 
 @dataclass(frozen=True)
 class TLS:
@@ -274,7 +279,98 @@ class Connection:
     def proof(self, data: bytes) -> Proof:
         return from_dict(codec.loads(data, VerificationError))
 
-    def authenticated(self, proof: Proof) -> Proof:
+    def state_proof(self, data: bytes) -> StateProof:
+        """A proof of the current state (bundle version 3) the server sent, parsed (not checked)."""
+        if len(data) > MAX_BUNDLE_BYTES:
+            raise VerificationError(f"a proof bundle is at most {MAX_BUNDLE_BYTES} bytes; the server sent {len(data)}")
+        proof = parse(codec.loads(data, VerificationError))
+        if not isinstance(proof, StateProof):
+            raise VerificationError(
+                f"the server sent a {proof.kind} proof of version 1 or 2 where a proof of the current state "
+                "(version 3) was asked for"
+            )
+        return proof
+
+    def prove_state(
+        self, coll: str, kind: str, doc_id: str = "", pointer: str | None = None, query: Query | None = None,
+        state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+    ) -> StateProof:
+        """Ask ProveState for a proof of the current state (parsed, not checked)."""
+        req = pb.ProveStateRequest(collection=coll, kind=kind, id=doc_id)
+        if pointer is not None:
+            req.pointer = pointer
+        if query is not None:
+            req.query = codec.dumps(query.to_dict())
+        for field, value in (("state", state), ("known_state", known_state)):
+            if value is not None:
+                getattr(req, field).CopyFrom(codec.state_to_pb(value, field))
+        return self.state_proof(self.call(self.stub.ProveState, req).proof)
+
+    def _current(self, proof: StateProof, base: kvcore.State) -> StateProof:
+        """A proof of the server's current state, authenticated: its state is not behind the
+        trusted one when it was asked for (``base``: what was current then is not current now),
+        and is accepted into the trusted history (which advances to it if it is newer)."""
+        trust = self.trust
+        assert trust is not None
+        trust.check_current(proof.state, base)
+        return self.authenticated(proof)
+
+    def verified_latest(self, coll: str, doc_id: str) -> dict:
+        """The document's current revision, proven current (a latest proof); DocumentNotFoundError
+        only once its absence is proven too (an absent proof)."""
+        trust = self.trust
+        assert trust is not None
+        trust.link(self.fetch)
+        started = time.monotonic()
+        base = trust.state
+        try:
+            proof = self.prove_state(coll, "latest", doc_id, known_state=base)
+        except DocumentNotFoundError:
+            self._verified_absent(coll, doc_id, base)
+            raise DocumentNotFoundError(f"no document {doc_id!r} in {coll!r} (its absence is proven)") from None
+        if (proof.kind, proof.collection, proof.id, proof.pointer) != ("latest", coll, doc_id, None):
+            raise VerificationError(
+                f"the server proved {proof.kind} {proof.collection}/{proof.id}"
+                f"{'' if proof.pointer is None else ' ' + repr(proof.pointer)}, not the latest document {coll}/{doc_id}"
+            )
+        proof = self._current(proof, base)
+        doc = verify(proof, proof.state)
+        trust.seen_revision(coll, doc_id, Header.decode(proof.documents[0].header).revision, started)
+        return doc
+
+    def _verified_absent(self, coll: str, doc_id: str, base: kvcore.State) -> None:
+        """The server answered "not found": it must prove that (an absent proof of the current state)."""
+        try:
+            proof = self.prove_state(coll, "absent", doc_id, known_state=base)
+        except (NotFoundError, QueryError) as e:
+            raise VerificationError(
+                f"the server answered that there is no document {doc_id!r} in {coll!r} but does not prove "
+                f"its absence ({type(e).__name__}: {e})"
+            ) from None
+        if (proof.kind, proof.collection, proof.id) != ("absent", coll, doc_id):
+            raise VerificationError(
+                f"the server proved {proof.kind} {proof.collection}/{proof.id}, not the absence of {coll}/{doc_id}"
+            )
+        proof = self._current(proof, base)
+        verify(proof, proof.state)
+
+    def verified_query(self, coll: str, query: Query) -> Any:
+        """A find's documents (whole), a count or distinct values, proven complete as of the
+        server's current state (a find proof of exactly this query)."""
+        trust = self.trust
+        assert trust is not None
+        trust.link(self.fetch)
+        base = trust.state
+        asked = codec.dumps(query.to_dict())
+        proof = self.prove_state(coll, "find", query=query, known_state=base)
+        if proof.kind != "find" or proof.collection != coll or proof.query is None:
+            raise VerificationError(f"the server proved {proof.kind} {proof.collection}, not a query of {coll}")
+        if codec.dumps(proof.query.to_dict()) != codec.dumps(codec.loads(asked)):
+            raise VerificationError("the server proved the result of another query than the one asked")
+        proof = self._current(proof, base)
+        return verify(proof, proof.state)
+
+    def authenticated(self, proof: P) -> P:
         """Accept a proof's state into the trusted history; returns the proof relative to it alone."""
         trust = self.trust
         assert trust is not None

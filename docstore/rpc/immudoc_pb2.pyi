@@ -10,7 +10,8 @@ Conventions
 - JSON payloads (documents, filters, projections, sort specs, update documents, schemas,
   index specs, explain plans, proof bundles, history revisions) travel as UTF-8 JSON text
   in `bytes` fields. An empty `bytes` field means "not given" (JSON null).
-- Proof bundles are the format of docs/proofs.md (format "immudoc-proof", version 2).
+- Proof bundles are the format of docs/proofs.md (format "immudoc-proof", version 2; those
+  of ProveState, proofs of the current state, version 3).
 - Checkpoints are signed notes (C2SP tlog-checkpoint in c2sp.org/signed-note), as text;
   a client authenticates them with a verifier key it pins, never one the server sends.
 - Ledger states and consistency proofs are typed (roots and hashes as raw 32-byte values).
@@ -1122,6 +1123,59 @@ class ProveSchemaRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__at_tx) -> _WhichOneofReturnType__at_tx | None: ...
 
 Global___ProveSchemaRequest: _TypeAlias = ProveSchemaRequest  # noqa: Y015
+
+@_typing.final
+class ProveStateRequest(_message.Message):
+    """A proof of the current state (docs/proofs.md, bundle version 3), made by the embedded
+    prove_latest / prove_absent / prove_find / prove_count / prove_distinct.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    POINTER_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    KNOWN_STATE_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    kind: _builtins.str
+    """"latest", "absent" or "find" """
+    id: _builtins.str
+    """latest, absent"""
+    pointer: _builtins.str
+    """latest: prove one property"""
+    query: _builtins.bytes
+    """find: JSON {"op": "find"|"count"|"distinct", "filter", "sort", "skip", "limit", "field"}"""
+    @_builtins.property
+    def state(self) -> Global___LedgerState:
+        """must be the current state when given (default: now)"""
+
+    @_builtins.property
+    def known_state(self) -> Global___LedgerState:
+        """bundle a consistency proof from this state"""
+
+    def __init__(
+        self,
+        *,
+        collection: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        id: _builtins.str = ...,
+        pointer: _builtins.str | None = ...,
+        query: _builtins.bytes = ...,
+        state: Global___LedgerState | None = ...,
+        known_state: Global___LedgerState | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_pointer", b"_pointer", "known_state", b"known_state", "pointer", b"pointer", "state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pointer", b"_pointer", "collection", b"collection", "id", b"id", "kind", b"kind", "known_state", b"known_state", "pointer", b"pointer", "query", b"query", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__pointer: _TypeAlias = _typing.Literal["pointer"]  # noqa: Y015
+    _WhichOneofArgType__pointer: _TypeAlias = _typing.Literal["_pointer", b"_pointer"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pointer) -> _WhichOneofReturnType__pointer | None: ...
+
+Global___ProveStateRequest: _TypeAlias = ProveStateRequest  # noqa: Y015
 
 @_typing.final
 class ProofResponse(_message.Message):

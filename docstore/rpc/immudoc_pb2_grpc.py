@@ -130,6 +130,11 @@ class DocstoreStub:
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.ProveSchemaRequest.SerializeToString,
                 response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.ProofResponse.FromString,
                 _registered_method=True)
+        self.ProveState = channel.unary_unary(
+                '/immudoc.v1.Docstore/ProveState',
+                request_serializer=immudoc_dot_v1_dot_immudoc__pb2.ProveStateRequest.SerializeToString,
+                response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.ProofResponse.FromString,
+                _registered_method=True)
         self.State = channel.unary_unary(
                 '/immudoc.v1.Docstore/State',
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.StateRequest.SerializeToString,
@@ -282,6 +287,14 @@ class DocstoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProveState(self, request, context):
+        """A proof of the current state (bundle version 3): a document's latest revision, an id's
+        absence, or a query's complete result, count or distinct values.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def State(self, request, context):
         """The current state, with a consistency proof from `known_state` when given.
         """
@@ -397,6 +410,11 @@ def add_DocstoreServicer_to_server(servicer, server):
             'ProveSchema': grpc.unary_unary_rpc_method_handler(
                     servicer.ProveSchema,
                     request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.ProveSchemaRequest.FromString,
+                    response_serializer=immudoc_dot_v1_dot_immudoc__pb2.ProofResponse.SerializeToString,
+            ),
+            'ProveState': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProveState,
+                    request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.ProveStateRequest.FromString,
                     response_serializer=immudoc_dot_v1_dot_immudoc__pb2.ProofResponse.SerializeToString,
             ),
             'State': grpc.unary_unary_rpc_method_handler(
@@ -928,6 +946,33 @@ class Docstore:
             target,
             '/immudoc.v1.Docstore/ProveSchema',
             immudoc_dot_v1_dot_immudoc__pb2.ProveSchemaRequest.SerializeToString,
+            immudoc_dot_v1_dot_immudoc__pb2.ProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProveState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/immudoc.v1.Docstore/ProveState',
+            immudoc_dot_v1_dot_immudoc__pb2.ProveStateRequest.SerializeToString,
             immudoc_dot_v1_dot_immudoc__pb2.ProofResponse.FromString,
             options,
             channel_credentials,

@@ -10,7 +10,8 @@ Conventions
 - JSON payloads (documents, filters, projections, sort specs, update documents, schemas,
   index specs, explain plans, proof bundles, history revisions) travel as UTF-8 JSON text
   in `bytes` fields. An empty `bytes` field means "not given" (JSON null).
-- Proof bundles are the format of docs/proofs.md (format "immudoc-proof", version 2).
+- Proof bundles are the format of docs/proofs.md (format "immudoc-proof", version 2; those
+  of ProveState, proofs of the current state, version 3).
 - Checkpoints are signed notes (C2SP tlog-checkpoint in c2sp.org/signed-note), as text;
   a client authenticates them with a verifier key it pins, never one the server sends.
 - Ledger states and consistency proofs are typed (roots and hashes as raw 32-byte values).
@@ -92,6 +93,10 @@ class DocstoreStub:
     """
     Prove: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.ProveRequest, _immudoc_pb2.ProofResponse]
     ProveSchema: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.ProveSchemaRequest, _immudoc_pb2.ProofResponse]
+    ProveState: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.ProveStateRequest, _immudoc_pb2.ProofResponse]
+    """A proof of the current state (bundle version 3): a document's latest revision, an id's
+    absence, or a query's complete result, count or distinct values.
+    """
     State: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.StateRequest, _immudoc_pb2.StateResponse]
     """The current state, with a consistency proof from `known_state` when given."""
     ProveConsistency: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.ProveConsistencyRequest, _immudoc_pb2.ProveConsistencyResponse]
@@ -140,6 +145,10 @@ class DocstoreAsyncStub(DocstoreStub):
     """
     Prove: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.ProveRequest, _immudoc_pb2.ProofResponse]  # type: ignore[assignment]
     ProveSchema: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.ProveSchemaRequest, _immudoc_pb2.ProofResponse]  # type: ignore[assignment]
+    ProveState: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.ProveStateRequest, _immudoc_pb2.ProofResponse]  # type: ignore[assignment]
+    """A proof of the current state (bundle version 3): a document's latest revision, an id's
+    absence, or a query's complete result, count or distinct values.
+    """
     State: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.StateRequest, _immudoc_pb2.StateResponse]  # type: ignore[assignment]
     """The current state, with a consistency proof from `known_state` when given."""
     ProveConsistency: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.ProveConsistencyRequest, _immudoc_pb2.ProveConsistencyResponse]  # type: ignore[assignment]
@@ -299,6 +308,16 @@ class DocstoreServicer(metaclass=_abc_1.ABCMeta):
         request: _immudoc_pb2.ProveSchemaRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_immudoc_pb2.ProofResponse, _abc.Awaitable[_immudoc_pb2.ProofResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ProveState(
+        self,
+        request: _immudoc_pb2.ProveStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_immudoc_pb2.ProofResponse, _abc.Awaitable[_immudoc_pb2.ProofResponse]]:
+        """A proof of the current state (bundle version 3): a document's latest revision, an id's
+        absence, or a query's complete result, count or distinct values.
+        """
 
     @_abc_1.abstractmethod
     def State(

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
@@ -21,16 +22,22 @@ import kvcore
 
 from docstore.database import Database
 from docstore.errors import DocumentNotFoundError, InvalidDocumentError, QueryError, TransactionTooLargeError
+from docstore.proofs.bundle import MAX_BUNDLE_BYTES
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
 from docstore.rpc import immudoc_pb2_grpc as pb_grpc
 from docstore.server.auth import Authorizer
 from docstore.transactions import one_call
 
+if TYPE_CHECKING:
+    from docstore.collections.collection import Collection
+
 DEFAULT_PAGE = 500  # documents per page unless the client asks otherwise
 MAX_PAGE = 10_000
 PAGE_BYTES = 1 << 20  # a page is flushed once it holds this many bytes
+CATCH_UP_SECONDS = 2.0  # at most this long a proof of the current state waits for the state map
 
+_QUERY_FIELDS = frozenset({"op", "filter", "sort", "skip", "limit", "field"})
 _WRITE_KINDS = {pb.Write.INSERT: "insert", pb.Write.REPLACE: "replace", pb.Write.DELETE: "delete"}
 
 
@@ -363,6 +370,88 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             _opt(request, "at_tx"), codec.opt_state(request, "state"), codec.opt_state(request, "known_state")
         )
         return pb.ProofResponse(proof=proof.to_json().encode())
+
+    @rpc()
+    def ProveState(self, request: pb.ProveStateRequest, context: grpc.ServicerContext) -> Any:
+        """A proof of the current state (bundle version 3), made by the collection's
+        prove_latest / prove_absent / prove_find / prove_count / prove_distinct.
+
+        Bounded as the other reads: the library refuses a find proof that would read more than
+        MAX_PROVEN_DOCUMENTS documents, the reply may be no larger than a reply (or a bundle)
+        can be, and a proof finished after the call's deadline is not sent."""
+        db = self.db
+        # (the embedded class: api.Collection, the contract, does not list the prove_* of the current state yet)
+        coll = cast("Collection", db.collection(request.collection))
+        state = codec.opt_state(request, "state")
+        known = codec.opt_state(request, "known_state")
+        if known is not None and known.tx_id > db.tx_id:
+            known = None  # cannot be linked: the client sees the state went back and refuses it (as Get)
+        kind = request.kind
+        if kind in ("latest", "absent") and request.query:
+            raise QueryError(f"a {kind} proof takes an id, not a query")
+        if kind == "latest":
+            pointer = _opt(request, "pointer")
+
+            def make() -> Any:
+                return coll.prove_latest(request.id, pointer, state=state, known_state=known)
+        elif kind == "absent":
+            if request.HasField("pointer"):
+                raise QueryError("an absence proof takes no pointer")
+
+            def make() -> Any:
+                return coll.prove_absent(request.id, state=state, known_state=known)
+        elif kind == "find":
+            if request.id or request.HasField("pointer"):
+                raise QueryError("a find proof takes a query, not an id or a pointer")
+            query = codec.loads_opt(request.query)
+
+            def make() -> Any:
+                return self._prove_query(coll, query, state, known)
+        else:
+            raise QueryError(f"unknown proof kind {kind!r} (latest, absent or find)")
+        proof = make()
+        # A proof of the current state is made as of the state the derived state (the state
+        # map) reflects, which trails the ledger for the moment a commit is applied to it. A
+        # client that already knows that commit's state (from another read) would take a proof
+        # of the state before it for a stale answer: wait (briefly) for the map to catch up.
+        give_up, pause = time.monotonic() + CATCH_UP_SECONDS, 0.001
+        while known is not None and proof.state.tx_id < known.tx_id and time.monotonic() < give_up and context.is_active():
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+            proof = make()
+        data = proof.to_json().encode()
+        cap = min(max(self.max_message_bytes, codec.REPLY_FLOOR_BYTES), MAX_BUNDLE_BYTES)
+        if len(data) > cap:
+            raise QueryError(
+                f"this proof is {len(data)} bytes, more than a reply may carry ({cap} bytes): narrow the "
+                "filter (on an indexed field) or set a limit"
+            )
+        left = context.time_remaining()
+        if left is not None and left <= 0:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed while the proof was made")
+        return pb.ProofResponse(proof=data)
+
+    @staticmethod
+    def _prove_query(coll: Collection, query: Any, state: kvcore.State | None, known: kvcore.State | None) -> Any:
+        if not isinstance(query, dict) or not set(query) <= _QUERY_FIELDS:
+            raise QueryError(f"a find proof's query is a JSON object of {sorted(_QUERY_FIELDS)}")
+        op = query.get("op")
+        filt, field = query.get("filter"), cast(Any, query.get("field"))
+        if op == "find":
+            if field is not None:
+                raise QueryError("a find proof takes no field (distinct does)")
+            return coll.prove_find(
+                filt, query.get("sort"), query.get("skip", 0), query.get("limit"), state=state, known_state=known
+            )
+        if op in ("count", "distinct") and any(query.get(k) not in (None, 0) for k in ("sort", "skip", "limit")):
+            raise QueryError(f"a {op} proof takes a filter{' and a field' if op == 'distinct' else ''} only")
+        if op == "count":
+            if field is not None:
+                raise QueryError("a count proof takes a filter only")
+            return coll.prove_count(filt, state=state, known_state=known)
+        if op == "distinct":
+            return coll.prove_distinct(field, filt, state=state, known_state=known)
+        raise QueryError(f"unknown query op {op!r} (find, count or distinct)")
 
     @rpc()
     def State(self, request: pb.StateRequest, context: grpc.ServicerContext) -> Any:

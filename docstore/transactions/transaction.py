@@ -239,7 +239,9 @@ class Staged:
         self.check_active()
         self.done = True
         kv = self.kv
+        first = kv.write_count  # definitions are new keys of this transaction: entries first ..
         kv.set_many([(records.collection_key(name), orjson.dumps(meta)) for name, meta in self.metas.items()])
+        definitions = {name: first + i for i, name in enumerate(self.metas)}
         written: list[Written] = []
         entries: list[tuple[bytes, bytes]] = []
         add = entries.append
@@ -263,7 +265,7 @@ class Staged:
         # transaction wrote that document since the snapshot; and property keys carry their
         # revision, so only a transaction writing that revision's header can write them.
         kv.set_many(entries, blind=True)
-        return self.engine.commit(kv, self.metas, written)
+        return self.engine.commit(kv, self.metas, written, definitions)
 
     def rollback(self) -> None:
         self.done = True

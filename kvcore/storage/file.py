@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Iterator
 
 from kvcore.errors import CorruptionError, FormatError, LockedError, ReadOnlyError, StorageError
-from kvcore.hashing import HASH_VERSION
+from kvcore.hashing import HEADER_SIZES
 from kvcore.storage import atomic
 from kvcore.storage.base import Storage
 
@@ -307,7 +307,7 @@ class FileStorage(Storage):
 
     def _later_record_by_id(self, start: int, log_size: int) -> bool:
         first = len(self._off) + 1  # the damaged record's id; later ones follow it
-        needles = [bytes([HASH_VERSION]) + i.to_bytes(8, "big") for i in range(first, first + 8)]
+        needles = [bytes([v]) + i.to_bytes(8, "big") for v in HEADER_SIZES for i in range(first, first + 8)]
         fd = self._fds["txlog"]
         chunk, overlap = 16 * 1024 * 1024, FRAME_SIZE + 9
         pos = start + 1

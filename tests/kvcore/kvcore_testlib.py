@@ -24,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 FRAME = struct.Struct(">III")  # payload_len, extra_len, crc32(payload || extra)
 HEADER_SIZE = 53  # u8 version || u64 tx_id || u64 timestamp_ns || u32 n || 32-byte root
+HEADER_SIZES = {1: HEADER_SIZE, 2: HEADER_SIZE + 32}  # version 2: || 32-byte state root
 ENTRY_HEAD = struct.Struct(">BII")  # format 1: kind, key_len, value_len
 RESTART = 16  # format 2: every 16th entry stores its whole key
 
@@ -102,7 +103,7 @@ def parse_txlog(path: str | os.PathLike[str]) -> list[Record]:
         assert len(body) == plen + elen and zlib.crc32(body) == crc, f"bad record at {off}"
         pstart = off + FRAME.size
         entries, heads = [], []
-        pos = pstart + HEADER_SIZE
+        pos = pstart + HEADER_SIZES[data[pstart]]
         while pos < pstart + plen:
             fields, entry = parse_entry(data, pos, version)
             entries.append(entry)

@@ -260,7 +260,7 @@ def _rewrite(src: Path, dst: Path, tx_id: int, change) -> None:
         raw = data[rec.start : rec.end]
         if rec.tx_id == tx_id:
             stored = data[rec.payload_start : rec.extra_start]
-            _, (tid, ts, _n, _root) = payload.header_of(stored)
+            _, (tid, ts, _n, _root, _sroot) = payload.header_of(stored)
             entries = [(kind, key, value) for _p, kind, key, value in codec.iter_entries(stored)]
             writes = [(key, None if kind else value) for kind, key, value in change(entries)]
             body, extra, _header, _pos = codec.encode(tid, ts, writes)

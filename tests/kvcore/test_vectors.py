@@ -97,13 +97,17 @@ def test_vector(vector):
         assert build_levels([entry_leaf_hash(entry_kind, key, value)])[1].hex() == vector["leaf_hash"]
     elif kind == "tx_header":
         root = bytes.fromhex(vector["entries_root"])
-        header = encode_header(vector["tx_id"], vector["timestamp_ns"], vector["n_entries"], root)
+        sroot = bytes.fromhex(vector["state_root"]) if "state_root" in vector else None
+        header = encode_header(vector["tx_id"], vector["timestamp_ns"], vector["n_entries"], root, sroot)
         assert header.hex() == vector["header_hex"]
-        assert len(header) == 53 and header[0] == HASH_VERSION
-        assert decode_header(header) == (vector["tx_id"], vector["timestamp_ns"], vector["n_entries"], root)
+        if sroot is None:
+            assert len(header) == 53 and header[0] == HASH_VERSION
+        else:
+            assert len(header) == 85 and header[0] == 2 and header[-32:] == sroot
+        assert decode_header(header) == (vector["tx_id"], vector["timestamp_ns"], vector["n_entries"], root, sroot)
         assert tx_leaf_hash(header).hex() == vector["leaf_hash"]
         assert hashlib.sha256(b"\x00" + header).hexdigest() == vector["leaf_hash"]
-        model = TxHeader(vector["tx_id"], vector["timestamp_ns"], vector["n_entries"], root)
+        model = TxHeader(vector["tx_id"], vector["timestamp_ns"], vector["n_entries"], root, sroot)
         assert model.encode() == header and model.leaf_hash().hex() == vector["leaf_hash"]
     elif kind == "tree_root":
         leaves = [leaf_hash(bytes.fromhex(d)) for d in vector["leaves_hex"]]

@@ -129,9 +129,14 @@ def entry_leaf_data(kind: int, key: bytes, value: bytes) -> bytes:
     return struct.pack(">BII", kind, len(key), len(value)) + key + value
 
 
-def tx_header_bytes(tx_id: int, timestamp_ns: int, n_entries: int, entries_root: bytes) -> bytes:
-    """docs/hashing.md: the 53-byte header, u8 1 || u64 tx_id || u64 ts || u32 n || root."""
-    return struct.pack(">BQQI", 1, tx_id, timestamp_ns, n_entries) + entries_root
+def tx_header_bytes(
+    tx_id: int, timestamp_ns: int, n_entries: int, entries_root: bytes, state_root: bytes | None = None
+) -> bytes:
+    """docs/hashing.md: the 53-byte header, u8 1 || u64 tx_id || u64 ts || u32 n || root; or
+    with a state root the 85-byte header of version 2 (u8 2, ..., || state root)."""
+    if state_root is None:
+        return struct.pack(">BQQI", 1, tx_id, timestamp_ns, n_entries) + entries_root
+    return struct.pack(">BQQI", 2, tx_id, timestamp_ns, n_entries) + entries_root + state_root
 
 
 def flatten_simple(doc: dict, prefix: str = "") -> list[tuple[str, str]]:
@@ -229,7 +234,8 @@ def right_edge(n: int, root: bytes, genuine: dict | None) -> dict[tuple[int, int
     assert genuine is not None, "the forger needs one genuine proof of transaction n"
     tx = genuine["tx"]
     assert tx["tx_id"] == n and genuine["state"]["tx_id"] == n
-    cur = rfc_leaf(tx_header_bytes(n, tx["timestamp_ns"], tx["n_entries"], bytes.fromhex(tx["entries_root"])))
+    sroot = bytes.fromhex(tx["state_root"]) if "state_root" in tx else None
+    cur = rfc_leaf(tx_header_bytes(n, tx["timestamp_ns"], tx["n_entries"], bytes.fromhex(tx["entries_root"]), sroot))
     path = [base64.b64decode(h) for h in genuine["tx_path"]]
     low = (n & -n).bit_length() - 1  # the smallest perfect subtree holds the last leaf: 2**low leaves
     for sibling in path[:low]:
@@ -685,14 +691,19 @@ def test_remote_client_behind_a_man_in_the_middle(tmp_path):
             ):
                 proxy.forgery = forger.forge(k=2, checkpoint=variant)
                 before = proxy.forged["Get"]
+                # a read as of a transaction goes through Get (an inclusion proof), which the
+                # proxy forges; a current read asks for a freshness proof (ProveState), which
+                # it passes on: the ghost is not there
                 with pytest.raises(VerificationError, match=why):
+                    client[COLL].get(GHOST_ID, at_tx=5)
+                with pytest.raises(DocumentNotFoundError, match="absence is proven"):
                     client[COLL].get(GHOST_ID)
                 assert proxy.forged["Get"] == before + 1  # the forged answer was served, and refused
                 assert client.trusted_state == T and read_state_file(state_file) == T
             # verified queries on the same network path: a forged Find page, a forged History
             proxy.forgery = forger.forge(k=2, checkpoint="stranger")
             with pytest.raises(VerificationError, match="not signed by a pinned key"):
-                list(client[COLL].find({"status": "approved"}))
+                list(client[COLL].find({"status": "approved"}, at_tx=5))
             with pytest.raises(VerificationError, match="not signed by a pinned key"):
                 client[COLL].history(GHOST_ID)
             assert proxy.forged["Find"] == proxy.forged["History"] == 1
@@ -719,8 +730,8 @@ def test_remote_client_behind_a_man_in_the_middle(tmp_path):
         with pytest.warns(UnsignedStateWarning, match="without a signature"):
             with docstore.connect(proxy.target, state_file=unsigned_file, trusted_state=T, trust_unsigned=True) as weak:
                 assert weak.trusted_state == S
-                assert weak[COLL].get(GHOST_ID) == GHOST  # the never-existing document, "verified"
-                assert list(weak[COLL].find({"status": "approved"})) == [GHOST]
+                assert weak[COLL].get(GHOST_ID, at_tx=5) == GHOST  # the never-existing document, "verified"
+                assert list(weak[COLL].find({"status": "approved"}, at_tx=5)) == [GHOST]
         assert read_state_file(unsigned_file) == S
         # With a key pinned, trust_unsigned=True is no downgrade: a MITM that strips the
         # checkpoint (or signs with another key) is refused all the same.
@@ -728,10 +739,10 @@ def test_remote_client_behind_a_man_in_the_middle(tmp_path):
         with docstore.connect(proxy.target, trusted_state=T, verifier_key=real_key, trust_unsigned=True) as weak:
             proxy.forgery = forger.forge(k=2, checkpoint="stranger")
             with pytest.raises(VerificationError, match="not signed by a pinned key"):
-                weak[COLL].get(GHOST_ID)
+                weak[COLL].get(GHOST_ID, at_tx=5)
             proxy.forgery = forger.forge(k=2, checkpoint="none")
             with pytest.raises(VerificationError, match="carries no signed checkpoint"):
-                weak[COLL].get(GHOST_ID)
+                weak[COLL].get(GHOST_ID, at_tx=5)
         proxy.forgery = None
 
         # --- the honest server, directly, with the same state file: still works
@@ -783,9 +794,13 @@ def test_embedded_verifying_reader_refuses_a_disk_forgery(tmp_path):
         assert db.state().tx_id == 5
     state_file = tmp_path / "reader.json"
     with docstore.open(forged, verify=True, trusted_state=T, verifier_key=real_key, state_file=state_file) as reader:
-        assert reader[COLL].get("p1") == DOCS[0]  # proven relative to T itself
-        with pytest.raises(VerificationError, match="not signed by a pinned key"):
-            reader[COLL].get(GHOST_ID)
+        # a get proves the current revision, as of the current state: the forged one, which no
+        # pinned key signed, so even a document unchanged since T is refused (a past revision,
+        # as of T, is still proven relative to T itself)
+        for doc_id in ("p1", GHOST_ID):
+            with pytest.raises(VerificationError, match="not signed by a pinned key"):
+                reader[COLL].get(doc_id)
+        assert reader[COLL].get("p1", at_tx=T.tx_id) == DOCS[0]
         with pytest.raises(VerificationError, match="not signed by a pinned key"):
             list(reader[COLL].find({"status": "approved"}))
         with pytest.raises(VerificationError, match="not signed by a pinned key"):
@@ -862,8 +877,10 @@ def test_strict_bundle_parsing(chain, monkeypatch):
     cons = dict(newer["consistency"])
     del cons["path"]
     refused({**newer, "consistency": cons}, "holds exactly state, old_tx_id")
-    for version in (True, "2", 2.0, 3, 0, None, -1):
+    for version in (True, "2", 2.0, 4, 0, None, -1):
         refused({**plain, "version": version}, "version .* is not supported")
+    # version 3 holds proofs of the current state only: a document proof claiming it is refused
+    refused({**plain, "version": 3}, "unknown proof kind 'document' for version 3")
     # a consistency block a proof relative to the trusted state itself does not use
     unused = {**plain, "consistency": {"state": T.to_dict(), "old_tx_id": 3, "new_tx_id": 3, "path": []}}
     refused(unused, "carries a consistency proof it does not use")

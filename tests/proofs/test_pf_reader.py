@@ -29,9 +29,11 @@ def test_reads_that_cannot_be_proven_refuse_unless_asked_not_to_verify(tmp_path)
     trusted, _now, key = _build(tmp_path / "db")
     with docstore.open(tmp_path / "db", readonly=True, verify=True, trusted_state=trusted, verifier_key=key) as db:
         c = db["trials"]
-        for read in (c.count, lambda: c.distinct("site"), c.explain, c.info, db.collections):
+        for read in (c.explain, c.info, db.collections, lambda: c.count(at_tx=3), lambda: c.distinct("site", at_tx=3)):
             with pytest.raises(ProofUnavailableError, match="cannot be proven yet"):
                 read()
+        # a count and distinct values of the current state are proven complete (issue 16)
+        assert c.count() == 2 and c.count({"site": "Oslo"}) == 1 and sorted(c.distinct("site")) == ["Bergen", "Oslo"]
         assert c.count(verify=False) == 2 and sorted(c.distinct("site", verify=False)) == ["Bergen", "Oslo"]
         assert c.explain({"site": "Oslo"}, verify=False)["plan"] == "index"
         assert c.info(verify=False)["count"] == 2 and db.collections(verify=False) == ["trials"]
@@ -46,9 +48,12 @@ def test_a_newer_state_needs_the_pinned_key_or_an_explicit_opt_in(tmp_path):
     f = tmp_path / "state.json"
     write_state_file(f, trusted)
     with docstore.open(tmp_path / "db", readonly=True, verify=True, state_file=f) as db:
-        assert db["trials"].get("p2")["dose"] == 7  # unchanged since the trusted state: no key needed
-        with pytest.raises(VerificationError, match="signed by a key you pin"):
-            db["trials"].get("p1")  # changed since: its state must be signed
+        # a get proves the revision is the current one: the current state must be signed, even
+        # for a document unchanged since the trusted state (what is current is known only now)
+        for doc_id in ("p1", "p2"):
+            with pytest.raises(VerificationError, match="signed by a key you pin"):
+                db["trials"].get(doc_id)
+        assert db["trials"].get("p2", at_tx=trusted.tx_id)["dose"] == 7  # a past revision: no key needed
     assert read_trust_file(f).state == trusted
     with docstore.open(tmp_path / "db", readonly=True, verify=True, state_file=f, verifier_key=key) as db:
         assert db["trials"].get("p1")["dose"] == 6
@@ -124,8 +129,9 @@ def test_a_definition_and_location_forged_in_the_derived_state_are_refused(tmp_p
         with pytest.raises(VerificationError, match="definition"):
             db["trials"].schema
         assert db["trials"].get("p1")["dose"] == 6  # proven from the ledger, not the derived state
-        with pytest.raises(VerificationError):
-            list(db["trials"].find({"site": "Oslo"}))  # the served candidate differs from its proof
+        # a find of the current state is proven from the state map (its root in the ledger):
+        # the forged location is not what it reads
+        assert [d["dose"] for d in db["trials"].find({"site": "Oslo"})] == [6]
         with db.transaction() as tx:
             with pytest.raises(VerificationError):
                 tx["trials"].find_one({"site": "Oslo"})

@@ -28,7 +28,7 @@ import kvcore
 from docstore import DocstoreError, NotFoundError, VerificationError
 from docstore.proofs.trust import read_state_file, write_state_file
 
-from tests.kvcore.kvcore_testlib import FRAME, HEADER_SIZE, parse_entry  # docs/storage.md's layouts
+from tests.kvcore.kvcore_testlib import FRAME, HEADER_SIZES, parse_entry  # docs/storage.md's layouts
 
 LIBRARY_ERRORS = (DocstoreError, kvcore.KvError)
 
@@ -97,7 +97,8 @@ def _records(data: bytes, version: int = 2):
     while off < len(data):
         plen, elen, crc = FRAME.unpack_from(data, off)
         assert zlib.crc32(data[off + FRAME.size : off + FRAME.size + plen + elen]) == crc
-        p0, pos, entries = off + FRAME.size, off + FRAME.size + HEADER_SIZE, []
+        p0 = off + FRAME.size
+        pos, entries = p0 + HEADER_SIZES[data[p0]], []
         while pos < p0 + plen:
             entries.append(_entry(data, pos, version))
             pos = entries[-1][3] + entries[-1][4]
@@ -114,6 +115,8 @@ def _txlog_positions(data: bytes) -> list[tuple[str, int]]:
         out += [(f"tx{tx}.frame.plen", start + 3), (f"tx{tx}.frame.elen", start + 7), (f"tx{tx}.frame.crc", start + 11)]
         out += [(f"tx{tx}.header.version", p0), (f"tx{tx}.header.tx_id", p0 + 8), (f"tx{tx}.header.ts", p0 + 16),
                 (f"tx{tx}.header.n", p0 + 20), (f"tx{tx}.header.root", p0 + 21 + tx)]
+        if data[p0] == 2:  # header version 2: the state map's root
+            out += [(f"tx{tx}.header.state_root", p0 + 53 + tx)]
         # the first and last entries in detail, a middle one's key and value
         for i in sorted({0, len(entries) - 1}):
             es, ks, klen, vs, vlen, at_klen, at_vlen = entries[i]
@@ -326,11 +329,13 @@ def test_forged_derived_state(pristine, tmp_path):
         assert db["trials"].get("p1") == pristine["expected"]["p1"]
         with pytest.raises(NotFoundError):
             db["trials"].get("p3")
-        # the derived state lists the deleted p3 as a candidate: a verified find (which proves
-        # every candidate before filtering) refuses rather than serve it
+        # the derived state lists the deleted p3 as a candidate: a verified find is proven
+        # complete from the state map (its root in the ledger), so it serves neither p3 nor
+        # p1's stale revision
         for flt in (None, {"_id": "p3"}, {"_id": "p1"}, {"site": "Oslo"}):
-            with pytest.raises((VerificationError, NotFoundError)):
-                list(db["trials"].find(flt))
+            found = list(db["trials"].find(flt))
+            assert all(d == pristine["expected"][d["_id"]] for d in found) and "p3" not in {d["_id"] for d in found}
+        assert [d["_id"] for d in db["trials"].find({"_id": "p1"})] == ["p1"]
         assert db.audit().ok is False
 
 
@@ -409,9 +414,10 @@ def test_a_consistent_rewrite_of_history_is_caught_with_a_saved_state(tmp_path):
     assert read_state_file(state_file) == after_old_value  # not advanced to the forged history
     # the same file against the honest database: reads pass and the state advances
     with docstore.open(honest_path, verify=True, state_file=state_file, verifier_key=key) as db:
-        assert db["trials"].get("p2") == {"_id": "p2", "dose": 7.5}  # proven at the trusted state
-        assert read_state_file(state_file) == after_old_value
-        assert db["trials"].get("p1") == {"_id": "p1", "dose": 6.0}  # changed since: signed, linked
+        # a get proves the current revision: as of the current state, signed and linked
+        assert db["trials"].get("p2") == {"_id": "p2", "dose": 7.5}
+        assert read_state_file(state_file) == honest[-1]
+        assert db["trials"].get("p1") == {"_id": "p1", "dose": 6.0}
     assert read_state_file(state_file) == honest[-1]
     # and a client that trusted only the state before the rewrite is fooled by a forger who
     # holds the signing key (docs/proofs.md: witnesses are what catch a signer's fork) ...

@@ -14,6 +14,12 @@ server does (the honest tests), so none of this passes vacuously.
 One server and one proxy serve the whole module; the data is built once (embedded, before the
 server starts). Tests that need a state newer than the client's trusted one write through a
 direct connection ("bump") to the collection ``live`` only.
+
+A verifying client reads the *current* state (get, find, count, distinct) through ProveState
+(proofs of the current state, bundle version 3: their lies are in test_rm_state_proofs.py), and
+reads as of a transaction (``at_tx=``, a transaction's snapshot) through Get and Find with
+inclusion proofs (version 2): the Get and Find lies here are told to reads as of the current
+transaction (``at_tx=now(w)``), which still take that path.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from remote_testlib import ServerProcess
 _UNARY = (
     "Info", "ListCollections", "CreateCollection", "DescribeCollection", "SetSchema", "CreateIndex",
     "Replace", "Update", "Delete", "Get", "Count", "Distinct", "Explain", "Prove", "ProveSchema",
-    "State", "ProveConsistency", "Audit",
+    "ProveState", "State", "ProveConsistency", "Audit",
 )
 _CLIENT_STREAM = ("Insert", "Commit")
 _SERVER_STREAM = ("Find", "History")
@@ -269,6 +275,12 @@ def refused(
     after = check_trust_file(w, st, before if strict else None)
     assert db.trusted_state == after and after.tx_id >= before.tx_id
     return info.value
+
+
+def now(w: World) -> int:
+    """The server's current transaction: a read as of it is proven by inclusion proofs (Get,
+    Find), not by a proof of the current state (ProveState)."""
+    return w.writer.state().tx_id
 
 
 def bump(w: World) -> None:
@@ -503,9 +515,10 @@ GET_BUNDLE_LIES = [
 @pytest.mark.parametrize("lie, match", GET_BUNDLE_LIES)
 def test_get_bundle_lies(w, client, lie, match):
     db, st = client()
-    assert db["trials"].get("p3")["n"] == 3
+    at = now(w)
+    assert db["trials"].get("p3", at_tx=at)["n"] == 3
     install(w, "Get", bundle_lie(lie))
-    refused(w, db, st, lambda: db["trials"].get("p3"), match)
+    refused(w, db, st, lambda: db["trials"].get("p3", at_tx=at), match)
 
 
 def _another_id(w, req, r):
@@ -561,7 +574,7 @@ GET_LIES = [
 def test_get_lies(w, client, lie, match):
     db, st = client()
     install(w, "Get", lie)
-    refused(w, db, st, lambda: db["trials"].get("p3"), match)
+    refused(w, db, st, lambda: db["trials"].get("p3", at_tx=now(w)), match)
 
 
 def _no_checkpoint(w, d):
@@ -620,19 +633,34 @@ def test_get_newer_state_lies(w, client, lie, match, error):
     state, accepted only if signed by the pinned key and shown to extend the trusted one."""
     db, st = client()
     bump(w)
+    at = now(w)
     install(w, "Get", bundle_lie(lie))
-    refused(w, db, st, lambda: db["live"].get("hot"), match, error)
+    refused(w, db, st, lambda: db["live"].get("hot", at_tx=at), match, error)
     w.proxy.reset()  # the same read, honest: the newer state is accepted and saved
-    assert db["live"].get("hot") == w.writer["live"].get("hot")
+    assert db["live"].get("hot", at_tx=at) == w.writer["live"].get("hot")
     assert check_trust_file(w, st) == w.writer.state() == db.trusted_state
 
 
+def replay(w: World, rpc: str) -> list:
+    """Record the server's genuine answers to ``rpc`` (to serve one again later, stale)."""
+    answers: list = []
+    w.proxy.lie(rpc, lambda req, r: (answers.append(r), r)[1])
+    return answers
+
+
 def test_get_stale_revision_after_a_newer_one(w, client):
+    """The current revision read, then a genuine proof that an older one was the latest (of a
+    state before the trusted one, recorded then): refused as rolled back. (As of a transaction,
+    a revision is proven included, not the latest: a stale one there is documented below.)"""
     db, st = client()
-    c = db["trials"]
-    assert c.get("p1")["v"] == 4
-    w.proxy.lie("Get", lambda req, r: up_get(w, req, at_tx=w.p1_tx[2]))  # a genuine, older revision
-    refused(w, db, st, lambda: c.get("p1"), "revision 2 was served as the latest, but revision 4 was already seen")
+    c = db["live"]
+    old = replay(w, "ProveState")
+    assert c.get("hot") == w.writer["live"].get("hot")
+    bump(w)
+    w.proxy.reset()
+    assert c.get("hot") == w.writer["live"].get("hot")  # the newer revision: the trusted state advances
+    w.proxy.lie("ProveState", lambda req, r: old[0])
+    refused(w, db, st, lambda: c.get("hot"), r"before the trusted state \d+: it lost transactions")
 
 
 def test_get_at_tx_answered_with_a_later_revision(w, client):
@@ -764,6 +792,8 @@ def test_find_lies(w, client, lie, kwargs, match, reader):
     kw = {**QUERY, **kwargs}
     if "at_tx" in kw:
         kw["at_tx"] = w.p1_tx[2]
+    elif reader == "find":
+        kw["at_tx"] = now(w)  # proven by inclusion proofs (Find), not by one of the current state
     if reader == "find":
         honest = list(db["trials"].find(**kw))
         assert honest and all(d["site"] == "Oslo" for d in honest)
@@ -785,7 +815,8 @@ def test_find_skips_a_nonmatching_document_presented_as_matching(w, client):
     """A genuine proof of a document that does not match the filter, slipped into the result:
     the client re-checks the filter on the proven document and never returns it."""
     db, st = client()
-    honest = list(db["trials"].find(**QUERY))
+    at = now(w)
+    honest = list(db["trials"].find(**QUERY, at_tx=at))
 
     def slip(w, req, proofs, state):  # a Bergen document before and after each Oslo one
         bergen = [up_prove(w, "trials", f"p{i}", state) for i in (2, 4, 6, 8)]
@@ -793,9 +824,9 @@ def test_find_skips_a_nonmatching_document_presented_as_matching(w, client):
 
     install(w, "Find", proofs_lie(slip))
     before = db.trusted_state
-    assert list(db["trials"].find(**QUERY)) == honest
-    assert db["trials"].find_one(**QUERY) == honest[0]
-    assert db["trials"].find_one({"site": "Oslo"}) == honest[0]
+    assert list(db["trials"].find(**QUERY, at_tx=at)) == honest
+    assert db["trials"].find_one(**QUERY, at_tx=at) == honest[0]
+    assert db["trials"].find_one({"site": "Oslo"}, at_tx=at) == honest[0]
     with db.transaction() as tx:
         assert [d["_id"] for d in tx["trials"].find({"site": "Oslo"})] == OSLO
         assert tx["trials"].count({"site": "Oslo"}, verify=False) == 4
@@ -806,31 +837,38 @@ def test_find_skips_a_nonmatching_document_presented_as_matching(w, client):
 
 def test_find_one_lies(w, client):
     db, st = client()
+    at = now(w)
     install(w, "Find", proofs_lie(lambda w, req, proofs, s: [edit(proofs[0], lambda d: d["claim"].__setitem__("v", 7))]))
-    refused(w, db, st, lambda: db["trials"].find_one(**QUERY), "value check failed")
+    refused(w, db, st, lambda: db["trials"].find_one(**QUERY, at_tx=at), "value check failed")
     install(w, "Find", proofs_lie(lambda w, req, proofs, s: [up_prove(w, "other", "p1", s)]))
-    refused(w, db, st, lambda: db["trials"].find_one(**QUERY), "a proof of something else")
+    refused(w, db, st, lambda: db["trials"].find_one(**QUERY, at_tx=at), "a proof of something else")
     install(w, "Find", _f_no_state)
-    refused(w, db, st, lambda: db["trials"].find_one(**QUERY), "sent no state")
+    refused(w, db, st, lambda: db["trials"].find_one(**QUERY, at_tx=at), "sent no state")
 
 
 def test_find_stale_revision_after_a_newer_one(w, client):
-    """p1 at revision 4 was read; a find then proves its revision 2 (genuine, relative to the
-    current state) or the whole result rolled back to a genuine older state: refused."""
+    """A find of the current state answered with a genuine proof of its result in an older
+    state (recorded before the document changed), or a get with a proof relabelled to a
+    genuine, signed older state: refused, the state is behind the trusted one."""
     db, st = client()
+    old = replay(w, "ProveState")
+    assert [d["v"] for d in db["live"].find({"_id": "hot"})] == [w.writer["live"].get("hot")["v"]]
+    bump(w)
+    w.proxy.reset()
+    assert db["live"].get("hot") == w.writer["live"].get("hot")  # the newer revision: the trusted state advances
+    w.proxy.lie("ProveState", lambda req, r: old[0])
+    refused(w, db, st, lambda: list(db["live"].find({"_id": "hot"})), r"before the trusted state \d+: it lost transactions")
+    w.proxy.reset()
     assert db["trials"].get("p1")["v"] == 4
-    install(w, "Find", proofs_lie(lambda w, req, proofs, s: [up_prove(w, "trials", "p1", s, at_tx=w.p1_tx[2])] + proofs[1:]))
-    refused(w, db, st, lambda: list(db["trials"].find(**QUERY)), "revision 2 was served as the latest, but revision 4")
 
-    def rolled_back(w, req, pages):
-        head = pages[0]
-        head.state.CopyFrom(codec.state_to_pb(w.early))
-        head.checkpoint = w.early_cp
-        head.ClearField("consistency")
-        return one_page(pages, [up_prove(w, "trials", i, w.early, at_tx=w.early.tx_id) for i in OSLO])
+    def rolled_back(req, r):
+        stale = json.loads(r.proof)
+        stale["state"], stale["checkpoint"] = sdict(w.early), w.early_cp
+        stale.pop("consistency", None)
+        return pb.ProofResponse(proof=json.dumps(stale).encode())
 
-    install(w, "Find", rolled_back)
-    refused(w, db, st, lambda: list(db["trials"].find(**QUERY)), "revision 1 was served as the latest, but revision 4")
+    w.proxy.lie("ProveState", rolled_back)
+    refused(w, db, st, lambda: db["trials"].get("p1"), r"before the trusted state \d+: it lost transactions")
 
 
 def _page_newer(fn: Callable[[World, Any], None]) -> Callable[..., list]:
@@ -891,8 +929,9 @@ NEWER_PAGE_LIES = [
 def test_find_newer_state_lies(w, client, lie, match, error):
     db, st = client()
     bump(w)
+    at = now(w)
     install(w, "Find", _page_newer(lie))
-    refused(w, db, st, lambda: list(db["trials"].find(**QUERY)), match, error)
+    refused(w, db, st, lambda: list(db["trials"].find(**QUERY, at_tx=at)), match, error)
     w.proxy.reset()
     assert [d["_id"] for d in db["trials"].find(**QUERY)] == OSLO
     assert check_trust_file(w, st) == w.writer.state() == db.trusted_state
@@ -1326,9 +1365,10 @@ def test_prove_consistency_lies_when_linking_an_older_state(w, client, lie):
     older = w.states[w.p1_tx[3]]  # not yet known to the client (the early state is: it came from it)
     w.proxy.lie("Get", lambda req, r: pb.GetResponse(proof=up_prove(w, req.collection, req.id, older)))
     w.proxy.lie("ProveConsistency", lie)
-    refused(w, db, st, lambda: db["trials"].get("p3"), "consistency check failed from state")
+    at = now(w)
+    refused(w, db, st, lambda: db["trials"].get("p3", at_tx=at), "consistency check failed from state")
     del w.proxy.lies["ProveConsistency"]
-    assert db["trials"].get("p3") == w.writer["trials"].get("p3")  # honest: accepted, trusted state unmoved
+    assert db["trials"].get("p3", at_tx=at) == w.writer["trials"].get("p3")  # honest: accepted, trusted state unmoved
     assert check_trust_file(w, st) == w.writer.state() == db.trusted_state
 
 
@@ -1348,7 +1388,7 @@ def test_forged_older_state_with_a_genuine_consistency_proof_of_the_real_one(w, 
 
     w.proxy.lie("Get", get)
     w.proxy.lie("ProveConsistency", consistency, forward=False)
-    refused(w, db, st, lambda: db["trials"].get("p3"), f"consistency check failed from state {older.tx_id}")
+    refused(w, db, st, lambda: db["trials"].get("p3", at_tx=now(w)), f"consistency check failed from state {older.tx_id}")
     assert w.proxy.calls["ProveConsistency"] == 1
 
 
@@ -1395,8 +1435,8 @@ def test_audit_lies(w, client, lie, match):
 @pytest.mark.parametrize(
     "rpc, read",
     [
-        pytest.param("Count", lambda db, **kw: db["trials"].count({"site": "Oslo"}, **kw), id="count"),
-        pytest.param("Distinct", lambda db, **kw: db["trials"].distinct("site", **kw), id="distinct"),
+        pytest.param("Count", lambda db, **kw: db["trials"].count({"site": "Oslo"}, at_tx=2, **kw), id="count-at-tx"),
+        pytest.param("Distinct", lambda db, **kw: db["trials"].distinct("site", at_tx=2, **kw), id="distinct-at-tx"),
         pytest.param("Explain", lambda db, **kw: db["trials"].explain({"site": "Oslo"}, **kw), id="explain"),
         pytest.param("DescribeCollection", lambda db, **kw: db["trials"].info(**kw), id="info"),
         pytest.param("ListCollections", lambda db, **kw: db.collections(**kw), id="collections"),
@@ -1428,6 +1468,28 @@ def test_unprovable_reads_are_refused(w, client, rpc, read):
         read(db)
     assert read(db, verify=False) != truth  # unverified: whatever the server says
     assert check_trust_file(w, st, before) == db.trusted_state
+
+
+@pytest.mark.parametrize(
+    "rpc, read, lie",
+    [
+        pytest.param("Count", lambda db, **kw: db["trials"].count({"site": "Oslo"}, **kw), pb.CountResponse(count=999), id="count"),
+        pytest.param("Distinct", lambda db, **kw: db["trials"].distinct("site", **kw), pb.DistinctResponse(values=b'["Atlantis"]'), id="distinct"),
+    ],
+)
+def test_count_and_distinct_of_the_current_state_are_proven(w, client, rpc, read, lie):
+    """A verifying connection proves a count and distinct values of the current state (a find
+    proof, through ProveState): it never asks Count or Distinct, so their lies do not matter;
+    verify=False still returns the server's word."""
+    db, st = client()
+    truth = read(w.writer)
+    w.proxy.lie(rpc, lambda req, r: lie)
+    for kw in ({}, {"verify": True}, {"verify": None}):
+        assert read(db, **kw) == truth
+    assert w.proxy.calls[rpc] == 0 and w.proxy.calls["ProveState"] == 3
+    assert read(db, verify=False) != truth  # unverified: whatever the server says
+    assert w.proxy.calls[rpc] == 1
+    assert check_trust_file(w, st) == db.trusted_state
 
 
 # ======================================================================== transactions
@@ -1494,16 +1556,20 @@ def test_raw_proofs_are_checked_by_verify(w, client):
 
 # ===================================================================== documented limits
 def test_what_is_not_proven_yet(w, client):
-    """The README's "not proven yet" column, shown: a revision that is not the latest (for a
-    document not read before), a matching document left out of a find, a history cut short
-    before its latest revisions. These lies pass; nothing unproven is ever returned as proven
-    data (each document returned is a genuine revision)."""
+    """The README's "not proven yet" column, shown: as of a transaction (``at_tx=``, here the
+    current one), a revision that is not the latest then, a matching document left out of a
+    find; a history cut short before its latest revisions. These lies pass; nothing unproven
+    is ever returned as proven data (each document returned is a genuine revision). The same
+    lies told to reads of the current state are not even heard: those are proven by ProveState."""
     db, st = client()
     c = db["trials"]
+    at = now(w)
     w.proxy.lie("Get", lambda req, r: up_get(w, req, at_tx=w.p1_tx[2]))
-    assert c.get("p1") == w.writer["trials"].get("p1", at_tx=w.p1_tx[2])  # genuine, but not the latest
+    assert c.get("p1", at_tx=at) == w.writer["trials"].get("p1", at_tx=w.p1_tx[2])  # genuine, but not the latest
+    assert c.get("p1") == w.writer["trials"].get("p1")  # the current revision: proven the latest
     install(w, "Find", proofs_lie(lambda w, req, proofs, s: proofs[:1] + proofs[2:]))
-    assert [d["_id"] for d in c.find(**QUERY)] == ["p1", "p5", "p7"]  # p3 left out
+    assert [d["_id"] for d in c.find(**QUERY, at_tx=at)] == ["p1", "p5", "p7"]  # p3 left out
+    assert [d["_id"] for d in c.find(**QUERY)] == OSLO  # the current state's result: proven complete
     install(w, "History", proofs_lie(lambda w, req, proofs, s: proofs[:2]))
     assert [r.revision for r in c.history("p1")] == [1, 2]  # revisions 3 and 4 left out
     assert check_trust_file(w, st) == db.trusted_state == w.writer.state()

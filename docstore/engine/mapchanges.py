@@ -1,0 +1,109 @@
+"""What a transaction changes in the state map (docs/proofs.md, "The state map").
+
+The keys it sets or removes, from the same inputs as :func:`docstore.engine.derive.apply`
+(definitions, the documents written and the revisions they replace), computed before the
+derived state is changed (it reads the revisions replaced and the documents of an index
+being created from it):
+
+- ``c\\0 collection`` -> ``u64 tx || u32 entry index || leaf hash of the definition entry``;
+- ``d\\0 collection \\0 id`` -> ``u64 tx || u32 entry index of the header || run root``
+  (removed when the document is deleted);
+- ``i\\0 collection \\0 field \\0 index key || id`` -> the same value as the document's, for
+  each index key of its current revision (null when the field is missing, each element of an
+  array): a range of an index leads straight to its documents' revisions;
+- ``m\\0 collection \\0 field \\0 id`` -> empty, for each document whose path to an indexed
+  field meets an array (none under a field: every document has one value there).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import lmdb
+
+from docstore.collections.indexes import keys_for, meets_array
+from docstore.engine.store import Store
+from docstore.errors import CorruptDataError
+from docstore.statemap import hashing as mh
+
+MapChanges = dict[bytes, "bytes | None"]
+
+
+class Revision(NamedTuple):
+    """A document revision a transaction writes: None for ``doc`` when it deletes it."""
+
+    collection: str
+    id: str
+    doc: dict | None
+    entry: int  # the index of its header in the transaction
+    digest: bytes  # the run root of its entries
+
+
+def compute(
+    store: Store,
+    txn: lmdb.Transaction,
+    read_doc: Any,
+    tx_id: int,
+    metas: dict[str, dict[str, Any]],
+    definitions: dict[str, tuple[int, bytes]],
+    revisions: list[Revision],
+    old_docs: dict[tuple[str, str], dict | None] | None = None,
+) -> MapChanges:
+    """The map's changes for transaction ``tx_id``: ``definitions`` gives each new definition's
+    (entry index, entry leaf hash); ``old_docs`` the revisions replaced where the caller has
+    them (the others are read through ``read_doc``)."""
+    out: MapChanges = {}
+    smap = store.smap
+    fields_of: dict[str, list[str]] = {}
+    for name, meta in metas.items():
+        entry, leaf = definitions[name]
+        out[mh.definition_key(name)] = mh.location_value(tx_id, entry, leaf)
+        previous = store.definition(txn, name) or {}
+        before = {i["field"] for i in previous.get("indexes", [])}
+        after = [i["field"] for i in meta.get("indexes", [])]
+        fields_of[name] = after
+        for field in before - set(after):  # an index dropped: its entries and marks go
+            for prefix in (mh.index_prefix(name, field), mh.multikey_prefix(name, field)):
+                for k, _v in smap.items(txn, prefix, mh.successor(prefix)):
+                    out[k] = None
+        new_fields = [f for f in after if f not in before]
+        if new_fields:  # an index created: an entry for each key of each current document
+            for doc_id, loc in store.locations(txn, name):
+                raw = smap.get(txn, mh.document_key(name, doc_id))
+                if raw is None:
+                    raise CorruptDataError(f"document {doc_id!r} of {name!r} is missing from the state map")
+                doc = read_doc(name, doc_id, loc)
+                for field in new_fields:
+                    for e in keys_for(doc, field):
+                        out[mh.index_key(name, field, e, doc_id)] = raw
+                    if meets_array(doc, field):
+                        out[mh.multikey_key(name, field, doc_id)] = b""
+    for rev in revisions:
+        coll, doc_id = rev.collection, rev.id
+        fields = fields_of.get(coll)
+        if fields is None:
+            definition = store.definition(txn, coll)
+            if definition is None:
+                raise CorruptDataError(f"transaction {tx_id} writes to unknown collection {coll!r}")
+            fields = fields_of[coll] = [i["field"] for i in definition.get("indexes", [])]
+        key = (coll, doc_id)
+        old: dict | None
+        if old_docs is not None and key in old_docs:
+            old = old_docs[key]
+        else:
+            where = store.location(txn, coll, doc_id)
+            old = None if where is None else read_doc(coll, doc_id, where)
+        value = None if rev.doc is None else mh.location_value(tx_id, rev.entry, rev.digest)
+        for field in fields:
+            new_keys = keys_for(rev.doc, field) if rev.doc is not None else []
+            if old is not None:
+                for e in keys_for(old, field):
+                    if e not in new_keys:
+                        out[mh.index_key(coll, field, e, doc_id)] = None
+            for e in new_keys:
+                out[mh.index_key(coll, field, e, doc_id)] = value
+            multi = rev.doc is not None and meets_array(rev.doc, field)
+            if multi or (old is not None and meets_array(old, field)):
+                out[mh.multikey_key(coll, field, doc_id)] = b"" if multi else None
+        out[mh.document_key(coll, doc_id)] = value
+    return out

@@ -1,0 +1,268 @@
+"""Proof bundles of the current state (version 3; docs/proofs.md): ``latest``, ``absent`` and
+``find`` (a complete query result, a count or distinct values).
+
+Each carries its state (with its signed checkpoint and, for a verifier that knows another
+state, a consistency proof), the header of the state's transaction (a version-2 header: its
+``state_root`` is the state map's root) with its inclusion path, proofs from the state map
+(:mod:`docstore.statemap.prove`) and the documents they reach, each as its stored entries
+(header and properties with their salts) so that the verifier rebuilds its run root.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, NamedTuple
+
+
+import kvcore
+from kvcore.hashing import decode_header, header_size
+
+from docstore.errors import VerificationError
+from docstore.proofs.bundle import FORMAT, MAX_BUNDLE_BYTES, Property, Proof, _hashes, _int, _utf8, b64, dumps, trust_fields, unb64
+from docstore.proofs.bundle import from_dict as bundle_from_dict
+
+VERSION = 3
+KINDS = ("latest", "absent", "find")
+OPS = ("find", "count", "distinct")
+_COMMON = frozenset(
+    {"format", "version", "kind", "collection", "state", "checkpoint", "consistency", "head", "head_path"}
+)
+_FIELDS = {
+    "latest": _COMMON | {"id", "pointer", "map", "documents"},
+    "absent": _COMMON | {"id", "map"},
+    "find": _COMMON | {"query", "index", "single", "definition", "ranges", "documents"},
+}
+_QUERY_FIELDS = frozenset({"op", "filter", "sort", "skip", "limit", "field"})
+_DOC_FIELDS = frozenset({"header", "properties", "ordinal", "path"})
+
+
+class DocEntries(NamedTuple):
+    """A document revision's stored entries: its header entry's value and its properties
+    (all of them; or, with ``ordinal``, the one at that position and the path proving it in
+    the revision's run)."""
+
+    header: bytes
+    properties: list[Property]
+    ordinal: int | None = None
+    path: list[bytes] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"header": b64(self.header), "properties": [p.to_list() for p in self.properties]}
+        if self.ordinal is not None:
+            d["ordinal"] = self.ordinal
+            d["path"] = [b64(h) for h in self.path or []]
+        return d
+
+
+class Query(NamedTuple):
+    op: str  # find, count or distinct
+    filter: dict
+    sort: Any = None
+    skip: int = 0
+    limit: int | None = None
+    field: str | None = None  # distinct's field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "filter": self.filter, "sort": self.sort, "skip": self.skip,
+                "limit": self.limit, "field": self.field}
+
+
+class StateProof(NamedTuple):
+    """A proof about the current state (see the module); verify with :func:`docstore.verify`."""
+
+    kind: str
+    collection: str
+    state: kvcore.State
+    head: kvcore.TxHeader
+    head_path: list[bytes]
+    map: Any = None  # latest, absent: a state-map proof node
+    id: str | None = None
+    pointer: str | None = None
+    documents: list[DocEntries] = []
+    query: Query | None = None
+    indexed: str | None = None  # find: the indexed field whose ranges are proven (None: a listing)
+    definition: tuple[bytes, Any] | None = None  # find: the collection's definition and its key proof
+    ranges: list[tuple[bytes, bytes | None, Any]] = []  # find: [lo, hi) and its range proof
+    single: Any = None  # find: a range proof that no document holds an array on the index's field
+    checkpoint: str | None = None
+    consistency: kvcore.ConsistencyProof | None = None
+    consistency_state: kvcore.State | None = None
+
+    def __repr__(self) -> str:
+        what = self.id if self.kind != "find" else (self.query.op if self.query else "")
+        return f"<StateProof {self.kind} {self.collection} {what}, state {self.state.tx_id}>"
+
+    def with_consistency(self, other: kvcore.State, proof: kvcore.ConsistencyProof) -> StateProof:
+        return self._replace(consistency=proof, consistency_state=other)
+
+    def with_checkpoint(self, note: str | None) -> StateProof:
+        return self._replace(checkpoint=note)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"format": FORMAT, "version": VERSION, "kind": self.kind, "collection": self.collection}
+        if self.kind in ("latest", "absent"):
+            d["id"] = self.id
+        if self.kind == "latest":
+            d["pointer"] = self.pointer
+        if self.kind == "find":
+            assert self.query is not None and self.definition is not None
+            d["query"] = self.query.to_dict()
+            d["index"] = self.indexed
+            d["single"] = self.single
+            d["definition"] = [b64(self.definition[0]), self.definition[1]]
+            d["ranges"] = [[b64(lo), None if hi is None else b64(hi), node] for lo, hi, node in self.ranges]
+        else:
+            d["map"] = self.map
+        if self.kind != "absent":
+            d["documents"] = [doc.to_dict() for doc in self.documents]
+        d["head"] = b64(self.head.encode())
+        d["head_path"] = [b64(h) for h in self.head_path]
+        return d | trust_fields(self)
+
+    def to_json(self, indent: bool = False) -> str:
+        return dumps(self.to_dict(), indent)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the compact JSON bundle."""
+        return len(self.to_json().encode())
+
+
+def _str(d: dict, name: str, optional: bool = False) -> Any:
+    v = d.get(name)
+    if v is None and optional:
+        return None
+    if not isinstance(v, str):
+        raise VerificationError(f"malformed proof bundle: {name!r} must be a string")
+    _utf8(v, name)
+    return v
+
+
+def _doc(d: Any) -> DocEntries:
+    if not isinstance(d, dict) or not set(d) <= _DOC_FIELDS or "header" not in d or "properties" not in d:
+        raise VerificationError("malformed proof bundle: a document is {header, properties[, ordinal, path]}")
+    props = d["properties"]
+    if not isinstance(props, list):
+        raise VerificationError("malformed proof bundle: a document's properties are a list")
+    out = []
+    for p in props:
+        if not (isinstance(p, list) and len(p) == 3 and isinstance(p[0], str) and isinstance(p[1], str)):
+            raise VerificationError("malformed proof bundle: a property is [pointer, value, salt]")
+        _utf8(p[0], "a property pointer")
+        try:
+            encoded = p[1].encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise VerificationError("malformed proof bundle: a property value is not UTF-8 text") from None
+        out.append(Property(p[0], encoded, unb64(p[2], "salt")))
+    ordinal = d.get("ordinal")
+    if ("ordinal" in d) != ("path" in d):
+        raise VerificationError("malformed proof bundle: a property's ordinal and path come together")
+    return DocEntries(
+        unb64(d["header"], "a document header"),
+        out,
+        None if ordinal is None else _int(ordinal),
+        None if ordinal is None else _hashes(d.get("path"), "a document's path"),
+    )
+
+
+def from_dict(d: dict) -> StateProof:
+    """Parse a version-3 bundle (the caller checked format and version); VerificationError if
+    it is malformed."""
+    kind = d.get("kind")
+    if kind not in KINDS:
+        raise VerificationError(f"unknown proof kind {kind!r} for version {VERSION}")
+    unknown = set(d) - _FIELDS[kind]
+    if unknown:
+        raise VerificationError(f"malformed proof bundle: unknown fields {sorted(map(str, unknown))} for a {kind} proof")
+    try:
+        state = kvcore.State.from_dict(d.get("state"))
+    except kvcore.VerificationError as e:
+        raise VerificationError(f"malformed proof bundle: {e}") from None
+    raw = unb64(d.get("head"), "head")
+    try:
+        if len(raw) != header_size(raw):
+            raise ValueError("its length is not its version's")
+        head = kvcore.TxHeader(*decode_header(raw))
+    except (ValueError, IndexError, struct.error) as e:
+        raise VerificationError(f"malformed proof bundle: 'head' is not a transaction header ({e})") from None
+    checkpoint = d.get("checkpoint")
+    if checkpoint is not None and not isinstance(checkpoint, str):
+        raise VerificationError("malformed proof bundle: 'checkpoint' is the text of a signed note")
+    consistency = cstate = None
+    if d.get("consistency") is not None:
+        c = d["consistency"]
+        if not isinstance(c, dict) or set(c) != {"state", "old_tx_id", "new_tx_id", "path"}:
+            raise VerificationError("malformed proof bundle: 'consistency' holds exactly state, old_tx_id, new_tx_id and path")
+        try:
+            cstate = kvcore.State.from_dict(c.get("state"))
+        except kvcore.VerificationError as e:
+            raise VerificationError(f"malformed proof bundle: {e}") from None
+        consistency = kvcore.ConsistencyProof(_int(c.get("old_tx_id")), _int(c.get("new_tx_id")), _hashes(c.get("path"), "consistency.path"))
+    proof = StateProof(
+        kind=kind,
+        collection=_str(d, "collection"),
+        state=state,
+        head=head,
+        head_path=_hashes(d.get("head_path"), "head_path"),
+        checkpoint=checkpoint,
+        consistency=consistency,
+        consistency_state=cstate,
+    )
+    if kind in ("latest", "absent"):
+        proof = proof._replace(id=_str(d, "id"), map=d.get("map"))
+    if kind == "latest":
+        proof = proof._replace(pointer=_str(d, "pointer", optional=True))
+    if kind in ("latest", "find"):
+        docs = d.get("documents")
+        if not isinstance(docs, list):
+            raise VerificationError("malformed proof bundle: 'documents' is a list")
+        proof = proof._replace(documents=[_doc(x) for x in docs])
+    if kind == "find":
+        q = d.get("query")
+        if not isinstance(q, dict) or set(q) != _QUERY_FIELDS or q.get("op") not in OPS:
+            raise VerificationError("malformed proof bundle: 'query' is {op, filter, sort, skip, limit, field}")
+        if not isinstance(q["filter"], dict) or (q["field"] is not None and not isinstance(q["field"], str)):
+            raise VerificationError("malformed proof bundle: the query's filter is an object, its field a string")
+        limit = q["limit"]
+        query = Query(q["op"], q["filter"], q["sort"], _int(q["skip"]), None if limit is None else _int(limit), q["field"])
+        definition = d.get("definition")
+        if not isinstance(definition, list) or len(definition) != 2:
+            raise VerificationError("malformed proof bundle: 'definition' is [value, key proof]")
+        ranges = d.get("ranges")
+        if not isinstance(ranges, list):
+            raise VerificationError("malformed proof bundle: 'ranges' is a list")
+        parsed = []
+        for r in ranges:
+            if not isinstance(r, list) or len(r) != 3:
+                raise VerificationError("malformed proof bundle: a range is [lo, hi, proof]")
+            parsed.append((unb64(r[0], "a range's start"), None if r[1] is None else unb64(r[1], "a range's end"), r[2]))
+        proof = proof._replace(
+            query=query,
+            indexed=_str(d, "index", optional=True),
+            single=d.get("single"),
+            definition=(unb64(definition[0], "the definition"), definition[1]),
+            ranges=parsed,
+        )
+    return proof
+
+
+def parse(d: Any) -> Proof | StateProof:
+    """Any bundle's dict: version 1 or 2 (:func:`docstore.proofs.bundle.from_dict`) or 3."""
+    if isinstance(d, dict) and d.get("format") == FORMAT and type(d.get("version")) is int and d.get("version") == VERSION:
+        return from_dict(d)
+    return bundle_from_dict(d)
+
+
+def load_any(text: str | bytes) -> Proof | StateProof:
+    """Read any bundle from its JSON text (at most MAX_BUNDLE_BYTES, checked first)."""
+    import json
+
+    if not isinstance(text, (str, bytes)):
+        raise VerificationError(f"a proof bundle is JSON text, got {type(text).__name__}")
+    if len(text) > MAX_BUNDLE_BYTES or (isinstance(text, str) and len(text.encode("utf-8", "surrogatepass")) > MAX_BUNDLE_BYTES):
+        raise VerificationError(f"a proof bundle is at most {MAX_BUNDLE_BYTES} bytes; this one is larger")
+    try:
+        d = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise VerificationError(f"a proof bundle must be JSON: {e}") from None
+    return parse(d)
