@@ -62,7 +62,8 @@ def _snapshot(
     engine.check_open()
     if known_state is not None:
         engine.own_state(known_state, "known_state", trusted=False)
-    txn = engine.store.read()
+    with engine.lock:  # no commit of this process half applied: the map reflects the ledger's last
+        txn = engine.store.read()
     reflected = engine.store.reflected(txn)
     tx_id = 0 if reflected is None else reflected[0]
     if tx_id > engine.ledger.tx_id:  # a reader: the writer's derived state is ahead of its view of the log

@@ -252,3 +252,44 @@ def test_a_writer_killed_mid_commit_leaves_a_map_that_matches_its_log(tmp_path):
         for i in range(acked + 1):
             assert docstore.verify(db["pats"].prove_latest(f"w{i}-7").to_json(), state)["site"] == "s1"
         assert eng.audit().ok
+
+
+def test_verified_reads_while_a_writer_commits(tmp_path):
+    """A verifying reader of the same process reads (proves freshness, absence, complete
+    finds) while a writer commits: every read verifies, none is refused as stale."""
+    import threading
+
+    path = str(tmp_path / "db")
+    db = docstore.open(path)
+    c = db.create_collection("pats", indexes=["site"])
+    c.insert_many([{"_id": f"p{i}", "site": "a", "n": 0} for i in range(20)])
+    reader = docstore.open(path, readonly=True, verify=True, trusted_state=db.state(), verifier_key=db.verifier_key())
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            n = 0
+            while not stop.is_set() and n < 150:
+                n += 1
+                c.update(f"p{n % 20}", {"$set": {"n": n}})
+                if n % 10 == 0:
+                    c.insert({"_id": f"new{n}", "site": "b", "n": n})
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        rc = reader["pats"]
+        for i in range(150):
+            assert rc.get(f"p{i % 20}")["site"] == "a"
+            assert rc.count({"site": "a"}) == 20
+            with pytest.raises(DocumentNotFoundError):
+                rc.get("never")
+    finally:
+        stop.set()
+        t.join()
+        reader.close()
+        db.close()
+    assert not errors
