@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import kvcore
 
@@ -24,10 +24,12 @@ from docstore.errors import (
     CollectionNotFoundError,
     CorruptDataError,
     QueryError,
-    refuse_unproven,
 )
 from docstore.proofs.trust import TrustTracker
 from docstore.transactions.transaction import Transaction, run
+
+if TYPE_CHECKING:
+    from docstore.proofs.statebundle import StateProof
 
 T = TypeVar("T")
 
@@ -167,11 +169,23 @@ class Database:
         return isinstance(name, str) and self._engine.has_collection(name)
 
     def collections(self, *, verify: bool | None = None) -> list[str]:
-        """Names of all collections, sorted (a verifying database refuses unless
-        ``verify=False``: that the list is complete is not proven)."""
+        """Names of all collections, sorted (on a verifying database, proven complete as of the
+        current state)."""
         self._engine.check_open()
-        refuse_unproven(self.verifying, verify, "the list of collections")
+        if self.verifying and verify is not False:
+            from docstore.proofs import reader
+
+            return reader.collections(self._engine)
         return self._engine.collection_names()
+
+    def prove_collections(
+        self, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+    ) -> StateProof:
+        """Prove the complete list of collections as of the current state:
+        :func:`docstore.verify` returns their names."""
+        from docstore.proofs.provestate import prove_collections
+
+        return prove_collections(self._engine, state, known_state)
 
     # ---------------------------------------------------------- transactions
     def transaction(self, at_tx: int | None = None) -> Transaction:

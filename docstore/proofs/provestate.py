@@ -224,3 +224,23 @@ def _doc_of(header: Header, entries: DocEntries) -> dict:
     from docstore.documents.flatten import unflatten
 
     return unflatten([(p.pointer, p.encoded) for p in entries.properties]) if not header.deleted else {}
+
+
+def prove_collections(
+    engine: Engine, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+) -> StateProof:
+    """A proof of the complete list of collections (their definitions) as of the current state."""
+    txn, tx_id = _snapshot(engine, state, known_state)
+    with txn:
+        smap = engine.store.smap
+        node = prove_range(smap, txn, b"c\x00", b"c\x01")
+        located = [mh.parse_location(v)[:2] for _k, v in smap.items(txn, b"c\x00", b"c\x01")]
+    definitions = []
+    for def_tx, def_index in located:
+        (_k, raw), = engine.ledger.entry_items(def_tx, def_index, 1)
+        if raw is None:
+            raise CorruptDataError("a collection's definition entry is a tombstone")
+        definitions.append(raw)
+    st, head, head_path = _head(engine, tx_id)
+    proof = StateProof("collections", "", st, head, head_path, map=node, definitions=definitions)
+    return _bundle(engine, proof, known_state)  # type: ignore[arg-type,return-value]

@@ -16,7 +16,7 @@ from docstore.errors import DocumentNotFoundError, VerificationError
 from docstore.documents.records import Header
 from docstore.proofs.bundle import Proof
 from docstore.proofs.prove import prove_collection, prove_document
-from docstore.proofs.provestate import prove_absent, prove_find, prove_latest
+from docstore.proofs.provestate import prove_absent, prove_collections, prove_find, prove_latest
 from docstore.proofs.statebundle import Query, StateProof
 from docstore.proofs.trust import TrustTracker
 from docstore.proofs.verify import verify
@@ -140,3 +140,12 @@ def query(engine: Engine, coll: str, q: Query) -> Any:
         proof = _authenticated(engine, prove_find(engine, coll, q, None, _trusted_base(engine)))
     asks(proof, "find", coll, query=q)
     return verify(proof, proof.state)
+
+
+def collections(engine: Engine) -> list[str]:
+    """The names of every collection, proven complete as of the current state."""
+    engine.check_open()
+    with engine.verify_lock:
+        proof = _authenticated(engine, prove_collections(engine, None, _trusted_base(engine)))
+    asks(proof, "collections", "")
+    return sorted(verify(proof, proof.state))

@@ -22,7 +22,7 @@ from docstore.proofs.bundle import FORMAT, MAX_BUNDLE_BYTES, Property, Proof, _h
 from docstore.proofs.bundle import from_dict as bundle_from_dict
 
 VERSION = 3
-KINDS = ("latest", "absent", "find")
+KINDS = ("latest", "absent", "find", "collections")
 OPS = ("find", "count", "distinct")
 _COMMON = frozenset(
     {"format", "version", "kind", "collection", "state", "checkpoint", "consistency", "head", "head_path"}
@@ -31,6 +31,7 @@ _FIELDS = {
     "latest": _COMMON | {"id", "pointer", "map", "documents"},
     "absent": _COMMON | {"id", "map"},
     "find": _COMMON | {"query", "index", "single", "definition", "ranges", "documents"},
+    "collections": _COMMON | {"map", "definitions"},
 }
 _QUERY_FIELDS = frozenset({"op", "filter", "sort", "skip", "limit", "field"})
 _DOC_FIELDS = frozenset({"header", "properties", "ordinal", "path"})
@@ -84,6 +85,7 @@ class StateProof(NamedTuple):
     definition: tuple[bytes, Any] | None = None  # find: the collection's definition and its key proof
     ranges: list[tuple[bytes, bytes | None, Any]] = []  # find: [lo, hi) and its range proof
     single: Any = None  # find: a range proof that no document holds an array on the index's field
+    definitions: list[bytes] = []  # collections: every collection's definition, as stored
     checkpoint: str | None = None
     consistency: kvcore.ConsistencyProof | None = None
     consistency_state: kvcore.State | None = None
@@ -113,7 +115,9 @@ class StateProof(NamedTuple):
             d["ranges"] = [[b64(lo), None if hi is None else b64(hi), node] for lo, hi, node in self.ranges]
         else:
             d["map"] = self.map
-        if self.kind != "absent":
+        if self.kind == "collections":
+            d["definitions"] = [b64(x) for x in self.definitions]
+        elif self.kind != "absent":
             d["documents"] = [doc.to_dict() for doc in self.documents]
         d["head"] = b64(self.head.encode())
         d["head_path"] = [b64(h) for h in self.head_path]
@@ -210,6 +214,11 @@ def from_dict(d: dict) -> StateProof:
     )
     if kind in ("latest", "absent"):
         proof = proof._replace(id=_str(d, "id"), map=d.get("map"))
+    if kind == "collections":
+        defs = d.get("definitions")
+        if not isinstance(defs, list):
+            raise VerificationError("malformed proof bundle: 'definitions' is a list")
+        proof = proof._replace(map=d.get("map"), definitions=[unb64(x, "a definition") for x in defs])
     if kind == "latest":
         proof = proof._replace(pointer=_str(d, "pointer", optional=True))
     if kind in ("latest", "find"):

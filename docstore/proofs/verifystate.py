@@ -44,13 +44,16 @@ def verify_state_proof(proof: StateProof, trusted: kvcore.State) -> Any:
     """What the proof shows, once its state is authenticated (the caller did that) against
     ``trusted``."""
     try:
-        check_collection_name(proof.collection)
+        if proof.kind != "collections" or proof.collection:
+            check_collection_name(proof.collection)
         if proof.id is not None:
             check_id(proof.id)
     except DocstoreError as e:
         raise VerificationError(f"the proof names no document docstore could write: {e}") from None
     _not_older(proof, trusted)
     root = _state_root(proof)
+    if proof.kind == "collections":
+        return _collections(proof, root)
     if proof.kind == "latest":
         return _latest(proof, root)
     if proof.kind == "absent":
@@ -205,6 +208,32 @@ def planned_ranges(
     if single is not None and single(field):
         bounds = extract_bounds(filter, multikey=False).get(field, bounds)
     return field, [mh.index_key_range(coll, field, s, t) for s, t in index_range(bounds)]
+
+
+def _collections(proof: StateProof, root: bytes) -> list[str]:
+    """The names of every collection: the map's ``c\\0`` range, proven complete, each entry
+    holding the leaf hash of a carried definition."""
+    if proof.collection:
+        raise VerificationError("a proof of the list of collections names no collection")
+    by_leaf: dict[bytes, bytes] = {}
+    names = []
+    for key, value in verify_range(proof.map, root, b"c\x00", b"c\x01", complete=True):
+        leaf = _location(value)[2]
+        found = [d for d in proof.definitions if entry_leaf_hash(0, key, d) == leaf]
+        if not found:
+            raise VerificationError("completeness check failed: a collection's definition is not carried")
+        by_leaf[leaf] = found[0]
+        try:
+            meta = orjson.loads(found[0])
+        except orjson.JSONDecodeError:
+            raise VerificationError("a carried definition is not JSON") from None
+        name = key[2:].decode("utf-8", "replace")
+        if not isinstance(meta, dict) or meta.get("name") != name:
+            raise VerificationError("definition check failed: a definition names another collection")
+        names.append(name)
+    if len(by_leaf) != len(proof.definitions):
+        raise VerificationError("the proof carries definitions that no proven entry leads to")
+    return names
 
 
 def _find(proof: StateProof, root: bytes) -> Any:

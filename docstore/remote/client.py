@@ -15,13 +15,14 @@ import kvcore
 
 from docstore import api
 from docstore.documents.ids import check_collection_name
-from docstore.errors import ConflictError, QueryError, SchemaError, VerificationError, refuse_unproven
+from docstore.errors import ConflictError, QueryError, SchemaError, VerificationError
 from docstore.proofs import checkpoint as ckpt
 from docstore.remote.connection import TLS, Connection
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
 
 if TYPE_CHECKING:
+    from docstore.proofs.statebundle import StateProof
     from docstore.remote.transaction import RemoteTransaction
 
 T = TypeVar("T")
@@ -138,13 +139,22 @@ class RemoteDatabase:
         return True
 
     def collections(self, *, verify: bool | None = None) -> list[str]:
-        """Names of all collections, sorted (a verifying connection refuses unless
-        ``verify=False``: that the list is complete is not proven)."""
+        """Names of all collections, sorted (on a verifying connection, proven complete as of
+        the server's current state)."""
         conn = self._conn
-        refuse_unproven(conn.trust is not None, verify, "the list of collections")
-        names = list(conn.call(conn.stub.ListCollections, pb.ListCollectionsRequest()).names)
+        if conn.trust is not None and verify is not False:
+            names = conn.verified_collections()
+        else:
+            names = list(conn.call(conn.stub.ListCollections, pb.ListCollectionsRequest()).names)
         conn.known_collections.update(names)
         return names
+
+    def prove_collections(
+        self, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+    ) -> StateProof:
+        """Prove the complete list of collections as of the current state (not checked here:
+        verify it with :func:`docstore.verify`, which returns their names)."""
+        return self._conn.prove_state("", "collections", state=state, known_state=known_state)
 
     # --------------------------------------------------------- transactions
     def transaction(self, at_tx: int | None = None) -> RemoteTransaction:

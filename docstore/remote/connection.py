@@ -370,6 +370,18 @@ class Connection:
         proof = self._current(proof, base)
         return verify(proof, proof.state)
 
+    def verified_collections(self) -> list[str]:
+        """The names of every collection, proven complete as of the server's current state."""
+        trust = self.trust
+        assert trust is not None
+        trust.link(self.fetch)
+        base = trust.state
+        proof = self.prove_state("", "collections", known_state=base)
+        if (proof.kind, proof.collection) != ("collections", ""):
+            raise VerificationError(f"the server proved {proof.kind} {proof.collection}, not the list of collections")
+        proof = self._current(proof, base)
+        return sorted(verify(proof, proof.state))
+
     def authenticated(self, proof: P) -> P:
         """Accept a proof's state into the trusted history; returns the proof relative to it alone."""
         trust = self.trust

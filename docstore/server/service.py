@@ -381,12 +381,13 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         can be, and a proof finished after the call's deadline is not sent."""
         db = self.db
         # (the embedded class: api.Collection, the contract, does not list the prove_* of the current state yet)
-        coll = cast("Collection", db.collection(request.collection))
+        kind = request.kind
+        if kind != "collections":  # (a proof of the list of collections names none)
+            coll = cast("Collection", db.collection(request.collection))
         state = codec.opt_state(request, "state")
         known = codec.opt_state(request, "known_state")
         if known is not None and known.tx_id > db.tx_id:
             known = None  # cannot be linked: the client sees the state went back and refuses it (as Get)
-        kind = request.kind
         if kind in ("latest", "absent") and request.query:
             raise QueryError(f"a {kind} proof takes an id, not a query")
         if kind == "latest":
@@ -400,6 +401,12 @@ class DocstoreService(pb_grpc.DocstoreServicer):
 
             def make() -> Any:
                 return coll.prove_absent(request.id, state=state, known_state=known)
+        elif kind == "collections":
+            if request.collection or request.id or request.HasField("pointer") or request.query:
+                raise QueryError("a proof of the list of collections takes no collection, id, pointer or query")
+
+            def make() -> Any:
+                return db.prove_collections(state=state, known_state=known)
         elif kind == "find":
             if request.id or request.HasField("pointer"):
                 raise QueryError("a find proof takes a query, not an id or a pointer")
@@ -408,7 +415,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             def make() -> Any:
                 return self._prove_query(coll, query, state, known)
         else:
-            raise QueryError(f"unknown proof kind {kind!r} (latest, absent or find)")
+            raise QueryError(f"unknown proof kind {kind!r} (latest, absent, find or collections)")
         proof = make()
         # A proof of the current state is made as of the state the derived state (the state
         # map) reflects, which trails the ledger for the moment a commit is applied to it. A

@@ -55,7 +55,7 @@ def test_embedded_reads_with_a_state_file_verify_or_refuse(tampered, sub, check_
         check_error(r, 5, "verification failed")
     # a count is proven from the state map: the edited p1 no longer has the run root it commits to
     check_error(sub([*verified, "count", "c"]), 5, "verification failed")
-    for cmd in (["collection", "list"], ["collection", "show", "c"]):
+    for cmd in (["collection", "list"], ["collection", "show", "c"]):  # they show document counts
         check_error(sub([*verified, *cmd]), 5, "not verified", "cannot be proven yet", "--no-verify")
     assert sub(["--db", db, "--state-file", str(state), "--no-verify", "count", "c"]).out.strip() == "2"
 

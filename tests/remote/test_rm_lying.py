@@ -1439,7 +1439,6 @@ def test_audit_lies(w, client, lie, match):
         pytest.param("Distinct", lambda db, **kw: db["trials"].distinct("site", at_tx=2, **kw), id="distinct-at-tx"),
         pytest.param("Explain", lambda db, **kw: db["trials"].explain({"site": "Oslo"}, **kw), id="explain"),
         pytest.param("DescribeCollection", lambda db, **kw: db["trials"].info(**kw), id="info"),
-        pytest.param("ListCollections", lambda db, **kw: db.collections(**kw), id="collections"),
     ],
 )
 def test_unprovable_reads_are_refused(w, client, rpc, read):
@@ -1461,7 +1460,6 @@ def test_unprovable_reads_are_refused(w, client, rpc, read):
         "Distinct": lambda req, r: pb.DistinctResponse(values=b'["Atlantis"]'),
         "Explain": lambda req, r: pb.ExplainResponse(plan=b'{"plan": "magic"}'),
         "DescribeCollection": lambda req, r: pb.DescribeCollectionResponse(info=b'{"name": "trials", "count": 999}'),
-        "ListCollections": lambda req, r: pb.ListCollectionsResponse(names=["atlantis"]),
     }[rpc]
     w.proxy.lie(rpc, lie)
     with pytest.raises(ProofUnavailableError):
@@ -1573,3 +1571,20 @@ def test_what_is_not_proven_yet(w, client):
     install(w, "History", proofs_lie(lambda w, req, proofs, s: proofs[:2]))
     assert [r.revision for r in c.history("p1")] == [1, 2]  # revisions 3 and 4 left out
     assert check_trust_file(w, st) == db.trusted_state == w.writer.state()
+
+
+def test_the_list_of_collections_is_proven(w, client):
+    """A verifying connection proves the list of collections complete (a range of the state
+    map); a server that lies about it through ListCollections is not asked, and one that leaves
+    a collection out of the proof cannot make it verify."""
+    db, _st = client()
+    truth = w.writer.collections()
+    w.proxy.reset()
+    w.proxy.lie("ListCollections", lambda req, r: pb.ListCollectionsResponse(names=["atlantis"]))
+    assert db.collections() == truth and w.proxy.calls["ListCollections"] == 0
+    assert db.collections(verify=False) == ["atlantis"]  # unverified: whatever the server says
+    proof = db.prove_collections()
+    assert docstore.verify(proof, proof.state) == truth
+    short = proof._replace(definitions=proof.definitions[1:])
+    with pytest.raises(VerificationError):
+        docstore.verify(short, proof.state)
