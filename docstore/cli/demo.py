@@ -105,6 +105,8 @@ def _story(say: Callable[[str], None], directory: str) -> None:
         hidden = [s for s in ("Xanomeline", "P-002", "Nils Dahl", "transcription error") if s in proof_text]
         say(f"8. A proof of V-0002's dosage for the auditor: {len(proof_text)} bytes of JSON disclosing only "
             f"{[p[0] + ' = ' + p[1] for p in disclosed]}; drug, patient, name, note in it: {hidden or 'none'}")
+        latest_text = db["visits"].prove_latest("V-0002", "/dosage/mg", known_state=trusted).to_json()
+        absent_text = db["patients"].prove_absent("P-004", known_state=trusted).to_json()
 
     saved = read_trust_file(state_file).checkpoint
     assert saved is not None, "the auditor saved a signed checkpoint"
@@ -112,16 +114,22 @@ def _story(say: Callable[[str], None], directory: str) -> None:
     say(f"9. The auditor verifies it offline, with only the proof, the saved checkpoint and the pinned key: "
         f"/dosage/mg = {value} (the proof's newer state is signed by that key and extends the saved one)")
 
+    current = docstore.verify(latest_text, saved, verifier_keys=[key])
+    assert docstore.verify(absent_text, saved, verifier_keys=[key]) is None
+    say(f"10. Two proofs of the state now, checked the same way: V-0002's /dosage/mg is {current} in its latest "
+        "revision (no later one hides), and there is no patient P-004: neither an inclusion proof nor immudb "
+        "can show either")
+
     forged = json.loads(proof_text)
     forged["claim"] = 50
     try:
         docstore.verify(json.dumps(forged), saved, verifier_keys=[key])
     except docstore.VerificationError as e:
-        say(f"10. A proof edited to claim 50 mg is rejected: {e}")
+        say(f"11. A proof edited to claim 50 mg is rejected: {e}")
 
     salt, encoded = base64.b64decode(disclosed[0][2]), disclosed[0][1].encode()
     _rewrite_value(os.path.join(path, "ledger", "txlog"), salt + encoded, b"75")
-    say("11. Someone rewrites the stored dosage on disk to 75 mg, fixing the record's checksum:")
+    say("12. Someone rewrites the stored dosage on disk to 75 mg, fixing the record's checksum:")
     with docstore.open(path, readonly=True) as db:
         say(f"    a plain read still serves {db['visits'].get('V-0002')['dosage']['mg']} mg from its cache;")
         say(f"    `immudoc audit` would say: {db.audit()}")

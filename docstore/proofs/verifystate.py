@@ -161,7 +161,8 @@ def _latest(proof: StateProof, root: bytes) -> Any:
         h, run, doc = _document(entries, coll)
         if h.id != doc_id or run != digest:
             raise VerificationError(
-                "freshness check failed: the revision carried is not the current one of the document"
+                "freshness check failed: the revision carried does not have the run root the state commits to "
+                "(it is not the current revision, or its stored entries were changed)"
             )
         return doc
     h = _header(entries.header, coll)
@@ -179,7 +180,10 @@ def _latest(proof: StateProof, root: bytes) -> Any:
     except ValueError as e:
         raise VerificationError(f"property path is malformed: {e}") from None
     if run != digest:
-        raise VerificationError("freshness check failed: the property carried is not of the current revision")
+        raise VerificationError(
+            "freshness check failed: the property carried does not lead to the run root the state commits to "
+            "(not of the current revision, or its stored entry was changed)"
+        )
     if p.encoded == OBJECT_HEADER:
         raise VerificationError("property check failed: that pointer addresses an object, not a value")
     try:

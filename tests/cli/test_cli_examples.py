@@ -77,8 +77,9 @@ def test_demo_tells_the_story(sub):
     assert r.code == 0, r.err
     lines = r.out.splitlines()
     assert lines[0] == "immudoc demo: a clinical trial on a verifiable document database"
-    for n in range(1, 12):
+    for n in range(1, 13):
         assert any(line.startswith(f"{n}. ") for line in lines), n
+    assert any(line.startswith("10. Two proofs of the state now") and "is 25 in its latest revision" in line for line in lines)
     assert any(line.startswith("9. The auditor verifies it offline, with only the proof, the saved checkpoint and the pinned key: /dosage/mg = 25") for line in lines)
     assert "    a verifying reader refuses it: " in r.out
     assert lines[-1].startswith("Done in ")
