@@ -48,7 +48,7 @@ def unb64(text: Any, what: str) -> bytes:
         raise VerificationError(f"{what} is not valid base64") from None
 
 
-def _hashes(values: Any, what: str) -> list[bytes]:
+def hashes_of(values: Any, what: str) -> list[bytes]:
     if not isinstance(values, list):
         raise VerificationError(f"{what} must be a list")
     out = [unb64(v, f"{what}[{i}]") for i, v in enumerate(values)]
@@ -203,28 +203,16 @@ def from_dict(d: Any) -> Proof:
         for p in props:
             if not (isinstance(p, list) and len(p) == 3 and isinstance(p[0], str) and isinstance(p[1], str)):
                 raise TypeError
-            _utf8(p[0], "a property pointer")
+            check_utf8(p[0], "a property pointer")
             try:
                 encoded = p[1].encode("utf-8", "surrogateescape")
             except UnicodeEncodeError:
                 raise VerificationError("malformed proof bundle: a property value is not UTF-8 text") from None
             properties.append(Property(p[0], encoded, unb64(p[2], "salt")))
-        consistency = cstate = None
-        if d.get("consistency") is not None:
-            c = d["consistency"]
-            if not isinstance(c, dict):
-                raise TypeError
-            if set(c) != _CONSISTENCY_FIELDS:
-                raise VerificationError(
-                    "malformed proof bundle: 'consistency' holds exactly state, old_tx_id, new_tx_id and path"
-                )
-            cstate = kvcore.State.from_dict(c.get("state"))
-            consistency = kvcore.ConsistencyProof(
-                _int(c.get("old_tx_id")), _int(c.get("new_tx_id")), _hashes(c.get("path"), "consistency.path")
-            )
+        consistency, cstate = consistency_of(d.get("consistency"))
         ordinal = d.get("ordinal")
         if ordinal is not None:
-            ordinal = _int(ordinal)
+            ordinal = nonneg_int(ordinal)
         for name in ("collection",):
             if not isinstance(d.get(name), str):
                 raise TypeError
@@ -234,7 +222,7 @@ def from_dict(d: Any) -> Proof:
             raise TypeError
         for name in ("collection", "id", "pointer"):
             if d.get(name) is not None:
-                _utf8(d[name], name)
+                check_utf8(d[name], name)
         tx = kvcore.TxHeader.from_dict(d.get("tx"))
         try:
             tx.encode()
@@ -244,16 +232,16 @@ def from_dict(d: Any) -> Proof:
             kind=kind,
             collection=d["collection"],
             id=d.get("id"),
-            revision=_int(d.get("revision")),
+            revision=nonneg_int(d.get("revision")),
             pointer=d.get("pointer"),
             claim=d.get("claim"),
             header=None if header is None else unb64(header, "header"),
-            index=_int(d.get("index")),
+            index=nonneg_int(d.get("index")),
             properties=properties,
             ordinal=ordinal,
             tx=tx,
-            path=_hashes(d.get("path"), "path"),
-            tx_path=_hashes(d.get("tx_path"), "tx_path"),
+            path=hashes_of(d.get("path"), "path"),
+            tx_path=hashes_of(d.get("tx_path"), "tx_path"),
             state=kvcore.State.from_dict(d.get("state")),
             consistency=consistency,
             consistency_state=cstate,
@@ -266,14 +254,32 @@ def from_dict(d: Any) -> Proof:
         raise VerificationError(f"malformed proof bundle: {detail}") from None
 
 
-def _utf8(text: str, what: str) -> None:
+def consistency_of(c: Any) -> tuple[kvcore.ConsistencyProof | None, kvcore.State | None]:
+    """A bundle's optional ``consistency`` field: (the proof, the other state), or Nones."""
+    if c is None:
+        return None, None
+    if not isinstance(c, dict) or set(c) != _CONSISTENCY_FIELDS:
+        raise VerificationError(
+            "malformed proof bundle: 'consistency' holds exactly state, old_tx_id, new_tx_id and path"
+        )
+    try:
+        cstate = kvcore.State.from_dict(c.get("state"))
+    except kvcore.VerificationError as e:
+        raise VerificationError(f"malformed proof bundle: {e}") from None
+    proof = kvcore.ConsistencyProof(
+        nonneg_int(c.get("old_tx_id")), nonneg_int(c.get("new_tx_id")), hashes_of(c.get("path"), "consistency.path")
+    )
+    return proof, cstate
+
+
+def check_utf8(text: str, what: str) -> None:
     try:
         text.encode()
     except UnicodeEncodeError:
         raise VerificationError(f"malformed proof bundle: {what} is not UTF-8 text") from None
 
 
-def _int(v: Any) -> int:
+def nonneg_int(v: Any) -> int:
     if type(v) is not int or v < 0:
         raise VerificationError(f"expected a non-negative integer, got {v!r}")
     return v

@@ -18,7 +18,10 @@ import kvcore
 from kvcore.hashing import decode_header, header_size
 
 from docstore.errors import VerificationError
-from docstore.proofs.bundle import FORMAT, MAX_BUNDLE_BYTES, Property, Proof, _hashes, _int, _utf8, b64, dumps, trust_fields, unb64
+from docstore.proofs.bundle import (
+    FORMAT, MAX_BUNDLE_BYTES, Property, Proof, b64, check_utf8, consistency_of, dumps, hashes_of, nonneg_int,
+    trust_fields, unb64,
+)
 from docstore.proofs.bundle import from_dict as bundle_from_dict
 
 VERSION = 3
@@ -138,7 +141,7 @@ def _str(d: dict, name: str, optional: bool = False) -> Any:
         return None
     if not isinstance(v, str):
         raise VerificationError(f"malformed proof bundle: {name!r} must be a string")
-    _utf8(v, name)
+    check_utf8(v, name)
     return v
 
 
@@ -152,7 +155,7 @@ def _doc(d: Any) -> DocEntries:
     for p in props:
         if not (isinstance(p, list) and len(p) == 3 and isinstance(p[0], str) and isinstance(p[1], str)):
             raise VerificationError("malformed proof bundle: a property is [pointer, value, salt]")
-        _utf8(p[0], "a property pointer")
+        check_utf8(p[0], "a property pointer")
         try:
             encoded = p[1].encode("utf-8", "surrogateescape")
         except UnicodeEncodeError:
@@ -164,8 +167,8 @@ def _doc(d: Any) -> DocEntries:
     return DocEntries(
         unb64(d["header"], "a document header"),
         out,
-        None if ordinal is None else _int(ordinal),
-        None if ordinal is None else _hashes(d.get("path"), "a document's path"),
+        None if ordinal is None else nonneg_int(ordinal),
+        None if ordinal is None else hashes_of(d.get("path"), "a document's path"),
     )
 
 
@@ -192,22 +195,13 @@ def from_dict(d: dict) -> StateProof:
     checkpoint = d.get("checkpoint")
     if checkpoint is not None and not isinstance(checkpoint, str):
         raise VerificationError("malformed proof bundle: 'checkpoint' is the text of a signed note")
-    consistency = cstate = None
-    if d.get("consistency") is not None:
-        c = d["consistency"]
-        if not isinstance(c, dict) or set(c) != {"state", "old_tx_id", "new_tx_id", "path"}:
-            raise VerificationError("malformed proof bundle: 'consistency' holds exactly state, old_tx_id, new_tx_id and path")
-        try:
-            cstate = kvcore.State.from_dict(c.get("state"))
-        except kvcore.VerificationError as e:
-            raise VerificationError(f"malformed proof bundle: {e}") from None
-        consistency = kvcore.ConsistencyProof(_int(c.get("old_tx_id")), _int(c.get("new_tx_id")), _hashes(c.get("path"), "consistency.path"))
+    consistency, cstate = consistency_of(d.get("consistency"))
     proof = StateProof(
         kind=kind,
         collection=_str(d, "collection"),
         state=state,
         head=head,
-        head_path=_hashes(d.get("head_path"), "head_path"),
+        head_path=hashes_of(d.get("head_path"), "head_path"),
         checkpoint=checkpoint,
         consistency=consistency,
         consistency_state=cstate,
@@ -233,7 +227,7 @@ def from_dict(d: dict) -> StateProof:
         if not isinstance(q["filter"], dict) or (q["field"] is not None and not isinstance(q["field"], str)):
             raise VerificationError("malformed proof bundle: the query's filter is an object, its field a string")
         limit = q["limit"]
-        query = Query(q["op"], q["filter"], q["sort"], _int(q["skip"]), None if limit is None else _int(limit), q["field"])
+        query = Query(q["op"], q["filter"], q["sort"], nonneg_int(q["skip"]), None if limit is None else nonneg_int(limit), q["field"])
         definition = d.get("definition")
         if not isinstance(definition, list) or len(definition) != 2:
             raise VerificationError("malformed proof bundle: 'definition' is [value, key proof]")
