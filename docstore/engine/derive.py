@@ -134,6 +134,20 @@ def _apply_definition(store: Store, txn: lmdb.Transaction, read_doc: ReadDoc, na
                     store.set_multi(txn, name, field, doc_id, True)
 
 
+def replaced(
+    store: Store, txn: lmdb.Transaction, read_doc: ReadDoc, changes: list[DocChange]
+) -> dict[tuple[str, str], dict | None]:
+    """The revisions ``changes`` replace (None: the document was not live), read from the
+    store's locations and the log once."""
+    out: dict[tuple[str, str], dict | None] = {}
+    for ch in changes:
+        key = (ch.collection, ch.id)
+        if key not in out:
+            loc = store.location(txn, ch.collection, ch.id)
+            out[key] = None if loc is None else read_doc(ch.collection, ch.id, loc)
+    return out
+
+
 def changes_of(
     ledger: kvcore.Ledger, tx_id: int
 ) -> tuple[dict[str, dict[str, Any]], list[DocChange], dict[str, tuple[int, bytes]]]:
@@ -201,7 +215,8 @@ def catch_up(
             while tx_id < last and batch < BATCH_ENTRIES:
                 tx_id += 1
                 metas, changes, definitions = changes_of(ledger, tx_id)
-                plan = plan_map(store, txn, read_doc, tx_id, metas, definitions, changes)
+                old = replaced(store, txn, read_doc, changes)  # read once, for the map and the rows
+                plan = plan_map(store, txn, read_doc, tx_id, metas, definitions, changes, old)
                 header = ledger.header(tx_id)
                 if header.state_root is not None and header.state_root != plan.root:
                     raise StateRootMismatch(
@@ -209,7 +224,7 @@ def catch_up(
                         f"{plan.root.hex()[:16]}..., its header commits to {header.state_root.hex()[:16]}... "
                         "(the derived state is damaged, or the ledger was written by a faulty writer: run an audit)"
                     )
-                apply(store, txn, read_doc, tx_id, ledger.state(tx_id).root, metas, changes)
+                apply(store, txn, read_doc, tx_id, ledger.state(tx_id).root, metas, changes, old)
                 plan.apply(txn, store.smap)
                 n = header.n_entries
                 batch += n
