@@ -126,22 +126,23 @@ class Collection(Protocol):
     # proofs of the current state (bundle version 3)
     def prove_latest(
         self, doc_id: str, pointer: str | None = None, *, state: kvcore.State | None = None,
-        known_state: kvcore.State | None = None,
+        known_state: kvcore.State | None = None, with_header: bool = False,
     ) -> StateProof: ...
     def prove_absent(
-        self, doc_id: str, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+        self, doc_id: str, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+        with_header: bool = False,
     ) -> StateProof: ...
     def prove_find(
         self, filter: dict | None = None, sort: Any = None, skip: int = 0, limit: int | None = None,  # noqa: A002
-        *, state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+        *, state: kvcore.State | None = None, known_state: kvcore.State | None = None, with_header: bool = False,
     ) -> StateProof: ...
     def prove_count(
         self, filter: dict | None = None, *, state: kvcore.State | None = None,  # noqa: A002
-        known_state: kvcore.State | None = None,
+        known_state: kvcore.State | None = None, with_header: bool = False,
     ) -> StateProof: ...
     def prove_distinct(
         self, field: str, filter: dict | None = None, *, state: kvcore.State | None = None,  # noqa: A002
-        known_state: kvcore.State | None = None,
+        known_state: kvcore.State | None = None, with_header: bool = False,
     ) -> StateProof: ...
 
     # definition
@@ -181,7 +182,8 @@ class Database(Protocol):
     def __contains__(self, name: object) -> bool: ...
     def collections(self, *, verify: bool | None = None) -> list[str]: ...
     def prove_collections(
-        self, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+        self, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+        with_header: bool = False,
     ) -> StateProof: ...
 
     # transactions

@@ -179,13 +179,14 @@ class Database:
         return self._engine.collection_names()
 
     def prove_collections(
-        self, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+        self, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+        with_header: bool = False,
     ) -> StateProof:
         """Prove the complete list of collections as of the current state:
         :func:`docstore.verify` returns their names."""
         from docstore.proofs.provestate import prove_collections
 
-        return prove_collections(self._engine, state, known_state)
+        return prove_collections(self._engine, state, known_state, with_header)
 
     # ---------------------------------------------------------- transactions
     def transaction(self, at_tx: int | None = None) -> Transaction:

@@ -380,6 +380,16 @@ def _where(p: dict) -> str:
 
 
 # ===================================================================== commands
+WithHeaderOpt = Annotated[
+    bool,
+    typer.Option(
+        "--with-header",
+        help="With a proof of the current state: carry the state's transaction header and its path, for a "
+        "verifier that pins no key (by default the signed checkpoint names the state map's root).",
+    ),
+]
+
+
 @app.command()
 def init(
     ctx: typer.Context,
@@ -504,6 +514,7 @@ def find(
         bool, typer.Option("--prove", help="Also prove the result complete as of now (a JSON bundle: -o FILE, else stdout).")
     ] = False,
     out: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="With --prove: write the proof here.")] = None,
+    with_header: WithHeaderOpt = False,
     fmt: FormatOpt = None,
 ) -> None:
     """Print the documents matching a filter (Mongo-style JSON); with --prove, prove them the
@@ -518,9 +529,11 @@ def find(
         raise typer.BadParameter("--prove proves the current, whole documents: --at-tx and --projection do not apply")
     if out is not None and not prove_:
         raise typer.BadParameter("--output is where --prove writes its proof")
+    if with_header and not prove_:
+        raise typer.BadParameter("--with-header goes with --prove")
     with open_db(ctx) as db:
         if prove_:
-            _prove_query(db.collection(collection).prove_find(flt, order, skip, limit), out, fmt)
+            _prove_query(db.collection(collection).prove_find(flt, order, skip, limit, with_header=with_header), out, fmt)
             return
         docs = db.collection(collection).find(flt, proj, order, skip, limit, at_tx)
         output.emit_many(docs, _fmt(fmt))
@@ -551,6 +564,7 @@ def count(
     at_tx: AtTxOpt = None,
     prove_: Annotated[bool, typer.Option("--prove", help="Also prove the count (a JSON bundle: -o FILE, else stdout).")] = False,
     out: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="With --prove: write the proof here.")] = None,
+    with_header: WithHeaderOpt = False,
     fmt: FormatOpt = None,
 ) -> None:
     """Print how many documents match a filter (with --prove, proven as of now)."""
@@ -561,9 +575,11 @@ def count(
         raise typer.BadParameter("--prove proves the current state: --at-tx does not apply")
     if out is not None and not prove_:
         raise typer.BadParameter("--output is where --prove writes its proof")
+    if with_header and not prove_:
+        raise typer.BadParameter("--with-header goes with --prove")
     with open_db(ctx) as db:
         if prove_:
-            _prove_query(db.collection(collection).prove_count(flt), out, fmt)
+            _prove_query(db.collection(collection).prove_count(flt, with_header=with_header), out, fmt)
             return
         n = db.collection(collection).count(flt, at_tx=at_tx)
     output.emit(n, _fmt(fmt))
@@ -666,6 +682,7 @@ def prove(
         typer.Option(metavar="FILE", callback=_file_or_dash, help="Bundle a consistency proof from this saved state."),
     ] = None,
     out: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="Write the proof here.")] = None,
+    with_header: WithHeaderOpt = False,
     fmt: FormatOpt = None,
 ) -> None:
     """Prove a document or one property of it (a JSON bundle); with --latest that it is the
@@ -674,6 +691,8 @@ def prove(
         raise typer.BadParameter("give a document ID, or --absent ID (not both)")
     if (latest or absent is not None) and at_tx is not None:
         raise typer.BadParameter("--latest and --absent prove the current state: --at-tx does not apply")
+    if with_header and not (latest or absent is not None):
+        raise typer.BadParameter("--with-header is for --latest and --absent (a proof of the current state)")
     if absent is not None and (latest or pointer is not None):
         raise typer.BadParameter("--absent proves that no document exists: --latest and --pointer do not apply")
     known = None
@@ -684,9 +703,9 @@ def prove(
     with open_db(ctx) as db:
         coll = db.collection(collection)
         if absent is not None:
-            proof: Any = coll.prove_absent(absent, known_state=known)
+            proof: Any = coll.prove_absent(absent, known_state=known, with_header=with_header)
         elif latest:
-            proof = coll.prove_latest(doc_id, pointer, known_state=known)
+            proof = coll.prove_latest(doc_id, pointer, known_state=known, with_header=with_header)
         else:
             proof = coll.prove(doc_id, pointer, at_tx=at_tx, known_state=known)
     text = proof.to_json(indent=True) + "\n"
@@ -742,7 +761,9 @@ def verify(
     record = read_trust_file(state)
     keys = keys or list(record.verifier_keys)
     proof = load_any(read_text(proof_file))
-    trusted = record.checkpoint if (record.checkpoint and keys) else record.state
+    # the saved checkpoint itself (its signature checked when keys are pinned): it also names
+    # the state map's root, which a compact proof of that very state needs
+    trusted = record.checkpoint if record.checkpoint else record.state
     value = docstore.verify(proof, trusted, verifier_keys=keys or None)
     result = _proof_summary(proof) | {
         "verified": True, "trusted_state": record.state.to_dict(), "value": value,

@@ -361,59 +361,66 @@ class Collection:
 
     def prove_latest(
         self, doc_id: str, pointer: str | None = None, *, state: kvcore.State | None = None,
-        known_state: kvcore.State | None = None,
+        known_state: kvcore.State | None = None, with_header: bool = False,
     ) -> StateProof:
         """Prove that this is the document's current revision (or, with ``pointer``, that
         property's current value) as of the current state: :func:`docstore.verify` returns the
         document (the value). DocumentNotFoundError when there is no live document (prove
-        that with :meth:`prove_absent`)."""
+        that with :meth:`prove_absent`).
+
+        The bundle's signed checkpoint names the state map's root, so its verifier pins the
+        ledger's key (or trusts that very checkpoint); ``with_header=True`` adds the state's
+        transaction header and its inclusion path (about 600 bytes at a million
+        transactions), for a verifier that holds the state without a key. The same holds for
+        every proof of the current state."""
         from docstore.proofs.provestate import prove_latest
 
         check_id(doc_id)
         self._engine.require_collection(self.name)
-        return prove_latest(self._engine, self.name, doc_id, pointer, state, known_state)
+        return prove_latest(self._engine, self.name, doc_id, pointer, state, known_state, with_header)
 
     def prove_absent(
-        self, doc_id: str, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+        self, doc_id: str, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+        with_header: bool = False,
     ) -> StateProof:
         """Prove that no live document has this id as of the current state (never written, or
-        deleted): :func:`docstore.verify` returns None."""
+        deleted): :func:`docstore.verify` returns None (``with_header``: see :meth:`prove_latest`)."""
         from docstore.proofs.provestate import prove_absent
 
         check_id(doc_id)
         self._engine.require_collection(self.name)
-        return prove_absent(self._engine, self.name, doc_id, state, known_state)
+        return prove_absent(self._engine, self.name, doc_id, state, known_state, with_header)
 
     def prove_find(
         self, filter: dict | None = None, sort: Any = None, skip: int = 0, limit: int | None = None,  # noqa: A002
-        *, state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+        *, state: kvcore.State | None = None, known_state: kvcore.State | None = None, with_header: bool = False,
     ) -> StateProof:
         """Prove that the result of ``find(filter, sort=sort, skip=skip, limit=limit)`` is
         complete as of the current state: :func:`docstore.verify` returns the list of
         documents. A filter on an indexed field (equality, ``$in``, a range) is proven by that
         index's ranges, O(k log n) for k candidates (with no sort and a limit, only up to the
         limit); any other filter by a listing of the whole collection (O(n))."""
-        return self._prove_query("find", filter, sort, skip, limit, None, state, known_state)
+        return self._prove_query("find", filter, sort, skip, limit, None, state, known_state, with_header)
 
     def prove_count(
         self, filter: dict | None = None, *, state: kvcore.State | None = None,  # noqa: A002
-        known_state: kvcore.State | None = None,
+        known_state: kvcore.State | None = None, with_header: bool = False,
     ) -> StateProof:
         """Prove how many documents match (as :meth:`prove_find`): verify returns the count."""
-        return self._prove_query("count", filter, None, 0, None, None, state, known_state)
+        return self._prove_query("count", filter, None, 0, None, None, state, known_state, with_header)
 
     def prove_distinct(
         self, field: str, filter: dict | None = None, *, state: kvcore.State | None = None,  # noqa: A002
-        known_state: kvcore.State | None = None,
+        known_state: kvcore.State | None = None, with_header: bool = False,
     ) -> StateProof:
         """Prove the distinct values of ``field`` among the matches (as :meth:`prove_find`):
         verify returns the list of values."""
         check_field(field)
-        return self._prove_query("distinct", filter, None, 0, None, field, state, known_state)
+        return self._prove_query("distinct", filter, None, 0, None, field, state, known_state, with_header)
 
     def _prove_query(
         self, op: str, filter: dict | None, sort: Any, skip: int, limit: int | None, field: str | None,  # noqa: A002
-        state: kvcore.State | None, known_state: kvcore.State | None,
+        state: kvcore.State | None, known_state: kvcore.State | None, with_header: bool = False,
     ) -> StateProof:
         from docstore.proofs.provestate import prove_find
         from docstore.proofs.statebundle import Query
@@ -423,7 +430,10 @@ class Collection:
         if sort is not None:
             cursor.sort_key(sort)
         self._engine.require_collection(self.name)
-        return prove_find(self._engine, self.name, Query(op, dict(filter or {}), sort, skip, limit, field), state, known_state)
+        return prove_find(
+            self._engine, self.name, Query(op, dict(filter or {}), sort, skip, limit, field), state, known_state,
+            with_header,
+        )
 
     # ------------------------------------------------------- schema, indexes
     def _meta(self) -> dict[str, Any]:

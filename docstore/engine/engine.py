@@ -303,7 +303,22 @@ class Engine:
         if note is not None:
             return note
         own = self.ledger.state() if state is None else self.own_state(state, "state", trusted=False)
-        return self.signing.sign(own)
+        return self.signing.sign(own, self._map_root_of(own))
+
+    def _map_root_of(self, state: kvcore.State) -> bytes | None:
+        """The state map's root that ``state``'s last header commits to (None: none), checked
+        to be in the tree before a key signs it (a header changed on disk is not signed)."""
+        if not state.tx_id:
+            return None
+        with translate():
+            p = self.ledger.prove_entry_at(state.tx_id, 0, state)
+        if p.header.state_root is None:
+            return None
+        try:
+            kvcore.verify_tx(p.header, p.tx_path, state)
+        except kvcore.VerificationError as e:
+            raise CorruptDataError(f"transaction {state.tx_id}'s header is not the one the tree commits to: {e}") from None
+        return p.header.state_root
 
     def checkpoint_or_none(self, state: kvcore.State) -> str | None:
         """The state's checkpoint, or None if this database has no key (read-only, never keyed)."""

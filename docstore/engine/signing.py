@@ -79,13 +79,14 @@ class Signing:
         """The checkpoint of ``state`` if it was signed before (then it is this ledger's)."""
         return self._signed.get(state)
 
-    def sign(self, state: kvcore.State) -> str:
-        """The signed checkpoint of ``state`` (the caller checked it is this ledger's)."""
+    def sign(self, state: kvcore.State, map_root: bytes | None = None) -> str:
+        """The signed checkpoint of ``state`` (the caller checked it is this ledger's), naming
+        ``map_root``, the state map's root its last header commits to (if any)."""
         note = self._signed.get(state)
         if note is None:
             signer = self.current
             assert self._signers is not None
-            note = ckpt.sign(signer.name, state, self._signers)
+            note = ckpt.sign(signer.name, state, self._signers, map_root)
             with self._lock:
                 if len(self._signed) >= _CACHED:
                     self._signed.clear()

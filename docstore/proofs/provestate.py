@@ -53,6 +53,13 @@ def _head(engine: Engine, tx_id: int) -> tuple[kvcore.State, kvcore.TxHeader, li
     return state, p.header, p.tx_path
 
 
+def _finish(engine: Engine, proof: StateProof, known: kvcore.State | None, with_header: bool) -> StateProof:
+    """The bundle: its checkpoint and consistency proof added, and its state's header dropped
+    when the checkpoint names the map root, unless asked for (a verifier that pins no key)."""
+    done: StateProof = _bundle(engine, proof, known)  # type: ignore[arg-type,assignment]
+    return done if with_header else done.without_header()
+
+
 def _snapshot(
     engine: Engine, state: kvcore.State | None, known_state: kvcore.State | None
 ) -> tuple[lmdb.Transaction, int]:
@@ -114,7 +121,7 @@ def document_entries(engine: Engine, tx_id: int, index: int, pointer: str | None
 
 def prove_latest(
     engine: Engine, coll: str, doc_id: str, pointer: str | None = None,
-    state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+    state: kvcore.State | None = None, known_state: kvcore.State | None = None, with_header: bool = False,
 ) -> StateProof:
     if pointer is not None:
         split_pointer(pointer)
@@ -138,12 +145,12 @@ def prove_latest(
         raise CorruptDataError(f"the state map's entry for {doc_id!r} in {coll!r} names another revision")
     st, head, head_path = _head(engine, tx_id)
     proof = StateProof("latest", coll, st, head, head_path, map=node, id=doc_id, pointer=pointer, documents=[entries])
-    return _bundle(engine, proof, known_state)  # type: ignore[arg-type,return-value]
+    return _finish(engine, proof, known_state, with_header)
 
 
 def prove_absent(
     engine: Engine, coll: str, doc_id: str,
-    state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+    state: kvcore.State | None = None, known_state: kvcore.State | None = None, with_header: bool = False,
 ) -> StateProof:
     txn, tx_id = _snapshot(engine, state, known_state)
     with txn:
@@ -154,12 +161,12 @@ def prove_absent(
         node = prove_range(smap, txn, key, key + b"\x00")
     st, head, head_path = _head(engine, tx_id)
     proof = StateProof("absent", coll, st, head, head_path, map=node, id=doc_id)
-    return _bundle(engine, proof, known_state)  # type: ignore[arg-type,return-value]
+    return _finish(engine, proof, known_state, with_header)
 
 
 def prove_find(
     engine: Engine, coll: str, query: Query,
-    state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+    state: kvcore.State | None = None, known_state: kvcore.State | None = None, with_header: bool = False,
 ) -> StateProof:
     """A proof of a query's complete result (``query.op``: find, count or distinct)."""
     predicate = compile_filter(query.filter)
@@ -217,7 +224,7 @@ def prove_find(
         "find", coll, st, head, head_path, documents=documents, query=query, indexed=field,
         definition=(def_bytes, def_node), ranges=ranges, single=single,
     )
-    return _bundle(engine, proof, known_state)  # type: ignore[arg-type,return-value]
+    return _finish(engine, proof, known_state, with_header)
 
 
 def _doc_of(header: Header, entries: DocEntries) -> dict:
@@ -227,7 +234,8 @@ def _doc_of(header: Header, entries: DocEntries) -> dict:
 
 
 def prove_collections(
-    engine: Engine, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+    engine: Engine, state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+    with_header: bool = False,
 ) -> StateProof:
     """A proof of the complete list of collections (their definitions) as of the current state."""
     txn, tx_id = _snapshot(engine, state, known_state)
@@ -243,4 +251,4 @@ def prove_collections(
         definitions.append(raw)
     st, head, head_path = _head(engine, tx_id)
     proof = StateProof("collections", "", st, head, head_path, map=node, definitions=definitions)
-    return _bundle(engine, proof, known_state)  # type: ignore[arg-type,return-value]
+    return _finish(engine, proof, known_state, with_header)

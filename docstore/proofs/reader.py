@@ -121,31 +121,33 @@ def latest(engine: Engine, coll: str, doc_id: str) -> dict:
     with engine.verify_lock:
         base = _trusted_base(engine)
         try:
-            proof = _authenticated(engine, prove_latest(engine, coll, doc_id, None, None, base))
+            proof = _authenticated(engine, prove_latest(engine, coll, doc_id, None, None, base, not trust.pinned))
         except DocumentNotFoundError:
-            absent = _authenticated(engine, prove_absent(engine, coll, doc_id, None, base))
+            absent = _authenticated(engine, prove_absent(engine, coll, doc_id, None, base, not trust.pinned))
             asks(absent, "absent", coll, id=doc_id)
-            verify(absent, absent.state)
+            verify(absent, absent.state, trust.pinned)
             raise DocumentNotFoundError(f"no document {doc_id!r} in {coll!r} (its absence is proven)") from None
     asks(proof, "latest", coll, id=doc_id)
-    doc = verify(proof, proof.state)
+    doc = verify(proof, proof.state, trust.pinned)
     trust.seen_revision(coll, doc_id, Header.decode(proof.documents[0].header).revision, started)
     return doc
 
 
 def query(engine: Engine, coll: str, q: Query) -> Any:
     """A find's documents, a count or distinct values, proven complete as of the current state."""
+    trust = _trust(engine)
     engine.check_open()
     with engine.verify_lock:
-        proof = _authenticated(engine, prove_find(engine, coll, q, None, _trusted_base(engine)))
+        proof = _authenticated(engine, prove_find(engine, coll, q, None, _trusted_base(engine), not trust.pinned))
     asks(proof, "find", coll, query=q)
-    return verify(proof, proof.state)
+    return verify(proof, proof.state, trust.pinned)
 
 
 def collections(engine: Engine) -> list[str]:
     """The names of every collection, proven complete as of the current state."""
+    trust = _trust(engine)
     engine.check_open()
     with engine.verify_lock:
-        proof = _authenticated(engine, prove_collections(engine, None, _trusted_base(engine)))
+        proof = _authenticated(engine, prove_collections(engine, None, _trusted_base(engine), not trust.pinned))
     asks(proof, "collections", "")
-    return sorted(verify(proof, proof.state))
+    return sorted(verify(proof, proof.state, trust.pinned))

@@ -1,11 +1,15 @@
 """Proof bundles of the current state (version 3; docs/proofs.md): ``latest``, ``absent`` and
 ``find`` (a complete query result, a count or distinct values).
 
-Each carries its state (with its signed checkpoint and, for a verifier that knows another
-state, a consistency proof), the header of the state's transaction (a version-2 header: its
-``state_root`` is the state map's root) with its inclusion path, proofs from the state map
-(:mod:`docstore.statemap.prove`) and the documents they reach, each as its stored entries
-(header and properties with their salts) so that the verifier rebuilds its run root.
+Each carries the state map's root for its state in one of two ways: its signed checkpoint
+names it (the checkpoint's ``state-map`` line), or the bundle carries the header of the state's
+transaction (a version-2 header: its ``state_root`` is the map's root) with its inclusion path
+(``head``, ``head_path``: needed by a verifier that does not pin the ledger's key). The state
+itself is not written: it is the checkpoint's, or the root the header's path leads to. Then
+come proofs from the state map (:mod:`docstore.statemap.prove`, each one base64 string of
+:mod:`docstore.statemap.encoding`) and the documents they reach, each as its stored entries
+(header and properties with their salts) so that the verifier rebuilds its run root; and, for
+a verifier that knows another state, a consistency proof.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Any, NamedTuple
 
 
 import kvcore
-from kvcore.hashing import decode_header, header_size
+from kvcore.hashing import decode_header, header_size, tx_leaf_hash
+from kvcore.merkle import root_from_inclusion
 
 from docstore.errors import VerificationError
 from docstore.proofs.bundle import (
@@ -23,13 +28,14 @@ from docstore.proofs.bundle import (
     trust_fields, unb64,
 )
 from docstore.proofs.bundle import from_dict as bundle_from_dict
+from docstore.proofs.checkpoint import read_unverified
+from docstore.proofs.note import NoteError
+from docstore.statemap import encoding
 
 VERSION = 3
 KINDS = ("latest", "absent", "find", "collections")
 OPS = ("find", "count", "distinct")
-_COMMON = frozenset(
-    {"format", "version", "kind", "collection", "state", "checkpoint", "consistency", "head", "head_path"}
-)
+_COMMON = frozenset({"format", "version", "kind", "collection", "checkpoint", "consistency", "head", "head_path"})
 _FIELDS = {
     "latest": _COMMON | {"id", "pointer", "map", "documents"},
     "absent": _COMMON | {"id", "map"},
@@ -77,7 +83,7 @@ class StateProof(NamedTuple):
     kind: str
     collection: str
     state: kvcore.State
-    head: kvcore.TxHeader
+    head: kvcore.TxHeader | None  # None: the checkpoint names the map root
     head_path: list[bytes]
     map: Any = None  # latest, absent: a state-map proof node
     id: str | None = None
@@ -113,18 +119,28 @@ class StateProof(NamedTuple):
             assert self.query is not None and self.definition is not None
             d["query"] = self.query.to_dict()
             d["index"] = self.indexed
-            d["single"] = self.single
-            d["definition"] = [b64(self.definition[0]), self.definition[1]]
-            d["ranges"] = [[b64(lo), None if hi is None else b64(hi), node] for lo, hi, node in self.ranges]
+            d["single"] = None if self.single is None else _enc(self.single)
+            d["definition"] = [b64(self.definition[0]), _enc(self.definition[1])]
+            d["ranges"] = [[b64(lo), None if hi is None else b64(hi), _enc(node)] for lo, hi, node in self.ranges]
         else:
-            d["map"] = self.map
+            d["map"] = _enc(self.map)
         if self.kind == "collections":
             d["definitions"] = [b64(x) for x in self.definitions]
         elif self.kind != "absent":
             d["documents"] = [doc.to_dict() for doc in self.documents]
-        d["head"] = b64(self.head.encode())
-        d["head_path"] = [b64(h) for h in self.head_path]
-        return d | trust_fields(self)
+        if self.head is not None:
+            d["head"] = b64(self.head.encode())
+            d["head_path"] = [b64(h) for h in self.head_path]
+        d |= trust_fields(self)
+        del d["state"]  # the checkpoint's, or where the head's path leads
+        return d
+
+    def without_header(self) -> StateProof:
+        """The bundle without ``head`` and ``head_path``, when its checkpoint names the state
+        map's root (else itself: the header is the only way the map root is known)."""
+        if self.checkpoint is None or read_unverified(self.checkpoint).map_root is None:
+            return self
+        return self._replace(head=None, head_path=[])
 
     def to_json(self, indent: bool = False) -> str:
         return dumps(self.to_dict(), indent)
@@ -133,6 +149,17 @@ class StateProof(NamedTuple):
     def size(self) -> int:
         """Bytes of the compact JSON bundle."""
         return len(self.to_json().encode())
+
+
+def _enc(node: Any) -> str:
+    return b64(encoding.encode(node))
+
+
+def _dec(v: Any, what: str) -> Any:
+    try:
+        return encoding.decode(unb64(v, what))
+    except encoding.EncodingError as e:
+        raise VerificationError(f"malformed proof bundle: {what} is not a state-map proof ({e})") from None
 
 
 def _str(d: dict, name: str, optional: bool = False) -> Any:
@@ -181,38 +208,48 @@ def from_dict(d: dict) -> StateProof:
     unknown = set(d) - _FIELDS[kind]
     if unknown:
         raise VerificationError(f"malformed proof bundle: unknown fields {sorted(map(str, unknown))} for a {kind} proof")
-    try:
-        state = kvcore.State.from_dict(d.get("state"))
-    except kvcore.VerificationError as e:
-        raise VerificationError(f"malformed proof bundle: {e}") from None
-    raw = unb64(d.get("head"), "head")
-    try:
-        if len(raw) != header_size(raw):
-            raise ValueError("its length is not its version's")
-        head = kvcore.TxHeader(*decode_header(raw))
-    except (ValueError, IndexError, struct.error) as e:
-        raise VerificationError(f"malformed proof bundle: 'head' is not a transaction header ({e})") from None
     checkpoint = d.get("checkpoint")
     if checkpoint is not None and not isinstance(checkpoint, str):
         raise VerificationError("malformed proof bundle: 'checkpoint' is the text of a signed note")
+    head: kvcore.TxHeader | None = None
+    head_path: list[bytes] = []
+    if "head" in d or "head_path" in d:
+        raw = unb64(d.get("head"), "head")
+        try:
+            if len(raw) != header_size(raw):
+                raise ValueError("its length is not its version's")
+            head = kvcore.TxHeader(*decode_header(raw))
+        except (ValueError, IndexError, struct.error) as e:
+            raise VerificationError(f"malformed proof bundle: 'head' is not a transaction header ({e})") from None
+        head_path = hashes_of(d.get("head_path"), "head_path")
+        state = _state_of_head(head, raw, head_path)
+    elif checkpoint is not None:
+        try:
+            state = read_unverified(checkpoint).state
+        except NoteError as e:
+            raise VerificationError(f"malformed proof bundle: its checkpoint: {e}") from None
+    else:
+        raise VerificationError(
+            "malformed proof bundle: it carries neither a checkpoint nor its state's header (head, head_path)"
+        )
     consistency, cstate = consistency_of(d.get("consistency"))
     proof = StateProof(
         kind=kind,
         collection=_str(d, "collection"),
         state=state,
         head=head,
-        head_path=hashes_of(d.get("head_path"), "head_path"),
+        head_path=head_path,
         checkpoint=checkpoint,
         consistency=consistency,
         consistency_state=cstate,
     )
     if kind in ("latest", "absent"):
-        proof = proof._replace(id=_str(d, "id"), map=d.get("map"))
+        proof = proof._replace(id=_str(d, "id"), map=_dec(d.get("map"), "map"))
     if kind == "collections":
         defs = d.get("definitions")
         if not isinstance(defs, list):
             raise VerificationError("malformed proof bundle: 'definitions' is a list")
-        proof = proof._replace(map=d.get("map"), definitions=[unb64(x, "a definition") for x in defs])
+        proof = proof._replace(map=_dec(d.get("map"), "map"), definitions=[unb64(x, "a definition") for x in defs])
     if kind == "latest":
         proof = proof._replace(pointer=_str(d, "pointer", optional=True))
     if kind in ("latest", "find"):
@@ -238,15 +275,28 @@ def from_dict(d: dict) -> StateProof:
         for r in ranges:
             if not isinstance(r, list) or len(r) != 3:
                 raise VerificationError("malformed proof bundle: a range is [lo, hi, proof]")
-            parsed.append((unb64(r[0], "a range's start"), None if r[1] is None else unb64(r[1], "a range's end"), r[2]))
+            parsed.append(
+                (unb64(r[0], "a range's start"), None if r[1] is None else unb64(r[1], "a range's end"), _dec(r[2], "a range's proof"))
+            )
         proof = proof._replace(
             query=query,
             indexed=_str(d, "index", optional=True),
-            single=d.get("single"),
-            definition=(unb64(definition[0], "the definition"), definition[1]),
+            single=None if d.get("single") is None else _dec(d.get("single"), "single"),
+            definition=(unb64(definition[0], "the definition"), _dec(definition[1], "the definition's proof")),
             ranges=parsed,
         )
     return proof
+
+
+def _state_of_head(head: kvcore.TxHeader, raw: bytes, path: list[bytes]) -> kvcore.State:
+    """The state whose last transaction is ``head``: the root its inclusion path leads to."""
+    if head.tx_id < 1:
+        raise VerificationError("malformed proof bundle: 'head' is of no transaction")
+    try:
+        root = root_from_inclusion(head.tx_id - 1, head.tx_id, tx_leaf_hash(raw), path)
+    except ValueError as e:
+        raise VerificationError(f"malformed proof bundle: 'head_path' is not its inclusion path ({e})") from None
+    return kvcore.State(head.tx_id, root)
 
 
 def parse(d: Any) -> Proof | StateProof:

@@ -24,7 +24,7 @@ from docstore.documents.ids import check_collection_name, check_id
 from docstore.proofs import checkpoint as ckpt
 from docstore.proofs.bundle import Proof
 from docstore.proofs.statebundle import StateProof, load_any, parse
-from docstore.proofs.verifystate import verify_state_proof
+from docstore.proofs.verifystate import map_root_of, verify_state_proof
 from docstore.proofs.note import Verifier, verifiers
 from docstore.documents.records import Header
 
@@ -55,10 +55,12 @@ def verify(
         raise VerificationError("verify needs one trusted state: pass trusted (or trusted_state), not both")
     proof = as_proof(proof)
     pinned = verifiers(verifier_keys)
-    state = trusted_state_of(trusted if trusted is not None else trusted_state, pinned)
+    given = trusted if trusted is not None else trusted_state
+    state = trusted_state_of(given, pinned)
     if isinstance(proof, StateProof):
         _link(proof, state, pinned)
-        return verify_state_proof(proof, state)
+        note = given if isinstance(given, (str, bytes)) else None
+        return verify_state_proof(proof, state, map_root_of(proof, note, pinned))
     _check_names(proof)
     _link(proof, state, pinned)
     if proof.kind == "property":

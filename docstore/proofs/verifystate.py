@@ -17,7 +17,7 @@ the documents the bundle carries rebuild, entry by entry, the run roots the map 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -35,14 +35,17 @@ from docstore.documents.flatten import OBJECT_HEADER, decode_value, unflatten
 from docstore.documents.ids import check_collection_name, check_id
 from docstore.documents.records import Header
 from docstore.errors import CorruptDataError, DocstoreError, VerificationError
+from docstore.proofs import checkpoint as ckpt
+from docstore.proofs.note import NoteError, Verifier
 from docstore.proofs.statebundle import DocEntries, Query, StateProof
 from docstore.statemap import hashing as mh
 from docstore.statemap.verify import verify_key, verify_range
 
 
-def verify_state_proof(proof: StateProof, trusted: kvcore.State) -> Any:
-    """What the proof shows, once its state is authenticated (the caller did that) against
-    ``trusted``."""
+def verify_state_proof(proof: StateProof, trusted: kvcore.State, map_root: bytes) -> Any:
+    """What the proof shows, once its state is authenticated against ``trusted`` and the state
+    map's root for that state (``map_root``) is too (the caller did both: see
+    :func:`map_root_of`)."""
     try:
         if proof.kind != "collections" or proof.collection:
             check_collection_name(proof.collection)
@@ -51,7 +54,7 @@ def verify_state_proof(proof: StateProof, trusted: kvcore.State) -> Any:
     except DocstoreError as e:
         raise VerificationError(f"the proof names no document docstore could write: {e}") from None
     _not_older(proof, trusted)
-    root = _state_root(proof)
+    root = map_root
     if proof.kind == "collections":
         return _collections(proof, root)
     if proof.kind == "latest":
@@ -94,19 +97,53 @@ def asks(
         )
 
 
-def _state_root(proof: StateProof) -> bytes:
-    head = proof.head
-    if head.tx_id != proof.state.tx_id:
-        raise VerificationError(
-            f"the header carried is of transaction {head.tx_id}, not of the proof's state {proof.state.tx_id}"
-        )
-    if head.state_root is None:
-        raise VerificationError("the state's transaction header commits to no state map (header version 1)")
+def map_root_of(proof: StateProof, trusted_note: str | bytes | None, pinned: Sequence[Verifier]) -> bytes:
+    """The state map's root for the proof's (authenticated) state, authenticated: the one its
+    carried header commits to, the header being in the ledger at that state (its inclusion
+    path); else the one the state's checkpoint names, if that checkpoint is the trusted one
+    (``trusted_note``: the user vouches for it, or it was opened with the pinned keys) or a
+    pinned key signed it. Else VerificationError: an unsigned state-map line proves nothing."""
+    head, state = proof.head, proof.state
+    if head is not None:
+        if head.tx_id != state.tx_id:
+            raise VerificationError(
+                f"the header carried is of transaction {head.tx_id}, not of the proof's state {state.tx_id}"
+            )
+        if head.state_root is None:
+            raise VerificationError("the state's transaction header commits to no state map (header version 1)")
+        try:
+            kvcore.verify_tx(head, proof.head_path, state)
+        except kvcore.VerificationError as e:
+            raise VerificationError(str(e)) from None
+        if proof.checkpoint is not None and _named(proof.checkpoint) not in (None, head.state_root):
+            raise VerificationError("the bundle's checkpoint names another state map root than its header")
+        return head.state_root
+    if trusted_note is not None:
+        try:
+            c = ckpt.read_unverified(trusted_note)
+        except NoteError as e:
+            raise VerificationError(f"the trusted checkpoint: {e}") from None
+        if c.state == state and c.map_root is not None:
+            return c.map_root
+    if pinned and proof.checkpoint is not None:
+        try:
+            c = ckpt.open_checkpoint(proof.checkpoint, pinned)
+        except NoteError as e:
+            raise VerificationError(f"the bundle's checkpoint is not authenticated: {e}") from None
+        if c.state == state and c.map_root is not None:
+            return c.map_root
+    raise VerificationError(
+        "the state map's root is named only by the bundle's checkpoint, and no pinned key authenticates it "
+        "(and it is not your trusted checkpoint): pin the ledger's key (verifier_keys=[...], immudoc verify "
+        "--key KEY), or ask for the proof with its state's header (with_header=True, --with-header)"
+    )
+
+
+def _named(note: str) -> bytes | None:
     try:
-        kvcore.verify_tx(head, proof.head_path, proof.state)
-    except kvcore.VerificationError as e:
-        raise VerificationError(str(e)) from None
-    return head.state_root
+        return ckpt.read_unverified(note).map_root
+    except NoteError as e:
+        raise VerificationError(f"the bundle's checkpoint: {e}") from None
 
 
 def _header(raw: bytes, coll: str) -> Header:

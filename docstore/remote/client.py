@@ -150,11 +150,12 @@ class RemoteDatabase:
         return names
 
     def prove_collections(
-        self, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+        self, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+        with_header: bool = False,
     ) -> StateProof:
         """Prove the complete list of collections as of the current state (not checked here:
         verify it with :func:`docstore.verify`, which returns their names)."""
-        return self._conn.prove_state("", "collections", state=state, known_state=known_state)
+        return self._conn.prove_state("", "collections", state=state, known_state=known_state, with_header=with_header)
 
     # --------------------------------------------------------- transactions
     def transaction(self, at_tx: int | None = None) -> RemoteTransaction:

@@ -408,7 +408,7 @@ class RemoteCollection:
 
     def prove_latest(
         self, doc_id: str, pointer: str | None = None, *, state: kvcore.State | None = None,
-        known_state: kvcore.State | None = None,
+        known_state: kvcore.State | None = None, with_header: bool = False,
     ) -> StateProof:
         """Prove that this is the document's current revision (or, with ``pointer``, that
         property's current value) as of the current state: :func:`docstore.verify` returns the
@@ -417,53 +417,54 @@ class RemoteCollection:
         check_id(doc_id)
         if pointer is not None:
             split_pointer(pointer)  # InvalidPointerError, as embedded
-        return self._conn.prove_state(self.name, "latest", doc_id, pointer, None, state, known_state)
+        return self._conn.prove_state(self.name, "latest", doc_id, pointer, None, state, known_state, with_header)
 
     def prove_absent(
-        self, doc_id: str, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None
+        self, doc_id: str, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+        with_header: bool = False,
     ) -> StateProof:
         """Prove that no live document has this id as of the current state (never written, or
         deleted): :func:`docstore.verify` returns None. Not checked here."""
         check_id(doc_id)
-        return self._conn.prove_state(self.name, "absent", doc_id, None, None, state, known_state)
+        return self._conn.prove_state(self.name, "absent", doc_id, None, None, state, known_state, with_header)
 
     def prove_find(
         self, filter: dict | None = None, sort: Any = None, skip: int = 0, limit: int | None = None,  # noqa: A002
-        *, state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+        *, state: kvcore.State | None = None, known_state: kvcore.State | None = None, with_header: bool = False,
     ) -> StateProof:
         """Prove that the result of ``find(filter, sort=sort, skip=skip, limit=limit)`` is
         complete as of the current state: :func:`docstore.verify` returns the list of
         documents. A filter on an indexed field (equality, ``$in``, a range) is proven by that
         index's ranges, O(k log n) for k candidates (with no sort and a limit, only up to the
         limit); any other filter by a listing of the whole collection (O(n)). Not checked here."""
-        return self._prove_query("find", filter, sort, skip, limit, None, state, known_state)
+        return self._prove_query("find", filter, sort, skip, limit, None, state, known_state, with_header)
 
     def prove_count(
         self, filter: dict | None = None, *, state: kvcore.State | None = None,  # noqa: A002
-        known_state: kvcore.State | None = None,
+        known_state: kvcore.State | None = None, with_header: bool = False,
     ) -> StateProof:
         """Prove how many documents match (as :meth:`prove_find`): verify returns the count."""
-        return self._prove_query("count", filter, None, 0, None, None, state, known_state)
+        return self._prove_query("count", filter, None, 0, None, None, state, known_state, with_header)
 
     def prove_distinct(
         self, field: str, filter: dict | None = None, *, state: kvcore.State | None = None,  # noqa: A002
-        known_state: kvcore.State | None = None,
+        known_state: kvcore.State | None = None, with_header: bool = False,
     ) -> StateProof:
         """Prove the distinct values of ``field`` among the matches (as :meth:`prove_find`):
         verify returns the list of values."""
         check_field(field)
-        return self._prove_query("distinct", filter, None, 0, None, field, state, known_state)
+        return self._prove_query("distinct", filter, None, 0, None, field, state, known_state, with_header)
 
     def _prove_query(
         self, op: str, filter: dict | None, sort: Any, skip: int, limit: int | None, field: str | None,  # noqa: A002
-        state: kvcore.State | None, known_state: kvcore.State | None,
+        state: kvcore.State | None, known_state: kvcore.State | None, with_header: bool = False,
     ) -> StateProof:
         compile_filter(filter)  # fail here, as embedded, on a malformed query
         cursor.check_paging(skip, limit)
         if sort is not None:
             cursor.sort_key(sort)
         query = Query(op, dict(filter or {}), sort, skip, limit, field)
-        return self._conn.prove_state(self.name, "find", "", None, query, state, known_state)
+        return self._conn.prove_state(self.name, "find", "", None, query, state, known_state, with_header)
 
     # ------------------------------------------------------- schema, indexes
     def info(self, *, verify: bool | None = None) -> dict[str, Any]:

@@ -293,10 +293,10 @@ class Connection:
 
     def prove_state(
         self, coll: str, kind: str, doc_id: str = "", pointer: str | None = None, query: Query | None = None,
-        state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+        state: kvcore.State | None = None, known_state: kvcore.State | None = None, with_header: bool = False,
     ) -> StateProof:
         """Ask ProveState for a proof of the current state (parsed, not checked)."""
-        req = pb.ProveStateRequest(collection=coll, kind=kind, id=doc_id)
+        req = pb.ProveStateRequest(collection=coll, kind=kind, id=doc_id, with_header=with_header)
         if pointer is not None:
             req.pointer = pointer
         if query is not None:
@@ -324,7 +324,7 @@ class Connection:
         started = time.monotonic()
         base = trust.state
         try:
-            proof = self.prove_state(coll, "latest", doc_id, known_state=base)
+            proof = self.prove_state(coll, "latest", doc_id, known_state=base, with_header=not trust.pinned)
         except DocumentNotFoundError:
             self._verified_absent(coll, doc_id, base)
             raise DocumentNotFoundError(f"no document {doc_id!r} in {coll!r} (its absence is proven)") from None
@@ -334,14 +334,16 @@ class Connection:
                 f"{'' if proof.pointer is None else ' ' + repr(proof.pointer)}, not the latest document {coll}/{doc_id}"
             )
         proof = self._current(proof, base)
-        doc = verify(proof, proof.state)
+        doc = verify(proof, proof.state, trust.pinned)
         trust.seen_revision(coll, doc_id, Header.decode(proof.documents[0].header).revision, started)
         return doc
 
     def _verified_absent(self, coll: str, doc_id: str, base: kvcore.State) -> None:
         """The server answered "not found": it must prove that (an absent proof of the current state)."""
+        trust = self.trust
+        assert trust is not None
         try:
-            proof = self.prove_state(coll, "absent", doc_id, known_state=base)
+            proof = self.prove_state(coll, "absent", doc_id, known_state=base, with_header=not trust.pinned)
         except (NotFoundError, QueryError) as e:
             raise VerificationError(
                 f"the server answered that there is no document {doc_id!r} in {coll!r} but does not prove "
@@ -352,7 +354,7 @@ class Connection:
                 f"the server proved {proof.kind} {proof.collection}/{proof.id}, not the absence of {coll}/{doc_id}"
             )
         proof = self._current(proof, base)
-        verify(proof, proof.state)
+        verify(proof, proof.state, trust.pinned)
 
     def verified_query(self, coll: str, query: Query) -> Any:
         """A find's documents (whole), a count or distinct values, proven complete as of the
@@ -362,13 +364,13 @@ class Connection:
         trust.link(self.fetch)
         base = trust.state
         asked = codec.dumps(query.to_dict())
-        proof = self.prove_state(coll, "find", query=query, known_state=base)
+        proof = self.prove_state(coll, "find", query=query, known_state=base, with_header=not trust.pinned)
         if proof.kind != "find" or proof.collection != coll or proof.query is None:
             raise VerificationError(f"the server proved {proof.kind} {proof.collection}, not a query of {coll}")
         if codec.dumps(proof.query.to_dict()) != codec.dumps(codec.loads(asked)):
             raise VerificationError("the server proved the result of another query than the one asked")
         proof = self._current(proof, base)
-        return verify(proof, proof.state)
+        return verify(proof, proof.state, trust.pinned)
 
     def verified_collections(self) -> list[str]:
         """The names of every collection, proven complete as of the server's current state."""
@@ -376,11 +378,11 @@ class Connection:
         assert trust is not None
         trust.link(self.fetch)
         base = trust.state
-        proof = self.prove_state("", "collections", known_state=base)
+        proof = self.prove_state("", "collections", known_state=base, with_header=not trust.pinned)
         if (proof.kind, proof.collection) != ("collections", ""):
             raise VerificationError(f"the server proved {proof.kind} {proof.collection}, not the list of collections")
         proof = self._current(proof, base)
-        return sorted(verify(proof, proof.state))
+        return sorted(verify(proof, proof.state, trust.pinned))
 
     def authenticated(self, proof: P) -> P:
         """Accept a proof's state into the trusted history; returns the proof relative to it alone."""

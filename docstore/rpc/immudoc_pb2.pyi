@@ -1139,6 +1139,7 @@ class ProveStateRequest(_message.Message):
     QUERY_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     KNOWN_STATE_FIELD_NUMBER: _builtins.int
+    WITH_HEADER_FIELD_NUMBER: _builtins.int
     collection: _builtins.str
     kind: _builtins.str
     """"latest", "absent" or "find" """
@@ -1148,6 +1149,10 @@ class ProveStateRequest(_message.Message):
     """latest: prove one property"""
     query: _builtins.bytes
     """find: JSON {"op": "find"|"count"|"distinct", "filter", "sort", "skip", "limit", "field"}"""
+    with_header: _builtins.bool
+    """carry the state's transaction header and its inclusion path (by default left out when
+    the signed checkpoint names the state map's root: a verifier that pins no key needs them)
+    """
     @_builtins.property
     def state(self) -> Global___LedgerState:
         """must be the current state when given (default: now)"""
@@ -1166,10 +1171,11 @@ class ProveStateRequest(_message.Message):
         query: _builtins.bytes = ...,
         state: Global___LedgerState | None = ...,
         known_state: Global___LedgerState | None = ...,
+        with_header: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_pointer", b"_pointer", "known_state", b"known_state", "pointer", b"pointer", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pointer", b"_pointer", "collection", b"collection", "id", b"id", "kind", b"kind", "known_state", b"known_state", "pointer", b"pointer", "query", b"query", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pointer", b"_pointer", "collection", b"collection", "id", b"id", "kind", b"kind", "known_state", b"known_state", "pointer", b"pointer", "query", b"query", "state", b"state", "with_header", b"with_header"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__pointer: _TypeAlias = _typing.Literal["pointer"]  # noqa: Y015
     _WhichOneofArgType__pointer: _TypeAlias = _typing.Literal["_pointer", b"_pointer"]  # noqa: Y015

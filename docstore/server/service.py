@@ -388,32 +388,33 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         known = codec.opt_state(request, "known_state")
         if known is not None and known.tx_id > db.tx_id:
             known = None  # cannot be linked: the client sees the state went back and refuses it (as Get)
+        header = request.with_header
         if kind in ("latest", "absent") and request.query:
             raise QueryError(f"a {kind} proof takes an id, not a query")
         if kind == "latest":
             pointer = _opt(request, "pointer")
 
             def make() -> Any:
-                return coll.prove_latest(request.id, pointer, state=state, known_state=known)
+                return coll.prove_latest(request.id, pointer, state=state, known_state=known, with_header=header)
         elif kind == "absent":
             if request.HasField("pointer"):
                 raise QueryError("an absence proof takes no pointer")
 
             def make() -> Any:
-                return coll.prove_absent(request.id, state=state, known_state=known)
+                return coll.prove_absent(request.id, state=state, known_state=known, with_header=header)
         elif kind == "collections":
             if request.collection or request.id or request.HasField("pointer") or request.query:
                 raise QueryError("a proof of the list of collections takes no collection, id, pointer or query")
 
             def make() -> Any:
-                return db.prove_collections(state=state, known_state=known)
+                return db.prove_collections(state=state, known_state=known, with_header=header)
         elif kind == "find":
             if request.id or request.HasField("pointer"):
                 raise QueryError("a find proof takes a query, not an id or a pointer")
             query = codec.loads_opt(request.query)
 
             def make() -> Any:
-                return self._prove_query(coll, query, state, known)
+                return self._prove_query(coll, query, state, known, header)
         else:
             raise QueryError(f"unknown proof kind {kind!r} (latest, absent, find or collections)")
         proof = make()
@@ -439,7 +440,9 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         return pb.ProofResponse(proof=data)
 
     @staticmethod
-    def _prove_query(coll: Collection, query: Any, state: kvcore.State | None, known: kvcore.State | None) -> Any:
+    def _prove_query(
+        coll: Collection, query: Any, state: kvcore.State | None, known: kvcore.State | None, header: bool = False
+    ) -> Any:
         if not isinstance(query, dict) or not set(query) <= _QUERY_FIELDS:
             raise QueryError(f"a find proof's query is a JSON object of {sorted(_QUERY_FIELDS)}")
         op = query.get("op")
@@ -448,16 +451,17 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             if field is not None:
                 raise QueryError("a find proof takes no field (distinct does)")
             return coll.prove_find(
-                filt, query.get("sort"), query.get("skip", 0), query.get("limit"), state=state, known_state=known
+                filt, query.get("sort"), query.get("skip", 0), query.get("limit"), state=state, known_state=known,
+                with_header=header,
             )
         if op in ("count", "distinct") and any(query.get(k) not in (None, 0) for k in ("sort", "skip", "limit")):
             raise QueryError(f"a {op} proof takes a filter{' and a field' if op == 'distinct' else ''} only")
         if op == "count":
             if field is not None:
                 raise QueryError("a count proof takes a filter only")
-            return coll.prove_count(filt, state=state, known_state=known)
+            return coll.prove_count(filt, state=state, known_state=known, with_header=header)
         if op == "distinct":
-            return coll.prove_distinct(field, filt, state=state, known_state=known)
+            return coll.prove_distinct(field, filt, state=state, known_state=known, with_header=header)
         raise QueryError(f"unknown query op {op!r} (find, count or distinct)")
 
     @rpc()

@@ -1,13 +1,14 @@
 """Proofs from the state map: a key's value (membership) and a key range complete.
 
-A proof is a tree of JSON lists, one per node visited, root first (docs/proofs.md)::
+A proof is a tree of lists, one per node visited, root first (docs/proofs.md; on the wire,
+one byte string: :mod:`docstore.statemap.encoding`)::
 
     node = [level, m, first, path, items]
 
 ``m`` is the node's item count, ``items`` its items ``first .. first + len(items) - 1``,
-``path`` the RFC 9162 multi-leaf path (base64 hashes) proving them among the ``m``. A level-0
-item is ``[key, value]``; an inner item is ``[sep, child]``, ``child`` being the child's
-proof node when opened, else its hash. Bytes are base64.
+``path`` the RFC 9162 multi-leaf path (hashes) proving them among the ``m``. A level-0 item
+is ``[key, value]``; an inner item is ``[sep, child]``, ``child`` being the child's proof
+node when opened, else its hash.
 
 A **range proof** of ``[lo, hi)`` opens every child that may hold a key of the range and
 reveals one item on each side as a fence: the item before the range (whose key is below
@@ -17,7 +18,6 @@ the node. A **key proof** opens the one path to the key.
 
 from __future__ import annotations
 
-import base64
 import threading
 from bisect import bisect_left
 from collections import OrderedDict
@@ -30,10 +30,6 @@ from kvcore.merkle import multi_path, root_of
 
 from docstore.statemap.nodes import Node
 from docstore.statemap.tree import StateMap
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
 
 
 _LEVELS: OrderedDict[bytes, list[list[bytes]]] = OrderedDict()
@@ -67,7 +63,7 @@ def _levels(node: Node) -> list[list[bytes]]:
     return out
 
 
-def _path(node: Node, first: int, last: int) -> list[str]:
+def _path(node: Node, first: int, last: int) -> list[bytes]:
     hashes = node.hashes
     levels = _levels(node)
     m = len(hashes)
@@ -78,7 +74,7 @@ def _path(node: Node, first: int, last: int) -> list[str]:
             return levels[lv][a >> lv]
         return root_of(hashes[a:b])
 
-    return [_b64(h) for h in multi_path(list(range(first, last + 1)), m, subtree)]
+    return multi_path(list(range(first, last + 1)), m, subtree)
 
 
 def prove_range(smap: StateMap, txn: lmdb.Transaction, lo: bytes, hi: bytes | None) -> list[Any]:
@@ -100,13 +96,26 @@ def _range(smap: StateMap, txn: lmdb.Transaction, level: int, node: Node, lo: by
     items: list[Any] = []
     for i in range(first, last + 1):
         if level == 0:
-            items.append([_b64(keys[i]), _b64(node.values[i])])
+            items.append([keys[i], node.values[i]])
         elif i >= jl:
             child = smap.node_at(txn, level - 1, keys[i])
-            items.append([_b64(keys[i]), _range(smap, txn, level - 1, child, lo, hi)])
+            items.append([keys[i], _range(smap, txn, level - 1, child, lo, hi)])
         else:
-            items.append([_b64(keys[i]), _b64(node.values[i])])
+            items.append([keys[i], node.values[i]])
+    if level and first < jl and len(items) > 1 and lowest(items[1]) < lo:
+        # the first opened child reveals a key below the range: that fences the start (every
+        # key of the children before it is lower still), so the parent's fence is left out
+        first += 1
+        del items[0]
     return [level, m, first, _path(node, first, last), items]
+
+
+def lowest(item: list[Any]) -> bytes:
+    """The lowest key an item of a proof reveals: its key, or the lowest its opened child
+    reveals."""
+    while isinstance(item[1], list):
+        item = item[1][4][0]
+    return item[0]
 
 
 def prove_key(smap: StateMap, txn: lmdb.Transaction, key: bytes) -> list[Any] | None:
@@ -123,10 +132,10 @@ def _key(smap: StateMap, txn: lmdb.Transaction, level: int, node: Node, key: byt
     if level == 0:
         if keys[i] != key:
             return None
-        item: list[Any] = [_b64(key), _b64(node.values[i])]
+        item: list[Any] = [key, node.values[i]]
     else:
         child = _key(smap, txn, level - 1, smap.node_at(txn, level - 1, keys[i]), key)
         if child is None:
             return None
-        item = [_b64(keys[i]), child]
+        item = [keys[i], child]
     return [level, len(keys), i, _path(node, i, i), [item]]

@@ -1,4 +1,5 @@
-"""Verifying state-map proofs (pure: a function of the proof, the range and the root).
+"""Verifying state-map proofs (pure: a function of the proof, the range and the root). A proof
+is given decoded (:func:`docstore.statemap.encoding.decode`): nested lists, bytes as bytes.
 
 :func:`verify_range` returns the map's items in ``[lo, hi)`` when the proof shows they are all
 of them (``complete=True``), or the items the proof reveals in it (``complete=False``: a key
@@ -13,8 +14,6 @@ key of the range is opened.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from kvcore.merkle import root_from_multi
@@ -28,12 +27,9 @@ MAX_ITEMS = 1 << 20
 
 
 def _bytes(v: Any, what: str) -> bytes:
-    if not isinstance(v, str):
-        raise VerificationError(f"state map proof: {what} must be a base64 string")
-    try:
-        return base64.b64decode(v, validate=True)
-    except (binascii.Error, ValueError):
-        raise VerificationError(f"state map proof: {what} is not valid base64") from None
+    if type(v) is not bytes:
+        raise VerificationError(f"state map proof: {what} must be bytes")
+    return v
 
 
 def _hash(v: Any, what: str) -> bytes:
@@ -56,7 +52,7 @@ def verify_range(
     out: list[tuple[bytes, bytes]] = []
     if hi is not None and hi <= lo:
         raise VerificationError("state map proof: an empty key range")
-    h = _node(proof, None, None, None, lo, hi, complete, out)
+    h, _low = _node(proof, None, None, None, lo, hi, complete, out)
     if h != root:
         raise VerificationError("state map proof: it does not lead to the state root the ledger committed")
     return out
@@ -79,7 +75,8 @@ def _node(
     hi: bytes | None,
     complete: bool,
     out: list[tuple[bytes, bytes]],
-) -> bytes:
+) -> tuple[bytes, bytes]:
+    """(the node's hash, the lowest key it reveals)."""
     if not isinstance(node, list) or len(node) != 5:
         raise VerificationError("state map proof: a node is [level, m, first, path, items]")
     level = _count(node[0], "level", MAX_LEVELS - 1)
@@ -93,13 +90,14 @@ def _node(
     if m == 0:  # only the root of an empty map
         if want_level is not None or level != 0 or first or path or items:
             raise VerificationError("state map proof: an empty node inside the tree")
-        return EMPTY_ROOT
+        return EMPTY_ROOT, b""
     k = len(items)
     if k == 0 or first + k > m:
         raise VerificationError("state map proof: a node's items are not among its m items")
     hashes: list[bytes] = []
     prev = lower
     keys: list[bytes] = []
+    low = b""
     for j, item in enumerate(items):
         if not isinstance(item, list) or len(item) != 2:
             raise VerificationError("state map proof: an item is [key, value] or [separator, child]")
@@ -116,17 +114,24 @@ def _node(
         else:
             child_lower = prev if (j > 0 or first == 0) else None
             may_hold = key >= lo and (hi is None or child_lower is None or child_lower < hi)
-            if isinstance(item[1], str):
+            if type(item[1]) is bytes:
                 if complete and may_hold:
                     raise VerificationError("state map proof: a child that may hold keys of the range is not opened")
                 child = _hash(item[1], "a child hash")
+                child_low = key
             else:
-                child = _node(item[1], level - 1, child_lower, key, lo, hi, complete, out)
+                child, child_low = _node(item[1], level - 1, child_lower, key, lo, hi, complete, out)
             hashes.append(inner_item_hash(key, child))
+            if j == 0:
+                low = child_low
         keys.append(key)
         prev = key
+    if level == 0:
+        low = keys[0]
     if complete:
-        if first > 0 and not keys[0] < lo:
+        # a revealed key below ``lo`` in the first item's subtree fences the start: every key
+        # of the items before it is lower still (a child's keys lie between its neighbours')
+        if first > 0 and not low < lo:
             raise VerificationError("state map proof: the range's start is not fenced (keys before it may be missing)")
         if first + k < m and not (hi is not None and keys[-1] >= hi):
             raise VerificationError("state map proof: the range's end is not fenced (keys after it may be missing)")
@@ -134,4 +139,4 @@ def _node(
         mth = root_from_multi(list(range(first, first + k)), m, hashes, [_hash(p, "a path hash") for p in path])
     except ValueError as e:
         raise VerificationError(f"state map proof: {e}") from None
-    return node_hash(level, m, mth)
+    return node_hash(level, m, mth), low

@@ -249,7 +249,9 @@ def test_state_save_and_show(trial, tmp_path):
     # saved as its signed checkpoint (C2SP tlog-checkpoint): origin, tree size, base64 root, signature
     lines = f.read_text().split("\n")
     assert lines[1] == str(s["tx_id"]) and base64.b64decode(lines[2]).hex() == s["root"]
-    assert lines[3] == "" and lines[4].startswith("\u2014 " + lines[0] + " ")
+    # then the state-map extension line (the root the last header commits to), a blank line, the signature
+    assert lines[3].startswith("state-map ") and len(base64.b64decode(lines[3].split(" ")[1])) == 32
+    assert lines[4] == "" and lines[5].startswith("\u2014 " + lines[0] + " ")
     assert read_state_file(f) == kvcore.State.from_dict(s)
     key = trial("key").out.strip()
     assert key.startswith(lines[0] + "+") and docstore.verify  # the key is named after the origin

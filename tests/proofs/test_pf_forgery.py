@@ -920,9 +920,10 @@ def test_edited_checkpoints_are_refused(chain):
     note = newer["checkpoint"]
     assert docstore.verify(newer, T, verifier_keys=key) == DOCS[4]
     body, sigs = note.split("\n\n")
-    text = body + "\n"  # the signed text: three lines, each ending in a newline
-    origin, size, root, end = text.split("\n")
+    text = body + "\n"  # the signed text: three lines and the state-map line, each ending in a newline
+    origin, size, root, map_line, end = text.split("\n")
     assert (origin, size, end) == (ORIGIN, "6", "") and sigs.count("\n") == 1
+    assert map_line.startswith("state-map ")
     dash, name, blob = sigs[:-1].split(" ")
     raw = base64.b64decode(blob)
     key_id, sig = raw[:4], raw[4:]
@@ -934,14 +935,20 @@ def test_edited_checkpoints_are_refused(chain):
     flipped = bytes([sig[0] ^ 1]) + sig[1:]
     stranger = Signer.generate(ORIGIN)
     edits = {
-        "origin line": (f"{ORIGIN}x\n{size}\n{root}\n\n" + sig_line(), "does not verify"),
-        "origin line, key name too": (
-            f"{ORIGIN}x\n{size}\n{root}\n\n" + sig_line(nm=ORIGIN + "x"), "not signed by a pinned key"
+        "origin line": (f"{ORIGIN}x\n{size}\n{root}\n{map_line}\n\n" + sig_line(), "does not verify"),
+        "state-map line removed": (f"{origin}\n{size}\n{root}\n\n" + sig_line(), "does not verify"),
+        "state-map line edited": (
+            f"{origin}\n{size}\n{root}\nstate-map {other_root}\n\n" + sig_line(), "does not verify"
         ),
-        "size line": (f"{origin}\n7\n{root}\n\n" + sig_line(), "names another state"),
-        "size line, leading zero": (f"{origin}\n06\n{root}\n\n" + sig_line(), "without leading zeros"),
-        "root line": (f"{origin}\n{size}\n{other_root}\n\n" + sig_line(), "names another state"),
-        "extension line": (f"{origin}\n{size}\n{root}\nextra\n\n" + sig_line(), "does not verify"),
+        "state-map line doubled": (f"{origin}\n{size}\n{root}\n{map_line}\n{map_line}\n\n" + sig_line(), "once"),
+        "state-map line not a root": (f"{origin}\n{size}\n{root}\nstate-map AAAA\n\n" + sig_line(), "not 32 bytes"),
+        "origin line, key name too": (
+            f"{ORIGIN}x\n{size}\n{root}\n{map_line}\n\n" + sig_line(nm=ORIGIN + "x"), "not signed by a pinned key"
+        ),
+        "size line": (f"{origin}\n7\n{root}\n{map_line}\n\n" + sig_line(), "names another state"),
+        "size line, leading zero": (f"{origin}\n06\n{root}\n{map_line}\n\n" + sig_line(), "without leading zeros"),
+        "root line": (f"{origin}\n{size}\n{other_root}\n{map_line}\n\n" + sig_line(), "names another state"),
+        "extension line": (f"{origin}\n{size}\n{root}\n{map_line}\nextra\n\n" + sig_line(), "does not verify"),
         "signature bytes": (text + "\n" + sig_line(s=flipped), "does not verify"),
         "signature truncated": (text + "\n" + sig_line(s=sig[:-1]), "does not verify"),
         "key id": (text + "\n" + sig_line(kid=bytes([key_id[0] ^ 1]) + key_id[1:]), "not signed by a pinned key"),

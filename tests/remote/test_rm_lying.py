@@ -309,7 +309,12 @@ def of_pb(msg: pb.LedgerState) -> kvcore.State:
 
 
 def bstate(d: dict) -> kvcore.State:
-    return kvcore.State.from_dict(d["state"])
+    """A bundle's state: its field (versions 1, 2), else its checkpoint's or its header's (3)."""
+    if "state" in d:
+        return kvcore.State.from_dict(d["state"])
+    from docstore.proofs.statebundle import parse
+
+    return parse(d).state
 
 
 def altered_note(note: str) -> str:
@@ -606,12 +611,15 @@ def _consistency_other_txs(w, d):
 
 
 def _state_forged_keep_rest(w, d):
-    d["state"] = sdict(forged(d["state"]["tx_id"]))  # newer than trusted: its checkpoint is genuine
+    # newer than trusted: its checkpoint is genuine (a version-3 bundle has no state field: added, it is refused)
+    d["state"] = sdict(forged(bstate(d).tx_id))
 
 
 def _state_forged_stranger_signed(w, d):
-    s = forged(d["state"]["tx_id"])
-    d["state"], d["checkpoint"] = sdict(s), stranger_cp(w, s)
+    s = forged(bstate(d).tx_id)
+    if "state" in d:
+        d["state"] = sdict(s)
+    d["checkpoint"] = stranger_cp(w, s)
 
 
 NEWER_BUNDLE_LIES = [
@@ -863,8 +871,9 @@ def test_find_stale_revision_after_a_newer_one(w, client):
 
     def rolled_back(req, r):
         stale = json.loads(r.proof)
-        stale["state"], stale["checkpoint"] = sdict(w.early), w.early_cp
-        stale.pop("consistency", None)
+        stale["checkpoint"] = w.early_cp  # a version-3 bundle's state is its checkpoint's (or its header's)
+        for field in ("consistency", "head", "head_path"):
+            stale.pop(field, None)
         return pb.ProofResponse(proof=json.dumps(stale).encode())
 
     w.proxy.lie("ProveState", rolled_back)
@@ -1584,7 +1593,7 @@ def test_the_list_of_collections_is_proven(w, client):
     assert db.collections() == truth and w.proxy.calls["ListCollections"] == 0
     assert db.collections(verify=False) == ["atlantis"]  # unverified: whatever the server says
     proof = db.prove_collections()
-    assert docstore.verify(proof, proof.state) == truth
+    assert docstore.verify(proof, proof.state, w.key) == truth
     short = proof._replace(definitions=proof.definitions[1:])
     with pytest.raises(VerificationError):
-        docstore.verify(short, proof.state)
+        docstore.verify(short, proof.state, w.key)

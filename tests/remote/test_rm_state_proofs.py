@@ -121,7 +121,7 @@ def test_state_proofs_link_an_older_known_state(db):
         assert docstore.verify(bundle, old, key) == docstore.verify(plain, now, key)
     with pytest.raises(VerificationError, match="signed by a key you pin"):
         docstore.verify(c.prove_latest("p3", known_state=old), old)  # newer: a signature is needed
-    found = docstore.verify(c.prove_find({"site": "Oslo"}, state=now), now)
+    found = docstore.verify(c.prove_find({"site": "Oslo"}, state=now), now, key)
     assert sorted(found, key=lambda d: d["_id"]) == [{"_id": "a", "site": "Oslo"}] + [doc(i) for i in (1, 3, 5, 7)]
     with pytest.raises(QueryError, match="proofs of the current state are made as of it"):
         c.prove_latest("p3", state=old)  # the map holds the current state only
@@ -325,7 +325,8 @@ def test_remote_bundles_link_the_callers_known_state(w, client):
     b = db["trials"].prove_count({"site": "Oslo"}, known_state=w.state)
     assert b.state == now and b.consistency_state == w.state
     assert docstore.verify(b, w.state, w.key) == 4
-    assert docstore.verify(db["trials"].prove_latest("p1", state=now), now) == doc(1)
+    assert docstore.verify(db["trials"].prove_latest("p1", state=now), now, w.key) == doc(1)
+    assert docstore.verify(db["trials"].prove_latest("p1", state=now, with_header=True), now) == doc(1)
     with pytest.raises(QueryError, match="proofs of the current state are made as of it"):
         db["trials"].prove_latest("p1", state=w.state)
     with pytest.raises(QueryError, match="kvcore.State"):
@@ -494,8 +495,10 @@ def _stale_relabelled(name: str) -> Callable[..., Any]:
     def told(w, req, r):
         current = json.loads(up_state(w, "trials", "latest", "p3"))
         stale = copy.deepcopy(w.stale[name])
-        for k in ("state", "checkpoint", "head", "head_path"):
-            stale[k] = current[k]
+        for k in ("checkpoint", "head", "head_path"):
+            stale.pop(k, None)
+            if k in current:
+                stale[k] = current[k]
         return answer(stale)
 
     return told
@@ -560,6 +563,13 @@ def test_get_lies(w, client, doc_id_, told, match):
     refused(w, db, st, lambda: c.get(doc_id_), match)
 
 
+V3_NEWER = {
+    "_no_checkpoint": ("neither a checkpoint nor its state's header", VerificationError),
+    "_early_checkpoint": (r"before the trusted state \d+: it lost transactions", VerificationError),
+    "_state_forged_keep_rest": (r"unknown fields \['state'\]", VerificationError),
+}
+
+
 @pytest.mark.parametrize("lie_, match, error", NEWER_BUNDLE_LIES)
 @pytest.mark.parametrize("read", ["get", "find", "count"])
 def test_newer_state_lies(w, client, lie_, match, error, read):
@@ -572,6 +582,8 @@ def test_newer_state_lies(w, client, lie_, match, error, read):
         "find": lambda: list(db["live"].find({"v": {"$gte": 0}})),
         "count": lambda: db["live"].count(),
     }[read]
+    # a version-3 bundle has no state field: its state is its checkpoint's
+    match, error = V3_NEWER.get(lie_.__name__, (match, error))
     tell(w, bundle_lie(lie_))
     refused(w, db, st, do, match, error)
     w.proxy.reset()
@@ -591,11 +603,15 @@ def test_raw_state_proofs_are_checked_by_verify(w, client):
         docstore.verify(bundle, w.state, w.key)
     tell(w, lambda w, req, r: answer(edit(r.proof, lambda d: d.__setitem__("checkpoint", None) or d.pop("checkpoint"))))
     bump(w)
-    with pytest.raises(VerificationError, match="signed"):
+    with pytest.raises(VerificationError, match="neither a checkpoint nor"):
         docstore.verify(c.prove_latest("p3", known_state=w.state), w.state, w.key)
+    with pytest.raises(VerificationError, match="carries no signed checkpoint"):
+        docstore.verify(c.prove_latest("p3", known_state=w.state, with_header=True), w.state, w.key)
     tell(w, lambda w, req, r: answer(edit(r.proof, lambda d: d.__setitem__("head_path", [flip_b64(h) for h in d["head_path"]]))))
     with pytest.raises(VerificationError):
-        docstore.verify(c.prove_absent("p8"), w.writer.state(), w.key)
+        docstore.verify(c.prove_absent("p8", with_header=True), w.writer.state(), w.key)
+    with pytest.raises(VerificationError):
+        docstore.verify(c.prove_absent("p8", with_header=True), w.writer.state())
 
 
 # ===================================================================== part 3: the bounds
@@ -626,7 +642,7 @@ def test_a_proof_larger_than_a_reply_is_refused(small_server, monkeypatch):
             c.prove_find()
         with pytest.raises(QueryError, match="more than a reply may carry"):
             list(c.find())  # a verifying find: the same refusal, nothing unproven returned
-        assert docstore.verify(c.prove_find({"k": 1}, limit=2), served.state()) == [
+        assert docstore.verify(c.prove_find({"k": 1}, limit=2), served.state(), served.verifier_key()) == [
             {"_id": "d01", "k": 1, "pad": "x" * 50}, {"_id": "d05", "k": 1, "pad": "x" * 50},
         ]
         assert c.count({"k": 1}) == 10
