@@ -58,6 +58,8 @@ from kvcore.models import ConsistencyProof, EntriesProof, Entry, EntryProof, Sta
 from kvcore.proving import Prover
 from kvcore.runs import read_run
 from kvcore.storage import FileStorage, Storage
+from kvcore.storage.postgres import PostgresStorage
+from kvcore.storage.postgres import is_url as is_postgres_url
 from kvcore.transaction import Transaction
 from kvcore.tree import MerkleTree, node_count
 from kvcore.tree import build as build_tree
@@ -171,7 +173,8 @@ class Ledger:
         index_lag: int = DEFAULT_INDEX_LAG,
         progress: Callable[[int, int], None] | None = None,
     ) -> Ledger:
-        """Open (creating if missing) the ledger in directory ``path``.
+        """Open (creating if missing) the ledger in directory ``path``, or in the PostgreSQL
+        database ``path`` names when it is a ``postgresql://`` URL (kvcore.storage.postgres).
 
         ``readonly`` opens without taking the writer lock (another process may write; call
         :meth:`refresh` to see its new transactions). ``wait`` makes a writer wait for the
@@ -204,8 +207,13 @@ class Ledger:
             raise InvalidInputError(f"wait is True, False or a number of seconds, got {wait!r}")
         policy = IndexPolicy(unindexed_prefixes)  # InvalidInputError before the directory is touched
         _check_lag(index_lag)
+        storage: Storage
+        if is_postgres_url(path):
+            storage = PostgresStorage(str(path), readonly=readonly, wait=wait)
+        else:
+            storage = FileStorage(path, readonly=readonly, wait=wait)
         return cls(
-            FileStorage(path, readonly=readonly, wait=wait),
+            storage,
             unindexed_prefixes=policy.prefixes,
             index_lag=index_lag,
             progress=progress,

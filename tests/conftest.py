@@ -77,3 +77,30 @@ def open_database(kind: str, path):
 def db(request, tmp_path):
     with open_database(request.param, tmp_path / "db") as d:
         yield d
+
+
+# ------------------------------------------------------------------ PostgreSQL (issue 17)
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for the session (tests/pgcluster.py). Without the binaries
+    the tests that need it are skipped, unless IMMUDOC_REQUIRE_POSTGRES=1 (CI) makes that an error."""
+    import os
+
+    import pgcluster
+
+    try:
+        gen = pgcluster.cluster()
+        c = next(gen)
+    except pgcluster.Unavailable as e:
+        if os.environ.get("IMMUDOC_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(f"PostgreSQL: {e}")
+    yield c
+    with contextlib.suppress(StopIteration):
+        next(gen)
+
+
+@pytest.fixture
+def pg_url(pg_cluster):
+    """The URL of a new, empty PostgreSQL database."""
+    return pg_cluster.new_database()

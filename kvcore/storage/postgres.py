@@ -1,0 +1,392 @@
+"""A backend on PostgreSQL (issue 17): the transaction payloads and the ledger tree in tables of
+one database (docs/scale-out.md), through psycopg 3 (``pip install 'immudoc[postgres]'``).
+
+Tables (created on first open, in the connection's schema)::
+
+    kv_meta (name text primary key, value bytea)          -- format, version, tree mark
+    kv_head (id int primary key = 1, tx_count bigint)     -- the row an append locks
+    kv_tx   (tx_id bigint primary key, payload bytea, extra bytea, crc bigint)
+    kv_tree (seq bigint primary key, nodes bytea)         -- ledger-tree node hashes, in order
+
+A transaction's row holds the same bytes as a record of the file backend (``crc`` is the
+CRC-32 of payload and extra, checked by :meth:`scan`); an append inserts it, its tree nodes
+and the new count in one PostgreSQL transaction, under a row lock on ``kv_head`` that also
+checks no other writer appended meanwhile, and returns once PostgreSQL committed it (durable
+with ``synchronous_commit`` on, its default). One writer at a time holds a session advisory
+lock (as the file backend's ``LOCK``); readers need none and may read from a hot standby.
+Payloads are stored uncompressed (``STORAGE EXTERNAL``) so that reading a slice of one reads
+only the chunks it needs; small payloads are kept whole in a bounded cache (they never change).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+from kvcore.errors import CorruptionError, FormatError, LockedError, ReadOnlyError, StorageError
+from kvcore.storage.base import Storage
+
+FORMAT_NAME = b"immudoc-kvcore"
+FORMAT_VERSION = 2
+LOCK_KEY = 0x696D6D75646F63  # "immudoc": the writer's session advisory lock
+CACHE_BYTES = 32 * 1024 * 1024
+"""Payloads kept whole in memory, at most this many bytes in all (least recently used out)."""
+WHOLE_LIMIT = 1024 * 1024
+"""A payload larger than this is never cached whole: its slices are read from the server."""
+SCAN_BATCH = 64
+TREE_CHUNK = 1 << 20
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv_meta (name text PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS kv_head (id int PRIMARY KEY CHECK (id = 1), tx_count bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS kv_tx (
+    tx_id bigint PRIMARY KEY, payload bytea NOT NULL, extra bytea NOT NULL, crc bigint NOT NULL
+);
+ALTER TABLE kv_tx ALTER COLUMN payload SET STORAGE EXTERNAL;
+ALTER TABLE kv_tx ALTER COLUMN extra SET STORAGE EXTERNAL;
+CREATE TABLE IF NOT EXISTS kv_tree (seq bigint PRIMARY KEY, nodes bytea NOT NULL);
+"""
+
+
+def is_url(path: object) -> bool:
+    """Whether ``path`` names a PostgreSQL database rather than a directory."""
+    return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise StorageError(
+            "a PostgreSQL ledger needs psycopg 3: pip install 'immudoc[postgres]'"
+        ) from None
+    return psycopg
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for messages)."""
+    head, sep, tail = url.partition("://")
+    creds, at, rest = tail.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{head}{sep}{creds.split(':', 1)[0]}:***@{rest}"
+
+
+class PostgresStorage(Storage):
+    """A ledger in a PostgreSQL database (see the module)."""
+
+    def __init__(
+        self, url: str, *, readonly: bool = False, wait: bool | float = False, format_version: int = FORMAT_VERSION
+    ) -> None:
+        if format_version not in (1, 2):
+            raise ValueError(f"no ledger format version {format_version!r}")
+        self.url = url
+        self.readonly = readonly
+        self.format_version = format_version
+        self.recovery_notes = []
+        self._psycopg = _psycopg()
+        self._lock = threading.RLock()
+        self._cache: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
+        self._cached_bytes = 0
+        self._count = 0
+        self._tree_seq = 0
+        self._closed = False
+        try:
+            self._conn = self._psycopg.connect(url, autocommit=True)
+        except self._psycopg.Error as e:
+            raise StorageError(f"cannot connect to {redact(url)}: {_first_line(e)}") from None
+        try:
+            self._open(wait)
+        except BaseException:
+            self.close()
+            raise
+
+    # ----------------------------------------------------------------- opening
+    def _open(self, wait: bool | float) -> None:
+        with self._sql() as cur:
+            cur.execute("SELECT to_regclass('kv_head') IS NOT NULL")
+            exists = cur.fetchone()[0]
+        if not exists:
+            if self.readonly:
+                raise FormatError(f"no ledger in {redact(self.url)} (opened read-only)")
+            self._take_lock(wait)
+            self._create()
+        else:
+            self._check_format()
+            if not self.readonly:
+                self._take_lock(wait)
+        self._count = self._head()
+        with self._sql() as cur:
+            cur.execute("SELECT coalesce(max(seq), 0) FROM kv_tree")
+            self._tree_seq = cur.fetchone()[0]
+
+    def _create(self) -> None:
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                cur.execute(_SCHEMA)
+                cur.execute("INSERT INTO kv_head VALUES (1, 0) ON CONFLICT DO NOTHING")
+                cur.execute(
+                    "INSERT INTO kv_meta VALUES ('format', %s), ('version', %s) ON CONFLICT DO NOTHING",
+                    (FORMAT_NAME, str(self.format_version).encode()),
+                )
+        except self._psycopg.Error as e:
+            if isinstance(e, self._psycopg.errors.InsufficientPrivilege):
+                raise ReadOnlyError(f"cannot create a ledger in {redact(self.url)}: {_first_line(e)}") from None
+            raise StorageError(f"cannot create a ledger in {redact(self.url)}: {_first_line(e)}") from None
+        self._check_format()
+
+    def _check_format(self) -> None:
+        with self._sql() as cur:
+            cur.execute("SELECT to_regclass('kv_meta') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                raise FormatError(f"{redact(self.url)} is not an immudoc ledger (it has kv_head but no kv_meta)")
+            cur.execute("SELECT name, value FROM kv_meta WHERE name IN ('format', 'version')")
+            meta = {name: bytes(value) for name, value in cur.fetchall()}
+        if meta.get("format") != FORMAT_NAME:
+            raise FormatError(f"{redact(self.url)} is not an immudoc ledger (its kv_meta says otherwise)")
+        try:
+            version = int(meta.get("version", b""))
+        except ValueError:
+            version = -1
+        if not 1 <= version <= FORMAT_VERSION:
+            raise FormatError(
+                f"ledger {redact(self.url)} has format version {version!r}; this immudoc reads versions 1 to "
+                f"{FORMAT_VERSION} (upgrade immudoc to open it)"
+            )
+        self.format_version = version
+
+    def _take_lock(self, wait: bool | float) -> None:
+        deadline = None if wait is True else time.monotonic() + float(wait or 0)
+        while True:
+            with self._sql() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+                if cur.fetchone()[0]:
+                    return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise LockedError(
+                    f"ledger {redact(self.url)} is open for writing by another process; open it read-only, or wait for it"
+                )
+            time.sleep(0.05)
+
+    def _head(self) -> int:
+        with self._sql() as cur:
+            cur.execute("SELECT tx_count FROM kv_head WHERE id = 1")
+            row = cur.fetchone()
+        if row is None:
+            raise CorruptionError(f"ledger {redact(self.url)}: its kv_head row is missing")
+        return int(row[0])
+
+    # ------------------------------------------------------------------ helpers
+    def _sql(self) -> Any:
+        if self._closed:
+            raise StorageError("the PostgreSQL storage is closed")
+        return _Cursor(self)
+
+    # --------------------------------------------------------------- interface
+    def tx_count(self) -> int:
+        return self._count
+
+    def append(self, payload: bytes, extra: bytes, tree_nodes: bytes) -> None:
+        if self.readonly:
+            raise ReadOnlyError("the ledger is open read-only")
+        tx_id = self._count + 1
+        crc = zlib.crc32(extra, zlib.crc32(payload))
+        with self._lock:
+            try:
+                with self._conn.transaction(), self._conn.cursor() as cur:
+                    cur.execute("SELECT tx_count FROM kv_head WHERE id = 1 FOR UPDATE")
+                    row = cur.fetchone()
+                    if row is None or row[0] != tx_id - 1:
+                        raise StorageError(
+                            f"ledger {redact(self.url)}: another writer appended transaction {tx_id} "
+                            "(the ledger's head moved); reopen it"
+                        )
+                    cur.execute("INSERT INTO kv_tx VALUES (%s, %s, %s, %s)", (tx_id, payload, extra, crc))
+                    if tree_nodes:
+                        cur.execute("INSERT INTO kv_tree VALUES (%s, %s)", (self._tree_seq + 1, tree_nodes))
+                    cur.execute("UPDATE kv_head SET tx_count = %s WHERE id = 1", (tx_id,))
+            except self._psycopg.Error as e:
+                raise StorageError(
+                    f"commit of transaction {tx_id} to {redact(self.url)} failed: {_first_line(e)} "
+                    "(if the connection was lost, it may have been committed: reopen the ledger to see)"
+                ) from None
+            if tree_nodes:
+                self._tree_seq += 1
+            self._count = tx_id
+            self._remember(tx_id, payload, extra)
+
+    def _remember(self, tx_id: int, payload: bytes, extra: bytes) -> None:
+        size = len(payload) + len(extra)
+        if size > WHOLE_LIMIT:
+            return
+        with self._lock:
+            if tx_id in self._cache:
+                return
+            self._cache[tx_id] = (payload, extra)
+            self._cached_bytes += size
+            while self._cached_bytes > CACHE_BYTES and self._cache:
+                _k, (p, x) = self._cache.popitem(last=False)
+                self._cached_bytes -= len(p) + len(x)
+
+    def _whole(self, tx_id: int) -> tuple[bytes, bytes] | None:
+        """(payload, extra) of a small transaction (cached), or None for a large one."""
+        with self._lock:
+            hit = self._cache.get(tx_id)
+            if hit is not None:
+                self._cache.move_to_end(tx_id)
+                return hit
+        self._check_tx(tx_id)
+        with self._sql() as cur:
+            cur.execute("SELECT octet_length(payload) + octet_length(extra) FROM kv_tx WHERE tx_id = %s", (tx_id,))
+            row = cur.fetchone()
+            if row is None:
+                raise CorruptionError(f"transaction {tx_id} is missing from {redact(self.url)}")
+            if row[0] > WHOLE_LIMIT:
+                return None
+            cur.execute("SELECT payload, extra FROM kv_tx WHERE tx_id = %s", (tx_id,))
+            payload, extra = (bytes(x) for x in cur.fetchone())
+        self._remember(tx_id, payload, extra)
+        return payload, extra
+
+    def _check_tx(self, tx_id: int) -> None:
+        if not 1 <= tx_id <= self._count:
+            raise StorageError(f"transaction {tx_id} is not in the ledger (it holds {self._count})")
+
+    def read_tx(self, tx_id: int) -> bytes:
+        whole = self._whole(tx_id)
+        if whole is not None:
+            return whole[0]
+        with self._sql() as cur:
+            cur.execute("SELECT payload FROM kv_tx WHERE tx_id = %s", (tx_id,))
+            return bytes(cur.fetchone()[0])
+
+    def read(self, tx_id: int, start: int, length: int) -> bytes:
+        return self._slice("payload", 0, tx_id, start, length)
+
+    def read_extra(self, tx_id: int, start: int, length: int) -> bytes:
+        return self._slice("extra", 1, tx_id, start, length)
+
+    def _slice(self, column: str, which: int, tx_id: int, start: int, length: int) -> bytes:
+        whole = self._whole(tx_id)
+        if whole is not None:
+            return whole[which][start : start + length]
+        with self._sql() as cur:
+            cur.execute(f"SELECT substring({column} FROM %s FOR %s) FROM kv_tx WHERE tx_id = %s", (start + 1, length, tx_id))
+            return bytes(cur.fetchone()[0])
+
+    def scan(self, first_tx: int = 1) -> Iterator[tuple[int, bytes, bytes]]:
+        first = max(first_tx, 1)
+        if first > self._count:
+            return
+        expected = first
+        with self._conn.transaction(), self._conn.cursor(name=f"kv_scan_{id(self)}") as cur:
+            cur.itersize = SCAN_BATCH
+            cur.execute(
+                "SELECT tx_id, payload, extra, crc FROM kv_tx WHERE tx_id >= %s AND tx_id <= %s ORDER BY tx_id",
+                (first, self._count),
+            )
+            for tx_id, payload, extra, crc in cur:
+                if tx_id != expected:
+                    raise CorruptionError(f"transaction {expected} is missing from {redact(self.url)}")
+                payload, extra = bytes(payload), bytes(extra)
+                if zlib.crc32(extra, zlib.crc32(payload)) != crc:
+                    raise CorruptionError(f"transaction {tx_id}: stored bytes fail their checksum")
+                yield tx_id, payload, extra
+                expected += 1
+        if expected != self._count + 1:
+            raise CorruptionError(f"transaction {expected} is missing from {redact(self.url)}")
+
+    def tree_nodes(self) -> bytes:
+        parts = []
+        with self._conn.transaction(), self._conn.cursor(name=f"kv_tree_{id(self)}") as cur:
+            cur.itersize = 4096
+            cur.execute("SELECT nodes FROM kv_tree ORDER BY seq")
+            for (nodes,) in cur:
+                parts.append(bytes(nodes))
+        data = b"".join(parts)
+        return data[: len(data) // 32 * 32]
+
+    def replace_tree(self, nodes: bytes) -> None:
+        if self.readonly:
+            return
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute("DELETE FROM kv_tree")
+            seq = 0
+            for i in range(0, len(nodes), TREE_CHUNK):
+                seq += 1
+                cur.execute("INSERT INTO kv_tree VALUES (%s, %s)", (seq, nodes[i : i + TREE_CHUNK]))
+            self._tree_seq = seq
+
+    def tree_mark(self) -> tuple[int, int] | None:
+        with self._sql() as cur:
+            cur.execute("SELECT value FROM kv_meta WHERE name = 'tree_mark'")
+            row = cur.fetchone()
+        if row is None:
+            return None
+        try:
+            count, crc = (int(x) for x in bytes(row[0]).split(b" "))
+        except ValueError:
+            return None
+        return count, crc
+
+    def set_tree_mark(self, count: int, crc: int) -> None:
+        if self.readonly:
+            return
+        try:
+            with self._sql() as cur:
+                cur.execute(
+                    "INSERT INTO kv_meta VALUES ('tree_mark', %s) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (f"{count} {crc}".encode(),),
+                )
+        except StorageError:
+            pass  # derived data: the next open checks the whole tree instead
+
+    def refresh(self) -> int:
+        self._count = self._head()
+        return self._count
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            try:
+                conn.close()  # ends the session: the writer's advisory lock goes with it
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+        self._cache.clear()
+
+
+class _Cursor:
+    """A cursor of the storage's connection, its errors as StorageError (under its lock)."""
+
+    def __init__(self, storage: PostgresStorage) -> None:
+        self.s = storage
+
+    def __enter__(self) -> Any:
+        self.s._lock.acquire()
+        try:
+            self.cur = self.s._conn.cursor()
+        except Exception as e:
+            self.s._lock.release()
+            if isinstance(e, self.s._psycopg.Error):
+                raise StorageError(f"PostgreSQL ({redact(self.s.url)}): {_first_line(e)}") from None
+            raise
+        return self.cur
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        try:
+            self.cur.close()
+        finally:
+            self.s._lock.release()
+        if exc is not None and isinstance(exc, self.s._psycopg.Error):
+            raise StorageError(f"PostgreSQL ({redact(self.s.url)}): {_first_line(exc)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

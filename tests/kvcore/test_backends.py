@@ -1,0 +1,233 @@
+"""The ledger on each storage backend: the directory of files and PostgreSQL (issue 17).
+
+The same behaviours on both (commits, reads as of a transaction, history, proofs, consistency,
+audit, reopening, one writer, readers that refresh), and what is particular to PostgreSQL:
+tampering with its rows, a writer killed mid-commit, the server stopped under a writer.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import kvcore
+from kvcore import Ledger
+from kvcore.errors import CorruptionError, LockedError, StorageError
+
+
+@pytest.fixture(params=["file", "postgres"])
+def where(request, tmp_path):
+    """Where a new ledger goes: a directory, or a new PostgreSQL database's URL."""
+    if request.param == "file":
+        return str(tmp_path / "ledger")
+    return request.getfixturevalue("pg_url")
+
+
+def _fill(led: Ledger, n: int = 30) -> list[kvcore.State]:
+    states = []
+    for i in range(n):
+        with led.transaction() as tx:
+            tx.set(b"k%02d" % (i % 7), b"v%d" % i)
+            tx.set(b"n%03d" % i, b"x" * (i % 5))
+            if i % 9 == 8:
+                tx.delete(b"k%02d" % ((i + 1) % 7))
+        states.append(led.state())
+    return states
+
+
+def test_the_ledger_behaves_the_same(where):
+    with Ledger.open(where) as led:
+        states = _fill(led)
+        assert led.tx_id == 30
+        latest = {k: led.lookup(k) for k in (b"k%02d" % j for j in range(7))}
+        hist = led.history(b"k03")
+        assert [e.value for e in hist if not e.deleted][-1:] == [latest[b"k03"].value] if latest[b"k03"] else True
+        assert led.get(b"n005").value == b"x" * 0 or led.get(b"n005").value == b""
+        assert led.get(b"k00", at_tx=1).value == b"v0"
+        assert [e.key for e in led.scan(b"n00")][:3] == [b"n000", b"n001", b"n002"]
+        # proofs: an entry, consistency between two states, all verified against states
+        p = led.prove_entry(b"n010")
+        kvcore.verify_entry(p, b"n010", b"x" * 0, led.state())
+        cp = led.prove_consistency(states[4].tx_id, states[-1].tx_id)
+        kvcore.verify_consistency(states[4], states[-1], cp)
+        assert led.audit().ok
+    with Ledger.open(where) as again:  # reopened: the same state, the same answers
+        assert again.state() == states[-1]
+        assert again.get(b"k00", at_tx=1).value == b"v0"
+        assert {k: again.lookup(k) for k in latest} == latest
+        assert again.audit().ok
+
+
+def test_one_writer_readers_refresh(where):
+    with Ledger.open(where) as w:
+        w.set(b"a", b"1")
+        with pytest.raises(LockedError):
+            Ledger.open(where)
+        with Ledger.open(where, readonly=True) as r:
+            assert r.get(b"a").value == b"1"
+            w.set(b"b", b"2")
+            assert r.refresh() == 2 and r.get(b"b").value == b"2"
+            assert r.state() == w.state()
+    with Ledger.open(where, wait=5) as w2:  # the lock went with the writer
+        assert w2.tx_id == 2
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(st.binary(min_size=1, max_size=4), st.one_of(st.none(), st.binary(max_size=40))),
+                    min_size=1, max_size=25))
+def test_both_backends_give_byte_identical_ledgers(tmp_path_factory, pg_cluster, ops):
+    """The same transactions (same bytes, same timestamps: the file ledger's payloads are
+    appended as they are) give the same roots, proofs and audit on both."""
+    d = str(tmp_path_factory.mktemp("same") / "led")
+    url = pg_cluster.new_database()
+    with Ledger.open(d) as f:
+        model: dict[bytes, bytes] = {}
+        for k, v in ops:
+            if v is None:
+                if k in model:
+                    f.delete(k)
+                    del model[k]
+            else:
+                f.set(k, v)
+                model[k] = v
+        if not f.tx_id:
+            return
+        payloads = [(tx_id, body, extra) for tx_id, body, extra in f._storage.scan(1)]
+        fstates = [f.state(i) for i in range(1, f.tx_id + 1)]
+        fnodes = f._storage.tree_nodes()
+    from kvcore.storage.postgres import PostgresStorage
+
+    pg = PostgresStorage(url)
+    tree = kvcore.tree.MerkleTree()
+    for _tx_id, body, extra in payloads:
+        before = len(tree.nodes())
+        tree.append(kvcore.hashing.tx_leaf_hash(body[: kvcore.hashing.header_size(body)]))
+        pg.append(body, extra, tree.nodes()[before:])
+    pg.close()
+    with Ledger.open(url) as p:
+        assert [p.state(i) for i in range(1, p.tx_id + 1)] == fstates
+        assert p._storage.tree_nodes() == fnodes
+        for k, v in model.items():
+            assert p.get(k).value == v
+            kvcore.verify_entry(p.prove_entry(k), k, v, fstates[-1])
+        assert p.audit().ok
+
+
+# ----------------------------------------------------------------- PostgreSQL in particular
+def _psql(url: str, sql: str, *args) -> list:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql, args or None)
+        return cur.fetchall() if cur.description else []
+
+
+def _refused(url: str) -> str:
+    """Opening the ledger, or its audit, refuses it; returns what was said."""
+    try:
+        with Ledger.open(url) as led:
+            report = led.audit()
+    except (CorruptionError, StorageError) as e:
+        return str(e)
+    assert not report.ok, "a changed ledger passed its audit"
+    return str(report)
+
+
+def test_changed_rows_are_caught(pg_cluster):
+    """What someone with write access to the database could do to the rows, each caught."""
+    import zlib
+
+    def fresh() -> str:
+        url = pg_cluster.new_database()
+        with Ledger.open(url) as led:
+            _fill(led, 10)
+        return url
+
+    url = fresh()  # a byte of a payload changed
+    _psql(url, "UPDATE kv_tx SET payload = overlay(payload placing '\\xff'::bytea from 60 for 1) WHERE tx_id = 4")
+    assert "checksum" in _refused(url)
+    url = fresh()  # ... and its checksum recomputed: the tree does not lead to it
+    (payload, extra), = _psql(url, "SELECT payload, extra FROM kv_tx WHERE tx_id = 4")
+    changed = bytes(payload[:59]) + bytes([payload[59] ^ 1]) + bytes(payload[60:])
+    crc = zlib.crc32(bytes(extra), zlib.crc32(changed))
+    _psql(url, "UPDATE kv_tx SET payload = %s, crc = %s WHERE tx_id = 4", changed, crc)
+    _refused(url)
+    url = fresh()  # a transaction taken out of the middle
+    _psql(url, "DELETE FROM kv_tx WHERE tx_id = 5")
+    assert "missing" in _refused(url)
+    url = fresh()  # the head moved back (the last transactions hidden): the tree says more
+    _psql(url, "UPDATE kv_head SET tx_count = 7")
+    with Ledger.open(url) as led:
+        assert led.tx_id == 7  # what the head says; a verifier holding state 10 refuses it
+    url = fresh()  # the tree's rows changed: derived, so rebuilt from the transactions
+    _psql(url, "UPDATE kv_tree SET nodes = overlay(nodes placing '\\x00'::bytea from 1 for 1)")
+    with pytest.warns(kvcore.RecoveryWarning):
+        with Ledger.open(url) as led:
+            assert led.audit().ok
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from kvcore import Ledger
+    led = Ledger.open(sys.argv[1])
+    i = 0
+    while True:
+        led.set(b"w%06d" % i, b"v" * 100)
+        print(i, flush=True)
+        i += 1
+    """
+)
+
+
+def test_a_writer_killed_mid_commit_loses_nothing_acknowledged(pg_url, tmp_path):
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    proc = subprocess.Popen([sys.executable, str(script), pg_url], stdout=subprocess.PIPE, text=True)
+    acked = -1
+    deadline = time.monotonic() + 30
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line:
+            acked = int(line.split()[0])
+        if acked >= 150:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with Ledger.open(pg_url, wait=10) as led:  # the killed session's lock is gone with it
+        for i in range(acked + 1):
+            assert led.get(b"w%06d" % i).value == b"v" * 100
+        assert led.audit().ok
+        led.set(b"after", b"1")  # and it writes on
+
+
+def test_the_server_stopped_under_a_writer(pg_cluster):
+    """PostgreSQL stopped (immediate: as a crash) under an open writer: commits fail with a typed
+    error and nothing half-written; after a restart every acknowledged commit is there."""
+    if not hasattr(pg_cluster, "stop"):
+        pytest.skip("an external server is not ours to stop")
+    url = pg_cluster.new_database()
+    led = Ledger.open(url)
+    for i in range(20):
+        led.set(b"s%02d" % i, b"v")
+    state = led.state()
+    pg_cluster.stop("immediate")
+    try:
+        with pytest.raises(StorageError):
+            led.set(b"lost", b"v")
+        assert led.state() == state  # the failed commit changed nothing
+    finally:
+        pg_cluster.start()
+        led.close()
+    with Ledger.open(url, wait=10) as again:
+        assert again.state() == state and again.lookup(b"lost") is None
+        assert again.audit().ok
