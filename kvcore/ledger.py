@@ -334,9 +334,15 @@ class Ledger:
             raise ClosedError("the ledger is closed")
 
     def refresh(self) -> int:
-        """Read-only ledgers: take in transactions the writer process committed since."""
+        """Take in transactions other processes committed since (a reader: the writer's; on a
+        storage with many writers, a writer too: the others')."""
         self._check_open()
         with self._write_lock:
+            if self._storage.many_writers:
+                with self._storage.append_lock() as durable:
+                    if durable > self._tx_count:
+                        self._take_in(durable)
+                return self._tx_count
             old = self._tx_count
             new = self._storage.refresh()
             batches: list[Batch] = []
@@ -348,6 +354,19 @@ class Ledger:
                 self._index.refresh(batches, new)
             self._tx_count = new
             return new
+
+    def _take_in(self, durable: int) -> None:
+        """A writer takes in the transactions other writers appended (under the append lock):
+        into the tree and the key index, its timestamps too (they never go back)."""
+        self._storage.refresh()
+        for tx_id, body, _extra in self._storage.scan(self._tx_count + 1):
+            header_raw, (_tid, ts, _n, _root, _sroot) = _header_of(tx_id, body)
+            self._tree.append(tx_leaf_hash(header_raw))
+            self._index.add(_batch_of(self._codec, tx_id, body))
+            self._tx_count = tx_id
+            self._last_ts = max(self._last_ts, ts)
+        if self._tx_count != durable:
+            raise CorruptionError(f"the storage holds {durable} transactions, the ledger read {self._tx_count}")
 
     def checkpoint(self) -> None:
         """Commit the key index's rows still in memory and flush the index to disk (a writer
@@ -437,8 +456,10 @@ class Ledger:
         check: Callable[[int], None] | None,
         state_root: StateRoot | None = None,
     ) -> int:
-        with self._write_lock:
+        with self._write_lock, self._storage.append_lock() as durable:
             self._check_open()
+            if durable > self._tx_count:  # other processes appended: take theirs in first
+                self._take_in(durable)
             if check is not None:
                 check(self._tx_count)
             tx_id = self._tx_count + 1

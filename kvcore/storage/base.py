@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 
 
 class Storage(ABC):
@@ -75,6 +76,17 @@ class Storage(ABC):
         """Record :meth:`tree_mark` (a writer, after checking or appending; derived data). A
         storage that keeps no mark ignores it."""
         return None
+
+    many_writers: bool = False
+    """Whether other processes may append to this storage while it is open for writing (then
+    the ledger takes in their transactions under :meth:`append_lock` before each commit)."""
+
+    def append_lock(self) -> AbstractContextManager[int]:
+        """Held around a commit: serializes appends across processes and yields how many
+        transactions are durably stored as it is taken (more than the ledger holds when another
+        process appended). The one :meth:`append` made inside it is the commit. A storage with
+        one writer has nothing to serialize."""
+        return nullcontext(self.tx_count())
 
     def index_path(self) -> str | None:
         """A directory the ledger may use for its on-disk key index (derived data: it creates,

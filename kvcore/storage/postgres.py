@@ -10,10 +10,13 @@ Tables (created on first open, in the connection's schema)::
 
 A transaction's row holds the same bytes as a record of the file backend (``crc`` is the
 CRC-32 of payload and extra, checked by :meth:`scan`); an append inserts it, its tree nodes
-and the new count in one PostgreSQL transaction, under a row lock on ``kv_head`` that also
-checks no other writer appended meanwhile, and returns once PostgreSQL committed it (durable
-with ``synchronous_commit`` on, its default). One writer at a time holds a session advisory
-lock (as the file backend's ``LOCK``); readers need none and may read from a hot standby.
+and the new count in one PostgreSQL transaction, under a row lock on ``kv_head`` taken by
+:meth:`append_lock` before the ledger builds the transaction, and returns once PostgreSQL
+committed it (durable with ``synchronous_commit`` on, its default). Any number of processes
+may write at once (``many_writers``): the row lock serializes their appends, and each takes
+in the others' transactions under it first, so the transactions and the tree stay one chain.
+With ``one_writer=True`` a writer holds a session advisory lock instead, as the file backend's
+``LOCK``. Readers need no lock and may read from a hot standby.
 Payloads are stored uncompressed (``STORAGE EXTERNAL``) so that reading a slice of one reads
 only the chunks it needs; small payloads are kept whole in a bounded cache (they never change).
 """
@@ -25,6 +28,7 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kvcore.errors import CorruptionError, FormatError, LockedError, ReadOnlyError, StorageError
@@ -80,12 +84,15 @@ class PostgresStorage(Storage):
     """A ledger in a PostgreSQL database (see the module)."""
 
     def __init__(
-        self, url: str, *, readonly: bool = False, wait: bool | float = False, format_version: int = FORMAT_VERSION
+        self, url: str, *, readonly: bool = False, wait: bool | float = False, format_version: int = FORMAT_VERSION,
+        one_writer: bool = False,
     ) -> None:
         if format_version not in (1, 2):
             raise ValueError(f"no ledger format version {format_version!r}")
         self.url = url
         self.readonly = readonly
+        self.many_writers = not one_writer and not readonly
+        self._in_append = False
         self.format_version = format_version
         self.recovery_notes = []
         self._psycopg = _psycopg()
@@ -93,7 +100,6 @@ class PostgresStorage(Storage):
         self._cache: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
         self._cached_bytes = 0
         self._count = 0
-        self._tree_seq = 0
         self._closed = False
         try:
             self._conn = self._psycopg.connect(url, autocommit=True)
@@ -113,20 +119,19 @@ class PostgresStorage(Storage):
         if not exists:
             if self.readonly:
                 raise FormatError(f"no ledger in {redact(self.url)} (opened read-only)")
-            self._take_lock(wait)
+            if not self.many_writers:
+                self._take_lock(wait)
             self._create()
         else:
             self._check_format()
-            if not self.readonly:
+            if not self.readonly and not self.many_writers:
                 self._take_lock(wait)
         self._count = self._head()
-        with self._sql() as cur:
-            cur.execute("SELECT coalesce(max(seq), 0) FROM kv_tree")
-            self._tree_seq = cur.fetchone()[0]
 
     def _create(self) -> None:
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY + 1,))  # two creators: one at a time
                 cur.execute(_SCHEMA)
                 cur.execute("INSERT INTO kv_head VALUES (1, 0) ON CONFLICT DO NOTHING")
                 cur.execute(
@@ -190,34 +195,82 @@ class PostgresStorage(Storage):
     def tx_count(self) -> int:
         return self._count
 
+    @contextmanager
+    def append_lock(self) -> Iterator[int]:
+        """Begin the append's PostgreSQL transaction and lock the head row in it (other
+        writers wait here); yields the durable count. :meth:`append` commits it; leaving
+        without one rolls it back."""
+        if self.readonly:
+            raise ReadOnlyError("the ledger is open read-only")
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN")
+                row = self._conn.execute("SELECT tx_count FROM kv_head WHERE id = 1 FOR UPDATE").fetchone()
+            except self._psycopg.Error as e:
+                self._rollback()
+                raise StorageError(f"cannot lock the head of {redact(self.url)}: {_first_line(e)}") from None
+            if row is None:
+                self._rollback()
+                raise CorruptionError(f"ledger {redact(self.url)}: its kv_head row is missing")
+            self._in_append = True
+            try:
+                yield int(row[0])
+            finally:
+                if self._in_append:  # no append (an error, a conflict): nothing written
+                    self._in_append = False
+                    self._rollback()
+
+    def _rollback(self) -> None:
+        try:
+            self._conn.execute("ROLLBACK")
+        except self._psycopg.Error:
+            pass  # a lost connection rolled it back already
+
     def append(self, payload: bytes, extra: bytes, tree_nodes: bytes) -> None:
         if self.readonly:
             raise ReadOnlyError("the ledger is open read-only")
+        if not self._in_append:
+            with self.append_lock() as count:
+                if count != self._count:
+                    raise StorageError(
+                        f"ledger {redact(self.url)}: another writer appended transaction {self._count + 1}; "
+                        "take it in first (refresh)"
+                    )
+                self.append(payload, extra, tree_nodes)
+            return
         tx_id = self._count + 1
         crc = zlib.crc32(extra, zlib.crc32(payload))
         with self._lock:
+            self._in_append = False
             try:
-                with self._conn.transaction(), self._conn.cursor() as cur:
-                    cur.execute("SELECT tx_count FROM kv_head WHERE id = 1 FOR UPDATE")
-                    row = cur.fetchone()
-                    if row is None or row[0] != tx_id - 1:
-                        raise StorageError(
-                            f"ledger {redact(self.url)}: another writer appended transaction {tx_id} "
-                            "(the ledger's head moved); reopen it"
-                        )
-                    cur.execute("INSERT INTO kv_tx VALUES (%s, %s, %s, %s)", (tx_id, payload, extra, crc))
-                    if tree_nodes:
-                        cur.execute("INSERT INTO kv_tree VALUES (%s, %s)", (self._tree_seq + 1, tree_nodes))
-                    cur.execute("UPDATE kv_head SET tx_count = %s WHERE id = 1", (tx_id,))
+                conn = self._conn
+                head = conn.execute("SELECT tx_count FROM kv_head WHERE id = 1").fetchone()
+                if head is None or head[0] != tx_id - 1:
+                    raise StorageError(
+                        f"ledger {redact(self.url)}: its head is at {None if head is None else head[0]}, "
+                        f"not {tx_id - 1}: another writer appended without its lock"
+                    )
+                conn.execute("INSERT INTO kv_tx VALUES (%s, %s, %s, %s)", (tx_id, payload, extra, crc))
+                if tree_nodes:
+                    conn.execute("INSERT INTO kv_tree VALUES (%s, %s)", (self._tree_seq_next(), tree_nodes))
+                conn.execute("UPDATE kv_head SET tx_count = %s WHERE id = 1", (tx_id,))
+                conn.execute("COMMIT")
             except self._psycopg.Error as e:
+                self._rollback()
                 raise StorageError(
                     f"commit of transaction {tx_id} to {redact(self.url)} failed: {_first_line(e)} "
                     "(if the connection was lost, it may have been committed: reopen the ledger to see)"
                 ) from None
-            if tree_nodes:
-                self._tree_seq += 1
+            except BaseException:
+                self._rollback()
+                raise
             self._count = tx_id
             self._remember(tx_id, payload, extra)
+
+    def _tree_seq_next(self) -> int:
+        """The next kv_tree row's number (another writer may have added rows since)."""
+        row = self._conn.execute("SELECT coalesce(max(seq), 0) FROM kv_tree").fetchone()
+        return int(row[0]) + 1
 
     def _remember(self, tx_id: int, payload: bytes, extra: bytes) -> None:
         size = len(payload) + len(extra)
@@ -319,7 +372,6 @@ class PostgresStorage(Storage):
             for i in range(0, len(nodes), TREE_CHUNK):
                 seq += 1
                 cur.execute("INSERT INTO kv_tree VALUES (%s, %s)", (seq, nodes[i : i + TREE_CHUNK]))
-            self._tree_seq = seq
 
     def tree_mark(self) -> tuple[int, int] | None:
         with self._sql() as cur:
@@ -348,6 +400,8 @@ class PostgresStorage(Storage):
     def refresh(self) -> int:
         self._count = self._head()
         return self._count
+
+
 
     def close(self) -> None:
         if self._closed:
