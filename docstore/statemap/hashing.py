@@ -12,10 +12,12 @@ big-endian.
   MTH being the RFC 9162 tree hash over its items' hashes (as leaf hashes; inner nodes
   ``H(0x01 || left || right)``); the empty map is the node of level 0 with no items.
 
-The tree: the keys in byte order are cut into level-0 nodes after every key of level >= 1
-(and after the last); each node becomes an inner item of level 1 (its last key, its hash),
-cut after every item whose key has level >= 2; and so on, until a level has a single node:
-the root. The same keys and values always give the same tree and root.
+The tree: the keys in byte order are cut into level-0 nodes after every key of level >= 1,
+after the 32nd item since the last cut (``NODE_MAX``: no node holds more), and after the last
+key; each node becomes an inner item of level 1 (its last key, its hash), cut after every item
+whose key has level >= 2 or after 32 items likewise; and so on, until a level has a single
+node: the root. Cutting is a left-to-right scan of the sorted keys, so the same keys and
+values always give the same tree and root (history independence).
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ from kvcore.hashing import sha256 as _sha
 from kvcore.merkle import root_of
 
 HASH_SIZE = 32
-MAP_VERSION = 1
+MAP_VERSION = 2
+"""1: nodes cut at key levels only (session 6, never released); 2: also after NODE_MAX items."""
+NODE_MAX = 32
+"""No node holds more items: a run of keys without a boundary is cut every 32 items from its
+start (node sizes are geometric, mean 16; the cap bounds a proof's path in a node at 5 hashes
+and the cost of rewriting the node a changed key falls in)."""
 _U32 = struct.Struct(">I")
 _LOC = struct.Struct(">QI")
 
@@ -165,7 +172,7 @@ def map_root(items: list[tuple[bytes, bytes]]) -> bytes:
         nodes: list[tuple[bytes, bytes]] = []
         start = 0
         for i, (k, _h) in enumerate(entries):
-            if key_level(k) > level or i == len(entries) - 1:
+            if key_level(k) > level or i - start + 1 == NODE_MAX or i == len(entries) - 1:
                 nodes.append((k, node_hash_of(level, [h for _k, h in entries[start : i + 1]])))
                 start = i + 1
         if len(nodes) == 1:

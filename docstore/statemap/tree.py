@@ -29,7 +29,7 @@ import lmdb
 
 from docstore.errors import CorruptDataError
 from docstore.statemap import nodes
-from docstore.statemap.hashing import EMPTY_ROOT, key_level
+from docstore.statemap.hashing import EMPTY_ROOT, NODE_MAX, key_level
 from docstore.statemap.nodes import HASH_SIZE, Node
 
 ROOT_KEY = b"map.root"
@@ -235,6 +235,8 @@ class StateMap:
                 carry = None
             cuts = merged[5].translate(_ABOVE[level])
             m = len(cuts)
+            if m >= NODE_MAX:
+                cuts = _capped(cuts)
             start = 0
             end = cuts.find(1)
             while end >= 0:
@@ -289,6 +291,36 @@ messages hashed here wherever the CPU has SHA instructions (measured: 0.34 again
 for 65 bytes)."""
 _u32 = struct.Struct(">I").pack
 _u16 = struct.Struct(">H").pack
+
+
+def _capped(cuts: bytes) -> bytes:
+    """``cuts`` (a 1 after each item that ends a node at its key's level) with a cut added after
+    every NODE_MAX items since the last one (the items follow a cut: a node's first, or a
+    carry's)."""
+    if not _long_run(cuts):
+        return cuts
+    out = bytearray(cuts)
+    run = 0
+    for i, c in enumerate(out):
+        run += 1
+        if c:
+            run = 0
+        elif run == NODE_MAX:
+            out[i] = 1
+            run = 0
+    return bytes(out)
+
+
+def _long_run(cuts: bytes) -> bool:
+    """Whether NODE_MAX items or more follow one another without a cut."""
+    start = 0
+    end = cuts.find(1)
+    while end >= 0:
+        if end - start + 1 > NODE_MAX:
+            return True
+        start = end + 1
+        end = cuts.find(1, start)
+    return len(cuts) - start >= NODE_MAX
 
 
 def _mth(hashes: bytes) -> bytes:

@@ -46,7 +46,7 @@ def _root(items: list[tuple[bytes, bytes]]) -> bytes:
         nodes, chunk = [], []
         for i, (k, h) in enumerate(row):
             chunk.append(h)
-            if _level(k) > level or i == len(row) - 1:
+            if _level(k) > level or len(chunk) == 32 or i == len(row) - 1:  # NODE_MAX = 32
                 nodes.append((k, _node(level, chunk)))
                 chunk = []
         if len(nodes) == 1:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from docstore.errors import VerificationError
+from docstore.statemap import nodes as nodes_mod
 from docstore.statemap.hashing import EMPTY_ROOT, map_root, successor
 from docstore.statemap.prove import prove_key, prove_range
 from docstore.statemap.tree import StateMap
@@ -225,3 +226,28 @@ def test_records_do_not_depend_on_the_history(tmp_path):
         assert list(ta.cursor(db=a.smap.db)) == list(tb.cursor(db=b.smap.db))
     a.env.close()
     b.env.close()
+
+
+def test_long_runs_are_cut_every_32_items(tmp_path):
+    """Keys none of which ends a node by its level (a run of 300): nodes of at most NODE_MAX
+    items, cut every 32 from the run's start, the same as a rebuild after any insert or
+    delete (the cuts after a change shift up to the run's end)."""
+    from docstore.statemap.hashing import NODE_MAX, key_level
+
+    low = [k for k in (b"r%05d" % i for i in range(2000)) if key_level(k) == 0][:300]
+    db = _Env(str(tmp_path))
+    model = {k: b"v" for k in low[::2]}
+    assert db.update(dict(model)) == map_root(sorted(model.items()))
+    rnd = random.Random(3)
+    for step in range(40):
+        k = rnd.choice(low)
+        if k in model and step % 3:
+            del model[k]
+            change = {k: None}
+        else:
+            model[k] = b"w%d" % step
+            change = {k: model[k]}
+        assert db.update(change) == map_root(sorted(model.items())), step
+    with db.read() as txn:
+        sizes = [len(nodes_mod.decode(v).keys) for k, v in txn.cursor(db=db.smap.db) if k[:1] == b"\x00"]
+    assert max(sizes) == NODE_MAX and len(sizes) >= len(model) // NODE_MAX
