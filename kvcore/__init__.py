@@ -25,9 +25,11 @@ from kvcore.errors import (
 )
 from kvcore.hashing import HASH_VERSION
 from kvcore.ledger import Ledger, RecoveryWarning
+from kvcore.migrate import copy_ledger
 from kvcore.limits import MAX_KEY_BYTES, MAX_TX_BYTES, MAX_TX_ENTRIES, MAX_VALUE_BYTES
 from kvcore.models import ConsistencyProof, EntriesProof, Entry, EntryProof, State, Tx, TxHeader
 from kvcore.storage import FileStorage, Storage
+from kvcore.storage.postgres import PostgresStorage
 from kvcore.transaction import Transaction
 from kvcore.verify import verify_consistency, verify_entries, verify_entry, verify_tx
 
@@ -53,6 +55,7 @@ __all__ = [
     "MAX_TX_BYTES",
     "MAX_TX_ENTRIES",
     "MAX_VALUE_BYTES",
+    "PostgresStorage",
     "ReadOnlyError",
     "RecoveryWarning",
     "State",
@@ -63,6 +66,7 @@ __all__ = [
     "TxHeader",
     "TxNotFoundError",
     "VerificationError",
+    "copy_ledger",
     "verify_consistency",
     "verify_entries",
     "verify_entry",

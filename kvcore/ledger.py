@@ -58,6 +58,8 @@ from kvcore.models import ConsistencyProof, EntriesProof, Entry, EntryProof, Sta
 from kvcore.proving import Prover
 from kvcore.runs import read_run
 from kvcore.storage import FileStorage, Storage
+from kvcore.storage.file import FORMAT_VERSION as FILE_FORMAT
+from kvcore.storage.postgres import FORMAT_VERSION as PG_FORMAT
 from kvcore.storage.postgres import PostgresStorage
 from kvcore.storage.postgres import is_url as is_postgres_url
 from kvcore.transaction import Transaction
@@ -207,13 +209,8 @@ class Ledger:
             raise InvalidInputError(f"wait is True, False or a number of seconds, got {wait!r}")
         policy = IndexPolicy(unindexed_prefixes)  # InvalidInputError before the directory is touched
         _check_lag(index_lag)
-        storage: Storage
-        if is_postgres_url(path):
-            storage = PostgresStorage(str(path), readonly=readonly, wait=wait)
-        else:
-            storage = FileStorage(path, readonly=readonly, wait=wait)
         return cls(
-            storage,
+            open_storage(path, readonly=readonly, wait=wait),
             unindexed_prefixes=policy.prefixes,
             index_lag=index_lag,
             progress=progress,
@@ -332,6 +329,17 @@ class Ledger:
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("the ledger is closed")
+
+    def stored(self, first_tx: int = 1) -> Iterator[tuple[int, bytes, bytes]]:
+        """``(tx_id, payload, extra)`` of each stored transaction from ``first_tx`` to the
+        ledger's last, as stored (framing and checksums checked), in bounded memory: what a
+        copy to another backend appends (kvcore.migrate)."""
+        self._check_open()
+        last = self._tx_count
+        for tx_id, body, extra in self._storage.scan(first_tx):
+            if tx_id > last:
+                return
+            yield tx_id, body, extra
 
     def refresh(self) -> int:
         """Take in transactions other processes committed since (a reader: the writer's; on a
@@ -1014,6 +1022,17 @@ def _entries_of(codec: Codec, tx_id: int, body: bytes) -> list[tuple[int, int, b
         return list(codec.iter_entries(body))
     except ValueError as e:
         raise _undecodable(tx_id, e) from None
+
+
+def open_storage(
+    path: str | os.PathLike[str], *, readonly: bool = False, wait: bool | float = False, format_version: int | None = None
+) -> Storage:
+    """The storage at ``path``: a directory (FileStorage), or a PostgreSQL database when ``path``
+    is a ``postgresql://`` URL (PostgresStorage). ``format_version``: the format a new ledger
+    is written in (default the newest)."""
+    if is_postgres_url(path):
+        return PostgresStorage(str(path), readonly=readonly, wait=wait, format_version=format_version or PG_FORMAT)
+    return FileStorage(path, readonly=readonly, wait=wait, format_version=format_version or FILE_FORMAT)
 
 
 def _header_of(tx_id: int, raw: bytes) -> tuple[bytes, tuple[int, int, int, bytes, bytes | None]]:

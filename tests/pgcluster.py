@@ -36,7 +36,9 @@ def _bin(name: str) -> str:
 class Cluster:
     """A running cluster; ``url(dbname)`` connects to one of its databases."""
 
-    def __init__(self) -> None:
+    def __init__(self, primary: Cluster | None = None) -> None:
+        """A new cluster (``initdb``), or with ``primary`` a hot standby of it (``pg_basebackup
+        -R``: streaming replication, read-only queries), each on its own socket directory."""
         self.base = tempfile.mkdtemp(prefix="immudoc-pg-")
         self.data = os.path.join(self.base, "data")
         self.log = os.path.join(self.base, "log")
@@ -47,9 +49,11 @@ class Cluster:
             os.chown(self.base, pw.pw_uid, pw.pw_gid)
             self.as_user = ["runuser", "-u", "postgres", "--"]
             self.user = "postgres"
-        self._run([_bin("initdb"), "-D", self.data, "-A", "trust", "-U", self.user, "-E", "UTF8", "--no-sync"])
-        opts = f"-k {self.base} -c listen_addresses='' -c max_connections=200 -c shared_buffers=64MB"
-        self._run([_bin("pg_ctl"), "-D", self.data, "-o", opts, "-l", self.log, "-w", "-t", "60", "start"])
+        if primary is None:
+            self._run([_bin("initdb"), "-D", self.data, "-A", "trust", "-U", self.user, "-E", "UTF8", "--no-sync"])
+        else:
+            self._run([_bin("pg_basebackup"), "-D", self.data, "-h", primary.base, "-U", self.user, "-R", "-X", "stream", "-c", "fast"])
+        self.start()
         self.started = time.monotonic()
         self._n = 0
 
@@ -78,6 +82,15 @@ class Cluster:
     def start(self) -> None:
         opts = f"-k {self.base} -c listen_addresses='' -c max_connections=200 -c shared_buffers=64MB"
         self._run([_bin("pg_ctl"), "-D", self.data, "-o", opts, "-l", self.log, "-w", "-t", "60", "start"])
+
+    def standby(self) -> Cluster:
+        """A hot standby of this cluster, streaming from it (destroy it when done)."""
+        return Cluster(primary=self)
+
+    def url_of(self, primary_url: str) -> str:
+        """``primary_url``'s database, on this cluster (a standby has the primary's databases)."""
+        name = urllib.parse.urlsplit(primary_url).path.lstrip("/")
+        return self.url(name)
 
     def destroy(self) -> None:
         try:

@@ -330,3 +330,66 @@ def test_many_writers_one_chain(pg_url, tmp_path):
             kvcore.verify_consistency(seen[0], seen[-1], led.prove_consistency(seen[0].tx_id, seen[-1].tx_id))
         assert led.tx_id == total  # one transaction an acknowledgement, none lost, none twice
         assert led.audit().ok
+
+
+def test_a_ledger_copies_between_backends_byte_for_byte(tmp_path, pg_cluster):
+    """Files -> PostgreSQL -> files: every state, entry and proof the same; a copy into a ledger
+    that is not empty is refused."""
+    src = str(tmp_path / "src")
+    with Ledger.open(src) as led:
+        states = _fill(led, 25)
+        entries = {k: led.lookup(k) for k in (b"k%02d" % j for j in range(7))}
+    url = pg_cluster.new_database()
+    seen = []
+    assert kvcore.copy_ledger(src, url, progress=lambda done, total: seen.append((done, total))) == states[-1]
+    assert seen[-1] == (25, 25)
+    back = str(tmp_path / "back")
+    assert kvcore.copy_ledger(url, back) == states[-1]
+    for where in (url, back):
+        with Ledger.open(where) as led:
+            assert [led.state(s.tx_id) for s in states] == states
+            assert {k: led.lookup(k) for k in entries} == entries
+            kvcore.verify_entry(led.prove_entry(b"n010"), b"n010", b"", states[-1])
+            assert led.audit().ok
+    with pytest.raises(kvcore.InvalidInputError, match="already holds a ledger"):
+        kvcore.copy_ledger(src, url)
+    with Ledger.open(url) as led:
+        assert led.state() == states[-1]  # untouched
+
+
+def test_readers_on_a_hot_standby_see_an_older_state_never_a_wrong_one(pg_cluster):
+    """A reader on a streaming standby: it cannot write; what it reads is a state the primary
+    had (its root at every transaction is the primary's), at most behind, and it catches up."""
+    if not hasattr(pg_cluster, "standby"):
+        pytest.skip("an external server: no standby of ours")
+    url = pg_cluster.new_database()
+    with Ledger.open(url) as primary:
+        _fill(primary, 5)
+        standby = pg_cluster.standby()
+        try:
+            surl = standby.url_of(url)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # the standby has replayed the ledger's creation
+                try:
+                    Ledger.open(surl, readonly=True).close()
+                    break
+                except kvcore.FormatError:
+                    time.sleep(0.05)
+            w = Ledger.open(surl)
+            try:
+                with pytest.raises(StorageError, match="read-only"):
+                    w.set(b"x", b"y")  # a standby takes no writes
+            finally:
+                w.close()
+            states = _fill(primary, 20)
+            with Ledger.open(surl, readonly=True) as reader:
+                deadline = time.monotonic() + 30
+                while reader.refresh() < primary.tx_id and time.monotonic() < deadline:
+                    assert reader.state() == primary.state(reader.tx_id)  # behind, never other
+                    time.sleep(0.05)
+                assert reader.state() == states[-1]
+                kvcore.verify_entry(reader.prove_entry(b"n010"), b"n010", b"", states[-1])
+                cp = reader.prove_consistency(5, reader.tx_id)
+                kvcore.verify_consistency(primary.state(5), states[-1], cp)
+        finally:
+            standby.destroy()
