@@ -80,6 +80,7 @@ class Database:
         key_file: str | os.PathLike[str] | None = None,
         origin: str | None = None,
         progress: Callable[[str, int, int], None] | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.path = os.fspath(path)
         has_state = trusted_state is not None or (state_file is not None and os.path.exists(state_file))
@@ -90,6 +91,7 @@ class Database:
         self._engine = engine = Engine.open(
             self.path, readonly=readonly, wait=wait,
             key_file=None if key_file is None else os.fspath(key_file), origin=origin, progress=progress,
+            state_dir=None if state_dir is None else os.fspath(state_dir),
         )
         if verify:
             try:
@@ -328,8 +330,14 @@ def open(  # noqa: A001
     key_file: str | os.PathLike[str] | None = None,
     origin: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
 ) -> Database:
-    """Open (creating if missing) the embedded database in directory ``path``.
+    """Open (creating if missing) the embedded database in directory ``path``, or in the
+    PostgreSQL database a ``postgresql://user@host/dbname`` URL names (``pip install
+    'immudoc[postgres]'``): its ledger there, its derived state and signing key in the local
+    directory ``state_dir`` (default ``$IMMUDOC_STATE_DIR``, else one under ``~/.cache/immudoc``
+    named after the URL), one writer process at a time (docs/scale-out.md). A second machine
+    writing or signing for the same database needs the same key (``key_file``).
 
     ``readonly`` opens without the writer lock; ``wait`` waits for it.
 
@@ -355,5 +363,5 @@ def open(  # noqa: A001
     return Database(
         path, readonly=readonly, wait=wait, verify=verify, trusted_state=trusted_state, state_file=state_file,
         verifier_key=verifier_key, trust_unsigned=trust_unsigned, trust_on_first_use=trust_on_first_use,
-        key_file=key_file, origin=origin, progress=progress,
+        key_file=key_file, origin=origin, progress=progress, state_dir=state_dir,
     )

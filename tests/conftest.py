@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 # ------------------------------------------------------------------ the one `db` fixture
-IMPLEMENTATIONS = ("embedded", "remote")
+IMPLEMENTATIONS = ("embedded", "remote", "postgres")
 
 
 def pytest_configure(config):
@@ -30,9 +30,10 @@ def pytest_configure(config):
 
 def pytest_generate_tests(metafunc):
     """Every test that takes ``db`` runs once per implementation of the contract (docstore.api):
-    the embedded database and a remote one over a real socket, as TinyDB runs its table tests
-    on each storage and py-lmdb its suite on each backend. ``@pytest.mark.embedded`` keeps a
-    test to the embedded one (it reads files or the ledger)."""
+    the embedded database, a remote one over a real socket, and the embedded database with its
+    ledger in PostgreSQL, as TinyDB runs its table tests on each storage and py-lmdb its suite
+    on each backend. ``@pytest.mark.embedded`` keeps a test to the embedded one (it reads files
+    or the ledger)."""
     if "db" in metafunc.fixturenames:
         kinds = getattr(metafunc.module, "DB_KINDS", IMPLEMENTATIONS)  # a module may ask for others
         if metafunc.definition.get_closest_marker("embedded"):
@@ -75,6 +76,12 @@ def open_database(kind: str, path):
 
 @pytest.fixture
 def db(request, tmp_path):
+    if request.param == "postgres":  # the embedded database with its ledger in PostgreSQL (issue 17)
+        import docstore
+
+        with docstore.open(request.getfixturevalue("pg_url"), state_dir=tmp_path / "state") as d:
+            yield d
+        return
     with open_database(request.param, tmp_path / "db") as d:
         yield d
 

@@ -107,7 +107,7 @@ def open_db(ctx: typer.Context, *, write: bool = False, create: bool = False) ->
     if s.server is not None:
         return _connect(s, create)
     path = s.db
-    if not create and not os.path.isdir(os.path.join(path, "ledger")):
+    if not create and not _is_database(path):
         from docstore.cli.errors import DatabaseMissingError
 
         raise DatabaseMissingError(
@@ -150,12 +150,22 @@ def _check_write_can_stay_verified(s: Settings) -> None:
         )
 
 
+def _is_database(path: str) -> bool:
+    """Whether ``path`` holds a database: a directory with a ledger, or a ``postgresql://`` URL
+    (whose database the library opens, or says it holds no ledger)."""
+    from kvcore.storage.postgres import is_url
+
+    return is_url(path) or os.path.isdir(os.path.join(path, "ledger"))
+
+
 def _upgrade(path: str, bars: StageBars) -> None:
     """A read-only command on a database whose derived state is not on disk yet (one written
     by an earlier version) builds it once, with a progress bar, if it can take the writer
     lock; otherwise (another process writes, or the directory is read-only) it reads with a
     private derived state, as any reader does."""
-    if all(os.path.isdir(os.path.join(path, *p)) for p in (("state.lmdb",), ("ledger", "index.lmdb"))):
+    from kvcore.storage.postgres import is_url
+
+    if is_url(path) or all(os.path.isdir(os.path.join(path, *p)) for p in (("state.lmdb",), ("ledger", "index.lmdb"))):
         return
     import docstore
     import kvcore
@@ -400,6 +410,8 @@ def init(
     fmt: FormatOpt = None,
 ) -> None:
     """Create the database (at --db / IMMUDOC_DB) and its signing key, if there are none."""
+    from kvcore.storage.postgres import is_url, redact
+
     path = settings(ctx).db
     existed = os.path.isdir(os.path.join(path, "ledger"))
     if settings(ctx).server is not None:
@@ -409,8 +421,10 @@ def init(
     with docstore.open(path, origin=origin) as db:
         state = db.state()
         keys = db.verifier_keys()
+    if is_url(path):
+        existed = state.tx_id > 0
     result = {
-        "path": os.path.abspath(path), "created": not existed, "state": state.to_dict(),
+        "path": redact(path) if is_url(path) else os.path.abspath(path), "created": not existed, "state": state.to_dict(),
         "origin": keys[0].split("+")[0], "verifier_key": keys[0],
     }
     output.emit(
@@ -1044,7 +1058,7 @@ def serve(
     s = settings(ctx)
     if s.server is not None:
         raise typer.BadParameter("serve serves an embedded database: give --db, not --server")
-    if not os.path.isdir(os.path.join(s.db, "ledger")):
+    if not _is_database(s.db):
         from docstore.cli.errors import DatabaseMissingError
 
         raise DatabaseMissingError(f"no immudoc database at {s.db!r} (create one with `immudoc init`)")

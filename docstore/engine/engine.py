@@ -48,8 +48,11 @@ from docstore.errors import (
     TransactionTooLargeError,
     VerificationError,
 )
+from docstore.proofs import keyfile
 from docstore.proofs.trust import TrustTracker
 from docstore.statemap.hashing import run_root
+from kvcore.storage.postgres import is_url as is_postgres_url
+from kvcore.storage.postgres import redact as redact_url
 from docstore.statemap.tree import Plan
 
 CACHED_DOCS = 2048
@@ -165,23 +168,43 @@ class Engine:
         key_file: str | None = None,
         origin: str | None = None,
         progress: Callable[[str, int, int], None] | None = None,
+        state_dir: str | None = None,
     ) -> Engine:
         """Open (creating if missing and writable) the database in directory ``path``: its
         ledger, its signing keys, and its derived state (brought up to date from the log's
         tail; rebuilt from the whole log if it is missing, damaged or of another history,
-        ``progress(stage, done, total)`` reporting transactions: see :func:`docstore.open`)."""
+        ``progress(stage, done, total)`` reporting transactions: see :func:`docstore.open`).
+
+        ``path`` may be a ``postgresql://`` URL: the ledger lives in that PostgreSQL database
+        (kvcore.PostgresStorage, one writer process at a time), the derived state and the
+        signing key in the local directory ``state_dir`` (default ``$IMMUDOC_STATE_DIR``, else
+        one under ``~/.cache/immudoc`` named after the URL): a cache of the log, built from it
+        and caught up with it like a directory database's."""
         Signing.check_origin(origin)  # before anything is created
-        if not readonly:
+        url = None
+        if is_postgres_url(path):  # the ledger in PostgreSQL; the derived state in a local directory
+            url, path = path, state_dir or os.environ.get(STATE_DIR_ENV) or default_state_dir(path)
+            _prepare_state_dir(path, readonly)
+        elif not readonly:
             _prepare_dir(path)
-        ledger = kvcore.Ledger.open(
-            os.path.join(path, "ledger"), readonly=readonly, wait=wait,
-            unindexed_prefixes=(records.PROPERTY_PREFIX,),
-            index_lag=0,  # the key index committed with each transaction: readers open in O(1)
-            progress=None if progress is None else partial(progress, "key index"),
-        )
+        key_progress = None if progress is None else partial(progress, "key index")
+        if url is not None:
+            ledger = kvcore.Ledger(
+                kvcore.PostgresStorage(url, readonly=readonly, wait=wait, one_writer=True),
+                unindexed_prefixes=(records.PROPERTY_PREFIX,), index_lag=0, progress=key_progress,
+            )
+        else:
+            ledger = kvcore.Ledger.open(
+                os.path.join(path, "ledger"), readonly=readonly, wait=wait,
+                unindexed_prefixes=(records.PROPERTY_PREFIX,),
+                index_lag=0,  # the key index committed with each transaction: readers open in O(1)
+                progress=key_progress,
+            )
         derived = None if progress is None else partial(progress, "derived state")
         engine = None
         try:
+            if url is not None and not readonly:
+                _check_shared_key(url, path, key_file, ledger)
             signing = Signing.load(path, key_file, origin, create=not readonly)
             store, temp, note = _open_store(path, ledger, readonly)
             engine = cls(path, ledger, signing, store, temp)
@@ -801,6 +824,44 @@ def _remove_old_snapshot(path: str) -> None:
         os.unlink(os.path.join(path, "docs.snap"))
     except OSError:
         pass
+
+
+STATE_DIR_ENV = "IMMUDOC_STATE_DIR"
+
+
+def default_state_dir(url: str) -> str:
+    """Where a PostgreSQL database's local state goes by default: one directory per URL (its
+    password left out) under ``$XDG_CACHE_HOME/immudoc`` (``~/.cache/immudoc``)."""
+    import hashlib
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    digest = hashlib.sha256(redact_url(url).encode()).hexdigest()[:16]
+    return os.path.join(base, "immudoc", f"pg-{digest}")
+
+
+def _prepare_state_dir(path: str, readonly: bool) -> None:
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise kvcore.FormatError(f"the state directory {path!r} is not a directory")
+    if readonly:
+        return
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise kvcore.StorageError(f"cannot create the state directory {path!r}: {e.strerror}") from e
+
+
+def _check_shared_key(url: str, state_dir: str, key_file: str | None, ledger: kvcore.Ledger) -> None:
+    """A PostgreSQL database with transactions already has its signing key: a process that has
+    neither it here nor a key file must not make another (its checkpoints would not verify with
+    the key readers pin)."""
+    if key_file is not None or os.environ.get(keyfile.KEY_FILE_ENV) or ledger.tx_id == 0:
+        return
+    if not os.path.exists(os.path.join(state_dir, keyfile.KEY_FILE)):
+        raise StorageError(
+            f"the database {redact_url(url)} already holds transactions, and this machine has no copy of its "
+            f"signing key: give it (key_file=..., --key-file, IMMUDOC_KEY_FILE), or a state directory that "
+            f"holds it (state_dir=..., IMMUDOC_STATE_DIR; looked in {state_dir!r})"
+        )
 
 
 def _prepare_dir(path: str) -> None:

@@ -186,10 +186,22 @@ class PostgresStorage(Storage):
         return int(row[0])
 
     # ------------------------------------------------------------------ helpers
-    def _sql(self) -> Any:
+    @contextmanager
+    def _sql(self) -> Iterator[Any]:
+        """A cursor of the storage's connection, under its lock; psycopg's errors as StorageError."""
         if self._closed:
             raise StorageError("the PostgreSQL storage is closed")
-        return _Cursor(self)
+        with self._lock:
+            try:
+                cur = self._conn.cursor()
+            except self._psycopg.Error as e:
+                raise StorageError(f"PostgreSQL ({redact(self.url)}): {_first_line(e)}") from None
+            try:
+                yield cur
+            except self._psycopg.Error as e:
+                raise StorageError(f"PostgreSQL ({redact(self.url)}): {_first_line(e)}") from None
+            finally:
+                cur.close()
 
     # --------------------------------------------------------------- interface
     def tx_count(self) -> int:
@@ -414,32 +426,6 @@ class PostgresStorage(Storage):
             except Exception:  # noqa: BLE001 - closing a broken connection
                 pass
         self._cache.clear()
-
-
-class _Cursor:
-    """A cursor of the storage's connection, its errors as StorageError (under its lock)."""
-
-    def __init__(self, storage: PostgresStorage) -> None:
-        self.s = storage
-
-    def __enter__(self) -> Any:
-        self.s._lock.acquire()
-        try:
-            self.cur = self.s._conn.cursor()
-        except Exception as e:
-            self.s._lock.release()
-            if isinstance(e, self.s._psycopg.Error):
-                raise StorageError(f"PostgreSQL ({redact(self.s.url)}): {_first_line(e)}") from None
-            raise
-        return self.cur
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        try:
-            self.cur.close()
-        finally:
-            self.s._lock.release()
-        if exc is not None and isinstance(exc, self.s._psycopg.Error):
-            raise StorageError(f"PostgreSQL ({redact(self.s.url)}): {_first_line(exc)}") from None
 
 
 def _first_line(e: BaseException) -> str:

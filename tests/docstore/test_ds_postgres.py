@@ -1,0 +1,101 @@
+"""docstore with its ledger in PostgreSQL (issue 17): what is particular to it. (The document
+suite itself runs on it through the shared ``db`` fixture, kind ``postgres``.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import docstore
+import kvcore
+from docstore import StorageError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fill(db) -> None:
+    c = db.create_collection("p", indexes=["site"])
+    c.insert_many([{"_id": f"a{i}", "site": f"s{i % 3}", "n": i} for i in range(40)])
+    c.update("a1", {"$set": {"n": 100}})
+    c.delete("a2")
+
+
+def test_proofs_and_audit_on_postgres(pg_url, tmp_path):
+    with docstore.open(pg_url, state_dir=tmp_path / "state") as db:
+        _fill(db)
+        c, state, key = db["p"], db.state(), db.verifier_key()
+        assert docstore.verify(c.prove("a1"), state) == {"_id": "a1", "site": "s1", "n": 100}
+        assert docstore.verify(c.prove_latest("a1"), state, key)["n"] == 100
+        assert docstore.verify(c.prove_absent("a2"), db.checkpoint()) is None
+        found = docstore.verify(c.prove_find({"site": "s0"}), state, key)
+        assert sorted(d["_id"] for d in found) == sorted(d["_id"] for d in c.find({"site": "s0"}))
+        assert db.audit().ok
+    with docstore.open(pg_url, state_dir=tmp_path / "state") as db:  # reopened: the same
+        assert db.state() == state and db["p"].get("a1")["n"] == 100
+
+
+def test_one_writer_readers_and_other_machines(pg_url, tmp_path):
+    state_dir = tmp_path / "state"
+    with docstore.open(pg_url, state_dir=state_dir) as db:
+        _fill(db)
+        state = db.state()
+        with pytest.raises(kvcore.LockedError):
+            docstore.open(pg_url, state_dir=tmp_path / "other")
+        with docstore.open(pg_url, readonly=True, state_dir=tmp_path / "reader") as r:  # no key needed
+            assert r["p"].get("a1")["n"] == 100 and r.state() == state
+            db["p"].insert({"_id": "late", "site": "s9"})
+    # another machine: without the key it may not write (its checkpoints would not verify)
+    with pytest.raises(StorageError, match="no copy of its signing key"):
+        docstore.open(pg_url, state_dir=tmp_path / "m2")
+    key_file = state_dir / "signing.key"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kvcore.RecoveryWarning)  # its derived state: built from the log
+        with docstore.open(pg_url, state_dir=tmp_path / "m2", key_file=key_file) as db2:
+            assert db2["p"].get("late") == {"_id": "late", "site": "s9"}
+            assert db2.audit().ok
+            db2["p"].insert({"_id": "from-m2"})
+            note = db2.checkpoint()
+    with docstore.open(pg_url, state_dir=state_dir) as db:  # the first machine catches up from the log
+        assert db["p"].get("from-m2") == {"_id": "from-m2"}
+        assert db.checkpoint() == note  # the same key signs the same state the same way
+
+
+def test_a_changed_row_is_refused(pg_url, tmp_path):
+    import psycopg
+
+    with docstore.open(pg_url, state_dir=tmp_path / "state") as db:
+        _fill(db)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE kv_tx SET payload = overlay(payload placing '\\xff'::bytea from 70 for 1) WHERE tx_id = 2")
+    with pytest.raises((kvcore.CorruptionError, docstore.CorruptDataError)):
+        with docstore.open(pg_url, state_dir=tmp_path / "state") as db:
+            report = db.audit()
+            raise kvcore.CorruptionError(str(report)) if not report.ok else AssertionError("not caught")
+
+
+def test_the_command_line_takes_a_postgres_url(pg_url, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "IMMUDOC_STATE_DIR": str(tmp_path / "state")}
+    env.pop("IMMUDOC_DB", None)
+
+    def immudoc(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", "from docstore.cli import main; main()", "--db", pg_url, *args],
+                              input=stdin, capture_output=True, text=True, env=env, timeout=120)
+
+    assert immudoc("init").returncode == 0
+    assert immudoc("collection", "create", "visits").returncode == 0
+    assert immudoc("insert", "visits", "-", stdin=json.dumps({"_id": "V-1", "mg": 50})).returncode == 0
+    got = immudoc("get", "visits", "V-1", "-f", "json")
+    assert got.returncode == 0 and json.loads(got.stdout) == {"_id": "V-1", "mg": 50}
+    saved = tmp_path / "trusted.checkpoint"
+    assert immudoc("state", "--save", str(saved)).returncode == 0
+    proof = tmp_path / "p.json"
+    assert immudoc("prove", "visits", "V-1", "--latest", "-o", str(proof)).returncode == 0
+    checked = immudoc("verify", str(proof), "--state", str(saved))
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(immudoc("audit").stdout)["ok"] is True  # JSON in a pipe
