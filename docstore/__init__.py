@@ -31,7 +31,9 @@ _PUBLIC: dict[str, tuple[str, ...]] = {  # the public names, listed once: module
     "docstore.remote": ("connect",),
 }
 _LAZY = {name: module for module, names in _PUBLIC.items() for name in names}
-_SUBMODULES = {"api", "cli", "collections", "database", "documents", "engine", "errors", "proofs", "remote", "transactions"}
+_SUBMODULES = {
+    "api", "cli", "collections", "database", "documents", "engine", "errors", "migrate", "proofs", "remote", "transactions",
+}
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # the same names, for type checkers (each module's __all__ lists them)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from kvcore.errors import InvalidInputError, VerificationError
 from kvcore.hashing import header_size, tx_leaf_hash
@@ -23,12 +23,14 @@ from kvcore.tree import MerkleTree
 
 
 def copy_ledger(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, progress: Callable[[int, int], None] | None = None
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, progress: Callable[[int, int], None] | None = None,
+    unindexed_prefixes: Iterable[bytes] = (),
 ) -> State:
     """Copy the ledger at ``src`` into a new, empty ledger at ``dst`` (each a directory or a
     ``postgresql://`` URL); returns the state, the same on both (checked). ``progress(done,
     total)`` is called as transactions are copied. The source is opened read-only (a writer
-    may go on; what it commits after the copy started is not copied)."""
+    may go on; what it commits after the copy started is not copied). The copy's key index is
+    built with ``unindexed_prefixes`` (as the copy will be opened: see :meth:`Ledger.open`)."""
     source = Ledger.open(src, readonly=True)
     try:
         want = source.state()
@@ -49,7 +51,7 @@ def copy_ledger(
         source.close()
     with warnings.catch_warnings():  # the copy has no key index yet: opening it builds one
         warnings.simplefilter("ignore", RecoveryWarning)
-        with Ledger.open(dst) as copy:
+        with Ledger.open(dst, unindexed_prefixes=unindexed_prefixes) as copy:
             got = copy.state()
     if got != want:
         raise VerificationError(

@@ -956,6 +956,34 @@ def audit(
         raise AuditFailedError(str(report))
 
 
+@app.command()
+def migrate(
+    src: Annotated[str, typer.Argument(metavar="SRC", help="The database to copy: a directory or a postgresql:// URL.")],
+    dst: Annotated[str, typer.Argument(metavar="DST", help="Where to: a new directory or a postgresql:// URL of an empty database.")],
+    key_file: Annotated[
+        Optional[str], typer.Option("--key-file", metavar="FILE", help="The source's signing key (default: its own).")
+    ] = None,
+    fmt: FormatOpt = None,
+) -> None:
+    """Copy a database to another backend (a directory and PostgreSQL, either way): the ledger
+    byte for byte and its signing key; succeeds only if the copy's state and signed checkpoint
+    equal the source's. A PostgreSQL side keeps its local state in IMMUDOC_STATE_DIR (default
+    under ~/.cache/immudoc)."""
+    from docstore.migrate import migrate as run
+    from kvcore.storage.postgres import is_url, redact
+
+    bars = StageBars("copying ({})")
+    try:
+        result = run(src, dst, key_file=key_file, progress=lambda done, total: bars("transactions", done, total))
+    finally:
+        bars.close()
+    shown = {"from": redact(src) if is_url(src) else src, "to": redact(dst) if is_url(dst) else dst} | result
+    output.emit(
+        shown, _fmt(fmt),
+        lambda r: f"migrated {r['transactions']} transactions from {r['from']} to {r['to']}: same state and signed checkpoint",
+    )
+
+
 @app.command("export")
 def export_(
     ctx: typer.Context,

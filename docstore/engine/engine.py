@@ -190,7 +190,10 @@ class Engine:
         key_progress = None if progress is None else partial(progress, "key index")
         if url is not None:
             ledger = kvcore.Ledger(
-                kvcore.PostgresStorage(url, readonly=readonly, wait=wait, one_writer=True),
+                kvcore.PostgresStorage(
+                    url, readonly=readonly, wait=wait, one_writer=True,
+                    index_dir=None if readonly else os.path.join(path, "index.lmdb"),  # derived, checked at open
+                ),
                 unindexed_prefixes=(records.PROPERTY_PREFIX,), index_lag=0, progress=key_progress,
             )
         else:

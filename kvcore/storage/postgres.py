@@ -33,6 +33,7 @@ from typing import Any
 
 from kvcore.errors import CorruptionError, FormatError, LockedError, ReadOnlyError, StorageError
 from kvcore.storage.base import Storage
+from kvcore.tree import node_count
 
 FORMAT_NAME = b"immudoc-kvcore"
 FORMAT_VERSION = 2
@@ -85,14 +86,18 @@ class PostgresStorage(Storage):
 
     def __init__(
         self, url: str, *, readonly: bool = False, wait: bool | float = False, format_version: int = FORMAT_VERSION,
-        one_writer: bool = False,
+        one_writer: bool = False, index_dir: str | None = None,
     ) -> None:
+        """``index_dir``: a local directory for the ledger's key index (derived data: checked
+        against the log at open, rebuilt when it is another ledger's or damaged); None keeps
+        the index in memory, built from the log at open."""
         if format_version not in (1, 2):
             raise ValueError(f"no ledger format version {format_version!r}")
         self.url = url
         self.readonly = readonly
         self.many_writers = not one_writer and not readonly
         self._in_append = False
+        self._index_dir = index_dir
         self.format_version = format_version
         self.recovery_notes = []
         self._psycopg = _psycopg()
@@ -206,6 +211,9 @@ class PostgresStorage(Storage):
     # --------------------------------------------------------------- interface
     def tx_count(self) -> int:
         return self._count
+
+    def index_path(self) -> str | None:
+        return self._index_dir
 
     @contextmanager
     def append_lock(self) -> Iterator[int]:
@@ -376,14 +384,25 @@ class PostgresStorage(Storage):
         return data[: len(data) // 32 * 32]
 
     def replace_tree(self, nodes: bytes) -> None:
+        """Replace the stored tree (a repair at open), under the head lock and only if ``nodes``
+        are those of the ledger as it still is: with many writers, another may have appended
+        since this one read the count (then its rows stay; the next open checks them again)."""
         if self.readonly:
             return
-        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
-            cur.execute("DELETE FROM kv_tree")
-            seq = 0
-            for i in range(0, len(nodes), TREE_CHUNK):
-                seq += 1
-                cur.execute("INSERT INTO kv_tree VALUES (%s, %s)", (seq, nodes[i : i + TREE_CHUNK]))
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN")
+                row = self._conn.execute("SELECT tx_count FROM kv_head WHERE id = 1 FOR UPDATE").fetchone()
+                if row is None or len(nodes) != node_count(int(row[0])) * 32:
+                    self._rollback()
+                    return
+                self._conn.execute("DELETE FROM kv_tree")
+                for seq, i in enumerate(range(0, len(nodes), TREE_CHUNK), start=1):
+                    self._conn.execute("INSERT INTO kv_tree VALUES (%s, %s)", (seq, nodes[i : i + TREE_CHUNK]))
+                self._conn.execute("COMMIT")
+            except self._psycopg.Error as e:
+                self._rollback()
+                raise StorageError(f"cannot repair the tree in {redact(self.url)}: {_first_line(e)}") from None
 
     def tree_mark(self) -> tuple[int, int] | None:
         with self._sql() as cur:

@@ -99,3 +99,74 @@ def test_the_command_line_takes_a_postgres_url(pg_url, tmp_path):
     checked = immudoc("verify", str(proof), "--state", str(saved))
     assert checked.returncode == 0, checked.stderr
     assert json.loads(immudoc("audit").stdout)["ok"] is True  # JSON in a pipe
+
+
+def test_a_local_state_of_another_history_is_rebuilt(pg_url, tmp_path):
+    """The state directory is a cache of the ledger: pointed at a database that now holds
+    another ledger (restored, or dropped and made again), its derived state and key index are
+    found to be of another history and rebuilt from the log; nothing stale is read."""
+    import psycopg
+
+    state_dir = tmp_path / "state"
+    with docstore.open(pg_url, state_dir=state_dir) as db:
+        _fill(db)
+        assert (state_dir / "index.lmdb").is_dir() and (state_dir / "state.lmdb").is_dir()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE kv_meta, kv_head, kv_tx, kv_tree")
+    key_file = state_dir / "signing.key"
+    with pytest.warns(kvcore.RecoveryWarning):
+        with docstore.open(pg_url, state_dir=state_dir, key_file=key_file) as db:
+            c = db.create_collection("q")
+            c.insert({"_id": "only"})
+            c.insert({"_id": "two"})
+            c.insert({"_id": "three"})
+            c.insert({"_id": "four"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", kvcore.RecoveryWarning)  # the rebuilt cache is now the new ledger's
+        with docstore.open(pg_url, state_dir=state_dir) as db:
+            assert db.collections() == ["q"] and db["q"].count() == 4
+            assert db.audit().ok
+
+
+def test_migrate_a_directory_to_postgres_and_back(pg_cluster, tmp_path):
+    """immudoc migrate: directory -> PostgreSQL -> directory; each copy has the source's state
+    and signed checkpoint, and holds the same documents; a destination in use is refused."""
+    from docstore.migrate import migrate
+
+    src = tmp_path / "src"
+    with docstore.open(src) as db:
+        _fill(db)
+        state, note, docs = db.state(), db.checkpoint(), list(db["p"].find({}))
+    url = pg_cluster.new_database()
+    r = migrate(src, url, dst_state_dir=tmp_path / "pgstate")
+    assert r["transactions"] == state.tx_id and r["checkpoint"] == note
+    with docstore.open(url, state_dir=tmp_path / "pgstate") as db:
+        assert db.state() == state and list(db["p"].find({})) == docs
+        db["p"].insert({"_id": "after"})  # it writes on, signed by the same key
+        assert db.verifier_key() == docstore.open(src, readonly=True).verifier_key()
+        state2 = db.state()
+    back = tmp_path / "back"
+    r = migrate(url, back, src_state_dir=tmp_path / "pgstate")
+    assert r["state"] == state2.to_dict()
+    with docstore.open(back) as db:
+        assert db["p"].get("after") == {"_id": "after"} and db.audit().ok
+    with pytest.raises(docstore.QueryError, match="not a new or empty directory"):
+        migrate(src, back)
+    with pytest.raises(docstore.QueryError, match="already holds a ledger"):
+        migrate(src, url, dst_state_dir=tmp_path / "other")
+
+
+def test_immudoc_migrate(pg_url, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "IMMUDOC_STATE_DIR": str(tmp_path / "state")}
+    env.pop("IMMUDOC_DB", None)
+    src = tmp_path / "src"
+    with docstore.open(src) as db:
+        _fill(db)
+        state = db.state()
+    r = subprocess.run([sys.executable, "-c", "from docstore.cli import main; main()", "migrate", str(src), pg_url, "-f", "json"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["state"] == state.to_dict() and out["to"] == pg_url and out["transactions"] == state.tx_id
+    with docstore.open(pg_url, state_dir=tmp_path / "state") as db:
+        assert db.state() == state and db["p"].get("a1")["n"] == 100
