@@ -395,3 +395,24 @@ def test_readers_on_a_hot_standby_see_an_older_state_never_a_wrong_one(pg_cluste
                 kvcore.verify_consistency(primary.state(5), states[-1], cp)
         finally:
             standby.destroy()
+
+
+def test_the_connection_cut_under_a_writer(pg_url):
+    """The writer's connection terminated by the server (as a network cut does): the next commit
+    fails with a typed error and writes nothing; reopened, everything acknowledged is there."""
+    led = Ledger.open(pg_url)
+    try:
+        for i in range(10):
+            led.set(b"c%02d" % i, b"v")
+        state = led.state()
+        _psql(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with pytest.raises(StorageError):
+            led.set(b"lost", b"v")
+        assert led.state() == state
+    finally:
+        led.close()
+    with Ledger.open(pg_url) as again:
+        assert again.state() == state and again.lookup(b"lost") is None
+        again.set(b"after", b"v")
+        assert again.audit().ok
