@@ -97,6 +97,7 @@ class PostgresStorage(Storage):
         self.readonly = readonly
         self.many_writers = not one_writer and not readonly
         self._in_append = False
+        self._appending = False  # inside append_lock: the head row locked on self._conn
         self._index_dir = index_dir
         self.format_version = format_version
         self.recovery_notes = []
@@ -233,9 +234,11 @@ class PostgresStorage(Storage):
                 self._rollback()
                 raise CorruptionError(f"ledger {redact(self.url)}: its kv_head row is missing")
             self._in_append = True
+            self._appending = True
             try:
                 yield int(row[0])
             finally:
+                self._appending = False
                 if self._in_append:  # no append (an error, a conflict): nothing written
                     self._in_append = False
                     self._rollback()
@@ -352,15 +355,36 @@ class PostgresStorage(Storage):
             return bytes(cur.fetchone()[0])
 
     def scan(self, first_tx: int = 1) -> Iterator[tuple[int, bytes, bytes]]:
+        """Re-read transactions from the rows, checking each one's checksum and that none is
+        missing. Inside an append (a writer taking in others' transactions, under the head
+        lock) on the storage's connection; otherwise (an audit, a reader's refresh, which may
+        take long while other threads commit) on a connection of its own."""
         first = max(first_tx, 1)
-        if first > self._count:
+        last = self._count
+        if first > last:
             return
+        if self._appending:
+            yield from self._scan_rows(self._conn, first, last)
+            return
+        try:
+            own = self._psycopg.connect(self.url)
+        except self._psycopg.Error as e:
+            raise StorageError(f"cannot connect to {redact(self.url)}: {_first_line(e)}") from None
+        try:
+            with own.transaction():
+                yield from self._scan_rows(own, first, last)
+        except self._psycopg.Error as e:
+            raise StorageError(f"PostgreSQL ({redact(self.url)}): {_first_line(e)}") from None
+        finally:
+            own.close()
+
+    def _scan_rows(self, conn: Any, first: int, last: int) -> Iterator[tuple[int, bytes, bytes]]:
         expected = first
-        with self._conn.transaction(), self._conn.cursor(name=f"kv_scan_{id(self)}") as cur:
+        with conn.cursor(name=f"kv_scan_{id(self)}_{first}") as cur:
             cur.itersize = SCAN_BATCH
             cur.execute(
                 "SELECT tx_id, payload, extra, crc FROM kv_tx WHERE tx_id >= %s AND tx_id <= %s ORDER BY tx_id",
-                (first, self._count),
+                (first, last),
             )
             for tx_id, payload, extra, crc in cur:
                 if tx_id != expected:
@@ -370,16 +394,20 @@ class PostgresStorage(Storage):
                     raise CorruptionError(f"transaction {tx_id}: stored bytes fail their checksum")
                 yield tx_id, payload, extra
                 expected += 1
-        if expected != self._count + 1:
+        if expected != last + 1:
             raise CorruptionError(f"transaction {expected} is missing from {redact(self.url)}")
 
     def tree_nodes(self) -> bytes:
         parts = []
-        with self._conn.transaction(), self._conn.cursor(name=f"kv_tree_{id(self)}") as cur:
-            cur.itersize = 4096
-            cur.execute("SELECT nodes FROM kv_tree ORDER BY seq")
-            for (nodes,) in cur:
-                parts.append(bytes(nodes))
+        with self._lock:
+            try:
+                with self._conn.transaction(), self._conn.cursor(name=f"kv_tree_{id(self)}") as cur:
+                    cur.itersize = 4096
+                    cur.execute("SELECT nodes FROM kv_tree ORDER BY seq")
+                    for (nodes,) in cur:
+                        parts.append(bytes(nodes))
+            except self._psycopg.Error as e:
+                raise StorageError(f"PostgreSQL ({redact(self.url)}): {_first_line(e)}") from None
         data = b"".join(parts)
         return data[: len(data) // 32 * 32]
 

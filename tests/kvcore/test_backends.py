@@ -416,3 +416,27 @@ def test_the_connection_cut_under_a_writer(pg_url):
         assert again.state() == state and again.lookup(b"lost") is None
         again.set(b"after", b"v")
         assert again.audit().ok
+
+
+def test_an_audit_while_another_thread_commits(where):
+    """A long scan (the audit) and commits from another thread at once: both go through (on
+    PostgreSQL the scan reads on a connection of its own, so a commit never ends it)."""
+    import threading
+
+    with Ledger.open(where) as led:
+        _fill(led, 60)
+        errors: list[BaseException] = []
+
+        def commit() -> None:
+            try:
+                for i in range(40):
+                    led.set(b"t%03d" % i, b"v")
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        t = threading.Thread(target=commit)
+        t.start()
+        reports = [led.audit() for _ in range(3)]
+        t.join()
+        assert errors == [] and all(r.ok for r in reports)
+        assert led.tx_id == 100 and led.audit().ok
