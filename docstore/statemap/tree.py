@@ -151,7 +151,7 @@ class StateMap:
                 elif added:
                     root = added[-1][1]
                 else:
-                    root = self._only_node(txn, level).hash
+                    root = self._only_node(txn, level, puts).hash
                 for above in range(level + 1, len(levels)):
                     self._drop_level(txn, above, puts)
                 del levels[level + 1 :]
@@ -250,12 +250,19 @@ class StateMap:
                     carry = _slice(merged, start, m)
         return removed, added
 
-    def _only_node(self, txn: lmdb.Transaction, level: int) -> Node:
+    def _only_node(self, txn: lmdb.Transaction, level: int, puts: dict[bytes, bytes | None]) -> Node:
+        """The one node of ``level`` left after the plan: a stored one that the plan does not
+        remove (the plan's removals are not applied yet: its stored neighbours still are)."""
         cur = txn.cursor(db=self.db)
         pre = bytes((level,))
-        if not (cur.set_range(pre) and cast(bytes, cur.key())[:1] == pre):
-            raise CorruptDataError(f"the state map has no node of level {level}")
-        return nodes.decode(cast(bytes, cur.value()))
+        if cur.set_range(pre):
+            for rk, raw in cast("Iterator[tuple[bytes, bytes]]", iter(cur)):
+                if rk[:1] != pre:
+                    break
+                if rk in puts and puts[rk] is None:
+                    continue
+                return nodes.decode(raw)
+        raise CorruptDataError(f"the state map has no node of level {level}")
 
     def _drop_level(self, txn: lmdb.Transaction, level: int, puts: dict[bytes, bytes | None]) -> None:
         cur = txn.cursor(db=self.db)

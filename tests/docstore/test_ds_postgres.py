@@ -143,7 +143,8 @@ def test_migrate_a_directory_to_postgres_and_back(pg_cluster, tmp_path):
     with docstore.open(url, state_dir=tmp_path / "pgstate") as db:
         assert db.state() == state and list(db["p"].find({})) == docs
         db["p"].insert({"_id": "after"})  # it writes on, signed by the same key
-        assert db.verifier_key() == docstore.open(src, readonly=True).verifier_key()
+        with docstore.open(src, readonly=True) as old:
+            assert db.verifier_key() == old.verifier_key()
         state2 = db.state()
     back = tmp_path / "back"
     r = migrate(url, back, src_state_dir=tmp_path / "pgstate")
