@@ -171,3 +171,36 @@ def test_immudoc_migrate(pg_url, tmp_path):
     assert out["state"] == state.to_dict() and out["to"] == pg_url and out["transactions"] == state.tx_id
     with docstore.open(pg_url, state_dir=tmp_path / "state") as db:
         assert db.state() == state and db["p"].get("a1")["n"] == 100
+
+
+def test_a_server_on_a_postgres_database_and_a_verifying_client(pg_url, tmp_path):
+    """`immudoc --db postgresql://... serve`, and a client that verifies every read (its first
+    state and the server's key pinned on first use): writes, proven reads and counts."""
+    import re
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "IMMUDOC_STATE_DIR": str(tmp_path / "state")}
+    env.pop("IMMUDOC_DB", None)
+    cli = [sys.executable, "-c", "from docstore.cli import main; main()", "--db", pg_url]
+    assert subprocess.run([*cli, "init"], env=env, capture_output=True, timeout=120).returncode == 0
+    assert subprocess.run([*cli, "collection", "create", "t", "--index", "k"], env=env, capture_output=True, timeout=120).returncode == 0
+    proc = subprocess.Popen([*cli, "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
+        assert match, line
+        with docstore.connect(match.group(1), trust_on_first_use=True, state_file=tmp_path / "client.state") as db:
+            db["t"].insert_many([{"_id": f"d{i}", "k": i % 3} for i in range(12)])
+            db["t"].update("d4", {"$set": {"k": 9}})
+            assert db["t"].get("d4") == {"_id": "d4", "k": 9}  # proven current
+            assert db["t"].count({"k": 1}) == 3  # proven complete
+            with pytest.raises(docstore.DocumentNotFoundError):
+                db["t"].get("nope")  # its absence proven
+            state = db.trusted_state
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    with pytest.warns(kvcore.RecoveryWarning, match="private copy"):  # a new reader builds its own
+        r = docstore.open(pg_url, readonly=True, state_dir=tmp_path / "reader")
+    with r:
+        assert r.state() == state
