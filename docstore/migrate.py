@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import kvcore
+from kvcore.ledger import open_storage
 from kvcore.storage.postgres import is_url, redact
 
 from docstore.database import open as open_db
@@ -89,12 +90,16 @@ def _key_of(path: str, state_dir: str | os.PathLike[str] | None) -> str:
 def _check_new(dst: str, dst_dir: str) -> None:
     """The destination holds no database (nothing is overwritten)."""
     if is_url(dst):
-        try:
-            with kvcore.Ledger.open(dst, readonly=True) as led:
-                if led.tx_id:
-                    raise QueryError(f"the destination {_name(dst)} already holds a ledger: migrate into a new database")
+        try:  # the storage alone: opening a ledger would build its key index to answer this
+            storage = open_storage(dst, readonly=True)
         except kvcore.FormatError:
-            pass  # no ledger there: good
+            storage = None  # no ledger there: good
+        if storage is not None:
+            try:
+                if storage.tx_count():
+                    raise QueryError(f"the destination {_name(dst)} already holds a ledger: migrate into a new database")
+            finally:
+                storage.close()
         if os.path.exists(os.path.join(dst_dir, keyfile.KEY_FILE)):
             raise QueryError(f"the destination's state directory {dst_dir!r} already holds a signing key")
         return

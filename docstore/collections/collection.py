@@ -423,17 +423,11 @@ class Collection:
         state: kvcore.State | None, known_state: kvcore.State | None, with_header: bool = False,
     ) -> StateProof:
         from docstore.proofs.provestate import prove_find
-        from docstore.proofs.statebundle import Query
+        from docstore.proofs.statebundle import checked_query
 
-        compile_filter(filter)
-        cursor.check_paging(skip, limit)
-        if sort is not None:
-            cursor.sort_key(sort)
+        query = checked_query(op, filter, sort, skip, limit, field)
         self._engine.require_collection(self.name)
-        return prove_find(
-            self._engine, self.name, Query(op, dict(filter or {}), sort, skip, limit, field), state, known_state,
-            with_header,
-        )
+        return prove_find(self._engine, self.name, query, state, known_state, with_header)
 
     # ------------------------------------------------------- schema, indexes
     def _meta(self) -> dict[str, Any]:

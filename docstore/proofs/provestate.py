@@ -23,6 +23,7 @@ from docstore.errors import (
     QueryError,
 )
 from docstore.proofs.bundle import Property
+from docstore.proofs.checkpoint import read_unverified
 from docstore.proofs.prove import _bundle
 from docstore.proofs.statebundle import DocEntries, Query, StateProof
 from docstore.proofs.verifystate import planned_ranges
@@ -39,25 +40,27 @@ MAX_PROVEN_DOCUMENTS = 100_000
 the filter, or use a limit)."""
 
 
-def _head(engine: Engine, tx_id: int) -> tuple[kvcore.State, kvcore.TxHeader, list[bytes]]:
-    """The state after ``tx_id``, its transaction's header and the header's inclusion path."""
+def _state_of(engine: Engine, tx_id: int) -> kvcore.State:
+    """The state after ``tx_id``, whose header must commit to a state map."""
     if tx_id == 0:
         raise ProofUnavailableError("the database is empty: there is no state to prove against yet")
-    state = engine.ledger.state(tx_id)
-    p = engine.ledger.prove_entry_at(tx_id, 0, state)
-    if p.header.state_root is None:
+    if engine.ledger.header(tx_id).state_root is None:
         raise ProofUnavailableError(
             f"transaction {tx_id} was committed before the state map existed (its header is of "
             "version 1): commit a transaction, and the state after it can be proven"
         )
-    return state, p.header, p.tx_path
+    return engine.ledger.state(tx_id)
 
 
 def _finish(engine: Engine, proof: StateProof, known: kvcore.State | None, with_header: bool) -> StateProof:
-    """The bundle: its checkpoint and consistency proof added, and its state's header dropped
-    when the checkpoint names the map root, unless asked for (a verifier that pins no key)."""
+    """The bundle: its checkpoint and consistency proof added, and its state's header with the
+    header's inclusion path when asked for (a verifier that pins no key) or when no checkpoint
+    names the map root (a database without a key): only then are they read."""
     done: StateProof = _bundle(engine, proof, known)  # type: ignore[arg-type,assignment]
-    return done if with_header else done.without_header()
+    if with_header or done.checkpoint is None or read_unverified(done.checkpoint).map_root is None:
+        p = engine.ledger.prove_entry_at(done.state.tx_id, 0, done.state)
+        done = done._replace(head=p.header, head_path=p.tx_path)
+    return done
 
 
 def _snapshot(
@@ -143,8 +146,8 @@ def prove_latest(
     header, entries = document_entries(engine, loc_tx, index, pointer)
     if (header.collection, header.id) != (coll, doc_id) or header.deleted:
         raise CorruptDataError(f"the state map's entry for {doc_id!r} in {coll!r} names another revision")
-    st, head, head_path = _head(engine, tx_id)
-    proof = StateProof("latest", coll, st, head, head_path, map=node, id=doc_id, pointer=pointer, documents=[entries])
+    st = _state_of(engine, tx_id)
+    proof = StateProof("latest", coll, st, None, [], map=node, id=doc_id, pointer=pointer, documents=[entries])
     return _finish(engine, proof, known_state, with_header)
 
 
@@ -159,8 +162,8 @@ def prove_absent(
         if smap.get(txn, key) is not None:
             raise QueryError(f"document {doc_id!r} exists in {coll!r}: prove it with prove_latest")
         node = prove_range(smap, txn, key, key + b"\x00")
-    st, head, head_path = _head(engine, tx_id)
-    proof = StateProof("absent", coll, st, head, head_path, map=node, id=doc_id)
+    st = _state_of(engine, tx_id)
+    proof = StateProof("absent", coll, st, None, [], map=node, id=doc_id)
     return _finish(engine, proof, known_state, with_header)
 
 
@@ -219,9 +222,9 @@ def prove_find(
     (_k, def_bytes), = engine.ledger.entry_items(def_tx, def_index, 1)
     if def_bytes is None:
         raise CorruptDataError(f"collection {coll!r}: its definition entry is a tombstone")
-    st, head, head_path = _head(engine, tx_id)
+    st = _state_of(engine, tx_id)
     proof = StateProof(
-        "find", coll, st, head, head_path, documents=documents, query=query, indexed=field,
+        "find", coll, st, None, [], documents=documents, query=query, indexed=field,
         definition=(def_bytes, def_node), ranges=ranges, single=single,
     )
     return _finish(engine, proof, known_state, with_header)
@@ -249,6 +252,6 @@ def prove_collections(
         if raw is None:
             raise CorruptDataError("a collection's definition entry is a tombstone")
         definitions.append(raw)
-    st, head, head_path = _head(engine, tx_id)
-    proof = StateProof("collections", "", st, head, head_path, map=node, definitions=definitions)
+    st = _state_of(engine, tx_id)
+    proof = StateProof("collections", "", st, None, [], map=node, definitions=definitions)
     return _finish(engine, proof, known_state, with_header)

@@ -22,6 +22,8 @@ import kvcore
 from kvcore.hashing import decode_header, header_size, tx_leaf_hash
 from kvcore.merkle import root_from_inclusion
 
+from docstore.collections.cursor import check_paging, sort_key
+from docstore.collections.query import compile_filter
 from docstore.errors import VerificationError
 from docstore.proofs.bundle import (
     FORMAT, MAX_BUNDLE_BYTES, Property, Proof, b64, check_utf8, consistency_of, dumps, hashes_of, nonneg_int,
@@ -75,6 +77,18 @@ class Query(NamedTuple):
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.op, "filter": self.filter, "sort": self.sort, "skip": self.skip,
                 "limit": self.limit, "field": self.field}
+
+
+def checked_query(
+    op: str, filter: dict | None, sort: Any, skip: int, limit: int | None, field: str | None  # noqa: A002
+) -> Query:
+    """The query a find/count/distinct proof states, checked as the collection's own find checks
+    it (QueryError for a malformed filter, paging or sort), before anything is asked or read."""
+    compile_filter(filter)
+    check_paging(skip, limit)
+    if sort is not None:
+        sort_key(sort)
+    return Query(op, dict(filter or {}), sort, skip, limit, field)
 
 
 class StateProof(NamedTuple):
@@ -134,13 +148,6 @@ class StateProof(NamedTuple):
         d |= trust_fields(self)
         del d["state"]  # the checkpoint's, or where the head's path leads
         return d
-
-    def without_header(self) -> StateProof:
-        """The bundle without ``head`` and ``head_path``, when its checkpoint names the state
-        map's root (else itself: the header is the only way the map root is known)."""
-        if self.checkpoint is None or read_unverified(self.checkpoint).map_root is None:
-            return self
-        return self._replace(head=None, head_path=[])
 
     def to_json(self, indent: bool = False) -> str:
         return dumps(self.to_dict(), indent)

@@ -24,7 +24,7 @@ from docstore.errors import (
 from docstore.documents.flatten import split_pointer
 from docstore.documents.ids import check_id, in_groups
 from docstore.proofs.bundle import Proof
-from docstore.proofs.statebundle import Query, StateProof
+from docstore.proofs.statebundle import Query, StateProof, checked_query
 from docstore.proofs.verify import verify
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
@@ -459,11 +459,7 @@ class RemoteCollection:
         self, op: str, filter: dict | None, sort: Any, skip: int, limit: int | None, field: str | None,  # noqa: A002
         state: kvcore.State | None, known_state: kvcore.State | None, with_header: bool = False,
     ) -> StateProof:
-        compile_filter(filter)  # fail here, as embedded, on a malformed query
-        cursor.check_paging(skip, limit)
-        if sort is not None:
-            cursor.sort_key(sort)
-        query = Query(op, dict(filter or {}), sort, skip, limit, field)
+        query = checked_query(op, filter, sort, skip, limit, field)  # fail here, as embedded, on a malformed query
         return self._conn.prove_state(self.name, "find", "", None, query, state, known_state, with_header)
 
     # ------------------------------------------------------- schema, indexes

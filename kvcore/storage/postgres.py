@@ -267,16 +267,17 @@ class PostgresStorage(Storage):
             self._in_append = False
             try:
                 conn = self._conn
-                head = conn.execute("SELECT tx_count FROM kv_head WHERE id = 1").fetchone()
-                if head is None or head[0] != tx_id - 1:
-                    raise StorageError(
-                        f"ledger {redact(self.url)}: its head is at {None if head is None else head[0]}, "
-                        f"not {tx_id - 1}: another writer appended without its lock"
-                    )
                 conn.execute("INSERT INTO kv_tx VALUES (%s, %s, %s, %s)", (tx_id, payload, extra, crc))
-                if tree_nodes:
-                    conn.execute("INSERT INTO kv_tree VALUES (%s, %s)", (self._tree_seq_next(), tree_nodes))
-                conn.execute("UPDATE kv_head SET tx_count = %s WHERE id = 1", (tx_id,))
+                if tree_nodes:  # the next row number: another writer may have added rows since
+                    conn.execute("INSERT INTO kv_tree SELECT coalesce(max(seq), 0) + 1, %s FROM kv_tree", (tree_nodes,))
+                moved = conn.execute(
+                    "UPDATE kv_head SET tx_count = %s WHERE id = 1 AND tx_count = %s", (tx_id, tx_id - 1)
+                ).rowcount
+                if moved != 1:
+                    raise StorageError(
+                        f"ledger {redact(self.url)}: its head is not at {tx_id - 1}: another writer appended "
+                        "without its lock"
+                    )
                 conn.execute("COMMIT")
             except self._psycopg.Error as e:
                 self._rollback()
@@ -289,11 +290,6 @@ class PostgresStorage(Storage):
                 raise
             self._count = tx_id
             self._remember(tx_id, payload, extra)
-
-    def _tree_seq_next(self) -> int:
-        """The next kv_tree row's number (another writer may have added rows since)."""
-        row = self._conn.execute("SELECT coalesce(max(seq), 0) FROM kv_tree").fetchone()
-        return int(row[0]) + 1
 
     def _remember(self, tx_id: int, payload: bytes, extra: bytes) -> None:
         size = len(payload) + len(extra)
@@ -316,15 +312,20 @@ class PostgresStorage(Storage):
                 self._cache.move_to_end(tx_id)
                 return hit
         self._check_tx(tx_id)
-        with self._sql() as cur:
-            cur.execute("SELECT octet_length(payload) + octet_length(extra) FROM kv_tx WHERE tx_id = %s", (tx_id,))
+        with self._sql() as cur:  # one round trip: the bytes only if the transaction is small
+            cur.execute(
+                "SELECT octet_length(payload) + octet_length(extra) <= %s, "
+                "CASE WHEN octet_length(payload) + octet_length(extra) <= %s THEN payload END, "
+                "CASE WHEN octet_length(payload) + octet_length(extra) <= %s THEN extra END "
+                "FROM kv_tx WHERE tx_id = %s",
+                (WHOLE_LIMIT, WHOLE_LIMIT, WHOLE_LIMIT, tx_id),
+            )
             row = cur.fetchone()
             if row is None:
                 raise CorruptionError(f"transaction {tx_id} is missing from {redact(self.url)}")
-            if row[0] > WHOLE_LIMIT:
+            if not row[0]:
                 return None
-            cur.execute("SELECT payload, extra FROM kv_tx WHERE tx_id = %s", (tx_id,))
-            payload, extra = (bytes(x) for x in cur.fetchone())
+            payload, extra = bytes(row[1]), bytes(row[2])
         self._remember(tx_id, payload, extra)
         return payload, extra
 
