@@ -25,7 +25,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {  # the public names, listed once: module
         "CollectionExistsError", "CollectionNotFoundError", "ConflictError", "CorruptDataError",
         "DocstoreError", "DocumentNotFoundError", "DuplicateIdError", "DuplicateKeyError",
         "InvalidDocumentError", "InvalidPointerError", "NotFoundError", "ProofUnavailableError",
-        "QueryError", "SchemaError", "StorageError", "TransactionTooLargeError", "VerificationError",
+        "QueryError", "QueryTimeoutError", "SchemaError", "StorageError", "TransactionTooLargeError", "VerificationError",
     ),
     "docstore.proofs": ("Proof", "verify", "verify_consistency"),
     "docstore.remote": ("connect",),

@@ -191,14 +191,16 @@ class Database:
         return prove_collections(self._engine, state, known_state, with_header)
 
     # ---------------------------------------------------------- transactions
-    def transaction(self, at_tx: int | None = None) -> Transaction:
+    def transaction(self, at_tx: int | None = None, *, idempotency_key: str | None = None) -> Transaction:
         """A multi-document, multi-collection transaction (see :class:`Transaction`).
 
         It reads the database as of ledger transaction ``at_tx`` (default: now); its commit
-        conflicts with anything committed since then to what it read or wrote.
+        conflicts with anything committed since then to what it read or wrote. With
+        ``idempotency_key``, it is committed once however often it is retried (a commit
+        finding the key recorded writes nothing and returns the first one's transaction).
         """
         self._engine.check_open()
-        return Transaction(self._engine, at_tx)
+        return Transaction(self._engine, at_tx, idempotency_key)
 
     def run_transaction(self, fn: Callable[[Transaction], T]) -> T:
         """Run ``fn(tx)`` in a transaction and commit it, retrying it on a conflict, as single

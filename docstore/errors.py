@@ -8,7 +8,7 @@ __all__ = [
     "CollectionExistsError", "CollectionNotFoundError", "ConflictError", "CorruptDataError",
     "DocstoreError", "DocumentNotFoundError", "DuplicateIdError", "DuplicateKeyError",
     "InvalidDocumentError", "InvalidPointerError", "NotFoundError", "ProofUnavailableError",
-    "QueryError", "SchemaError", "StorageError", "TransactionTooLargeError", "VerificationError",
+    "QueryError", "QueryTimeoutError", "SchemaError", "StorageError", "TransactionTooLargeError", "VerificationError",
 ]
 
 
@@ -33,6 +33,11 @@ class InvalidPointerError(DocstoreError, ValueError):
 
 class QueryError(DocstoreError, ValueError):
     """A filter, projection, sort or update document is malformed."""
+
+
+class QueryTimeoutError(DocstoreError, TimeoutError):
+    """A query ran past its deadline (``max_time_ms``, the remote call's timeout, the server's
+    limit) or a ``$regex`` test of one value past its budget; nothing was written."""
 
 
 class SchemaError(DocstoreError, ValueError):

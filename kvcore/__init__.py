@@ -25,12 +25,13 @@ from kvcore.errors import (
 )
 from kvcore.hashing import HASH_VERSION
 from kvcore.ledger import Ledger, RecoveryWarning
+
 from kvcore.migrate import copy_ledger
 from kvcore.limits import MAX_KEY_BYTES, MAX_TX_BYTES, MAX_TX_ENTRIES, MAX_VALUE_BYTES
 from kvcore.models import ConsistencyProof, EntriesProof, Entry, EntryProof, State, Tx, TxHeader
 from kvcore.storage import FileStorage, Storage
 from kvcore.storage.postgres import PostgresStorage
-from kvcore.transaction import Transaction
+from kvcore.transaction import CommitRequest, Transaction
 from kvcore.verify import verify_consistency, verify_entries, verify_entry, verify_tx
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "KeyNotFoundError",
     "KvError",
     "Ledger",
+    "CommitRequest",
     "LimitError",
     "LockedError",
     "MAX_KEY_BYTES",

@@ -237,6 +237,17 @@ class LedgerIndex:
         if store is not None and ov.entries > self.lag:
             self.flush()
 
+    def add_many(self, batches: list[Batch]) -> None:
+        """:meth:`add` for a group commit's transactions, moved to the store in one flush."""
+        store, ov, _gen = self._view
+        with self._ov_lock:
+            for batch in batches:
+                b = indexed(batch, self.policy)
+                ov.add(b)
+                self._count = b[0]
+        if store is not None and ov.entries > self.lag:
+            self.flush()
+
     def flush(self) -> None:
         """Move the overlay into the store, in one LMDB write transaction (a writer's, under
         the commit lock). If the disk refuses, the overlay stays (tried again at the next

@@ -8,6 +8,7 @@ limits and argument checks are :mod:`kvcore.limits` (re-exported here).
 
 from __future__ import annotations
 
+import heapq
 import os
 import struct
 import threading
@@ -15,7 +16,8 @@ import zlib
 import time
 import warnings
 from contextlib import nullcontext
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from kvcore import gcpause, payload, payload_v2
@@ -62,7 +64,7 @@ from kvcore.storage.file import FORMAT_VERSION as FILE_FORMAT
 from kvcore.storage.postgres import FORMAT_VERSION as PG_FORMAT
 from kvcore.storage.postgres import PostgresStorage
 from kvcore.storage.postgres import is_url as is_postgres_url
-from kvcore.transaction import Transaction
+from kvcore.transaction import CommitRequest, Transaction
 from kvcore.tree import MerkleTree, node_count
 from kvcore.tree import build as build_tree
 
@@ -94,6 +96,27 @@ DEFAULT_INDEX_LAG = 131_072
 (see :meth:`Ledger.open`)."""
 
 
+@dataclass
+class _Grouped:
+    """The keys a group commit's requests so far write (for the later ones' checks), and the
+    thread committing it (other threads read the ledger as it was)."""
+
+    owner: int = field(default_factory=threading.get_ident)
+    last_write: dict[bytes, int] = field(default_factory=dict)
+
+    def wrote(self, writes: list[tuple[bytes, bytes | None]], tx_id: int) -> None:
+        for key, _value in writes:
+            self.last_write[key] = tx_id
+
+
+def _refusal(writes: list[tuple[bytes, bytes | None]]) -> LimitError | None:
+    if not writes:
+        return LimitError("a transaction needs at least one entry")
+    if len(writes) > MAX_TX_ENTRIES:
+        return LimitError(f"{len(writes)} entries exceed the limit of {MAX_TX_ENTRIES} per transaction")
+    return None
+
+
 class Ledger:
     """A verifiable key/value ledger. Open it with :meth:`open`.
 
@@ -113,6 +136,7 @@ class Ledger:
         for ``unindexed_prefixes``, ``index_lag`` and ``progress``)."""
         self._storage = storage
         self._write_lock = threading.RLock()  # re-entrant: a read may repair the index under it
+        self._grouped: _Grouped | None = None  # during a group commit (commit_many)
         self._closed = False
         self._opened = False
         self.recovery_notes: list[str] = list(storage.recovery_notes)
@@ -341,6 +365,17 @@ class Ledger:
                 return
             yield tx_id, body, extra
 
+    @property
+    def many_writers(self) -> bool:
+        """Whether other processes may commit to this ledger while it is open for writing."""
+        return self._storage.many_writers and not self._storage.readonly
+
+    def behind(self) -> bool:
+        """Whether other processes committed transactions this ledger has not taken in yet (on
+        a storage with many writers: one cheap look at its head; else False)."""
+        self._check_open()
+        return self._storage.many_writers and self._storage.durable_count() > self._tx_count
+
     def refresh(self) -> int:
         """Take in transactions other processes committed since (a reader: the writer's; on a
         storage with many writers, a writer too: the others')."""
@@ -447,49 +482,74 @@ class Ledger:
         version-2 header commits to (an application's state after this transaction: kvcore
         does not interpret it); an exception from it aborts the commit likewise.
         """
+        outcome = self.commit_many([CommitRequest(writes, check, state_root)])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def commit_many(self, requests: Sequence[CommitRequest]) -> list[int | Exception]:
+        """Group commit: commit each request as its own transaction, in order, with one
+        durable write for all of them; returns each one's transaction id, or the exception
+        that refused it (its ``check``, its ``state_root``, a limit). A request's ``check``
+        sees the ones before it in the group as committed (a key written by an earlier one is
+        its ``last_write``). If the durable write fails, the error is raised and none of them
+        is committed."""
         self._check_open()
         if self._storage.readonly:
             raise ReadOnlyError("the ledger is open read-only")
-        if not writes:
-            raise LimitError("a transaction needs at least one entry")
-        if len(writes) > MAX_TX_ENTRIES:
-            raise LimitError(f"{len(writes)} entries exceed the limit of {MAX_TX_ENTRIES} per transaction")
+        outcomes: list[int | Exception | None] = [_refusal(r.writes) for r in requests]
+        if all(o is not None for o in outcomes):
+            return [o for o in outcomes if o is not None]
+        bulk = sum(len(r.writes) for r in requests) >= BULK_ENTRIES
         # a big batch's temporaries are freed by reference counts: see kvcore.gcpause
-        with gcpause.paused() if len(writes) >= BULK_ENTRIES else nullcontext():
-            return self._commit(writes, check, state_root)
+        with gcpause.paused() if bulk else nullcontext():
+            with self._write_lock, self._storage.append_lock() as durable:
+                self._check_open()
+                if durable > self._tx_count:  # other processes appended: take theirs in first
+                    self._take_in(durable)
+                self._group(requests, outcomes)
+        return [o for o in outcomes if o is not None]
 
-    def _commit(
-        self,
-        writes: list[tuple[bytes, bytes | None]],
-        check: Callable[[int], None] | None,
-        state_root: StateRoot | None = None,
-    ) -> int:
-        with self._write_lock, self._storage.append_lock() as durable:
-            self._check_open()
-            if durable > self._tx_count:  # other processes appended: take theirs in first
-                self._take_in(durable)
-            if check is not None:
-                check(self._tx_count)
-            tx_id = self._tx_count + 1
-            ts = max(time.time_ns(), self._last_ts)
-            body, extra, header, positions = self._codec.encode(tx_id, ts, writes, state_root)
-            if len(body) > MAX_TX_BYTES:
-                raise LimitError(
-                    f"transaction of {len(body)} bytes exceeds the limit of {MAX_TX_BYTES} bytes"
-                )
-            added = self._tree.append(tx_leaf_hash(header))
-            try:
-                self._storage.append(body, extra, added)
-            except BaseException:
-                self._tree.truncate(tx_id - 1)
-                raise
-            base = tx_id << 56
-            ordinals = range(base, base + (len(writes) << 32), 1 << 32)  # tx | ordinal << 32
-            items = [(w[0], o | p) for w, o, p in zip(writes, ordinals, positions)]
-            self._index.add((tx_id, items, len(items)))  # after the log holds it durably
-            self._tx_count = tx_id
-            self._last_ts = ts
-            return tx_id
+    def _group(self, requests: Sequence[CommitRequest], outcomes: list[int | Exception | None]) -> None:
+        start, last_ts = self._tx_count, self._last_ts
+        records: list[tuple[bytes, bytes, bytes]] = []
+        batches: list[Batch] = []
+        self._grouped = grouped = _Grouped()
+        try:
+            for i, req in enumerate(requests):
+                if outcomes[i] is not None:
+                    continue
+                tx_id = start + len(records) + 1
+                writes = req.writes
+                try:
+                    if req.check is not None:
+                        req.check(tx_id - 1)
+                    ts = max(time.time_ns(), last_ts)
+                    body, extra, header, positions = self._codec.encode(tx_id, ts, writes, req.state_root)
+                    if len(body) > MAX_TX_BYTES:
+                        raise LimitError(f"transaction of {len(body)} bytes exceeds the limit of {MAX_TX_BYTES} bytes")
+                except Exception as e:  # this request is refused; the others go on
+                    outcomes[i] = e
+                    continue
+                records.append((body, extra, self._tree.append(tx_leaf_hash(header))))
+                last_ts = ts
+                base = tx_id << 56
+                ordinals = range(base, base + (len(writes) << 32), 1 << 32)  # tx | ordinal << 32
+                items = [(w[0], o | p) for w, o, p in zip(writes, ordinals, positions)]
+                batches.append((tx_id, items, len(items)))
+                grouped.wrote(writes, tx_id)
+                outcomes[i] = tx_id
+            if records:
+                self._storage.append_many(records)
+        except BaseException:
+            self._tree.truncate(start)
+            raise
+        finally:
+            self._grouped = None
+        if records:
+            self._index.add_many(batches)  # after the log holds them durably
+            self._tx_count = start + len(records)
+            self._last_ts = last_ts
 
     # ---------------------------------------------------------------- reads
     def _bound(self, at_tx: int | None) -> int:
@@ -701,6 +761,11 @@ class Ledger:
         key the index leaves out (``unindexed_prefixes``)."""
         if self._unindexed and not self._policy.indexed(key):
             raise self._policy.refuse(key, "last_write")
+        grouped = self._grouped
+        if grouped is not None and grouped.owner == threading.get_ident():
+            tx = grouped.last_write.get(key)
+            if tx is not None:
+                return tx
         found = self._index.latest(key, bound_for(self._tx_count))
         return None if found is None else tx_of(found[0])
 
@@ -714,8 +779,16 @@ class Ledger:
         return self._policy.prefixes
 
     def keys_ever_written(self, prefix: bytes) -> Iterator[bytes]:
-        """Every key ever written under ``prefix`` (live or not), in key order, for conflict checks."""
+        """Every key ever written under ``prefix`` (live or not), in key order, for conflict checks
+        (in a group commit's checks, keys the group's earlier requests write too, once more)."""
         self._check_scannable(prefix)
+        grouped = self._grouped
+        if grouped is not None and grouped.owner == threading.get_ident():
+            mine = sorted(k for k in grouped.last_write if k.startswith(prefix))
+            return heapq.merge(self._keys_ever_written(prefix), mine)
+        return self._keys_ever_written(prefix)
+
+    def _keys_ever_written(self, prefix: bytes) -> Iterator[bytes]:
         cur, inclusive = prefix, True
         while True:
             keys = self._index.keys_from(cur, inclusive, _SCAN_CHUNK)

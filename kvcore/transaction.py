@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kvcore.errors import ConflictError, InvalidInputError, KeyNotFoundError, KvError
@@ -12,6 +13,16 @@ from kvcore.payload import StateRoot
 
 if TYPE_CHECKING:
     from kvcore.ledger import Ledger
+
+
+@dataclass(frozen=True)
+class CommitRequest:
+    """One transaction of a group commit (:meth:`Ledger.commit_many`): validated ``writes``,
+    with ``check`` and ``state_root`` as for :meth:`Ledger.commit`."""
+
+    writes: list[tuple[bytes, bytes | None]]
+    check: Callable[[int], None] | None = None
+    state_root: StateRoot | None = None
 
 
 class Transaction:
@@ -144,6 +155,19 @@ class Transaction:
     def commit(self, state_root: StateRoot | None = None) -> int | None:
         """Commit; returns the new transaction id (None if nothing was written).
         ``state_root``: as :meth:`kvcore.Ledger.commit` (a version-2 header committing to it)."""
+        request = self.request(state_root)
+        if request is None:
+            return None
+        outcome = self._ledger.commit_many([request])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        self.tx_id = outcome
+        return outcome
+
+    def request(self, state_root: StateRoot | None = None) -> CommitRequest | None:
+        """End the transaction and return what commits it, for :meth:`kvcore.Ledger.commit_many`
+        (a group commit; the caller sets :attr:`tx_id` from its outcome), or None if it wrote
+        nothing."""
         self._active()
         self._done = True
         if not self._writes:
@@ -175,8 +199,7 @@ class Transaction:
                             prefix,
                         )
 
-        self.tx_id = ledger.commit(list(self._writes.items()), check=no_conflict, state_root=state_root)
-        return self.tx_id
+        return CommitRequest(list(self._writes.items()), no_conflict, state_root)
 
     def rollback(self) -> None:
         self._done = True

@@ -1064,7 +1064,7 @@ def _import(db: Any, collection: str, docs: Any, total: int, per: int) -> int:
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0: pick a free one and print it).")] = 3323,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port, 0 to 65535 (0: pick a free one and print it).")] = 3323,
     tls_cert: Annotated[Optional[str], typer.Option("--tls-cert", metavar="PEM", help="Server certificate (TLS).")] = None,
     tls_key: Annotated[Optional[str], typer.Option("--tls-key", metavar="PEM", help="Server key (TLS).")] = None,
     client_ca: Annotated[
@@ -1075,7 +1075,17 @@ def serve(
     ] = None,
     max_message_mb: Annotated[float, typer.Option(help="Largest message accepted or sent.")] = 64.0,
     grace: Annotated[float, typer.Option(help="Seconds calls in flight may finish on SIGTERM.")] = 10.0,
-    workers: Annotated[int, typer.Option(help="Threads serving calls.")] = 32,
+    workers: Annotated[int, typer.Option(min=1, help="Threads serving calls.")] = 32,
+    max_call_seconds: Annotated[
+        float,
+        typer.Option("--max-call-seconds", min=0.001,
+                     help="The longest any call's queries may run (a find stream included) when the client sets no shorter deadline."),
+    ] = 600.0,
+    processes: Annotated[
+        int,
+        typer.Option("--processes", min=1,
+                     help="Server processes sharing the port, so that more than one core serves (a PostgreSQL database only)."),
+    ] = 1,
     key_file: Annotated[
         Optional[str],
         typer.Option("--key-file", envvar="IMMUDOC_KEY_FILE", metavar="FILE",
@@ -1090,10 +1100,17 @@ def serve(
         from docstore.cli.errors import DatabaseMissingError
 
         raise DatabaseMissingError(f"no immudoc database at {s.db!r} (create one with `immudoc init`)")
+    if processes > 1:
+        from docstore.server.processes import child_args, serve_processes
+
+        rest = child_args(max_message_mb, grace, workers, max_call_seconds, tls_cert, tls_key, client_ca,
+                          tokens_file, key_file)
+        raise typer.Exit(serve_processes(processes, s.db, host, port, rest))
     from docstore.server.cli_hook import serve as run  # grpc is imported only here
 
     raise typer.Exit(
-        run(s.db, host, port, tls_cert, tls_key, client_ca, tokens_file, max_message_mb, grace, workers, key_file=key_file)
+        run(s.db, host, port, tls_cert, tls_key, client_ca, tokens_file, max_message_mb, grace, workers,
+            key_file=key_file, max_call_seconds=max_call_seconds)
     )
 
 

@@ -46,6 +46,7 @@ EXIT_CODES: list[tuple[int, str, tuple[str, ...]]] = [
         ),
     ),
     (6, "conflict with a concurrent write", ("docstore.errors.ConflictError", "kvcore.errors.ConflictError")),
+    (8, "a query ran past its time budget (max_time_ms, a $regex's budget)", ("docstore.errors.QueryTimeoutError",)),
     (
         3,
         "not found (collection, document, property, transaction)",

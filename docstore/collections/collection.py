@@ -13,7 +13,7 @@ from kvcore import gcpause
 
 from docstore.documents import records
 from docstore.api import Revision
-from docstore.collections import cursor
+from docstore.collections import budget, cursor
 from docstore.collections.indexes import check_field, keys_for
 from docstore.collections.query import compile_filter, distinct_values
 from docstore.collections.schema import Schema
@@ -63,17 +63,25 @@ class Collection:
     def _state(self) -> CollectionInfo:
         return self._engine.collection_state(self.name)
 
-    def _run(self, fn: Callable[[Transaction], T]) -> T:
+    def _run(self, fn: Callable[[Transaction], T], key: str | None = None, kind: str = "") -> T:
+        from docstore.transactions import requests
         from docstore.transactions.transaction import run
 
-        return run(self._engine, fn)
+        request = None if key is None else (requests.check_key(key), kind, self.name)
+        return run(self._engine, fn, request)
 
     # --------------------------------------------------------------- writes
-    def insert(self, doc: dict) -> str:
+    # ``idempotency_key``: the write is committed once, whatever number of times it is sent
+    # with that key; a repeat returns what the first returned (docs/errors.md).
+    def insert(self, doc: dict, *, idempotency_key: str | None = None) -> str:
         """Insert a document; returns its ``_id`` (generated if the document has none)."""
+        if idempotency_key is not None:  # recorded as an insert of a list, as remotely
+            return self.insert_many([doc], idempotency_key=idempotency_key)[0]
         return self._run(lambda tx: tx[self.name].insert(doc))
 
-    def insert_many(self, docs: Iterable[dict], *, per_transaction: int | None = None) -> list[str]:
+    def insert_many(
+        self, docs: Iterable[dict], *, per_transaction: int | None = None, idempotency_key: str | None = None
+    ) -> list[str]:
         """Insert documents in one atomic transaction; returns their ids.
 
         With ``per_transaction=n``, ``docs`` (any iterable, read lazily) is committed ``n``
@@ -82,23 +90,25 @@ class Collection:
         if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
             raise InvalidDocumentError(f"insert_many takes a list of documents, got {type(docs).__name__}")
         if per_transaction is not None:
+            if idempotency_key is not None:
+                raise QueryError("an idempotency key covers one transaction: not per_transaction (give each its own)")
             return [i for group in in_groups(docs, per_transaction) for i in self.insert_many(group)]
         docs = list(docs)
         # see kvcore.gcpause: a batch's temporaries are freed by reference counts
         with gcpause.paused() if len(docs) >= BULK_DOCS else nullcontext():
-            return self._run(lambda tx: tx[self.name].insert_many(docs))
+            return self._run(lambda tx: tx[self.name].insert_many(docs), idempotency_key, "insert")
 
-    def replace(self, doc_id: str, doc: dict) -> dict:
+    def replace(self, doc_id: str, doc: dict, *, idempotency_key: str | None = None) -> dict:
         """Replace a whole document (a new revision); returns it."""
-        return self._run(lambda tx: tx[self.name].replace(doc_id, doc))
+        return self._run(lambda tx: tx[self.name].replace(doc_id, doc), idempotency_key, "replace")
 
-    def update(self, doc_id: str, changes: dict) -> dict:
+    def update(self, doc_id: str, changes: dict, *, idempotency_key: str | None = None) -> dict:
         """Apply ``$set``, ``$unset``, ``$inc``, ``$push`` (a new revision); returns the document."""
-        return self._run(lambda tx: tx[self.name].update(doc_id, changes))
+        return self._run(lambda tx: tx[self.name].update(doc_id, changes), idempotency_key, "update")
 
-    def delete(self, doc_id: str) -> None:
+    def delete(self, doc_id: str, *, idempotency_key: str | None = None) -> None:
         """Delete a document: a tombstone revision; its history stays."""
-        self._run(lambda tx: tx[self.name].delete(doc_id))
+        self._run(lambda tx: tx[self.name].delete(doc_id), idempotency_key, "delete")
 
     # ---------------------------------------------------------------- reads
     def get(self, doc_id: str, at_tx: int | None = None) -> dict:
@@ -220,6 +230,7 @@ class Collection:
         at_tx: int | None = None,
         *,
         verify: bool | None = None,
+        max_time_ms: int | None = None,
     ) -> Iterator[dict]:
         """Documents matching a Mongo-style ``filter`` (as of ``at_tx``), as an iterator.
 
@@ -227,7 +238,18 @@ class Collection:
         can (see :meth:`explain`); the filter is always checked on every candidate. On a
         verifying database (or with ``verify=True``) every match is proven first and only
         proven documents are returned; ``verify=False`` reads them unverified.
+        ``max_time_ms``: the query stops with QueryTimeoutError once that many milliseconds
+        have passed (while the iterator is being read); a ``$regex`` test of one value has a
+        budget of its own (docs/queries.md).
         """
+        at = budget.deadline(budget.seconds_of(max_time_ms))
+        with budget.until(at):
+            return budget.bounded(self._find(filter, projection, sort, skip, limit, at_tx, verify), at)
+
+    def _find(
+        self, filter: dict | None, projection: Any, sort: Any, skip: int, limit: int | None,  # noqa: A002
+        at_tx: int | None, verify: bool | None,
+    ) -> Iterator[dict]:
         predicate = compile_filter(filter)
         cursor.check_paging(skip, limit)
         if verify and not self._verifying:
@@ -286,15 +308,22 @@ class Collection:
 
     def find_one(
         self, filter: dict | None = None, projection: Any = None, sort: Any = None, at_tx: int | None = None,  # noqa: A002
-        *, verify: bool | None = None,
+        *, verify: bool | None = None, max_time_ms: int | None = None,
     ) -> dict | None:
         """The first matching document, or None (proven on a verifying database)."""
-        return next(self.find(filter, projection, sort, 0, 1, at_tx, verify=verify), None)
+        return next(self.find(filter, projection, sort, 0, 1, at_tx, verify=verify, max_time_ms=max_time_ms), None)
 
-    def count(self, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None) -> int:  # noqa: A002
+    def count(
+        self, filter: dict | None = None, at_tx: int | None = None, *,  # noqa: A002
+        verify: bool | None = None, max_time_ms: int | None = None,
+    ) -> int:
         """How many documents match. On a verifying database the count is proven (as of the
         current state; a count as of ``at_tx`` is refused with ProofUnavailableError unless
-        ``verify=False``)."""
+        ``verify=False``). ``max_time_ms`` as for :meth:`find`."""
+        with budget.until(budget.deadline(budget.seconds_of(max_time_ms))):
+            return self._count(filter, at_tx, verify)
+
+    def _count(self, filter: dict | None, at_tx: int | None, verify: bool | None) -> int:  # noqa: A002
         compile_filter(filter)
         if self._verifying and verify is not False and at_tx is None:
             return int(self._proven("count", filter))
@@ -304,11 +333,16 @@ class Collection:
         return sum(1 for _ in self._unverified_find(filter, at_tx))
 
     def distinct(
-        self, field: str, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None  # noqa: A002
+        self, field: str, filter: dict | None = None, at_tx: int | None = None, *,  # noqa: A002
+        verify: bool | None = None, max_time_ms: int | None = None,
     ) -> list:
         """Distinct values of ``field`` among matching documents (arrays contribute elements).
         Proven on a verifying database as of the current state (as of ``at_tx``: refused with
-        ProofUnavailableError unless ``verify=False``)."""
+        ProofUnavailableError unless ``verify=False``). ``max_time_ms`` as for :meth:`find`."""
+        with budget.until(budget.deadline(budget.seconds_of(max_time_ms))):
+            return self._distinct(field, filter, at_tx, verify)
+
+    def _distinct(self, field: str, filter: dict | None, at_tx: int | None, verify: bool | None) -> list:  # noqa: A002
         check_field(field)
         compile_filter(filter)
         if self._verifying and verify is not False and at_tx is None:

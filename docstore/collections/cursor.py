@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from docstore.collections import budget
 from docstore.collections.indexes import Index
 from docstore.collections.query import (
     FieldBounds,
@@ -146,7 +147,7 @@ def _pipeline(
 ) -> Iterator[dict]:
     if limit == 0:
         return
-    selected: Iterable[dict] = (d for d in docs if match(d))
+    selected: Iterable[dict] = (d for d in budget.checked(docs) if match(d))  # stops at the deadline
     if key is not None:
         selected = _sorted(selected, key, None if limit is None else skip + limit)
     n = 0

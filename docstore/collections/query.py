@@ -36,7 +36,9 @@ Semantics notes
 * ``bool`` is never a number, although Python says ``True == 1``.
 * Numbers compare exactly across ``int``/``float`` (Python int/float comparison is exact).
 * ``NaN`` equals ``NaN`` and sorts below every other number; ``$gt``/``$lt`` never match it.
-* ``$regex`` uses Python's :mod:`re` engine (close to, not identical with, PCRE).
+* ``$regex`` uses the ``regex`` engine in its ``re``-compatible mode (Python's :mod:`re` syntax:
+  close to, not identical with, PCRE), with a time budget for each value tested
+  (:mod:`docstore.collections.budget`).
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ from dataclasses import dataclass
 from functools import cmp_to_key
 from typing import Any
 
-from docstore.errors import QueryError
+import regex
+
+from docstore.collections import budget
+from docstore.errors import QueryError, QueryTimeoutError
 
 __all__ = [
     "FieldBounds",
@@ -408,7 +413,7 @@ def _hash_key(v: Any) -> Any:
 # Operand validation
 # ---------------------------------------------------------------------------------------------
 
-_PATTERN = re.Pattern
+_PATTERN = (re.Pattern, regex.Pattern)  # a compiled pattern given as a filter value
 
 
 def _norm(value: Any, where: str, allow_regex: bool = False) -> Any:
@@ -736,7 +741,7 @@ def _cmp_elem(op: str, rhs: Any):
     raise AssertionError(rhs)
 
 
-def _in_elem(values: list):
+def _in_elem(values: list, field: str):
     """Mongo ``$in`` over already-normalised values (regexes allowed)."""
     scalars: set = set()  # non-bool numbers and strings (Python never equates those wrongly)
     bools: set = set()
@@ -756,8 +761,8 @@ def _in_elem(values: list):
             scalars.add(x)
         elif c is dict or c is list:
             containers.append(x)
-        else:  # compiled regex
-            regexes.append(x.search)
+        else:  # a compiled pattern
+            regexes.append(_compile_regex(x, None, field).search)
 
     def in_elem(v: Any) -> bool:
         c = v.__class__
@@ -765,7 +770,7 @@ def _in_elem(values: list):
             if v in scalars:
                 return True
             for search in regexes:
-                if search(v) is not None:
+                if search(v):
                     return True
             return False
         if c is int:
@@ -846,10 +851,31 @@ def _parse_type_operand(arg: Any, field: str) -> frozenset:
     return frozenset(codes)
 
 
-_REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE, "u": 0}
+_REGEX_FLAGS = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL, "x": regex.VERBOSE, "u": 0}
+_RE_FLAGS = regex.IGNORECASE | regex.MULTILINE | regex.DOTALL | regex.VERBOSE | regex.ASCII  # carried over from a Pattern
 
 
-def _compile_regex(pattern: Any, options: Any, field: str) -> re.Pattern:
+class _Rx:
+    """A compiled ``$regex`` whose :meth:`search` keeps to the query's time budget."""
+
+    __slots__ = ("pattern", "field")
+
+    def __init__(self, pattern: regex.Pattern, field: str) -> None:
+        self.pattern = pattern
+        self.field = field
+
+    def search(self, value: str) -> bool:
+        try:
+            return self.pattern.search(value, timeout=budget.regex_seconds(), concurrent=True) is not None
+        except TimeoutError:
+            raise QueryTimeoutError(
+                f"$regex (field {self.field!r}) {self.pattern.pattern!r} took more than its time budget on one "
+                f"value ({budget.REGEX_SECONDS:g} s, or what was left of the query's deadline): a pattern "
+                "that backtracks catastrophically, such as ^(a|aa)+$; anchor it or simplify it"
+            ) from None
+
+
+def _compile_regex(pattern: Any, options: Any, field: str) -> _Rx:
     flags = 0
     if options is not None:
         if not isinstance(options, str):
@@ -861,23 +887,21 @@ def _compile_regex(pattern: Any, options: Any, field: str) -> re.Pattern:
     if isinstance(pattern, _PATTERN):
         if not isinstance(pattern.pattern, str):
             raise QueryError(f"$regex (field {field!r}) must be a text pattern")
-        if not flags:
-            return pattern
-        flags |= pattern.flags
+        flags |= pattern.flags & _RE_FLAGS
         pattern = pattern.pattern
     elif not isinstance(pattern, str):
         raise QueryError(f"$regex (field {field!r}) has to be a string, got {pattern!r}")
     if "\x00" in pattern:
         raise QueryError(f"$regex (field {field!r}) cannot contain a NUL character")
     try:
-        return re.compile(pattern, flags)
-    except (re.error, ValueError, OverflowError, RecursionError) as exc:
+        return _Rx(regex.compile(pattern, flags | regex.VERSION0), field)
+    except (regex.error, re.error, ValueError, OverflowError, RecursionError) as exc:
         raise QueryError(f"$regex (field {field!r}): invalid regular expression {pattern!r}: {exc}") from None
 
 
-def _regex_cond(rx: re.Pattern) -> _Leaf:
+def _regex_cond(rx: _Rx) -> _Leaf:
     search = rx.search
-    return _Leaf(lambda v: v.__class__ is str and search(v) is not None)
+    return _Leaf(lambda v: v.__class__ is str and search(v))
 
 
 def _exists_truthy(arg: Any) -> bool:
@@ -948,7 +972,7 @@ def _compile_ops(spec: Mapping, field: str) -> list:
                 if _is_operator_object(x):
                     raise QueryError(f"cannot nest $-operators under {op} (field {field!r})")
                 normed.append(_norm(x, where, allow_regex=True))
-            leaf = _Leaf(_in_elem(normed))
+            leaf = _Leaf(_in_elem(normed, field))
             conds.append(leaf.negated() if op == "$nin" else leaf)
         elif op == "$exists":
             leaf = _Leaf(lambda v: v is not MISSING, fast=lambda k: (lambda d: k in d))
@@ -1010,7 +1034,7 @@ def _compile_all(arg: Any, field: str):
         if _is_operator_object(x):
             raise QueryError(f"$all (field {field!r}) cannot contain $-operators other than $elemMatch")
         x = _norm(x, f"$all (field {field!r})", allow_regex=True)
-        conds.append(_regex_cond(x) if isinstance(x, _PATTERN) else _eq_cond(x))
+        conds.append(_regex_cond(_compile_regex(x, None, field)) if isinstance(x, _PATTERN) else _eq_cond(x))
     return conds[0] if len(conds) == 1 else _AllOf(conds)
 
 

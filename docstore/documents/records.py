@@ -74,6 +74,14 @@ def parse_property_key(key: bytes) -> tuple[str, str, int, int, str]:
         raise CorruptDataError(f"not a property key: {key[:80]!r}") from None
 
 
+REQUEST_PREFIX = b"r\x00"
+
+
+def request_key(idempotency_key: str) -> bytes:
+    """The ledger key recording a write made with ``idempotency_key`` (docstore.transactions.requests)."""
+    return REQUEST_PREFIX + idempotency_key.encode()
+
+
 def unique_key(coll: str, field: str, index_key: bytes) -> bytes:
     key = b"u\x00" + coll.encode() + b"\x00" + field.encode() + b"\x00" + index_key
     if len(key) > MAX_KEY_BYTES:  # a claim is a ledger key: say which value is too long
@@ -209,6 +217,8 @@ def describe_key(key: bytes) -> str:
             return f"the definition of collection {parts[1].decode()!r}"
         if kind == b"u" and len(parts) >= 3:
             return f"a value of unique index {parts[1].decode()}.{parts[2].decode()}"
+        if kind == b"r" and len(parts) >= 2:
+            return f"idempotency key {key[len(REQUEST_PREFIX):].decode()!r} (another attempt of this write committed first)"
         if kind == b"p" and len(parts) >= 3:
             return f"document {parts[2].decode()!r} of collection {parts[1].decode()!r}"
     except UnicodeDecodeError:

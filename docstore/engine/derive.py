@@ -214,24 +214,31 @@ def catch_up(
             batch = 0
             while tx_id < last and batch < BATCH_ENTRIES:
                 tx_id += 1
-                metas, changes, definitions = changes_of(ledger, tx_id)
-                old = replaced(store, txn, read_doc, changes)  # read once, for the map and the rows
-                plan = plan_map(store, txn, read_doc, tx_id, metas, definitions, changes, old)
-                header = ledger.header(tx_id)
-                if header.state_root is not None and header.state_root != plan.root:
-                    raise StateRootMismatch(
-                        f"transaction {tx_id}: the state map rebuilt from the log has root "
-                        f"{plan.root.hex()[:16]}..., its header commits to {header.state_root.hex()[:16]}... "
-                        "(the derived state is damaged, or the ledger was written by a faulty writer: run an audit)"
-                    )
-                apply(store, txn, read_doc, tx_id, ledger.state(tx_id).root, metas, changes, old)
-                plan.apply(txn, store.smap)
-                n = header.n_entries
+                n = apply_logged(store, txn, ledger, read_doc, tx_id)
                 batch += n
                 done += n
                 if progress is not None:
                     progress(done, total)
     return last - start
+
+
+def apply_logged(store: Store, txn: lmdb.Transaction, ledger: kvcore.Ledger, read_doc: ReadDoc, tx_id: int) -> int:
+    """Apply committed transaction ``tx_id``, read back from the log, to the derived state and
+    the map in ``txn`` (the store reflects ``tx_id - 1`` in it), checking the map's root
+    against its header; returns its number of entries."""
+    metas, changes, definitions = changes_of(ledger, tx_id)
+    old = replaced(store, txn, read_doc, changes)  # read once, for the map and the rows
+    plan = plan_map(store, txn, read_doc, tx_id, metas, definitions, changes, old)
+    header = ledger.header(tx_id)
+    if header.state_root is not None and header.state_root != plan.root:
+        raise StateRootMismatch(
+            f"transaction {tx_id}: the state map rebuilt from the log has root "
+            f"{plan.root.hex()[:16]}..., its header commits to {header.state_root.hex()[:16]}... "
+            "(the derived state is damaged, or the ledger was written by a faulty writer: run an audit)"
+        )
+    apply(store, txn, read_doc, tx_id, ledger.state(tx_id).root, metas, changes, old)
+    plan.apply(txn, store.smap)
+    return header.n_entries
 
 
 def documents(store: Store, txn: lmdb.Transaction, read_doc: ReadDoc, coll: str) -> Iterator[tuple[str, dict]]:

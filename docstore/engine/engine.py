@@ -13,6 +13,7 @@ through a small bounded cache.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import struct
 import shutil
@@ -21,7 +22,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from functools import partial
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -35,6 +36,7 @@ from docstore.collections.schema import Schema
 from docstore.documents import records
 from docstore.documents.records import Header
 from docstore.engine import derive
+from docstore.engine.groupcommit import Committer
 from docstore.engine.signing import Signing
 from docstore.engine.state import decode_doc, doc_from_items, encode_doc
 from docstore.engine.store import VERSION, Location, Store
@@ -50,10 +52,8 @@ from docstore.errors import (
 )
 from docstore.proofs import keyfile
 from docstore.proofs.trust import TrustTracker
-from docstore.statemap.hashing import run_root
 from kvcore.storage.postgres import is_url as is_postgres_url
 from kvcore.storage.postgres import redact as redact_url
-from docstore.statemap.tree import Plan
 
 CACHED_DOCS = 2048
 """Documents kept decoded-ready in memory (encoded), least recently used first."""
@@ -134,17 +134,51 @@ def translate(snapshot: int | None = None) -> Iterator[None]:
         raise StorageError(str(e)) from e
 
 
+class OwnedLock:
+    """A re-entrant lock that knows whether the calling thread holds it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._held = threading.local()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        if got:
+            self._held.depth = getattr(self._held, "depth", 0) + 1
+        return got
+
+    def release(self) -> None:
+        self._held.depth -= 1
+        self._lock.release()
+
+    def owned(self) -> bool:
+        return getattr(self._held, "depth", 0) > 0
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class Engine:
     """An open embedded database's machinery (see the module). Made by :meth:`open`."""
 
-    def __init__(self, path: str, ledger: kvcore.Ledger, signing: Signing, store: Store, temp_store: str | None = None) -> None:
+    def __init__(
+        self, path: str, ledger: kvcore.Ledger, signing: Signing, store: Store, temp_store: str | None = None,
+        state_lock: int | None = None,
+    ) -> None:
         self.path = path
+        self._state_lock = state_lock  # a writer's hold on its state directory (PostgreSQL)
         self.ledger = ledger
         """The kvcore ledger (read it; only :meth:`commit` writes to it)."""
         self.signing = signing
         self.store = store
         """The derived state on disk: definitions, document locations, indexes."""
-        self.lock = threading.RLock()
+        self.lock = OwnedLock()
+        """Held to commit, and around a snapshot that must match the derived state."""
+        self._follows = ledger.many_writers  # other processes write to this ledger too (PostgreSQL)
+        self.committer = Committer(self)
         """The commit lock: commits, and reads that must see whole commits, hold it."""
         self.verify_lock = threading.Lock()
         """Serializes the verifying reader's proving and advancing of the trusted state."""
@@ -176,13 +210,18 @@ class Engine:
         ``progress(stage, done, total)`` reporting transactions: see :func:`docstore.open`).
 
         ``path`` may be a ``postgresql://`` URL: the ledger lives in that PostgreSQL database
-        (kvcore.PostgresStorage, one writer process at a time), the derived state and the
-        signing key in the local directory ``state_dir`` (default ``$IMMUDOC_STATE_DIR``, else
+        (kvcore.PostgresStorage, any number of writer processes, each taking in the others'
+        commits before its own and on every call), the derived state and the signing key in
+        the local directory ``state_dir`` (default ``$IMMUDOC_STATE_DIR``, else
         one under ``~/.cache/immudoc`` named after the URL): a cache of the log, built from it
         and caught up with it like a directory database's."""
         Signing.check_origin(origin)  # before anything is created
         url = None
-        if is_postgres_url(path):  # the ledger in PostgreSQL; the derived state in a local directory
+        state_lock = None
+        if is_postgres_url(path) and not readonly:  # the ledger in PostgreSQL; the state in a local directory
+            url = path
+            path, state_lock, key_file = _claim_state_dir(url, state_dir or os.environ.get(STATE_DIR_ENV), key_file)
+        elif is_postgres_url(path):
             url, path = path, state_dir or os.environ.get(STATE_DIR_ENV) or default_state_dir(path)
             _prepare_state_dir(path, readonly)
         elif not readonly:
@@ -191,7 +230,7 @@ class Engine:
         if url is not None:
             ledger = kvcore.Ledger(
                 kvcore.PostgresStorage(
-                    url, readonly=readonly, wait=wait, one_writer=True,
+                    url, readonly=readonly, wait=wait,  # any number of writer processes
                     index_dir=None if readonly else os.path.join(path, "index.lmdb"),  # derived, checked at open
                 ),
                 unindexed_prefixes=(records.PROPERTY_PREFIX,), index_lag=0, progress=key_progress,
@@ -210,7 +249,8 @@ class Engine:
                 _check_shared_key(url, path, key_file, ledger)
             signing = Signing.load(path, key_file, origin, create=not readonly)
             store, temp, note = _open_store(path, ledger, readonly)
-            engine = cls(path, ledger, signing, store, temp)
+            engine = cls(path, ledger, signing, store, temp, state_lock)
+            state_lock = None
             if not readonly:
                 derive.catch_up(store, ledger, engine.read_doc, derived)
                 _remove_old_snapshot(path)
@@ -221,6 +261,8 @@ class Engine:
         except BaseException:
             if engine is not None:
                 engine.release()
+            if state_lock is not None:
+                os.close(state_lock)
             ledger.close()
             raise
         return engine
@@ -235,7 +277,10 @@ class Engine:
         return self._closed
 
     def check_open(self) -> None:
-        """ClosedError once closed; CorruptDataError once an audit failed (until reopened)."""
+        """ClosedError once closed; CorruptDataError once an audit failed (until reopened). On
+        a ledger other processes write to, also takes in what they committed (every call sees
+        every commit made before it started), unless this thread holds the lock (a commit, or
+        a snapshot being read)."""
         if self._closed:
             raise kvcore.ClosedError("the database is closed")
         if self._damaged is not None:
@@ -243,6 +288,11 @@ class Engine:
                 f"the database refuses reads and writes: its audit failed ({self._damaged}); "
                 "reopen it after repairing it"
             )
+        if self._follows and not self.lock.owned():
+            with translate():
+                behind = self.ledger.behind()
+            if behind:
+                self.refresh()
 
     def check_writable(self) -> None:
         self.check_open()
@@ -263,12 +313,15 @@ class Engine:
         self.store.close()
         if self._temp_store is not None:
             shutil.rmtree(self._temp_store, ignore_errors=True)
+        if self._state_lock is not None:
+            os.close(self._state_lock)  # releases the directory to the next writer
+            self._state_lock = None
 
     def refresh(self) -> int:
         """Take in what another (writer) process committed since; returns the transaction id."""
-        with self.lock:
+        with self.lock, translate():
             self.ledger.refresh()
-            if self._temp_store is not None:  # a private store: this process keeps it current
+            if self._temp_store is not None or self._follows:  # a store this process keeps current
                 derive.catch_up(self.store, self.ledger, self.read_doc)
             return self.ledger.tx_id
 
@@ -604,6 +657,8 @@ class Engine:
         the commit lock so that it matches the derived state."""
         self.check_open()
         with self.lock, translate():
+            if self._follows:  # the derived state as far as the ledger: a commit that failed
+                derive.catch_up(self.store, self.ledger, self.read_doc)  # may have taken others in
             return self.ledger.transaction(at_tx)
 
     def commit(
@@ -616,50 +671,19 @@ class Engine:
         """Commit ``kv`` (its log record durable first, its header committing to the state
         map's root after it), then reflect it in the derived state in one LMDB transaction
         (definitions ``metas``, each at entry ``definitions[name]``; documents ``written``);
-        returns its transaction id (None: nothing to write). Errors translated."""
-        with self.lock:
-            store = self.store
-            planned: list[tuple[list[derive.DocChange], Plan]] = []
-
-            def state_root(tx_id: int, leaves: Sequence[bytes]) -> bytes:
-                changes = [
-                    derive.DocChange(
-                        w.collection, w.id, w.doc, Location(tx_id, w.index, w.revision, w.n),
-                        run_root(list(leaves[w.index : w.index + w.n + 1])),
-                    )
-                    for w in written
-                ]
-                defs = {name: (i, leaves[i]) for name, i in (definitions or {}).items()}
-                with store.read() as rtxn:
-                    plan = derive.plan_map(store, rtxn, self.read_doc, tx_id, metas, defs, changes, old)
-                planned.append((changes, plan))
-                return plan.root
-
-            old = {(w.collection, w.id): w.old for w in written}
+        returns its transaction id (None: nothing to write). Errors translated. Transactions
+        committed at the same time by other threads share its durable writes
+        (:mod:`docstore.engine.groupcommit`)."""
+        self.check_open()
+        outcome = self.committer.commit(kv, metas, written, definitions or {}, MAINTAIN_STATE_MAP)
+        if isinstance(outcome, BaseException):
             with translate(kv.snapshot):
-                tx_id = kv.commit(state_root=state_root if MAINTAIN_STATE_MAP else None)
-            if tx_id is not None:
-                if MAINTAIN_STATE_MAP:
-                    changes, plan = planned[-1]
-                else:  # benchmark only: the map is not kept (and the next open rebuilds it)
-                    changes = [
-                        derive.DocChange(w.collection, w.id, w.doc, Location(tx_id, w.index, w.revision, w.n))
-                        for w in written
-                    ]
-                try:
-                    with store.write() as txn:
-                        derive.apply(store, txn, self.read_doc, tx_id, self.ledger.state(tx_id).root, metas, changes, old)
-                        if MAINTAIN_STATE_MAP:
-                            plan.apply(txn, store.smap)
-                        else:
-                            store.mark_map_stale(txn)
-                except lmdb.Error as e:  # the log holds the commit: the next open applies it
-                    self._damaged = f"the derived state could not be updated: {e}"
-                    raise StorageError(
-                        f"transaction {tx_id} is committed, but the derived state could not be updated ({e}): "
-                        "reopen the database (it is brought up to date from the log)"
-                    ) from None
-            return tx_id
+                raise outcome
+        return outcome
+
+    def mark_damaged(self, why: str) -> None:
+        """The derived state could not follow the log: refuse everything until reopened."""
+        self._damaged = why
 
     # ---------------------------------------------------------------- audit
     def audit(
@@ -840,6 +864,56 @@ def default_state_dir(url: str) -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     digest = hashlib.sha256(redact_url(url).encode()).hexdigest()[:16]
     return os.path.join(base, "immudoc", f"pg-{digest}")
+
+
+STATE_DIRS_PER_HOST = 64
+"""Writer processes of one PostgreSQL database that one host can run with default state
+directories (``pg-<hash>``, ``pg-<hash>-2``, ...)."""
+
+
+def _claim_state_dir(url: str, given: str | None, key_file: str | None) -> tuple[str, int, str | None]:
+    """(state directory, its lock's descriptor, key file) of a writer process: the directory
+    given, which no other writer may hold (LockedError), or the first default one free; a
+    default one other than the first reads the signing key from the first, unless told another."""
+    if given is not None:
+        _prepare_state_dir(given, False)
+        fd = _lock_dir(given)
+        if fd is None:
+            raise kvcore.LockedError(
+                f"the state directory {given!r} is in use by another writer process of {redact_url(url)}: "
+                "give each process its own (state_dir=..., IMMUDOC_STATE_DIR)"
+            )
+        return given, fd, key_file
+    base = default_state_dir(url)
+    for i in range(1, STATE_DIRS_PER_HOST + 1):
+        path = base if i == 1 else f"{base}-{i}"
+        _prepare_state_dir(path, False)
+        fd = _lock_dir(path)
+        if fd is None:
+            continue
+        shared = os.path.join(base, keyfile.KEY_FILE)
+        if (i > 1 and key_file is None and not os.environ.get(keyfile.KEY_FILE_ENV)
+                and not os.path.exists(os.path.join(path, keyfile.KEY_FILE)) and os.path.exists(shared)):
+            key_file = shared  # the first directory's key: one key for the database's processes
+        return path, fd, key_file
+    raise kvcore.LockedError(
+        f"{STATE_DIRS_PER_HOST} writer processes of {redact_url(url)} already run on this host with default "
+        "state directories: give this one its own (state_dir=..., IMMUDOC_STATE_DIR)"
+    )
+
+
+def _lock_dir(path: str) -> int | None:
+    """An exclusive hold on ``path`` (its ``writer.lock``), or None if another process has it."""
+    try:
+        fd = os.open(os.path.join(path, "writer.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise kvcore.StorageError(f"cannot lock the state directory {path!r}: {e.strerror}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _prepare_state_dir(path: str, readonly: bool) -> None:

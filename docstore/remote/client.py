@@ -158,15 +158,16 @@ class RemoteDatabase:
         return self._conn.prove_state("", "collections", state=state, known_state=known_state, with_header=with_header)
 
     # --------------------------------------------------------- transactions
-    def transaction(self, at_tx: int | None = None) -> RemoteTransaction:
+    def transaction(self, at_tx: int | None = None, *, idempotency_key: str | None = None) -> RemoteTransaction:
         """An optimistic transaction: reads as of one snapshot (now, or ledger transaction
         ``at_tx``), writes committed in one call that raises ConflictError if anything read or
-        written changed since (see RemoteTransaction)."""
+        written changed since (see RemoteTransaction). ``idempotency_key``: committed once
+        however often it is retried (the commit call always carries one)."""
         from docstore.remote.transaction import RemoteTransaction
 
         if self._conn.closed:
             raise kvcore.ClosedError("the database connection is closed")
-        return RemoteTransaction(self._conn, at_tx)
+        return RemoteTransaction(self._conn, at_tx, idempotency_key)
 
     def run_transaction(self, fn: Callable[[RemoteTransaction], T]) -> T:
         """Run ``fn(tx)`` in a transaction and commit it, running it again (a new transaction)

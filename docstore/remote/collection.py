@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import kvcore
 
-from docstore.collections import cursor
+from docstore.collections import budget, cursor
 from docstore.api import Revision
 from docstore.collections.indexes import check_field
 from docstore.collections.query import compile_filter, compile_projection
@@ -72,11 +72,15 @@ class RemoteCollection:
         return self._conn.stub
 
     # --------------------------------------------------------------- writes
-    def insert(self, doc: dict) -> str:
+    # Every write goes with an idempotency key (``idempotency_key``, or a new one): sent again
+    # after the server dropped it, it is committed once (docs/errors.md).
+    def insert(self, doc: dict, *, idempotency_key: str | None = None) -> str:
         """Insert a document; returns its ``_id`` (generated if the document has none)."""
-        return self.insert_many([doc])[0]
+        return self.insert_many([doc], idempotency_key=idempotency_key)[0]
 
-    def insert_many(self, docs: Iterable[dict], *, per_transaction: int | None = None) -> list[str]:
+    def insert_many(
+        self, docs: Iterable[dict], *, per_transaction: int | None = None, idempotency_key: str | None = None
+    ) -> list[str]:
         """Insert documents in one atomic transaction; returns their ids.
 
         They are sent in messages of ``batch_size`` documents (and at most half the maximum
@@ -87,6 +91,8 @@ class RemoteCollection:
         if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
             raise InvalidDocumentError(f"insert_many takes a list of documents, got {type(docs).__name__}")
         if per_transaction is not None:
+            if idempotency_key is not None:
+                raise QueryError("an idempotency key covers one transaction: not per_transaction (give each its own)")
             return [i for group in in_groups(docs, per_transaction) for i in self.insert_many(group)]
         encoded = [codec.dumps_doc(d) for d in docs]
         limit = max(1, self._conn.max_message_bytes // 2)
@@ -105,27 +111,30 @@ class RemoteCollection:
                 if start >= len(encoded):
                     return
 
-        return list(self._call(self._stub.Insert, batches()).ids)
+        return list(self._conn.write(self._stub.Insert, batches, idempotency_key).ids)
 
-    def replace(self, doc_id: str, doc: dict) -> dict:
+    def replace(self, doc_id: str, doc: dict, *, idempotency_key: str | None = None) -> dict:
         """Replace a whole document (a new revision); returns it."""
         check_id(doc_id)
-        r = self._call(self._stub.Replace, pb.ReplaceRequest(collection=self.name, id=doc_id, document=codec.dumps_doc(doc)))
+        req = pb.ReplaceRequest(collection=self.name, id=doc_id, document=codec.dumps_doc(doc))
+        r = self._conn.write(self._stub.Replace, lambda: req, idempotency_key)
         return codec.loads(r.document)
 
-    def update(self, doc_id: str, changes: dict) -> dict:
+    def update(self, doc_id: str, changes: dict, *, idempotency_key: str | None = None) -> dict:
         """Apply ``$set``, ``$unset``, ``$inc``, ``$push`` (a new revision); returns the document."""
         check_id(doc_id)
         validate_update(changes)  # QueryError for a malformed update, as embedded; then values
         # that are not JSON (a set, a tuple) are InvalidDocumentError, as embedded
         encoded = codec.dumps(changes, InvalidDocumentError, strict=True)
-        r = self._call(self._stub.Update, pb.UpdateRequest(collection=self.name, id=doc_id, changes=encoded))
+        req = pb.UpdateRequest(collection=self.name, id=doc_id, changes=encoded)
+        r = self._conn.write(self._stub.Update, lambda: req, idempotency_key)
         return codec.loads(r.document)
 
-    def delete(self, doc_id: str) -> None:
+    def delete(self, doc_id: str, *, idempotency_key: str | None = None) -> None:
         """Delete a document: a tombstone revision; its history stays."""
         check_id(doc_id)
-        self._call(self._stub.Delete, pb.DeleteRequest(collection=self.name, id=doc_id))
+        req = pb.DeleteRequest(collection=self.name, id=doc_id)
+        self._conn.write(self._stub.Delete, lambda: req, idempotency_key)
 
     # ---------------------------------------------------------------- reads
     def get(self, doc_id: str, at_tx: int | None = None) -> dict:
@@ -227,6 +236,7 @@ class RemoteCollection:
         *,
         verify: bool | None = None,
         page_size: int = 0,
+        max_time_ms: int | None = None,
     ) -> Iterator[dict]:
         """Documents matching a Mongo-style ``filter`` (as of ``at_tx``), streamed from the
         server page by page as you iterate.
@@ -237,8 +247,10 @@ class RemoteCollection:
         ``at_tx`` by a proof of each document, checked against the trusted state, the filter
         and projection applied here (only proven documents are returned; that none was left
         out is not proven). ``verify=False`` reads them unverified. Dropping the iterator
-        early cancels the stream.
+        early cancels the stream. ``max_time_ms``: the server stops the query with
+        QueryTimeoutError after that many milliseconds, as embedded.
         """
+        budget.seconds_of(max_time_ms)  # QueryError, as embedded
         if verify is None:
             verify = self._conn.trust is not None
         predicate = compile_filter(filter)  # fail here, as embedded, on a malformed query
@@ -251,12 +263,12 @@ class RemoteCollection:
             raise VerificationError("find(verify=True) needs a verifying connection (a trusted state)")
         if verify and at_tx is None:  # the result proven complete as of the current state
             if sort is None:  # skip and limit proven too (the proof may stop at the limit)
-                docs = self._proven("find", filter, None, skip, limit)
+                docs = self._proven("find", filter, None, skip, limit, max_time_ms=max_time_ms)
                 return cursor.run_query(iter(docs), None, projection, None, 0, None)
             # With a sort a proof covers the filter's whole ranges anyway: every match is proven
             # and sorted and paged here, so that a sort the documents do not allow fails as
             # embedded (QueryError), not as a proof that does not verify.
-            docs = self._proven("find", filter)
+            docs = self._proven("find", filter, max_time_ms=max_time_ms)
             return cursor.run_query(iter(docs), None, projection, sort, skip, limit)
         req = pb.FindRequest(
             collection=self.name,
@@ -270,14 +282,14 @@ class RemoteCollection:
         _set_opt(req, "at_tx", at_tx)
         if not verify:
             req.projection = codec.dumps_opt(projection)
-            first, rest = self._conn.stream(self._stub.Find, req)
+            first, rest = self._conn.stream(self._stub.Find, req, max_time_ms)
             return _documents(first, rest)
         trust = self._conn.trust
         assert trust is not None
         base = trust.state
         req.known_state.CopyFrom(codec.state_to_pb(base))
         started = time.monotonic()
-        first, rest = self._conn.stream(self._stub.Find, req)
+        first, rest = self._conn.stream(self._stub.Find, req, max_time_ms)
         if first is None:
             raise VerificationError("the server ended a verified find without its state")
         state = self._conn.verified_page_state(first, base)
@@ -324,51 +336,57 @@ class RemoteCollection:
 
     def find_one(
         self, filter: dict | None = None, projection: Any = None, sort: Any = None, at_tx: int | None = None,  # noqa: A002
-        *, verify: bool | None = None,
+        *, verify: bool | None = None, max_time_ms: int | None = None,
     ) -> dict | None:
         """The first matching document, or None (proven on a verifying connection)."""
-        it = self.find(filter, projection, sort, 0, 1, at_tx, verify=verify)
+        it = self.find(filter, projection, sort, 0, 1, at_tx, verify=verify, max_time_ms=max_time_ms)
         try:
             return next(it, None)
         finally:
             it.close()  # type: ignore[attr-defined]
 
-    def count(self, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None) -> int:  # noqa: A002
+    def count(
+        self, filter: dict | None = None, at_tx: int | None = None, *,  # noqa: A002
+        verify: bool | None = None, max_time_ms: int | None = None,
+    ) -> int:
         """How many documents match. On a verifying connection the count is proven (as of the
         current state; a count as of ``at_tx`` is refused with ProofUnavailableError unless
-        ``verify=False``)."""
+        ``verify=False``). ``max_time_ms`` as for :meth:`find`."""
         compile_filter(filter)
+        budget.seconds_of(max_time_ms)
         at_tx = _int_or_none(at_tx, "at_tx")
         if self._conn.trust is not None and verify is not False and at_tx is None:
-            return int(self._proven("count", filter))
+            return int(self._proven("count", filter, max_time_ms=max_time_ms))
         refuse_unproven(self._conn.trust is not None, verify, "a count")
         req = pb.CountRequest(collection=self.name, filter=codec.dumps_opt(filter))
         _set_opt(req, "at_tx", at_tx)
-        return self._call(self._stub.Count, req).count
+        return self._conn.call(self._stub.Count, req, max_time_ms=max_time_ms).count
 
     def distinct(
-        self, field: str, filter: dict | None = None, at_tx: int | None = None, *, verify: bool | None = None  # noqa: A002
+        self, field: str, filter: dict | None = None, at_tx: int | None = None, *,  # noqa: A002
+        verify: bool | None = None, max_time_ms: int | None = None,
     ) -> list:
         """Distinct values of ``field`` among matching documents (arrays contribute elements).
         Proven on a verifying connection as of the current state (as of ``at_tx``: refused with
-        ProofUnavailableError unless ``verify=False``)."""
+        ProofUnavailableError unless ``verify=False``). ``max_time_ms`` as for :meth:`find`."""
         check_field(field)
         compile_filter(filter)
+        budget.seconds_of(max_time_ms)
         at_tx = _int_or_none(at_tx, "at_tx")
         if self._conn.trust is not None and verify is not False and at_tx is None:
-            return list(self._proven("distinct", filter, field=field))
+            return list(self._proven("distinct", filter, field=field, max_time_ms=max_time_ms))
         refuse_unproven(self._conn.trust is not None, verify, "a list of distinct values")
         req = pb.DistinctRequest(collection=self.name, field=field, filter=codec.dumps_opt(filter))
         _set_opt(req, "at_tx", at_tx)
-        return codec.loads(self._call(self._stub.Distinct, req).values)
+        return codec.loads(self._conn.call(self._stub.Distinct, req, max_time_ms=max_time_ms).values)
 
     def _proven(self, op: str, filter: dict | None, sort: Any = None, skip: int = 0,  # noqa: A002
-                limit: int | None = None, field: str | None = None) -> Any:
+                limit: int | None = None, field: str | None = None, max_time_ms: int | None = None) -> Any:
         """A verifying connection's find, count or distinct: proven complete as of the server's
         current state (a find proof of exactly this query, checked here)."""
         if sort is not None:
             cursor.sort_key(sort)
-        return self._conn.verified_query(self.name, Query(op, dict(filter or {}), sort, skip, limit, field))
+        return self._conn.verified_query(self.name, Query(op, dict(filter or {}), sort, skip, limit, field), max_time_ms)
 
     def explain(self, filter: dict | None = None, *, verify: bool | None = None) -> dict[str, Any]:  # noqa: A002
         """How ``find(filter)`` would run on the server: ``{"plan": "index"|"scan", ...}``

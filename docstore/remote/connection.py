@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,8 +38,17 @@ from docstore.proofs.verify import verify
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
 from docstore.rpc import immudoc_pb2_grpc as pb_grpc
+from docstore.remote.errors import DeadlineExceededError, UnavailableError
+from docstore.transactions import requests
 
 P = TypeVar("P", Proof, StateProof)
+
+WRITE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+"""Seconds between attempts of a write whose server could not be reached (its idempotency key
+makes a repeat safe)."""
+
+MAX_TIME_SLACK = 2.0
+"""Seconds a call with ``max_time_ms`` waits beyond it for the server's QueryTimeoutError."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,9 @@ class Connection:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max(max_bytes, codec.REPLY_FLOOR_BYTES)),
             ("grpc.max_send_message_length", max_bytes),
+            # a connection of its own (gRPC shares one among a process's channels to a target):
+            # connections spread among the processes of `serve --processes N`
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         tls_cfg = TLS.of(tls)
         if tls_cfg is not None:
@@ -193,15 +206,27 @@ class Connection:
             self._channel.close()
 
     # ------------------------------------------------------------- calling
-    def call(self, method: Callable[..., Any], request: Any, timeout: float | None | bool = False) -> Any:
+    def _limited(self, timeout: float | None, max_time_ms: int | None) -> tuple[float | None, Any]:
+        """(gRPC timeout, metadata) of a call whose queries may run ``max_time_ms``: the server
+        stops them at that (QueryTimeoutError, as embedded); the call's own deadline is set a
+        little later, so that the server's answer arrives first."""
+        if max_time_ms is None:
+            return timeout, self._metadata
+        return max_time_ms / 1000 + MAX_TIME_SLACK, (*self._metadata, (codec.MAX_TIME_KEY, str(max_time_ms)))
+
+    def call(
+        self, method: Callable[..., Any], request: Any, timeout: float | None | bool = False,
+        max_time_ms: int | None = None,
+    ) -> Any:
         if self._closed:
             raise kvcore.ClosedError("the database connection is closed")
+        limit, metadata = self._limited(self.timeout if timeout is False else timeout, max_time_ms)
         try:
-            return method(request, timeout=self.timeout if timeout is False else timeout, metadata=self._metadata)
+            return method(request, timeout=limit, metadata=metadata)
         except grpc.RpcError as e:
             raise codec.decode_error(e) from None
 
-    def stream(self, method: Callable[..., Any], request: Any) -> tuple[Any, Iterator[Any]]:
+    def stream(self, method: Callable[..., Any], request: Any, max_time_ms: int | None = None) -> tuple[Any, Iterator[Any]]:
         """Start a server stream; returns (first message or None, iterator over the rest).
 
         The first message is read at once, so an invalid request fails here, as it would
@@ -209,7 +234,8 @@ class Connection:
         """
         if self._closed:
             raise kvcore.ClosedError("the database connection is closed")
-        call = method(request, timeout=self.stream_timeout, metadata=self._metadata)
+        limit, metadata = self._limited(self.stream_timeout, max_time_ms)
+        call = method(request, timeout=limit, metadata=metadata)
         try:
             first = next(call, None)
         except grpc.RpcError as e:
@@ -238,9 +264,37 @@ class Connection:
                 ) from None
             self.known_collections.add(name)
 
-    def call_commit(self, messages: Iterator[pb.CommitRequest]) -> pb.CommitResponse:
+    def call_commit(self, messages: Callable[[], Iterator[pb.CommitRequest]], key: str | None) -> pb.CommitResponse:
         """Send a transaction's reads and writes (a client stream) in one call."""
-        return self.call(self.stub.Commit, messages)
+        return self.write(self.stub.Commit, messages, key)
+
+    def write(self, method: Callable[..., Any], request: Callable[[], Any], key: str | None) -> Any:
+        """A write call, made with an idempotency key (``key``, or a new one): if the server
+        cannot be reached or drops the call, it is sent again with the same key after
+        :data:`WRITE_RETRY_DELAYS` (a write the server committed before it dropped the call is
+        not committed twice: its first result comes back). If it still fails, the
+        UnavailableError names the key, to send the write again with it later."""
+        key = uuid.uuid4().hex if key is None else requests.check_key(key)
+        metadata = (*self._metadata, (codec.IDEMPOTENCY_KEY, key))
+        for delay in (*WRITE_RETRY_DELAYS, None):
+            if self._closed:
+                raise kvcore.ClosedError("the database connection is closed")
+            try:
+                return method(request(), timeout=self.timeout, metadata=metadata)
+            except grpc.RpcError as e:
+                err = codec.decode_error(e)
+            if isinstance(err, UnavailableError) and delay is not None:
+                time.sleep(delay)
+                continue
+            if isinstance(err, (UnavailableError, DeadlineExceededError)):
+                err.args = (
+                    f"{err}; the write may or may not have been committed: send it again with "
+                    f"idempotency_key={key!r} (with that key it is committed at most once)",
+                    *err.args[1:],
+                )
+                err.idempotency_key = key
+            raise err from None
+        raise AssertionError("unreachable")
 
     def current_state(self) -> kvcore.State:
         """The server's current state (verifying: authenticated, and the trusted state advances to it)."""
@@ -294,6 +348,7 @@ class Connection:
     def prove_state(
         self, coll: str, kind: str, doc_id: str = "", pointer: str | None = None, query: Query | None = None,
         state: kvcore.State | None = None, known_state: kvcore.State | None = None, with_header: bool = False,
+        max_time_ms: int | None = None,
     ) -> StateProof:
         """Ask ProveState for a proof of the current state (parsed, not checked)."""
         req = pb.ProveStateRequest(collection=coll, kind=kind, id=doc_id, with_header=with_header)
@@ -304,7 +359,7 @@ class Connection:
         for field, value in (("state", state), ("known_state", known_state)):
             if value is not None:
                 getattr(req, field).CopyFrom(codec.state_to_pb(value, field))
-        return self.state_proof(self.call(self.stub.ProveState, req).proof)
+        return self.state_proof(self.call(self.stub.ProveState, req, max_time_ms=max_time_ms).proof)
 
     def _current(self, proof: StateProof, base: kvcore.State) -> StateProof:
         """A proof of the server's current state, authenticated: its state is not behind the
@@ -356,7 +411,7 @@ class Connection:
         proof = self._current(proof, base)
         verify(proof, proof.state, trust.pinned)
 
-    def verified_query(self, coll: str, query: Query) -> Any:
+    def verified_query(self, coll: str, query: Query, max_time_ms: int | None = None) -> Any:
         """A find's documents (whole), a count or distinct values, proven complete as of the
         server's current state (a find proof of exactly this query)."""
         trust = self.trust
@@ -364,7 +419,9 @@ class Connection:
         trust.link(self.fetch)
         base = trust.state
         asked = codec.dumps(query.to_dict())
-        proof = self.prove_state(coll, "find", query=query, known_state=base, with_header=not trust.pinned)
+        proof = self.prove_state(
+            coll, "find", query=query, known_state=base, with_header=not trust.pinned, max_time_ms=max_time_ms
+        )
         if proof.kind != "find" or proof.collection != coll or proof.query is None:
             raise VerificationError(f"the server proved {proof.kind} {proof.collection}, not a query of {coll}")
         if codec.dumps(proof.query.to_dict()) != codec.dumps(codec.loads(asked)):

@@ -14,6 +14,10 @@ from docstore.errors import DocstoreError
 class RemoteError(DocstoreError):
     """A call to the server failed for a reason of its own (``code``: the gRPC status name)."""
 
+    idempotency_key: str | None = None
+    """For a write that failed this way (unavailable, past its deadline): the key to send it
+    again with, so that it is committed at most once (docs/errors.md)."""
+
     def __init__(self, message: str, code: str = "UNKNOWN") -> None:
         super().__init__(message)
         self.code = code

@@ -21,6 +21,7 @@ from docstore.collections import cursor
 from docstore.errors import DocstoreError, QueryError
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
+from docstore.transactions import requests
 from docstore.transactions.staging import StagingCollection, TransactionBase
 
 if TYPE_CHECKING:
@@ -71,8 +72,10 @@ class RemoteStaged:
 class RemoteTransaction(TransactionBase):
     """A multi-document, multi-collection optimistic transaction on a remote database."""
 
-    def __init__(self, conn: Connection, at_tx: int | None = None) -> None:
+    def __init__(self, conn: Connection, at_tx: int | None = None, idempotency_key: str | None = None) -> None:
         self._conn = conn
+        self.idempotency_key = None if idempotency_key is None else requests.check_key(idempotency_key)
+        """Committed once however often sent (a new key for each commit otherwise): docs/errors.md."""
         now = conn.current_state().tx_id
         if at_tx is not None and (type(at_tx) is not int or not 0 <= at_tx <= now):
             raise QueryError(f"transaction {at_tx!r} does not exist (the ledger is at {now})")
@@ -140,7 +143,7 @@ class RemoteTransaction(TransactionBase):
                 size += n
             yield msg
 
-        reply = self._conn.call_commit(messages())
+        reply = self._conn.call_commit(messages, self.idempotency_key)
         self.tx_id = reply.tx_id if reply.HasField("tx_id") else None
         return self.tx_id
 

@@ -158,6 +158,35 @@ def consistency_from_pb(msg: pb.ConsistencyProof) -> kvcore.ConsistencyProof:
     return kvcore.ConsistencyProof(msg.old_tx_id, msg.new_tx_id, path)
 
 
+MAX_TIME_KEY = "immudoc-max-time-ms"
+"""Call metadata: the milliseconds the call's queries may run (a client's ``max_time_ms``)."""
+
+
+def max_time_seconds(metadata: Any) -> float | None:
+    """The ``max_time_ms`` a call's metadata carries, in seconds (None: none or not a whole
+    number of milliseconds from 1 up; then the server's own limit applies)."""
+    for key, value in metadata or ():
+        if key == MAX_TIME_KEY:
+            try:
+                ms = int(value)
+            except (TypeError, ValueError):
+                return None
+            return ms / 1000 if ms > 0 else None
+    return None
+
+
+IDEMPOTENCY_KEY = "immudoc-idempotency-key"
+"""Call metadata: the idempotency key of a write (docstore.transactions.requests)."""
+
+
+def idempotency_key(metadata: Any) -> str | None:
+    """The idempotency key a write's metadata carries (checked by the library), or None."""
+    for key, value in metadata or ():
+        if key == IDEMPOTENCY_KEY:
+            return value if isinstance(value, str) else None
+    return None
+
+
 # ============================================================================ errors
 _CODES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.StatusCode]] = [
     (kvcore.ConflictError, grpc.StatusCode.ABORTED),  # docstore's ConflictError derives from it
@@ -169,6 +198,7 @@ _CODES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.S
     ((derrors.VerificationError, kvcore.VerificationError), grpc.StatusCode.FAILED_PRECONDITION),
     ((derrors.CorruptDataError, kvcore.CorruptionError), grpc.StatusCode.DATA_LOSS),
     ((kvcore.ClosedError, kvcore.LockedError), grpc.StatusCode.UNAVAILABLE),
+    (derrors.QueryTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (kvcore.ReadOnlyError, grpc.StatusCode.FAILED_PRECONDITION),
     ((ValueError, TypeError), grpc.StatusCode.INVALID_ARGUMENT),
     (LookupError, grpc.StatusCode.NOT_FOUND),

@@ -17,7 +17,7 @@ from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2_grpc as pb_grpc
 from docstore.server.auth import Authorizer, load_tokens
 from docstore.server.health import health_handler
-from docstore.server.service import DocstoreService
+from docstore.server.service import DEFAULT_MAX_CALL_SECONDS, DocstoreService
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3323
@@ -41,6 +41,8 @@ class ServerConfig:
     max_message_mb: float = DEFAULT_MAX_MESSAGE_MB
     grace: float = DEFAULT_GRACE
     workers: int = DEFAULT_WORKERS
+    max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS  # the longest any call's queries may run
+    reuse_port: bool = False  # share the port with the other processes of `serve --processes N`
 
     @property
     def max_message_bytes(self) -> int:
@@ -89,6 +91,10 @@ class Server:
             raise ServerConfigError("mutual TLS (--client-ca) needs TLS (--tls-cert and --tls-key)")
         if not config.max_message_mb > 0:
             raise ServerConfigError("the maximum message size must be positive")
+        if type(config.port) is not int or not 0 <= config.port <= 65535:
+            raise ServerConfigError(f"the port must be from 0 to 65535 (0: any free port), got {config.port!r}")
+        if not config.max_call_seconds > 0:
+            raise ServerConfigError("the longest call (--max-call-seconds) must be positive")
         if config.workers < 1:
             raise ServerConfigError("the server needs at least one worker thread")
         self._credentials = None
@@ -113,10 +119,11 @@ class Server:
             options=[
                 ("grpc.max_receive_message_length", n),
                 ("grpc.max_send_message_length", max(n, codec.REPLY_FLOOR_BYTES)),
-                ("grpc.so_reuseport", 0),  # never share a port with another process
+                # never share a port with another process, except the others of `serve --processes N`
+                ("grpc.so_reuseport", 1 if config.reuse_port else 0),
             ],
         )
-        pb_grpc.add_DocstoreServicer_to_server(DocstoreService(db, Authorizer(tokens), n), self._server)
+        pb_grpc.add_DocstoreServicer_to_server(DocstoreService(db, Authorizer(tokens), n, config.max_call_seconds), self._server)
         self._server.add_generic_rpc_handlers((health_handler(lambda: self._serving),))
         self.port: int | None = None
         self._stopped = threading.Event()

@@ -17,6 +17,7 @@ from docstore.server.app import (
     DEFAULT_GRACE,
     DEFAULT_HOST,
     DEFAULT_MAX_MESSAGE_MB,
+    DEFAULT_MAX_CALL_SECONDS,
     DEFAULT_PORT,
     DEFAULT_WORKERS,
 )
@@ -35,6 +36,8 @@ def serve(
     workers: int = DEFAULT_WORKERS,
     *,
     key_file: str | None = None,
+    max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
+    reuse_port: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
     stop: threading.Event | None = None,
@@ -66,6 +69,8 @@ def serve(
         max_message_mb=max_message_mb,
         grace=grace,
         workers=workers,
+        max_call_seconds=max_call_seconds,
+        reuse_port=reuse_port,
     )
     import docstore
 

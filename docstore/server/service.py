@@ -20,6 +20,7 @@ import grpc
 
 import kvcore
 
+from docstore.collections import budget
 from docstore.database import Database
 from docstore.errors import DocumentNotFoundError, InvalidDocumentError, QueryError, TransactionTooLargeError
 from docstore.proofs.bundle import MAX_BUNDLE_BYTES
@@ -50,6 +51,16 @@ def _server_version() -> str:
         return "0.1.0"
 
 
+DEFAULT_MAX_CALL_SECONDS = 600.0
+"""The server's limit on any one call's queries (a find stream included) when the client sets
+no shorter deadline: ``immudoc serve --max-call-seconds``."""
+
+
+def _key(context: grpc.ServicerContext) -> str | None:
+    """A write's idempotency key (call metadata), if the client sent one."""
+    return codec.idempotency_key(context.invocation_metadata())
+
+
 def _opt(msg: Any, field: str) -> Any:
     return getattr(msg, field) if msg.HasField(field) else None
 
@@ -64,7 +75,7 @@ def rpc(*, write: bool = False, stream: bool = False) -> Callable[[Callable[...,
             def stream_handler(self: DocstoreService, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 self._admit(context, write)
                 try:
-                    yield from fn(self, request, context)
+                    yield from budget.bounded(fn(self, request, context), self._deadline(context))
                 except Exception as e:  # noqa: BLE001
                     if type(e) is Exception:  # context.abort() already set the status: keep it
                         raise
@@ -76,7 +87,8 @@ def rpc(*, write: bool = False, stream: bool = False) -> Callable[[Callable[...,
         def handler(self: DocstoreService, request: Any, context: grpc.ServicerContext) -> Any:
             self._admit(context, write)
             try:
-                return fn(self, request, context)
+                with budget.until(self._deadline(context)):
+                    return fn(self, request, context)
             except Exception as e:  # noqa: BLE001
                 if type(e) is Exception:  # context.abort() already set the status: keep it
                     raise
@@ -90,8 +102,12 @@ def rpc(*, write: bool = False, stream: bool = False) -> Callable[[Callable[...,
 class DocstoreService(pb_grpc.DocstoreServicer):
     """Serves one open :class:`docstore.Database`."""
 
-    def __init__(self, db: Database, auth: Authorizer, max_message_bytes: int) -> None:
+    def __init__(
+        self, db: Database, auth: Authorizer, max_message_bytes: int, max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS
+    ) -> None:
         self.db = db
+        self.max_call_seconds = max_call_seconds
+        """The longest any call's queries may run (a call's own deadline may be shorter)."""
         self.auth = auth
         self.max_message_bytes = max_message_bytes
         self.page_bytes = max(1024, min(PAGE_BYTES, max_message_bytes // 4))
@@ -107,6 +123,11 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         left = context.time_remaining()
         if left is not None and left <= 0:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed before it started")
+
+    def _deadline(self, context: grpc.ServicerContext) -> float | None:
+        """When the call's queries must stop: its own deadline, at most the server's limit."""
+        limits = [self.max_call_seconds, context.time_remaining(), codec.max_time_seconds(context.invocation_metadata())]
+        return budget.deadline(min(x for x in limits if x is not None))
 
     def _fail(self, context: grpc.ServicerContext, exc: Exception) -> None:
         if not codec.is_api_error(exc) and not isinstance(exc, (ValueError, TypeError, LookupError, grpc.RpcError)):
@@ -189,22 +210,24 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         left = context.time_remaining()
         if left is not None and left <= 0:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the documents were written")
-        return pb.InsertResponse(ids=coll.insert_many(docs))
+        return pb.InsertResponse(ids=coll.insert_many(docs, idempotency_key=_key(context)))
 
     @rpc(write=True)
     def Replace(self, request: pb.ReplaceRequest, context: grpc.ServicerContext) -> Any:
         doc = codec.loads(request.document, InvalidDocumentError)
-        new = self.db.collection(request.collection).replace(request.id, doc)
+        new = self.db.collection(request.collection).replace(request.id, doc, idempotency_key=_key(context))
         return pb.DocumentResponse(document=codec.dumps(new))
 
     @rpc(write=True)
     def Update(self, request: pb.UpdateRequest, context: grpc.ServicerContext) -> Any:
-        new = self.db.collection(request.collection).update(request.id, codec.loads(request.changes))
+        new = self.db.collection(request.collection).update(
+            request.id, codec.loads(request.changes), idempotency_key=_key(context)
+        )
         return pb.DocumentResponse(document=codec.dumps(new))
 
     @rpc(write=True)
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> Any:
-        self.db.collection(request.collection).delete(request.id)
+        self.db.collection(request.collection).delete(request.id, idempotency_key=_key(context))
         return pb.DeleteResponse()
 
     @rpc(write=True)
@@ -228,7 +251,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
                     raise TransactionTooLargeError(f"a transaction of more than {kvcore.MAX_TX_BYTES} bytes exceeds the limit")
                 doc = codec.loads(w.document, InvalidDocumentError) if kind != "delete" else None
                 writes.append(one_call.Write(kind, w.collection, w.id if kind != "insert" else None, doc))
-        tx_id = one_call.commit_in_one_call(self.db, _opt(first, "snapshot"), reads, writes)
+        tx_id = one_call.commit_in_one_call(self.db, _opt(first, "snapshot"), reads, writes, _key(context))
         return pb.CommitResponse(tx_id=tx_id) if tx_id is not None else pb.CommitResponse()
 
     # ---------------------------------------------------------------- reads

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from docstore.transactions.transaction import Transaction
 
 WRITE_KINDS = ("insert", "replace", "delete")
+BLIND_TRIES = 8  # a blind commit with an idempotency key: attempts before a conflict is raised
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,8 @@ def _replay(tx: Transaction, snapshot: int | None, reads: list[Read], writes: li
 
 
 def commit_in_one_call(
-    db: Database, snapshot: int | None, reads: Iterable[Read] = (), writes: Iterable[Write] = ()
+    db: Database, snapshot: int | None, reads: Iterable[Read] = (), writes: Iterable[Write] = (),
+    idempotency_key: str | None = None,
 ) -> int | None:
     """Commit ``writes`` if nothing in ``reads`` changed after ``snapshot``; see the module.
 
@@ -115,21 +117,36 @@ def commit_in_one_call(
     (nothing written) on a conflict, and the embedded API's errors (DuplicateIdError,
     SchemaError, DocumentNotFoundError, ...) for an invalid write. Without reads and without a
     snapshot, the writes are blind: a conflict with a concurrent commit is retried, as single
-    operations are.
+    operations are. ``idempotency_key``: committed once however often it is sent
+    (docstore.transactions.requests); a repeat returns the first commit's transaction id.
     """
     reads, writes = list(reads), list(writes)
     _check(snapshot, reads, writes)
-    if snapshot is None and not reads:  # blind: retried like a single operation, never starved
+    if snapshot is None and not reads and idempotency_key is None:  # blind: retried, never starved
 
         def replay(tx: Transaction) -> Transaction:
             _replay(tx, None, reads, writes)
             return tx
 
         return db.run_transaction(replay).tx_id
+    if snapshot is None and not reads:  # blind with a key: conflicts retried a few times
+        for attempt in range(BLIND_TRIES):
+            try:
+                return _commit(db.transaction(idempotency_key=idempotency_key), None, reads, writes)
+            except ConflictError:
+                if attempt == BLIND_TRIES - 1:
+                    raise
     if snapshot is not None and snapshot > db.tx_id:
         raise QueryError(f"snapshot {snapshot} is newer than the ledger (transaction {db.tx_id})")
-    tx = db.transaction(at_tx=snapshot)
+    return _commit(db.transaction(at_tx=snapshot, idempotency_key=idempotency_key), snapshot, reads, writes)
+
+
+def _commit(tx: Transaction, snapshot: int | None, reads: list[Read], writes: list[Write]) -> int | None:
     try:
+        prior = tx.already_committed()  # sent before, and committed: nothing to replay
+        if prior is not None:
+            tx.rollback()
+            return prior
         _replay(tx, snapshot, reads, writes)
         return tx.commit()
     except BaseException:

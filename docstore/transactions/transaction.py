@@ -15,7 +15,7 @@ commit raise :class:`ConflictError` with nothing written.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 
@@ -38,6 +38,7 @@ from docstore.errors import (
     InvalidDocumentError,
     VerificationError,
 )
+from docstore.transactions import requests
 from docstore.transactions.staging import StagingCollection, TransactionBase
 
 if TYPE_CHECKING:
@@ -275,9 +276,11 @@ class Staged:
 class Transaction(TransactionBase):
     """``with db.transaction() as tx: tx["trials"].insert({...})`` commits on a clean exit."""
 
-    def __init__(self, engine: Engine, at_tx: int | None = None) -> None:
+    def __init__(self, engine: Engine, at_tx: int | None = None, idempotency_key: str | None = None) -> None:
         self.staged = Staged(engine, at_tx)
         """The transaction's reads and buffered writes (internal)."""
+        self.idempotency_key = None if idempotency_key is None else requests.check_key(idempotency_key)
+        """Committed once: a commit with a key already recorded writes nothing (docs/errors.md)."""
         self.snapshot: int = self.staged.snapshot
         """The ledger transaction this transaction reads as of."""
         self.tx_id: int | None = None
@@ -296,8 +299,30 @@ class Transaction(TransactionBase):
         """Whether the transaction was committed or rolled back."""
         return self.staged.done
 
+    def already_committed(self) -> int | None:
+        """With an idempotency key: the transaction that committed a write with that key as of
+        this one's snapshot (then this one writes nothing: check before replaying writes that
+        would fail now, such as inserts of the same ids), else None."""
+        key = self.idempotency_key
+        if key is None:
+            return None
+        self.staged.check_active()
+        prior = requests.lookup(self.staged, key)
+        return None if prior is None else requests.repeat(self.staged.engine, prior, key, "transaction", "")
+
     def commit(self) -> int | None:
-        """Commit; returns the ledger transaction id (None if nothing was written)."""
+        """Commit; returns the ledger transaction id (None if nothing was written). With an
+        idempotency key already recorded, nothing is written and the id is that of the
+        transaction that recorded it."""
+        key = self.idempotency_key
+        if key is not None:
+            prior = self.already_committed()
+            if prior is not None:
+                self.staged.rollback()
+                self.tx_id = prior
+                return prior
+            if self.staged.docs or self.staged.metas:
+                requests.record(self.staged, key, "transaction", "", None)
         self.tx_id = self.staged.commit()
         return self.tx_id
 
@@ -347,7 +372,7 @@ class TxCollection(StagingCollection):
         return self._staged.engine.trust is not None
 
 
-def run(engine: Engine, fn: Callable[[Transaction], T]) -> T:
+def run(engine: Engine, fn: Callable[[Transaction], T], request: tuple[str, str, str] | None = None) -> T:
     """Run ``fn`` in a fresh transaction and commit it, retrying on conflicts.
 
     The first attempts are optimistic. If they keep losing to concurrent commits (a hot
@@ -364,7 +389,14 @@ def run(engine: Engine, fn: Callable[[Transaction], T]) -> T:
             tx = Transaction(engine)
             tx.staged.owns_docs = True  # fn's documents are committed before the caller sees them
             try:
+                if request is not None:  # (idempotency key, kind of write, collection)
+                    prior = requests.lookup(tx.staged, request[0])
+                    if prior is not None:  # committed before: nothing to write
+                        tx.rollback()
+                        return cast(T, requests.repeat(engine, prior, *request))
                 result = fn(tx)
+                if request is not None:
+                    requests.record(tx.staged, request[0], request[1], request[2], result)
                 tx.commit()
                 return result
             except ConflictError:

@@ -10,7 +10,7 @@ A backend on a server database implements these methods and nothing else changes
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 
@@ -28,7 +28,6 @@ class Storage(ABC):
     def tx_count(self) -> int:
         """How many transactions are durably stored."""
 
-    @abstractmethod
     def append(self, payload: bytes, extra: bytes, tree_nodes: bytes) -> None:
         """Durably store transaction ``tx_count() + 1`` before returning.
 
@@ -37,6 +36,12 @@ class Storage(ABC):
         are the node hashes it adds to the ledger tree; storing them may be lazy (they are
         derived). On failure nothing of the transaction remains visible.
         """
+        self.append_many([(payload, extra, tree_nodes)])
+
+    @abstractmethod
+    def append_many(self, records: Sequence[tuple[bytes, bytes, bytes]]) -> None:
+        """Durably store transactions ``(payload, extra, tree_nodes)`` as :meth:`append` does,
+        numbered from ``tx_count() + 1``: all or none, with one durable write (group commit)."""
 
     @abstractmethod
     def read_tx(self, tx_id: int) -> bytes:
@@ -97,6 +102,11 @@ class Storage(ABC):
         """Delete derived files of earlier versions that nothing reads any more (a writer
         calls this once it has opened the ledger). None by default."""
         return None
+
+    def durable_count(self) -> int:
+        """How many transactions the medium holds now, other processes' appends included (a
+        cheap look, no lock taken); a storage with one writer: :meth:`tx_count`."""
+        return self.tx_count()
 
     @abstractmethod
     def refresh(self) -> int:

@@ -25,7 +25,7 @@ import stat
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from kvcore.errors import CorruptionError, FormatError, LockedError, ReadOnlyError, StorageError
 from kvcore.hashing import HEADER_SIZES
@@ -333,21 +333,28 @@ class FileStorage(Storage):
     def tx_count(self) -> int:
         return len(self._off)
 
-    def append(self, payload: bytes, extra: bytes, tree_nodes: bytes) -> None:
+    def append_many(self, records: Sequence[tuple[bytes, bytes, bytes]]) -> None:
         if self.readonly:
             raise ReadOnlyError("ledger is open read-only")
         fd = self._fds["txlog"]
         start = self._log_end
-        crc = zlib.crc32(extra, zlib.crc32(payload))
+        frames: list[bytes] = []
+        offsets: list[int] = []
+        off = start
+        for payload, extra, _nodes in records:
+            crc = zlib.crc32(extra, zlib.crc32(payload))
+            offsets.append(off)
+            frames += (_FRAME.pack(len(payload), len(extra), crc), payload, extra)
+            off += FRAME_SIZE + len(payload) + len(extra)
         try:
-            off = start
-            for part in (_FRAME.pack(len(payload), len(extra), crc), payload, extra):
+            at = start
+            for part in frames:
                 view = memoryview(part)
                 while view:
-                    n = os.pwrite(fd, view, off)
+                    n = os.pwrite(fd, view, at)
                     view = view[n:]
-                    off += n
-            os.fdatasync(fd)
+                    at += n
+            os.fdatasync(fd)  # one durable write for all of them
             self._check_still_linked(fd)
         except OSError as e:
             try:  # leave nothing half-written behind
@@ -357,11 +364,12 @@ class FileStorage(Storage):
             raise StorageError(
                 f"commit failed and was rolled back: {e.strerror or e}"
             ) from e
-        self._off.append(start)
-        self._plen.append(len(payload))
-        self._elen.append(len(extra))
+        for o, (payload, extra, tree_nodes) in zip(offsets, records):
+            self._off.append(o)
+            self._plen.append(len(payload))
+            self._elen.append(len(extra))
+            self._pending_tree += tree_nodes
         self._log_end = off
-        self._pending_tree += tree_nodes
         self._persist_derived()
 
     def _check_still_linked(self, fd: int) -> None:

@@ -27,7 +27,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Sequence, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -213,6 +213,9 @@ class PostgresStorage(Storage):
     def tx_count(self) -> int:
         return self._count
 
+    def durable_count(self) -> int:
+        return self._head()
+
     def index_path(self) -> str | None:
         return self._index_dir
 
@@ -249,7 +252,7 @@ class PostgresStorage(Storage):
         except self._psycopg.Error:
             pass  # a lost connection rolled it back already
 
-    def append(self, payload: bytes, extra: bytes, tree_nodes: bytes) -> None:
+    def append_many(self, records: Sequence[tuple[bytes, bytes, bytes]]) -> None:
         if self.readonly:
             raise ReadOnlyError("the ledger is open read-only")
         if not self._in_append:
@@ -259,37 +262,45 @@ class PostgresStorage(Storage):
                         f"ledger {redact(self.url)}: another writer appended transaction {self._count + 1}; "
                         "take it in first (refresh)"
                     )
-                self.append(payload, extra, tree_nodes)
+                self.append_many(records)
             return
-        tx_id = self._count + 1
-        crc = zlib.crc32(extra, zlib.crc32(payload))
+        first = self._count + 1
+        last = self._count + len(records)
+        rows = [
+            (tx_id, payload, extra, zlib.crc32(extra, zlib.crc32(payload)))
+            for tx_id, (payload, extra, _nodes) in enumerate(records, first)
+        ]
+        nodes = b"".join(r[2] for r in records)
         with self._lock:
             self._in_append = False
             try:
                 conn = self._conn
-                conn.execute("INSERT INTO kv_tx VALUES (%s, %s, %s, %s)", (tx_id, payload, extra, crc))
-                if tree_nodes:  # the next row number: another writer may have added rows since
-                    conn.execute("INSERT INTO kv_tree SELECT coalesce(max(seq), 0) + 1, %s FROM kv_tree", (tree_nodes,))
+                with conn.cursor() as cur:
+                    cur.executemany("INSERT INTO kv_tx VALUES (%s, %s, %s, %s)", rows)
+                if nodes:  # the next row number: another writer may have added rows since
+                    conn.execute("INSERT INTO kv_tree SELECT coalesce(max(seq), 0) + 1, %s FROM kv_tree", (nodes,))
                 moved = conn.execute(
-                    "UPDATE kv_head SET tx_count = %s WHERE id = 1 AND tx_count = %s", (tx_id, tx_id - 1)
+                    "UPDATE kv_head SET tx_count = %s WHERE id = 1 AND tx_count = %s", (last, first - 1)
                 ).rowcount
                 if moved != 1:
                     raise StorageError(
-                        f"ledger {redact(self.url)}: its head is not at {tx_id - 1}: another writer appended "
+                        f"ledger {redact(self.url)}: its head is not at {first - 1}: another writer appended "
                         "without its lock"
                     )
-                conn.execute("COMMIT")
+                conn.execute("COMMIT")  # one durable commit for all of them
             except self._psycopg.Error as e:
                 self._rollback()
+                what = f"transaction {first}" if first == last else f"transactions {first}..{last}"
                 raise StorageError(
-                    f"commit of transaction {tx_id} to {redact(self.url)} failed: {_first_line(e)} "
+                    f"commit of {what} to {redact(self.url)} failed: {_first_line(e)} "
                     "(if the connection was lost, it may have been committed: reopen the ledger to see)"
                 ) from None
             except BaseException:
                 self._rollback()
                 raise
-            self._count = tx_id
-            self._remember(tx_id, payload, extra)
+            self._count = last
+            for tx_id, payload, extra, _crc in rows:
+                self._remember(tx_id, payload, extra)
 
     def _remember(self, tx_id: int, payload: bytes, extra: bytes) -> None:
         size = len(payload) + len(extra)

@@ -79,3 +79,12 @@ def test_serve_refuses_a_missing_database_and_init_refuses_a_server(tmp_path):
     assert not (tmp_path / "none").exists()
     r = run_subprocess(["--server", "127.0.0.1:1", "--no-verify", "init"])
     assert r.code == 2
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536"])
+def test_serve_range_checks_its_port(tmp_path, port):
+    """A port out of range is a usage error (exit 2) before anything opens: once, --port 99999
+    listened on 34463 and --port -1 started."""
+    assert run_subprocess(["--db", str(tmp_path / "db"), "init"]).code == 0
+    r = run_subprocess(["--db", str(tmp_path / "db"), "serve", "--port", port])
+    assert r.code == 2 and "Invalid value for '--port'" in r.err and ("65535" in r.err or "than or equal to 0" in r.err)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -40,13 +41,24 @@ def test_proofs_and_audit_on_postgres(pg_url, tmp_path):
         assert db.state() == state and db["p"].get("a1")["n"] == 100
 
 
-def test_one_writer_readers_and_other_machines(pg_url, tmp_path):
+def test_writers_readers_and_other_machines(pg_url, tmp_path):
     state_dir = tmp_path / "state"
     with docstore.open(pg_url, state_dir=state_dir) as db:
         _fill(db)
         state = db.state()
-        with pytest.raises(kvcore.LockedError):
+        with pytest.raises(kvcore.LockedError, match="in use by another writer"):  # one writer a directory
+            docstore.open(pg_url, state_dir=state_dir)
+        with pytest.raises(StorageError, match="no copy of its signing key"):
             docstore.open(pg_url, state_dir=tmp_path / "other")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", kvcore.RecoveryWarning)  # its derived state: built from the log
+            with docstore.open(pg_url, state_dir=tmp_path / "other", key_file=state_dir / "signing.key") as w2:
+                w2["p"].insert({"_id": "by-w2"})  # a second writer, at the same time
+                assert db["p"].get("by-w2") == {"_id": "by-w2"}  # seen by the first at its next call
+                db["p"].insert({"_id": "by-w1"})
+                assert w2["p"].get("by-w1") == {"_id": "by-w1"}
+                state = db.state()
+                assert w2.state() == state and w2.checkpoint() == db.checkpoint()
         with docstore.open(pg_url, readonly=True, state_dir=tmp_path / "reader") as r:  # no key needed
             assert r["p"].get("a1")["n"] == 100 and r.state() == state
             db["p"].insert({"_id": "late", "site": "s9"})
@@ -204,3 +216,59 @@ def test_a_server_on_a_postgres_database_and_a_verifying_client(pg_url, tmp_path
         r = docstore.open(pg_url, readonly=True, state_dir=tmp_path / "reader")
     with r:
         assert r.state() == state
+
+
+def test_a_verifying_reader_on_a_hot_standby_sees_an_older_checkpoint_never_a_wrong_answer(pg_cluster, tmp_path):
+    """A verifying docstore reader on a streaming standby: every read is proven against its
+    trusted state; while the standby lags, it serves an older (signed) state, never another;
+    a trusted state newer than what the standby holds is refused (VerificationError), not
+    silently traded for an older one; once it catches up, the same reads verify."""
+    if not hasattr(pg_cluster, "standby"):
+        pytest.skip("an external server: no standby of ours")
+    url = pg_cluster.new_database()
+    with docstore.open(url, state_dir=tmp_path / "primary") as primary:
+        _fill(primary)
+        early = primary.state()
+        key = primary.verifier_key()
+        standby = pg_cluster.standby()
+        try:
+            surl = standby.url_of(url)
+            primary["p"].insert({"_id": "late", "site": "s9"})
+            late = primary.state()
+            deadline = time.monotonic() + 30
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", kvcore.RecoveryWarning)
+                while True:  # the standby has replayed at least the early state
+                    try:
+                        with docstore.open(surl, readonly=True, state_dir=tmp_path / "s1") as plain:
+                            if plain.state().tx_id >= early.tx_id:
+                                break
+                    except (kvcore.FormatError, docstore.DocstoreError):
+                        pass
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+                signer = tmp_path / "primary" / "signing.key"  # the reader's host signs what it serves
+                with docstore.open(surl, readonly=True, verify=True, trusted_state=early, verifier_key=key,
+                                   key_file=signer, state_dir=tmp_path / "s2") as reader:
+                    seen = reader.state()
+                    assert seen.tx_id >= early.tx_id and seen == primary.ledger.state(seen.tx_id)  # behind, never other
+                    assert reader["p"].get("a1")["n"] == 100  # proven
+                    while reader.refresh() < late.tx_id:  # lag: older, then caught up
+                        assert time.monotonic() < deadline
+                        time.sleep(0.05)
+                    assert reader["p"].get("late") == {"_id": "late", "site": "s9"}
+                import psycopg
+
+                with psycopg.connect(surl, autocommit=True) as conn:  # the standby lags, for sure
+                    conn.execute("SELECT pg_wal_replay_pause()")
+                    try:
+                        primary["p"].insert({"_id": "newest"})
+                        newest = primary.state()
+                        with pytest.raises(docstore.VerificationError, match="trusted state"):
+                            with docstore.open(surl, readonly=True, verify=True, trusted_state=newest,
+                                               verifier_key=key, key_file=signer, state_dir=tmp_path / "s4") as r:
+                                r["p"].get("newest")
+                    finally:
+                        conn.execute("SELECT pg_wal_replay_resume()")
+        finally:
+            standby.destroy()

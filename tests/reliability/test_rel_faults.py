@@ -137,18 +137,18 @@ def test_a_write_error_is_a_docstore_error_that_kvcore_callers_still_catch(tmp_p
     _make_db(path)
     with docstore.open(path) as db:
         storage = db.ledger._storage
-        real = storage.append
+        real = storage.append_many
 
         def failing(*args):
             raise kvcore.StorageError("commit failed and was rolled back: No space left on device")
 
-        storage.append = failing
+        storage.append_many = failing
         try:
             with pytest.raises(docstore.StorageError, match="No space left"):
                 db["c"].insert({"_id": "x"})
             assert db.tx_id == 3 and "x" not in {d["_id"] for d in db["c"].find()}
         finally:
-            storage.append = real
+            storage.append_many = real
         db["c"].insert({"_id": "x", "u": "x"})
         assert db.audit().ok
 

@@ -162,6 +162,32 @@ def test_configuration_errors(tmp_path):
     assert r.returncode == 2
     r = _run("--port", "0")
     assert r.returncode == 2  # argparse: --db is required
+    for port in ("99999", "-1", "65536", "http"):  # range-checked, never wrapped or taken as "any"
+        r = _run("--db", db, "--port", port)
+        assert r.returncode == 2 and "port" in r.stderr, (port, r.stderr)
+    r = _run("--db", db, "--port", "0", "--max-call-seconds", "0")
+    assert r.returncode == 2 and "--max-call-seconds" in r.stderr
+
+
+def test_every_call_has_a_deadline_even_when_the_client_sets_none(tmp_path):
+    """The server stops a call's queries at its own limit (--max-call-seconds) when the client
+    gives no deadline (a find stream has none by default), and at the client's max_time_ms;
+    the server answers others meanwhile and after."""
+    from docstore.errors import QueryTimeoutError
+
+    with ServerProcess(tmp_path / "db", "--max-call-seconds", "1.5") as s:
+        db = docstore.connect(s.target, verify=False, timeout=None)
+        db.stream_timeout = None
+        c = db.create_collection("e")
+        c.insert_many([{"s": "a" * 60 + "!"} for _ in range(20)])  # 20 s of backtracking at 1 s each
+        started = time.monotonic()
+        with pytest.raises(QueryTimeoutError):
+            list(c.find({"s": {"$regex": "^(a|aa)+$"}}))
+        with pytest.raises(QueryTimeoutError):
+            c.count({"s": {"$regex": "^(a|aa)+$"}}, max_time_ms=500)
+        assert time.monotonic() - started < 15  # stopped: not 2 x 20 s of regex
+        assert c.count({}, verify=False) == 20 and _health(s.target) == 1
+        db.close()
 
 
 def test_locked_database_and_busy_port(tmp_path):

@@ -1,0 +1,208 @@
+"""Scale-out (issue 17): the PostgreSQL backend against the directory of files, one server
+against two on one PostgreSQL ledger, and group commit against none, all in one run.
+
+- embedded, one process: insert_many (1,000 a call) and get by id, the ledger in PostgreSQL
+  (a throwaway cluster started from the machine's binaries, tests/pgcluster.py) against files;
+- servers: 16 client threads (4 client processes x 4) of single-document inserts, then of gets
+  by id, against one server and against two servers on one PostgreSQL ledger (clients split
+  between them), ``SECONDS`` each;
+- group commit: one server on files, 16 client threads of single-document inserts, with group
+  commit and without it (``IMMUDOC_BENCHMARK_WITHOUT_GROUP_COMMIT=1``: each transaction its own
+  append, fsync and LMDB commits).
+
+The client processes run on the same machine as the servers: on a machine of few cores they
+take CPU the servers would use (the run prints the core count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+from benchmarks.common import Result, best_rate, rate
+from benchmarks.remote import _start_server
+from benchmarks.workload import make_docs
+
+ROOT = Path(__file__).resolve().parents[1]
+OURS_PG = "immudoc postgresql"
+OURS_FILES = "immudoc files"
+TWO = "immudoc 2 servers, postgresql"
+ONE = "immudoc 1 server, postgresql"
+GROUP = "immudoc 1 server, group commit"
+NO_GROUP = "immudoc 1 server, no group commit"
+INSERT_MANY = "embedded insert_many (1000/call)"
+GET = "embedded get by id"
+SRV_WRITES = "16 threads: single-document inserts"
+SRV_READS = "16 threads: get by id"
+GROUP_WRITES = "16 threads: single-document inserts (files)"
+CLIENTS, PER_CLIENT = 4, 4
+
+LOAD = textwrap.dedent(
+    """
+    import json, sys, threading, time, random
+    import docstore
+    targets, threads, seconds, op = sys.argv[1].split(","), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+    ids = json.loads(sys.argv[5]) if len(sys.argv) > 5 else []
+    counts, errors = [], []
+    start = time.monotonic() + 1.0  # every thread connected before the clock starts
+    stop = start + seconds
+
+    def work(k):
+        db = docstore.connect(targets[k % len(targets)], verify=False, timeout=60)
+        coll = db["bench"]
+        rnd = random.Random(k)
+        while time.monotonic() < start:
+            time.sleep(0.001)
+        n = 0
+        while time.monotonic() < stop:
+            try:
+                if op == "insert":
+                    coll.insert({"k": k, "n": n, "site": "s%d" % (n % 13), "v": rnd.random()})
+                else:
+                    coll.get(ids[rnd.randrange(len(ids))])
+            except Exception as e:
+                errors.append(repr(e))
+                break
+            n += 1
+        counts.append(n)
+        db.close()
+
+    ts = [threading.Thread(target=work, args=(int(sys.argv[6]) * threads + t,)) for t in range(threads)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    print(json.dumps({"ops": sum(counts), "seconds": seconds, "errors": errors[:3]}))
+    """
+)
+
+
+def _seconds(cfg: object) -> float:
+    return {"smoke": 2.0, "quick": 5.0}.get(getattr(cfg, "mode", "full"), 15.0)
+
+
+def _load(targets: list[str], seconds: float, op: str, ids: list[str] | None = None) -> float:
+    """Operations per second of CLIENTS x PER_CLIENT threads against ``targets``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    extra = [json.dumps(ids or [])]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOAD, ",".join(targets), str(PER_CLIENT), str(seconds), op, *extra, str(c)],
+            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        )
+        for c in range(CLIENTS)
+    ]
+    outs = [json.loads(p.communicate(timeout=seconds + 120)[0]) for p in procs]
+    errors = [e for o in outs for e in o["errors"]]
+    if errors:
+        raise RuntimeError(f"the load failed: {errors[:3]}")
+    return sum(o["ops"] for o in outs) / seconds
+
+
+@contextlib.contextmanager
+def _servers(db: str, n: int, root: str, env: dict[str, str] | None = None) -> Iterator[list[str]]:
+    """``n`` servers on ``db`` (a PostgreSQL URL: each its own state directory, one key)."""
+    procs = []
+    saved = dict(os.environ)
+    try:
+        key = os.path.join(root, "s0", "signing.key")
+        for i in range(n):
+            os.environ.update(env or {})
+            if db.startswith("postgresql://"):
+                os.environ["IMMUDOC_STATE_DIR"] = os.path.join(root, f"s{i}")
+                if i:
+                    os.environ["IMMUDOC_KEY_FILE"] = key
+            procs.append(_start_server(db))
+            os.environ.clear()
+            os.environ.update(saved)
+        yield [f"127.0.0.1:{port}" for _proc, port in procs]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        for proc, _port in procs:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _prepare(target: str, n: int) -> list[str]:
+    import docstore
+
+    db = docstore.connect(target, verify=False, timeout=120)
+    coll = db.create_collection("bench", indexes=["site"])
+    ids: list[str] = []
+    for i in range(0, n, 1000):
+        ids += coll.insert_many([{"k": -1, "n": j, "site": f"s{j % 13}", "v": 0.5} for j in range(i, min(n, i + 1000))])
+    db.close()
+    return ids
+
+
+def _pg_cluster() -> contextlib.AbstractContextManager:
+    sys.path.insert(0, str(ROOT / "tests"))
+    import pgcluster  # the tests' throwaway cluster (initdb + pg_ctl, as `postgres` when root)
+
+    return contextlib.contextmanager(pgcluster.cluster)()
+
+
+def run(cfg: object) -> list[Result]:
+    import docstore
+
+    seconds = _seconds(cfg)
+    n = {"smoke": 2_000, "quick": 10_000}.get(getattr(cfg, "mode", "full"), 50_000)
+    out: list[Result] = []
+    root = tempfile.mkdtemp(prefix="immudoc-bench-scaleout-")
+    try:
+        with _pg_cluster() as cluster:
+            # ---------------------------------------------------- embedded: files vs PostgreSQL
+            docs = make_docs(n)
+            rnd = random.Random(7)
+            sample = [d["_id"] for d in rnd.sample(docs, min(2_000, n))]
+            opened = {
+                OURS_FILES: docstore.open(os.path.join(root, "files")),
+                OURS_PG: docstore.open(cluster.new_database(), state_dir=os.path.join(root, "pg-state")),
+            }
+            try:
+                for system, db in opened.items():
+                    coll = db.create_collection("patients", indexes=["site"])
+
+                    def ins(coll=coll) -> None:
+                        for i in range(0, n, 1000):
+                            coll.insert_many(docs[i : i + 1000])
+
+                    out.append(Result(INSERT_MANY, system, rate(n, ins), "docs/s", size=n))
+                for system, db in opened.items():
+                    coll = db["patients"]
+                    out.append(Result(GET, system, best_rate(len(sample), lambda c=coll: [c.get(i) for i in sample]), size=n))
+            finally:
+                for db in opened.values():
+                    db.close()
+
+            # ------------------------------------------ servers: 1 vs 2 on one PostgreSQL ledger
+            for count, system in ((1, ONE), (2, TWO)):
+                url = cluster.new_database()
+                with _servers(url, count, os.path.join(root, f"srv{count}")) as targets:
+                    ids = _prepare(targets[0], 2_000)
+                    out.append(Result(SRV_WRITES, system, _load(targets, seconds, "insert"), note=f"{count} server(s)"))
+                    out.append(Result(SRV_READS, system, _load(targets, seconds, "get", ids), note=f"{count} server(s)"))
+
+        # -------------------------------------------------------- group commit, one server on files
+        for system, env in ((GROUP, {}), (NO_GROUP, {"IMMUDOC_BENCHMARK_WITHOUT_GROUP_COMMIT": "1"})):
+            with _servers(os.path.join(root, f"g-{len(env)}"), 1, root, env) as targets:
+                _prepare(targets[0], 100)
+                out.append(Result(GROUP_WRITES, system, _load(targets, seconds, "insert")))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    cores = os.cpu_count()
+    for r in out:
+        if r.workload in (SRV_WRITES, SRV_READS, GROUP_WRITES):
+            r.note = (r.note + "; " if r.note else "") + f"{CLIENTS}x{PER_CLIENT} client threads on the same {cores}-core machine"
+    return out
