@@ -13,7 +13,6 @@ import os
 import threading
 import time
 
-import pytest
 
 import docstore
 import kvcore
