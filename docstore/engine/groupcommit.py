@@ -1,13 +1,13 @@
 """Group commit: transactions committed at the same time by several threads share one append
 to the log, one durable write and one update of the derived state.
 
-A committing thread queues its transaction and takes the engine's lock. The first to get it
-(the leader) commits every transaction queued by then as one group
+A committing thread queues its transaction. If no other thread is committing, it becomes the
+leader: under the engine's lock it commits every transaction queued by then as one group
 (:meth:`kvcore.Ledger.commit_many`): each is still its own ledger transaction, checked for
 conflicts in order against the ones before it (and the rest of the log), with its own header
-and state-map root; one failing its check is refused alone. The others find their outcome
-ready when they get the lock (a transaction that changes a collection's definition is
-committed in a group of its own). The derived state of a group is written in one LMDB
+and state-map root; one failing its check is refused alone (a transaction that changes a
+collection's definition is committed in a group of its own). The others wait (not on the
+engine's lock: on a condition, woken once) and find their outcome set. The derived state of a group is written in one LMDB
 transaction, committed only once the log holds the group durably (never ahead of the log):
 the state map of the group's second transaction is planned on top of the first's, in that
 same LMDB transaction, before it is committed.
@@ -72,7 +72,8 @@ class Committer:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._queue: list[_Queued] = []
-        self._queue_lock = threading.Lock()
+        self._turn = threading.Condition(threading.Lock())  # guards the queue and the leader flag
+        self._leading = False
 
     def commit(
         self,
@@ -89,23 +90,36 @@ class Committer:
         if request is None:
             return None
         mine = _Queued(kv, request, metas, written, definitions, keep_map)
-        if not GROUP_COMMIT:  # benchmark only: each transaction its own durable writes
-            with self._engine.lock:
+        lock = self._engine.lock
+        if not GROUP_COMMIT or lock.owned():
+            # benchmark only: each transaction its own durable writes; or a caller that
+            # staged under the engine's lock (a single operation's last try): it commits at
+            # once, alone, and cannot conflict (the queued ones wait for the lock)
+            with lock:
                 self._lead([mine])
-            return mine.outcome
-        with self._queue_lock:
+            return self._done(mine)
+        with self._turn:
             self._queue.append(mine)
-        with self._engine.lock:
-            if not mine.done:  # no leader took it: lead a group of all that are queued
-                with self._queue_lock:
-                    group, self._queue = self._queue, []
-                # its own first: a caller that staged under the engine's lock (a single
-                # operation's last try) cannot conflict, whatever else is queued
-                group.remove(mine)
-                for part in _parts([mine, *group]):
+            while self._leading and not mine.done:  # a leader is committing: wait for its turn
+                self._turn.wait()
+            if mine.done:  # a leader took it
+                return self._done(mine)
+            self._leading = True
+            group, self._queue = self._queue, []
+        try:
+            with lock:
+                for part in _parts(group):
                     self._lead(part)
+        finally:
+            with self._turn:
+                self._leading = False
+                self._turn.notify_all()  # those it committed return; the next one leads
+        return self._done(mine)
+
+    @staticmethod
+    def _done(mine: _Queued) -> int | None | BaseException:
         if isinstance(mine.outcome, int):
-            kv.tx_id = mine.outcome
+            mine.kv.tx_id = mine.outcome
         return mine.outcome
 
     def _lead(self, group: list[_Queued]) -> None:

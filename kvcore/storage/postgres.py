@@ -198,6 +198,7 @@ class PostgresStorage(Storage):
         if self._closed:
             raise StorageError("the PostgreSQL storage is closed")
         with self._lock:
+            self._live()
             try:
                 cur = self._conn.cursor()
             except self._psycopg.Error as e:
@@ -227,6 +228,7 @@ class PostgresStorage(Storage):
         if self.readonly:
             raise ReadOnlyError("the ledger is open read-only")
         with self._lock:
+            self._live()
             try:
                 self._conn.execute("BEGIN")
                 row = self._conn.execute("SELECT tx_count FROM kv_head WHERE id = 1 FOR UPDATE").fetchone()
@@ -245,6 +247,27 @@ class PostgresStorage(Storage):
                 if self._in_append:  # no append (an error, a conflict): nothing written
                     self._in_append = False
                     self._rollback()
+
+    def _live(self) -> None:
+        """Connect again if the connection was lost (a network cut, the server restarted, the
+        backend terminated): the call that met the loss failed with StorageError (nothing of
+        it written, or, for a commit, see the message); the next one gets a new connection.
+        Not a one-writer ledger's: its advisory lock went with the old session."""
+        conn = self._conn
+        if not (conn.closed or conn.broken) or self._in_append:
+            return
+        if not self.readonly and not self.many_writers:
+            raise StorageError(
+                f"the connection to {redact(self.url)} was lost, and with it this writer's lock: reopen the ledger"
+            )
+        try:
+            self._conn = self._psycopg.connect(self.url, autocommit=True)
+        except self._psycopg.Error as e:
+            raise StorageError(f"cannot connect again to {redact(self.url)}: {_first_line(e)}") from None
+        try:
+            conn.close()
+        except self._psycopg.Error:
+            pass
 
     def _rollback(self) -> None:
         try:

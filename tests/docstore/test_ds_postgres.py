@@ -272,3 +272,27 @@ def test_a_verifying_reader_on_a_hot_standby_sees_an_older_checkpoint_never_a_wr
                         conn.execute("SELECT pg_wal_replay_resume()")
         finally:
             standby.destroy()
+
+
+def test_a_cut_connection_costs_one_call(pg_url, tmp_path):
+    """The writer's PostgreSQL connection terminated by the server (as a network cut or a
+    PostgreSQL restart): the call that meets it fails with StorageError and writes nothing (or,
+    for a commit whose answer was lost, what it wrote is taken in); the next call connects
+    again; nothing acknowledged is lost and the audit passes, without reopening."""
+    import psycopg
+
+    with docstore.open(pg_url, state_dir=tmp_path / "state") as db:
+        c = db.create_collection("c", indexes=["n"])
+        acked = [c.insert({"n": i}) for i in range(5)]
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        failures = 0
+        for i in range(5, 10):
+            try:
+                acked.append(c.insert({"n": i}))
+            except StorageError:
+                failures += 1
+        assert failures <= 1  # one call met the cut; the next connected again
+        assert [c.get(i)["n"] for i in acked] == [d for d in range(10) if d < 5 or d >= 5 + failures]
+        assert c.count({"n": {"$gte": 0}}) == len(acked) and db.audit().ok
