@@ -103,6 +103,10 @@ class PostgresStorage(Storage):
         self.recovery_notes = []
         self._psycopg = _psycopg()
         self._lock = threading.RLock()
+        self._thread = threading.local()  # .appending: this thread is inside append_lock
+        self._pool: Any = None  # psycopg_pool.ConnectionPool for reads, made at the first
+        self._no_pool = False
+        self._pool_errors: tuple[type[BaseException], ...] = ()
         self._cache: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
         self._cached_bytes = 0
         self._count = 0
@@ -184,14 +188,59 @@ class PostgresStorage(Storage):
             time.sleep(0.05)
 
     def _head(self) -> int:
-        with self._sql() as cur:
-            cur.execute("SELECT tx_count FROM kv_head WHERE id = 1")
-            row = cur.fetchone()
+        row = self._fetch_one("SELECT tx_count FROM kv_head WHERE id = 1", ())
         if row is None:
             raise CorruptionError(f"ledger {redact(self.url)}: its kv_head row is missing")
         return int(row[0])
 
     # ------------------------------------------------------------------ helpers
+    def _fetch_one(self, sql: str, params: tuple[Any, ...]) -> Any:
+        """The first row of a read of committed rows: through a connection of the storage's
+        pool (up to READ_POOL), so that threads reading at once (a server's calls) neither wait
+        for each other nor for a commit; through the storage's own connection in the thread
+        appending (its reads belong to its PostgreSQL transaction) or without the pool. A
+        pooled connection found broken (a network cut, a restart) is replaced and the read
+        made once more (reads change nothing)."""
+        if self._closed:
+            raise StorageError("the PostgreSQL storage is closed")
+        pool = None if getattr(self._thread, "appending", False) else self._read_pool()
+        if pool is None:
+            with self._sql() as cur:
+                cur.execute(sql, params)
+                return cur.fetchone()
+        for attempt in range(2):
+            try:
+                with pool.connection(timeout=POOL_WAIT) as conn:
+                    return conn.execute(sql, params).fetchone()
+            except self._psycopg.OperationalError as e:
+                if attempt:
+                    raise StorageError(f"PostgreSQL ({redact(self.url)}): {_first_line(e)}") from None
+                pool.check()  # drop the connections a cut or a restart broke
+            except self._psycopg.Error as e:
+                raise StorageError(f"PostgreSQL ({redact(self.url)}): {_first_line(e)}") from None
+            except self._pool_errors as e:
+                raise StorageError(f"no connection to {redact(self.url)} within {POOL_WAIT:g} s: {e}") from None
+        raise AssertionError("unreachable")
+
+    def _read_pool(self) -> Any:
+        """The read pool, made at the first read (None if psycopg_pool is missing)."""
+        pool = self._pool
+        if pool is not None or self._no_pool:
+            return pool
+        with self._lock:
+            if self._pool is None and not self._no_pool:
+                try:
+                    from psycopg_pool import ConnectionPool, PoolTimeout
+                except ImportError:
+                    self._no_pool = True
+                    return None
+                self._pool_errors = (PoolTimeout,)
+                self._pool = ConnectionPool(
+                    self.url, min_size=1, max_size=READ_POOL, kwargs={"autocommit": True}, open=True,
+                    name=f"immudoc-read-{id(self)}", timeout=POOL_WAIT,
+                )
+            return self._pool
+
     @contextmanager
     def _sql(self) -> Iterator[Any]:
         """A cursor of the storage's connection, under its lock; psycopg's errors as StorageError."""
@@ -240,10 +289,12 @@ class PostgresStorage(Storage):
                 raise CorruptionError(f"ledger {redact(self.url)}: its kv_head row is missing")
             self._in_append = True
             self._appending = True
+            self._thread.appending = True
             try:
                 yield int(row[0])
             finally:
                 self._appending = False
+                self._thread.appending = False
                 if self._in_append:  # no append (an error, a conflict): nothing written
                     self._in_append = False
                     self._rollback()
@@ -346,20 +397,18 @@ class PostgresStorage(Storage):
                 self._cache.move_to_end(tx_id)
                 return hit
         self._check_tx(tx_id)
-        with self._sql() as cur:  # one round trip: the bytes only if the transaction is small
-            cur.execute(
-                "SELECT octet_length(payload) + octet_length(extra) <= %s, "
-                "CASE WHEN octet_length(payload) + octet_length(extra) <= %s THEN payload END, "
-                "CASE WHEN octet_length(payload) + octet_length(extra) <= %s THEN extra END "
-                "FROM kv_tx WHERE tx_id = %s",
-                (WHOLE_LIMIT, WHOLE_LIMIT, WHOLE_LIMIT, tx_id),
-            )
-            row = cur.fetchone()
-            if row is None:
-                raise CorruptionError(f"transaction {tx_id} is missing from {redact(self.url)}")
-            if not row[0]:
-                return None
-            payload, extra = bytes(row[1]), bytes(row[2])
+        row = self._fetch_one(  # one round trip: the bytes only if the transaction is small
+            "SELECT octet_length(payload) + octet_length(extra) <= %s, "
+            "CASE WHEN octet_length(payload) + octet_length(extra) <= %s THEN payload END, "
+            "CASE WHEN octet_length(payload) + octet_length(extra) <= %s THEN extra END "
+            "FROM kv_tx WHERE tx_id = %s",
+            (WHOLE_LIMIT, WHOLE_LIMIT, WHOLE_LIMIT, tx_id),
+        )
+        if row is None:
+            raise CorruptionError(f"transaction {tx_id} is missing from {redact(self.url)}")
+        if not row[0]:
+            return None
+        payload, extra = bytes(row[1]), bytes(row[2])
         self._remember(tx_id, payload, extra)
         return payload, extra
 
@@ -371,9 +420,7 @@ class PostgresStorage(Storage):
         whole = self._whole(tx_id)
         if whole is not None:
             return whole[0]
-        with self._sql() as cur:
-            cur.execute("SELECT payload FROM kv_tx WHERE tx_id = %s", (tx_id,))
-            return bytes(cur.fetchone()[0])
+        return bytes(self._fetch_one("SELECT payload FROM kv_tx WHERE tx_id = %s", (tx_id,))[0])
 
     def read(self, tx_id: int, start: int, length: int) -> bytes:
         return self._slice("payload", 0, tx_id, start, length)
@@ -385,9 +432,8 @@ class PostgresStorage(Storage):
         whole = self._whole(tx_id)
         if whole is not None:
             return whole[which][start : start + length]
-        with self._sql() as cur:
-            cur.execute(f"SELECT substring({column} FROM %s FOR %s) FROM kv_tx WHERE tx_id = %s", (start + 1, length, tx_id))
-            return bytes(cur.fetchone()[0])
+        row = self._fetch_one(f"SELECT substring({column} FROM %s FOR %s) FROM kv_tx WHERE tx_id = %s", (start + 1, length, tx_id))
+        return bytes(row[0])
 
     def scan(self, first_tx: int = 1) -> Iterator[tuple[int, bytes, bytes]]:
         """Re-read transactions from the rows, checking each one's checksum and that none is
@@ -501,6 +547,12 @@ class PostgresStorage(Storage):
         if self._closed:
             return
         self._closed = True
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            try:
+                pool.close(timeout=5)
+            except Exception:  # noqa: BLE001 - closing what may be broken
+                pass
         conn = getattr(self, "_conn", None)
         if conn is not None:
             try:
@@ -508,6 +560,13 @@ class PostgresStorage(Storage):
             except Exception:  # noqa: BLE001 - closing a broken connection
                 pass
         self._cache.clear()
+
+
+READ_POOL = 8
+"""Connections a storage reads through at most (besides its own, which commits)."""
+
+POOL_WAIT = 10.0
+"""Seconds a read waits for a pooled connection (or for the pool's first) before StorageError."""
 
 
 def _first_line(e: BaseException) -> str:
