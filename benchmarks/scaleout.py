@@ -57,8 +57,13 @@ LOAD = textwrap.dedent(
     stop = start + seconds
 
     def work(k):
-        db = docstore.connect(targets[k % len(targets)], verify=False, timeout=60)
-        coll = db["bench"]
+        try:
+            db = docstore.connect(targets[k % len(targets)], verify=False, timeout=60)
+            coll = db["bench"]
+        except Exception as e:
+            errors.append(repr(e))
+            counts.append(0)
+            return
         rnd = random.Random(k)
         while time.monotonic() < start:
             time.sleep(0.001)
@@ -99,6 +104,7 @@ def _load(targets: list[str], seconds: float, op: str, ids: list[str] | None = N
         )
         for c in range(CLIENTS)
     ]
+    print(f"  load: {op}, {len(targets)} server(s), {CLIENTS}x{PER_CLIENT} threads, {seconds:g} s", file=sys.stderr, flush=True)
     outs = [json.loads(p.communicate(timeout=seconds + 120)[0]) for p in procs]
     errors = [e for o in outs for e in o["errors"]]
     if errors:

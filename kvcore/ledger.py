@@ -370,11 +370,12 @@ class Ledger:
         """Whether other processes may commit to this ledger while it is open for writing."""
         return self._storage.many_writers and not self._storage.readonly
 
-    def behind(self) -> bool:
-        """Whether other processes committed transactions this ledger has not taken in yet (on
-        a storage with many writers: one cheap look at its head; else False)."""
+    def durable_count(self) -> int:
+        """How many transactions the storage holds now, other processes' included (on a
+        storage with many writers one look at its head, else :attr:`tx_id`): more than
+        :attr:`tx_id` when others committed what :meth:`refresh` has not taken in yet."""
         self._check_open()
-        return self._storage.many_writers and self._storage.durable_count() > self._tx_count
+        return self._storage.durable_count() if self._storage.many_writers else self._tx_count
 
     def refresh(self) -> int:
         """Take in transactions other processes committed since (a reader: the writer's; on a

@@ -290,9 +290,9 @@ class Engine:
             )
         if self._follows and not self.lock.owned():
             with translate():
-                behind = self.ledger.behind()
-            if behind:
-                self.refresh()
+                durable = self.ledger.durable_count()
+            if durable > self._reflected():  # (not the ledger's count: another thread may be
+                self.refresh()  # between taking transactions in and reflecting them)
 
     def check_writable(self) -> None:
         self.check_open()
@@ -317,12 +317,19 @@ class Engine:
             os.close(self._state_lock)  # releases the directory to the next writer
             self._state_lock = None
 
+    def _reflected(self) -> int:
+        """The transaction the derived state on disk reflects."""
+        with self._read() as txn:
+            found = self.store.reflected(txn)
+        return 0 if found is None else found[0]
+
     def refresh(self) -> int:
         """Take in what another (writer) process committed since; returns the transaction id."""
         with self.lock, translate():
             self.ledger.refresh()
             if self._temp_store is not None or self._follows:  # a store this process keeps current
-                derive.catch_up(self.store, self.ledger, self.read_doc)
+                with self._damage_is_corruption():
+                    derive.catch_up(self.store, self.ledger, self.read_doc)
             return self.ledger.tx_id
 
     # ---------------------------------------------------------------- state
@@ -347,6 +354,8 @@ class Engine:
             raise QueryError(f"{name} must be a kvcore.State, got {type(state).__name__}")
         if type(state.tx_id) is not int or state.tx_id < 0:
             raise QueryError(f"{name} names no transaction: {state.tx_id!r}")
+        if state.tx_id > ledger.tx_id and self._follows:  # another process's commit, not yet
+            self.refresh()  # notified here: a client that wrote through another server reads it
         if state.tx_id > ledger.tx_id:
             if not trusted:
                 raise QueryError(

@@ -7,10 +7,12 @@ leader: under the engine's lock it commits every transaction queued by then as o
 conflicts in order against the ones before it (and the rest of the log), with its own header
 and state-map root; one failing its check is refused alone (a transaction that changes a
 collection's definition is committed in a group of its own). The others wait (not on the
-engine's lock: on a condition, woken once) and find their outcome set. The derived state of a group is written in one LMDB
-transaction, committed only once the log holds the group durably (never ahead of the log):
-the state map of the group's second transaction is planned on top of the first's, in that
-same LMDB transaction, before it is committed.
+engine's lock: on a condition, woken once) and find their outcome set. The derived state of
+a group is written in one LMDB transaction, committed only once the log holds the group
+durably (never ahead of the log): the state map of the group's second transaction is planned
+on top of the first's, in that same LMDB transaction, before it is committed. On a ledger that
+other processes write to (PostgreSQL), the leader first brings that LMDB transaction up to the
+transactions the ledger took in from them, checking each one's state root.
 """
 
 from __future__ import annotations

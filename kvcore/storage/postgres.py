@@ -103,6 +103,8 @@ class PostgresStorage(Storage):
         self.recovery_notes = []
         self._psycopg = _psycopg()
         self._lock = threading.RLock()
+        self._listener: threading.Thread | None = None  # a writer's: LISTEN for others' commits
+        self._notified: int | None = None  # the highest count another writer notified
         self._thread = threading.local()  # .appending: this thread is inside append_lock
         self._pool: Any = None  # psycopg_pool.ConnectionPool for reads, made at the first
         self._no_pool = False
@@ -264,7 +266,59 @@ class PostgresStorage(Storage):
         return self._count
 
     def durable_count(self) -> int:
+        """The head as the other writers' notifications tell it (no round trip) while this
+        storage listens; else one look at ``kv_head``."""
+        if self._listening():
+            notified = self._notified
+            if notified is not None:
+                return max(notified, self._count)
         return self._head()
+
+    def _listening(self) -> bool:
+        """Whether the listener (LISTEN on CHANNEL, its own connection and thread) is up; starts
+        it at the first call (then reads the head once, so nothing committed before it began is
+        missed)."""
+        if self._listener is not None and self._listener.is_alive():
+            return True
+        if self._closed or not self.many_writers:
+            return False
+        with self._lock:
+            if self._listener is not None and self._listener.is_alive():
+                return True
+            try:
+                conn = self._psycopg.connect(self.url, autocommit=True)
+                conn.execute(f"LISTEN {CHANNEL}")
+            except self._psycopg.Error:
+                self._notified = None
+                return False
+            self._notified = None
+            thread = threading.Thread(target=self._listen, args=(conn,), name="immudoc-notify", daemon=True)
+            self._listener = thread
+            thread.start()
+            self._notified = self._head()  # after LISTEN: a later commit is notified
+        return True
+
+    def _listen(self, conn: Any) -> None:
+        try:
+            while not self._closed:
+                for note in conn.notifies(timeout=LISTEN_POLL):
+                    try:
+                        count = int(note.payload)
+                    except ValueError:
+                        continue
+                    notified = self._notified
+                    if notified is None or count > notified:
+                        self._notified = count
+                if conn.closed or conn.broken:
+                    break
+        except Exception:  # noqa: BLE001 - the connection broke: durable_count reads the head instead
+            pass
+        finally:
+            self._notified = None
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
 
     def index_path(self) -> str | None:
         return self._index_dir
@@ -356,6 +410,7 @@ class PostgresStorage(Storage):
                 moved = conn.execute(
                     "UPDATE kv_head SET tx_count = %s WHERE id = 1 AND tx_count = %s", (last, first - 1)
                 ).rowcount
+                conn.execute(f"NOTIFY {CHANNEL}, '{last}'")  # delivered to listeners at COMMIT
                 if moved != 1:
                     raise StorageError(
                         f"ledger {redact(self.url)}: its head is not at {first - 1}: another writer appended "
@@ -547,6 +602,9 @@ class PostgresStorage(Storage):
         if self._closed:
             return
         self._closed = True
+        listener = getattr(self, "_listener", None)
+        if listener is not None:  # it sees _closed within LISTEN_POLL and closes its connection
+            listener.join(LISTEN_POLL * 3)
         pool = getattr(self, "_pool", None)
         if pool is not None:
             try:
@@ -561,6 +619,12 @@ class PostgresStorage(Storage):
                 pass
         self._cache.clear()
 
+
+LISTEN_POLL = 0.5
+"""Seconds the listener waits for a notification before looking whether the storage closed."""
+
+CHANNEL = "immudoc_ledger"
+"""The PostgreSQL notification channel on which every append announces the new head."""
 
 READ_POOL = 8
 """Connections a storage reads through at most (besides its own, which commits)."""

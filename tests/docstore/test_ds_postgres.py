@@ -41,6 +41,17 @@ def test_proofs_and_audit_on_postgres(pg_url, tmp_path):
         assert db.state() == state and db["p"].get("a1")["n"] == 100
 
 
+def _eventually(probe, seconds: float = 10.0):
+    """``probe()``'s first true value within ``seconds`` (another process's commit reaches this
+    one by a notification), else its last."""
+    deadline = time.monotonic() + seconds
+    while True:
+        got = probe()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.01)
+
+
 def test_writers_readers_and_other_machines(pg_url, tmp_path):
     state_dir = tmp_path / "state"
     with docstore.open(pg_url, state_dir=state_dir) as db:
@@ -54,11 +65,13 @@ def test_writers_readers_and_other_machines(pg_url, tmp_path):
             warnings.simplefilter("ignore", kvcore.RecoveryWarning)  # its derived state: built from the log
             with docstore.open(pg_url, state_dir=tmp_path / "other", key_file=state_dir / "signing.key") as w2:
                 w2["p"].insert({"_id": "by-w2"})  # a second writer, at the same time
-                assert db["p"].get("by-w2") == {"_id": "by-w2"}  # seen by the first at its next call
+                # seen by the first once notified (LISTEN/NOTIFY: well under a second)
+                assert _eventually(lambda: db["p"].find_one({"_id": "by-w2"})) == {"_id": "by-w2"}
                 db["p"].insert({"_id": "by-w1"})
-                assert w2["p"].get("by-w1") == {"_id": "by-w1"}
+                assert _eventually(lambda: w2["p"].find_one({"_id": "by-w1"})) == {"_id": "by-w1"}
                 state = db.state()
-                assert w2.state() == state and w2.checkpoint() == db.checkpoint()
+                assert _eventually(lambda: w2.state() == state)
+                assert w2.checkpoint() == db.checkpoint()
         with docstore.open(pg_url, readonly=True, state_dir=tmp_path / "reader") as r:  # no key needed
             assert r["p"].get("a1")["n"] == 100 and r.state() == state
             db["p"].insert({"_id": "late", "site": "s9"})
@@ -296,3 +309,38 @@ def test_a_cut_connection_costs_one_call(pg_url, tmp_path):
         assert failures <= 1  # one call met the cut; the next connected again
         assert [c.get(i)["n"] for i in acked] == [d for d in range(10) if d < 5 or d >= 5 + failures]
         assert c.count({"n": {"$gte": 0}}) == len(acked) and db.audit().ok
+
+
+def test_a_second_writers_concurrent_first_calls_all_see_what_the_first_wrote(pg_url, tmp_path):
+    """Many threads of a second writer, behind the first, call at once: each waits until the
+    derived state reflects what was taken in (a thread that found the ledger caught up by
+    another's refresh once read the derived state before it was: 'collection does not exist')."""
+    import threading
+
+    with docstore.open(pg_url, state_dir=tmp_path / "a") as w1:
+        w1.create_collection("c").insert_many([{"n": i} for i in range(200)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", kvcore.RecoveryWarning)
+            w2 = docstore.open(pg_url, state_dir=tmp_path / "b", key_file=tmp_path / "a" / "signing.key")
+        try:
+            w1["c"].insert_many([{"n": i} for i in range(200, 400)])  # w2 is behind again
+            target = w1.state().tx_id
+            assert _eventually(lambda: w2.ledger.durable_count() >= target)  # notified
+            counts: list[object] = []
+            start = threading.Barrier(8)
+
+            def call() -> None:
+                start.wait()
+                try:
+                    counts.append(w2["c"].count())
+                except Exception as e:  # noqa: BLE001 - reported below
+                    counts.append(e)
+
+            threads = [threading.Thread(target=call) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert counts == [400] * 8
+        finally:
+            w2.close()
