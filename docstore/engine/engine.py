@@ -178,6 +178,8 @@ class Engine:
         self.lock = OwnedLock()
         """Held to commit, and around a snapshot that must match the derived state."""
         self._follows = ledger.many_writers  # other processes write to this ledger too (PostgreSQL)
+        self.reflected_tx = 0
+        """The transaction the derived state reflects (kept by :meth:`note_reflected`)."""
         self.committer = Committer(self)
         """The commit lock: commits, and reads that must see whole commits, hold it."""
         self.verify_lock = threading.Lock()
@@ -256,6 +258,7 @@ class Engine:
                 _remove_old_snapshot(path)
             elif temp is not None:
                 derive.catch_up(store, ledger, engine.read_doc, derived)
+            engine.note_reflected()
             if note:
                 warnings.warn(note, kvcore.RecoveryWarning, stacklevel=3)
         except BaseException:
@@ -291,7 +294,7 @@ class Engine:
         if self._follows and not self.lock.owned():
             with translate():
                 durable = self.ledger.durable_count()
-            if durable > self._reflected():  # (not the ledger's count: another thread may be
+            if durable > self.reflected_tx:  # (not the ledger's count: another thread may be
                 self.refresh()  # between taking transactions in and reflecting them)
 
     def check_writable(self) -> None:
@@ -317,11 +320,12 @@ class Engine:
             os.close(self._state_lock)  # releases the directory to the next writer
             self._state_lock = None
 
-    def _reflected(self) -> int:
-        """The transaction the derived state on disk reflects."""
+    def note_reflected(self) -> None:
+        """Record the transaction the derived state on disk reflects (after this process wrote
+        it: its state directory is its own), which :meth:`check_open` compares with the head."""
         with self._read() as txn:
             found = self.store.reflected(txn)
-        return 0 if found is None else found[0]
+        self.reflected_tx = 0 if found is None else found[0]
 
     def refresh(self) -> int:
         """Take in what another (writer) process committed since; returns the transaction id."""
@@ -330,6 +334,7 @@ class Engine:
             if self._temp_store is not None or self._follows:  # a store this process keeps current
                 with self._damage_is_corruption():
                     derive.catch_up(self.store, self.ledger, self.read_doc)
+                self.note_reflected()
             return self.ledger.tx_id
 
     # ---------------------------------------------------------------- state
@@ -668,6 +673,7 @@ class Engine:
         with self.lock, translate():
             if self._follows:  # the derived state as far as the ledger: a commit that failed
                 derive.catch_up(self.store, self.ledger, self.read_doc)  # may have taken others in
+                self.note_reflected()
             return self.ledger.transaction(at_tx)
 
     def commit(

@@ -202,6 +202,7 @@ class Committer:
             last = committed[-1][0]
             store.set_reflected(txn, last, ledger.state(last).root)
             txn.commit()
+            engine.reflected_tx = last
         except Exception as e:  # the log holds the group: the next open applies it
             if txn is not None:
                 txn.abort()

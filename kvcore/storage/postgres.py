@@ -38,10 +38,16 @@ from kvcore.tree import node_count
 FORMAT_NAME = b"immudoc-kvcore"
 FORMAT_VERSION = 2
 LOCK_KEY = 0x696D6D75646F63  # "immudoc": the writer's session advisory lock
-CACHE_BYTES = 32 * 1024 * 1024
-"""Payloads kept whole in memory, at most this many bytes in all (least recently used out)."""
+CACHE_BYTES = 128 * 1024 * 1024
+"""Payload bytes kept in memory, at most this many in all (least recently used out): small
+transactions whole, large ones by CHUNK (committed rows never change, so the cache is never
+stale; it plays the part the operating system's page cache plays for the files)."""
 WHOLE_LIMIT = 1024 * 1024
-"""A payload larger than this is never cached whole: its slices are read from the server."""
+"""A transaction larger than this (payload and extra) is cached by chunks, never whole."""
+CHUNK = 256 * 1024
+"""The unit in which a large transaction's payload and extra are read and cached."""
+LARGE_IDS = 65_536
+"""Large transactions remembered as such (so that reading one asks for its chunks only)."""
 SCAN_BATCH = 64
 TREE_CHUNK = 1 << 20
 
@@ -109,7 +115,8 @@ class PostgresStorage(Storage):
         self._pool: Any = None  # psycopg_pool.ConnectionPool for reads, made at the first
         self._no_pool = False
         self._pool_errors: tuple[type[BaseException], ...] = ()
-        self._cache: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
+        self._cache: OrderedDict[Any, tuple[Any, int]] = OrderedDict()  # key -> (value, bytes)
+        self._large: OrderedDict[int, None] = OrderedDict()  # transactions cached by chunks
         self._cached_bytes = 0
         self._count = 0
         self._closed = False
@@ -432,26 +439,49 @@ class PostgresStorage(Storage):
                 self._remember(tx_id, payload, extra)
 
     def _remember(self, tx_id: int, payload: bytes, extra: bytes) -> None:
-        size = len(payload) + len(extra)
-        if size > WHOLE_LIMIT:
+        """Cache a transaction just appended or read whole: small ones whole, large ones by
+        chunks."""
+        if len(payload) + len(extra) <= WHOLE_LIMIT:
+            self._cache_put(tx_id, (payload, extra), len(payload) + len(extra))
             return
+        self._mark_large(tx_id)
+        for which, data in ((0, payload), (1, extra)):
+            for i in range(0, len(data), CHUNK):
+                chunk = data[i : i + CHUNK]
+                self._cache_put((tx_id, which, i // CHUNK), chunk, len(chunk))
+
+    def _cache_put(self, key: Any, value: Any, size: int) -> None:
         with self._lock:
-            if tx_id in self._cache:
+            if key in self._cache:
                 return
-            self._cache[tx_id] = (payload, extra)
+            self._cache[key] = (value, size)
             self._cached_bytes += size
             while self._cached_bytes > CACHE_BYTES and self._cache:
-                _k, (p, x) = self._cache.popitem(last=False)
-                self._cached_bytes -= len(p) + len(x)
+                _k, (_v, n) = self._cache.popitem(last=False)
+                self._cached_bytes -= n
+
+    def _cache_get(self, key: Any) -> Any:
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None:
+                return None
+            self._cache.move_to_end(key)
+            return hit[0]
+
+    def _mark_large(self, tx_id: int) -> None:
+        with self._lock:
+            self._large[tx_id] = None
+            if len(self._large) > LARGE_IDS:
+                self._large.popitem(last=False)
 
     def _whole(self, tx_id: int) -> tuple[bytes, bytes] | None:
         """(payload, extra) of a small transaction (cached), or None for a large one."""
-        with self._lock:
-            hit = self._cache.get(tx_id)
-            if hit is not None:
-                self._cache.move_to_end(tx_id)
-                return hit
+        hit = self._cache_get(tx_id)
+        if hit is not None:
+            return hit
         self._check_tx(tx_id)
+        if tx_id in self._large:
+            return None
         row = self._fetch_one(  # one round trip: the bytes only if the transaction is small
             "SELECT octet_length(payload) + octet_length(extra) <= %s, "
             "CASE WHEN octet_length(payload) + octet_length(extra) <= %s THEN payload END, "
@@ -462,6 +492,7 @@ class PostgresStorage(Storage):
         if row is None:
             raise CorruptionError(f"transaction {tx_id} is missing from {redact(self.url)}")
         if not row[0]:
+            self._mark_large(tx_id)
             return None
         payload, extra = bytes(row[1]), bytes(row[2])
         self._remember(tx_id, payload, extra)
@@ -487,8 +518,28 @@ class PostgresStorage(Storage):
         whole = self._whole(tx_id)
         if whole is not None:
             return whole[which][start : start + length]
-        row = self._fetch_one(f"SELECT substring({column} FROM %s FOR %s) FROM kv_tx WHERE tx_id = %s", (start + 1, length, tx_id))
-        return bytes(row[0])
+        if length <= 0:
+            return b""
+        first, last = start // CHUNK, (start + length - 1) // CHUNK
+        chunks = [self._cache_get((tx_id, which, i)) for i in range(first, last + 1)]
+        missing = [first + j for j, c in enumerate(chunks) if c is None]
+        if missing:  # the chunks from the first missing to the last missing: one round trip
+            lo, hi = missing[0], missing[-1]
+            row = self._fetch_one(
+                f"SELECT substring({column} FROM %s FOR %s) FROM kv_tx WHERE tx_id = %s",
+                (lo * CHUNK + 1, (hi - lo + 1) * CHUNK, tx_id),
+            )
+            if row is None:
+                raise CorruptionError(f"transaction {tx_id} is missing from {redact(self.url)}")
+            data = bytes(row[0])
+            for i in range(lo, hi + 1):
+                chunk = data[(i - lo) * CHUNK : (i - lo + 1) * CHUNK]
+                if chunk:
+                    self._cache_put((tx_id, which, i), chunk, len(chunk))
+                chunks[i - first] = chunk
+        joined = b"".join(c or b"" for c in chunks)
+        offset = start - first * CHUNK
+        return joined[offset : offset + length]
 
     def scan(self, first_tx: int = 1) -> Iterator[tuple[int, bytes, bytes]]:
         """Re-read transactions from the rows, checking each one's checksum and that none is
