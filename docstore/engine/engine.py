@@ -213,7 +213,7 @@ class Engine:
 
         ``path`` may be a ``postgresql://`` URL: the ledger lives in that PostgreSQL database
         (kvcore.PostgresStorage, any number of writer processes, each taking in the others'
-        commits before its own and on every call), the derived state and the signing key in
+        commits before its own and, once notified of them, at a call), the derived state and the signing key in
         the local directory ``state_dir`` (default ``$IMMUDOC_STATE_DIR``, else
         one under ``~/.cache/immudoc`` named after the URL): a cache of the log, built from it
         and caught up with it like a directory database's."""
@@ -281,9 +281,9 @@ class Engine:
 
     def check_open(self) -> None:
         """ClosedError once closed; CorruptDataError once an audit failed (until reopened). On
-        a ledger other processes write to, also takes in what they committed (every call sees
-        every commit made before it started), unless this thread holds the lock (a commit, or
-        a snapshot being read)."""
+        a ledger other processes write to, also takes in what they committed, as far as their
+        notifications have told (docs/scale-out.md), unless this thread holds the lock (a
+        commit, or a snapshot being read)."""
         if self._closed:
             raise kvcore.ClosedError("the database is closed")
         if self._damaged is not None:
