@@ -71,3 +71,8 @@ def corrupt_entry(tx_id: int, key: bytes) -> CorruptionError:
     return CorruptionError(
         f"stored entry for key {key[:64]!r} in transaction {tx_id} is damaged; run an audit"
     )
+
+
+class GroupAborted(KvError):
+    """Raised by a group commit's ``state_root`` callback when no transaction of the group may
+    be committed (:meth:`kvcore.Ledger.commit_many` raises it; nothing is written)."""

@@ -26,6 +26,7 @@ from kvcore.codec import Codec, codec_for
 from kvcore.errors import (
     ClosedError,
     CorruptionError,
+    GroupAborted,
     InvalidInputError,
     KeyNotFoundError,
     LimitError,
@@ -529,6 +530,8 @@ class Ledger:
                     body, extra, header, positions = self._codec.encode(tx_id, ts, writes, req.state_root)
                     if len(body) > MAX_TX_BYTES:
                         raise LimitError(f"transaction of {len(body)} bytes exceeds the limit of {MAX_TX_BYTES} bytes")
+                except GroupAborted:  # the caller's state cannot go on: none of the group
+                    raise
                 except Exception as e:  # this request is refused; the others go on
                     outcomes[i] = e
                     continue

@@ -132,6 +132,8 @@ def translate(snapshot: int | None = None) -> Iterator[None]:
         if isinstance(e, DocstoreError):
             raise
         raise StorageError(str(e)) from e
+    except kvcore.GroupAborted as e:
+        raise StorageError(f"{e}; nothing was written") from e
 
 
 class OwnedLock:
@@ -178,6 +180,8 @@ class Engine:
         self.lock = OwnedLock()
         """Held to commit, and around a snapshot that must match the derived state."""
         self._follows = ledger.many_writers  # other processes write to this ledger too (PostgreSQL)
+        self.follows = self._follows
+        """Whether other processes write to this ledger too (PostgreSQL): refresh() takes them in."""
         self.reflected_tx = 0
         """The transaction the derived state reflects (kept by :meth:`note_reflected`)."""
         self.committer = Committer(self)

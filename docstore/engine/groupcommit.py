@@ -113,6 +113,10 @@ class Committer:
                 for part in _parts(group):
                     self._lead(part)
         finally:
+            for q in group:  # a part left out by an interruption: its caller must not think
+                if not q.done:  # it wrote nothing
+                    q.outcome = StorageError("the commit was interrupted before this transaction was written")
+                    q.done = True
             with self._turn:
                 self._leading = False
                 self._turn.notify_all()  # those it committed return; the next one leads
@@ -148,22 +152,22 @@ class Committer:
         keep_map = group[0].keep_map
         txn = store.write() if keep_map else None
         pending: list[tuple[int, _Queued, list[derive.DocChange], Plan]] = []
-        applied_error: list[BaseException] = []
         caught_up: list[int] = []
 
         def state_root_for(q: _Queued) -> Callable[[int, Sequence[bytes]], bytes]:
             def state_root(tx_id: int, leaves: Sequence[bytes]) -> bytes:
                 assert txn is not None
-                if not caught_up:  # other processes' commits, taken in by the ledger: first
-                    caught_up.append(_catch_up(engine, store, txn, tx_id - 1))
-                if pending:  # the transaction before it in the group: reflect it first
-                    prev_tx, prev, changes, plan = pending.pop()
-                    if prev_tx < tx_id:  # (the same number again: that one was refused)
-                        try:
+                try:  # what the group's LMDB transaction must hold before this one is planned
+                    if not caught_up:  # other processes' commits, taken in by the ledger: first
+                        caught_up.append(_catch_up(engine, store, txn, tx_id - 1))
+                    if pending:  # the transaction before it in the group: reflect it first
+                        prev_tx, prev, changes, plan = pending.pop()
+                        if prev_tx < tx_id:  # (the same number again: that one was refused)
                             _reflect(engine, store, txn, prev_tx, prev, changes, plan)
-                        except BaseException as e:
-                            applied_error.append(e)
-                            raise
+                except Exception as e:  # the LMDB transaction is half-written: no state root of
+                    raise kvcore.GroupAborted(  # this group can be trusted; none of it commits
+                        f"the derived state could not follow the group ({type(e).__name__}: {e})"
+                    ) from e
                 changes = q.changes(tx_id, leaves)
                 defs = {name: (i, leaves[i]) for name, i in q.definitions.items()}
                 plan = derive.plan_map(store, txn, engine.read_doc, tx_id, q.metas, defs, changes, q.old())
@@ -181,6 +185,22 @@ class Committer:
             if txn is not None:
                 txn.abort()
             raise
+        try:
+            self._reflect_group(group, outcomes, txn, pending)
+        except BaseException:
+            if txn is not None:
+                txn.abort()  # (a no-op once committed)
+            raise
+
+    def _reflect_group(
+        self, group: list[_Queued], outcomes: list[int | Exception],
+        txn: lmdb.Transaction | None, pending: list[tuple[int, _Queued, list[derive.DocChange], Plan]],
+    ) -> None:
+        """Set each one's outcome; write the derived state of those committed (the last one's
+        reflection, the group's marker) and commit the LMDB transaction."""
+        engine = self._engine
+        store = engine.store
+        ledger = engine.ledger
         committed = [(o, q) for o, q in zip(outcomes, group) if isinstance(o, int)]
         for o, q in zip(outcomes, group):
             q.outcome = o
@@ -189,8 +209,6 @@ class Committer:
                 txn.abort()
             return
         try:
-            if applied_error:
-                raise applied_error[0]
             if txn is None:  # benchmark only: the map is not kept (the next open rebuilds it)
                 txn = store.write()
                 _catch_up(engine, store, txn, committed[0][0] - 1)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from docstore.documents.ids import check_collection_name, check_id
-from docstore.errors import ConflictError, QueryError
+from docstore.errors import ConflictError, DocstoreError, QueryError
 
 if TYPE_CHECKING:
     from docstore.database import Database
@@ -149,6 +149,15 @@ def _commit(tx: Transaction, snapshot: int | None, reads: list[Read], writes: li
             return prior
         _replay(tx, snapshot, reads, writes)
         return tx.commit()
+    except DocstoreError:
+        if not tx.done:
+            tx.rollback()
+        # an attempt of this very transaction committed meanwhile explains a conflict, or an
+        # error its replay meets (DuplicateIdError for the ids it inserted): its result stands
+        meanwhile = tx.committed_meanwhile()
+        if meanwhile is None:
+            raise
+        return meanwhile
     except BaseException:
         if not tx.done:
             tx.rollback()

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
+import kvcore
+
 from docstore.documents import records
 from docstore.engine.engine import translate
 from docstore.errors import CorruptDataError, QueryError
@@ -55,6 +57,22 @@ def lookup(staged: Staged, key: str) -> Recorded | None:
             entry = staged.engine.ledger.lookup(rkey)  # committed after the snapshot
     if entry is None:
         return None
+    return _decoded(entry, key)
+
+
+def committed_meanwhile(engine: Engine, key: str) -> Recorded | None:
+    """After a write with ``key`` failed (a conflict, or an error such as DuplicateIdError that
+    another attempt of the same write would cause): the write another attempt committed, in
+    this process or another (taken in first), or None."""
+    rkey = records.request_key(key)
+    if engine.follows:  # a commit of another process, perhaps not yet notified
+        engine.refresh()
+    with translate():
+        entry = engine.ledger.lookup(rkey)
+    return None if entry is None else _decoded(entry, key)
+
+
+def _decoded(entry: kvcore.Entry, key: str) -> Recorded:
     try:
         v = orjson.loads(entry.value)
         return Recorded(entry.tx_id, v["kind"], v["collection"], v.get("result"))

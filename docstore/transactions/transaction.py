@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 OPTIMISTIC_TRIES = 5  # before a single operation takes the commit lock for its last try
+SHARED_TRIES = 20
+"""Tries under the lock on a ledger other processes write to (PostgreSQL), where the lock does
+not keep them out: a single operation that loses this many more raises ConflictError."""
 
 Pending = tuple[dict, list[tuple[bytes, bytes]]] | None
 """A buffered write: (document, its property entries for the next revision), or None (delete)."""
@@ -310,6 +313,16 @@ class Transaction(TransactionBase):
         prior = requests.lookup(self.staged, key)
         return None if prior is None else requests.repeat(self.staged.engine, prior, key, "transaction", "")
 
+    def committed_meanwhile(self) -> int | None:
+        """With an idempotency key, after this transaction failed: the transaction another
+        attempt with the same key committed (in this process or another), else None."""
+        if self.idempotency_key is None:
+            return None
+        found = requests.committed_meanwhile(self.staged.engine, self.idempotency_key)
+        if found is None:
+            return None
+        return requests.repeat(self.staged.engine, found, self.idempotency_key, "transaction", "")
+
     def commit(self) -> int | None:
         """Commit; returns the ledger transaction id (None if nothing was written). With an
         idempotency key already recorded, nothing is written and the id is that of the
@@ -323,6 +336,14 @@ class Transaction(TransactionBase):
                 return prior
             if self.staged.docs or self.staged.metas:
                 requests.record(self.staged, key, "transaction", "", None)
+            try:
+                self.tx_id = self.staged.commit()
+            except ConflictError:  # another attempt of this transaction, committed meanwhile?
+                meanwhile = requests.committed_meanwhile(self.staged.engine, key)
+                if meanwhile is None:
+                    raise
+                self.tx_id = requests.repeat(self.staged.engine, meanwhile, key, "transaction", "")
+            return self.tx_id
         self.tx_id = self.staged.commit()
         return self.tx_id
 
@@ -377,14 +398,22 @@ def run(engine: Engine, fn: Callable[[Transaction], T], request: tuple[str, str,
 
     The first attempts are optimistic. If they keep losing to concurrent commits (a hot
     document), the last attempt runs with the commit lock held from its snapshot to its
-    commit: this process is the ledger's only writer and every commit takes that lock, so it
-    cannot conflict, and single operations never fail for contention alone.
+    commit: on a directory, this process is the ledger's only writer and every commit takes
+    that lock, so it cannot conflict, and single operations never fail for contention alone.
+    On a ledger other processes write to (PostgreSQL) the lock cannot keep them out: up to
+    SHARED_TRIES more attempts are made under it, each after taking their commits in.
+    ``request`` (idempotency key, kind of write, collection): the write is recorded under the
+    key, and one already recorded (before, or by an attempt that made this one fail) is
+    returned instead of written again (docstore.transactions.requests).
     """
     engine.check_open()
-    for attempt in range(OPTIMISTIC_TRIES + 1):
-        exclusive = attempt == OPTIMISTIC_TRIES
+    tries = OPTIMISTIC_TRIES + 1 + (SHARED_TRIES if engine.follows else 0)
+    for attempt in range(tries):
+        exclusive = attempt >= OPTIMISTIC_TRIES
         if exclusive:
             engine.lock.acquire()
+            if engine.follows:  # other processes write too: take theirs in before the snapshot
+                engine.refresh()
         try:
             tx = Transaction(engine)
             tx.staged.owns_docs = True  # fn's documents are committed before the caller sees them
@@ -394,13 +423,25 @@ def run(engine: Engine, fn: Callable[[Transaction], T], request: tuple[str, str,
                     if prior is not None:  # committed before: nothing to write
                         tx.rollback()
                         return cast(T, requests.repeat(engine, prior, *request))
-                result = fn(tx)
-                if request is not None:
-                    requests.record(tx.staged, request[0], request[1], request[2], result)
-                tx.commit()
+                try:
+                    result = fn(tx)
+                    if request is not None:
+                        requests.record(tx.staged, request[0], request[1], request[2], result)
+                    tx.commit()
+                except DocstoreError:
+                    if request is None:
+                        raise
+                    if not tx.done:
+                        tx.rollback()
+                    # another attempt of this very write, committed meanwhile (by this process
+                    # or another), explains a conflict or an error such as DuplicateIdError
+                    prior = requests.committed_meanwhile(engine, request[0])
+                    if prior is None:
+                        raise
+                    return cast(T, requests.repeat(engine, prior, *request))
                 return result
             except ConflictError:
-                if exclusive:
+                if attempt == tries - 1:
                     raise
             except BaseException:
                 if not tx.done:

@@ -23,6 +23,7 @@ only the chunks it needs; small payloads are kept whole in a bounded cache (they
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import zlib
@@ -111,6 +112,9 @@ class PostgresStorage(Storage):
         self._lock = threading.RLock()
         self._listener: threading.Thread | None = None  # a writer's: LISTEN for others' commits
         self._notified: int | None = None  # the highest count another writer notified
+        self._notify_lock = threading.Lock()
+        self._channel_name: str | None = None
+        self._cache_lock = threading.Lock()  # the payload cache's own: reads never wait for a commit
         self._thread = threading.local()  # .appending: this thread is inside append_lock
         self._pool: Any = None  # psycopg_pool.ConnectionPool for reads, made at the first
         self._no_pool = False
@@ -221,14 +225,14 @@ class PostgresStorage(Storage):
             try:
                 with pool.connection(timeout=POOL_WAIT) as conn:
                     return conn.execute(sql, params).fetchone()
+            except self._pool_errors as e:  # (a kind of OperationalError: caught first)
+                raise StorageError(f"no connection to {redact(self.url)} within {POOL_WAIT:g} s: {e}") from None
             except self._psycopg.OperationalError as e:
                 if attempt:
                     raise StorageError(f"PostgreSQL ({redact(self.url)}): {_first_line(e)}") from None
                 pool.check()  # drop the connections a cut or a restart broke
             except self._psycopg.Error as e:
                 raise StorageError(f"PostgreSQL ({redact(self.url)}): {_first_line(e)}") from None
-            except self._pool_errors as e:
-                raise StorageError(f"no connection to {redact(self.url)} within {POOL_WAIT:g} s: {e}") from None
         raise AssertionError("unreachable")
 
     def _read_pool(self) -> Any:
@@ -236,7 +240,7 @@ class PostgresStorage(Storage):
         pool = self._pool
         if pool is not None or self._no_pool:
             return pool
-        with self._lock:
+        with self._notify_lock:
             if self._pool is None and not self._no_pool:
                 try:
                     from psycopg_pool import ConnectionPool, PoolTimeout
@@ -293,8 +297,8 @@ class PostgresStorage(Storage):
             if self._listener is not None and self._listener.is_alive():
                 return True
             try:
-                conn = self._psycopg.connect(self.url, autocommit=True)
-                conn.execute(f"LISTEN {CHANNEL}")
+                conn = self._psycopg.connect(self.url, autocommit=True, **KEEPALIVE)
+                conn.execute(f"LISTEN {self._channel()}")
             except self._psycopg.Error:
                 self._notified = None
                 return False
@@ -302,8 +306,23 @@ class PostgresStorage(Storage):
             thread = threading.Thread(target=self._listen, args=(conn,), name="immudoc-notify", daemon=True)
             self._listener = thread
             thread.start()
-            self._notified = self._head()  # after LISTEN: a later commit is notified
+            self._note_head(self._head())  # after LISTEN: a later commit is notified
         return True
+
+    def _note_head(self, count: int) -> None:
+        with self._notify_lock:  # the highest seen: a notification and the first read may cross
+            if self._notified is None or count > self._notified:
+                self._notified = count
+
+    def _channel(self) -> str:
+        """This ledger's notification channel: one per schema (two ledgers in two schemas of
+        one database must not hear each other's heads)."""
+        name = self._channel_name
+        if name is None:
+            row = self._fetch_one("SELECT current_schema()", ())
+            schema = str(row[0]) if row is not None and row[0] is not None else ""
+            name = self._channel_name = f"{CHANNEL}_{hashlib.sha256(schema.encode()).hexdigest()[:16]}"
+        return name
 
     def _listen(self, conn: Any) -> None:
         try:
@@ -313,9 +332,7 @@ class PostgresStorage(Storage):
                         count = int(note.payload)
                     except ValueError:
                         continue
-                    notified = self._notified
-                    if notified is None or count > notified:
-                        self._notified = count
+                    self._note_head(count)
                 if conn.closed or conn.broken:
                     break
         except Exception:  # noqa: BLE001 - the connection broke: durable_count reads the head instead
@@ -417,7 +434,7 @@ class PostgresStorage(Storage):
                 moved = conn.execute(
                     "UPDATE kv_head SET tx_count = %s WHERE id = 1 AND tx_count = %s", (last, first - 1)
                 ).rowcount
-                conn.execute(f"NOTIFY {CHANNEL}, '{last}'")  # delivered to listeners at COMMIT
+                conn.execute(f"NOTIFY {self._channel()}, '{last}'")  # delivered to listeners at COMMIT
                 if moved != 1:
                     raise StorageError(
                         f"ledger {redact(self.url)}: its head is not at {first - 1}: another writer appended "
@@ -451,7 +468,7 @@ class PostgresStorage(Storage):
                 self._cache_put((tx_id, which, i // CHUNK), chunk, len(chunk))
 
     def _cache_put(self, key: Any, value: Any, size: int) -> None:
-        with self._lock:
+        with self._cache_lock:
             if key in self._cache:
                 return
             self._cache[key] = (value, size)
@@ -461,7 +478,7 @@ class PostgresStorage(Storage):
                 self._cached_bytes -= n
 
     def _cache_get(self, key: Any) -> Any:
-        with self._lock:
+        with self._cache_lock:
             hit = self._cache.get(key)
             if hit is None:
                 return None
@@ -469,7 +486,7 @@ class PostgresStorage(Storage):
             return hit[0]
 
     def _mark_large(self, tx_id: int) -> None:
-        with self._lock:
+        with self._cache_lock:
             self._large[tx_id] = None
             if len(self._large) > LARGE_IDS:
                 self._large.popitem(last=False)
@@ -673,6 +690,10 @@ class PostgresStorage(Storage):
 
 LISTEN_POLL = 0.5
 """Seconds the listener waits for a notification before looking whether the storage closed."""
+
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+"""TCP keepalives of the listening connection, which otherwise only waits: a half-open one
+(a peer gone without a word) is found out within about 25 s (on a Unix socket: unused)."""
 
 CHANNEL = "immudoc_ledger"
 """The PostgreSQL notification channel on which every append announces the new head."""

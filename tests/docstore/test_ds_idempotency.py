@@ -80,3 +80,28 @@ def test_racing_attempts_with_one_key_commit_once(db):
     run_threads(8, attempt)
     assert len(set(got)) == 1 and c.count() == 1
     assert db.audit().ok
+
+
+@pytest.mark.embedded
+def test_racing_commits_of_one_transaction_return_the_winners_id(db):
+    """What a server does with a transaction sent again while its first attempt commits: each
+    attempt replays it (here: an insert of one id, which the loser cannot replay: a
+    DuplicateIdError) or conflicts on the key; every attempt returns the winner's
+    transaction, nothing is committed twice (docstore.transactions.one_call)."""
+    from docstore.transactions.one_call import Write, commit_in_one_call
+
+    db.create_collection("c")
+    got: list[object] = []
+    lock = threading.Lock()
+
+    def attempt(_t: int) -> None:
+        tx_id = commit_in_one_call(db, None, [], [Write("insert", "c", None, {"_id": "same", "v": 1})],
+                                   idempotency_key="race-1")
+        with lock:
+            got.append(tx_id)
+
+    run_threads(8, attempt)
+    assert len(set(got)) == 1 and db["c"].count() == 1
+    snapshot = db.state().tx_id  # with a snapshot (a remote transaction's): the same answer
+    assert commit_in_one_call(db, snapshot, [], [Write("insert", "c", None, {"_id": "same", "v": 1})],
+                              idempotency_key="race-1") == got[0]

@@ -97,7 +97,7 @@ def test_a_changed_row_is_refused(pg_url, tmp_path):
     with docstore.open(pg_url, state_dir=tmp_path / "state") as db:
         _fill(db)
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("UPDATE kv_tx SET payload = overlay(payload placing '\\xff'::bytea from 70 for 1) WHERE tx_id = 2")
+        conn.execute("UPDATE kv_tx SET payload = set_byte(payload, 69, get_byte(payload, 69) # 255) WHERE tx_id = 2")
     with pytest.raises((kvcore.CorruptionError, docstore.CorruptDataError)):
         with docstore.open(pg_url, state_dir=tmp_path / "state") as db:
             report = db.audit()

@@ -149,3 +149,21 @@ def test_threads_committing_in_groups_lose_nothing(where):
         for tx_id, key in acks.items():
             assert [(e.key, e.value) for e in led.entries(tx_id)] == [(key, key)]
         assert led.audit().ok
+
+
+def test_a_group_aborted_by_a_callback_commits_none_of_it(where):
+    """A state_root callback that raises GroupAborted (docstore's derived state could not follow
+    the group): commit_many raises it, nothing of the group is committed, the ledger goes on."""
+    with Ledger.open(where) as led:
+        led.set(b"a", b"1")
+        before = led.state()
+
+        def breaks(tx_id: int, leaves) -> bytes:
+            raise kvcore.GroupAborted("the caller's state is half-written")
+
+        with pytest.raises(kvcore.GroupAborted):
+            led.commit_many([CommitRequest([(b"x", b"1")]), CommitRequest([(b"y", b"2")], state_root=breaks),
+                             CommitRequest([(b"z", b"3")])])
+        assert led.state() == before and led.lookup(b"x") is None
+        assert led.commit_many([CommitRequest([(b"x", b"1")])]) == [2]
+        assert led.audit().ok
