@@ -109,5 +109,10 @@ def pg_cluster():
 
 @pytest.fixture
 def pg_url(pg_cluster):
-    """The URL of a new, empty PostgreSQL database."""
-    return pg_cluster.new_database()
+    """The URL of a new, empty PostgreSQL database (dropped after the test)."""
+    url = pg_cluster.new_database()
+    yield url
+    drop = getattr(pg_cluster, "drop", None)
+    if drop is not None:
+        with contextlib.suppress(Exception):  # a test that left the server stopped: dropped at the end
+            drop(url)

@@ -76,6 +76,15 @@ class Cluster:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def drop(self, url: str) -> None:
+        """Drop a database made by new_database (its connections ended): the cluster stays
+        small, so a standby's base backup copies little."""
+        import psycopg
+
+        name = urllib.parse.urlsplit(url).path.lstrip("/")
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def stop(self, mode: str = "fast") -> None:
         self._run([_bin("pg_ctl"), "-D", self.data, "-m", mode, "-w", "stop"])
 
