@@ -280,6 +280,11 @@ IdArg = Annotated[str, typer.Argument(metavar="ID", help="Document id (_id).", s
 AtTxOpt = Annotated[
     Optional[int], typer.Option("--at-tx", metavar="N", help="Read as of ledger transaction N (time travel).")
 ]
+MaxTimeOpt = Annotated[
+    Optional[int],
+    typer.Option("--max-time-ms", metavar="MS", min=1, max=2**31 - 1,
+                 help="Stop the query after MS milliseconds (exit 8); a $regex has a budget of its own."),
+]
 
 
 def _fmt(fmt: Optional[Format]) -> Optional[str]:
@@ -529,6 +534,7 @@ def find(
     ] = False,
     out: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="With --prove: write the proof here.")] = None,
     with_header: WithHeaderOpt = False,
+    max_time_ms: MaxTimeOpt = None,
     fmt: FormatOpt = None,
 ) -> None:
     """Print the documents matching a filter (Mongo-style JSON); with --prove, prove them the
@@ -549,7 +555,7 @@ def find(
         if prove_:
             _prove_query(db.collection(collection).prove_find(flt, order, skip, limit, with_header=with_header), out, fmt)
             return
-        docs = db.collection(collection).find(flt, proj, order, skip, limit, at_tx)
+        docs = db.collection(collection).find(flt, proj, order, skip, limit, at_tx, max_time_ms=max_time_ms)
         output.emit_many(docs, _fmt(fmt))
 
 
@@ -579,6 +585,7 @@ def count(
     prove_: Annotated[bool, typer.Option("--prove", help="Also prove the count (a JSON bundle: -o FILE, else stdout).")] = False,
     out: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="With --prove: write the proof here.")] = None,
     with_header: WithHeaderOpt = False,
+    max_time_ms: MaxTimeOpt = None,
     fmt: FormatOpt = None,
 ) -> None:
     """Print how many documents match a filter (with --prove, proven as of now)."""
@@ -595,7 +602,7 @@ def count(
         if prove_:
             _prove_query(db.collection(collection).prove_count(flt, with_header=with_header), out, fmt)
             return
-        n = db.collection(collection).count(flt, at_tx=at_tx)
+        n = db.collection(collection).count(flt, at_tx=at_tx, max_time_ms=max_time_ms)
     output.emit(n, _fmt(fmt))
 
 

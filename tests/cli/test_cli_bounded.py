@@ -44,3 +44,21 @@ def test_import_from_standard_input_in_groups(sub, tmp_path):
     assert r.code == 0 and r.json()["imported"] == 30
     with docstore.open(path) as d:
         assert sorted(x["n"] for x in d["c"].find()) == list(range(30)) and d.tx_id == 1 + 5
+
+
+def test_a_query_has_a_time_budget_on_the_command_line(sub, tmp_path, check_error):
+    """A $regex that backtracks catastrophically once held `immudoc find` for minutes: it stops
+    with exit 8 naming the pattern; --max-time-ms bounds a whole query; a budget out of range
+    is a usage error (2)."""
+    path = tmp_path / "db"
+    args = ["--db", str(path)]
+    assert sub([*args, "init"]).code == 0
+    assert sub([*args, "collection", "create", "c"]).code == 0
+    docs = tmp_path / "in.jsonl"
+    docs.write_text("".join(json.dumps({"s": "a" * 50 + "!", "n": i}) + "\n" for i in range(3)))
+    assert sub([*args, "import", "c", str(docs)]).code == 0
+    check_error(sub([*args, "find", "c", '{"s": {"$regex": "^(a|aa)+$"}}']), 8, "^(a|aa)+$")
+    check_error(sub([*args, "count", "c", '{"s": {"$regex": "^(a|aa)+$"}}', "--max-time-ms", "200"]), 8, "budget")
+    r = sub([*args, "count", "c", '{"n": {"$gte": 1}}', "--max-time-ms", "60000"])
+    assert r.code == 0 and r.json() == 2
+    assert sub([*args, "find", "c", "--max-time-ms", "0"]).code == 2
