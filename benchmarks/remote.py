@@ -24,9 +24,9 @@ REMOTE = "immudoc remote"
 EMBEDDED = "embedded"
 
 
-def _start_server(db_dir: str) -> tuple[subprocess.Popen, int]:
+def _start_server(db_dir: str, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ)
+    env = {**os.environ, **(extra_env or {})}
     env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.Popen(
         [sys.executable, "-m", "docstore.server", "--db", db_dir, "--host", "127.0.0.1", "--port", "0"],

@@ -116,22 +116,17 @@ def _load(targets: list[str], seconds: float, op: str, ids: list[str] | None = N
 def _servers(db: str, n: int, root: str, env: dict[str, str] | None = None) -> Iterator[list[str]]:
     """``n`` servers on ``db`` (a PostgreSQL URL: each its own state directory, one key)."""
     procs = []
-    saved = dict(os.environ)
     try:
         key = os.path.join(root, "s0", "signing.key")
         for i in range(n):
-            os.environ.update(env or {})
+            extra = dict(env or {})
             if db.startswith("postgresql://"):
-                os.environ["IMMUDOC_STATE_DIR"] = os.path.join(root, f"s{i}")
+                extra["IMMUDOC_STATE_DIR"] = os.path.join(root, f"s{i}")
                 if i:
-                    os.environ["IMMUDOC_KEY_FILE"] = key
-            procs.append(_start_server(db))
-            os.environ.clear()
-            os.environ.update(saved)
+                    extra["IMMUDOC_KEY_FILE"] = key
+            procs.append(_start_server(db, extra))
         yield [f"127.0.0.1:{port}" for _proc, port in procs]
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
         for proc, _port in procs:
             proc.terminate()
             try:

@@ -179,8 +179,7 @@ class Engine:
         """The derived state on disk: definitions, document locations, indexes."""
         self.lock = OwnedLock()
         """Held to commit, and around a snapshot that must match the derived state."""
-        self._follows = ledger.many_writers  # other processes write to this ledger too (PostgreSQL)
-        self.follows = self._follows
+        self.follows = ledger.many_writers
         """Whether other processes write to this ledger too (PostgreSQL): refresh() takes them in."""
         self.reflected_tx = 0
         """The transaction the derived state reflects (kept by :meth:`note_reflected`)."""
@@ -295,7 +294,7 @@ class Engine:
                 f"the database refuses reads and writes: its audit failed ({self._damaged}); "
                 "reopen it after repairing it"
             )
-        if self._follows and not self.lock.owned():
+        if self.follows and not self.lock.owned():
             with translate():
                 durable = self.ledger.durable_count()
             if durable > self.reflected_tx:  # (not the ledger's count: another thread may be
@@ -335,7 +334,7 @@ class Engine:
         """Take in what another (writer) process committed since; returns the transaction id."""
         with self.lock, translate():
             self.ledger.refresh()
-            if self._temp_store is not None or self._follows:  # a store this process keeps current
+            if self._temp_store is not None or self.follows:  # a store this process keeps current
                 with self._damage_is_corruption():
                     derive.catch_up(self.store, self.ledger, self.read_doc)
                 self.note_reflected()
@@ -363,7 +362,7 @@ class Engine:
             raise QueryError(f"{name} must be a kvcore.State, got {type(state).__name__}")
         if type(state.tx_id) is not int or state.tx_id < 0:
             raise QueryError(f"{name} names no transaction: {state.tx_id!r}")
-        if state.tx_id > ledger.tx_id and self._follows:  # another process's commit, not yet
+        if state.tx_id > ledger.tx_id and self.follows:  # another process's commit, not yet
             self.refresh()  # notified here: a client that wrote through another server reads it
         if state.tx_id > ledger.tx_id:
             if not trusted:
@@ -675,7 +674,7 @@ class Engine:
         the commit lock so that it matches the derived state."""
         self.check_open()
         with self.lock, translate():
-            if self._follows:  # the derived state as far as the ledger: a commit that failed
+            if self.follows:  # the derived state as far as the ledger: a commit that failed
                 derive.catch_up(self.store, self.ledger, self.read_doc)  # may have taken others in
                 self.note_reflected()
             return self.ledger.transaction(at_tx)

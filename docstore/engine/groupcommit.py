@@ -50,6 +50,7 @@ class _Queued:
     keep_map: bool
     outcome: int | BaseException | None = None
     done: bool = False
+    old: dict[tuple[str, str], dict | None] = dataclasses.field(init=False)
 
     def changes(self, tx_id: int, leaves: Sequence[bytes] | None) -> list[derive.DocChange]:
         return [
@@ -60,8 +61,9 @@ class _Queued:
             for w in self.written
         ]
 
-    def old(self) -> dict[tuple[str, str], dict | None]:
-        return {(w.collection, w.id): w.old for w in self.written}
+    def __post_init__(self) -> None:
+        # the revisions its documents replace (for planning its map and reflecting it)
+        self.old = {(w.collection, w.id): w.old for w in self.written}
 
 
 GROUP_COMMIT = os.environ.get("IMMUDOC_BENCHMARK_WITHOUT_GROUP_COMMIT") != "1"
@@ -170,7 +172,7 @@ class Committer:
                     ) from e
                 changes = q.changes(tx_id, leaves)
                 defs = {name: (i, leaves[i]) for name, i in q.definitions.items()}
-                plan = derive.plan_map(store, txn, engine.read_doc, tx_id, q.metas, defs, changes, q.old())
+                plan = derive.plan_map(store, txn, engine.read_doc, tx_id, q.metas, defs, changes, q.old)
                 pending.append((tx_id, q, changes, plan))
                 return plan.root
 
@@ -213,7 +215,7 @@ class Committer:
                 txn = store.write()
                 _catch_up(engine, store, txn, committed[0][0] - 1)
                 for tx_id, q in committed:
-                    derive.apply(store, txn, engine.read_doc, tx_id, b"", q.metas, q.changes(tx_id, None), q.old())
+                    derive.apply(store, txn, engine.read_doc, tx_id, b"", q.metas, q.changes(tx_id, None), q.old)
                 store.mark_map_stale(txn)
             elif pending and pending[0][0] == committed[-1][0]:
                 _reflect(engine, store, txn, *pending[0])
@@ -238,7 +240,7 @@ def _reflect(
 ) -> None:
     """Write a committed transaction's derived state and map into the group's LMDB transaction
     (its ledger root is set for the group's last one)."""
-    derive.apply(store, txn, engine.read_doc, tx_id, b"", q.metas, changes, q.old())
+    derive.apply(store, txn, engine.read_doc, tx_id, b"", q.metas, changes, q.old)
     plan.apply(txn, store.smap)
 
 

@@ -104,7 +104,6 @@ class PostgresStorage(Storage):
         self.readonly = readonly
         self.many_writers = not one_writer and not readonly
         self._in_append = False
-        self._appending = False  # inside append_lock: the head row locked on self._conn
         self._index_dir = index_dir
         self.format_version = format_version
         self.recovery_notes = []
@@ -115,7 +114,8 @@ class PostgresStorage(Storage):
         self._notify_lock = threading.Lock()
         self._channel_name: str | None = None
         self._cache_lock = threading.Lock()  # the payload cache's own: reads never wait for a commit
-        self._thread = threading.local()  # .appending: this thread is inside append_lock
+        self._thread = threading.local()  # .appending: this thread is inside append_lock (the head
+        # row locked on self._conn: its reads belong to that PostgreSQL transaction)
         self._pool: Any = None  # psycopg_pool.ConnectionPool for reads, made at the first
         self._no_pool = False
         self._pool_errors: tuple[type[BaseException], ...] = ()
@@ -366,12 +366,10 @@ class PostgresStorage(Storage):
                 self._rollback()
                 raise CorruptionError(f"ledger {redact(self.url)}: its kv_head row is missing")
             self._in_append = True
-            self._appending = True
             self._thread.appending = True
             try:
                 yield int(row[0])
             finally:
-                self._appending = False
                 self._thread.appending = False
                 if self._in_append:  # no append (an error, a conflict): nothing written
                     self._in_append = False
@@ -567,7 +565,7 @@ class PostgresStorage(Storage):
         last = self._count
         if first > last:
             return
-        if self._appending:
+        if getattr(self._thread, "appending", False):
             yield from self._scan_rows(self._conn, first, last)
             return
         try:

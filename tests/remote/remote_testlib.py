@@ -29,8 +29,11 @@ class ServerProcess:
     stderr in the background (see :attr:`stderr`).
     """
 
-    def __init__(self, db: str | os.PathLike[str], *args: str, host: str = "127.0.0.1", wait: bool = True) -> None:
-        env = dict(os.environ)
+    def __init__(
+        self, db: str | os.PathLike[str], *args: str, host: str = "127.0.0.1", wait: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        env = {**os.environ, **(env or {})}
         env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.pop("GRPC_VERBOSITY", None)
         cmd = [sys.executable, "-m", "docstore.server", "--db", str(db), "--host", host, "--port", "0", *args]

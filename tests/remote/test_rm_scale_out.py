@@ -30,16 +30,7 @@ def _server(url: str, state_dir, key_file=None, port: int | None = None) -> Serv
     env = {"IMMUDOC_STATE_DIR": str(state_dir)}
     if key_file is not None:
         env["IMMUDOC_KEY_FILE"] = str(key_file)
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        return ServerProcess(url, *(["--port", str(port)] if port else []))
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return ServerProcess(url, *(["--port", str(port)] if port else []), env=env)
 
 
 def test_two_servers_on_one_postgres_ledger(pg_url, tmp_path):
