@@ -116,3 +116,84 @@ def pg_url(pg_cluster):
     if drop is not None:
         with contextlib.suppress(Exception):  # a test that left the server stopped: dropped at the end
             drop(url)
+
+
+# ------------------------------------------------------------------ a database on either backend
+BACKENDS = ("files", "postgres")
+
+
+class Place:
+    """Where a test's database lives: a directory (``files``) or a new PostgreSQL database and a
+    state directory (``postgres``). ``open(**kw)`` opens it as ``docstore.open`` would."""
+
+    def __init__(self, backend: str, target, state_dir) -> None:
+        self.backend = backend
+        self.target = target
+        self.state_dir = state_dir
+
+    def open(self, **kw):
+        import docstore
+
+        if self.backend == "postgres":
+            kw.setdefault("state_dir", self.state_dir)
+        return docstore.open(self.target, **kw)
+
+    def rewrite_value(self, stored: bytes, new_value: bytes) -> None:
+        """Overwrite the value after the 16-byte salt of ``stored`` where the log keeps it, and
+        fix the record's checksum, as a careful attacker with write access would: in the file
+        ``ledger/txlog``, or in the ``kv_tx`` row (PostgreSQL: an operator's UPDATE)."""
+        if self.backend == "files":
+            from docstore.cli.demo import _rewrite_value
+
+            _rewrite_value(str(self.target / "ledger" / "txlog"), stored, new_value)
+            return
+        import zlib
+
+        import psycopg
+
+        with psycopg.connect(self.target, autocommit=True) as conn:
+            rows = conn.execute("SELECT tx_id, payload, extra FROM kv_tx WHERE position(%s IN payload) > 0", (stored,)).fetchall()
+            assert len(rows) == 1, "the stored value is in one transaction's row"
+            tx_id, payload, extra = rows[0][0], bytearray(rows[0][1]), bytes(rows[0][2])
+            at = bytes(payload).index(stored) + 16
+            payload[at : at + len(new_value)] = new_value
+            conn.execute(
+                "UPDATE kv_tx SET payload = %s, crc = %s WHERE tx_id = %s",
+                (bytes(payload), zlib.crc32(extra, zlib.crc32(bytes(payload))), tx_id),
+            )
+
+    def server_env(self) -> dict[str, str]:
+        """The environment a server process on this database needs (its state directory)."""
+        return {"IMMUDOC_STATE_DIR": str(self.state_dir)} if self.backend == "postgres" else {}
+
+    def __repr__(self) -> str:
+        return f"Place({self.backend}: {self.target})"
+
+
+@contextlib.contextmanager
+def _place(request, backend: str, directory):
+    if backend == "files":
+        yield Place("files", directory / "db", None)
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.new_database()
+    try:
+        yield Place("postgres", url, directory / "state")
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.drop(url)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_place(request, tmp_path_factory):
+    """A module's database on each backend: the shared proof and reliability suites run on files
+    and on PostgreSQL (issue 17), as the ``db`` suites run on each implementation."""
+    with _place(request, request.param, tmp_path_factory.mktemp(f"place-{request.param}")) as p:
+        yield p
+
+
+@pytest.fixture(params=BACKENDS)
+def place(request, tmp_path):
+    """A test's database on each backend (see ``module_place``)."""
+    with _place(request, request.param, tmp_path) as p:
+        yield p

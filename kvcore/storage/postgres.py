@@ -668,9 +668,8 @@ class PostgresStorage(Storage):
         if self._closed:
             return
         self._closed = True
-        listener = getattr(self, "_listener", None)
-        if listener is not None:  # it sees _closed within LISTEN_POLL and closes its connection
-            listener.join(LISTEN_POLL * 3)
+        # the listener thread (a daemon) sees _closed within LISTEN_POLL and closes its own
+        # connection: not waited for (a close that waited cost half a second, each time)
         pool = getattr(self, "_pool", None)
         if pool is not None:
             try:

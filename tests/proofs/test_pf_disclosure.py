@@ -27,9 +27,8 @@ DISTINCTIVE = ["milligram-XQZ", "Zebulon", "Quixotically", "987-65-4321", "ICD-Z
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pf_disclosure") / "db"
-    db = docstore.open(path)
+def world(module_place):
+    db = module_place.open()
     c = db.create_collection("trials")
     c.insert({"_id": "before", "x": 1})
     c.insert_many([dict(SECRETS), {"_id": "neighbour", "consent": False, "dosage": {"mg": 5.0}}])

@@ -42,9 +42,8 @@ def _same_json(a, b) -> bool:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pf_document") / "db"
-    db = docstore.open(path)
+def world(module_place):
+    db = module_place.open()
     coll = db.create_collection("trials")
     coll.insert({"_id": "first", "x": 0})
     coll.insert_many([copy.deepcopy(doc) for doc in DOCS.values()])  # one transaction: paths are not empty

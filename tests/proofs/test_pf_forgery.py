@@ -378,9 +378,8 @@ DOCS = [{"_id": f"p{i}", "site": "Oslo", "dosage": {"mg": i}} for i in range(1, 
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pf_forgery") / "db"
-    with docstore.open(path, origin=ORIGIN) as db:
+def chain(module_place):
+    with module_place.open(origin=ORIGIN) as db:
         c = db.create_collection(COLL)  # transaction 1
         for d in DOCS:  # transactions 2..6
             c.insert(copy.deepcopy(d))
@@ -392,7 +391,7 @@ def chain(tmp_path_factory):
         newer = c.prove("p5", known_state=states[3])  # genuine, signed, relative to 6, linked to 3
         assert newer.state == states[6] and newer.checkpoint is not None and newer.consistency is not None
         key = db.verifier_key()
-    return {"path": path, "states": states, "notes": notes, "genuine": genuine, "newer": newer.to_dict(), "key": key}
+    return {"place": module_place, "states": states, "notes": notes, "genuine": genuine, "newer": newer.to_dict(), "key": key}
 
 
 def _forger(chain, n: int) -> Forger:
@@ -666,9 +665,8 @@ class MitmProxy(grpc.GenericRpcHandler):
         return self._relay(lambda: self._up.unary_unary(method)(raw, timeout=ctx.time_remaining()), ctx)
 
 
-def test_remote_client_behind_a_man_in_the_middle(tmp_path):
-    db_dir = tmp_path / "db"
-    with docstore.open(db_dir, origin=ORIGIN) as db:
+def test_remote_client_behind_a_man_in_the_middle(place, tmp_path):
+    with place.open(origin=ORIGIN) as db:
         c = db.create_collection(COLL)
         c.insert(copy.deepcopy(DOCS[0]))
         c.insert(copy.deepcopy(DOCS[1]))  # n = 3
@@ -679,7 +677,7 @@ def test_remote_client_behind_a_man_in_the_middle(tmp_path):
     forger = Forger(T.to_dict(), genuine, ORIGIN, T_note)
     state_file = tmp_path / "client.json"
     write_state_file(state_file, T, T_note, [real_key])
-    with ServerProcess(db_dir) as srv, MitmProxy(srv.target) as proxy:
+    with ServerProcess(place.target, env=place.server_env()) as srv, MitmProxy(srv.target) as proxy:
         # --- a verifying client pinning the real key, through the proxy
         with docstore.connect(proxy.target, state_file=state_file, verifier_key=real_key) as client:
             assert client[COLL].get("p1") == DOCS[0]  # honest traffic passes the proxy and verifies
@@ -829,17 +827,19 @@ def test_embedded_verifying_reader_refuses_a_disk_forgery(tmp_path):
 def test_empty_ledger_state_is_no_trusted_state(chain, tmp_path):
     empty = kvcore.State(0, EMPTY_ROOT)
     assert chain["states"][0] == empty
-    path = tmp_path / "db"
-    shutil.copytree(chain["path"], path)
+    place = chain["place"]
+    if place.backend == "files":  # a copy: the module's database is left as it was
+        shutil.copytree(place.target, tmp_path / "db")
+        place = type(place)("files", tmp_path / "db", None)
     with pytest.raises(VerificationError, match="transaction 0"):
-        docstore.open(path, verify=True, trusted_state=empty)
+        place.open(verify=True, trusted_state=empty)
     with pytest.raises(VerificationError, match="transaction 0"):
-        docstore.open(path, verify=True, trusted_state=chain["notes"][0])
-    with docstore.open(path, verify=True, trusted_state=empty, trust_on_first_use=True) as db:
+        place.open(verify=True, trusted_state=chain["notes"][0])
+    with place.open(verify=True, trusted_state=empty, trust_on_first_use=True) as db:
         assert db.trusted_state == empty  # allowed as a starting point, yet it authenticates nothing:
         with pytest.raises(VerificationError, match="transaction 0, trusts nothing by itself"):
             db[COLL].get("p5")  # every later state still needs a pinned key's signature
-    with docstore.open(path, verify=True, trusted_state=empty, verifier_key=chain["key"]) as db:
+    with place.open(verify=True, trusted_state=empty, verifier_key=chain["key"]) as db:
         assert db[COLL].get("p5") == DOCS[4]  # every later state signed by the pinned key
         assert db.trusted_state == chain["states"][6]
 

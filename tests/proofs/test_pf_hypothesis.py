@@ -62,9 +62,8 @@ def _same(a, b) -> bool:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pf_hypothesis") / "store"
-    database = docstore.open(path)
+def store(module_place):
+    database = module_place.open()
     database.create_collection("c")
     database["c"].insert({"_id": "neighbour", "x": [1, 2, 3]})
     yield database

@@ -35,8 +35,8 @@ DOCS = [_doc(i) for i in range(60)]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    db = docstore.open(tmp_path_factory.mktemp("pf_lookup") / "db")
+def world(module_place):
+    db = module_place.open()
     coll = db.create_collection("c")
     for k in range(0, len(DOCS), 7):  # several transactions of several documents each
         coll.insert_many([dict(d) for d in DOCS[k : k + 7]])

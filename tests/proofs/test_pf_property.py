@@ -83,9 +83,8 @@ LEAVES = [p for p, enc in flatten(DOC) if enc != OBJECT_HEADER]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pf_property") / "db"
-    db = docstore.open(path)
+def world(module_place):
+    db = module_place.open()
     trials = db.create_collection("trials")
     other = db.create_collection("other")
     trials.insert(copy.deepcopy(DOC))

@@ -16,8 +16,9 @@ from docstore.engine.store import Location, Store
 from docstore.proofs.trust import read_state_file, write_state_file
 
 
-def _build(path):
-    with docstore.open(path) as db:
+def _build(where):
+    """A small database at ``where``: a directory, or a Place (tests/conftest.py)."""
+    with (where.open() if hasattr(where, "backend") else docstore.open(where)) as db:
         c = db.create_collection("acct", indexes=["owner"])
         c.insert_many([{"_id": "a", "owner": "ann", "balance": 10}, {"_id": "b", "owner": "bob", "balance": 20}])
         trusted = db.state()
@@ -81,28 +82,26 @@ def test_a_ledger_rolled_back_under_the_state_file_is_refused_by_state_checkpoin
     assert read_state_file(state_file) == now  # never rolled back
 
 
-def test_state_and_checkpoint_of_a_verifying_reader_advance_its_trust(tmp_path):
-    path = tmp_path / "db"
-    trusted, key = _build(path)
-    with docstore.open(path, readonly=True, verify=True, trusted_state=trusted, verifier_key=key) as db:
+def test_state_and_checkpoint_of_a_verifying_reader_advance_its_trust(place):
+    trusted, key = _build(place)
+    with place.open(readonly=True, verify=True, trusted_state=trusted, verifier_key=key) as db:
         assert db.trusted_state == trusted
         now = db.state()  # newer, signed by the pinned key: accepted
         assert now.tx_id > trusted.tx_id and db.trusted_state == now
         assert docstore.verify(db["acct"].prove("a"), now)["balance"] == 0
         assert db.checkpoint().startswith(db.origin + "\n")
-    with docstore.open(path, readonly=True, verify=True, trusted_state=trusted) as db:  # no key pinned
+    with place.open(readonly=True, verify=True, trusted_state=trusted) as db:  # no key pinned
         with pytest.raises(VerificationError):
             db.state()  # a newer state it cannot authenticate
 
 
-def test_a_given_trusted_state_newer_than_the_state_file_is_linked_and_saved(tmp_path):
-    path = tmp_path / "db"
-    older, key = _build(path)
-    with docstore.open(path) as db:
+def test_a_given_trusted_state_newer_than_the_state_file_is_linked_and_saved(place, tmp_path):
+    older, key = _build(place)
+    with place.open() as db:
         newer = db.state()
     state_file = tmp_path / "s.json"
     write_state_file(state_file, older)
-    with docstore.open(path, readonly=True, verify=True, trusted_state=newer, state_file=state_file, verifier_key=key) as db:
+    with place.open(readonly=True, verify=True, trusted_state=newer, state_file=state_file, verifier_key=key) as db:
         assert read_state_file(state_file) == older  # not saved before it is linked to the saved one
         assert db["acct"].get("a")["balance"] == 0
         assert db.trusted_state == newer
@@ -112,18 +111,17 @@ def test_a_given_trusted_state_newer_than_the_state_file_is_linked_and_saved(tmp
         other.create_collection("y").insert({"_id": "1"})
         foreign = other.state()
     write_state_file(state_file, older)
-    with docstore.open(path, readonly=True, verify=True, trusted_state=foreign, state_file=state_file, verifier_key=key) as db:
+    with place.open(readonly=True, verify=True, trusted_state=foreign, state_file=state_file, verifier_key=key) as db:
         with pytest.raises(VerificationError):
             db["acct"].get("a")
     assert read_state_file(state_file) == older
 
 
-def test_verified_finds_racing_commits_in_the_same_process_raise_no_false_alarm(tmp_path):
-    path = tmp_path / "db"
-    with docstore.open(path) as db:
+def test_verified_finds_racing_commits_in_the_same_process_raise_no_false_alarm(place):
+    with place.open() as db:
         db.create_collection("c", indexes=["g"]).insert_many([{"_id": f"d{i}", "g": i % 3, "n": 0} for i in range(30)])
         first, key = db.state(), db.verifier_key()
-    with docstore.open(path, verify=True, trusted_state=first, verifier_key=key) as db:
+    with place.open(verify=True, trusted_state=first, verifier_key=key) as db:
         stop = threading.Event()
         errors: list[BaseException] = []
 

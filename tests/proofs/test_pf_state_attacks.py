@@ -175,10 +175,10 @@ class Expanding:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(module_place):
     """Two states: ``s0`` after 200 inserts (the genuine *old* proofs are made there), ``s1``
     after updates, deletes, a replace and new inserts (the current state)."""
-    db = docstore.open(tmp_path_factory.mktemp("pf_state_attacks") / "db")
+    db = module_place.open()
     c = Headed(db.create_collection(COLL, indexes=["site", "score", "tags"]))
     db.create_collection("aux1")  # more collections: the list of them is proven too
     db.create_collection("aux2", indexes=["x"])

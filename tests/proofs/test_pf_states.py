@@ -14,9 +14,8 @@ from docstore import QueryError, VerificationError
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pf_states") / "db"
-    db = docstore.open(path)
+def world(module_place):
+    db = module_place.open()
     c = db.create_collection("trials")
     c.insert({"_id": "p1", "dosage": {"mg": 5.0}, "consent": True})
     c.insert({"_id": "p2", "dosage": {"mg": 7.5}})

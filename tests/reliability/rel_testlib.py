@@ -31,9 +31,8 @@ def run_script(script: str, *args: str, timeout: float = 120, **popen: Any) -> s
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=child_env(),
         cwd=str(REPO_ROOT),
-        **popen,
+        **{"env": child_env(), **popen},
     )
 
 
@@ -46,9 +45,8 @@ def spawn_script(script: str, *args: str, **popen: Any) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         bufsize=1,
-        env=child_env(),
         cwd=str(REPO_ROOT),
-        **popen,
+        **{"env": child_env(), **popen},
     )
 
 

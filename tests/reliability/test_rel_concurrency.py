@@ -17,7 +17,7 @@ import time
 
 import docstore
 from docstore import ConflictError
-from rel_testlib import contents, spawn_script, stop
+from rel_testlib import child_env, contents, spawn_script, stop
 
 N = 5  # documents per batch
 
@@ -37,8 +37,8 @@ def _batches_whole(docs, where: str) -> list[str]:
 
 
 # ==================================================================================== threads
-def test_threads_reading_writing_and_proving_see_whole_transactions(tmp_path):
-    db = docstore.open(tmp_path / "db")
+def test_threads_reading_writing_and_proving_see_whole_transactions(place, tmp_path):
+    db = place.open()
     db.create_collection("batches", indexes=["batch", "gen"])
     db.create_collection("counters").insert_many([{"_id": f"c{i}", "n": 0} for i in range(3)])
     stop_at = time.monotonic() + 3.0
@@ -169,7 +169,7 @@ def test_threads_reading_writing_and_proving_see_whole_transactions(tmp_path):
         assert db.audit().ok
     finally:
         db.close()
-    with docstore.open(tmp_path / "db") as again:  # and all of it was durable
+    with place.open() as again:  # and all of it was durable
         assert sum(again["counters"].get(f"c{i}")["n"] for i in range(3)) == total
 
 
@@ -258,13 +258,13 @@ db.close()
 ''' % N
 
 
-def test_one_writer_process_and_reader_processes_see_whole_transactions(tmp_path):
-    path = tmp_path / "db"
-    with docstore.open(path) as db:
+def test_one_writer_process_and_reader_processes_see_whole_transactions(place, tmp_path):
+    path, env = place.target, {**child_env(), **place.server_env()}
+    with place.open() as db:
         db.create_collection("batches", indexes=["batch", "gen"])
     stop_file = tmp_path / "stop"
-    writer = spawn_script(WRITER, str(path), "3.0")
-    readers = [spawn_script(READER, str(path), str(stop_file)) for _ in range(3)]
+    writer = spawn_script(WRITER, str(path), "3.0", env=env)
+    readers = [spawn_script(READER, str(path), str(stop_file), env=env) for _ in range(3)]
     try:
         out, err = writer.communicate(timeout=60)
         assert writer.returncode == 0, err
@@ -282,17 +282,17 @@ def test_one_writer_process_and_reader_processes_see_whole_transactions(tmp_path
         assert report["problems"] == [], report["problems"]
         assert report["tx"] == final["tx"] and report["count"] == final["count"]
         assert report["distinct_states"] >= 3, report  # they read while it wrote
-    with docstore.open(path) as db:
+    with place.open() as db:
         assert db.audit().ok
         assert _batches_whole(db["batches"].find(), "after") == []
         assert len(contents(db)["batches"]) == final["count"]
 
 
 # ===================================================================== conflicts, exactly once
-def test_retried_read_modify_write_counters_end_exact(tmp_path):
+def test_retried_read_modify_write_counters_end_exact(place, tmp_path):
     """Threads doing read-modify-write on a few hot documents with explicit retries: every
     increment lands exactly once, and losers saw ConflictError, never a lost update."""
-    with docstore.open(tmp_path / "db") as db:
+    with place.open() as db:
         db.create_collection("hot").insert_many([{"_id": f"h{i}", "n": 0, "log": []} for i in range(2)])
         per_thread, threads_n = 40, 4
         conflicts = [0] * threads_n

@@ -116,8 +116,8 @@ def _apply(model: dict, writes: list) -> dict:
     return out
 
 
-def _create(path: Path) -> dict:
-    with docstore.open(path) as db:
+def _create(place) -> dict:
+    with place.open() as db:
         db.create_collection(
             "items",
             schema={"type": "object", "required": ["batch", "j", "k", "gen"]},
@@ -127,10 +127,10 @@ def _create(path: Path) -> dict:
         return contents(db)
 
 
-def _check(path: Path, model: dict, maybe: list | None, rnd: random.Random, audit: bool) -> dict:
+def _check(place, model: dict, maybe: list | None, rnd: random.Random, audit: bool) -> dict:
     """Open after a kill: the database is the acknowledged model, or that plus the one
     transaction whose commit had not returned. Returns the model the database holds."""
-    db, _notes = open_quiet(path)  # a torn tail is reported with a RecoveryWarning
+    db, _notes = open_quiet(place.target, **({"state_dir": place.state_dir} if place.state_dir else {}))  # a torn tail is reported with a RecoveryWarning
     try:
         got = contents(db)
         if maybe is not None and got != model:
@@ -158,9 +158,11 @@ def _check(path: Path, model: dict, maybe: list | None, rnd: random.Random, audi
         db.close()
 
 
-def _kill_loop(tmp_path: Path, kills: int, seed: int, audit_every: int = 1) -> dict:
-    path = tmp_path / "db"
-    model = _create(path)
+def _kill_loop(place, tmp_path: Path, kills: int, seed: int, audit_every: int = 1) -> dict:
+    """Writers SIGKILLed at random points (opening, mid-commit, between commits) on ``place``'s
+    backend: files, or PostgreSQL (a connection dropped mid-transaction: PostgreSQL rolls it back)."""
+    path = place.target
+    model = _create(place)
     rnd = random.Random(seed)
     err = open(tmp_path / "zygote.err", "w")
     zygote = subprocess.Popen(
@@ -170,7 +172,7 @@ def _kill_loop(tmp_path: Path, kills: int, seed: int, audit_every: int = 1) -> d
         stderr=err,
         text=True,
         bufsize=1,
-        env=child_env(),
+        env={**child_env(), **place.server_env()},
     )
     stats = {"kills": 0, "acked": 0, "maybe_committed": 0, "open_kills": 0}
     try:
@@ -212,16 +214,16 @@ def _kill_loop(tmp_path: Path, kills: int, seed: int, audit_every: int = 1) -> d
                     maybe = None
                     stats["acked"] += 1
             before = model
-            model = _check(path, model, maybe, rnd, audit=round_no % audit_every == 0 or round_no == kills - 1)
+            model = _check(place, model, maybe, rnd, audit=round_no % audit_every == 0 or round_no == kills - 1)
             stats["maybe_committed"] += model is not before and maybe is not None
     finally:
         zygote.stdin.close()
         stop(zygote)
         err.close()
     # the database is stable across a reopen without its derived state, and takes new writes
-    shutil.rmtree(path / "state.lmdb")
+    shutil.rmtree((place.state_dir if place.state_dir else path) / "state.lmdb")
     with pytest.warns(kvcore.RecoveryWarning, match="derived state was missing"):
-        db = docstore.open(path)
+        db = place.open()
     with db:
         assert contents(db) == model
         db["items"].insert({"batch": "final", "j": 0, "k": 1, "gen": 0, "uid": "final"})
@@ -229,15 +231,17 @@ def _kill_loop(tmp_path: Path, kills: int, seed: int, audit_every: int = 1) -> d
     return stats
 
 
-def test_writer_killed_50_times_never_loses_or_tears_a_transaction(tmp_path):
-    stats = _kill_loop(tmp_path, kills=50, seed=20261121)
+def test_writer_killed_50_times_never_loses_or_tears_a_transaction(place, tmp_path):
+    stats = _kill_loop(place, tmp_path, kills=50, seed=20261121)
     assert stats["kills"] == 50
     assert stats["acked"] >= 60, stats  # the writers really worked between kills
 
 
 @pytest.mark.slow
 def test_writer_killed_300_times(tmp_path):
-    stats = _kill_loop(tmp_path, kills=300, seed=7, audit_every=3)
+    from conftest import Place
+
+    stats = _kill_loop(Place("files", tmp_path / "db", None), tmp_path, kills=300, seed=7, audit_every=3)
     assert stats["kills"] == 300 and stats["open_kills"] > 0
 
 

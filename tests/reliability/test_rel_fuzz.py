@@ -71,9 +71,8 @@ ALLOWED = (DocstoreError,)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rel_fuzz") / "store"
-    database = docstore.open(path)
+def store(module_place):
+    database = module_place.open()
     c = database.create_collection(
         "c",
         schema={"type": "object", "properties": {"n": {"type": ["integer", "null"]}}},

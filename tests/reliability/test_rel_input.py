@@ -201,9 +201,8 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rel_input") / "store"
-    database = docstore.open(path)
+def store(module_place):
+    database = module_place.open()
     items = database.create_collection(
         I,
         schema={"type": "object", "properties": {"n": {"type": "integer"}}},
@@ -249,8 +248,8 @@ def test_what_is_accepted_is_stored_exactly(store):
         store[I].delete("odd")
 
 
-def test_index_specifications_that_are_accepted(tmp_path):
-    with docstore.open(tmp_path / "store") as store:
+def test_index_specifications_that_are_accepted(place):
+    with place.open() as store:
         assert store.create_collection("none", indexes=None).indexes() == []
         assert store.create_collection("one", indexes="a.b").indexes() == [{"field": "a.b", "unique": False}]
         assert store.create_collection("gen", indexes=(f for f in ["x", "y"])).indexes()[1]["field"] == "y"
@@ -275,15 +274,14 @@ def test_a_finished_transaction_refuses_more_work(store):
         tx[I].insert({"n": 5})
 
 
-def test_closed_and_read_only_databases(tmp_path):
-    path = tmp_path / "store"
-    with docstore.open(path) as store:
+def test_closed_and_read_only_databases(place):
+    with place.open() as store:
         store.create_collection("c").insert({"_id": "x"})
     with pytest.raises(kvcore.ClosedError):
         store["c"].insert({"_id": "y"})
     with pytest.raises(kvcore.ClosedError):
         store.transaction()
-    with docstore.open(path, readonly=True) as ro:
+    with place.open(readonly=True) as ro:
         for write in (lambda: ro["c"].insert({"_id": "y"}), lambda: ro.create_collection("d"),
                       lambda: ro["c"].delete("x")):
             with pytest.raises(kvcore.ReadOnlyError):
