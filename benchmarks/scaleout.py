@@ -44,6 +44,12 @@ GET = "embedded get by id"
 SRV_WRITES = "16 threads: single-document inserts"
 SRV_READS = "16 threads: get by id"
 GROUP_WRITES = "16 threads: single-document inserts (files)"
+FRESH = "open without a state directory (a new server)"
+PUBLISHED = "immudoc postgresql, taking the published derived state"
+REPLAYED = "immudoc postgresql, replaying the log"
+DERIVED_READ = "one derived-state read (a document's location)"
+LMDB_READ = "LMDB (the local state directory)"
+PG_READ = "PostgreSQL (a row by primary key, prepared)"
 CLIENTS, PER_CLIENT = 4, 4
 
 LOAD = textwrap.dedent(
@@ -154,6 +160,52 @@ def _pg_cluster() -> contextlib.AbstractContextManager:
     return contextlib.contextmanager(pgcluster.cluster)()
 
 
+def _stateless(db: object, url: str, root: str, sample: list[str], n: int) -> list[Result]:
+    """A new server on a PostgreSQL ledger (docs/scale-out.md, "Stateless servers"): opening
+    without a state directory by replaying the log, then by taking the published derived state;
+    and why the derived state is read from a local LMDB, not from PostgreSQL, at each call."""
+    import warnings
+
+    import docstore
+    from docstore.engine.store import Store
+
+    key = os.path.join(root, "pg-state", "signing.key")
+    made = iter(range(1_000_000))
+
+    def fresh() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "the derived state was missing; rebuilt it from the log"
+            docstore.open(url, state_dir=os.path.join(root, f"fresh-{next(made)}"), key_file=key).close()
+
+    out = [Result(FRESH, REPLAYED, rate(1, fresh), "opens/s", size=n)]
+    db.publish_state()  # type: ignore[attr-defined]
+    out.append(Result(FRESH, PUBLISHED, rate(1, fresh), "opens/s", size=n))
+
+    store = Store(os.path.join(root, "pg-state"), readonly=True)
+    try:
+        with store.read() as txn:
+            out.append(Result(DERIVED_READ, LMDB_READ, best_rate(
+                len(sample), lambda: [store.location(txn, "patients", i) for i in sample]), size=n))
+            rows = [(k, v) for k, v in txn.cursor(db=store.docs)]
+    finally:
+        store.close()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bench_docs (k bytea PRIMARY KEY, v bytea NOT NULL)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO bench_docs VALUES (%s, %s)", rows)
+        keys = [b"patients\x00" + i.encode() for i in sample]
+
+        def pg_reads() -> None:
+            for k in keys:
+                conn.execute("SELECT v FROM bench_docs WHERE k = %s", (k,), prepare=True).fetchone()
+
+        out.append(Result(DERIVED_READ, PG_READ, best_rate(len(keys), pg_reads), size=n))
+        conn.execute("DROP TABLE bench_docs")
+    return out
+
+
 def run(cfg: object) -> list[Result]:
     import docstore
 
@@ -167,9 +219,10 @@ def run(cfg: object) -> list[Result]:
             docs = make_docs(n)
             rnd = random.Random(7)
             sample = [d["_id"] for d in rnd.sample(docs, min(2_000, n))]
+            pg_url = cluster.new_database()
             opened = {
                 OURS_FILES: docstore.open(os.path.join(root, "files")),
-                OURS_PG: docstore.open(cluster.new_database(), state_dir=os.path.join(root, "pg-state")),
+                OURS_PG: docstore.open(pg_url, state_dir=os.path.join(root, "pg-state")),
             }
             try:
                 for system, db in opened.items():
@@ -183,6 +236,7 @@ def run(cfg: object) -> list[Result]:
                 for system, db in opened.items():
                     coll = db["patients"]
                     out.append(Result(GET, system, best_rate(len(sample), lambda c=coll: [c.get(i) for i in sample]), size=n))
+                out += _stateless(opened[OURS_PG], pg_url, root, sample, n)
             finally:
                 for db in opened.values():
                     db.close()

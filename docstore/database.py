@@ -231,6 +231,21 @@ class Database:
             trusted_state = engine.trust.state
         return engine.audit(trusted_state, progress)
 
+    @property
+    def on_postgres(self) -> bool:
+        """Whether the ledger is in PostgreSQL (else in a directory)."""
+        return self._engine.url is not None
+
+    def publish_state(self) -> tuple[int, int]:
+        """On a PostgreSQL database: publish this writer's derived state (document locations,
+        indexes, the state map) into PostgreSQL, replacing an older published one, so that a
+        server started without a state directory takes it and catches up from the log instead
+        of rebuilding it from the whole log (docs/scale-out.md, "Stateless servers"). Returns
+        (the transaction it reflects, its size in bytes). ``immudoc serve`` on PostgreSQL does
+        this every ``--publish-state-seconds``. StorageError on a directory database."""
+        snap = self._engine.publish_state()
+        return snap.tx_id, snap.size
+
     # ---------------------------------------------------------------- state
     def state(self) -> kvcore.State:
         """The ledger's current state: save it to verify later reads and proofs. (A verifying

@@ -991,6 +991,23 @@ def migrate(
     )
 
 
+@app.command("publish-state")
+def publish_state(ctx: typer.Context, fmt: FormatOpt = None) -> None:
+    """On a PostgreSQL database: publish this host's derived state into PostgreSQL, so that a
+    server started without a state directory takes it and catches up from the log rather than
+    rebuilding it from the whole log (`serve` does this every --publish-state-seconds)."""
+    with open_db(ctx, write=True) as db:
+        if not getattr(db, "on_postgres", False):
+            from docstore.errors import StorageError
+
+            raise StorageError("only a database on PostgreSQL publishes its derived state (give --db postgresql://...)")
+        tx_id, size = db.publish_state()
+    output.emit(
+        {"tx": tx_id, "bytes": size}, _fmt(fmt),
+        lambda r: f"published the derived state at transaction {r['tx']} ({r['bytes']:,} bytes)",
+    )
+
+
 @app.command("export")
 def export_(
     ctx: typer.Context,
@@ -1098,6 +1115,11 @@ def serve(
         typer.Option("--key-file", envvar="IMMUDOC_KEY_FILE", metavar="FILE",
                      help="The signing key (default: the database's signing.key; created if missing)."),
     ] = None,
+    publish_state_seconds: Annotated[
+        float,
+        typer.Option("--publish-state-seconds", min=0.0,
+                     help="PostgreSQL: publish the derived state this often, for servers started without one (0: never)."),
+    ] = 300.0,
 ) -> None:
     """Serve the database (--db) over gRPC until SIGTERM or SIGINT."""
     s = settings(ctx)
@@ -1111,13 +1133,13 @@ def serve(
         from docstore.server.processes import child_args, serve_processes
 
         rest = child_args(max_message_mb, grace, workers, max_call_seconds, tls_cert, tls_key, client_ca,
-                          tokens_file, key_file)
+                          tokens_file, key_file, publish_state_seconds)
         raise typer.Exit(serve_processes(processes, s.db, host, port, rest))
     from docstore.server.cli_hook import serve as run  # grpc is imported only here
 
     raise typer.Exit(
         run(s.db, host, port, tls_cert, tls_key, client_ca, tokens_file, max_message_mb, grace, workers,
-            key_file=key_file, max_call_seconds=max_call_seconds)
+            key_file=key_file, max_call_seconds=max_call_seconds, publish_state_seconds=publish_state_seconds)
     )
 
 

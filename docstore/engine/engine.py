@@ -37,6 +37,7 @@ from docstore.documents import records
 from docstore.documents.records import Header
 from docstore.engine import derive
 from docstore.engine.groupcommit import Committer
+from docstore.engine import pgsnapshot
 from docstore.engine.signing import Signing
 from docstore.engine.state import decode_doc, doc_from_items, encode_doc
 from docstore.engine.store import VERSION, Location, Store
@@ -196,6 +197,8 @@ class Engine:
         self._schemas: dict[str, tuple[bytes, Schema | None]] = {}
         self._temp_store = temp_store
         """The directory of a private derived state (a reader's, when the database has none)."""
+        self.url: str | None = None
+        """The PostgreSQL ledger's URL (None: a directory)."""
 
     @classmethod
     def open(
@@ -253,8 +256,16 @@ class Engine:
             if url is not None and not readonly:
                 _check_shared_key(url, path, key_file, ledger)
             signing = Signing.load(path, key_file, origin, create=not readonly)
+            published, why = None, None
+            if url is not None and not readonly and not Store.exists(path) and ledger.tx_id > 0:
+                published, why = pgsnapshot.fetch(url, path)  # checked against the log below
             store, temp, note = _open_store(path, ledger, readonly)
+            if published is not None and note:
+                note = f"the derived state published in PostgreSQL (transaction {published.tx_id}) did not match the log; rebuilt it from the log"
+            elif why is not None:
+                note = f"the derived state published in PostgreSQL could not be taken ({why}); rebuilt it from the log"
             engine = cls(path, ledger, signing, store, temp, state_lock)
+            engine.url = url
             state_lock = None
             if not readonly:
                 derive.catch_up(store, ledger, engine.read_doc, derived)
@@ -281,6 +292,17 @@ class Engine:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def publish_state(self) -> pgsnapshot.Snapshot:
+        """Publish this writer's derived state into its PostgreSQL database (docs/scale-out.md,
+        "Stateless servers"): a server started without a state directory takes it from there
+        and catches up from the log, instead of rebuilding it from the whole log."""
+        self.check_open()
+        if self.url is None:
+            raise StorageError("only a database on PostgreSQL publishes its derived state (a directory holds it)")
+        if self.readonly:
+            raise kvcore.ReadOnlyError("the database is open read-only: a writer publishes its derived state")
+        return pgsnapshot.publish(self.url, self.store)
 
     def check_open(self) -> None:
         """ClosedError once closed; CorruptDataError once an audit failed (until reopened). On

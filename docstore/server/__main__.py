@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads serving calls")
     p.add_argument("--max-call-seconds", type=float, default=DEFAULT_MAX_CALL_SECONDS,
                    help="the longest any call's queries may run when the client sets no shorter deadline")
+    p.add_argument("--publish-state-seconds", type=float, default=300.0,
+                   help="PostgreSQL: publish the derived state this often, for servers started without one (0: never)")
     p.add_argument("--key-file", help="the signing key (default: $IMMUDOC_KEY_FILE, else the database's)")
     p.add_argument("--processes", type=int, default=1,
                    help="server processes sharing the port (a PostgreSQL database only; docs/scale-out.md)")
@@ -49,11 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 <pid>: every thread's stack
     if a.processes < 1:
         p.error("--processes must be at least 1")
+    if not a.publish_state_seconds >= 0:
+        p.error("--publish-state-seconds must be 0 (never) or positive")
     if a.processes > 1:
         from docstore.server.processes import child_args, serve_processes
 
         rest = child_args(a.max_message_mb, a.grace, a.workers, a.max_call_seconds, a.tls_cert, a.tls_key,
-                          a.client_ca, a.tokens_file, a.key_file)
+                          a.client_ca, a.tokens_file, a.key_file, a.publish_state_seconds)
         return serve_processes(a.processes, a.db, a.host, a.port, rest)
     from docstore.server.cli_hook import serve
 
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         max_call_seconds=a.max_call_seconds,
         key_file=a.key_file,
         reuse_port=a.reuse_port,
+        publish_state_seconds=a.publish_state_seconds,
     )
 
 

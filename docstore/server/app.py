@@ -43,6 +43,7 @@ class ServerConfig:
     workers: int = DEFAULT_WORKERS
     max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS  # the longest any call's queries may run
     reuse_port: bool = False  # share the port with the other processes of `serve --processes N`
+    publish_state_seconds: float = 300.0  # PostgreSQL: publish the derived state this often (0: never)
 
     @property
     def max_message_bytes(self) -> int:
@@ -95,6 +96,8 @@ class Server:
             raise ServerConfigError(f"the port must be from 0 to 65535 (0: any free port), got {config.port!r}")
         if not config.max_call_seconds > 0:
             raise ServerConfigError("the longest call (--max-call-seconds) must be positive")
+        if not config.publish_state_seconds >= 0:
+            raise ServerConfigError("--publish-state-seconds must be 0 (never) or positive")
         if config.workers < 1:
             raise ServerConfigError("the server needs at least one worker thread")
         self._credentials = None
@@ -155,7 +158,24 @@ class Server:
             )
         self._server.start()
         self._serving = True
+        if cfg.publish_state_seconds > 0 and self.db.on_postgres and not self.db.readonly:
+            threading.Thread(target=self._publish_loop, name="immudoc-publish", daemon=True).start()
         return port
+
+    def _publish_loop(self) -> None:
+        """Every publish_state_seconds, publish the derived state into PostgreSQL if the ledger
+        moved since (docs/scale-out.md, "Stateless servers"); a failure is reported and retried
+        at the next turn."""
+        last = -1
+        while not self._stopped.wait(self.config.publish_state_seconds):
+            try:
+                if self.db.tx_id != last:
+                    last, size = self.db.publish_state()
+                    print(f"published the derived state at transaction {last} ({size:,} bytes)", file=self.err, flush=True)
+            except Exception as e:  # noqa: BLE001 - the server serves on; the next turn tries again
+                if self._stopped.is_set():
+                    return
+                print(f"could not publish the derived state: {e}", file=self.err, flush=True)
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let calls in flight finish (up to ``grace`` seconds, then cancel

@@ -38,6 +38,7 @@ def serve(
     key_file: str | None = None,
     max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
     reuse_port: bool = False,
+    publish_state_seconds: float = 300.0,
     out: TextIO | None = None,
     err: TextIO | None = None,
     stop: threading.Event | None = None,
@@ -51,7 +52,9 @@ def serve(
     it stops accepting calls, lets calls in flight finish for up to ``grace`` seconds, closes
     the database cleanly and returns 0. Configuration errors print one line to ``err`` and
     return 2. ``key_file``: the signing key (default: ``$IMMUDOC_KEY_FILE``, else the
-    database's ``signing.key``; created if missing). A database that cannot be opened returns the CLI's exit code for its error (7 when
+    database's ``signing.key``; created if missing). ``publish_state_seconds``: on PostgreSQL,
+    publish the derived state this often (0: never; docs/scale-out.md, "Stateless servers").
+    A database that cannot be opened returns the CLI's exit code for its error (7 when
     it is locked by another process, read-only or unreadable, 5 when it is damaged).
     """
     out = out or sys.stdout
@@ -71,6 +74,7 @@ def serve(
         workers=workers,
         max_call_seconds=max_call_seconds,
         reuse_port=reuse_port,
+        publish_state_seconds=publish_state_seconds,
     )
     import docstore
 

@@ -88,10 +88,11 @@ def serve_processes(
 def child_args(
     max_message_mb: float, grace: float, workers: int, max_call_seconds: float, tls_cert: str | None,
     tls_key: str | None, client_ca: str | None, tokens_file: str | None, key_file: str | None,
+    publish_state_seconds: float = 300.0,
 ) -> list[str]:
     """The ``python -m docstore.server`` options that carry these settings to each process."""
     rest = ["--max-message-mb", str(max_message_mb), "--grace", str(grace), "--workers", str(workers),
-            "--max-call-seconds", str(max_call_seconds)]
+            "--max-call-seconds", str(max_call_seconds), "--publish-state-seconds", str(publish_state_seconds)]
     for flag, value in (("--tls-cert", tls_cert), ("--tls-key", tls_key), ("--client-ca", client_ca),
                         ("--tokens-file", tokens_file), ("--key-file", key_file)):
         if value:
