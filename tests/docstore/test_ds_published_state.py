@@ -95,26 +95,30 @@ def _put_snapshot(url: str, data: bytes, tx_id: int, root: bytes) -> None:
                      (tx_id, root, len(data), hashlib.sha256(data).digest()))
 
 
+def _refused(db, url: str, state_dir: Path, key: Path, damage: str, words: str) -> None:
+    """Publish anew, apply the operator's ``damage`` (SQL), open a new state directory: the
+    published state is set aside with a warning saying ``words``, and the log replayed."""
+    db.publish_state()  # (an equal one already there would be kept: first drop it)
+    with psycopg.connect(url) as conn:
+        conn.execute("DELETE FROM ds_snapshot")
+    db.publish_state()
+    with psycopg.connect(url) as conn:
+        conn.execute(damage)
+    fresh, notes = _open_noting(url, state_dir, key)
+    with fresh:
+        assert any(words in n for n in notes), notes
+        _same(db, fresh)
+
+
 def test_a_damaged_or_foreign_published_state_is_refused_and_the_log_replayed(pg_cluster, pg_url, tmp_path):
     with docstore.open(pg_url, state_dir=tmp_path / "a") as db:
         _fill(db)
-        db.publish_state()
         key = tmp_path / "a" / "signing.key"
         # a byte changed in a chunk: its checksum refuses it before it is put in place
-        with psycopg.connect(pg_url) as conn:
-            conn.execute("UPDATE ds_snapshot_chunk SET data = set_byte(data, 5000, get_byte(data, 5000) # 1) WHERE seq = 0")
-        fresh, notes = _open_noting(pg_url, tmp_path / "b", key)
-        with fresh:
-            assert any("could not be taken (the published derived state does not match its checksum)" in n for n in notes)
-            _same(db, fresh)
-        # a chunk missing
-        db.publish_state()
-        with psycopg.connect(pg_url) as conn:
-            conn.execute("UPDATE ds_snapshot SET chunks = chunks + 1")
-        fresh, notes = _open_noting(pg_url, tmp_path / "c", key)
-        with fresh:
-            assert any("lacks its part" in n for n in notes)
-            _same(db, fresh)
+        _refused(db, pg_url, tmp_path / "b", key,
+                 "UPDATE ds_snapshot_chunk SET data = set_byte(data, 5000, get_byte(data, 5000) # 1) WHERE seq = 0",
+                 "could not be taken (the published derived state does not match its checksum)")
+        _refused(db, pg_url, tmp_path / "c", key, "UPDATE ds_snapshot SET chunks = chunks + 1", "lacks its part")
         # another ledger's derived state, with a matching checksum: refused by the log's roots
         other_url = pg_cluster.new_database()
         try:
