@@ -99,8 +99,48 @@ def _seconds(cfg: object) -> float:
     return {"smoke": 2.0, "quick": 5.0}.get(getattr(cfg, "mode", "full"), 15.0)
 
 
-def _load(targets: list[str], seconds: float, op: str, ids: list[str] | None = None) -> float:
-    """Operations per second of CLIENTS x PER_CLIENT threads against ``targets``."""
+_PIDS: dict[str, int] = {}
+"""The process id of the server behind each target (for its CPU time)."""
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) ticks of every core since boot (/proc/stat; idle and iowait are not busy)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+def _proc_ticks(pid: int) -> int:
+    """User and system ticks of a process so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return int(rest[11]) + int(rest[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _usage(targets: list[str], seconds: float, into: list[str]) -> None:
+    """Sample the machine's CPU over the measured window of a load (it starts 1 s after the
+    clients): how busy every core was, and the servers' share of it."""
+    import time
+
+    time.sleep(1.1)
+    busy0, total0 = _cpu_ticks()
+    srv0 = sum(_proc_ticks(_PIDS.get(t, 0)) for t in targets)
+    time.sleep(max(seconds - 0.3, 0.1))
+    busy1, total1 = _cpu_ticks()
+    srv1 = sum(_proc_ticks(_PIDS.get(t, 0)) for t in targets)
+    busy = busy1 - busy0
+    if total1 > total0 and busy > 0:
+        into.append(f"cores busy {busy / (total1 - total0):.0%}, servers {(srv1 - srv0) / busy:.0%} of it")
+
+
+def _load(targets: list[str], seconds: float, op: str, ids: list[str] | None = None) -> tuple[float, str]:
+    """Operations per second of CLIENTS x PER_CLIENT threads against ``targets``, and how busy
+    the machine's cores were meanwhile (the clients run on it too)."""
+    import threading
+
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     extra = [json.dumps(ids or [])]
     procs = [
@@ -111,11 +151,15 @@ def _load(targets: list[str], seconds: float, op: str, ids: list[str] | None = N
         for c in range(CLIENTS)
     ]
     print(f"  load: {op}, {len(targets)} server(s), {CLIENTS}x{PER_CLIENT} threads, {seconds:g} s", file=sys.stderr, flush=True)
+    usage: list[str] = []
+    sampler = threading.Thread(target=_usage, args=(targets, seconds, usage), daemon=True)
+    sampler.start()
     outs = [json.loads(p.communicate(timeout=seconds + 120)[0]) for p in procs]
+    sampler.join()
     errors = [e for o in outs for e in o["errors"]]
     if errors:
         raise RuntimeError(f"the load failed: {errors[:3]}")
-    return sum(o["ops"] for o in outs) / seconds
+    return sum(o["ops"] for o in outs) / seconds, "; ".join(usage)
 
 
 @contextlib.contextmanager
@@ -131,6 +175,8 @@ def _servers(db: str, n: int, root: str, env: dict[str, str] | None = None) -> I
                 if i:
                     extra["IMMUDOC_KEY_FILE"] = key
             procs.append(_start_server(db, extra))
+        for proc, port in procs:
+            _PIDS[f"127.0.0.1:{port}"] = proc.pid
         yield [f"127.0.0.1:{port}" for _proc, port in procs]
     finally:
         for proc, _port in procs:
@@ -246,14 +292,16 @@ def run(cfg: object) -> list[Result]:
                 url = cluster.new_database()
                 with _servers(url, count, os.path.join(root, f"srv{count}")) as targets:
                     ids = _prepare(targets[0], 2_000)
-                    out.append(Result(SRV_WRITES, system, _load(targets, seconds, "insert"), note=f"{count} server(s)"))
-                    out.append(Result(SRV_READS, system, _load(targets, seconds, "get", ids), note=f"{count} server(s)"))
+                    for workload, op in ((SRV_WRITES, "insert"), (SRV_READS, "get")):
+                        got, usage = _load(targets, seconds, op, ids)
+                        out.append(Result(workload, system, got, note=f"{count} server(s); {usage}"))
 
         # -------------------------------------------------------- group commit, one server on files
         for system, env in ((GROUP, {}), (NO_GROUP, {"IMMUDOC_BENCHMARK_WITHOUT_GROUP_COMMIT": "1"})):
             with _servers(os.path.join(root, f"g-{len(env)}"), 1, root, env) as targets:
                 _prepare(targets[0], 100)
-                out.append(Result(GROUP_WRITES, system, _load(targets, seconds, "insert")))
+                got, usage = _load(targets, seconds, "insert")
+                out.append(Result(GROUP_WRITES, system, got, note=usage))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     cores = os.cpu_count()
