@@ -11,7 +11,7 @@ either. What each read proves on a verifying database is in the README's Trust s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
@@ -34,6 +34,13 @@ class Revision:
     timestamp_ns: int
     deleted: bool
     document: dict | None
+    user: str | None = None
+    """Who committed it: the ``user`` its transaction was given (embedded), or the principal
+    the server authenticated (remote); None if its transaction carries none."""
+    reason: str | None = None
+    """Why: the ``reason`` its transaction was given, or None."""
+    meta: dict | None = None
+    """The rest of its transaction's metadata (``meta=``), or None."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,7 +49,16 @@ class Revision:
             "timestamp_ns": self.timestamp_ns,
             "deleted": self.deleted,
             "document": self.document,
+            "user": self.user,
+            "reason": self.reason,
+            "meta": self.meta,
         }
+
+    def with_tx_meta(self, tx_meta: dict[str, Any] | None) -> Revision:
+        """This revision with its transaction's metadata (docstore.transactions.txmeta)."""
+        if not tx_meta:
+            return self
+        return replace(self, user=tx_meta.get("user"), reason=tx_meta.get("reason"), meta=tx_meta.get("meta"))
 
 
 @runtime_checkable
@@ -90,14 +106,28 @@ class Collection(Protocol):
 
     name: str
 
-    # writes (``idempotency_key``: committed once however often sent; docs/errors.md)
-    def insert(self, doc: dict, *, idempotency_key: str | None = None) -> str: ...
+    # writes (``idempotency_key``: committed once however often sent; docs/errors.md; ``user``
+    # (embedded only), ``reason``, ``meta``: committed with the write's transaction)
+    def insert(
+        self, doc: dict, *, idempotency_key: str | None = None, user: str | None = None, reason: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> str: ...
     def insert_many(
-        self, docs: Iterable[dict], *, per_transaction: int | None = None, idempotency_key: str | None = None
+        self, docs: Iterable[dict], *, per_transaction: int | None = None, idempotency_key: str | None = None,
+        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
     ) -> list[str]: ...
-    def replace(self, doc_id: str, doc: dict, *, idempotency_key: str | None = None) -> dict: ...
-    def update(self, doc_id: str, changes: dict, *, idempotency_key: str | None = None) -> dict: ...
-    def delete(self, doc_id: str, *, idempotency_key: str | None = None) -> None: ...
+    def replace(
+        self, doc_id: str, doc: dict, *, idempotency_key: str | None = None, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> dict: ...
+    def update(
+        self, doc_id: str, changes: dict, *, idempotency_key: str | None = None, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> dict: ...
+    def delete(
+        self, doc_id: str, *, idempotency_key: str | None = None, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> None: ...
 
     # reads
     def get(self, doc_id: str, at_tx: int | None = None) -> dict: ...
@@ -194,8 +224,14 @@ class Database(Protocol):
     ) -> StateProof: ...
 
     # transactions
-    def transaction(self, at_tx: int | None = None, *, idempotency_key: str | None = None) -> Transaction: ...
-    def run_transaction(self, fn: Callable[[Any], T]) -> T: ...
+    def transaction(
+        self, at_tx: int | None = None, *, idempotency_key: str | None = None, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> Transaction: ...
+    def run_transaction(
+        self, fn: Callable[[Any], T], *, user: str | None = None, reason: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> T: ...
 
     # states, signed checkpoints, audit
     def state(self) -> kvcore.State: ...

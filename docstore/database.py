@@ -26,6 +26,7 @@ from docstore.errors import (
     QueryError,
 )
 from docstore.proofs.trust import TrustTracker
+from docstore.documents import txmeta
 from docstore.transactions.transaction import Transaction, run
 
 if TYPE_CHECKING:
@@ -191,21 +192,31 @@ class Database:
         return prove_collections(self._engine, state, known_state, with_header)
 
     # ---------------------------------------------------------- transactions
-    def transaction(self, at_tx: int | None = None, *, idempotency_key: str | None = None) -> Transaction:
+    def transaction(
+        self, at_tx: int | None = None, *, idempotency_key: str | None = None, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> Transaction:
         """A multi-document, multi-collection transaction (see :class:`Transaction`).
 
         It reads the database as of ledger transaction ``at_tx`` (default: now); its commit
         conflicts with anything committed since then to what it read or wrote. With
         ``idempotency_key``, it is committed once however often it is retried (a commit
         finding the key recorded writes nothing and returns the first one's transaction).
+        ``user``, ``reason`` and ``meta`` (a JSON object: ``{"meaning": "approval"}``, say) are
+        committed with it, as its entry 0, and shown by ``history()`` and ``log()``
+        (docs/documents.md, "Transaction metadata"); the time is the transaction's own.
         """
         self._engine.check_open()
-        return Transaction(self._engine, at_tx, idempotency_key)
+        return Transaction(self._engine, at_tx, idempotency_key, txmeta.encode(user, reason, meta))
 
-    def run_transaction(self, fn: Callable[[Transaction], T]) -> T:
+    def run_transaction(
+        self, fn: Callable[[Transaction], T], *, user: str | None = None, reason: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> T:
         """Run ``fn(tx)`` in a transaction and commit it, retrying it on a conflict, as single
-        operations are; returns what ``fn`` returns. ``fn`` may run more than once."""
-        return run(self._engine, fn)
+        operations are; returns what ``fn`` returns. ``fn`` may run more than once. ``user``,
+        ``reason``, ``meta``: committed with it, as with :meth:`transaction`."""
+        return run(self._engine, fn, None, txmeta.encode(user, reason, meta))
 
     # ---------------------------------------------------------------- audit
     def audit(

@@ -142,21 +142,31 @@ class Place:
         """Overwrite the value after the 16-byte salt of ``stored`` where the log keeps it, and
         fix the record's checksum, as a careful attacker with write access would: in the file
         ``ledger/txlog``, or in the ``kv_tx`` row (PostgreSQL: an operator's UPDATE)."""
-        if self.backend == "files":
-            from docstore.cli.demo import _rewrite_value
+        self._rewrite(stored, 16, new_value)
 
-            _rewrite_value(str(self.target / "ledger" / "txlog"), stored, new_value)
-            return
+    def rewrite_bytes(self, old: bytes, new: bytes) -> None:
+        """Replace ``old`` (once in the whole log) by ``new`` of the same length, likewise."""
+        assert len(old) == len(new)
+        self._rewrite(old, 0, new)
+
+    def _rewrite(self, find: bytes, skip: int, new: bytes) -> None:
         import zlib
 
+        if self.backend == "files":
+            from docstore.cli.demo import rewrite_in_log
+
+            txlog = self.target / "ledger" / "txlog"
+            assert txlog.read_bytes().count(find) == 1, "the bytes are once in the log"
+            rewrite_in_log(str(txlog), find, skip, new)
+            return
         import psycopg
 
         with psycopg.connect(self.target, autocommit=True) as conn:
-            rows = conn.execute("SELECT tx_id, payload, extra FROM kv_tx WHERE position(%s IN payload) > 0", (stored,)).fetchall()
-            assert len(rows) == 1, "the stored value is in one transaction's row"
+            rows = conn.execute("SELECT tx_id, payload, extra FROM kv_tx WHERE position(%s IN payload) > 0", (find,)).fetchall()
+            assert len(rows) == 1, "the bytes are in one transaction's row"
             tx_id, payload, extra = rows[0][0], bytearray(rows[0][1]), bytes(rows[0][2])
-            at = bytes(payload).index(stored) + 16
-            payload[at : at + len(new_value)] = new_value
+            at = bytes(payload).index(find) + skip
+            payload[at : at + len(new)] = new
             conn.execute(
                 "UPDATE kv_tx SET payload = %s, crc = %s WHERE tx_id = %s",
                 (bytes(payload), zlib.crc32(extra, zlib.crc32(bytes(payload))), tx_id),

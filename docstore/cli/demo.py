@@ -147,10 +147,16 @@ def _story(say: Callable[[str], None], directory: str) -> None:
 def _rewrite_value(txlog: str, stored: bytes, new_value: bytes) -> None:
     """Overwrite the value after a 16-byte salt in the transaction log and fix the CRC of its
     record (framing in docs/storage.md), as a careful attacker would."""
+    rewrite_in_log(txlog, stored, 16, new_value)
+
+
+def rewrite_in_log(txlog: str, find: bytes, skip: int, new: bytes) -> None:
+    """Overwrite the bytes ``skip`` bytes into the first occurrence of ``find`` in the
+    transaction log with ``new``, and fix the CRC of its record (an attacker's edit)."""
     with open(txlog, "rb") as f:
         data = bytearray(f.read())
-    at = data.index(stored) + 16
-    data[at : at + len(new_value)] = new_value
+    at = data.index(find) + skip
+    data[at : at + len(new)] = new
     pos = 0
     while pos + 12 <= len(data):
         payload_len, extra_len, _crc = struct.unpack_from(">III", data, pos)

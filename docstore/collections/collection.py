@@ -28,6 +28,7 @@ from docstore.errors import (
 )
 from docstore.documents.flatten import flatten
 from docstore.documents.ids import check_id, in_groups
+from docstore.documents import txmeta
 
 if TYPE_CHECKING:
     import kvcore
@@ -63,24 +64,31 @@ class Collection:
     def _state(self) -> CollectionInfo:
         return self._engine.collection_state(self.name)
 
-    def _run(self, fn: Callable[[Transaction], T], key: str | None = None, kind: str = "") -> T:
+    def _run(
+        self, fn: Callable[[Transaction], T], key: str | None = None, kind: str = "", tx_meta: bytes | None = None
+    ) -> T:
         from docstore.transactions import requests
         from docstore.transactions.transaction import run
 
         request = None if key is None else (requests.check_key(key), kind, self.name)
-        return run(self._engine, fn, request)
+        return run(self._engine, fn, request, tx_meta)
 
     # --------------------------------------------------------------- writes
     # ``idempotency_key``: the write is committed once, whatever number of times it is sent
-    # with that key; a repeat returns what the first returned (docs/errors.md).
-    def insert(self, doc: dict, *, idempotency_key: str | None = None) -> str:
+    # with that key; a repeat returns what the first returned (docs/errors.md). ``user``,
+    # ``reason``, ``meta``: committed with the write's transaction (Database.transaction).
+    def insert(
+        self, doc: dict, *, idempotency_key: str | None = None, user: str | None = None, reason: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> str:
         """Insert a document; returns its ``_id`` (generated if the document has none)."""
         if idempotency_key is not None:  # recorded as an insert of a list, as remotely
-            return self.insert_many([doc], idempotency_key=idempotency_key)[0]
-        return self._run(lambda tx: tx[self.name].insert(doc))
+            return self.insert_many([doc], idempotency_key=idempotency_key, user=user, reason=reason, meta=meta)[0]
+        return self._run(lambda tx: tx[self.name].insert(doc), tx_meta=txmeta.encode(user, reason, meta))
 
     def insert_many(
-        self, docs: Iterable[dict], *, per_transaction: int | None = None, idempotency_key: str | None = None
+        self, docs: Iterable[dict], *, per_transaction: int | None = None, idempotency_key: str | None = None,
+        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
     ) -> list[str]:
         """Insert documents in one atomic transaction; returns their ids.
 
@@ -92,23 +100,40 @@ class Collection:
         if per_transaction is not None:
             if idempotency_key is not None:
                 raise QueryError("an idempotency key covers one transaction: not per_transaction (give each its own)")
-            return [i for group in in_groups(docs, per_transaction) for i in self.insert_many(group)]
+            tx_meta = txmeta.encode(user, reason, meta)  # checked before any group is written
+
+            def one(group: list[dict]) -> list[str]:
+                return self._run(lambda tx: tx[self.name].insert_many(group), tx_meta=tx_meta)
+
+            return [i for group in in_groups(docs, per_transaction) for i in one(group)]
         docs = list(docs)
+        tx_meta = txmeta.encode(user, reason, meta)
         # see kvcore.gcpause: a batch's temporaries are freed by reference counts
         with gcpause.paused() if len(docs) >= BULK_DOCS else nullcontext():
-            return self._run(lambda tx: tx[self.name].insert_many(docs), idempotency_key, "insert")
+            return self._run(lambda tx: tx[self.name].insert_many(docs), idempotency_key, "insert", tx_meta)
 
-    def replace(self, doc_id: str, doc: dict, *, idempotency_key: str | None = None) -> dict:
+    def replace(
+        self, doc_id: str, doc: dict, *, idempotency_key: str | None = None, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> dict:
         """Replace a whole document (a new revision); returns it."""
-        return self._run(lambda tx: tx[self.name].replace(doc_id, doc), idempotency_key, "replace")
+        return self._run(lambda tx: tx[self.name].replace(doc_id, doc), idempotency_key, "replace",
+                         txmeta.encode(user, reason, meta))
 
-    def update(self, doc_id: str, changes: dict, *, idempotency_key: str | None = None) -> dict:
+    def update(
+        self, doc_id: str, changes: dict, *, idempotency_key: str | None = None, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> dict:
         """Apply ``$set``, ``$unset``, ``$inc``, ``$push`` (a new revision); returns the document."""
-        return self._run(lambda tx: tx[self.name].update(doc_id, changes), idempotency_key, "update")
+        return self._run(lambda tx: tx[self.name].update(doc_id, changes), idempotency_key, "update",
+                         txmeta.encode(user, reason, meta))
 
-    def delete(self, doc_id: str, *, idempotency_key: str | None = None) -> None:
+    def delete(
+        self, doc_id: str, *, idempotency_key: str | None = None, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> None:
         """Delete a document: a tombstone revision; its history stays."""
-        self._run(lambda tx: tx[self.name].delete(doc_id), idempotency_key, "delete")
+        self._run(lambda tx: tx[self.name].delete(doc_id), idempotency_key, "delete", txmeta.encode(user, reason, meta))
 
     # ---------------------------------------------------------------- reads
     def get(self, doc_id: str, at_tx: int | None = None) -> dict:
@@ -180,10 +205,12 @@ class Collection:
                         f"where revision {expected} comes (a revision was left out or reordered)"
                     )
                 deleted = proof.claim is None
-                out.append(Revision(proof.revision, proof.tx_id, proof.tx.timestamp_ns, deleted, proof.claim))
+                revision = Revision(proof.revision, proof.tx_id, proof.tx.timestamp_ns, deleted, proof.claim)
+                out.append(revision.with_tx_meta(reader.tx_meta(engine, proof.tx_id, proof.state)))
                 continue
             header, doc = engine.revision_of(self.name, e)
-            out.append(Revision(header.revision, e.tx_id, engine.tx_time_ns(e.tx_id), header.deleted, doc))
+            revision = Revision(header.revision, e.tx_id, engine.tx_time_ns(e.tx_id), header.deleted, doc)
+            out.append(revision.with_tx_meta(engine.tx_meta(e.tx_id)))
         return out
 
     def _docs(self, filter: dict | None, at_tx: int | None) -> tuple[Iterator[dict], int | None]:  # noqa: A002

@@ -37,6 +37,7 @@ from docstore.documents import records
 from docstore.documents.records import Header
 from docstore.engine import derive
 from docstore.engine.groupcommit import Committer
+from docstore.documents import txmeta
 from docstore.engine import pgsnapshot
 from docstore.engine.signing import Signing
 from docstore.engine.state import decode_doc, doc_from_items, encode_doc
@@ -675,6 +676,11 @@ class Engine:
 
     def tx_time_ns(self, tx_id: int) -> int:
         return self.ledger.header(tx_id).timestamp_ns
+
+    def tx_meta(self, tx_id: int) -> dict[str, Any] | None:
+        """The metadata committed with transaction ``tx_id`` (user, reason, meta), or None."""
+        with translate():
+            return txmeta.of_tx(self.ledger, tx_id)
 
     def documents_at(self, coll: str, at_tx: int) -> Iterator[tuple[str, dict]]:
         """(id, document) of every live document of ``coll`` as of transaction ``at_tx``."""

@@ -17,7 +17,7 @@ from docstore import api
 from docstore.documents.ids import check_collection_name
 from docstore.errors import ConflictError, QueryError, SchemaError, VerificationError
 from docstore.proofs import checkpoint as ckpt
-from docstore.remote.connection import TLS, Connection
+from docstore.remote.connection import TLS, Connection, remote_tx_meta
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
 
@@ -158,23 +158,32 @@ class RemoteDatabase:
         return self._conn.prove_state("", "collections", state=state, known_state=known_state, with_header=with_header)
 
     # --------------------------------------------------------- transactions
-    def transaction(self, at_tx: int | None = None, *, idempotency_key: str | None = None) -> RemoteTransaction:
+    def transaction(
+        self, at_tx: int | None = None, *, idempotency_key: str | None = None, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> RemoteTransaction:
         """An optimistic transaction: reads as of one snapshot (now, or ledger transaction
         ``at_tx``), writes committed in one call that raises ConflictError if anything read or
         written changed since (see RemoteTransaction). ``idempotency_key``: committed once
-        however often it is retried (the commit call always carries one)."""
+        however often it is retried (the commit call always carries one). ``reason`` and
+        ``meta`` are committed with it; its ``user`` is the principal the server authenticated
+        (``user=`` is refused)."""
         from docstore.remote.transaction import RemoteTransaction
 
         if self._conn.closed:
             raise kvcore.ClosedError("the database connection is closed")
-        return RemoteTransaction(self._conn, at_tx, idempotency_key)
+        tx_meta = remote_tx_meta(user, reason, meta)
+        return RemoteTransaction(self._conn, at_tx, idempotency_key, tx_meta)
 
-    def run_transaction(self, fn: Callable[[RemoteTransaction], T]) -> T:
+    def run_transaction(
+        self, fn: Callable[[RemoteTransaction], T], *, user: str | None = None, reason: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> T:
         """Run ``fn(tx)`` in a transaction and commit it, running it again (a new transaction)
         when the commit conflicts, up to :data:`RETRIES` times; returns what ``fn`` returns.
-        ``fn`` may run more than once."""
+        ``fn`` may run more than once. ``reason``, ``meta``: as :meth:`transaction`."""
         for attempt in range(RETRIES + 1):
-            tx = self.transaction()
+            tx = self.transaction(user=user, reason=reason, meta=meta)
             try:
                 result = fn(tx)
                 tx.commit()

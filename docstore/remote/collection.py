@@ -27,6 +27,7 @@ from docstore.proofs.bundle import Proof
 from docstore.proofs.statebundle import Query, StateProof, checked_query
 from docstore.proofs.verify import verify
 from docstore.rpc import codec
+from docstore.remote.connection import remote_tx_meta
 from docstore.rpc import immudoc_pb2 as pb
 
 if TYPE_CHECKING:
@@ -74,12 +75,18 @@ class RemoteCollection:
     # --------------------------------------------------------------- writes
     # Every write goes with an idempotency key (``idempotency_key``, or a new one): sent again
     # after the server dropped it, it is committed once (docs/errors.md).
-    def insert(self, doc: dict, *, idempotency_key: str | None = None) -> str:
+    # ``reason``, ``meta``: committed with the write's transaction; its ``user`` is the principal
+    # the server authenticated (``user=`` is refused: docs/documents.md, "Transaction metadata").
+    def insert(
+        self, doc: dict, *, idempotency_key: str | None = None, user: str | None = None, reason: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> str:
         """Insert a document; returns its ``_id`` (generated if the document has none)."""
-        return self.insert_many([doc], idempotency_key=idempotency_key)[0]
+        return self.insert_many([doc], idempotency_key=idempotency_key, user=user, reason=reason, meta=meta)[0]
 
     def insert_many(
-        self, docs: Iterable[dict], *, per_transaction: int | None = None, idempotency_key: str | None = None
+        self, docs: Iterable[dict], *, per_transaction: int | None = None, idempotency_key: str | None = None,
+        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
     ) -> list[str]:
         """Insert documents in one atomic transaction; returns their ids.
 
@@ -90,10 +97,12 @@ class RemoteCollection:
         """
         if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
             raise InvalidDocumentError(f"insert_many takes a list of documents, got {type(docs).__name__}")
+        tx_meta = remote_tx_meta(user, reason, meta)
         if per_transaction is not None:
             if idempotency_key is not None:
                 raise QueryError("an idempotency key covers one transaction: not per_transaction (give each its own)")
-            return [i for group in in_groups(docs, per_transaction) for i in self.insert_many(group)]
+            return [i for group in in_groups(docs, per_transaction)
+                    for i in self.insert_many(group, reason=reason, meta=meta)]
         encoded = [codec.dumps_doc(d) for d in docs]
         limit = max(1, self._conn.max_message_bytes // 2)
         per = self._conn.batch_size
@@ -111,30 +120,42 @@ class RemoteCollection:
                 if start >= len(encoded):
                     return
 
-        return list(self._conn.write(self._stub.Insert, batches, idempotency_key).ids)
+        return list(self._conn.write(self._stub.Insert, batches, idempotency_key, tx_meta).ids)
 
-    def replace(self, doc_id: str, doc: dict, *, idempotency_key: str | None = None) -> dict:
+    def replace(
+        self, doc_id: str, doc: dict, *, idempotency_key: str | None = None, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> dict:
         """Replace a whole document (a new revision); returns it."""
         check_id(doc_id)
+        tx_meta = remote_tx_meta(user, reason, meta)
         req = pb.ReplaceRequest(collection=self.name, id=doc_id, document=codec.dumps_doc(doc))
-        r = self._conn.write(self._stub.Replace, lambda: req, idempotency_key)
+        r = self._conn.write(self._stub.Replace, lambda: req, idempotency_key, tx_meta)
         return codec.loads(r.document)
 
-    def update(self, doc_id: str, changes: dict, *, idempotency_key: str | None = None) -> dict:
+    def update(
+        self, doc_id: str, changes: dict, *, idempotency_key: str | None = None, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> dict:
         """Apply ``$set``, ``$unset``, ``$inc``, ``$push`` (a new revision); returns the document."""
         check_id(doc_id)
+        tx_meta = remote_tx_meta(user, reason, meta)
         validate_update(changes)  # QueryError for a malformed update, as embedded; then values
         # that are not JSON (a set, a tuple) are InvalidDocumentError, as embedded
         encoded = codec.dumps(changes, InvalidDocumentError, strict=True)
         req = pb.UpdateRequest(collection=self.name, id=doc_id, changes=encoded)
-        r = self._conn.write(self._stub.Update, lambda: req, idempotency_key)
+        r = self._conn.write(self._stub.Update, lambda: req, idempotency_key, tx_meta)
         return codec.loads(r.document)
 
-    def delete(self, doc_id: str, *, idempotency_key: str | None = None) -> None:
+    def delete(
+        self, doc_id: str, *, idempotency_key: str | None = None, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> None:
         """Delete a document: a tombstone revision; its history stays."""
         check_id(doc_id)
+        tx_meta = remote_tx_meta(user, reason, meta)
         req = pb.DeleteRequest(collection=self.name, id=doc_id)
-        self._conn.write(self._stub.Delete, lambda: req, idempotency_key)
+        self._conn.write(self._stub.Delete, lambda: req, idempotency_key, tx_meta)
 
     # ---------------------------------------------------------------- reads
     def get(self, doc_id: str, at_tx: int | None = None) -> dict:
@@ -200,7 +221,8 @@ class RemoteCollection:
             if trust is None:
                 for raw in page.revisions:
                     d = codec.loads(raw)
-                    out.append(Revision(d["revision"], d["tx_id"], d["timestamp_ns"], d["deleted"], d["document"]))
+                    out.append(Revision(d["revision"], d["tx_id"], d["timestamp_ns"], d["deleted"], d["document"],
+                                        d.get("user"), d.get("reason"), d.get("meta")))
                 continue
             if page.revisions:
                 raise VerificationError("the server sent unproven revisions to a verifying history")

@@ -17,6 +17,7 @@ second consistency proof.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -28,6 +29,7 @@ import grpc
 
 import kvcore
 
+from docstore.documents import txmeta
 from docstore.documents.ids import check_collection_name
 from docstore.documents.records import Header
 from docstore.errors import CollectionNotFoundError, DocumentNotFoundError, NotFoundError, QueryError, VerificationError
@@ -264,18 +266,25 @@ class Connection:
                 ) from None
             self.known_collections.add(name)
 
-    def call_commit(self, messages: Callable[[], Iterator[pb.CommitRequest]], key: str | None) -> pb.CommitResponse:
+    def call_commit(
+        self, messages: Callable[[], Iterator[pb.CommitRequest]], key: str | None, tx_meta: str | None = None
+    ) -> pb.CommitResponse:
         """Send a transaction's reads and writes (a client stream) in one call."""
-        return self.write(self.stub.Commit, messages, key)
+        return self.write(self.stub.Commit, messages, key, tx_meta)
 
-    def write(self, method: Callable[..., Any], request: Callable[[], Any], key: str | None) -> Any:
+    def write(
+        self, method: Callable[..., Any], request: Callable[[], Any], key: str | None, tx_meta: str | None = None
+    ) -> Any:
         """A write call, made with an idempotency key (``key``, or a new one): if the server
         cannot be reached or drops the call, it is sent again with the same key after
         :data:`WRITE_RETRY_DELAYS` (a write the server committed before it dropped the call is
         not committed twice: its first result comes back). If it still fails, the
-        UnavailableError names the key, to send the write again with it later."""
+        UnavailableError names the key, to send the write again with it later. ``tx_meta``:
+        the transaction's reason and meta (:func:`remote_tx_meta`), sent as call metadata."""
         key = uuid.uuid4().hex if key is None else requests.check_key(key)
         metadata = (*self._metadata, (codec.IDEMPOTENCY_KEY, key))
+        if tx_meta is not None:
+            metadata = (*metadata, (codec.TX_META, tx_meta))
         for delay in (*WRITE_RETRY_DELAYS, None):
             if self._closed:
                 raise kvcore.ClosedError("the database connection is closed")
@@ -491,3 +500,22 @@ class Connection:
         cp = codec.consistency_from_pb(page.consistency) if page.HasField("consistency") else None
         trust.accept(state, page.checkpoint or None, self.fetch, base, cp)
         return state
+
+
+def remote_tx_meta(user: Any, reason: Any, meta: Any) -> str | None:
+    """A write's ``reason`` and ``meta`` as the call metadata that carries them (checked here,
+    as embedded: QueryError), None if neither is given. ``user`` is refused: a server records
+    the principal it authenticated (a token's name, a client certificate's subject)."""
+    if user is not None:
+        raise QueryError(
+            "user= is for embedded databases: a server records as the user the principal it "
+            "authenticated (its token's name, or the client certificate's subject)"
+        )
+    if txmeta.encode(None, reason, meta) is None:
+        return None
+    out: dict[str, Any] = {}
+    if reason is not None:
+        out["reason"] = reason
+    if meta is not None:
+        out["meta"] = meta
+    return json.dumps(out, ensure_ascii=True, separators=(",", ":"))

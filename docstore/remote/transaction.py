@@ -72,8 +72,12 @@ class RemoteStaged:
 class RemoteTransaction(TransactionBase):
     """A multi-document, multi-collection optimistic transaction on a remote database."""
 
-    def __init__(self, conn: Connection, at_tx: int | None = None, idempotency_key: str | None = None) -> None:
+    def __init__(
+        self, conn: Connection, at_tx: int | None = None, idempotency_key: str | None = None,
+        tx_meta: str | None = None,
+    ) -> None:
         self._conn = conn
+        self._tx_meta = tx_meta
         self.idempotency_key = None if idempotency_key is None else requests.check_key(idempotency_key)
         """Committed once however often sent (a new key for each commit otherwise): docs/errors.md."""
         now = conn.current_state().tx_id
@@ -143,7 +147,7 @@ class RemoteTransaction(TransactionBase):
                 size += n
             yield msg
 
-        reply = self._conn.call_commit(messages, self.idempotency_key)
+        reply = self._conn.call_commit(messages, self.idempotency_key, self._tx_meta)
         self.tx_id = reply.tx_id if reply.HasField("tx_id") else None
         return self.tx_id
 

@@ -187,6 +187,26 @@ def idempotency_key(metadata: Any) -> str | None:
     return None
 
 
+TX_META = "immudoc-tx-meta"
+"""Call metadata of a write: its transaction's ``reason`` and ``meta``, as JSON
+(docstore.documents.txmeta); the ``user`` is the principal the server authenticated."""
+
+
+def tx_meta(metadata: Any) -> dict[str, Any]:
+    """``{"reason": ..., "meta": ...}`` a write's metadata carries ({} if none); QueryError if
+    it is not a JSON object of those (their values are checked by the library)."""
+    for key, value in metadata or ():
+        if key == TX_META:
+            try:
+                got = json.loads(value) if isinstance(value, str) else None
+            except ValueError:
+                got = None
+            if not isinstance(got, dict) or not set(got) <= {"reason", "meta"}:
+                raise derrors.QueryError(f"call metadata {TX_META} is a JSON object of reason and meta")
+            return got
+    return {}
+
+
 # ============================================================================ errors
 _CODES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.StatusCode]] = [
     (kvcore.ConflictError, grpc.StatusCode.ABORTED),  # docstore's ConflictError derives from it

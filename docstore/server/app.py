@@ -15,7 +15,7 @@ import grpc
 from docstore.database import Database
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2_grpc as pb_grpc
-from docstore.server.auth import Authorizer, load_tokens
+from docstore.server.auth import Authorizer, load_named_tokens
 from docstore.server.health import health_handler
 from docstore.server.service import DEFAULT_MAX_CALL_SECONDS, DocstoreService
 
@@ -110,7 +110,7 @@ class Server:
         tokens = None
         if config.tokens_file:
             try:
-                tokens = load_tokens(config.tokens_file)
+                tokens = load_named_tokens(config.tokens_file)
             except ValueError as e:
                 raise ServerConfigError(str(e)) from None
         self.tokens = 0 if tokens is None else len(tokens)

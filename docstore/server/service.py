@@ -61,6 +61,17 @@ def _key(context: grpc.ServicerContext) -> str | None:
     return codec.idempotency_key(context.invocation_metadata())
 
 
+def _certificate_subject(context: grpc.ServicerContext) -> str | None:
+    """The subject of the client's certificate (mutual TLS), else None."""
+    auth = context.auth_context() or {}
+    for name in ("x509_subject", "x509_common_name"):
+        values = auth.get(name)
+        if values:
+            value = values[0]
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return None
+
+
 def _opt(msg: Any, field: str) -> Any:
     return getattr(msg, field) if msg.HasField(field) else None
 
@@ -123,6 +134,16 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         left = context.time_remaining()
         if left is not None and left <= 0:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed before it started")
+
+    def _tx_kw(self, context: grpc.ServicerContext) -> dict[str, Any]:
+        """A write's transaction metadata: the ``reason`` and ``meta`` the client sent, and as
+        ``user`` the principal this server authenticated (a token's name, else the client
+        certificate's subject), never one the request names."""
+        kw = codec.tx_meta(context.invocation_metadata())
+        user = self.auth.principal(context.invocation_metadata()) or _certificate_subject(context)
+        if user is not None:
+            kw["user"] = user
+        return kw
 
     def _deadline(self, context: grpc.ServicerContext) -> float | None:
         """When the call's queries must stop: its own deadline, at most the server's limit."""
@@ -210,24 +231,26 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         left = context.time_remaining()
         if left is not None and left <= 0:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the documents were written")
-        return pb.InsertResponse(ids=coll.insert_many(docs, idempotency_key=_key(context)))
+        return pb.InsertResponse(ids=coll.insert_many(docs, idempotency_key=_key(context), **self._tx_kw(context)))
 
     @rpc(write=True)
     def Replace(self, request: pb.ReplaceRequest, context: grpc.ServicerContext) -> Any:
         doc = codec.loads(request.document, InvalidDocumentError)
-        new = self.db.collection(request.collection).replace(request.id, doc, idempotency_key=_key(context))
+        new = self.db.collection(request.collection).replace(
+            request.id, doc, idempotency_key=_key(context), **self._tx_kw(context)
+        )
         return pb.DocumentResponse(document=codec.dumps(new))
 
     @rpc(write=True)
     def Update(self, request: pb.UpdateRequest, context: grpc.ServicerContext) -> Any:
         new = self.db.collection(request.collection).update(
-            request.id, codec.loads(request.changes), idempotency_key=_key(context)
+            request.id, codec.loads(request.changes), idempotency_key=_key(context), **self._tx_kw(context)
         )
         return pb.DocumentResponse(document=codec.dumps(new))
 
     @rpc(write=True)
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> Any:
-        self.db.collection(request.collection).delete(request.id, idempotency_key=_key(context))
+        self.db.collection(request.collection).delete(request.id, idempotency_key=_key(context), **self._tx_kw(context))
         return pb.DeleteResponse()
 
     @rpc(write=True)
@@ -251,7 +274,9 @@ class DocstoreService(pb_grpc.DocstoreServicer):
                     raise TransactionTooLargeError(f"a transaction of more than {kvcore.MAX_TX_BYTES} bytes exceeds the limit")
                 doc = codec.loads(w.document, InvalidDocumentError) if kind != "delete" else None
                 writes.append(one_call.Write(kind, w.collection, w.id if kind != "insert" else None, doc))
-        tx_id = one_call.commit_in_one_call(self.db, _opt(first, "snapshot"), reads, writes, _key(context))
+        tx_id = one_call.commit_in_one_call(
+            self.db, _opt(first, "snapshot"), reads, writes, _key(context), self._tx_kw(context)
+        )
         return pb.CommitResponse(tx_id=tx_id) if tx_id is not None else pb.CommitResponse()
 
     # ---------------------------------------------------------------- reads

@@ -109,7 +109,7 @@ def _replay(tx: Transaction, snapshot: int | None, reads: list[Read], writes: li
 
 def commit_in_one_call(
     db: Database, snapshot: int | None, reads: Iterable[Read] = (), writes: Iterable[Write] = (),
-    idempotency_key: str | None = None,
+    idempotency_key: str | None = None, tx_meta: dict[str, Any] | None = None,
 ) -> int | None:
     """Commit ``writes`` if nothing in ``reads`` changed after ``snapshot``; see the module.
 
@@ -119,7 +119,9 @@ def commit_in_one_call(
     snapshot, the writes are blind: a conflict with a concurrent commit is retried, as single
     operations are. ``idempotency_key``: committed once however often it is sent
     (docstore.transactions.requests); a repeat returns the first commit's transaction id.
+    ``tx_meta``: the transaction's ``user``, ``reason`` and ``meta`` (Database.transaction).
     """
+    kw = tx_meta or {}
     reads, writes = list(reads), list(writes)
     _check(snapshot, reads, writes)
     if snapshot is None and not reads and idempotency_key is None:  # blind: retried, never starved
@@ -128,17 +130,17 @@ def commit_in_one_call(
             _replay(tx, None, reads, writes)
             return tx
 
-        return db.run_transaction(replay).tx_id
+        return db.run_transaction(replay, **kw).tx_id
     if snapshot is None and not reads:  # blind with a key: conflicts retried a few times
         for attempt in range(BLIND_TRIES):
             try:
-                return _commit(db.transaction(idempotency_key=idempotency_key), None, reads, writes)
+                return _commit(db.transaction(idempotency_key=idempotency_key, **kw), None, reads, writes)
             except ConflictError:
                 if attempt == BLIND_TRIES - 1:
                     raise
     if snapshot is not None and snapshot > db.tx_id:
         raise QueryError(f"snapshot {snapshot} is newer than the ledger (transaction {db.tx_id})")
-    return _commit(db.transaction(at_tx=snapshot, idempotency_key=idempotency_key), snapshot, reads, writes)
+    return _commit(db.transaction(at_tx=snapshot, idempotency_key=idempotency_key, **kw), snapshot, reads, writes)
 
 
 def _commit(tx: Transaction, snapshot: int | None, reads: list[Read], writes: list[Write]) -> int | None:

@@ -38,6 +38,7 @@ from docstore.errors import (
     InvalidDocumentError,
     VerificationError,
 )
+from docstore.documents import txmeta
 from docstore.transactions import requests
 from docstore.transactions.staging import StagingCollection, TransactionBase
 
@@ -58,10 +59,14 @@ class Staged:
     """A transaction's snapshot reads and buffered writes (internal: used by the collections
     of this package, schema and index changes, and one-call commits)."""
 
-    def __init__(self, engine: Engine, at_tx: int | None) -> None:
+    def __init__(self, engine: Engine, at_tx: int | None, tx_meta: bytes | None = None) -> None:
         self.engine = engine
         self.kv = engine.begin(at_tx)
         self.snapshot: int = self.kv.snapshot
+        self.tx_meta = tx_meta
+        """The transaction's metadata entry (docstore.transactions.txmeta): its entry 0."""
+        if tx_meta is not None:
+            self.kv.set_many([(txmeta.META_KEY, tx_meta)], blind=True)
         self.docs: dict[tuple[str, str], Pending] = {}
         self._base: dict[tuple[str, str], tuple[Header | None, dict | None]] = {}
         self.metas: dict[str, dict[str, Any]] = {}
@@ -243,6 +248,9 @@ class Staged:
         self.check_active()
         self.done = True
         kv = self.kv
+        if self.tx_meta is not None and not self.docs and not self.metas and kv.write_count == 1:  # metadata alone
+            kv.rollback()
+            return None
         first = kv.write_count  # definitions are new keys of this transaction: entries first ..
         kv.set_many([(records.collection_key(name), orjson.dumps(meta)) for name, meta in self.metas.items()])
         definitions = {name: first + i for i, name in enumerate(self.metas)}
@@ -279,8 +287,10 @@ class Staged:
 class Transaction(TransactionBase):
     """``with db.transaction() as tx: tx["trials"].insert({...})`` commits on a clean exit."""
 
-    def __init__(self, engine: Engine, at_tx: int | None = None, idempotency_key: str | None = None) -> None:
-        self.staged = Staged(engine, at_tx)
+    def __init__(
+        self, engine: Engine, at_tx: int | None = None, idempotency_key: str | None = None, tx_meta: bytes | None = None
+    ) -> None:
+        self.staged = Staged(engine, at_tx, tx_meta)
         """The transaction's reads and buffered writes (internal)."""
         self.idempotency_key = None if idempotency_key is None else requests.check_key(idempotency_key)
         """Committed once: a commit with a key already recorded writes nothing (docs/errors.md)."""
@@ -393,7 +403,10 @@ class TxCollection(StagingCollection):
         return self._staged.engine.trust is not None
 
 
-def run(engine: Engine, fn: Callable[[Transaction], T], request: tuple[str, str, str] | None = None) -> T:
+def run(
+    engine: Engine, fn: Callable[[Transaction], T], request: tuple[str, str, str] | None = None,
+    tx_meta: bytes | None = None,
+) -> T:
     """Run ``fn`` in a fresh transaction and commit it, retrying on conflicts.
 
     The first attempts are optimistic. If they keep losing to concurrent commits (a hot
@@ -404,7 +417,8 @@ def run(engine: Engine, fn: Callable[[Transaction], T], request: tuple[str, str,
     SHARED_TRIES more attempts are made under it, each after taking their commits in.
     ``request`` (idempotency key, kind of write, collection): the write is recorded under the
     key, and one already recorded (before, or by an attempt that made this one fail) is
-    returned instead of written again (docstore.transactions.requests).
+    returned instead of written again (docstore.transactions.requests). ``tx_meta``: the
+    transaction's metadata entry (docstore.transactions.txmeta).
     """
     engine.check_open()
     tries = OPTIMISTIC_TRIES + 1 + (SHARED_TRIES if engine.follows else 0)
@@ -415,7 +429,7 @@ def run(engine: Engine, fn: Callable[[Transaction], T], request: tuple[str, str,
             if engine.follows:  # other processes write too: take theirs in before the snapshot
                 engine.refresh()
         try:
-            tx = Transaction(engine)
+            tx = Transaction(engine, tx_meta=tx_meta)
             tx.staged.owns_docs = True  # fn's documents are committed before the caller sees them
             try:
                 if request is not None:  # (idempotency key, kind of write, collection)

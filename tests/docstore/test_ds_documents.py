@@ -489,6 +489,9 @@ def test_history(db, coll):
         "timestamp_ns": stamps[0],
         "deleted": False,
         "document": {"_id": doc_id, "v": 0},
+        "user": None,  # who, why and the rest of its transaction's metadata: none given
+        "reason": None,
+        "meta": None,
     }
     # paging
     assert [h.revision for h in coll.history(doc_id, offset=2, limit=2)] == [3, 4]

@@ -1,0 +1,160 @@
+"""Who, when and why on every transaction (issue 18, part 1): ``user``, ``reason`` and ``meta``
+committed with a write's transaction as its entry 0, shown by ``history()``, proven for a
+verifying reader; remotely the user is the principal the server authenticated."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+import docstore
+from docstore import QueryError, VerificationError
+from docstore.documents import txmeta
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _user(db) -> str | None:
+    """The user an embedded database records as given; a remote one refuses user=."""
+    return None if not db.local else "ann"
+
+
+def test_every_write_carries_its_metadata_into_history(db):
+    c = db.create_collection("visits")
+    user = _user(db)
+    c.insert({"_id": "v1", "mg": 5}, user=user, reason="enrolment", meta={"meaning": "authorship"})
+    c.update("v1", {"$set": {"mg": 6}}, user=user, reason="dose corrected", meta={"meaning": "correction"})
+    c.replace("v1", {"mg": 7}, reason="re-entered")
+    c.update("v1", {"$set": {"mg": 8}})  # none
+    with db.transaction(user=user, reason="batch of two") as tx:
+        tx["visits"].update("v1", {"$set": {"mg": 9}})
+        tx["visits"].insert({"_id": "v2"})
+    db.run_transaction(lambda tx: tx["visits"].delete("v2"), reason="withdrawn")
+    c.insert_many([{"_id": "v3"}, {"_id": "v4"}], reason="import", per_transaction=1)
+    c.delete("v1", user=user, reason="duplicate", meta={"ticket": 42, "approved": True})
+    got = [(r.revision, r.user, r.reason, r.meta) for r in c.history("v1")]
+    assert got == [
+        (1, user, "enrolment", {"meaning": "authorship"}),
+        (2, user, "dose corrected", {"meaning": "correction"}),
+        (3, None, "re-entered", None),
+        (4, None, None, None),
+        (5, user, "batch of two", None),
+        (6, user, "duplicate", {"ticket": 42, "approved": True}),
+    ]
+    assert [(r.reason, r.deleted) for r in c.history("v2")] == [("batch of two", False), ("withdrawn", True)]
+    assert [r.reason for r in c.history("v3")] == [r.reason for r in c.history("v4")] == ["import"]
+    assert c.history("v1")[0].to_dict()["reason"] == "enrolment"
+
+
+@pytest.mark.parametrize(
+    "kw,words",
+    [
+        ({"reason": ""}, "reason is a text"),
+        ({"reason": "   "}, "reason is a text"),
+        ({"reason": 5}, "reason is a text"),
+        ({"reason": "x" * 4097}, "reason is a text"),
+        ({"meta": ["not", "an", "object"]}, "meta is a JSON object"),
+        ({"meta": {1: "x"}}, "meta is a JSON object"),
+        ({"meta": {"s": {1, 2}}}, "JSON values only"),
+        ({"meta": {"big": "x" * 20000}}, "at most 16384 bytes"),
+    ],
+)
+def test_bad_metadata_is_a_query_error_and_writes_nothing(db, kw, words):
+    c = db.create_collection("c")
+    before = db.state()
+    for write in (
+        lambda: c.insert({"_id": "a"}, **kw),
+        lambda: c.insert_many([{"_id": "a"}], per_transaction=1, **kw),
+        lambda: c.update("zz", {"$set": {"n": 1}}, **kw),
+        lambda: c.delete("zz", **kw),
+        lambda: db.transaction(**kw),
+    ):
+        with pytest.raises(QueryError, match=words):
+            write()
+    assert db.state() == before and "a" not in {d["_id"] for d in c.find()}
+
+
+def test_a_user_is_given_embedded_and_taken_from_the_connection_remotely(db):
+    c = db.create_collection("c")
+    before = db.state()
+    if db.local:
+        with pytest.raises(QueryError, match="user is a name"):
+            c.insert({"_id": "a"}, user="")
+        c.insert({"_id": "a"}, user="dr. who")
+        assert c.history("a")[0].user == "dr. who"
+    else:
+        for write in (lambda: c.insert({"_id": "a"}, user="mallory"), lambda: db.transaction(user="mallory"),
+                      lambda: c.delete("a", user="mallory")):
+            with pytest.raises(QueryError, match="principal"):
+                write()
+        assert db.state() == before
+
+
+def test_metadata_alone_commits_nothing(db):
+    db.create_collection("c")
+    before = db.state()
+    with db.transaction(reason="nothing to say") as tx:
+        tx["c"].find_one({})
+    assert db.state() == before
+
+
+@pytest.mark.embedded
+def test_the_entry_is_entry_0_in_canonical_json_and_the_audit_passes(db):
+    c = db.create_collection("c", indexes=["n"])
+    c.insert({"_id": "a", "n": 1}, user="ann", reason="r", meta={"z": 1, "a": [True, None]})
+    tx_id = db.tx_id
+    first = db.ledger.entries(tx_id, 0, 1)[0]
+    assert first.key == b"m\x00" == txmeta.META_KEY
+    assert first.value == b'{"meta":{"a":[true,null],"z":1},"reason":"r","user":"ann"}'
+    assert first.value == orjson.dumps(orjson.loads(first.value), option=orjson.OPT_SORT_KEYS)
+    assert txmeta.of_tx(db.ledger, tx_id - 1) is None  # the collection's creation carries none
+    assert db.audit().ok
+
+
+def test_a_verifying_reader_proves_the_metadata_and_refuses_a_changed_one(place, tmp_path):
+    with place.open() as db:
+        c = db.create_collection("visits")
+        c.insert({"_id": "v1", "mg": 5}, user="ann", reason="enrolment")
+        c.update("v1", {"$set": {"mg": 6}}, user="bob", reason="typo fixed")
+        c.update("v1", {"$set": {"mg": 7}})
+        trusted, key = db.state(), db.verifier_key()
+    with place.open(readonly=True, verify=True, trusted_state=trusted, verifier_key=key) as v:
+        assert [(r.user, r.reason) for r in v["visits"].history("v1")] == [
+            ("ann", "enrolment"), ("bob", "typo fixed"), (None, None)
+        ]
+    # the reason rewritten where the log keeps it (its checksum fixed): served as stored by a
+    # plain reader, refused by a verifying one
+    place.rewrite_bytes(b'"reason":"typo fixed"', b'"reason":"typo FIXED"')
+    with place.open(readonly=True) as plain:
+        assert plain["visits"].history("v1")[1].reason == "typo FIXED"
+    with place.open(readonly=True, verify=True, trusted_state=trusted, verifier_key=key) as v:
+        with pytest.raises(VerificationError):  # (the proof of the revision, or of the metadata)
+            v["visits"].history("v1")
+
+
+def test_the_server_records_the_tokens_name(tmp_path):
+    sys.path.append(str(REPO / "tests" / "remote"))
+    from remote_testlib import ServerProcess
+
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps([
+        {"token": "t-ann", "role": "write", "name": "Ann Smith (investigator)"},
+        {"token": "t-anon", "role": "write"},
+    ]))
+    with ServerProcess(tmp_path / "db", "--tokens-file", str(tokens)) as srv:
+        with docstore.connect(srv.target, verify=False, token="t-ann") as ann:
+            ann.create_collection("c").insert({"_id": "a"}, reason="first visit")
+            with ann.transaction(reason="second") as tx:
+                tx["c"].update("a", {"$set": {"n": 1}})
+        with docstore.connect(srv.target, verify=False, token="t-anon") as anon:
+            anon["c"].update("a", {"$set": {"n": 2}}, meta={"source": "device"})
+            hist = anon["c"].history("a")
+    assert [(r.user, r.reason, r.meta) for r in hist] == [
+        ("Ann Smith (investigator)", "first visit", None),
+        ("Ann Smith (investigator)", "second", None),
+        (None, None, {"source": "device"}),
+    ]
