@@ -130,17 +130,18 @@ class Collection(Protocol):
     ) -> None: ...
 
     # reads
-    def get(self, doc_id: str, at_tx: int | None = None) -> dict: ...
+    def get(self, doc_id: str, at_tx: int | None = None, *, at_time: Any = None) -> dict: ...
     def revision(self, doc_id: str, at_tx: int | None = None) -> tuple[dict | None, int | None]: ...
     def history(self, doc_id: str, offset: int = 0, limit: int | None = None) -> list[Revision]: ...
     def find(
         self, filter: dict | None = None, projection: Any = None, sort: Any = None,  # noqa: A002
         skip: int = 0, limit: int | None = None, at_tx: int | None = None, *, verify: bool | None = None,
-        max_time_ms: int | None = None,
+        max_time_ms: int | None = None, at_time: Any = None,
     ) -> Iterator[dict]: ...
     def find_one(
         self, filter: dict | None = None, projection: Any = None, sort: Any = None,  # noqa: A002
         at_tx: int | None = None, *, verify: bool | None = None, max_time_ms: int | None = None,
+        at_time: Any = None,
     ) -> dict | None: ...
     def count(
         self, filter: dict | None = None, at_tx: int | None = None, *,  # noqa: A002
@@ -222,6 +223,13 @@ class Database(Protocol):
         self, *, state: kvcore.State | None = None, known_state: kvcore.State | None = None,
         with_header: bool = False,
     ) -> StateProof: ...
+
+    # the audit trail
+    def log(
+        self, *, user: str | None = None, since: Any = None, until: Any = None, limit: int = 100,
+        before_tx: int | None = None,
+    ) -> list[dict[str, Any]]: ...
+    def tx_at_time(self, at_time: Any) -> int: ...
 
     # transactions
     def transaction(

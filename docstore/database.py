@@ -24,9 +24,11 @@ from docstore.errors import (
     CollectionNotFoundError,
     CorruptDataError,
     QueryError,
+    VerificationError,
 )
 from docstore.proofs.trust import TrustTracker
 from docstore.documents import txmeta
+from docstore.transactions import txlog
 from docstore.transactions.transaction import Transaction, run
 
 if TYPE_CHECKING:
@@ -256,6 +258,51 @@ class Database:
         this every ``--publish-state-seconds``. StorageError on a directory database."""
         snap = self._engine.publish_state()
         return snap.tx_id, snap.size
+
+    # ---------------------------------------------------------------- the audit trail
+    def log(
+        self, *, user: str | None = None, since: Any = None, until: Any = None, limit: int = 100,
+        before_tx: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The ledger's transactions, newest first, with who, when and why: each
+        ``{"tx_id", "timestamp_ns", "user", "reason", "meta", "entries"}``; only ``user``'s
+        (when given), committed from ``since`` to ``until`` (inclusive: timezone-aware
+        datetimes, ISO 8601 texts or nanoseconds), before ``before_tx`` (to page), at most
+        ``limit`` (1 to 10,000). A verifying database proves each (docstore.proofs.txproof)."""
+        engine = self._engine
+        records = txlog.log(engine, user=user, since=since, until=until, limit=limit, before_tx=before_tx)
+        if engine.trust is not None and records:
+            from docstore.proofs import reader
+            from docstore.proofs.txproof import check_record, prove_tx, verify_tx
+
+            state = reader.current_state(engine)
+            for r in records:
+                if r["tx_id"] > state.tx_id:
+                    raise VerificationError(f"transaction {r['tx_id']} is beyond the trusted state")
+                check_record(r, *verify_tx(prove_tx(engine, r["tx_id"], state), r["tx_id"], state))
+        return records
+
+    def tx_at_time(self, at_time: Any, state: kvcore.State | None = None) -> int:
+        """The last transaction committed at or before ``at_time`` (0 if none): what
+        ``at_time=`` reads as of (proven on a verifying database); with ``state``, among the
+        transactions up to it."""
+        if state is not None:
+            self._engine.check_open()
+            return txlog.tx_at_time(self._engine, txlog.time_ns(at_time), min(state.tx_id, self._engine.tx_id))
+        return txlog.resolve(self._engine, None, at_time) or 0
+
+    def prove_tx(self, tx_id: int, state: kvcore.State | None = None) -> dict[str, Any]:
+        """A proof of transaction ``tx_id``'s header (its time) and entry 0 (its metadata, or
+        that it has none) relative to ``state`` (default: now): docstore.proofs.txproof, whose
+        ``verify_tx(bundle, tx_id, state)`` checks it."""
+        from docstore.proofs.txproof import prove_tx
+
+        engine = self._engine
+        engine.check_open()
+        state = state if state is not None else engine.current_state()
+        if type(tx_id) is not int or not 1 <= tx_id <= state.tx_id:
+            raise QueryError(f"transaction {tx_id!r} is not in the state (transactions 1 to {state.tx_id})")
+        return prove_tx(engine, tx_id, state)
 
     # ---------------------------------------------------------------- state
     def state(self) -> kvcore.State:

@@ -29,6 +29,7 @@ from docstore.errors import (
 from docstore.documents.flatten import flatten
 from docstore.documents.ids import check_id, in_groups
 from docstore.documents import txmeta
+from docstore.transactions import txlog
 
 if TYPE_CHECKING:
     import kvcore
@@ -136,10 +137,13 @@ class Collection:
         self._run(lambda tx: tx[self.name].delete(doc_id), idempotency_key, "delete", txmeta.encode(user, reason, meta))
 
     # ---------------------------------------------------------------- reads
-    def get(self, doc_id: str, at_tx: int | None = None) -> dict:
-        """The document (as of ledger transaction ``at_tx``); DocumentNotFoundError if none."""
+    def get(self, doc_id: str, at_tx: int | None = None, *, at_time: Any = None) -> dict:
+        """The document (as of ledger transaction ``at_tx``, or as of ``at_time``: the last
+        transaction committed at or before that time, a timezone-aware datetime or ISO 8601
+        text); DocumentNotFoundError if none."""
         check_id(doc_id)
         engine = self._engine  # each of its reads below checks the database is open
+        at_tx = txlog.resolve(engine, at_tx, at_time)
         if engine.trust is not None:
             from docstore.proofs import reader
 
@@ -258,8 +262,10 @@ class Collection:
         *,
         verify: bool | None = None,
         max_time_ms: int | None = None,
+        at_time: Any = None,
     ) -> Iterator[dict]:
-        """Documents matching a Mongo-style ``filter`` (as of ``at_tx``), as an iterator.
+        """Documents matching a Mongo-style ``filter`` (as of ``at_tx``, or ``at_time``: see
+        :meth:`get`), as an iterator.
 
         Uses a secondary index for equality, ``$in`` and ranges on an indexed field when it
         can (see :meth:`explain`); the filter is always checked on every candidate. On a
@@ -270,6 +276,7 @@ class Collection:
         budget of its own (docs/queries.md).
         """
         at = budget.deadline(budget.seconds_of(max_time_ms))
+        at_tx = txlog.resolve(self._engine, at_tx, at_time)
         with budget.until(at):
             return budget.bounded(self._find(filter, projection, sort, skip, limit, at_tx, verify), at)
 
@@ -335,10 +342,11 @@ class Collection:
 
     def find_one(
         self, filter: dict | None = None, projection: Any = None, sort: Any = None, at_tx: int | None = None,  # noqa: A002
-        *, verify: bool | None = None, max_time_ms: int | None = None,
+        *, verify: bool | None = None, max_time_ms: int | None = None, at_time: Any = None,
     ) -> dict | None:
         """The first matching document, or None (proven on a verifying database)."""
-        return next(self.find(filter, projection, sort, 0, 1, at_tx, verify=verify, max_time_ms=max_time_ms), None)
+        return next(self.find(filter, projection, sort, 0, 1, at_tx, verify=verify, max_time_ms=max_time_ms,
+                              at_time=at_time), None)
 
     def count(
         self, filter: dict | None = None, at_tx: int | None = None, *,  # noqa: A002

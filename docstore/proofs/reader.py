@@ -100,26 +100,11 @@ def proof_at(engine: Engine, coll: str, doc_id: str, tx_id: int) -> Proof:
 
 
 def tx_meta(engine: Engine, tx_id: int, state: kvcore.State) -> dict[str, Any] | None:
-    """The metadata committed with transaction ``tx_id`` (docstore.documents.txmeta), proven:
-    its entry 0 is proven in that transaction of ``state`` (an authenticated state), and only
-    an entry 0 under the metadata key is metadata (another key there proves there is none)."""
-    import kvcore
+    """The metadata committed with transaction ``tx_id`` (docstore.documents.txmeta), proven
+    in ``state`` (an authenticated state): docstore.proofs.txproof."""
+    from docstore.proofs.txproof import prove_tx, verify_tx
 
-    from docstore.documents import txmeta
-    from docstore.engine.engine import translate
-
-    with translate():
-        first = engine.ledger.entries(tx_id, 0, 1)
-        if not first:
-            raise VerificationError(f"transaction {tx_id} has no entries to prove its metadata by")
-        proof = engine.ledger.prove_entry_at(tx_id, 0, state)
-    try:
-        if proof.header.tx_id != tx_id or proof.entry_index != 0:
-            raise kvcore.VerificationError("the proof is of another entry")
-        kvcore.verify_entry(proof, first[0].key, None if first[0].deleted else first[0].value, state)
-    except kvcore.VerificationError as e:
-        raise VerificationError(f"transaction {tx_id}'s metadata does not verify: {e}") from None
-    return txmeta.of_entry(first[0])
+    return verify_tx(prove_tx(engine, tx_id, state), tx_id, state)[1]
 
 
 def definition(engine: Engine, coll: str) -> dict[str, Any]:

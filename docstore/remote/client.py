@@ -197,6 +197,20 @@ class RemoteDatabase:
                 raise
         raise AssertionError("unreachable")
 
+    # ---------------------------------------------------------------- the audit trail
+    def log(
+        self, *, user: str | None = None, since: Any = None, until: Any = None, limit: int = 100,
+        before_tx: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The server's transactions, newest first, with who (the principal), when and why
+        (see docstore.Database.log); proven on a verifying connection."""
+        return self._conn.log(user, since, until, limit, before_tx)
+
+    def tx_at_time(self, at_time: Any) -> int:
+        """The last transaction committed at or before ``at_time`` (0 if none); proven on a
+        verifying connection."""
+        return self._conn.tx_at_time(at_time)
+
     # ---------------------------------------------------------------- state
     def state(self) -> kvcore.State:
         """The server's current state (verifying: proven to extend the trusted state, which

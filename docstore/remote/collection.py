@@ -158,7 +158,7 @@ class RemoteCollection:
         self._conn.write(self._stub.Delete, lambda: req, idempotency_key, tx_meta)
 
     # ---------------------------------------------------------------- reads
-    def get(self, doc_id: str, at_tx: int | None = None) -> dict:
+    def get(self, doc_id: str, at_tx: int | None = None, *, at_time: Any = None) -> dict:
         """The document (as of ledger transaction ``at_tx``); DocumentNotFoundError if none.
 
         On a verifying connection the server sends a proof instead, checked against the trusted
@@ -167,7 +167,7 @@ class RemoteCollection:
         revision then (an inclusion proof).
         """
         check_id(doc_id)
-        at_tx = _int_or_none(at_tx, "at_tx")
+        at_tx = self._at(at_tx, at_time)
         if self._conn.trust is not None:
             if at_tx is None:
                 return self._conn.verified_latest(self.name, doc_id)
@@ -236,6 +236,15 @@ class RemoteCollection:
             raise VerificationError("the server ended a verified history without its state")
         return out
 
+    def _at(self, at_tx: Any, at_time: Any) -> int | None:
+        """``at_tx`` checked, or the transaction ``at_time`` means (proven when verifying)."""
+        from docstore.transactions.txlog import one_of
+
+        one_of(at_tx, at_time)
+        if at_time is not None:
+            return self._conn.tx_at_time(at_time)
+        return _int_or_none(at_tx, "at_tx")
+
     def _verified_revision(self, proof: Proof, doc_id: str, state: kvcore.State, expected: int) -> Revision:
         if (proof.kind, proof.collection, proof.id) != ("document", self.name, doc_id) or proof.state != state:
             raise VerificationError("the server sent a proof of something else, or relative to another state")
@@ -245,7 +254,8 @@ class RemoteCollection:
                 f"revision {expected} comes (a revision was left out or reordered)"
             )
         doc = verify(proof._replace(consistency=None, consistency_state=None), state)
-        return Revision(proof.revision, proof.tx_id, proof.tx.timestamp_ns, doc is None, doc)
+        revision = Revision(proof.revision, proof.tx_id, proof.tx.timestamp_ns, doc is None, doc)
+        return revision.with_tx_meta(self._conn.proven_tx(proof.tx_id, state)[1])
 
     def find(
         self,
@@ -259,6 +269,7 @@ class RemoteCollection:
         verify: bool | None = None,
         page_size: int = 0,
         max_time_ms: int | None = None,
+        at_time: Any = None,
     ) -> Iterator[dict]:
         """Documents matching a Mongo-style ``filter`` (as of ``at_tx``), streamed from the
         server page by page as you iterate.
@@ -280,7 +291,7 @@ class RemoteCollection:
         cursor.check_paging(skip, limit)
         if sort is not None:
             cursor.sort_key(sort)
-        at_tx = _int_or_none(at_tx, "at_tx")
+        at_tx = self._at(at_tx, at_time)
         if verify and self._conn.trust is None:
             raise VerificationError("find(verify=True) needs a verifying connection (a trusted state)")
         if verify and at_tx is None:  # the result proven complete as of the current state
@@ -358,10 +369,10 @@ class RemoteCollection:
 
     def find_one(
         self, filter: dict | None = None, projection: Any = None, sort: Any = None, at_tx: int | None = None,  # noqa: A002
-        *, verify: bool | None = None, max_time_ms: int | None = None,
+        *, verify: bool | None = None, max_time_ms: int | None = None, at_time: Any = None,
     ) -> dict | None:
         """The first matching document, or None (proven on a verifying connection)."""
-        it = self.find(filter, projection, sort, 0, 1, at_tx, verify=verify, max_time_ms=max_time_ms)
+        it = self.find(filter, projection, sort, 0, 1, at_tx, verify=verify, max_time_ms=max_time_ms, at_time=at_time)
         try:
             return next(it, None)
         finally:

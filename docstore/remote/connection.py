@@ -305,6 +305,84 @@ class Connection:
             raise err from None
         raise AssertionError("unreachable")
 
+    # ------------------------------------------------------------- the audit trail
+    def proven_tx(self, tx_id: int, state: kvcore.State) -> tuple[kvcore.TxHeader, dict[str, Any] | None]:
+        """Transaction ``tx_id``'s header and metadata, proven in ``state`` (an authenticated
+        state) by the server's proof of its entry 0 (docstore.proofs.txproof)."""
+        from docstore.proofs.txproof import verify_tx
+
+        req = pb.ProveTxRequest(tx_id=tx_id, state=codec.state_to_pb(state))
+        raw = self.call(self.stub.ProveTx, req).proof
+        try:
+            bundle = json.loads(raw)
+        except ValueError:
+            raise VerificationError("the server sent a transaction proof that is not JSON") from None
+        return verify_tx(bundle, tx_id, state)
+
+    def tx_at_time(self, at_time: Any) -> int:
+        """The last transaction committed at or before ``at_time`` (0: none); on a verifying
+        connection proven against the trusted state (its header, and the next one's)."""
+        from docstore.transactions.txlog import time_ns
+
+        t = time_ns(at_time)
+        if self.trust is None:
+            return int(self.call(self.stub.TxAtTime, pb.TxAtTimeRequest(time_ns=t)).tx_id)
+        state = self.sync()
+        n = int(self.call(self.stub.TxAtTime, pb.TxAtTimeRequest(time_ns=t, state=codec.state_to_pb(state))).tx_id)
+        if n > state.tx_id:
+            raise VerificationError(f"the server named transaction {n}, beyond the trusted state {state.tx_id}")
+        if n >= 1 and self.proven_tx(n, state)[0].timestamp_ns > t:
+            raise VerificationError(f"the server named transaction {n}, proven committed after {at_time!r}")
+        if n < state.tx_id and self.proven_tx(n + 1, state)[0].timestamp_ns <= t:
+            raise VerificationError(f"transaction {n + 1} is proven committed at or before {at_time!r}: the server named {n}")
+        return n
+
+    def log(
+        self, user: str | None, since: Any, until: Any, limit: int, before_tx: int | None
+    ) -> list[dict[str, Any]]:
+        """The server's log (Database.log); on a verifying connection each record proven."""
+        from docstore.proofs.txproof import check_record
+        from docstore.transactions.txlog import MAX_LOG, time_ns
+
+        if type(limit) is not int or not 1 <= limit <= MAX_LOG:
+            raise QueryError(f"limit must be a whole number from 1 to {MAX_LOG}, got {limit!r}")
+        req = pb.LogRequest(user=user or "", limit=limit)
+        if user is not None and (not isinstance(user, str) or not user):
+            raise QueryError(f"user is a non-empty name, got {user!r}")
+        if since is not None:
+            req.since_ns = time_ns(since, "since")
+        if until is not None:
+            req.until_ns = time_ns(until, "until")
+        if before_tx is not None:
+            if type(before_tx) is not int or before_tx < 1:
+                raise QueryError(f"before_tx must be a transaction id (1 or more), got {before_tx!r}")
+            req.before_tx = before_tx
+        state = self.sync() if self.trust is not None else None
+        records = [codec.loads(r) for r in self.call(self.stub.Log, req).records]
+        if len(records) > limit:
+            raise VerificationError(f"the server sent more than the {limit} transactions asked for")
+        if state is not None:
+            last = state.tx_id if before_tx is None else min(state.tx_id, before_tx - 1)
+            for i, r in enumerate(records):
+                if type(r.get("tx_id")) is not int or not 1 <= r["tx_id"] <= last:
+                    raise VerificationError(f"the log names transaction {r.get('tx_id')!r}, not in the trusted state")
+                if i and r["tx_id"] >= records[i - 1]["tx_id"]:
+                    raise VerificationError("the log's transactions are not newest first, each once")
+                if user is None and since is None and until is None and r["tx_id"] != last - i:
+                    raise VerificationError(f"the log left out transaction {last - i}")
+                header, meta = self.proven_tx(r["tx_id"], state)
+                check_record(r, header, meta)
+                meta = meta or {}
+                if (since is not None and header.timestamp_ns < time_ns(since, "since")) or (
+                    until is not None and header.timestamp_ns > time_ns(until, "until")
+                ):
+                    raise VerificationError(f"transaction {r['tx_id']} is proven committed outside the log's times")
+                if user is not None and meta.get("user") != user:
+                    raise VerificationError(f"transaction {r['tx_id']} is proven to be another user's")
+            if user is None and since is None and until is None and len(records) < limit and len(records) != last:
+                raise VerificationError(f"the log ended before transaction 1 ({len(records)} of {last})")
+        return records
+
     def current_state(self) -> kvcore.State:
         """The server's current state (verifying: authenticated, and the trusted state advances to it)."""
         if self.trust is not None:

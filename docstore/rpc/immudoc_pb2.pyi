@@ -874,7 +874,7 @@ class HistoryPage(_message.Message):
     """first page, prove=true: the signed checkpoint of `state`"""
     @_builtins.property
     def revisions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """JSON {"revision", "tx_id", "timestamp_ns", "deleted", "document"}"""
+        """JSON {"revision", "tx_id", "timestamp_ns", "deleted", "document", "user", "reason", "meta"}"""
 
     @_builtins.property
     def proofs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
@@ -1359,3 +1359,143 @@ class AuditResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__first_bad_tx) -> _WhichOneofReturnType__first_bad_tx | None: ...
 
 Global___AuditResponse: _TypeAlias = AuditResponse  # noqa: Y015
+
+@_typing.final
+class LogRequest(_message.Message):
+    """------------------------------------------------------------------ the audit trail"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    SINCE_NS_FIELD_NUMBER: _builtins.int
+    UNTIL_NS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    BEFORE_TX_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    """only this principal's transactions ("": anyone's)"""
+    since_ns: _builtins.int
+    """committed at or after (nanoseconds since the epoch)"""
+    until_ns: _builtins.int
+    """committed at or before"""
+    limit: _builtins.int
+    """1 to 10,000 (0: 100)"""
+    before_tx: _builtins.int
+    """paging: transactions before this one"""
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        since_ns: _builtins.int | None = ...,
+        until_ns: _builtins.int | None = ...,
+        limit: _builtins.int = ...,
+        before_tx: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_before_tx", b"_before_tx", "_since_ns", b"_since_ns", "_until_ns", b"_until_ns", "before_tx", b"before_tx", "since_ns", b"since_ns", "until_ns", b"until_ns"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_before_tx", b"_before_tx", "_since_ns", b"_since_ns", "_until_ns", b"_until_ns", "before_tx", b"before_tx", "limit", b"limit", "since_ns", b"since_ns", "until_ns", b"until_ns", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__before_tx: _TypeAlias = _typing.Literal["before_tx"]  # noqa: Y015
+    _WhichOneofArgType__before_tx: _TypeAlias = _typing.Literal["_before_tx", b"_before_tx"]  # noqa: Y015
+    _WhichOneofReturnType__since_ns: _TypeAlias = _typing.Literal["since_ns"]  # noqa: Y015
+    _WhichOneofArgType__since_ns: _TypeAlias = _typing.Literal["_since_ns", b"_since_ns"]  # noqa: Y015
+    _WhichOneofReturnType__until_ns: _TypeAlias = _typing.Literal["until_ns"]  # noqa: Y015
+    _WhichOneofArgType__until_ns: _TypeAlias = _typing.Literal["_until_ns", b"_until_ns"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__before_tx) -> _WhichOneofReturnType__before_tx | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__since_ns) -> _WhichOneofReturnType__since_ns | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__until_ns) -> _WhichOneofReturnType__until_ns | None: ...
+
+Global___LogRequest: _TypeAlias = LogRequest  # noqa: Y015
+
+@_typing.final
+class LogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def records(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """JSON {"tx_id", "timestamp_ns", "user", "reason", "meta", "entries"}"""
+
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogResponse: _TypeAlias = LogResponse  # noqa: Y015
+
+@_typing.final
+class ProveTxRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TX_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    tx_id: _builtins.int
+    @_builtins.property
+    def state(self) -> Global___LedgerState:
+        """the proof is relative to it (default: the current state)"""
+
+    def __init__(
+        self,
+        *,
+        tx_id: _builtins.int = ...,
+        state: Global___LedgerState | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state", "tx_id", b"tx_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProveTxRequest: _TypeAlias = ProveTxRequest  # noqa: Y015
+
+@_typing.final
+class TxAtTimeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_NS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    time_ns: _builtins.int
+    @_builtins.property
+    def state(self) -> Global___LedgerState:
+        """only transactions up to it (default: all)"""
+
+    def __init__(
+        self,
+        *,
+        time_ns: _builtins.int = ...,
+        state: Global___LedgerState | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state", "time_ns", b"time_ns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TxAtTimeRequest: _TypeAlias = TxAtTimeRequest  # noqa: Y015
+
+@_typing.final
+class TxAtTimeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TX_ID_FIELD_NUMBER: _builtins.int
+    tx_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        tx_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tx_id", b"tx_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TxAtTimeResponse: _TypeAlias = TxAtTimeResponse  # noqa: Y015

@@ -150,6 +150,21 @@ class DocstoreStub:
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.AuditRequest.SerializeToString,
                 response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.AuditResponse.FromString,
                 _registered_method=True)
+        self.Log = channel.unary_unary(
+                '/immudoc.v1.Docstore/Log',
+                request_serializer=immudoc_dot_v1_dot_immudoc__pb2.LogRequest.SerializeToString,
+                response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.LogResponse.FromString,
+                _registered_method=True)
+        self.ProveTx = channel.unary_unary(
+                '/immudoc.v1.Docstore/ProveTx',
+                request_serializer=immudoc_dot_v1_dot_immudoc__pb2.ProveTxRequest.SerializeToString,
+                response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.ProofResponse.FromString,
+                _registered_method=True)
+        self.TxAtTime = channel.unary_unary(
+                '/immudoc.v1.Docstore/TxAtTime',
+                request_serializer=immudoc_dot_v1_dot_immudoc__pb2.TxAtTimeRequest.SerializeToString,
+                response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.TxAtTimeResponse.FromString,
+                _registered_method=True)
 
 
 class DocstoreServicer:
@@ -314,6 +329,28 @@ class DocstoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Log(self, request, context):
+        """The audit trail: transactions newest first, with who (the principal), when and why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProveTx(self, request, context):
+        """A proof of a transaction's header and entry 0 (its metadata, or that it has none),
+        relative to `state` (a verifying client proves history's who/why, the log, a time).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TxAtTime(self, request, context):
+        """The last transaction committed at or before a time (0: none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DocstoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -431,6 +468,21 @@ def add_DocstoreServicer_to_server(servicer, server):
                     servicer.Audit,
                     request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.AuditRequest.FromString,
                     response_serializer=immudoc_dot_v1_dot_immudoc__pb2.AuditResponse.SerializeToString,
+            ),
+            'Log': grpc.unary_unary_rpc_method_handler(
+                    servicer.Log,
+                    request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.LogRequest.FromString,
+                    response_serializer=immudoc_dot_v1_dot_immudoc__pb2.LogResponse.SerializeToString,
+            ),
+            'ProveTx': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProveTx,
+                    request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.ProveTxRequest.FromString,
+                    response_serializer=immudoc_dot_v1_dot_immudoc__pb2.ProofResponse.SerializeToString,
+            ),
+            'TxAtTime': grpc.unary_unary_rpc_method_handler(
+                    servicer.TxAtTime,
+                    request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.TxAtTimeRequest.FromString,
+                    response_serializer=immudoc_dot_v1_dot_immudoc__pb2.TxAtTimeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1055,6 +1107,87 @@ class Docstore:
             '/immudoc.v1.Docstore/Audit',
             immudoc_dot_v1_dot_immudoc__pb2.AuditRequest.SerializeToString,
             immudoc_dot_v1_dot_immudoc__pb2.AuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Log(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/immudoc.v1.Docstore/Log',
+            immudoc_dot_v1_dot_immudoc__pb2.LogRequest.SerializeToString,
+            immudoc_dot_v1_dot_immudoc__pb2.LogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProveTx(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/immudoc.v1.Docstore/ProveTx',
+            immudoc_dot_v1_dot_immudoc__pb2.ProveTxRequest.SerializeToString,
+            immudoc_dot_v1_dot_immudoc__pb2.ProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TxAtTime(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/immudoc.v1.Docstore/TxAtTime',
+            immudoc_dot_v1_dot_immudoc__pb2.TxAtTimeRequest.SerializeToString,
+            immudoc_dot_v1_dot_immudoc__pb2.TxAtTimeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -101,6 +101,14 @@ class DocstoreStub:
     """The current state, with a consistency proof from `known_state` when given."""
     ProveConsistency: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.ProveConsistencyRequest, _immudoc_pb2.ProveConsistencyResponse]
     Audit: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.AuditRequest, _immudoc_pb2.AuditResponse]
+    Log: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.LogRequest, _immudoc_pb2.LogResponse]
+    """The audit trail: transactions newest first, with who (the principal), when and why."""
+    ProveTx: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.ProveTxRequest, _immudoc_pb2.ProofResponse]
+    """A proof of a transaction's header and entry 0 (its metadata, or that it has none),
+    relative to `state` (a verifying client proves history's who/why, the log, a time).
+    """
+    TxAtTime: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.TxAtTimeRequest, _immudoc_pb2.TxAtTimeResponse]
+    """The last transaction committed at or before a time (0: none)."""
 
 @_typing.type_check_only
 class DocstoreAsyncStub(DocstoreStub):
@@ -153,6 +161,14 @@ class DocstoreAsyncStub(DocstoreStub):
     """The current state, with a consistency proof from `known_state` when given."""
     ProveConsistency: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.ProveConsistencyRequest, _immudoc_pb2.ProveConsistencyResponse]  # type: ignore[assignment]
     Audit: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.AuditRequest, _immudoc_pb2.AuditResponse]  # type: ignore[assignment]
+    Log: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.LogRequest, _immudoc_pb2.LogResponse]  # type: ignore[assignment]
+    """The audit trail: transactions newest first, with who (the principal), when and why."""
+    ProveTx: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.ProveTxRequest, _immudoc_pb2.ProofResponse]  # type: ignore[assignment]
+    """A proof of a transaction's header and entry 0 (its metadata, or that it has none),
+    relative to `state` (a verifying client proves history's who/why, the log, a time).
+    """
+    TxAtTime: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.TxAtTimeRequest, _immudoc_pb2.TxAtTimeResponse]  # type: ignore[assignment]
+    """The last transaction committed at or before a time (0: none)."""
 
 class DocstoreServicer(metaclass=_abc_1.ABCMeta):
     """The immudoc document database: the embedded API (docstore.open) over the network."""
@@ -340,5 +356,31 @@ class DocstoreServicer(metaclass=_abc_1.ABCMeta):
         request: _immudoc_pb2.AuditRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_immudoc_pb2.AuditResponse, _abc.Awaitable[_immudoc_pb2.AuditResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Log(
+        self,
+        request: _immudoc_pb2.LogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_immudoc_pb2.LogResponse, _abc.Awaitable[_immudoc_pb2.LogResponse]]:
+        """The audit trail: transactions newest first, with who (the principal), when and why."""
+
+    @_abc_1.abstractmethod
+    def ProveTx(
+        self,
+        request: _immudoc_pb2.ProveTxRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_immudoc_pb2.ProofResponse, _abc.Awaitable[_immudoc_pb2.ProofResponse]]:
+        """A proof of a transaction's header and entry 0 (its metadata, or that it has none),
+        relative to `state` (a verifying client proves history's who/why, the log, a time).
+        """
+
+    @_abc_1.abstractmethod
+    def TxAtTime(
+        self,
+        request: _immudoc_pb2.TxAtTimeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_immudoc_pb2.TxAtTimeResponse, _abc.Awaitable[_immudoc_pb2.TxAtTimeResponse]]:
+        """The last transaction committed at or before a time (0: none)."""
 
 def add_DocstoreServicer_to_server(servicer: DocstoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

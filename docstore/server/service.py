@@ -548,6 +548,26 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         return out
 
 
+    @rpc()
+    def Log(self, request: pb.LogRequest, context: grpc.ServicerContext) -> Any:
+        with budget.until(self._deadline(context)):
+            records = self.db.log(
+                user=request.user or None, since=_opt(request, "since_ns"), until=_opt(request, "until_ns"),
+                limit=request.limit or 100, before_tx=_opt(request, "before_tx"),
+            )
+        return pb.LogResponse(records=[codec.dumps(r) for r in records])
+
+    @rpc()
+    def ProveTx(self, request: pb.ProveTxRequest, context: grpc.ServicerContext) -> Any:
+        bundle = self.db.prove_tx(request.tx_id, codec.opt_state(request, "state"))
+        return pb.ProofResponse(proof=codec.dumps(bundle))
+
+    @rpc()
+    def TxAtTime(self, request: pb.TxAtTimeRequest, context: grpc.ServicerContext) -> Any:
+        state = codec.opt_state(request, "state")
+        return pb.TxAtTimeResponse(tx_id=self.db.tx_at_time(request.time_ns, state))
+
+
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
     yield first
     yield from rest

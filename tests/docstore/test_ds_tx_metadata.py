@@ -158,3 +158,61 @@ def test_the_server_records_the_tokens_name(tmp_path):
         ("Ann Smith (investigator)", "second", None),
         (None, None, {"source": "device"}),
     ]
+
+
+def _stamps(db, coll: str, doc_id: str) -> list[int]:
+    return [r.timestamp_ns for r in db[coll].history(doc_id)]
+
+
+def test_the_log_lists_who_when_and_why_newest_first(db):
+    c = db.create_collection("visits")
+    user = _user(db)
+    c.insert({"_id": "v1", "mg": 5}, user=user, reason="enrolment")
+    c.update("v1", {"$set": {"mg": 6}}, reason="dose corrected", meta={"meaning": "correction"})
+    c.update("v1", {"$set": {"mg": 7}})
+    log = db.log()
+    assert [r["tx_id"] for r in log] == list(range(db.tx_id, 0, -1))
+    assert [(r["user"], r["reason"], r["meta"]) for r in log[:3]] == [
+        (None, None, None), (None, "dose corrected", {"meaning": "correction"}), (user, "enrolment", None)
+    ]
+    assert [r["timestamp_ns"] for r in log[:3]] == _stamps(db, "visits", "v1")[::-1]
+    assert all(r["entries"] >= 1 for r in log)
+    assert db.log(limit=1) == log[:1] and db.log(before_tx=log[0]["tx_id"], limit=2) == log[1:3]
+    t = _stamps(db, "visits", "v1")
+    assert [r["tx_id"] for r in db.log(since=t[1], until=t[1])] == [log[1]["tx_id"]]
+    assert [r["tx_id"] for r in db.log(since=t[1])] == [log[0]["tx_id"], log[1]["tx_id"]]
+    if user is not None:
+        assert [r["reason"] for r in db.log(user=user)] == ["enrolment"]
+    assert db.log(user="nobody") == []
+    for bad in ({"limit": 0}, {"limit": 10_001}, {"before_tx": 0}, {"user": ""},
+                {"since": "yesterday"}, {"until": "2026-12-06T10:00:00"}):
+        with pytest.raises(QueryError):
+            db.log(**bad)
+
+
+def test_time_travel_by_time(db):
+    import datetime as dt
+
+    c = db.create_collection("c")
+    c.insert({"_id": "a", "v": 1})
+    c.update("a", {"$set": {"v": 2}})
+    t1, t2 = _stamps(db, "c", "a")
+    assert db.tx_at_time(t1) == db.tx_at_time(t2 - 1) == db.tx_id - 1 and db.tx_at_time(t2) == db.tx_id
+    up = -(-t1 // 1000)  # t1 rounded up to a microsecond: a datetime holds no finer
+    as_dt = dt.datetime.fromtimestamp(up // 10**6, dt.timezone.utc) + dt.timedelta(microseconds=up % 10**6)
+    for when in (t1, as_dt, as_dt.isoformat(), as_dt.isoformat().replace("+00:00", "Z")):
+        if when is not t1 and up * 1000 >= t2:  # two commits within one microsecond
+            continue
+        assert c.get("a", at_time=when) == {"_id": "a", "v": 1}
+        assert list(c.find({"v": 1}, at_time=when)) == [{"_id": "a", "v": 1}]
+        assert c.find_one({}, at_time=when) == {"_id": "a", "v": 1}
+    assert c.get("a", at_time=t2 + 10**12) == {"_id": "a", "v": 2}
+    assert db.tx_at_time(0) == 0
+    with pytest.raises(docstore.DocumentNotFoundError):
+        c.get("a", at_time=t1 - 1)
+    for bad, words in ((dt.datetime(2026, 1, 1), "timezone"), ("not a time", "ISO 8601"), (-5, "before 1970"),
+                       (1.5, "datetime with a timezone"), ("2026-12-06T10:00:00", "timezone")):
+        with pytest.raises(QueryError, match=words):
+            c.get("a", at_time=bad)
+    with pytest.raises(QueryError, match="not both"):
+        c.get("a", at_tx=1, at_time=t1)

@@ -54,7 +54,7 @@ from remote_testlib import ServerProcess
 _UNARY = (
     "Info", "ListCollections", "CreateCollection", "DescribeCollection", "SetSchema", "CreateIndex",
     "Replace", "Update", "Delete", "Get", "Count", "Distinct", "Explain", "Prove", "ProveSchema",
-    "ProveState", "State", "ProveConsistency", "Audit",
+    "ProveState", "State", "ProveConsistency", "Audit", "Log", "ProveTx", "TxAtTime",
 )
 _CLIENT_STREAM = ("Insert", "Commit")
 _SERVER_STREAM = ("Find", "History")
@@ -198,7 +198,7 @@ def w(tmp_path_factory):
         early_cp = db.checkpoint(early)
         p1_tx[1] = early.tx_id
         for v in (2, 3, 4):
-            trials.update("p1", {"$set": {"v": v}})
+            trials.update("p1", {"$set": {"v": v}}, reason=f"to v{v}", meta={"meaning": "correction"})
             p1_tx[v] = mark().tx_id
         other = db.create_collection("other")
         other.insert_many([{"_id": f"p{i}", "site": "Oslo", "n": i, "v": 1} for i in (1, 2, 3)])
@@ -1597,3 +1597,87 @@ def test_the_list_of_collections_is_proven(w, client):
     short = proof._replace(definitions=proof.definitions[1:])
     with pytest.raises(VerificationError):
         docstore.verify(short, proof.state, w.key)
+
+
+# ======================================================== the audit trail: who, when, why
+def _tx_lie(fn: Callable[[dict], Any]) -> Callable[[World, Any, Any], Any]:
+    """A lie told to ProveTx: ``fn`` edits the bundle (JSON) the server sent."""
+
+    def lie(w: World, req: Any, resp: Any) -> Any:
+        return pb.ProofResponse(proof=edit(resp.proof, fn))
+
+    return lie
+
+
+def _set_entry_value(b: dict, value: bytes) -> None:
+    b["entry"]["value"] = base64.b64encode(value).decode()
+
+
+def test_honest_audit_trail(w, client):
+    db, _st = client()
+    c, t = db["trials"], w.writer["trials"]
+    assert [r.reason for r in c.history("p1")] == [None, "to v2", "to v3", "to v4"]
+    assert c.history("p1") == t.history("p1")
+    early = db.log(limit=6, before_tx=w.p1_tx[4] + 1)
+    assert early == w.writer.log(limit=6, before_tx=w.p1_tx[4] + 1)
+    assert [r["reason"] for r in early] == ["to v4", "to v3", "to v2", None, None]
+    ts = t.history("p1")[2].timestamp_ns
+    assert db.tx_at_time(ts) == w.writer.tx_at_time(ts) == w.p1_tx[3]
+    assert c.get("p1", at_time=ts) == t.get("p1", at_tx=w.p1_tx[3])
+
+
+@pytest.mark.parametrize(
+    "label,fn,match",
+    [
+        ("reason changed", lambda b: _set_entry_value(b, base64.b64decode(b["entry"]["value"]).replace(b"v3", b"v9")),
+         "does not verify"),
+        ("metadata dropped", lambda b: b.update(entry={"key": base64.b64encode(b"c\x00trials").decode(),
+                                                      "value": b["entry"]["value"], "deleted": False}),
+         "does not verify"),
+        ("another entry", lambda b: b["proof"].update(entry_index=1), "another entry than entry 0"),
+        ("another transaction", lambda b: b.update(tx_id=b["tx_id"] + 1), "the proof is of transaction"),
+        ("not a bundle", lambda b: b.update(v=9), "not a transaction proof"),
+    ],
+)
+def test_history_metadata_lies(w, client, label, fn, match):
+    db, st = client()
+    install(w, "ProveTx", _tx_lie(fn))
+    refused(w, db, st, lambda: db["trials"].history("p1"), match)
+
+
+def _log_lie(fn: Callable[[list], Any]) -> Callable[[World, Any, Any], Any]:
+    def lie(w: World, req: Any, resp: Any) -> Any:
+        records = [codec.loads(r) for r in resp.records]
+        fn(records)
+        return pb.LogResponse(records=[codec.dumps(r) for r in records])
+
+    return lie
+
+
+@pytest.mark.parametrize(
+    "label,fn,match",
+    [
+        ("reason changed", lambda rs: next(r for r in rs if r["reason"]).update(reason="no reason"), "differs from what"),
+        ("user added", lambda rs: rs[0].update(user="mallory"), "differs from what"),
+        ("time moved", lambda rs: rs[0].update(timestamp_ns=rs[0]["timestamp_ns"] - 10**9), "differs from what"),
+        ("beyond the state", lambda rs: rs.insert(0, dict(rs[0], tx_id=rs[0]["tx_id"] + 10**6)), "not in the trusted state"),
+        ("more than asked", lambda rs: rs.extend(rs), "more than the"),
+        ("one left out", lambda rs: rs.pop(1), "left out transaction"),
+        ("reordered", lambda rs: rs.reverse(), "left out|newest first"),
+        ("swapped", lambda rs: rs.__setitem__(slice(0, 2), [rs[1], rs[0]]), "left out|newest first"),
+        ("ended early", lambda rs: rs.pop(), "ended before"),
+    ],
+)
+def test_log_lies(w, client, label, fn, match):
+    db, st = client()
+    install(w, "Log", _log_lie(fn))
+    refused(w, db, st, lambda: db.log(limit=6, before_tx=w.p1_tx[4] + 1), match)
+
+
+@pytest.mark.parametrize("shift,match", [(-1, "at or before"), (1, "committed after"), (10**6, "beyond the trusted state")])
+def test_tx_at_time_lies(w, client, shift, match):
+    db, st = client()
+    ts = w.writer["trials"].history("p1")[2].timestamp_ns
+    install(w, "TxAtTime", lambda w_, req, resp: pb.TxAtTimeResponse(tx_id=resp.tx_id + shift))
+    refused(w, db, st, lambda: db.tx_at_time(ts), match)
+    refused(w, db, st, lambda: db["trials"].get("p1", at_time=ts), match)

@@ -1,0 +1,87 @@
+"""A proof of one transaction's head: its header (its time) and its entry 0 (its metadata, or
+that it has none), relative to a state. What a verifying client needs to trust ``history()``'s
+who and why, ``log()``, and which transaction a time means (``at_time``).
+
+The bundle (JSON, specified in docs/proofs.md, "Transaction proofs")::
+
+    {"v": 1, "kind": "tx", "tx_id": N,
+     "entry": {"key": <base64>, "value": <base64>, "deleted": false},
+     "proof": <kvcore EntryProof of entry 0 of N, relative to the state>}
+
+:func:`verify_tx` is pure: (bundle, the transaction expected, a trusted state) -> (the
+transaction's header, its metadata or None), or VerificationError.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TYPE_CHECKING, Any
+
+import kvcore
+
+from docstore.documents import txmeta
+from docstore.errors import CorruptDataError, VerificationError
+
+if TYPE_CHECKING:
+    from docstore.engine.engine import Engine
+
+VERSION = 1
+
+
+def prove_tx(engine: Engine, tx_id: int, state: kvcore.State) -> dict[str, Any]:
+    """The bundle for transaction ``tx_id`` relative to ``state`` (which must hold it)."""
+    from docstore.engine.engine import translate
+
+    with translate():
+        first = engine.ledger.entries(tx_id, 0, 1)
+        if not first:
+            raise CorruptDataError(f"transaction {tx_id} has no entries")
+        proof = engine.ledger.prove_entry_at(tx_id, 0, state)
+    e = first[0]
+    return {
+        "v": VERSION, "kind": "tx", "tx_id": tx_id,
+        "entry": {"key": base64.b64encode(e.key).decode(), "value": base64.b64encode(e.value).decode(), "deleted": e.deleted},
+        "proof": proof.to_dict(),
+    }
+
+
+def verify_tx(bundle: Any, tx_id: int, state: kvcore.State) -> tuple[kvcore.TxHeader, dict[str, Any] | None]:
+    """(header, metadata or None) of transaction ``tx_id``, proven in ``state``; else
+    VerificationError naming the check that failed."""
+    if not isinstance(bundle, dict) or bundle.get("v") != VERSION or bundle.get("kind") != "tx":
+        raise VerificationError("not a transaction proof (version 1)")
+    if bundle.get("tx_id") != tx_id or type(tx_id) is not int:
+        raise VerificationError(f"the proof is of transaction {bundle.get('tx_id')!r}, not {tx_id}")
+    entry = bundle.get("entry")
+    if not isinstance(entry, dict) or type(entry.get("deleted")) is not bool:
+        raise VerificationError("the transaction proof's entry is malformed")
+    try:
+        key = base64.b64decode(entry.get("key", ""), validate=True)
+        value = base64.b64decode(entry.get("value", ""), validate=True)
+        proof = kvcore.EntryProof.from_dict(bundle.get("proof"))
+    except (binascii.Error, TypeError, ValueError) as e:
+        raise VerificationError(f"the transaction proof is malformed: {e}") from None
+    except kvcore.VerificationError as e:
+        raise VerificationError(f"the transaction proof is malformed: {e}") from None
+    if proof.header.tx_id != tx_id or proof.entry_index != 0:
+        raise VerificationError("the transaction proof proves another entry than entry 0 of the transaction")
+    try:
+        kvcore.verify_entry(proof, key, None if entry["deleted"] else value, state)
+    except kvcore.VerificationError as e:
+        raise VerificationError(f"transaction {tx_id} does not verify: {e}") from None
+    if entry["deleted"] or key != txmeta.META_KEY:
+        return proof.header, None
+    try:
+        return proof.header, txmeta.decode(value)
+    except CorruptDataError:
+        raise VerificationError(f"transaction {tx_id}'s metadata entry is not metadata") from None
+
+
+def check_record(record: dict[str, Any], header: kvcore.TxHeader, meta: dict[str, Any] | None) -> None:
+    """VerificationError unless a log record (Database.log) says what transaction's proven
+    header and metadata say."""
+    meta = meta or {}
+    proven = (header.timestamp_ns, header.n_entries, meta.get("user"), meta.get("reason"), meta.get("meta"))
+    if proven != tuple(record.get(k) for k in ("timestamp_ns", "entries", "user", "reason", "meta")):
+        raise VerificationError(f"transaction {record.get('tx_id')}: the log differs from what the ledger proves")
