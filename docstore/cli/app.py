@@ -280,6 +280,39 @@ IdArg = Annotated[str, typer.Argument(metavar="ID", help="Document id (_id).", s
 AtTxOpt = Annotated[
     Optional[int], typer.Option("--at-tx", metavar="N", help="Read as of ledger transaction N (time travel).")
 ]
+AtTimeOpt = Annotated[
+    Optional[str],
+    typer.Option("--at-time", metavar="TIME",
+                 help="Read as of the last transaction committed at or before TIME (ISO 8601 with its offset, e.g. 2026-12-06T17:30:00Z)."),
+]
+ReasonOpt = Annotated[
+    Optional[str], typer.Option("--reason", metavar="TEXT", help="Why: committed with the write (history and log show it).")
+]
+AsOpt = Annotated[
+    Optional[str],
+    typer.Option("--as", metavar="USER",
+                 help="Who: committed with the write (an embedded database; a server records the principal it authenticated)."),
+]
+MetaOpt = Annotated[
+    Optional[str],
+    typer.Option("--meta", metavar="JSON", help='More about the write, committed with it, e.g. \'{"meaning": "approval"}\'.'),
+]
+
+
+def _tx_kw(reason: Optional[str], as_: Optional[str], meta: Optional[str]) -> dict[str, Any]:
+    """The keywords that commit who, why and more with a write (only those given)."""
+    from docstore.cli.inputs import parse_json
+
+    kw: dict[str, Any] = {}
+    if reason is not None:
+        kw["reason"] = reason
+    if as_ is not None:
+        kw["user"] = as_
+    if meta is not None:
+        kw["meta"] = parse_json(meta, "--meta")
+    return kw
+
+
 MaxTimeOpt = Annotated[
     Optional[int],
     typer.Option("--max-time-ms", metavar="MS", min=1, max=2**31 - 1,
@@ -317,14 +350,14 @@ def _progress_wanted(n: int) -> bool:
     return n >= PROGRESS_MIN and output.stdout_is_terminal() and sys.stderr.isatty()
 
 
-def _insert(db: Any, collection: CollArg, docs: list) -> list[str]:
+def _insert(db: Any, collection: CollArg, docs: list, tx_kw: dict[str, Any]) -> list[str]:
     """Insert documents in one atomic transaction (with a progress bar on a terminal)."""
     coll = db.collection(collection)
     if not db.local or not _progress_wanted(len(docs)):
-        return coll.insert_many(docs)  # a remote client batches the messages itself
+        return coll.insert_many(docs, **tx_kw)  # a remote client batches the messages itself
     ids: list[str] = []
     with typer.progressbar(length=len(docs), label="inserting (one transaction)", file=sys.stderr) as bar:
-        with db.transaction() as tx:
+        with db.transaction(**tx_kw) as tx:
             txc = tx[collection]
             for start in range(0, len(docs), 500):
                 chunk = docs[start : start + 500]
@@ -385,8 +418,19 @@ def _history_table(revs: list) -> str:
     for r in revs:
         when = dt.datetime.fromtimestamp(r["timestamp_ns"] / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         doc = "(deleted)" if r["deleted"] else output.cell(r["document"], 80)
-        rows.append([str(r["revision"]), str(r["tx_id"]), when, doc])
-    return output.render_table(["rev", "tx", "time (UTC)", "document"], rows)
+        rows.append([str(r["revision"]), str(r["tx_id"]), when, r.get("user") or "", output.cell(r.get("reason") or "", 40), doc])
+    return output.render_table(["rev", "tx", "time (UTC)", "user", "reason", "document"], rows)
+
+
+def _log_table(records: list) -> str:
+    import datetime as dt
+
+    rows = []
+    for r in records:
+        when = dt.datetime.fromtimestamp(r["timestamp_ns"] / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append([str(r["tx_id"]), when, r.get("user") or "", output.cell(r.get("reason") or "", 50),
+                     "" if r.get("meta") is None else output.cell(r["meta"], 40), str(r["entries"])])
+    return output.render_table(["tx", "time (UTC)", "user", "reason", "meta", "entries"], rows)
 
 
 def _where(p: dict) -> str:
@@ -496,26 +540,30 @@ def insert(
             help="A JSON document, a JSON array of them, or JSON lines (default: stdin).",
         ),
     ] = None,
+    reason: ReasonOpt = None,
+    as_: AsOpt = None,
+    meta: MetaOpt = None,
     fmt: FormatOpt = None,
 ) -> None:
     """Insert documents in one atomic transaction; prints their ids."""
     from docstore.cli.errors import InputError
     from docstore.cli.inputs import read_documents
 
+    tx_kw = _tx_kw(reason, as_, meta)
     docs = read_documents(source)
     if not docs:
         raise InputError("no documents in the input")
     with open_db(ctx, write=True) as db:
-        ids = _insert(db, collection, docs)
+        ids = _insert(db, collection, docs, tx_kw)
     output.emit(ids, _fmt(fmt))
 
 
 @app.command()
 def get(ctx: typer.Context, collection: CollArg, doc_id: IdArg,
-        at_tx: AtTxOpt = None, fmt: FormatOpt = None) -> None:
-    """Print one document (as of --at-tx N)."""
+        at_tx: AtTxOpt = None, at_time: AtTimeOpt = None, fmt: FormatOpt = None) -> None:
+    """Print one document (as of --at-tx N, or --at-time TIME)."""
     with open_db(ctx) as db:
-        doc = db.collection(collection).get(doc_id, at_tx=at_tx)
+        doc = db.collection(collection).get(doc_id, at_tx=at_tx, at_time=at_time)
     output.emit(doc, _fmt(fmt), output.render_document)
 
 
@@ -529,6 +577,7 @@ def find(
     skip: Annotated[int, typer.Option(help="Skip this many documents first.")] = 0,
     projection: Annotated[Optional[str], typer.Option(metavar="JSON", help='e.g. \'{"name": 1}\'')] = None,
     at_tx: AtTxOpt = None,
+    at_time: AtTimeOpt = None,
     prove_: Annotated[
         bool, typer.Option("--prove", help="Also prove the result complete as of now (a JSON bundle: -o FILE, else stdout).")
     ] = False,
@@ -545,8 +594,8 @@ def find(
     flt = None if filter_ is None else parse_json(filter_, "the filter")
     proj = None if projection is None else parse_json(projection, "the projection")
     order = [(s[1:], -1) if s.startswith("-") else (s.removeprefix("+"), 1) for s in sort] or None
-    if prove_ and (at_tx is not None or proj is not None):
-        raise typer.BadParameter("--prove proves the current, whole documents: --at-tx and --projection do not apply")
+    if prove_ and (at_tx is not None or at_time is not None or proj is not None):
+        raise typer.BadParameter("--prove proves the current, whole documents: --at-tx, --at-time and --projection do not apply")
     if out is not None and not prove_:
         raise typer.BadParameter("--output is where --prove writes its proof")
     if with_header and not prove_:
@@ -555,7 +604,7 @@ def find(
         if prove_:
             _prove_query(db.collection(collection).prove_find(flt, order, skip, limit, with_header=with_header), out, fmt)
             return
-        docs = db.collection(collection).find(flt, proj, order, skip, limit, at_tx, max_time_ms=max_time_ms)
+        docs = db.collection(collection).find(flt, proj, order, skip, limit, at_tx, max_time_ms=max_time_ms, at_time=at_time)
         output.emit_many(docs, _fmt(fmt))
 
 
@@ -615,14 +664,18 @@ def update(
         str, typer.Argument(metavar="CHANGES", callback=_json_or_file,
                             help='$set/$unset/$inc/$push, e.g. \'{"$set": {"dosage.mg": 25}}\'; or a file, or -')
     ],
+    reason: ReasonOpt = None,
+    as_: AsOpt = None,
+    meta: MetaOpt = None,
     fmt: FormatOpt = None,
 ) -> None:
     """Change a document with $set, $unset, $inc, $push (new revision)."""
     from docstore.cli.inputs import json_arg
 
+    tx_kw = _tx_kw(reason, as_, meta)
     spec = json_arg(changes, "the changes")
     with open_db(ctx, write=True) as db:
-        doc = db.collection(collection).update(doc_id, spec)
+        doc = db.collection(collection).update(doc_id, spec, **tx_kw)
         if db.verifying:  # print only what is proven: read the document back through a proof
             doc = db.collection(collection).get(doc_id)
     output.emit(doc, _fmt(fmt), output.render_document)
@@ -634,14 +687,18 @@ def replace(
     collection: CollArg,
     doc_id: IdArg,
     source: Annotated[str, typer.Argument(metavar="FILE|-|JSON", callback=_json_or_file, help="The new document.")],
+    reason: ReasonOpt = None,
+    as_: AsOpt = None,
+    meta: MetaOpt = None,
     fmt: FormatOpt = None,
 ) -> None:
     """Replace a whole document (a new revision); prints it."""
     from docstore.cli.inputs import json_arg
 
+    tx_kw = _tx_kw(reason, as_, meta)
     doc = json_arg(source, "the document")
     with open_db(ctx, write=True) as db:
-        new = db.collection(collection).replace(doc_id, doc)
+        new = db.collection(collection).replace(doc_id, doc, **tx_kw)
         if db.verifying:  # print only what is proven
             new = db.collection(collection).get(doc_id)
     output.emit(new, _fmt(fmt), output.render_document)
@@ -649,10 +706,11 @@ def replace(
 
 @app.command()
 def delete(ctx: typer.Context, collection: CollArg, doc_id: IdArg,
-           fmt: FormatOpt = None) -> None:
+           reason: ReasonOpt = None, as_: AsOpt = None, meta: MetaOpt = None, fmt: FormatOpt = None) -> None:
     """Delete a document (a tombstone revision: its history stays)."""
+    tx_kw = _tx_kw(reason, as_, meta)
     with open_db(ctx, write=True) as db:
-        db.collection(collection).delete(doc_id)
+        db.collection(collection).delete(doc_id, **tx_kw)
     output.emit(
         {"collection": collection, "_id": doc_id, "deleted": True}, _fmt(fmt),
         lambda r: f"deleted {r['_id']} from {r['collection']} (its history stays)",
@@ -666,6 +724,22 @@ def history(ctx: typer.Context, collection: CollArg, doc_id: IdArg,
     with open_db(ctx) as db:
         revs = [r.to_dict() for r in db.collection(collection).history(doc_id)]
     output.emit_many(revs, _fmt(fmt), _history_table)
+
+
+@app.command()
+def log(
+    ctx: typer.Context,
+    user: Annotated[Optional[str], typer.Option("--user", metavar="USER", help="Only this user's transactions.")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", metavar="TIME", help="Committed at or after TIME (ISO 8601 with its offset).")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", metavar="TIME", help="Committed at or before TIME.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many transactions.")] = 20,
+    before_tx: Annotated[Optional[int], typer.Option("--before-tx", metavar="N", min=1, help="Only transactions before N (to page).")] = None,
+    fmt: FormatOpt = None,
+) -> None:
+    """Print the ledger's transactions, newest first, with who, when and why (the audit trail)."""
+    with open_db(ctx) as db:
+        records = db.log(user=user, since=since, until=until, limit=limit, before_tx=before_tx)
+    output.emit_many(records, _fmt(fmt), _log_table)
 
 
 @index_app.command("create")
@@ -1040,6 +1114,9 @@ def import_(
             help="Commit every N documents (0: all in one transaction, memory growing with the input).",
         ),
     ] = IMPORT_PER_TRANSACTION,
+    reason: ReasonOpt = None,
+    as_: AsOpt = None,
+    meta: MetaOpt = None,
     fmt: FormatOpt = None,
 ) -> None:
     """Insert JSON lines (as export writes them), N documents a transaction. Every line is
@@ -1047,11 +1124,12 @@ def import_(
     a duplicate id) leaves the groups before it committed, and says how many."""
     from docstore.cli.inputs import JsonLines
 
+    tx_kw = _tx_kw(reason, as_, meta)
     lines = JsonLines(source)
     try:
         total = lines.check()
         with open_db(ctx, write=True) as db:
-            imported = _import(db, collection, lines, total, per_transaction or max(total, 1))
+            imported = _import(db, collection, lines, total, per_transaction or max(total, 1), tx_kw)
     finally:
         lines.close()
     output.emit(
@@ -1060,7 +1138,7 @@ def import_(
     )
 
 
-def _import(db: Any, collection: str, docs: Any, total: int, per: int) -> int:
+def _import(db: Any, collection: str, docs: Any, total: int, per: int, tx_kw: dict[str, Any]) -> int:
     """Insert ``docs`` ``per`` a transaction (a progress bar on a terminal); how many."""
     from docstore.documents.ids import in_groups
 
@@ -1070,7 +1148,7 @@ def _import(db: Any, collection: str, docs: Any, total: int, per: int) -> int:
     try:
         for group in in_groups(docs, per):
             try:
-                coll.insert_many(group)
+                coll.insert_many(group, **tx_kw)
             except Exception as e:
                 if done and e.args and isinstance(e.args[0], str):  # the one error line says what stays
                     e.args = (f"{e.args[0]} ({done} documents before the failing group were imported and stay committed)", *e.args[1:])
