@@ -23,8 +23,8 @@ from benchmarks.common import Result, load_average, machine, machine_info, table
 from benchmarks.config import MODES, make_config
 from benchmarks.fixtures import Fixtures
 
-SUITES = ["cli", "kv", "docs", "floor", "proofs", "statemap", "scaling", "footprint", "remote", "scale-out"]
-MODULES = {"scale-out": "scaleout"}
+SUITES = ["cli", "kv", "docs", "floor", "proofs", "statemap", "scaling", "footprint", "remote", "scale-out", "audit-trail"]
+MODULES = {"scale-out": "scaleout", "audit-trail": "audittrail"}
 HERE = Path(__file__).resolve().parent
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks import cli, docs, docsys, footprint, kv, kvsys, proofs, scaleout, statemap
+from benchmarks import audittrail, cli, docs, docsys, footprint, kv, kvsys, proofs, scaleout, statemap
 from benchmarks.common import Result, fmt_ratio, fmt_size
 
 # (what, workload, ours, peer, at least); issue 15's bars where it set them
@@ -24,6 +24,8 @@ BARS: list[tuple[str, str, str, str, float]] = [
     ("2 servers / 1: reads", scaleout.SRV_READS, scaleout.TWO, scaleout.ONE, 1.7),
     ("2 servers / 1: writes", scaleout.SRV_WRITES, scaleout.TWO, scaleout.ONE, 1.3),
     ("group commit: 16 threads of inserts", scaleout.GROUP_WRITES, scaleout.GROUP, scaleout.NO_GROUP, 3.0),
+    # issue 18: who/when/why on every transaction costs insert_many at most 5%
+    ("transaction metadata: insert_many", audittrail.INSERT, audittrail.WITH, audittrail.WITHOUT, 0.95),
 ]
 
 
