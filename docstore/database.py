@@ -138,13 +138,22 @@ class Database:
         return self._engine.refresh()
 
     # ---------------------------------------------------------- collections
-    def create_collection(self, name: str, schema: Any = None, indexes: Iterable[Any] = ()) -> api.Collection:
-        """Create a collection (with an optional JSON Schema and secondary indexes)."""
+    def create_collection(
+        self, name: str, schema: Any = None, indexes: Iterable[Any] = (), *, require_reason: bool = False
+    ) -> api.Collection:
+        """Create a collection (with an optional JSON Schema and secondary indexes). With
+        ``require_reason``, every change of an existing document (update, replace, delete)
+        must give a ``reason``, else ReasonRequiredError (an audit trail's rule: every
+        correction says why)."""
         check_collection_name(name)
         if schema is not None:
             Schema(schema)
         specs = normalize_indexes(indexes)
-        meta = {"v": 1, "name": name, "schema": schema, "indexes": specs}
+        meta: dict[str, Any] = {"v": 1, "name": name, "schema": schema, "indexes": specs}
+        if type(require_reason) is not bool:
+            raise QueryError(f"require_reason is True or False, got {require_reason!r}")
+        if require_reason:
+            meta["require_reason"] = True
 
         def create(tx: Transaction) -> None:
             try:

@@ -8,7 +8,8 @@ __all__ = [
     "CollectionExistsError", "CollectionNotFoundError", "ConflictError", "CorruptDataError",
     "DocstoreError", "DocumentNotFoundError", "DuplicateIdError", "DuplicateKeyError",
     "InvalidDocumentError", "InvalidPointerError", "NotFoundError", "ProofUnavailableError",
-    "QueryError", "QueryTimeoutError", "SchemaError", "StorageError", "TransactionTooLargeError", "VerificationError",
+    "QueryError", "QueryTimeoutError", "ReasonRequiredError", "SchemaError", "StorageError", "TransactionTooLargeError",
+    "VerificationError",
 ]
 
 
@@ -69,6 +70,11 @@ class DuplicateIdError(DocstoreError, ValueError):
 
 class DuplicateKeyError(DocstoreError, ValueError):
     """A write would put two documents under the same key of a unique index."""
+
+
+class ReasonRequiredError(DocstoreError, ValueError):
+    """The collection requires a reason for every change of an existing document (an update,
+    a replace, a delete: ``require_reason``), and the write gave none; nothing was written."""
 
 
 class CollectionExistsError(DocstoreError, ValueError):

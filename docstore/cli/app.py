@@ -393,7 +393,10 @@ def _info_table(info: dict) -> str:
     idx = ", ".join(i["field"] + (" (unique)" if i["unique"] else "") for i in info["indexes"]) or "(none)"
     schema = "(none)" if info["schema"] is None else output.dumps(info["schema"], indent=True)
     schema = schema.replace("\n", "\n" + " " * 12)
-    return f"collection  {info['name']}\ndocuments   {info['count']}\nindexes     {idx}\nschema      {schema}"
+    text = f"collection  {info['name']}\ndocuments   {info['count']}\nindexes     {idx}\nschema      {schema}"
+    if info.get("require_reason"):
+        text += "\nchanges     need a reason (--reason)"
+    return text
 
 
 def _collections_table(infos: list) -> str:
@@ -497,6 +500,9 @@ def collection_create(
     unique_index: Annotated[
         list[str], typer.Option("--unique-index", metavar="FIELD", help="Unique index on a field; repeatable.")
     ] = [],  # noqa: B006
+    require_reason: Annotated[
+        bool, typer.Option("--require-reason", help="Every change of an existing document must give --reason.")
+    ] = False,
     fmt: FormatOpt = None,
 ) -> None:
     """Create a collection, optionally with a JSON Schema and indexes."""
@@ -505,9 +511,10 @@ def collection_create(
     schema_doc = None if schema is None else json_arg(schema, "the schema")
     specs = [{"field": f, "unique": False} for f in index] + [{"field": f, "unique": True} for f in unique_index]
     with open_db(ctx, write=True) as db:
-        coll = db.create_collection(name, schema_doc, specs)
+        coll = db.create_collection(name, schema_doc, specs, require_reason=require_reason)
         if db.verifying:  # the definition proven; a new collection holds no documents
-            info = {"name": name, "schema": coll.schema, "indexes": coll.indexes(), "count": 0}
+            info = {"name": name, "schema": coll.schema, "indexes": coll.indexes(), "count": 0,
+                    "require_reason": require_reason}
         else:
             info = coll.info()
     output.emit(info, _fmt(fmt), _info_table)

@@ -63,6 +63,7 @@ EXIT_CODES: list[tuple[int, str, tuple[str, ...]]] = [
             "docstore.errors.DuplicateKeyError",
             "docstore.errors.InvalidPointerError",
             "docstore.errors.CollectionExistsError",
+            "docstore.errors.ReasonRequiredError",
             "docstore.errors.TransactionTooLargeError",
             "docstore.remote.errors.MessageTooLargeError",
             "kvcore.errors.InvalidInputError",

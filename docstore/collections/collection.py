@@ -546,6 +546,21 @@ class Collection:
 
         self._run(change)
 
+    def set_require_reason(self, on: bool = True) -> None:
+        """Require (or no longer require) a ``reason`` for every change of an existing document
+        of this collection: a new, provable collection revision."""
+        if type(on) is not bool:
+            raise QueryError(f"require_reason is True or False, got {on!r}")
+
+        def change(tx: Transaction) -> None:
+            meta = dict(tx.staged.meta(self.name))
+            meta.pop("require_reason", None)
+            if on:
+                meta["require_reason"] = True
+            tx.staged.set_meta(self.name, meta)
+
+        self._run(change)
+
     def create_index(self, field: str, unique: bool = False) -> None:
         """Create a secondary index on a (dotted) field, backfilled from existing documents.
 
@@ -589,6 +604,7 @@ class Collection:
             "schema": state.meta.get("schema"),
             "indexes": list(state.meta.get("indexes", [])),
             "count": state.count,
+            "require_reason": bool(state.meta.get("require_reason", False)),
         }
 
 

@@ -539,6 +539,12 @@ class RemoteCollection:
         schema_json = codec.dumps_opt(schema, SchemaError)  # as embedded: not JSON is a SchemaError
         self._call(self._stub.SetSchema, pb.SetSchemaRequest(collection=self.name, schema=schema_json))
 
+    def set_require_reason(self, on: bool = True) -> None:
+        """Require (or no longer require) a ``reason`` for every change of an existing document."""
+        if type(on) is not bool:
+            raise QueryError(f"require_reason is True or False, got {on!r}")
+        self._call(self._stub.SetRequireReason, pb.SetRequireReasonRequest(collection=self.name, on=on))
+
     def create_index(self, field: str, unique: bool = False) -> None:
         """Create a secondary index on a (dotted) field, backfilled from existing documents."""
         check_field(field)

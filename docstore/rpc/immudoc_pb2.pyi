@@ -200,21 +200,25 @@ class CreateCollectionRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     SCHEMA_FIELD_NUMBER: _builtins.int
     INDEXES_FIELD_NUMBER: _builtins.int
+    REQUIRE_REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     schema: _builtins.bytes
     """JSON Schema, or empty for none"""
     indexes: _builtins.bytes
     """JSON list of field names or {"field", "unique"}; empty for none"""
+    require_reason: _builtins.bool
+    """every change of an existing document must give a reason"""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         schema: _builtins.bytes = ...,
         indexes: _builtins.bytes = ...,
+        require_reason: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["indexes", b"indexes", "name", b"name", "schema", b"schema"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["indexes", b"indexes", "name", b"name", "require_reason", b"require_reason", "schema", b"schema"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -311,6 +315,28 @@ class SetSchemaResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetSchemaResponse: _TypeAlias = SetSchemaResponse  # noqa: Y015
+
+@_typing.final
+class SetRequireReasonRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    ON_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    on: _builtins.bool
+    def __init__(
+        self,
+        *,
+        collection: _builtins.str = ...,
+        on: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "on", b"on"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRequireReasonRequest: _TypeAlias = SetRequireReasonRequest  # noqa: Y015
 
 @_typing.final
 class CreateIndexRequest(_message.Message):

@@ -60,6 +60,11 @@ class DocstoreStub:
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.SetSchemaRequest.SerializeToString,
                 response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.SetSchemaResponse.FromString,
                 _registered_method=True)
+        self.SetRequireReason = channel.unary_unary(
+                '/immudoc.v1.Docstore/SetRequireReason',
+                request_serializer=immudoc_dot_v1_dot_immudoc__pb2.SetRequireReasonRequest.SerializeToString,
+                response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.SetSchemaResponse.FromString,
+                _registered_method=True)
         self.CreateIndex = channel.unary_unary(
                 '/immudoc.v1.Docstore/CreateIndex',
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.CreateIndexRequest.SerializeToString,
@@ -199,6 +204,14 @@ class DocstoreServicer:
 
     def SetSchema(self, request, context):
         """write
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRequireReason(self, request, context):
+        """Require (or not) a reason for every change of an existing document of a collection.
+        write
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -377,6 +390,11 @@ def add_DocstoreServicer_to_server(servicer, server):
             'SetSchema': grpc.unary_unary_rpc_method_handler(
                     servicer.SetSchema,
                     request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.SetSchemaRequest.FromString,
+                    response_serializer=immudoc_dot_v1_dot_immudoc__pb2.SetSchemaResponse.SerializeToString,
+            ),
+            'SetRequireReason': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRequireReason,
+                    request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.SetRequireReasonRequest.FromString,
                     response_serializer=immudoc_dot_v1_dot_immudoc__pb2.SetSchemaResponse.SerializeToString,
             ),
             'CreateIndex': grpc.unary_unary_rpc_method_handler(
@@ -620,6 +638,33 @@ class Docstore:
             target,
             '/immudoc.v1.Docstore/SetSchema',
             immudoc_dot_v1_dot_immudoc__pb2.SetSchemaRequest.SerializeToString,
+            immudoc_dot_v1_dot_immudoc__pb2.SetSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRequireReason(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/immudoc.v1.Docstore/SetRequireReason',
+            immudoc_dot_v1_dot_immudoc__pb2.SetRequireReasonRequest.SerializeToString,
             immudoc_dot_v1_dot_immudoc__pb2.SetSchemaResponse.FromString,
             options,
             channel_credentials,

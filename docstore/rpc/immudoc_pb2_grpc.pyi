@@ -63,6 +63,10 @@ class DocstoreStub:
     DescribeCollection: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.DescribeCollectionRequest, _immudoc_pb2.DescribeCollectionResponse]
     SetSchema: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.SetSchemaRequest, _immudoc_pb2.SetSchemaResponse]
     """write"""
+    SetRequireReason: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.SetRequireReasonRequest, _immudoc_pb2.SetSchemaResponse]
+    """Require (or not) a reason for every change of an existing document of a collection.
+    write
+    """
     CreateIndex: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.CreateIndexRequest, _immudoc_pb2.CreateIndexResponse]
     """write"""
     Insert: _grpc.StreamUnaryMultiCallable[_immudoc_pb2.InsertBatch, _immudoc_pb2.InsertResponse]
@@ -123,6 +127,10 @@ class DocstoreAsyncStub(DocstoreStub):
     DescribeCollection: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.DescribeCollectionRequest, _immudoc_pb2.DescribeCollectionResponse]  # type: ignore[assignment]
     SetSchema: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.SetSchemaRequest, _immudoc_pb2.SetSchemaResponse]  # type: ignore[assignment]
     """write"""
+    SetRequireReason: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.SetRequireReasonRequest, _immudoc_pb2.SetSchemaResponse]  # type: ignore[assignment]
+    """Require (or not) a reason for every change of an existing document of a collection.
+    write
+    """
     CreateIndex: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.CreateIndexRequest, _immudoc_pb2.CreateIndexResponse]  # type: ignore[assignment]
     """write"""
     Insert: _aio.StreamUnaryMultiCallable[_immudoc_pb2.InsertBatch, _immudoc_pb2.InsertResponse]  # type: ignore[assignment]
@@ -210,6 +218,16 @@ class DocstoreServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_immudoc_pb2.SetSchemaResponse, _abc.Awaitable[_immudoc_pb2.SetSchemaResponse]]:
         """write"""
+
+    @_abc_1.abstractmethod
+    def SetRequireReason(
+        self,
+        request: _immudoc_pb2.SetRequireReasonRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_immudoc_pb2.SetSchemaResponse, _abc.Awaitable[_immudoc_pb2.SetSchemaResponse]]:
+        """Require (or not) a reason for every change of an existing document of a collection.
+        write
+        """
 
     @_abc_1.abstractmethod
     def CreateIndex(

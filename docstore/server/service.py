@@ -194,8 +194,16 @@ class DocstoreService(pb_grpc.DocstoreServicer):
     @rpc(write=True)
     def CreateCollection(self, request: pb.CreateCollectionRequest, context: grpc.ServicerContext) -> Any:
         indexes = codec.loads_opt(request.indexes)
-        self.db.create_collection(request.name, codec.loads_opt(request.schema), () if indexes is None else indexes)
+        self.db.create_collection(
+            request.name, codec.loads_opt(request.schema), () if indexes is None else indexes,
+            require_reason=request.require_reason,
+        )
         return pb.CreateCollectionResponse()
+
+    @rpc(write=True)
+    def SetRequireReason(self, request: pb.SetRequireReasonRequest, context: grpc.ServicerContext) -> Any:
+        self.db.collection(request.collection).set_require_reason(request.on)
+        return pb.SetSchemaResponse()
 
     @rpc()
     def DescribeCollection(self, request: pb.DescribeCollectionRequest, context: grpc.ServicerContext) -> Any:

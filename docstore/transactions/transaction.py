@@ -36,6 +36,7 @@ from docstore.errors import (
     DocumentNotFoundError,
     DuplicateKeyError,
     InvalidDocumentError,
+    ReasonRequiredError,
     VerificationError,
 )
 from docstore.documents import txmeta
@@ -251,6 +252,7 @@ class Staged:
         if self.tx_meta is not None and not self.docs and not self.metas and kv.write_count == 1:  # metadata alone
             kv.rollback()
             return None
+        self.check_reasons()
         first = kv.write_count  # definitions are new keys of this transaction: entries first ..
         kv.set_many([(records.collection_key(name), orjson.dumps(meta)) for name, meta in self.metas.items()])
         definitions = {name: first + i for i, name in enumerate(self.metas)}
@@ -282,6 +284,23 @@ class Staged:
     def rollback(self) -> None:
         self.done = True
         self.kv.rollback()
+
+    def check_reasons(self) -> None:
+        """ReasonRequiredError (the transaction rolled back) if it changes an existing document
+        of a collection that requires a reason, without one."""
+        if self.tx_meta is not None and "reason" in txmeta.decode(self.tx_meta):
+            return
+        strict = {
+            c for c in {c for (c, _i) in self.docs}
+            if (self.metas[c] if c in self.metas else self.engine.collection_state(c).meta).get("require_reason")
+        }
+        for coll, doc_id in self.docs:
+            if coll in strict and self.snapshot_doc(coll, doc_id)[1] is not None:
+                self.kv.rollback()
+                raise ReasonRequiredError(
+                    f"collection {coll!r} requires a reason for every change of a document: "
+                    f"give reason=... (--reason) to change {doc_id!r}"
+                )
 
 
 class Transaction(TransactionBase):

@@ -62,3 +62,13 @@ def test_at_time(cli):
     assert r.code == 4 and "timezone" in r.err
     r = cli("get", "c", "a", "--at-time", "2026-12-06T00:00:00Z", "--at-tx", "1")
     assert r.code == 4 and "not both" in r.err
+
+
+def test_collection_create_require_reason(cli):
+    assert cli("init").code == 0
+    r = cli("collection", "create", "visits", "--require-reason", "-f", "table")
+    assert r.code == 0 and "need a reason" in r.out
+    assert cli("insert", "visits", "-", input='{"_id": "a"}').code == 0
+    r = cli("delete", "visits", "a")
+    assert r.code == 4 and "requires a reason" in r.err and "Traceback" not in r.err
+    assert cli("delete", "visits", "a", "--reason", "entered twice").code == 0

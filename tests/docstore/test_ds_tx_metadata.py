@@ -216,3 +216,42 @@ def test_time_travel_by_time(db):
             c.get("a", at_time=bad)
     with pytest.raises(QueryError, match="not both"):
         c.get("a", at_tx=1, at_time=t1)
+
+
+def test_a_collection_may_require_a_reason_for_every_change(db):
+    c = db.create_collection("visits", require_reason=True)
+    assert c.info()["require_reason"] is True
+    c.insert({"_id": "v1", "mg": 5})  # a new document needs none
+    c.insert_many([{"_id": "v2"}, {"_id": "v3"}])
+    before = db.state()
+    for change in (
+        lambda: c.update("v1", {"$set": {"mg": 6}}),
+        lambda: c.replace("v1", {"mg": 6}),
+        lambda: c.delete("v1"),
+        lambda: c.update("v1", {"$set": {"mg": 6}}, meta={"why": "not a reason"}),
+        lambda: db.run_transaction(lambda tx: tx["visits"].delete("v2")),
+    ):
+        with pytest.raises(docstore.ReasonRequiredError, match="requires a reason"):
+            change()
+    with pytest.raises(docstore.ReasonRequiredError):
+        with db.transaction() as tx:
+            tx["visits"].insert({"_id": "v4"})
+            tx["visits"].update("v3", {"$set": {"x": 1}})  # one change without a reason: nothing committed
+    assert db.state() == before and "v4" not in {d["_id"] for d in c.find()}
+    c.update("v1", {"$set": {"mg": 6}}, reason="dose corrected")
+    with db.transaction(reason="two withdrawn") as tx:
+        tx["visits"].delete("v2")
+        tx["visits"].delete("v3")
+    assert [r.reason for r in c.history("v2")] == [None, "two withdrawn"]
+    other = db.create_collection("free")
+    other.insert({"_id": "x"})
+    other.update("x", {"$set": {"n": 1}})  # other collections are not bound
+    c.set_require_reason(False)
+    assert c.info()["require_reason"] is False
+    c.delete("v1")
+    c.set_require_reason()
+    c.insert({"_id": "v1"})  # a new document (the id's last revision was a deletion)
+    with pytest.raises(docstore.ReasonRequiredError):
+        c.delete("v1")
+    with pytest.raises(QueryError):
+        db.create_collection("bad", require_reason="yes")
