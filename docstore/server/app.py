@@ -15,7 +15,7 @@ import grpc
 from docstore.database import Database
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2_grpc as pb_grpc
-from docstore.server.auth import Authorizer, load_named_tokens
+from docstore.server.auth import Authorizer, load_grants
 from docstore.server.health import health_handler
 from docstore.server.service import DEFAULT_MAX_CALL_SECONDS, DocstoreService
 
@@ -110,7 +110,7 @@ class Server:
         tokens = None
         if config.tokens_file:
             try:
-                tokens = load_named_tokens(config.tokens_file)
+                tokens = load_grants(config.tokens_file)
             except ValueError as e:
                 raise ServerConfigError(str(e)) from None
         self.tokens = 0 if tokens is None else len(tokens)
@@ -126,7 +126,7 @@ class Server:
                 ("grpc.so_reuseport", 1 if config.reuse_port else 0),
             ],
         )
-        pb_grpc.add_DocstoreServicer_to_server(DocstoreService(db, Authorizer(tokens), n, config.max_call_seconds), self._server)
+        pb_grpc.add_DocstoreServicer_to_server(DocstoreService(db, Authorizer(tokens, config.tokens_file), n, config.max_call_seconds), self._server)
         self._server.add_generic_rpc_handlers((health_handler(lambda: self._serving),))
         self.port: int | None = None
         self._stopped = threading.Event()

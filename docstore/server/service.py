@@ -27,11 +27,13 @@ from docstore.proofs.bundle import MAX_BUNDLE_BYTES
 from docstore.rpc import codec
 from docstore.rpc import immudoc_pb2 as pb
 from docstore.rpc import immudoc_pb2_grpc as pb_grpc
-from docstore.server.auth import Authorizer
+from docstore.server.auth import Authorizer, Grant
 from docstore.transactions import one_call
 
 if TYPE_CHECKING:
     from docstore.collections.collection import Collection
+
+_VERBS = {"read": "read", "write": "write", "admin": "change collection definitions"}
 
 DEFAULT_PAGE = 500  # documents per page unless the client asks otherwise
 MAX_PAGE = 10_000
@@ -76,15 +78,25 @@ def _opt(msg: Any, field: str) -> Any:
     return getattr(msg, field) if msg.HasField(field) else None
 
 
-def rpc(*, write: bool = False, stream: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Wrap a handler: authentication, authorization, deadline, exception mapping."""
+def _collection(request: Any) -> str | None:
+    """The collection a request names (None: none: the ledger as a whole)."""
+    return getattr(request, "collection", None) or None
+
+
+def rpc(
+    *, need: str = "read", coll: Callable[[Any], str | None] | None = _collection, stream: bool = False
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Wrap a handler: authentication, authorization, deadline, exception mapping. ``need``:
+    the role the caller must have ("any": authenticated) in the collection ``coll(request)``
+    names (None: ``"*"``, the ledger as a whole); ``coll=None`` (a client stream, whose
+    collections come with its messages): in some collection, the handler checks each."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         if stream:
 
             @functools.wraps(fn)
             def stream_handler(self: DocstoreService, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                self._admit(context, write)
+                self._admit(context, need, coll, request)
                 try:
                     yield from budget.bounded(fn(self, request, context), self._deadline(context))
                 except Exception as e:  # noqa: BLE001
@@ -96,7 +108,7 @@ def rpc(*, write: bool = False, stream: bool = False) -> Callable[[Callable[...,
 
         @functools.wraps(fn)
         def handler(self: DocstoreService, request: Any, context: grpc.ServicerContext) -> Any:
-            self._admit(context, write)
+            self._admit(context, need, coll, request)
             try:
                 with budget.until(self._deadline(context)):
                     return fn(self, request, context)
@@ -125,12 +137,19 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         self.version = _server_version()
 
     # ------------------------------------------------------------- plumbing
-    def _admit(self, context: grpc.ServicerContext, write: bool) -> None:
-        role = self.auth.role(context.invocation_metadata())
-        if role is None:
+    def _admit(
+        self, context: grpc.ServicerContext, need: str, coll: Callable[[Any], str | None] | None, request: Any
+    ) -> None:
+        grant = self.auth.grant(context.invocation_metadata())
+        if grant is None:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required (authorization: Bearer <token>)")
-        if write and role == "read":
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, "this token is read-only: writes need a token of role 'write'")
+        assert grant is not None
+        if need != "any":
+            if coll is None:
+                if not grant.may_somewhere(need):
+                    context.abort(grpc.StatusCode.PERMISSION_DENIED, f"this token may not {_VERBS[need]} (it needs role {need!r})")
+            else:
+                self._allowed(context, grant, need, coll(request))
         left = context.time_remaining()
         if left is not None and left <= 0:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed before it started")
@@ -144,6 +163,25 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         if user is not None:
             kw["user"] = user
         return kw
+
+    def _allowed(self, context: grpc.ServicerContext, grant: Grant, need: str, collection: str | None) -> None:
+        """PERMISSION_DENIED unless ``grant`` has role ``need`` in ``collection``."""
+        if not grant.may(need, collection):
+            where = "across the ledger" if collection is None else f"in collection {collection!r}"
+            have = grant.role_in(collection)
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"this token may not {_VERBS[need]} {where} (it needs role {need!r}; it has "
+                f"{repr(have) if have else 'none there'})",
+            )
+
+    def _check(self, context: grpc.ServicerContext, need: str, collection: str | None) -> None:
+        """Inside a handler: the caller has role ``need`` in ``collection``."""
+        grant = self.auth.grant(context.invocation_metadata())
+        if grant is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required (authorization: Bearer <token>)")
+        assert grant is not None
+        self._allowed(context, grant, need, collection)
 
     def _deadline(self, context: grpc.ServicerContext) -> float | None:
         """When the call's queries must stop: its own deadline, at most the server's limit."""
@@ -173,7 +211,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             yield page
 
     # ----------------------------------------------------------------- info
-    @rpc()
+    @rpc(need="any")
     def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
         state = self.db.state()
         return pb.InfoResponse(
@@ -187,11 +225,11 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         )
 
     # ---------------------------------------------------------- collections
-    @rpc()
+    @rpc(need="any")
     def ListCollections(self, request: pb.ListCollectionsRequest, context: grpc.ServicerContext) -> Any:
         return pb.ListCollectionsResponse(names=self.db.collections())
 
-    @rpc(write=True)
+    @rpc(need="admin", coll=lambda r: r.name)
     def CreateCollection(self, request: pb.CreateCollectionRequest, context: grpc.ServicerContext) -> Any:
         indexes = codec.loads_opt(request.indexes)
         self.db.create_collection(
@@ -200,31 +238,32 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         )
         return pb.CreateCollectionResponse()
 
-    @rpc(write=True)
+    @rpc(need="admin")
     def SetRequireReason(self, request: pb.SetRequireReasonRequest, context: grpc.ServicerContext) -> Any:
         self.db.collection(request.collection).set_require_reason(request.on)
         return pb.SetSchemaResponse()
 
-    @rpc()
+    @rpc(coll=lambda r: r.name)
     def DescribeCollection(self, request: pb.DescribeCollectionRequest, context: grpc.ServicerContext) -> Any:
         return pb.DescribeCollectionResponse(info=codec.dumps(self.db.collection(request.name).info()))
 
-    @rpc(write=True)
+    @rpc(need="admin")
     def SetSchema(self, request: pb.SetSchemaRequest, context: grpc.ServicerContext) -> Any:
         self.db.collection(request.collection).set_schema(codec.loads_opt(request.schema))
         return pb.SetSchemaResponse()
 
-    @rpc(write=True)
+    @rpc(need="admin")
     def CreateIndex(self, request: pb.CreateIndexRequest, context: grpc.ServicerContext) -> Any:
         self.db.collection(request.collection).create_index(request.field, request.unique)
         return pb.CreateIndexResponse()
 
     # --------------------------------------------------------------- writes
-    @rpc(write=True)
+    @rpc(need="write", coll=None)
     def Insert(self, request_iterator: Iterator[pb.InsertBatch], context: grpc.ServicerContext) -> Any:
         first = next(request_iterator, None)
         if first is None:
             raise QueryError("an insert sends at least one batch")
+        self._check(context, "write", first.collection or None)
         coll = self.db.collection(first.collection)
         docs: list[Any] = []
         total = 0
@@ -241,7 +280,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the documents were written")
         return pb.InsertResponse(ids=coll.insert_many(docs, idempotency_key=_key(context), **self._tx_kw(context)))
 
-    @rpc(write=True)
+    @rpc(need="write")
     def Replace(self, request: pb.ReplaceRequest, context: grpc.ServicerContext) -> Any:
         doc = codec.loads(request.document, InvalidDocumentError)
         new = self.db.collection(request.collection).replace(
@@ -249,19 +288,19 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         )
         return pb.DocumentResponse(document=codec.dumps(new))
 
-    @rpc(write=True)
+    @rpc(need="write")
     def Update(self, request: pb.UpdateRequest, context: grpc.ServicerContext) -> Any:
         new = self.db.collection(request.collection).update(
             request.id, codec.loads(request.changes), idempotency_key=_key(context), **self._tx_kw(context)
         )
         return pb.DocumentResponse(document=codec.dumps(new))
 
-    @rpc(write=True)
+    @rpc(need="write")
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> Any:
         self.db.collection(request.collection).delete(request.id, idempotency_key=_key(context), **self._tx_kw(context))
         return pb.DeleteResponse()
 
-    @rpc(write=True)
+    @rpc(need="write", coll=None)
     def Commit(self, request_iterator: Iterator[pb.CommitRequest], context: grpc.ServicerContext) -> Any:
         first = next(request_iterator, None)
         if first is None:
@@ -270,8 +309,11 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             one_call.Read(r.collection, None if r.whole_collection else r.id, _opt(r, "revision"))
             for r in first.reads
         ]
+        for name in sorted({r.collection for r in reads}):
+            self._check(context, "read", name or None)
         writes = []
         total = 0
+        checked: set[str] = set()
         for message in _chain(first, request_iterator):
             for w in message.writes:
                 kind = _WRITE_KINDS.get(w.kind)
@@ -280,6 +322,9 @@ class DocstoreService(pb_grpc.DocstoreServicer):
                 total += len(w.document)
                 if total > kvcore.MAX_TX_BYTES:
                     raise TransactionTooLargeError(f"a transaction of more than {kvcore.MAX_TX_BYTES} bytes exceeds the limit")
+                if w.collection not in checked:
+                    self._check(context, "write", w.collection or None)
+                    checked.add(w.collection)
                 doc = codec.loads(w.document, InvalidDocumentError) if kind != "delete" else None
                 writes.append(one_call.Write(kind, w.collection, w.id if kind != "insert" else None, doc))
         tx_id = one_call.commit_in_one_call(
@@ -520,7 +565,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             return coll.prove_distinct(field, filt, state=state, known_state=known, with_header=header)
         raise QueryError(f"unknown query op {op!r} (find, count or distinct)")
 
-    @rpc()
+    @rpc(need="any")
     def State(self, request: pb.StateRequest, context: grpc.ServicerContext) -> Any:
         db = self.db
         state = db.state()
@@ -531,7 +576,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             out.consistency.CopyFrom(codec.consistency_to_pb(db.prove_consistency(known, state)))
         return out
 
-    @rpc()
+    @rpc(need="any")
     def ProveConsistency(self, request: pb.ProveConsistencyRequest, context: grpc.ServicerContext) -> Any:
         db = self.db
         old = codec.opt_state(request, "old_state")
@@ -541,8 +586,14 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         proof = db.prove_consistency(old, new)
         return pb.ProveConsistencyResponse(proof=codec.consistency_to_pb(proof), new_state=codec.state_to_pb(new))
 
-    @rpc()
+    @rpc(need="any")
     def Audit(self, request: pb.AuditRequest, context: grpc.ServicerContext) -> Any:
+        grant = self.auth.grant(context.invocation_metadata())
+        if grant is not None and not grant.audit and not grant.may("admin", None):
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "the full audit needs a token of role 'admin' (across the ledger) or one allowed it (\"audit\": true)",
+            )
         report = self.db.audit(codec.opt_state(request, "trusted_state"))
         out = pb.AuditResponse(
             ok=report.ok,
@@ -556,7 +607,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         return out
 
 
-    @rpc()
+    @rpc(coll=lambda r: None)
     def Log(self, request: pb.LogRequest, context: grpc.ServicerContext) -> Any:
         with budget.until(self._deadline(context)):
             records = self.db.log(
@@ -565,12 +616,12 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             )
         return pb.LogResponse(records=[codec.dumps(r) for r in records])
 
-    @rpc()
+    @rpc(coll=lambda r: None)
     def ProveTx(self, request: pb.ProveTxRequest, context: grpc.ServicerContext) -> Any:
         bundle = self.db.prove_tx(request.tx_id, codec.opt_state(request, "state"))
         return pb.ProofResponse(proof=codec.dumps(bundle))
 
-    @rpc()
+    @rpc(need="any")
     def TxAtTime(self, request: pb.TxAtTimeRequest, context: grpc.ServicerContext) -> Any:
         state = codec.opt_state(request, "state")
         return pb.TxAtTimeResponse(tx_id=self.db.tx_at_time(request.time_ns, state))

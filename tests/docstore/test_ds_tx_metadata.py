@@ -142,7 +142,7 @@ def test_the_server_records_the_tokens_name(tmp_path):
 
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps([
-        {"token": "t-ann", "role": "write", "name": "Ann Smith (investigator)"},
+        {"token": "t-ann", "role": "admin", "name": "Ann Smith (investigator)"},
         {"token": "t-anon", "role": "write"},
     ]))
     with ServerProcess(tmp_path / "db", "--tokens-file", str(tokens)) as srv:

@@ -80,33 +80,40 @@ def _health(target: str, credentials=None) -> int:
 
 @pytest.mark.parametrize("fmt", ["lines", "json-object", "json-list"])
 def test_tokens(tmp_path, fmt):
-    tokens = {"w-0123456789": "write", "r-0123456789": "read"}
+    tokens = {"a-0123456789": "admin", "w-0123456789": "write", "r-0123456789": "read"}
     path = tmp_path / "tokens"
     if fmt == "lines":
-        path.write_text("# who may do what\n\nw-0123456789 write\nr-0123456789   read\n")
+        path.write_text("# who may do what\n\na-0123456789 admin\nw-0123456789 write\nr-0123456789   read\n")
     elif fmt == "json-object":
         path.write_text(json.dumps(tokens))
     else:
         path.write_text(json.dumps([{"token": t, "role": r} for t, r in tokens.items()]))
     with ServerProcess(tmp_path / "db", "--tokens-file", str(path)) as s:
-        assert "auth 2 tokens" in s.ready_line
+        assert "auth 3 tokens" in s.ready_line
         with pytest.raises(AuthenticationError):
             docstore.connect(s.target, verify=False)
         with pytest.raises(AuthenticationError):
             docstore.connect(s.target, verify=False, token="w-wrong")
         assert _health(s.target) == 1  # SERVING: the health check needs no token
 
+        admin = docstore.connect(s.target, token="a-0123456789", verify=False)
         writer = docstore.connect(s.target, token="w-0123456789", state_file=tmp_path / "w.json", trust_on_first_use=True)
         reader = docstore.connect(s.target, token="r-0123456789", state_file=tmp_path / "r.json", trust_on_first_use=True)
-        with writer, reader:
-            assert writer.role == "write" and reader.role == "read" and reader.readonly
-            c = writer.create_collection("t", indexes=["k"])
+        with admin, writer, reader:
+            assert admin.role == "admin" and writer.role == "write" and reader.role == "read" and reader.readonly
+            with pytest.raises(PermissionDeniedError, match="change collection definitions"):
+                writer.create_collection("t")
+            admin.create_collection("t", indexes=["k"])
+            c = writer["t"]
             doc_id = c.insert({"k": 1})
             before = writer.state()
             rc = reader["t"]
             assert rc.get(doc_id) == {"_id": doc_id, "k": 1}  # verified read with a read token
             assert [d["k"] for d in rc.find({"k": 1}, verify=True)] == [1]
-            assert rc.count(verify=False) == 1 and reader.audit().ok
+            assert rc.count(verify=False) == 1 and admin.audit().ok
+            for token_holder in (reader, writer):  # the full audit: admin, or a token allowed it
+                with pytest.raises(PermissionDeniedError, match="full audit"):
+                    token_holder.audit()
             attempts = [
                 lambda: rc.insert({"k": 2}),
                 lambda: rc.insert_many([{"k": 3}] * 5),
@@ -132,7 +139,7 @@ def test_tokens(tmp_path, fmt):
 
 def test_tokens_with_mutual_tls(tmp_path, certs):
     path = tmp_path / "tokens"
-    path.write_text("secret-w write\n")
+    path.write_text("secret-w admin\n")
     args = ("--tls-cert", certs.server_cert, "--tls-key", certs.server_key, "--client-ca", certs.ca, "--tokens-file", str(path))
     mine = {"ca": certs.ca, "cert": certs.client_cert, "key": certs.client_key}
     with ServerProcess(tmp_path / "db", *args) as s:
@@ -140,6 +147,10 @@ def test_tokens_with_mutual_tls(tmp_path, certs):
             docstore.connect(s.target, tls=mine, verify=False)
         with docstore.connect(s.target, tls=mine, token="secret-w", verify=False) as db:
             _roundtrip(db)
+            # the token has no name: the transactions record the client certificate's subject
+            doc_id = db["t"].insert({"by": "certificate"}, reason="over mutual TLS")
+            rev = db["t"].history(doc_id)[0]
+            assert rev.reason == "over mutual TLS" and rev.user and "CN=" in rev.user
         creds = grpc.ssl_channel_credentials(
             open(certs.ca, "rb").read(), open(certs.client_key, "rb").read(), open(certs.client_cert, "rb").read()
         )
@@ -148,7 +159,7 @@ def test_tokens_with_mutual_tls(tmp_path, certs):
 
 @pytest.mark.parametrize(
     "content",
-    ["tok admin\n", "only-a-token\n", "{\"t\": \"root\"}", "[{\"token\": \"t\"}]", "", "{not json", "a read\na write\n"],
+    ["tok root\n", "only-a-token\n", "{\"t\": \"root\"}", "[{\"token\": \"t\"}]", "", "{not json", "a read\na write\n"],
 )
 def test_bad_tokens_file_refuses_to_start(tmp_path, content):
     path = tmp_path / "tokens"
@@ -157,3 +168,62 @@ def test_bad_tokens_file_refuses_to_start(tmp_path, content):
     with s:
         assert s.proc.wait(30) == 2
     assert "tokens file" in s.stderr
+
+
+def test_roles_per_collection_names_audit_and_reload(tmp_path):
+    """A token's role in each collection ("*": the others), its name as the principal, the
+    audit allowed to a reader, and the file read again when it changes (no restart)."""
+    import time
+
+    path = tmp_path / "tokens.json"
+    grants = [
+        {"token": "t-admin", "name": "Data manager", "role": "admin"},
+        {"token": "t-site7", "name": "Site 7", "roles": {"visits": "write", "*": "read"}},
+        {"token": "t-only", "roles": {"visits": "read"}},
+        {"token": "t-qa", "name": "QA", "role": "read", "audit": True},
+    ]
+    path.write_text(json.dumps(grants))
+    with ServerProcess(tmp_path / "db", "--tokens-file", str(path)) as s:
+        admin = docstore.connect(s.target, token="t-admin", verify=False)
+        site7 = docstore.connect(s.target, token="t-site7", verify=False)
+        only = docstore.connect(s.target, token="t-only", verify=False)
+        qa = docstore.connect(s.target, token="t-qa", verify=False)
+        with admin, site7, only, qa:
+            admin.create_collection("visits")
+            admin.create_collection("labs").insert({"_id": "L1"})
+            site7["visits"].insert({"_id": "V1"}, reason="first visit")
+            assert site7["labs"].get("L1") == {"_id": "L1"}  # "*": read
+            for denied in (lambda: site7["labs"].insert({"_id": "L2"}), lambda: site7.create_collection("x"),
+                           lambda: site7["visits"].create_index("mg"), lambda: site7.audit(),
+                           lambda: only["labs"].get("L1"), lambda: only.log(),
+                           lambda: only["visits"].insert({"_id": "V2"})):
+                with pytest.raises(PermissionDeniedError):
+                    denied()
+            with pytest.raises(PermissionDeniedError, match="'labs'"):
+                with site7.transaction() as tx:  # a transaction writing where the token may not
+                    tx["visits"].insert({"_id": "V3"})
+                    tx["labs"].insert({"_id": "L3"})
+            assert only["visits"].get("V1") == {"_id": "V1"}
+            assert site7["visits"].history("V1")[0].user == "Site 7"
+            assert qa.audit().ok and [r["user"] for r in qa.log(limit=1)] == ["Site 7"]
+            # revoke site 7's writes, and add a token, without a restart
+            grants[1]["roles"] = {"*": "read"}
+            grants.append({"token": "t-new", "name": "Site 9", "roles": {"visits": "write"}})
+            path.write_text(json.dumps(grants))
+            deadline, n = time.monotonic() + 15, 0
+            while time.monotonic() < deadline:
+                n += 1
+                try:
+                    site7["visits"].insert({"_id": f"V4-{n}"})
+                except PermissionDeniedError:
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError("the revoked role still writes")
+            with docstore.connect(s.target, token="t-new", verify=False) as new:
+                new["visits"].insert({"_id": "V5"})
+                assert new["visits"].history("V5")[0].user == "Site 9"
+            path.write_text("{broken")  # a file that no longer parses: the tokens in force stay
+            time.sleep(1.5)
+            assert admin["visits"].get("V1") == {"_id": "V1"}
+    assert "tokens file reloaded" in s.stderr and "kept the tokens in force" in s.stderr
