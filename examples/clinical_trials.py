@@ -67,14 +67,16 @@ def main(directory: str) -> None:
 
     with docstore.open(path) as db:
         step("1. Collections with JSON schemas and indexes")
-        db.create_collection("patients", schema=PATIENT_SCHEMA, indexes=[{"field": "screening_no", "unique": True}, "site"])
-        db.create_collection("visits", schema=VISIT_SCHEMA, indexes=["patient"])
+        # every change of a patient or a visit must say why (21 CFR Part 11's audit trail)
+        db.create_collection("patients", schema=PATIENT_SCHEMA, indexes=[{"field": "screening_no", "unique": True}, "site"],
+                             require_reason=True)
+        db.create_collection("visits", schema=VISIT_SCHEMA, indexes=["patient"], require_reason=True)
         print("patients:", db["patients"].indexes())
         print("visits:  ", db["visits"].indexes())
 
         step("2. Enrolment: each site's patients and first visits in one atomic transaction")
         for site, people in ENROLMENT.items():
-            with db.transaction() as tx:
+            with db.transaction(user=f"coordinator@{site.lower()}", reason="enrolment") as tx:
                 for pid, visit_id, screening, name, born, mg, notes in people:
                     tx["patients"].insert(
                         {"_id": pid, "screening_no": screening, "name": name, "born": born, "site": site, "consent": True}
@@ -100,18 +102,29 @@ def main(directory: str) -> None:
         before_correction = trusted.tx_id
         print(f"{auditor_state}:\n{open(auditor_state).read()}verifier key: {key}")
 
-        step("5. A dosage correction and a consent withdrawal: new revisions, nothing overwritten")
+        step("5. A dosage correction and a consent withdrawal: new revisions, nothing overwritten, each with who and why")
+        try:
+            db["visits"].update("V-0002", {"$set": {"dosage.mg": 25}})
+        except docstore.ReasonRequiredError as e:
+            print("ReasonRequiredError:", e)
         visit = db["visits"].update(
-            "V-0002", {"$set": {"dosage.mg": 25, "correction": "50 mg was a transcription error"}}
+            "V-0002", {"$set": {"dosage.mg": 25}}, user="dr.lee@oslo", reason="50 mg was a transcription error",
+            meta={"meaning": "correction", "source": "paper CRF p. 4"},
         )
         print("V-0002 now:", visit["dosage"])
-        db["patients"].update("P-003", {"$set": {"consent": False, "withdrawn_on": "2026-03-02"}})
-        db["visits"].insert({"_id": "V-0004", "patient": "P-001", "day": 7, "dosage": {"drug": "Xanomeline", "mg": 50}})
+        db["patients"].update("P-003", {"$set": {"consent": False, "withdrawn_on": "2026-03-02"}},
+                              user="coordinator@bergen", reason="participant withdrew consent")
+        db["visits"].insert({"_id": "V-0004", "patient": "P-001", "day": 7, "dosage": {"drug": "Xanomeline", "mg": 50}},
+                            user="coordinator@oslo", reason="day-7 visit")
 
-        step("6. The history of patient P-003")
+        step("6. The history of patient P-003: what changed, who changed it, when and why")
         for rev in db["patients"].history("P-003"):
             doc = rev.document or {}
-            print(f"revision {rev.revision} (transaction {rev.tx_id}): consent={doc.get('consent')} withdrawn_on={doc.get('withdrawn_on')}")
+            print(f"revision {rev.revision} (transaction {rev.tx_id}): consent={doc.get('consent')} withdrawn_on={doc.get('withdrawn_on')}"
+                  f" by {rev.user}: {rev.reason}")
+        print("the audit trail, newest first:")
+        for r in db.log(limit=3):
+            print(f"  transaction {r['tx_id']}: {r['user']}: {r['reason']}" + (f" {r['meta']}" if r["meta"] else ""))
 
         step(f"7. Time travel: the trial as of transaction {before_correction}, before the correction")
         print("then:", db["visits"].get("V-0002", at_tx=before_correction)["dosage"])

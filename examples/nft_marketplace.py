@@ -21,14 +21,16 @@ class SaleError(Exception):
     """The sale cannot happen (not listed, not enough funds)."""
 
 
+# Each transaction records its principal (``user=``: on a server, the authenticated token's
+# name instead) and what it was, so the provenance below says who did what.
 def mint(db: docstore.Database, token_id: str, creator: str, title: str) -> int:
-    with db.transaction() as tx:
+    with db.transaction(user=creator, reason=f"mint {token_id}") as tx:
         tx["tokens"].insert({"_id": token_id, "title": title, "creator": creator, "owner": creator, "price": None})
     return tx.tx_id
 
 
 def list_for_sale(db: docstore.Database, token_id: str, seller: str, price: int) -> int:
-    with db.transaction() as tx:
+    with db.transaction(user=seller, reason=f"list {token_id} at {price}") as tx:
         token = tx["tokens"].get(token_id)
         if token["owner"] != seller:
             raise SaleError(f"{seller} does not own {token_id}")
@@ -38,7 +40,7 @@ def list_for_sale(db: docstore.Database, token_id: str, seller: str, price: int)
 
 def buy(db: docstore.Database, token_id: str, buyer: str, before_commit: threading.Barrier | None = None) -> int:
     """One atomic transaction over four documents: token, seller, buyer, and a new order."""
-    with db.transaction() as tx:
+    with db.transaction(user=buyer, reason=f"buy {token_id}") as tx:
         token = tx["tokens"].get(token_id)
         price, seller = token["price"], token["owner"]
         if price is None:
@@ -55,7 +57,7 @@ def buy(db: docstore.Database, token_id: str, buyer: str, before_commit: threadi
 
 
 def transfer(db: docstore.Database, token_id: str, sender: str, recipient: str) -> int:
-    with db.transaction() as tx:
+    with db.transaction(user=sender, reason=f"give {token_id} to {recipient}") as tx:
         if tx["tokens"].get(token_id)["owner"] != sender:
             raise SaleError(f"{sender} does not own {token_id}")
         tx["tokens"].update(token_id, {"$set": {"owner": recipient, "price": None}})
@@ -124,7 +126,8 @@ def main(directory: str) -> None:
         for rev in db["tokens"].history("nft-1"):
             token = rev.document
             price = "" if token["price"] is None else f", listed at {token['price']}"
-            print(f"revision {rev.revision} (transaction {rev.tx_id}): owned by {token['owner']}{price}")
+            print(f"revision {rev.revision} (transaction {rev.tx_id}): owned by {token['owner']}{price}"
+                  f"  [{rev.user}: {rev.reason}]")
 
         print(f"\n== who owned nft-1 at transaction {sold_at}? A proof, checked against the wallet's state")
         proof = db["tokens"].prove("nft-1", "/owner", at_tx=sold_at, known_state=minted_at)
