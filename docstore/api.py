@@ -156,7 +156,7 @@ class Collection(Protocol):
     # proofs
     def prove(
         self, doc_id: str, pointer: str | None = None, at_tx: int | None = None,
-        state: kvcore.State | None = None, known_state: kvcore.State | None = None,
+        state: kvcore.State | None = None, known_state: kvcore.State | None = None, *, with_meta: bool = False,
     ) -> Proof: ...
     def prove_schema(
         self, at_tx: int | None = None, state: kvcore.State | None = None, known_state: kvcore.State | None = None

@@ -785,10 +785,15 @@ def prove(
     ] = None,
     out: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="Write the proof here.")] = None,
     with_header: WithHeaderOpt = False,
+    with_meta: Annotated[
+        bool, typer.Option("--with-meta", help="Also prove who wrote the revision and why (its transaction's metadata).")
+    ] = False,
     fmt: FormatOpt = None,
 ) -> None:
     """Prove a document or one property of it (a JSON bundle); with --latest that it is the
     current revision; with --absent ID that no such document exists now."""
+    if with_meta and (latest or absent is not None):
+        raise typer.BadParameter("--with-meta goes with a proof of a revision (not --latest or --absent)")
     if (doc_id is None) == (absent is None):
         raise typer.BadParameter("give a document ID, or --absent ID (not both)")
     if (latest or absent is not None) and at_tx is not None:
@@ -809,7 +814,7 @@ def prove(
         elif latest:
             proof = coll.prove_latest(doc_id, pointer, known_state=known, with_header=with_header)
         else:
-            proof = coll.prove(doc_id, pointer, at_tx=at_tx, known_state=known)
+            proof = coll.prove(doc_id, pointer, at_tx=at_tx, known_state=known, with_meta=with_meta)
     text = proof.to_json(indent=True) + "\n"
     if out is None:
         sys.stdout.write(text)
@@ -866,11 +871,17 @@ def verify(
     # the saved checkpoint itself (its signature checked when keys are pinned): it also names
     # the state map's root, which a compact proof of that very state needs
     trusted = record.checkpoint if record.checkpoint else record.state
-    value = docstore.verify(proof, trusted, verifier_keys=keys or None)
+    meta: Any = None
+    if getattr(proof, "tx_meta", None) is not None:  # a proof of who and why too (bundle version 4)
+        value, meta = docstore.verify(proof, trusted, verifier_keys=keys or None, with_meta=True)
+    else:
+        value = docstore.verify(proof, trusted, verifier_keys=keys or None)
     result = _proof_summary(proof) | {
         "verified": True, "trusted_state": record.state.to_dict(), "value": value,
         "signed_state": proof.state.tx_id > record.state.tx_id,
     }
+    if getattr(proof, "tx_meta", None) is not None:
+        result["tx_meta"] = meta
     result.pop("claim", None)
     output.emit(result, _fmt(fmt), _verified_line)
 
@@ -890,8 +901,14 @@ def _verified_line(r: dict[str, Any]) -> str:
         shown = len(r["value"]) if isinstance(r["value"], list) else r["value"]
         return (f"verified complete: {what} of {r['collection']} matching {output.cell(q['filter'], 120)}: {shown} "
                 f"as of state {r['state']['tx_id']} ({trust})")
-    return (f"verified: {_where(r)} = {output.cell(r['value'], 200)} (revision {r['revision']}, "
+    line = (f"verified: {_where(r)} = {output.cell(r['value'], 200)} (revision {r['revision']}, "
             f"transaction {r['tx_id']}; {trust})")
+    if "tx_meta" in r:
+        m = r["tx_meta"] or {}
+        line += f"\n  written by {m.get('user') or '(no user)'}: {m.get('reason') or '(no reason)'}"
+        if m.get("meta"):
+            line += f" {output.cell(m['meta'], 120)}"
+    return line
 
 
 @app.command()

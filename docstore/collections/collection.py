@@ -405,6 +405,8 @@ class Collection:
         at_tx: int | None = None,
         state: kvcore.State | None = None,
         known_state: kvcore.State | None = None,
+        *,
+        with_meta: bool = False,
     ) -> Proof:
         """Prove the document (its latest revision, or as of ``at_tx``) or one property of it.
 
@@ -412,12 +414,19 @@ class Collection:
         nothing else of the document. The proof is relative to ``state`` (default: now); with
         ``known_state`` (a state the verifier already trusts) it also carries the consistency
         proof linking the two. A deleted document's latest revision proves its tombstone.
+        ``with_meta=True``: the proof also proves who wrote the revision and why (its
+        transaction's metadata; ``docstore.verify(..., with_meta=True)`` returns it).
         """
         from docstore.proofs.prove import prove_document
 
         check_id(doc_id)
         self._engine.require_collection(self.name)
-        return prove_document(self._engine, self.name, doc_id, pointer, at_tx, state, known_state)
+        proof = prove_document(self._engine, self.name, doc_id, pointer, at_tx, state, known_state)
+        if with_meta:
+            from docstore.proofs.txproof import with_tx_meta
+
+            proof = with_tx_meta(self._engine, proof)
+        return proof
 
     def prove_schema(
         self, at_tx: int | None = None, state: kvcore.State | None = None, known_state: kvcore.State | None = None

@@ -23,7 +23,10 @@ FORMAT = "immudoc-proof"
 VERSION = 2
 """Version 2 adds ``checkpoint`` (the signed checkpoint of the proof's state); version 1
 bundles (without it) are still read."""
-VERSIONS = (1, 2)
+VERSION_WITH_META = 4
+"""Version 4: version 2 and ``tx_meta``, the proof of the transaction's entry 0 (its who and
+why: docs/proofs.md, "Transaction proofs"); written only when asked (``with_meta=True``)."""
+VERSIONS = (1, 2, 4)
 KINDS = ("document", "property", "collection")
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 """Largest bundle read; checked before it is parsed (a 4 MiB document proves in well under it)."""
@@ -31,7 +34,8 @@ _FIELDS_V1 = frozenset(
     {"format", "version", "kind", "collection", "id", "revision", "pointer", "claim", "index", "header",
      "properties", "ordinal", "tx", "path", "tx_path", "state", "consistency"}
 )
-_FIELDS = {1: _FIELDS_V1, 2: _FIELDS_V1 | {"checkpoint"}}
+_FIELDS = {1: _FIELDS_V1, 2: _FIELDS_V1 | {"checkpoint"}, 4: _FIELDS_V1 | {"checkpoint", "tx_meta"}}
+_TX_META_FIELDS = frozenset({"key", "value", "deleted", "path"})
 _CONSISTENCY_FIELDS = frozenset({"state", "old_tx_id", "new_tx_id", "path"})
 
 
@@ -68,6 +72,26 @@ class Property(NamedTuple):
         return [self.pointer, self.encoded.decode("utf-8", "surrogateescape"), b64(self.salt)]
 
 
+class TxMetaEntry(NamedTuple):
+    """Entry 0 of the proof's transaction (its metadata, or another entry: then it has none)
+    and its inclusion path in the transaction's entries tree."""
+
+    key: bytes
+    value: bytes
+    deleted: bool
+    path: list[bytes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": b64(self.key), "value": b64(self.value), "deleted": self.deleted, "path": [b64(h) for h in self.path]}
+
+
+def tx_meta_of(d: Any) -> TxMetaEntry:
+    if not isinstance(d, dict) or set(d) != _TX_META_FIELDS or type(d.get("deleted")) is not bool:
+        raise VerificationError("malformed proof bundle: 'tx_meta' holds exactly key, value, deleted and path")
+    return TxMetaEntry(unb64(d["key"], "tx_meta.key"), unb64(d["value"], "tx_meta.value"), d["deleted"],
+                       hashes_of(d["path"], "tx_meta.path"))
+
+
 class Proof(NamedTuple):
     """A verifiable claim about a document, one of its properties, or a collection definition.
 
@@ -94,6 +118,7 @@ class Proof(NamedTuple):
     consistency: kvcore.ConsistencyProof | None = None
     consistency_state: kvcore.State | None = None
     checkpoint: str | None = None  # the signed checkpoint (C2SP note text) of ``state``
+    tx_meta: TxMetaEntry | None = None  # version 4: the transaction's entry 0, proven
 
     def __repr__(self) -> str:
         return (
@@ -116,7 +141,7 @@ class Proof(NamedTuple):
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": VERSION if self.tx_meta is None else VERSION_WITH_META,
             "kind": self.kind,
             "collection": self.collection,
             "id": self.id,
@@ -132,6 +157,8 @@ class Proof(NamedTuple):
         d["tx"] = self.tx.to_dict()
         d["path"] = [b64(h) for h in self.path]
         d["tx_path"] = [b64(h) for h in self.tx_path]
+        if self.tx_meta is not None:
+            d["tx_meta"] = self.tx_meta.to_dict()
         return d | trust_fields(self)
 
     def to_json(self, indent: bool = False) -> str:
@@ -246,6 +273,7 @@ def from_dict(d: Any) -> Proof:
             consistency=consistency,
             consistency_state=cstate,
             checkpoint=checkpoint,
+            tx_meta=tx_meta_of(d.get("tx_meta")) if version == VERSION_WITH_META else None,
         )
     except (KeyError, TypeError, kvcore.VerificationError) as e:
         if isinstance(e, VerificationError):

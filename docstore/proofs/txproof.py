@@ -25,6 +25,7 @@ from docstore.errors import CorruptDataError, VerificationError
 
 if TYPE_CHECKING:
     from docstore.engine.engine import Engine
+    from docstore.proofs.bundle import Proof
 
 VERSION = 1
 
@@ -85,3 +86,18 @@ def check_record(record: dict[str, Any], header: kvcore.TxHeader, meta: dict[str
     proven = (header.timestamp_ns, header.n_entries, meta.get("user"), meta.get("reason"), meta.get("meta"))
     if proven != tuple(record.get(k) for k in ("timestamp_ns", "entries", "user", "reason", "meta")):
         raise VerificationError(f"transaction {record.get('tx_id')}: the log differs from what the ledger proves")
+
+
+def with_tx_meta(engine: Engine, proof: Proof) -> Proof:
+    """``proof`` (of a document, a property or a definition) carrying its transaction's
+    entry 0 and that entry's path (bundle version 4: docs/proofs.md)."""
+    from docstore.engine.engine import translate
+    from docstore.proofs.bundle import TxMetaEntry
+
+    with translate():
+        first = engine.ledger.entries(proof.tx_id, 0, 1)
+        if not first:
+            raise CorruptDataError(f"transaction {proof.tx_id} has no entries")
+        entry = engine.ledger.prove_entry_at(proof.tx_id, 0, proof.state)
+    e = first[0]
+    return proof._replace(tx_meta=TxMetaEntry(e.key, e.value, e.deleted, list(entry.entry_path)))

@@ -37,6 +37,7 @@ def verify(
     verifier_keys: KeysArg = None,
     *,
     trusted_state: kvcore.State | str | bytes | None = None,
+    with_meta: bool = False,
 ) -> Any:
     """Verify a proof against a state you trust; return the proven document or value.
 
@@ -49,7 +50,9 @@ def verify(
 
     A document proof returns the document (None for a deletion's tombstone), a property
     proof the property's value, a collection proof the collection's definition. Raises
-    :class:`VerificationError` saying which check failed.
+    :class:`VerificationError` saying which check failed. With ``with_meta=True`` (a proof
+    made with ``with_meta=True``, bundle version 4) it returns ``(that, metadata)``: the
+    transaction's proven ``{"user", "reason", "meta"}`` (those it has), or None if it has none.
     """
     if (trusted is None) == (trusted_state is None):
         raise VerificationError("verify needs one trusted state: pass trusted (or trusted_state), not both")
@@ -64,10 +67,34 @@ def verify(
     _check_names(proof)
     _link(proof, state, pinned)
     if proof.kind == "property":
-        return _verify_property(proof)
-    if proof.kind == "collection":
-        return _verify_collection(proof)
-    return _verify_document(proof)
+        claim = _verify_property(proof)
+    elif proof.kind == "collection":
+        claim = _verify_collection(proof)
+    else:
+        claim = _verify_document(proof)
+    if not with_meta:
+        return claim
+    return claim, _verify_tx_meta(proof)
+
+
+def _verify_tx_meta(proof: Proof) -> dict[str, Any] | None:
+    """The metadata of the proof's transaction: its entry 0, proven in the (verified) header."""
+    from docstore.documents import txmeta
+
+    m = proof.tx_meta
+    if m is None:
+        raise VerificationError("the proof carries no transaction metadata (make it with with_meta=True)")
+    entry = kvcore.EntryProof(proof.tx, 0, m.deleted, m.path, proof.tx_path, proof.state.tx_id)
+    try:
+        kvcore.verify_entry(entry, m.key, None if m.deleted else m.value, proof.state)
+    except kvcore.VerificationError as e:
+        raise VerificationError(f"the transaction's metadata does not verify: {e}") from None
+    if m.deleted or m.key != txmeta.META_KEY:
+        return None
+    try:
+        return txmeta.decode(m.value)
+    except CorruptDataError:
+        raise VerificationError("the transaction's entry 0 is under the metadata key but is not metadata") from None
 
 
 def _check_names(proof: Proof) -> None:

@@ -436,13 +436,15 @@ class RemoteCollection:
         at_tx: int | None = None,
         state: kvcore.State | None = None,
         known_state: kvcore.State | None = None,
+        *,
+        with_meta: bool = False,
     ) -> Proof:
         """A proof of the document, or one property of it (see the embedded API). It is not
         checked here: verify it with :func:`docstore.verify` against a state you trust."""
         check_id(doc_id)
         if pointer is not None:
             split_pointer(pointer)  # InvalidPointerError, as embedded
-        req = pb.ProveRequest(collection=self.name, id=doc_id)
+        req = pb.ProveRequest(collection=self.name, id=doc_id, with_meta=bool(with_meta))
         _set_opt(req, "pointer", pointer)
         _set_opt(req, "at_tx", _int_or_none(at_tx, "at_tx"))
         _states(req, state, known_state)

@@ -1081,10 +1081,13 @@ class ProveRequest(_message.Message):
     AT_TX_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     KNOWN_STATE_FIELD_NUMBER: _builtins.int
+    WITH_META_FIELD_NUMBER: _builtins.int
     collection: _builtins.str
     id: _builtins.str
     pointer: _builtins.str
     at_tx: _builtins.int
+    with_meta: _builtins.bool
+    """also prove the transaction's metadata (bundle version 4)"""
     @_builtins.property
     def state(self) -> Global___LedgerState:
         """prove relative to this state (default: now)"""
@@ -1102,10 +1105,11 @@ class ProveRequest(_message.Message):
         at_tx: _builtins.int | None = ...,
         state: Global___LedgerState | None = ...,
         known_state: Global___LedgerState | None = ...,
+        with_meta: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_at_tx", b"_at_tx", "_pointer", b"_pointer", "at_tx", b"at_tx", "known_state", b"known_state", "pointer", b"pointer", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_at_tx", b"_at_tx", "_pointer", b"_pointer", "at_tx", b"at_tx", "collection", b"collection", "id", b"id", "known_state", b"known_state", "pointer", b"pointer", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_at_tx", b"_at_tx", "_pointer", b"_pointer", "at_tx", b"at_tx", "collection", b"collection", "id", b"id", "known_state", b"known_state", "pointer", b"pointer", "state", b"state", "with_meta", b"with_meta"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__at_tx: _TypeAlias = _typing.Literal["at_tx"]  # noqa: Y015
     _WhichOneofArgType__at_tx: _TypeAlias = _typing.Literal["_at_tx", b"_at_tx"]  # noqa: Y015

@@ -461,6 +461,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             _opt(request, "at_tx"),
             codec.opt_state(request, "state"),
             codec.opt_state(request, "known_state"),
+            with_meta=request.with_meta,
         )
         return pb.ProofResponse(proof=proof.to_json().encode())
 

@@ -72,3 +72,22 @@ def test_collection_create_require_reason(cli):
     r = cli("delete", "visits", "a")
     assert r.code == 4 and "requires a reason" in r.err and "Traceback" not in r.err
     assert cli("delete", "visits", "a", "--reason", "entered twice").code == 0
+
+
+def test_prove_with_meta_and_verify(cli, tmp_path):
+    assert cli("init").code == 0
+    assert cli("collection", "create", "v").code == 0
+    assert cli("insert", "v", "-", "--as", "ann", "--reason", "enrolment", input='{"_id": "a", "mg": 5}').code == 0
+    assert cli("state", "--save", str(tmp_path / "st.json")).code == 0
+    r = cli("prove", "v", "a", "--pointer", "/mg", "--with-meta", "-o", str(tmp_path / "p.json"))
+    assert r.code == 0, r.err
+    r = cli("verify", str(tmp_path / "p.json"), "--state", str(tmp_path / "st.json"), "-f", "json", db=None)
+    assert r.code == 0 and r.json()["tx_meta"] == {"user": "ann", "reason": "enrolment"}, r.err
+    r = cli("verify", str(tmp_path / "p.json"), "--state", str(tmp_path / "st.json"), "-f", "table", db=None)
+    assert "written by ann: enrolment" in r.out
+    forged = json.loads((tmp_path / "p.json").read_text())
+    forged["tx_meta"]["deleted"] = True
+    (tmp_path / "f.json").write_text(json.dumps(forged))
+    r = cli("verify", str(tmp_path / "f.json"), "--state", str(tmp_path / "st.json"), db=None)
+    assert r.code == 5 and "metadata does not verify" in r.err
+    assert cli("prove", "v", "a", "--latest", "--with-meta").code == 2

@@ -255,3 +255,58 @@ def test_a_collection_may_require_a_reason_for_every_change(db):
         c.delete("v1")
     with pytest.raises(QueryError):
         db.create_collection("bad", require_reason="yes")
+
+
+# ------------------------------------------------------------- a proof of who and why (bundle version 4)
+def _b64_edit(text: str, fn) -> str:
+    import base64
+
+    return base64.b64encode(fn(base64.b64decode(text))).decode()
+
+
+def test_a_proof_of_a_revision_proves_who_and_why(db):
+    import base64
+
+    c = db.create_collection("visits")
+    user = _user(db)
+    c.insert({"_id": "v1", "mg": 5}, user=user, reason="enrolment", meta={"meaning": "authorship"})
+    c.update("v1", {"$set": {"mg": 6}})
+    other = db.create_collection("other")
+    other.insert({"_id": "o"}, reason="unrelated")
+    state = db.state()
+    first = c.history("v1")[0].tx_id
+    expected = {"reason": "enrolment", "meta": {"meaning": "authorship"}} | ({"user": user} if user else {})
+    for proof in (c.prove("v1", at_tx=first, with_meta=True), c.prove("v1", "/mg", at_tx=first, with_meta=True)):
+        d = proof.to_dict()
+        assert d["version"] == 4 and set(d["tx_meta"]) == {"key", "value", "deleted", "path"}
+        claim, meta = docstore.verify(proof.to_json(), state, with_meta=True)
+        assert meta == expected and claim in ({"_id": "v1", "mg": 5}, 5)
+        assert docstore.verify(proof, state) == claim  # without asking: the claim alone
+    plain = c.prove("v1", with_meta=True)  # the second revision: a transaction without metadata
+    assert docstore.verify(plain, state, with_meta=True) == ({"_id": "v1", "mg": 6}, None)
+    assert c.prove("v1").to_dict()["version"] == 2  # unless asked, the bundle stays version 2
+    with pytest.raises(VerificationError, match="carries no transaction metadata"):
+        docstore.verify(c.prove("v1"), state, with_meta=True)
+
+    d = c.prove("v1", at_tx=first, with_meta=True).to_dict()
+    borrowed = other.prove("o", with_meta=True).to_dict()["tx_meta"]  # another transaction's entry 0
+    edits = {
+        "value": lambda b: b["tx_meta"].update(value=_b64_edit(b["tx_meta"]["value"], lambda v: v.replace(b"enrolment", b"enrolled!"))),
+        "key": lambda b: b["tx_meta"].update(key=base64.b64encode(b"m\x01").decode()),
+        "deleted": lambda b: b["tx_meta"].update(deleted=True),
+        "path": lambda b: b["tx_meta"].update(path=b["tx_meta"]["path"][:-1]),
+        "path hash": lambda b: b["tx_meta"]["path"].__setitem__(0, _b64_edit(b["tx_meta"]["path"][0], lambda h: bytes([h[0] ^ 1]) + h[1:])),
+        "borrowed": lambda b: b.update(tx_meta=borrowed),
+        "missing": lambda b: b.pop("tx_meta"),
+        "extra field": lambda b: b["tx_meta"].update(index=0),
+        "on version 2": lambda b: b.update(version=2),
+    }
+    import copy
+    import json
+
+    for name, edit in edits.items():
+        forged = copy.deepcopy(d)
+        edit(forged)
+        with pytest.raises(VerificationError):
+            docstore.verify(json.dumps(forged), state, with_meta=True)
+            raise AssertionError(name)
