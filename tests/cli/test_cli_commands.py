@@ -58,7 +58,7 @@ def test_collection_create_list_show(cli, tmp_path, patient_schema):
             "--unique-index", "screening")
     assert r.code == 0, r.err
     assert r.json() == {
-        "name": "patients", "schema": patient_schema, "count": 0,
+        "name": "patients", "schema": patient_schema, "count": 0, "require_reason": False,
         "indexes": [{"field": "site", "unique": False}, {"field": "screening", "unique": True}],
     }
     assert cli("collection", "create", "inline", "--schema", '{"type": "object"}').json()["schema"] == {"type": "object"}
@@ -86,7 +86,7 @@ def test_collection_errors(cli, check_error):
     check_error(cli("collection", "create", "b", "--index", "x", "--unique-index", "x"), 4, "twice")
     check_error(cli("collection", "show", "nope"), 3, "nope")
     assert cli("collection", "create", "b", "--schema", "missing.json").code == 2
-    assert cli("collection", "list").json() == [{"name": "a", "schema": None, "indexes": [], "count": 0}]
+    assert cli("collection", "list").json() == [{"name": "a", "schema": None, "indexes": [], "count": 0, "require_reason": False}]
 
 
 # ------------------------------------------------------------------------- insert

@@ -152,13 +152,14 @@ def test_info(db):
         "schema": SCHEMA,
         "indexes": [{"field": "name", "unique": True}],
         "count": 0,
+        "require_reason": False,
     }
     coll.insert_many([{"name": "a"}, {"name": "b"}])
     ids = coll.insert_many([{"name": "c"}])
     coll.delete(ids[0])
     assert coll.info()["count"] == 2
     plain = db.create_collection("plain")
-    assert plain.info() == {"name": "plain", "schema": None, "indexes": [], "count": 0}
+    assert plain.info() == {"name": "plain", "schema": None, "indexes": [], "count": 0, "require_reason": False}
 
 
 @pytest.mark.embedded
