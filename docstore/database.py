@@ -285,10 +285,10 @@ class Database:
             from docstore.proofs.txproof import check_record, prove_tx, verify_tx
 
             state = reader.current_state(engine)
-            for r in records:
+            for i, r in enumerate(records):
                 if r["tx_id"] > state.tx_id:
                     raise VerificationError(f"transaction {r['tx_id']} is beyond the trusted state")
-                check_record(r, *verify_tx(prove_tx(engine, r["tx_id"], state), r["tx_id"], state))
+                records[i] = check_record(r, *verify_tx(prove_tx(engine, r["tx_id"], state), r["tx_id"], state))
         return records
 
     def tx_at_time(self, at_time: Any, state: kvcore.State | None = None) -> int:
@@ -300,18 +300,30 @@ class Database:
             return txlog.tx_at_time(self._engine, txlog.time_ns(at_time), min(state.tx_id, self._engine.tx_id))
         return txlog.resolve(self._engine, None, at_time) or 0
 
-    def prove_tx(self, tx_id: int, state: kvcore.State | None = None) -> dict[str, Any]:
+    def prove_tx(self, tx_id: int, state: kvcore.State | None = None, *, header_only: bool = False) -> dict[str, Any]:
         """A proof of transaction ``tx_id``'s header (its time) and entry 0 (its metadata, or
-        that it has none) relative to ``state`` (default: now): docstore.proofs.txproof, whose
-        ``verify_tx(bundle, tx_id, state)`` checks it."""
-        from docstore.proofs.txproof import prove_tx
+        that it has none; ``header_only``: not that) relative to ``state`` (default: now):
+        docstore.proofs.txproof, whose ``verify_tx`` (``verify_header``) checks it."""
+        from docstore.proofs.txproof import prove_header, prove_tx
 
         engine = self._engine
         engine.check_open()
         state = state if state is not None else engine.current_state()
         if type(tx_id) is not int or not 1 <= tx_id <= state.tx_id:
             raise QueryError(f"transaction {tx_id!r} is not in the state (transactions 1 to {state.tx_id})")
-        return prove_tx(engine, tx_id, state)
+        return prove_header(engine, tx_id, state) if header_only else prove_tx(engine, tx_id, state)
+
+    def tx_wrote(self, tx_id: int, collection: str) -> bool:
+        """Whether transaction ``tx_id`` wrote a document or the definition of ``collection``."""
+        from docstore.documents import records
+
+        check_collection_name(collection)
+        engine = self._engine
+        engine.check_open()
+        if type(tx_id) is not int or not 1 <= tx_id <= engine.tx_id:
+            raise QueryError(f"transaction {tx_id!r} does not exist")
+        prefix, definition = records.header_prefix(collection), records.collection_key(collection)
+        return any(e.key.startswith(prefix) or e.key == definition for e in engine.ledger.entries(tx_id))
 
     # ---------------------------------------------------------------- state
     def state(self) -> kvcore.State:

@@ -18,6 +18,8 @@ import base64
 import binascii
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 import kvcore
 
 from docstore.documents import txmeta
@@ -45,6 +47,40 @@ def prove_tx(engine: Engine, tx_id: int, state: kvcore.State) -> dict[str, Any]:
         "entry": {"key": base64.b64encode(e.key).decode(), "value": base64.b64encode(e.value).decode(), "deleted": e.deleted},
         "proof": proof.to_dict(),
     }
+
+
+def prove_header(engine: Engine, tx_id: int, state: kvcore.State) -> dict[str, Any]:
+    """A bundle proving only transaction ``tx_id``'s header (its time), not its entries."""
+    from docstore.engine.engine import translate
+
+    with translate():
+        proof = engine.ledger.prove_entry_at(tx_id, 0, state)
+    return {"v": VERSION, "kind": "tx-header", "tx_id": tx_id, "header": proof.header.to_dict(),
+            "tx_path": [base64.b64encode(h).decode() for h in proof.tx_path]}
+
+
+def verify_header(bundle: Any, tx_id: int, state: kvcore.State) -> kvcore.TxHeader:
+    """Transaction ``tx_id``'s header, proven in ``state`` by a header bundle; else
+    VerificationError."""
+    if not isinstance(bundle, dict) or bundle.get("v") != VERSION or bundle.get("kind") != "tx-header":
+        raise VerificationError("not a transaction header proof (version 1)")
+    if bundle.get("tx_id") != tx_id or type(tx_id) is not int:
+        raise VerificationError(f"the proof is of transaction {bundle.get('tx_id')!r}, not {tx_id}")
+    try:
+        header = kvcore.TxHeader.from_dict(bundle.get("header"))
+        path = bundle.get("tx_path")
+        if not isinstance(path, list):
+            raise TypeError
+        tx_path = [base64.b64decode(h, validate=True) for h in path]
+    except (binascii.Error, TypeError, ValueError, kvcore.VerificationError) as e:
+        raise VerificationError(f"the transaction header proof is malformed: {e}") from None
+    if header.tx_id != tx_id:
+        raise VerificationError("the header proof proves another transaction")
+    try:
+        kvcore.verify_tx(header, tx_path, state)
+    except kvcore.VerificationError as e:
+        raise VerificationError(f"transaction {tx_id}'s header does not verify: {e}") from None
+    return header
 
 
 def verify_tx(bundle: Any, tx_id: int, state: kvcore.State) -> tuple[kvcore.TxHeader, dict[str, Any] | None]:
@@ -79,13 +115,22 @@ def verify_tx(bundle: Any, tx_id: int, state: kvcore.State) -> tuple[kvcore.TxHe
         raise VerificationError(f"transaction {tx_id}'s metadata entry is not metadata") from None
 
 
-def check_record(record: dict[str, Any], header: kvcore.TxHeader, meta: dict[str, Any] | None) -> None:
-    """VerificationError unless a log record (Database.log) says what transaction's proven
-    header and metadata say."""
+def check_record(record: dict[str, Any], header: kvcore.TxHeader, meta: dict[str, Any] | None) -> dict[str, Any]:
+    """The log record (Database.log) as the transaction's proven header and metadata make it,
+    or VerificationError if ``record`` says anything else (compared as canonical JSON: a
+    ``1`` is not a ``true``) or holds other fields."""
     meta = meta or {}
-    proven = (header.timestamp_ns, header.n_entries, meta.get("user"), meta.get("reason"), meta.get("meta"))
-    if proven != tuple(record.get(k) for k in ("timestamp_ns", "entries", "user", "reason", "meta")):
+    proven = {
+        "tx_id": header.tx_id, "timestamp_ns": header.timestamp_ns, "user": meta.get("user"),
+        "reason": meta.get("reason"), "meta": meta.get("meta"), "entries": header.n_entries,
+    }
+    try:
+        same = orjson.dumps(record, option=orjson.OPT_SORT_KEYS) == orjson.dumps(proven, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        same = False
+    if not same:
         raise VerificationError(f"transaction {record.get('tx_id')}: the log differs from what the ledger proves")
+    return proven
 
 
 def with_tx_meta(engine: Engine, proof: Proof) -> Proof:

@@ -255,7 +255,7 @@ class RemoteCollection:
             )
         doc = verify(proof._replace(consistency=None, consistency_state=None), state)
         revision = Revision(proof.revision, proof.tx_id, proof.tx.timestamp_ns, doc is None, doc)
-        return revision.with_tx_meta(self._conn.proven_tx(proof.tx_id, state)[1])
+        return revision.with_tx_meta(self._conn.proven_tx(proof.tx_id, state, self.name)[1])
 
     def find(
         self,

@@ -306,18 +306,31 @@ class Connection:
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------- the audit trail
-    def proven_tx(self, tx_id: int, state: kvcore.State) -> tuple[kvcore.TxHeader, dict[str, Any] | None]:
+    def proven_tx(
+        self, tx_id: int, state: kvcore.State, collection: str | None = None
+    ) -> tuple[kvcore.TxHeader, dict[str, Any] | None]:
         """Transaction ``tx_id``'s header and metadata, proven in ``state`` (an authenticated
-        state) by the server's proof of its entry 0 (docstore.proofs.txproof)."""
+        state) by the server's proof of its entry 0 (docstore.proofs.txproof). ``collection``:
+        one the transaction wrote (a token without read on "*" may see the who and why of
+        transactions that wrote a collection it reads)."""
         from docstore.proofs.txproof import verify_tx
 
-        req = pb.ProveTxRequest(tx_id=tx_id, state=codec.state_to_pb(state))
+        req = pb.ProveTxRequest(tx_id=tx_id, state=codec.state_to_pb(state), collection=collection or "")
+        return verify_tx(self._tx_bundle(req), tx_id, state)
+
+    def proven_header(self, tx_id: int, state: kvcore.State) -> kvcore.TxHeader:
+        """Transaction ``tx_id``'s header (its time), proven in ``state``."""
+        from docstore.proofs.txproof import verify_header
+
+        req = pb.ProveTxRequest(tx_id=tx_id, state=codec.state_to_pb(state), header_only=True)
+        return verify_header(self._tx_bundle(req), tx_id, state)
+
+    def _tx_bundle(self, req: pb.ProveTxRequest) -> Any:
         raw = self.call(self.stub.ProveTx, req).proof
         try:
-            bundle = json.loads(raw)
+            return json.loads(raw)
         except ValueError:
             raise VerificationError("the server sent a transaction proof that is not JSON") from None
-        return verify_tx(bundle, tx_id, state)
 
     def tx_at_time(self, at_time: Any) -> int:
         """The last transaction committed at or before ``at_time`` (0: none); on a verifying
@@ -331,9 +344,9 @@ class Connection:
         n = int(self.call(self.stub.TxAtTime, pb.TxAtTimeRequest(time_ns=t, state=codec.state_to_pb(state))).tx_id)
         if n > state.tx_id:
             raise VerificationError(f"the server named transaction {n}, beyond the trusted state {state.tx_id}")
-        if n >= 1 and self.proven_tx(n, state)[0].timestamp_ns > t:
+        if n >= 1 and self.proven_header(n, state).timestamp_ns > t:
             raise VerificationError(f"the server named transaction {n}, proven committed after {at_time!r}")
-        if n < state.tx_id and self.proven_tx(n + 1, state)[0].timestamp_ns <= t:
+        if n < state.tx_id and self.proven_header(n + 1, state).timestamp_ns <= t:
             raise VerificationError(f"transaction {n + 1} is proven committed at or before {at_time!r}: the server named {n}")
         return n
 
@@ -362,16 +375,21 @@ class Connection:
         if len(records) > limit:
             raise VerificationError(f"the server sent more than the {limit} transactions asked for")
         if state is not None:
+            # the range the log covers, proven: [first, last] (times mapped by proven headers)
             last = state.tx_id if before_tx is None else min(state.tx_id, before_tx - 1)
+            if until is not None:
+                last = min(last, self._proven_at(time_ns(until, "until"), state))
+            first = 1 if since is None else self._proven_at(time_ns(since, "since") - 1, state) + 1
             for i, r in enumerate(records):
-                if type(r.get("tx_id")) is not int or not 1 <= r["tx_id"] <= last:
-                    raise VerificationError(f"the log names transaction {r.get('tx_id')!r}, not in the trusted state")
+                if not isinstance(r, dict) or type(r.get("tx_id")) is not int or not 1 <= r["tx_id"] <= last:
+                    got = r.get("tx_id") if isinstance(r, dict) else r
+                    raise VerificationError(f"the log names transaction {got!r}, not in the trusted state")
                 if i and r["tx_id"] >= records[i - 1]["tx_id"]:
                     raise VerificationError("the log's transactions are not newest first, each once")
-                if user is None and since is None and until is None and r["tx_id"] != last - i:
+                if user is None and r["tx_id"] != last - i:
                     raise VerificationError(f"the log left out transaction {last - i}")
                 header, meta = self.proven_tx(r["tx_id"], state)
-                check_record(r, header, meta)
+                records[i] = check_record(r, header, meta)
                 meta = meta or {}
                 if (since is not None and header.timestamp_ns < time_ns(since, "since")) or (
                     until is not None and header.timestamp_ns > time_ns(until, "until")
@@ -379,9 +397,20 @@ class Connection:
                     raise VerificationError(f"transaction {r['tx_id']} is proven committed outside the log's times")
                 if user is not None and meta.get("user") != user:
                     raise VerificationError(f"transaction {r['tx_id']} is proven to be another user's")
-            if user is None and since is None and until is None and len(records) < limit and len(records) != last:
-                raise VerificationError(f"the log ended before transaction 1 ({len(records)} of {last})")
+            if user is None and len(records) < limit and len(records) != max(0, last - first + 1):
+                raise VerificationError(f"the log ended before transaction {first} ({len(records)} of {last - first + 1})")
         return records
+
+    def _proven_at(self, t_ns: int, state: kvcore.State) -> int:
+        """The last transaction of ``state`` committed at or before ``t_ns``, proven (headers)."""
+        if t_ns < 0:
+            return 0
+        n = int(self.call(self.stub.TxAtTime, pb.TxAtTimeRequest(time_ns=t_ns, state=codec.state_to_pb(state))).tx_id)
+        if n > state.tx_id or (n >= 1 and self.proven_header(n, state).timestamp_ns > t_ns) or (
+            n < state.tx_id and self.proven_header(n + 1, state).timestamp_ns <= t_ns
+        ):
+            raise VerificationError(f"the server mapped a time to transaction {n}, which its proven headers contradict")
+        return n
 
     def current_state(self) -> kvcore.State:
         """The server's current state (verifying: authenticated, and the trusted state advances to it)."""

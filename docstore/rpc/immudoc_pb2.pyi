@@ -1467,7 +1467,13 @@ class ProveTxRequest(_message.Message):
 
     TX_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    HEADER_ONLY_FIELD_NUMBER: _builtins.int
     tx_id: _builtins.int
+    collection: _builtins.str
+    """a token without read on "*": a collection it reads that the transaction wrote"""
+    header_only: _builtins.bool
+    """only the header (its time), not entry 0 (who and why)"""
     @_builtins.property
     def state(self) -> Global___LedgerState:
         """the proof is relative to it (default: the current state)"""
@@ -1477,10 +1483,12 @@ class ProveTxRequest(_message.Message):
         *,
         tx_id: _builtins.int = ...,
         state: Global___LedgerState | None = ...,
+        collection: _builtins.str = ...,
+        header_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state", "tx_id", b"tx_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "header_only", b"header_only", "state", b"state", "tx_id", b"tx_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

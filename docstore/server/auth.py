@@ -24,6 +24,7 @@ file that no longer parses keeps the tokens in force and says why on stderr.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
@@ -164,14 +165,16 @@ class Authorizer:
     def enabled(self) -> bool:
         return self._tokens is not None
 
-    def _signature(self) -> tuple[int, int] | None:
+    def _signature(self) -> bytes | None:
+        """The tokens file's SHA-256 (its content: a same-size edit within one clock tick, or
+        a copy keeping the old time, is still seen), None if it cannot be read."""
         if self._path is None:
             return None
         try:
-            st = os.stat(self._path)
+            with open(self._path, "rb") as f:
+                return hashlib.sha256(f.read()).digest()
         except OSError:
             return None
-        return (st.st_mtime_ns, st.st_size)
 
     def _reload(self) -> None:
         if self._path is None or time.monotonic() - self._looked < RELOAD_EVERY:
@@ -179,7 +182,13 @@ class Authorizer:
         with self._lock:
             self._looked = time.monotonic()
             sig = self._signature()
-            if sig is None or sig == self._seen:
+            if sig is None:
+                if self._seen is not None:
+                    print(f"immudoc server: cannot read the tokens file {self._path!r}: kept the tokens in force",
+                          file=sys.stderr, flush=True)
+                    self._seen = None
+                return
+            if sig == self._seen:
                 return
             self._seen = sig
             try:

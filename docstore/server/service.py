@@ -159,7 +159,10 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         ``user`` the principal this server authenticated (a token's name, else the client
         certificate's subject), never one the request names."""
         kw = codec.tx_meta(context.invocation_metadata())
-        user = self.auth.principal(context.invocation_metadata()) or _certificate_subject(context)
+        grant = self.auth.grant(context.invocation_metadata())
+        if grant is None:  # revoked since the call was admitted
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required (authorization: Bearer <token>)")
+        user = (grant.name if grant is not None else None) or _certificate_subject(context)
         if user is not None:
             kw["user"] = user
         return kw
@@ -227,7 +230,11 @@ class DocstoreService(pb_grpc.DocstoreServicer):
     # ---------------------------------------------------------- collections
     @rpc(need="any")
     def ListCollections(self, request: pb.ListCollectionsRequest, context: grpc.ServicerContext) -> Any:
-        return pb.ListCollectionsResponse(names=self.db.collections())
+        grant = self.auth.grant(context.invocation_metadata())
+        names = self.db.collections()
+        if grant is not None and not grant.may("read", None):  # only the collections it may read
+            names = [n for n in names if grant.may("read", n)]
+        return pb.ListCollectionsResponse(names=names)
 
     @rpc(need="admin", coll=lambda r: r.name)
     def CreateCollection(self, request: pb.CreateCollectionRequest, context: grpc.ServicerContext) -> Any:
@@ -617,9 +624,19 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             )
         return pb.LogResponse(records=[codec.dumps(r) for r in records])
 
-    @rpc(coll=lambda r: None)
+    @rpc(need="any")
     def ProveTx(self, request: pb.ProveTxRequest, context: grpc.ServicerContext) -> Any:
-        bundle = self.db.prove_tx(request.tx_id, codec.opt_state(request, "state"))
+        # a header (a time) is as public as the state; who and why need read on "*", or on a
+        # collection the transaction wrote
+        if not request.header_only:
+            grant = self.auth.grant(context.invocation_metadata())
+            if grant is not None and not grant.may("read", None):
+                self._check(context, "read", request.collection or None)
+                if not self.db.tx_wrote(request.tx_id, request.collection):
+                    context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                  f"transaction {request.tx_id} wrote nothing in {request.collection!r}: its who and "
+                                  "why need read across the ledger")
+        bundle = self.db.prove_tx(request.tx_id, codec.opt_state(request, "state"), header_only=request.header_only)
         return pb.ProofResponse(proof=codec.dumps(bundle))
 
     @rpc(need="any")

@@ -25,6 +25,8 @@ def time_ns(value: Any, name: str = "at_time") -> int:
     if type(value) is int:
         if value < 0:
             raise QueryError(f"{name} must not be before 1970, got {value}")
+        if value >= 2**63:
+            raise QueryError(f"{name} is too far in the future (at most 2**63 - 1 nanoseconds), got {value}")
         return value
     if isinstance(value, str):
         try:
@@ -36,8 +38,8 @@ def time_ns(value: Any, name: str = "at_time") -> int:
             raise QueryError(f"{name} needs a timezone (e.g. 2026-12-06T17:30:00Z, or a datetime with tzinfo)")
         delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
         ns = (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
-        if ns < 0:
-            raise QueryError(f"{name} must not be before 1970, got {value.isoformat()}")
+        if not 0 <= ns < 2**63:
+            raise QueryError(f"{name} must be from 1970 to 2262, got {value.isoformat()}")
         return ns
     raise QueryError(f"{name} is a datetime with a timezone, an ISO 8601 text or nanoseconds, got {type(value).__name__}")
 

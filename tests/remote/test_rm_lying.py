@@ -1665,6 +1665,8 @@ def _log_lie(fn: Callable[[list], Any]) -> Callable[[World, Any, Any], Any]:
         ("one left out", lambda rs: rs.pop(1), "left out transaction"),
         ("reordered", lambda rs: rs.reverse(), "left out|newest first"),
         ("swapped", lambda rs: rs.__setitem__(slice(0, 2), [rs[1], rs[0]]), "left out|newest first"),
+        ("a number's type", lambda rs: rs[0].update(entries=float(rs[0]["entries"])), "differs from what"),
+        ("a field added", lambda rs: rs[0].update(signed_by="the dean"), "differs from what"),
         ("ended early", lambda rs: rs.pop(), "ended before"),
     ],
 )
@@ -1672,6 +1674,23 @@ def test_log_lies(w, client, label, fn, match):
     db, st = client()
     install(w, "Log", _log_lie(fn))
     refused(w, db, st, lambda: db.log(limit=6, before_tx=w.p1_tx[4] + 1), match)
+
+
+def test_time_filtered_log_lies(w, client):
+    """A log asked for a time range is proven complete within it: its ends are mapped to
+    transactions by proven headers, and no transaction between may be left out."""
+    db, st = client()
+    t = w.writer["trials"].history("p1")
+    since, until = t[1].timestamp_ns, t[3].timestamp_ns  # p1's revisions 2..4
+    honest = db.log(since=since, until=until)
+    assert [r["tx_id"] for r in honest] == [w.p1_tx[4], w.p1_tx[3], w.p1_tx[2]]
+    install(w, "Log", _log_lie(lambda rs: rs.pop(0)))
+    refused(w, db, st, lambda: db.log(since=since, until=until), "left out|ended before")
+    install(w, "Log", _log_lie(lambda rs: rs.pop()))
+    refused(w, db, st, lambda: db.log(since=since, until=until), "ended before")
+    install(w, "Log", lambda w_, req, resp: resp)
+    install(w, "TxAtTime", lambda w_, req, resp: pb.TxAtTimeResponse(tx_id=max(0, resp.tx_id - 1)))
+    refused(w, db, st, lambda: db.log(since=since, until=until), "contradict")
 
 
 @pytest.mark.parametrize("shift,match", [(-1, "at or before"), (1, "committed after"), (10**6, "beyond the trusted state")])

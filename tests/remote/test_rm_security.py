@@ -204,7 +204,18 @@ def test_roles_per_collection_names_audit_and_reload(tmp_path):
                     tx["visits"].insert({"_id": "V3"})
                     tx["labs"].insert({"_id": "L3"})
             assert only["visits"].get("V1") == {"_id": "V1"}
+            assert only.collections(verify=False) == ["visits"]  # not the names it may not read
             assert site7["visits"].history("V1")[0].user == "Site 7"
+            # a verifying client of a scoped token proves who and why of its own collection's
+            # revisions, and times; not the who and why of transactions elsewhere
+            with docstore.connect(s.target, token="t-only", state_file=tmp_path / "only.json",
+                                  trust_on_first_use=True) as vonly:
+                hist = vonly["visits"].history("V1")
+                assert (hist[0].user, hist[0].reason) == ("Site 7", "first visit")
+                assert vonly["visits"].get("V1", at_time=hist[0].timestamp_ns) == {"_id": "V1"}
+                labs_tx = admin["labs"].history("L1")[0].tx_id
+                with pytest.raises(PermissionDeniedError, match="wrote nothing in 'visits'"):
+                    vonly._conn.proven_tx(labs_tx, vonly.state(), "visits")
             assert qa.audit().ok and [r["user"] for r in qa.log(limit=1)] == ["Site 7"]
             # revoke site 7's writes, and add a token, without a restart
             grants[1]["roles"] = {"*": "read"}
