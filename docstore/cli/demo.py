@@ -85,13 +85,16 @@ def _story(say: Callable[[str], None], directory: str) -> None:
         say(f"4. The auditor saves the signed checkpoint it trusts (transaction {trusted.tx_id}) and pins the "
             f"database's verifier key {key}")
 
-        db["visits"].update("V-0002", {"$set": {"dosage.mg": 25, "correction": "transcription error"}})
-        db["patients"].update("P-003", {"$set": {"consent": False}})
-        say("5. A dosage correction (V-0002: 50 mg -> 25 mg) and a consent withdrawal (P-003): new revisions")
+        db["visits"].update("V-0002", {"$set": {"dosage.mg": 25, "correction": "transcription error"}},
+                            user="dr.lee", reason="transcription error on the paper form")
+        db["patients"].update("P-003", {"$set": {"consent": False}}, user="coordinator", reason="participant withdrew consent")
+        say("5. A dosage correction (V-0002: 50 mg -> 25 mg) and a consent withdrawal (P-003): new revisions, "
+            "each committed with who made it and why")
 
         revs = db["patients"].history("P-003")
         say("6. History of P-003: " + "; ".join(
-            f"revision {r.revision} at transaction {r.tx_id}: consent={json.dumps((r.document or {}).get('consent'))}" for r in revs
+            f"revision {r.revision} at transaction {r.tx_id}: consent={json.dumps((r.document or {}).get('consent'))}"
+            + (f" (by {r.user}: {r.reason})" if r.user else "") for r in revs
         ))
 
         then = db["visits"].get("V-0002", at_tx=trusted.tx_id)["dosage"]["mg"]

@@ -84,4 +84,6 @@ def test_demo_tells_the_story(sub):
     assert any(line.startswith("10. Two proofs of the state now") and "is 25 in its latest revision" in line for line in lines)
     assert any(line.startswith("9. The auditor verifies it offline, with only the proof, the saved checkpoint and the pinned key: /dosage/mg = 25") for line in lines)
     assert "    a verifying reader refuses it: " in r.out
+    assert any(line.startswith("6. History of P-003") and "(by coordinator: participant withdrew consent)" in line
+               for line in lines)
     assert lines[-1].startswith("Done in ")
