@@ -9,6 +9,8 @@ from typing import Protocol
 
 from kvcore import payload
 from kvcore.codec import codec_for
+from kvcore.erasure import ERASED_KEY
+from kvcore.erasure import decode as decode_erasure
 from kvcore.errors import CorruptionError
 from kvcore.hashing import HASH_SIZE, tx_leaf_hash
 from kvcore.models import State
@@ -77,6 +79,7 @@ def run_audit(
     progress: Callable[[int, int], None] | None,
     entry_progress: Callable[[int, int], None] | None = None,
     total_entries: int = 0,
+    erased: dict[tuple[int, int], bytes] | None = None,
 ) -> AuditReport:
     """Audit the ledger's ``tx_count`` transactions on ``storage``. ``progress(done, total)``
     is called after each transaction (in transactions), ``entry_progress(done, total)`` after
@@ -89,6 +92,11 @@ def run_audit(
     entries = 0
     last_ts = 0
 
+    by_tx: dict[int, dict[int, bytes]] = {}
+    for (t, i), leaf in (erased or {}).items():
+        by_tx.setdefault(t, {})[i] = leaf
+    logged: dict[tuple[int, int], bytes] = {}  # what the log's erasure records say
+
     def bad(tx_id: int, what: str) -> None:
         nonlocal first_bad
         problems.append(f"transaction {tx_id}: {what}")
@@ -99,7 +107,8 @@ def run_audit(
         for tx_id, body, extra in storage.scan(1):
             try:
                 header, (hid, ts, n, root, _sroot) = payload.header_of(body)
-                parsed, extra_now, root_now = codec.rebuild(body)
+                erased_here = by_tx.get(tx_id)
+                parsed, extra_now, root_now = codec.rebuild(body, erased_here)
             except ValueError as e:
                 bad(tx_id, f"cannot be decoded ({e})")
                 break
@@ -114,6 +123,15 @@ def run_audit(
                 bad(tx_id, "entries do not hash to the header's entries root")
             if extra_now != extra:
                 bad(tx_id, "stored entry positions or entries-tree nodes do not match the entries")
+            for i in erased_here or ():  # an erased value must be gone: all zeros
+                if i < len(parsed) and any(parsed[i][3]):
+                    bad(tx_id, f"entry {i} is erased but its value is still there")
+            for _p, _kind, key, value in parsed:
+                if key == ERASED_KEY:
+                    try:
+                        logged.update(((t, i), leaf) for t, i, leaf in decode_erasure(value))
+                    except ValueError:
+                        bad(tx_id, "an erasure record does not decode")
             tree.append(tx_leaf_hash(header))
             for start in range(0, len(parsed), ENTRY_PROGRESS_EVERY):
                 index.tx(tx_id, parsed[start : start + ENTRY_PROGRESS_EVERY], start)
@@ -130,6 +148,9 @@ def run_audit(
         problems.append(str(e))
         if first_bad is None:
             first_bad = tree.size + 1
+
+    if first_bad is None and logged != dict(erased or {}):
+        problems.append("the erased entries the ledger serves differ from those its erasure records list")
 
     # The stored ledger tree was written at commit time: compare it for every transaction
     # scanned, even after a problem, since it can show that an earlier header was changed

@@ -49,7 +49,7 @@ class Codec:
     the last of those entries."""
     iter_entries: Callable[[bytes], Iterator[tuple[int, int, bytes, bytes]]]
     """(position, kind, key, value) of each entry of a whole payload."""
-    rebuild: Callable[[bytes], tuple[list[tuple[int, int, bytes, bytes]], bytes, bytes]]
+    rebuild: Callable[..., tuple[list[tuple[int, int, bytes, bytes]], bytes, bytes]]
     """A whole payload -> (its entries as ``iter_entries``, its ``extra``, its entries root)."""
 
     def stored_nodes(self, n: int) -> int:

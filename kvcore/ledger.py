@@ -34,7 +34,10 @@ from kvcore.errors import (
     TxNotFoundError,
 )
 from kvcore.errors import corrupt_entry as _corrupt
-from kvcore.hashing import HASH_SIZE, KIND_DELETE, MAX_HEADER_SIZE, tx_leaf_hash
+from kvcore.erasure import ERASED_KEY
+from kvcore.erasure import decode as decode_erasure
+from kvcore.erasure import encode as encode_erasure
+from kvcore.hashing import HASH_SIZE, KIND_DELETE, KIND_SET, MAX_HEADER_SIZE, entry_leaf_hash, tx_leaf_hash
 from kvcore.index import LedgerIndex
 from kvcore.payload import StateRoot
 from kvcore.indexaudit import IndexAudit
@@ -185,6 +188,7 @@ class Ledger:
             codec,
         )
         self._opened = True
+        self._load_erasures()
         self._mark_tree()
         for note in self.recovery_notes:
             warnings.warn(note, RecoveryWarning, stacklevel=3)
@@ -443,6 +447,70 @@ class Ledger:
             key = check_key(key)
             writes[key] = check_value(key, value)
         return self.commit(list(writes.items()))
+
+    # ------------------------------------------------------------------ erasure
+    def erase(
+        self, locations: Iterable[tuple[int, int]], record: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]] = ()
+    ) -> int | None:
+        """Destroy the values of the entries at ``locations`` ((transaction, index) each),
+        keeping their leaf hashes, so that every tree, proof and audit still holds
+        (kvcore.erasure): first one transaction is committed holding ``record`` (the caller's
+        entries: who, why) and the list of the erased entries with their leaves; then their
+        value bytes are overwritten with zeros in place. Returns that transaction's id (None
+        if every location was erased before)."""
+        self._check_open()
+        if self._storage.readonly:
+            raise ReadOnlyError("the ledger is open read-only")
+        erased = self._prover.erased
+        items: list[tuple[int, int, bytes]] = []
+        for tx_id, index in sorted(set(locations)):
+            check_tx(tx_id, self._tx_count)
+            if (tx_id, index) in erased:
+                continue
+            found = self.entries(tx_id, index, 1) if type(index) is int and 0 <= index < self.header(tx_id).n_entries else []
+            if not found:
+                raise InvalidInputError(f"transaction {tx_id} has no entry {index!r}")
+            e = found[0]
+            if e.key == ERASED_KEY:
+                raise InvalidInputError("an erasure record cannot be erased")
+            kind = KIND_DELETE if e.deleted else KIND_SET
+            items.append((tx_id, index, entry_leaf_hash(kind, e.key, b"" if e.deleted else e.value)))
+        if not items:
+            return None
+        pairs = list(record.items() if isinstance(record, Mapping) else record)
+        tx = self.set_all([*pairs, (ERASED_KEY, encode_erasure(items))])
+        self._zero(items)
+        return tx
+
+    def erased_leaf(self, tx_id: int, index: int) -> bytes | None:
+        """The committed leaf of an erased entry, None if the entry is not erased."""
+        return self._prover.erased.get((tx_id, index))
+
+    def _load_erasures(self) -> None:
+        """Read the erasure records (kvcore.erasure); a writer completes any that a crash
+        interrupted (an entry listed and not zeroed yet)."""
+        if not self._tx_count:
+            return
+        items: list[tuple[int, int, bytes]] = []
+        for rec in self.history(ERASED_KEY):
+            try:
+                items += decode_erasure(rec.value)
+            except ValueError:
+                raise CorruptionError(f"the erasure record of transaction {rec.tx_id} does not decode") from None
+        self._prover.erased.update(((t, i), leaf) for t, i, leaf in items)
+        if items and not self._storage.readonly:
+            pending = [it for it in items if any(self.entries(it[0], it[1], 1)[0].value)]
+            if pending:
+                self._zero(pending)
+                self.recovery_notes.append(f"completed an interrupted erasure of {len(pending)} entries")
+
+    def _zero(self, items: list[tuple[int, int, bytes]]) -> None:
+        """Overwrite the listed entries' value bytes with zeros (their leaves kept)."""
+        for tx_id, index, leaf in items:
+            e = self.entries(tx_id, index, 1)[0]
+            end = int.from_bytes(self._storage.read_extra(tx_id, 4 * (index + 1), 4), "big")
+            self._storage.erase_bytes(tx_id, end - len(e.value), len(e.value))
+            self._prover.erased[(tx_id, index)] = leaf
 
     def delete(self, key: bytes) -> int:
         """Commit a tombstone for ``key`` (its history stays); KeyNotFoundError if absent."""
@@ -982,7 +1050,8 @@ class Ledger:
             total = sum(self.header(t).n_entries for t in range(1, count + 1)) if entry_progress else 0
             check = IndexAudit(self._index, count)
             report = run_audit(
-                self._storage, count, check, trusted_state, progress, entry_progress, total
+                self._storage, count, check, trusted_state, progress, entry_progress, total,
+                dict(self._prover.erased),
             )
             index_problems = [p for p in report.problems if p.startswith("the key index")]
             if index_problems and report.first_bad_tx is None and not self._storage.readonly:

@@ -54,15 +54,20 @@ def encode(
     return header + b"".join(parts), table + nodes, header, positions
 
 
-def rebuild(payload: bytes) -> tuple[list[tuple[int, int, bytes, bytes]], bytes, bytes]:
+def rebuild(
+    payload: bytes, erased: dict[int, bytes] | None = None
+) -> tuple[list[tuple[int, int, bytes, bytes]], bytes, bytes]:
     """(the entries as :func:`iter_entries`, ``extra``, the entries root) recomputed from a
-    payload in one pass (the audit's)."""
+    payload in one pass (the audit's); ``erased``: committed leaves of erased entries."""
     sha = _sha
     entries = list(iter_entries(payload))
     leaves = [
         sha(b"\x00" + payload[pos : pos + ENTRY_HEAD_SIZE + len(key) + len(value)]).digest()
         for pos, _kind, key, value in entries
     ]
+    for i, leaf in (erased or {}).items():
+        if 0 <= i < len(leaves):
+            leaves[i] = leaf
     extra, root = extra_of([e[0] for e in entries], len(payload), leaves)
     return entries, extra, root
 

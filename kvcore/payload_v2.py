@@ -216,12 +216,18 @@ def iter_entries(payload: bytes) -> Iterator[tuple[int, int, bytes, bytes]]:
         raise Malformed(f"entry at byte {pos} is cut short") from None
 
 
-def rebuild(payload: bytes) -> tuple[list[tuple[int, int, bytes, bytes]], bytes, bytes]:
+def rebuild(
+    payload: bytes, erased: dict[int, bytes] | None = None
+) -> tuple[list[tuple[int, int, bytes, bytes]], bytes, bytes]:
     """(the entries as :func:`iter_entries`, ``extra``, the entries root) recomputed from a
-    payload in one pass (the audit's)."""
+    payload in one pass (the audit's); ``erased``: the committed leaves of erased entries, by
+    index (their bytes are zeros: kvcore.erasure)."""
     sha, pack = _sha, _LEAF_HEAD.pack
     entries = list(iter_entries(payload))
     leaves = [sha(b"\x00" + pack(kind, len(key), len(value)) + key + value).digest() for _p, kind, key, value in entries]
+    for i, leaf in (erased or {}).items():
+        if 0 <= i < len(leaves):
+            leaves[i] = leaf
     extra, root = extra_of([e[0] for e in entries], len(payload), leaves, STORED_FROM)
     return entries, extra, root
 

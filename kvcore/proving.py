@@ -72,6 +72,8 @@ class Prover:
         self._codec = codec
         self._low = codec.stored_from  # levels below are recomputed from the payload
         self._blocks: dict[tuple[int, int], bytes] = {}
+        self.erased: dict[tuple[int, int], bytes] = {}
+        """Leaves of erased entries, by (transaction, index): kvcore.erasure."""
         self.extra_cache = ExtraCache()
         self._extra_lock = threading.Lock()
         self._path_uppers: dict[tuple[int, int], tuple[bytes, ...]] = {}
@@ -399,7 +401,7 @@ class Prover:
         """The entries of block ``b`` of a transaction, read and decoded; its unstored levels
         are computed and kept on the way (:meth:`_block`)."""
         src = self._source
-        entries, nodes = block_of(self._codec, src.payload_bytes, src.extra_bytes, tx_id, n, b, blob)
+        entries, nodes = block_of(self._codec, src.payload_bytes, src.extra_bytes, tx_id, n, b, blob, self.erased)
         blocks = self._blocks
         if len(blocks) >= _BLOCKS:
             blocks.clear()

@@ -9,7 +9,7 @@ reads of entries and the prover's recomputed entries-tree blocks both read this 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Mapping, Callable
 
 from kvcore.codec import Codec
 from kvcore.errors import corrupt_entry
@@ -79,7 +79,7 @@ def read_run(
 
 def block_of(
     codec: Codec, read: Reader, read_extra: Reader, tx_id: int, n: int, block: int,
-    blob: bytes | None = None,
+    blob: bytes | None = None, erased: Mapping[tuple[int, int], bytes] | None = None,
 ) -> tuple[list[tuple[int, bytes, bytes]], bytes]:
     """The entries (kind, key, value) of block ``block`` of transaction ``tx_id`` (``n``
     entries), and its entries-tree levels ``0 .. codec.stored_from-1`` in level order
@@ -92,4 +92,9 @@ def block_of(
     )
     sha, pack = _sha, _LEAF_HEAD.pack  # kvcore.hashing.entry_leaf_hash, inlined
     leaves = [sha(b"\x00" + pack(kind, len(key), len(value)) + key + value).digest() for kind, key, value in entries]
+    if erased:  # an erased entry's bytes are zeros: its leaf is the one its erasure committed
+        for i in range(len(leaves)):
+            leaf = erased.get((tx_id, first + i))
+            if leaf is not None:
+                leaves[i] = leaf
     return entries, block_levels(leaves, low)

@@ -108,6 +108,12 @@ class Storage(ABC):
         cheap look, no lock taken); a storage with one writer: :meth:`tx_count`."""
         return self.tx_count()
 
+    def erase_bytes(self, tx_id: int, start: int, length: int) -> None:
+        """Overwrite ``length`` bytes of transaction ``tx_id``'s payload from ``start`` with
+        zeros, in place, fix the record's checksum and make it durable: the one write that
+        changes a committed record (erasure: kvcore.erasure). Not supported by default."""
+        raise NotImplementedError(f"{type(self).__name__} cannot erase")
+
     @abstractmethod
     def refresh(self) -> int:
         """Pick up transactions another process appended; return the new count."""
