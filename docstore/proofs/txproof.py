@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -32,16 +33,39 @@ if TYPE_CHECKING:
 VERSION = 1
 
 
-def prove_tx(engine: Engine, tx_id: int, state: kvcore.State) -> dict[str, Any]:
-    """The bundle for transaction ``tx_id`` relative to ``state`` (which must hold it)."""
+def _entry0(engine: Engine, tx_id: int, state: kvcore.State) -> tuple[kvcore.Entry, kvcore.EntryProof]:
+    """Transaction ``tx_id``'s entry 0 and its proof relative to ``state``."""
     from docstore.engine.engine import translate
 
     with translate():
         first = engine.ledger.entries(tx_id, 0, 1)
         if not first:
             raise CorruptDataError(f"transaction {tx_id} has no entries")
-        proof = engine.ledger.prove_entry_at(tx_id, 0, state)
-    e = first[0]
+        return first[0], engine.ledger.prove_entry_at(tx_id, 0, state)
+
+
+def proven_meta(proof: kvcore.EntryProof, key: bytes, value: bytes, deleted: bool, state: kvcore.State) -> dict[str, Any] | None:
+    """The metadata an entry 0 (``key``, ``value``, ``deleted``) carries, once ``proof`` shows
+    it is entry 0 of its transaction in ``state`` (None: another key there, so none); else
+    VerificationError."""
+    tx_id = proof.header.tx_id
+    if proof.entry_index != 0:
+        raise VerificationError("the transaction proof proves another entry than entry 0 of the transaction")
+    try:
+        kvcore.verify_entry(proof, key, None if deleted else value, state)
+    except kvcore.VerificationError as e:
+        raise VerificationError(f"transaction {tx_id}'s metadata does not verify: {e}") from None
+    if deleted or key != txmeta.META_KEY:
+        return None
+    try:
+        return txmeta.decode(value)
+    except CorruptDataError:
+        raise VerificationError(f"transaction {tx_id}'s entry 0 is under the metadata key but is not metadata") from None
+
+
+def prove_tx(engine: Engine, tx_id: int, state: kvcore.State) -> dict[str, Any]:
+    """The bundle for transaction ``tx_id`` relative to ``state`` (which must hold it)."""
+    e, proof = _entry0(engine, tx_id, state)
     return {
         "v": VERSION, "kind": "tx", "tx_id": tx_id,
         "entry": {"key": base64.b64encode(e.key).decode(), "value": base64.b64encode(e.value).decode(), "deleted": e.deleted},
@@ -51,10 +75,7 @@ def prove_tx(engine: Engine, tx_id: int, state: kvcore.State) -> dict[str, Any]:
 
 def prove_header(engine: Engine, tx_id: int, state: kvcore.State) -> dict[str, Any]:
     """A bundle proving only transaction ``tx_id``'s header (its time), not its entries."""
-    from docstore.engine.engine import translate
-
-    with translate():
-        proof = engine.ledger.prove_entry_at(tx_id, 0, state)
+    _e, proof = _entry0(engine, tx_id, state)
     return {"v": VERSION, "kind": "tx-header", "tx_id": tx_id, "header": proof.header.to_dict(),
             "tx_path": [base64.b64encode(h).decode() for h in proof.tx_path]}
 
@@ -101,18 +122,25 @@ def verify_tx(bundle: Any, tx_id: int, state: kvcore.State) -> tuple[kvcore.TxHe
         raise VerificationError(f"the transaction proof is malformed: {e}") from None
     except kvcore.VerificationError as e:
         raise VerificationError(f"the transaction proof is malformed: {e}") from None
-    if proof.header.tx_id != tx_id or proof.entry_index != 0:
+    if proof.header.tx_id != tx_id:
         raise VerificationError("the transaction proof proves another entry than entry 0 of the transaction")
-    try:
-        kvcore.verify_entry(proof, key, None if entry["deleted"] else value, state)
-    except kvcore.VerificationError as e:
-        raise VerificationError(f"transaction {tx_id} does not verify: {e}") from None
-    if entry["deleted"] or key != txmeta.META_KEY:
-        return proof.header, None
-    try:
-        return proof.header, txmeta.decode(value)
-    except CorruptDataError:
-        raise VerificationError(f"transaction {tx_id}'s metadata entry is not metadata") from None
+    return proof.header, proven_meta(proof, key, value, entry["deleted"], state)
+
+
+def check_time_boundary(
+    n: int, t_ns: int, state: kvcore.State, header_of: Callable[[int], kvcore.TxHeader], when: Any
+) -> None:
+    """VerificationError unless ``n`` is the last transaction of ``state`` committed at or
+    before ``t_ns``, by the proven headers ``header_of`` gives: n's at or before it, n + 1's
+    (when ``state`` holds it) after it. Timestamps never decrease along the ledger, so n is
+    the only such transaction. ``when``: the time as the caller gave it (for messages)."""
+    if n > state.tx_id:
+        raise VerificationError(f"transaction {n} was named, beyond the trusted state {state.tx_id} (the proven headers contradict it)")
+    if n >= 1 and header_of(n).timestamp_ns > t_ns:
+        raise VerificationError(f"transaction {n} was named, proven committed after {when!r}: the proven headers contradict it")
+    if n < state.tx_id and header_of(n + 1).timestamp_ns <= t_ns:
+        raise VerificationError(f"transaction {n + 1} is proven committed at or before {when!r}: {n} was named, "
+                                "which the proven headers contradict")
 
 
 def check_record(record: dict[str, Any], header: kvcore.TxHeader, meta: dict[str, Any] | None) -> dict[str, Any]:
@@ -136,13 +164,7 @@ def check_record(record: dict[str, Any], header: kvcore.TxHeader, meta: dict[str
 def with_tx_meta(engine: Engine, proof: Proof) -> Proof:
     """``proof`` (of a document, a property or a definition) carrying its transaction's
     entry 0 and that entry's path (bundle version 4: docs/proofs.md)."""
-    from docstore.engine.engine import translate
     from docstore.proofs.bundle import TxMetaEntry
 
-    with translate():
-        first = engine.ledger.entries(proof.tx_id, 0, 1)
-        if not first:
-            raise CorruptDataError(f"transaction {proof.tx_id} has no entries")
-        entry = engine.ledger.prove_entry_at(proof.tx_id, 0, proof.state)
-    e = first[0]
+    e, entry = _entry0(engine, proof.tx_id, proof.state)
     return proof._replace(tx_meta=TxMetaEntry(e.key, e.value, e.deleted, list(entry.entry_path)))

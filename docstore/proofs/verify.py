@@ -79,22 +79,13 @@ def verify(
 
 def _verify_tx_meta(proof: Proof) -> dict[str, Any] | None:
     """The metadata of the proof's transaction: its entry 0, proven in the (verified) header."""
-    from docstore.documents import txmeta
+    from docstore.proofs.txproof import proven_meta
 
     m = proof.tx_meta
     if m is None:
         raise VerificationError("the proof carries no transaction metadata (make it with with_meta=True)")
     entry = kvcore.EntryProof(proof.tx, 0, m.deleted, m.path, proof.tx_path, proof.state.tx_id)
-    try:
-        kvcore.verify_entry(entry, m.key, None if m.deleted else m.value, proof.state)
-    except kvcore.VerificationError as e:
-        raise VerificationError(f"the transaction's metadata does not verify: {e}") from None
-    if m.deleted or m.key != txmeta.META_KEY:
-        return None
-    try:
-        return txmeta.decode(m.value)
-    except CorruptDataError:
-        raise VerificationError("the transaction's entry 0 is under the metadata key but is not metadata") from None
+    return proven_meta(entry, m.key, m.value, m.deleted, proof.state)
 
 
 def _check_names(proof: Proof) -> None:

@@ -340,15 +340,7 @@ class Connection:
         t = time_ns(at_time)
         if self.trust is None:
             return int(self.call(self.stub.TxAtTime, pb.TxAtTimeRequest(time_ns=t)).tx_id)
-        state = self.sync()
-        n = int(self.call(self.stub.TxAtTime, pb.TxAtTimeRequest(time_ns=t, state=codec.state_to_pb(state))).tx_id)
-        if n > state.tx_id:
-            raise VerificationError(f"the server named transaction {n}, beyond the trusted state {state.tx_id}")
-        if n >= 1 and self.proven_header(n, state).timestamp_ns > t:
-            raise VerificationError(f"the server named transaction {n}, proven committed after {at_time!r}")
-        if n < state.tx_id and self.proven_header(n + 1, state).timestamp_ns <= t:
-            raise VerificationError(f"transaction {n + 1} is proven committed at or before {at_time!r}: the server named {n}")
-        return n
+        return self._proven_at(t, self.sync(), at_time)
 
     def log(
         self, user: str | None, since: Any, until: Any, limit: int, before_tx: int | None
@@ -378,8 +370,8 @@ class Connection:
             # the range the log covers, proven: [first, last] (times mapped by proven headers)
             last = state.tx_id if before_tx is None else min(state.tx_id, before_tx - 1)
             if until is not None:
-                last = min(last, self._proven_at(time_ns(until, "until"), state))
-            first = 1 if since is None else self._proven_at(time_ns(since, "since") - 1, state) + 1
+                last = min(last, self._proven_at(req.until_ns, state))
+            first = 1 if since is None else self._proven_at(req.since_ns - 1, state) + 1
             for i, r in enumerate(records):
                 if not isinstance(r, dict) or type(r.get("tx_id")) is not int or not 1 <= r["tx_id"] <= last:
                     got = r.get("tx_id") if isinstance(r, dict) else r
@@ -388,28 +380,24 @@ class Connection:
                     raise VerificationError("the log's transactions are not newest first, each once")
                 if user is None and r["tx_id"] != last - i:
                     raise VerificationError(f"the log left out transaction {last - i}")
-                header, meta = self.proven_tx(r["tx_id"], state)
-                records[i] = check_record(r, header, meta)
-                meta = meta or {}
-                if (since is not None and header.timestamp_ns < time_ns(since, "since")) or (
-                    until is not None and header.timestamp_ns > time_ns(until, "until")
-                ):
+                if r["tx_id"] < first:  # (the times of [first, last] are proven by its ends)
                     raise VerificationError(f"transaction {r['tx_id']} is proven committed outside the log's times")
-                if user is not None and meta.get("user") != user:
+                records[i] = check_record(r, *self.proven_tx(r["tx_id"], state))
+                if user is not None and records[i]["user"] != user:
                     raise VerificationError(f"transaction {r['tx_id']} is proven to be another user's")
             if user is None and len(records) < limit and len(records) != max(0, last - first + 1):
                 raise VerificationError(f"the log ended before transaction {first} ({len(records)} of {last - first + 1})")
         return records
 
-    def _proven_at(self, t_ns: int, state: kvcore.State) -> int:
-        """The last transaction of ``state`` committed at or before ``t_ns``, proven (headers)."""
+    def _proven_at(self, t_ns: int, state: kvcore.State, when: Any = None) -> int:
+        """The last transaction of ``state`` committed at or before ``t_ns``, as the server
+        names it and its proven headers confirm (docstore.proofs.txproof.check_time_boundary)."""
+        from docstore.proofs.txproof import check_time_boundary
+
         if t_ns < 0:
             return 0
         n = int(self.call(self.stub.TxAtTime, pb.TxAtTimeRequest(time_ns=t_ns, state=codec.state_to_pb(state))).tx_id)
-        if n > state.tx_id or (n >= 1 and self.proven_header(n, state).timestamp_ns > t_ns) or (
-            n < state.tx_id and self.proven_header(n + 1, state).timestamp_ns <= t_ns
-        ):
-            raise VerificationError(f"the server mapped a time to transaction {n}, which its proven headers contradict")
+        check_time_boundary(n, t_ns, state, lambda i: self.proven_header(i, state), t_ns if when is None else when)
         return n
 
     def current_state(self) -> kvcore.State:

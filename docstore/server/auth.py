@@ -77,11 +77,6 @@ ALL = Grant({"*": "admin"}, None, True)
 """Authentication off: everything is allowed."""
 
 
-def load_tokens(path: str | os.PathLike[str]) -> dict[str, str]:
-    """``{token: role}`` from a tokens file (the role reported for each; see the module)."""
-    return {token: grant.role for token, grant in load_grants(path).items()}
-
-
 def load_grants(path: str | os.PathLike[str]) -> dict[str, Grant]:
     """``{token: Grant}`` from a tokens file (see the module); TokenFileError if malformed."""
     path = os.fspath(path)
@@ -150,7 +145,7 @@ class Authorizer:
     """Checks a call's bearer token: ``Authorizer(None)`` is authentication off; with a
     ``path``, the tokens are read again when the file changes (see the module)."""
 
-    def __init__(self, tokens: dict[str, Grant] | dict[str, str] | None, path: str | None = None) -> None:
+    def __init__(self, tokens: dict[str, Grant] | None, path: str | None = None) -> None:
         self._tokens: list[tuple[bytes, Grant]] | None = None if tokens is None else self._table(tokens)
         self._path = path
         self._seen = self._signature()
@@ -158,8 +153,8 @@ class Authorizer:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _table(tokens: dict[str, Grant] | dict[str, str]) -> list[tuple[bytes, Grant]]:
-        return [(t.encode(), g if isinstance(g, Grant) else Grant({"*": g})) for t, g in tokens.items()]
+    def _table(tokens: dict[str, Grant]) -> list[tuple[bytes, Grant]]:
+        return [(t.encode(), g) for t, g in tokens.items()]
 
     @property
     def enabled(self) -> bool:
@@ -224,10 +219,3 @@ class Authorizer:
             return ""
         grant = self.grant(metadata)
         return None if grant is None else grant.role
-
-    def principal(self, metadata: Any) -> str | None:
-        """The name of the caller's token, None if it has none (or auth is off)."""
-        if self._tokens is None:
-            return None
-        grant = self.grant(metadata)
-        return None if grant is None else grant.name

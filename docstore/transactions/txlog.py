@@ -111,14 +111,10 @@ def resolve(engine: Engine, at_tx: int | None, at_time: Any) -> int | None:
     t = time_ns(at_time)
     if engine.trust is None:
         return tx_at_time(engine, t)
-    from docstore.errors import VerificationError
     from docstore.proofs import reader
-    from docstore.proofs.txproof import prove_tx, verify_tx
+    from docstore.proofs.txproof import check_time_boundary, prove_header, verify_header
 
     state = reader.current_state(engine)
     n = tx_at_time(engine, t, state.tx_id)
-    if n >= 1 and verify_tx(prove_tx(engine, n, state), n, state)[0].timestamp_ns > t:
-        raise VerificationError(f"transaction {n} is proven committed after {at_time!r}")
-    if n < state.tx_id and verify_tx(prove_tx(engine, n + 1, state), n + 1, state)[0].timestamp_ns <= t:
-        raise VerificationError(f"transaction {n + 1} is proven committed at or before {at_time!r} too")
+    check_time_boundary(n, t, state, lambda i: verify_header(prove_header(engine, i, state), i, state), at_time)
     return n
