@@ -19,11 +19,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _PUBLIC: dict[str, tuple[str, ...]] = {  # the public names, listed once: module -> names
-    "docstore.api": ("Collection", "Database", "Revision", "Transaction", "TxCollection"),
+    "docstore.api": ("Collection", "Database", "Erasure", "Revision", "Transaction", "TxCollection"),
     "docstore.database": ("open",),
     "docstore.errors": (
         "CollectionExistsError", "CollectionNotFoundError", "ConflictError", "CorruptDataError",
-        "DocstoreError", "DocumentNotFoundError", "DuplicateIdError", "DuplicateKeyError",
+        "DocstoreError", "DocumentNotFoundError", "DuplicateIdError", "DuplicateKeyError", "ErasureRefusedError",
         "InvalidDocumentError", "InvalidPointerError", "NotFoundError", "ProofUnavailableError",
         "QueryError", "QueryTimeoutError", "ReasonRequiredError", "SchemaError", "StorageError", "TransactionTooLargeError",
         "VerificationError",

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from docstore.proofs.bundle import Proof
     from docstore.proofs.statebundle import StateProof
 
-__all__ = ["Collection", "Database", "Revision", "Transaction", "TxCollection"]
+__all__ = ["Collection", "Database", "Erasure", "Revision", "Transaction", "TxCollection"]
 
 T = TypeVar("T")
 
@@ -59,6 +59,21 @@ class Revision:
         if not tx_meta:
             return self
         return replace(self, user=tx_meta.get("user"), reason=tx_meta.get("reason"), meta=tx_meta.get("meta"))
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What ``collection.erase()`` did (docs/documents.md, "Erasure")."""
+
+    tx: int | None
+    """The erasing transaction (None: everything asked for was erased before)."""
+    erased: int
+    """How many stored values it destroyed, over all revisions."""
+    revisions: int
+    """How many revisions held some of them."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tx": self.tx, "erased": self.erased, "revisions": self.revisions}
 
 
 @runtime_checkable
@@ -128,6 +143,12 @@ class Collection(Protocol):
         self, doc_id: str, *, idempotency_key: str | None = None, user: str | None = None,
         reason: str | None = None, meta: dict[str, Any] | None = None,
     ) -> None: ...
+    def erase(
+        self, doc_id: str, pointers: list[str] | None = None, *, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> Erasure: ...
+    def erasures(self, doc_id: str) -> list[dict[str, Any]]: ...
+    def prove_erasures(self, doc_id: str, state: kvcore.State | None = None) -> list[dict[str, Any]]: ...
 
     # reads
     def get(self, doc_id: str, at_tx: int | None = None, *, at_time: Any = None) -> dict: ...

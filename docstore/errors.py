@@ -6,7 +6,7 @@ import kvcore
 
 __all__ = [
     "CollectionExistsError", "CollectionNotFoundError", "ConflictError", "CorruptDataError",
-    "DocstoreError", "DocumentNotFoundError", "DuplicateIdError", "DuplicateKeyError",
+    "DocstoreError", "DocumentNotFoundError", "DuplicateIdError", "DuplicateKeyError", "ErasureRefusedError",
     "InvalidDocumentError", "InvalidPointerError", "NotFoundError", "ProofUnavailableError",
     "QueryError", "QueryTimeoutError", "ReasonRequiredError", "SchemaError", "StorageError", "TransactionTooLargeError",
     "VerificationError",
@@ -75,6 +75,11 @@ class DuplicateKeyError(DocstoreError, ValueError):
 class ReasonRequiredError(DocstoreError, ValueError):
     """The collection requires a reason for every change of an existing document (an update,
     a replace, a delete: ``require_reason``), and the write gave none; nothing was written."""
+
+
+class ErasureRefusedError(DocstoreError, ValueError):
+    """An erasure that cannot be done: of the ``_id`` (the document's key in the ledger), or
+    of a field with a unique index (its values are part of ledger keys); nothing was written."""
 
 
 class CollectionExistsError(DocstoreError, ValueError):

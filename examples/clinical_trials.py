@@ -135,7 +135,23 @@ def main(directory: str) -> None:
         print("consenting patients then:", db["patients"].count({"consent": True}, at_tx=before_correction),
               " now:", db["patients"].count({"consent": True}))
 
-        step("8. A proof of one dosage for the auditor (JSON text)")
+        step("8. P-003 asks for her identifying data to be erased (GDPR art. 17): her name and birth year, in every revision")
+        try:
+            db["patients"].erase("P-003", ["/name", "/born"])
+        except docstore.ReasonRequiredError as e:
+            print("ReasonRequiredError:", e)
+        done = db["patients"].erase("P-003", ["/name", "/born"], user="dpo@sponsor", reason="erasure request of 2026-03-05")
+        print(f"erased {done.erased} stored values in {done.revisions} revisions (transaction {done.tx})")
+        print("P-003 now:", db["patients"].get("P-003"))
+        print("her visits stay:", [v["_id"] for v in db["visits"].find({"patient": "P-003"})])
+        for rec in db["patients"].erasures("P-003"):
+            print(f"erasure record: transaction {rec['tx_id']} by {rec['user']}: {rec['reason']} {rec['pointers']}")
+        files = [os.path.join(d, f) for d, _dirs, names in os.walk(path) for f in names]
+        print("files of the database holding her name:", [f for f in files if b"Ingrid Lie" in open(f, "rb").read()] or "none")
+        erased = db["patients"].prove("P-003", "/name")
+        print("a proof of her name verifies as:", docstore.verify(erased, db.state()))
+
+        step("9. A proof of one dosage for the auditor (JSON text)")
         proof = db["visits"].prove("V-0002", "/dosage/mg", known_state=trusted)
         proof_text = proof.to_json(indent=True)
         print(f"{len(proof_text.encode())} bytes; it discloses these properties:",
@@ -145,13 +161,13 @@ def main(directory: str) -> None:
         print("drug, patient, name, notes or correction note in the proof:", leaked or "none")
         assert not leaked
 
-    step("9. The auditor verifies it offline: no database, only the proof, the saved checkpoint and the key")
+    step("10. The auditor verifies it offline: no database, only the proof, the saved checkpoint and the key")
     saved = read_trust_file(auditor_state).checkpoint
     value = docstore.verify(docstore.proofs.load(proof_text), saved, verifier_keys=[key])
     print(f"verified: V-0002 /dosage/mg = {value} (against trusted state {trusted.tx_id}: the proof's newer state "
           "is signed by the pinned key, and the bundled consistency proof shows it extends the saved one)")
 
-    step("10. Tampering is caught")
+    step("11. Tampering is caught")
     forged = json.loads(proof_text)
     forged["claim"] = 50
     try:

@@ -33,7 +33,7 @@ from kvcore.models import ConsistencyProof, EntriesProof, Entry, EntryProof, Sta
 from kvcore.storage import FileStorage, Storage
 from kvcore.storage.postgres import PostgresStorage
 from kvcore.transaction import CommitRequest, Transaction
-from kvcore.verify import verify_consistency, verify_entries, verify_entry, verify_tx
+from kvcore.verify import verify_consistency, verify_entries, verify_entry, verify_entry_leaf, verify_leaves, verify_tx
 
 __all__ = [
     "AuditReport",
@@ -74,5 +74,7 @@ __all__ = [
     "verify_consistency",
     "verify_entries",
     "verify_entry",
+    "verify_entry_leaf",
+    "verify_leaves",
     "verify_tx",
 ]

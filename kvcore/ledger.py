@@ -144,6 +144,9 @@ class Ledger:
         self._closed = False
         self._opened = False
         self.recovery_notes: list[str] = list(storage.recovery_notes)
+        self._erasing: set[bytes] = set()  # erasure entries made, not committed yet
+        self._erased_in: dict[int, dict[int, int]] = {}  # tx -> {index: erasing tx}
+        self._erasures_to = 0  # erasure records read up to this transaction
         self._codec = codec = codec_for(storage.format_version)
         count = storage.tx_count()
         try:
@@ -391,6 +394,7 @@ class Ledger:
                 with self._storage.append_lock() as durable:
                     if durable > self._tx_count:
                         self._take_in(durable)
+                self._erasures_taken_in()
                 return self._tx_count
             old = self._tx_count
             new = self._storage.refresh()
@@ -402,6 +406,7 @@ class Ledger:
             if self._storage.readonly:
                 self._index.refresh(batches, new)
             self._tx_count = new
+            self._erasures_taken_in()
             return new
 
     def _take_in(self, durable: int) -> None:
@@ -454,10 +459,23 @@ class Ledger:
     ) -> int | None:
         """Destroy the values of the entries at ``locations`` ((transaction, index) each),
         keeping their leaf hashes, so that every tree, proof and audit still holds
-        (kvcore.erasure): first one transaction is committed holding ``record`` (the caller's
-        entries: who, why) and the list of the erased entries with their leaves; then their
-        value bytes are overwritten with zeros in place. Returns that transaction's id (None
-        if every location was erased before)."""
+        (kvcore.erasure): one transaction is committed holding ``record`` (the caller's
+        entries: who, why) and :meth:`erasure_entry`; then the listed values are overwritten
+        with zeros in place. Returns that transaction's id (None if every location was erased
+        before)."""
+        entry = self.erasure_entry(locations)
+        if entry is None:
+            return None
+        pairs = list(record.items() if isinstance(record, Mapping) else record)
+        return self.set_all([*pairs, entry])
+
+    def erasure_entry(self, locations: Iterable[tuple[int, int]]) -> tuple[bytes, bytes] | None:
+        """The entry that erases the entries at ``locations`` ((transaction, index) each; those
+        erased before are left out) when committed in any transaction of this ledger: their
+        leaf hashes under :data:`kvcore.erasure.ERASED_KEY`. Once that transaction is durable,
+        the commit overwrites the listed values with zeros (a crash before it: reopening
+        does). None when there is nothing left to erase. InvalidInputError for a location that
+        names no entry, or an erasure record."""
         self._check_open()
         if self._storage.readonly:
             raise ReadOnlyError("the ledger is open read-only")
@@ -477,39 +495,78 @@ class Ledger:
             items.append((tx_id, index, entry_leaf_hash(kind, e.key, b"" if e.deleted else e.value)))
         if not items:
             return None
-        pairs = list(record.items() if isinstance(record, Mapping) else record)
-        tx = self.set_all([*pairs, (ERASED_KEY, encode_erasure(items))])
-        self._zero(items)
-        return tx
+        value = encode_erasure(items)
+        self._erasing.add(value)
+        return ERASED_KEY, value
 
     def erased_leaf(self, tx_id: int, index: int) -> bytes | None:
         """The committed leaf of an erased entry, None if the entry is not erased."""
         return self._prover.erased.get((tx_id, index))
 
-    def _load_erasures(self) -> None:
-        """Read the erasure records (kvcore.erasure); a writer completes any that a crash
-        interrupted (an entry listed and not zeroed yet)."""
+    def erased_by(self, tx_id: int, start: int = 0, count: int | None = None) -> dict[int, int]:
+        """Of entries ``start .. start+count-1`` of transaction ``tx_id``, those erased: index
+        -> the transaction that erased it (empty when none is)."""
+        marks = self._erased_in.get(tx_id)
+        if not marks:
+            return {}
+        end = None if count is None else start + count
+        return {i: by for i, by in marks.items() if i >= start and (end is None or i < end)}
+
+    def _note_erased(self, items: Iterable[tuple[int, int, bytes]], by: int) -> None:
+        for t, i, leaf in items:
+            self._prover.erased[(t, i)] = leaf
+            self._erased_in.setdefault(t, {})[i] = by
+
+    def _load_erasures(self, after: int = 0) -> None:
+        """Read the erasure records (kvcore.erasure) of transactions after ``after``; a writer
+        completes any that a crash interrupted (an entry listed and not zeroed yet)."""
         if not self._tx_count:
             return
         items: list[tuple[int, int, bytes]] = []
         for rec in self.history(ERASED_KEY):
+            if rec.tx_id <= after:
+                continue
             try:
-                items += decode_erasure(rec.value)
+                mine = decode_erasure(rec.value)
             except ValueError:
                 raise CorruptionError(f"the erasure record of transaction {rec.tx_id} does not decode") from None
-        self._prover.erased.update(((t, i), leaf) for t, i, leaf in items)
-        if items and not self._storage.readonly:
+            self._note_erased(mine, rec.tx_id)
+            items += mine
+        self._erasures_to = self._tx_count
+        if items and not self._storage.readonly and not after:
             pending = [it for it in items if any(self.entries(it[0], it[1], 1)[0].value)]
             if pending:
                 self._zero(pending)
                 self.recovery_notes.append(f"completed an interrupted erasure of {len(pending)} entries")
 
+    def _erasures_taken_in(self) -> None:
+        """After taking in other processes' transactions: learn the erasures they committed."""
+        if self._tx_count > self._erasures_to:
+            newest = self._index.latest(ERASED_KEY, None)
+            if newest is not None and (newest[0] >> 56) > self._erasures_to:
+                self._load_erasures(self._erasures_to)
+            self._erasures_to = self._tx_count
+
+    def _zero_committed(self, committed: list[tuple[int, list[tuple[bytes, bytes | None]]]]) -> None:
+        """Zero the values that the just-committed (durable) transactions erase."""
+        for tx_id, writes in committed:
+            for key, value in writes:
+                if key == ERASED_KEY and value is not None:
+                    self._erasing.discard(value)
+                    items = decode_erasure(value)
+                    self._note_erased(items, tx_id)
+                    self._zero(items)
+        self._erasures_to = self._tx_count
+
     def _zero(self, items: list[tuple[int, int, bytes]]) -> None:
         """Overwrite the listed entries' value bytes with zeros (their leaves kept)."""
-        for tx_id, index, leaf in items:
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for tx_id, index, _leaf in items:
             e = self.entries(tx_id, index, 1)[0]
             end = int.from_bytes(self._storage.read_extra(tx_id, 4 * (index + 1), 4), "big")
-            self._storage.erase_bytes(tx_id, end - len(e.value), len(e.value))
+            spans.setdefault(tx_id, []).append((end - len(e.value), len(e.value)))
+        self._storage.erase_bytes(spans)  # one durable write for all
+        for tx_id, index, leaf in items:
             self._prover.erased[(tx_id, index)] = leaf
 
     def delete(self, key: bytes) -> int:
@@ -577,6 +634,7 @@ class Ledger:
                 self._check_open()
                 if durable > self._tx_count:  # other processes appended: take theirs in first
                     self._take_in(durable)
+                    self._erasures_taken_in()
                 self._group(requests, outcomes)
         return [o for o in outcomes if o is not None]
 
@@ -585,6 +643,7 @@ class Ledger:
         records: list[tuple[bytes, bytes, bytes]] = []
         batches: list[Batch] = []
         self._grouped = grouped = _Grouped()
+        erasing: list[tuple[int, list[tuple[bytes, bytes | None]]]] = []
         try:
             for i, req in enumerate(requests):
                 if outcomes[i] is not None:
@@ -610,6 +669,8 @@ class Ledger:
                 items = [(w[0], o | p) for w, o, p in zip(writes, ordinals, positions)]
                 batches.append((tx_id, items, len(items)))
                 grouped.wrote(writes, tx_id)
+                if self._erasing:
+                    erasing.append((tx_id, writes))
                 outcomes[i] = tx_id
             if records:
                 self._storage.append_many(records)
@@ -622,6 +683,8 @@ class Ledger:
             self._index.add_many(batches)  # after the log holds them durably
             self._tx_count = start + len(records)
             self._last_ts = last_ts
+        if erasing:
+            self._zero_committed(erasing)
 
     # ---------------------------------------------------------------- reads
     def _bound(self, at_tx: int | None) -> int:

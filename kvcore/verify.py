@@ -30,10 +30,19 @@ def verify_entry(proof: EntryProof, key: bytes, value: bytes | None, state: Stat
             + " but the claim is of a "
             + ("tombstone" if value is None else "value")
         )
+    kind = KIND_DELETE if value is None else KIND_SET
+    verify_entry_leaf(proof, entry_leaf_hash(kind, key, b"" if value is None else value), state)
+
+
+def verify_entry_leaf(proof: EntryProof, leaf: bytes, state: State) -> None:
+    """:func:`verify_entry` for an entry known by its leaf hash alone (an erased entry:
+    kvcore.erasure): that leaf is entry ``proof.entry_index`` of a transaction of ``state``."""
+    if not isinstance(proof, EntryProof) or not isinstance(state, State):
+        raise VerificationError("expected an EntryProof and a State")
+    if not isinstance(leaf, bytes) or len(leaf) != 32:
+        raise VerificationError("an entry's leaf hash is 32 bytes")
     _check_state(proof.state_tx_id, proof.header.tx_id, state)
     header = proof.header
-    kind = KIND_DELETE if value is None else KIND_SET
-    leaf = entry_leaf_hash(kind, key, b"" if value is None else value)
     try:
         entries_root = merkle.root_from_inclusion(
             proof.entry_index, header.n_entries, leaf, proof.entry_path
@@ -80,15 +89,29 @@ def verify_entries(
         raise VerificationError(
             f"the proof covers {len(proof.indices)} entries, the claim has {len(entries)}"
         )
-    _check_state(proof.state_tx_id, proof.header.tx_id, state)
     leaves = []
     for key, value in entries:
         if not isinstance(key, bytes) or not (value is None or isinstance(value, bytes)):
             raise VerificationError("keys and values must be bytes (value None for a tombstone)")
         kind = KIND_DELETE if value is None else KIND_SET
         leaves.append(entry_leaf_hash(kind, key, b"" if value is None else value))
+    verify_leaves(proof, leaves, state)
+
+
+def verify_leaves(proof: EntriesProof, leaves: Sequence[bytes], state: State) -> None:
+    """:func:`verify_entries` for entries given by their leaf hashes (some may be erased:
+    kvcore.erasure, known by the leaf their erasure committed)."""
+    if not isinstance(proof, EntriesProof) or not isinstance(state, State):
+        raise VerificationError("expected an EntriesProof and a State")
+    if len(leaves) != len(proof.indices):
+        raise VerificationError(
+            f"the proof covers {len(proof.indices)} entries, the claim has {len(leaves)}"
+        )
+    if any(not isinstance(h, bytes) or len(h) != 32 for h in leaves):
+        raise VerificationError("an entry's leaf hash is 32 bytes")
+    _check_state(proof.state_tx_id, proof.header.tx_id, state)
     try:
-        root = merkle.root_from_multi(proof.indices, proof.header.n_entries, leaves, proof.path)
+        root = merkle.root_from_multi(proof.indices, proof.header.n_entries, list(leaves), proof.path)
     except ValueError as e:
         raise VerificationError(f"entries path is malformed: {e}") from None
     if root != proof.header.entries_root:

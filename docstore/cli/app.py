@@ -420,6 +420,11 @@ def _history_table(revs: list) -> str:
     rows = []
     for r in revs:
         when = dt.datetime.fromtimestamp(r["timestamp_ns"] / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        if r.get("erasure"):
+            what = "all properties" if r["pointers"] is None else ", ".join(r["pointers"])
+            doc = f"(erased {what}: {r['erased']} stored values)"
+            rows.append(["erased", str(r["tx_id"]), when, r.get("user") or "", output.cell(r.get("reason") or "", 40), doc])
+            continue
         doc = "(deleted)" if r["deleted"] else output.cell(r["document"], 80)
         rows.append([str(r["revision"]), str(r["tx_id"]), when, r.get("user") or "", output.cell(r.get("reason") or "", 40), doc])
     return output.render_table(["rev", "tx", "time (UTC)", "user", "reason", "document"], rows)
@@ -725,12 +730,43 @@ def delete(ctx: typer.Context, collection: CollArg, doc_id: IdArg,
 
 
 @app.command()
+def erase(
+    ctx: typer.Context, collection: CollArg, doc_id: IdArg,
+    pointer: Annotated[Optional[list[str]], typer.Option(
+        "--pointer", metavar="POINTER", help="Erase this property (a JSON pointer, e.g. /name); repeat for more. "
+        "Default: every property but _id.")] = None,
+    reason: ReasonOpt = None, as_: AsOpt = None, meta: MetaOpt = None, fmt: FormatOpt = None,
+) -> None:
+    """Erase stored values of a document in every revision (e.g. a consent withdrawal).
+
+    The values and their salts are destroyed on disk; their hashes stay, so every proof of
+    everything else still verifies, and reads show each erased property as {"$erased": N}
+    (N: the erasing transaction). Who and why are kept with the erasure (--as, --reason).
+
+    Examples:
+
+      immudoc erase participants p-017 --pointer /name --pointer /born --reason "consent withdrawn"
+    """
+    tx_kw = _tx_kw(reason, as_, meta)
+    with open_db(ctx, write=True) as db:
+        done = db.collection(collection).erase(doc_id, pointer or None, **tx_kw)
+    output.emit(
+        {"collection": collection, "_id": doc_id, **done.to_dict()}, _fmt(fmt),
+        lambda r: (f"erased {r['erased']} stored values of {r['_id']} in {r['revisions']} revisions "
+                   f"(transaction {r['tx']})") if r["tx"] is not None else f"nothing left to erase in {r['_id']}",
+    )
+
+
+@app.command()
 def history(ctx: typer.Context, collection: CollArg, doc_id: IdArg,
             fmt: FormatOpt = None) -> None:
-    """Print every revision of a document, oldest first."""
+    """Print every revision of a document, oldest first, and its erasures (who, when, why)."""
     with open_db(ctx) as db:
-        revs = [r.to_dict() for r in db.collection(collection).history(doc_id)]
-    output.emit_many(revs, _fmt(fmt), _history_table)
+        coll = db.collection(collection)
+        revs = [r.to_dict() for r in coll.history(doc_id)]
+        erased = [{"erasure": True, **e} for e in coll.erasures(doc_id)]
+    merged = sorted(revs + erased, key=lambda r: (r["tx_id"], "erasure" in r))
+    output.emit_many(merged, _fmt(fmt), _history_table)
 
 
 @app.command()

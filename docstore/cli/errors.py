@@ -64,6 +64,7 @@ EXIT_CODES: list[tuple[int, str, tuple[str, ...]]] = [
             "docstore.errors.InvalidPointerError",
             "docstore.errors.CollectionExistsError",
             "docstore.errors.ReasonRequiredError",
+            "docstore.errors.ErasureRefusedError",
             "docstore.errors.TransactionTooLargeError",
             "docstore.remote.errors.MessageTooLargeError",
             "kvcore.errors.InvalidInputError",

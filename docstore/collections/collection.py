@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kvcore import gcpause
 
 from docstore.documents import records
-from docstore.api import Revision
+from docstore.api import Erasure, Revision
 from docstore.collections import budget, cursor
 from docstore.collections.indexes import check_field, keys_for
 from docstore.collections.query import compile_filter, distinct_values
@@ -135,6 +135,38 @@ class Collection:
     ) -> None:
         """Delete a document: a tombstone revision; its history stays."""
         self._run(lambda tx: tx[self.name].delete(doc_id), idempotency_key, "delete", txmeta.encode(user, reason, meta))
+
+    def erase(
+        self, doc_id: str, pointers: list[str] | None = None, *, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> Erasure:
+        """Destroy the stored values of ``pointers`` (default: every property but ``_id``) of
+        ``doc_id``, in every revision, keeping their hashes: every proof of everything else
+        still verifies, and reads show each erased property as ``{"$erased": N}``, ``N`` the
+        erasing transaction (docs/documents.md, "Erasure"). Returns an :class:`Erasure`."""
+        from docstore.documents.erasure import check_pointers
+        from docstore.transactions.erase import erase
+
+        check_id(doc_id)
+        return erase(self._engine, self.name, doc_id, check_pointers(pointers), txmeta.encode(user, reason, meta))
+
+    def erasures(self, doc_id: str) -> list[dict[str, Any]]:
+        """The erasures of a document, oldest first: each ``{"tx_id", "timestamp_ns", "user",
+        "reason", "meta", "pointers", "erased"}`` (``pointers`` None: the whole document);
+        proven on a verifying database."""
+        from docstore.transactions.erase import erasure_records
+
+        check_id(doc_id)
+        return erasure_records(self._engine, self.name, doc_id)
+
+    def prove_erasures(self, doc_id: str, state: kvcore.State | None = None) -> list[dict[str, Any]]:
+        """Proofs of the document's erasure records (as :meth:`erasures` lists them) relative to
+        ``state`` (default: now): verify each with
+        ``docstore.proofs.erasureproof.verify_record``."""
+        from docstore.transactions.erase import erasure_bundles
+
+        check_id(doc_id)
+        return erasure_bundles(self._engine, self.name, doc_id, state)
 
     # ---------------------------------------------------------------- reads
     def get(self, doc_id: str, at_tx: int | None = None, *, at_time: Any = None) -> dict:

@@ -13,11 +13,26 @@ import jsonschema_rs
 import orjson
 
 from docstore.errors import SchemaError
+from docstore.documents.erasure import is_marker
 from docstore.documents.flatten import escape
 
 
 def _pointer(parts: Any) -> str:
     return "".join("/" + escape(str(p)) for p in parts)
+
+
+def _at_marker(doc: Any, path: Any) -> bool:
+    """Whether the instance at ``path`` in ``doc`` is, or is inside, an erased property's marker."""
+    node = doc
+    for part in [None, *path]:
+        if part is not None:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                return False
+        if is_marker(node):
+            return True
+    return False
 
 
 class Schema:
@@ -49,9 +64,15 @@ class Schema:
         self.document = document
 
     def check(self, doc: dict, label: str = "document") -> None:
+        """SchemaError unless ``doc`` is valid. An erased property (its marker ``{"$erased":
+        N}``, kept by a later revision) is exempt: no error at it or inside it counts."""
         validator = self._validator
         if validator.is_valid(doc):
             return
-        errors = [(_pointer(e.instance_path), e.message) for e in validator.iter_errors(doc)]
+        errors = [
+            (_pointer(e.instance_path), e.message) for e in validator.iter_errors(doc) if not _at_marker(doc, e.instance_path)
+        ]
+        if not errors:
+            return
         detail = "; ".join(f"{p or '/'}: {m}" for p, m in errors)
         raise SchemaError(f"{label} violates the collection schema: {detail}", errors)

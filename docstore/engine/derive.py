@@ -7,7 +7,7 @@ process's refresh, a rebuild): :func:`changes_of` reads a transaction back from 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import lmdb
@@ -15,6 +15,7 @@ import orjson
 
 import kvcore
 
+from kvcore.erasure import ERASED_KEY
 from kvcore.hashing import entry_leaf_hash
 
 from docstore.collections.indexes import keys_for, meets_array
@@ -41,6 +42,18 @@ class DocChange(NamedTuple):
     digest: bytes = b""
 
 
+class ErasedDoc(NamedTuple):
+    """A document some of whose values a transaction erases. ``doc_after(tx_id)``: its current
+    revision as the erasure leaves it, for the commit to plan the map before the values are
+    gone (None: read it, the erasure done)."""
+
+    collection: str
+    id: str
+    doc_after: Callable[[int], dict] | None = None
+    old: dict | None = None
+    """Its current revision before the erasure (None: unknown, its rows are found by a scan)."""
+
+
 class StateRootMismatch(CorruptDataError):
     """The state map rebuilt from a transaction does not have the root its header commits to."""
 
@@ -58,9 +71,16 @@ def plan_map(
     definitions: dict[str, tuple[int, bytes]],
     changes: list[DocChange],
     old_docs: dict[tuple[str, str], dict | None] | None = None,
+    erasures: Sequence[ErasedDoc] = (),
 ) -> Plan:
     """The state map's update for a transaction (before the derived state reflects it)."""
     diff = mapchanges.compute(store, txn, read_doc, tx_id, metas, definitions, revisions(changes), old_docs)
+    for e in erasures:
+        loc = store.location(txn, e.collection, e.id)
+        definition = store.definition(txn, e.collection)
+        if loc is not None and definition is not None:
+            doc = e.doc_after(tx_id) if e.doc_after is not None else read_doc(e.collection, e.id, loc)
+            diff.update(mapchanges.erased(store, txn, e.collection, e.id, doc, indexed_fields(definition), e.old))
     return store.smap.plan(txn, diff)
 
 
@@ -77,13 +97,17 @@ def apply(
     metas: dict[str, dict[str, Any]],
     changes: list[DocChange],
     old_docs: dict[tuple[str, str], dict | None] | None = None,
+    erasures: Sequence[ErasedDoc] = (),
 ) -> None:
     """Apply transaction ``tx_id`` (ledger root ``root`` after it): new collection definitions
     first (an index added is filled from the current documents, one removed is dropped), then
     the documents. ``old_docs`` gives the revisions they replace where the caller has them;
-    the others are read from the store and the ledger."""
+    the others are read from the store and the ledger. ``erasures``: documents whose values
+    it erased, their index rows made anew from what is left (no row keeps an erased value)."""
     for name, meta in metas.items():
         _apply_definition(store, txn, read_doc, name, meta)
+    for e in erasures:
+        _reindex_erased(store, txn, read_doc, e)
     fields_of: dict[str, list[str]] = {}
     for ch in changes:
         fields = fields_of.get(ch.collection)
@@ -114,6 +138,25 @@ def apply(
         elif store.put_location(txn, ch.collection, ch.id, ch.location):
             store.add_count(txn, ch.collection, 1)
     store.set_reflected(txn, tx_id, root)
+
+
+def _reindex_erased(store: Store, txn: lmdb.Transaction, read_doc: ReadDoc, e: ErasedDoc) -> None:
+    """The index rows of a document some of whose values were erased: those of the revision
+    before removed (named by its old values when the commit read them; else found by the
+    document's id, a scan of each index: the erased values cannot be read), then those of what
+    it holds now put."""
+    coll, doc_id = e.collection, e.id
+    loc = store.location(txn, coll, doc_id)
+    definition = store.definition(txn, coll)
+    if loc is None or definition is None:
+        return
+    doc = read_doc(coll, doc_id, loc)
+    for field in indexed_fields(definition):
+        if e.old is None:
+            store.index_delete_doc(txn, coll, field, doc_id)
+        else:
+            store.index_delete(txn, coll, field, keys_for(e.old, field), doc_id)
+        store.index_put(txn, coll, field, keys_for(doc, field), doc_id)
 
 
 def _apply_definition(store: Store, txn: lmdb.Transaction, read_doc: ReadDoc, name: str, meta: dict[str, Any]) -> None:
@@ -150,14 +193,16 @@ def replaced(
 
 def changes_of(
     ledger: kvcore.Ledger, tx_id: int
-) -> tuple[dict[str, dict[str, Any]], list[DocChange], dict[str, tuple[int, bytes]]]:
-    """(collection definitions, document changes, each definition's (entry index, leaf hash))
-    of committed transaction ``tx_id``, read back from the ledger (a transaction at a time:
-    memory stays bounded by the largest one)."""
+) -> tuple[dict[str, dict[str, Any]], list[DocChange], dict[str, tuple[int, bytes]], list[ErasedDoc]]:
+    """(collection definitions, document changes, each definition's (entry index, leaf hash),
+    the documents it erases from) of committed transaction ``tx_id``, read back from the
+    ledger (a transaction at a time: memory stays bounded by the largest one)."""
     metas: dict[str, dict[str, Any]] = {}
     definitions: dict[str, tuple[int, bytes]] = {}
     changes: list[DocChange] = []
+    erasures: list[ErasedDoc] = []
     items = ledger.entry_items(tx_id)
+    marks = ledger.erased_by(tx_id)
     i = 0
     while i < len(items):
         key, value = items[i]
@@ -171,17 +216,24 @@ def changes_of(
             header = Header.decode(value)
             loc = Location(tx_id, i, header.revision, header.n)
             run = items[i : i + 1 + header.n]
-            digest = run_root([entry_leaf_hash(0 if v is not None else 1, k, v or b"") for k, v in run])
+            leaves = [entry_leaf_hash(0 if v is not None else 1, k, v or b"") for k, v in run]
+            erased = {j - i - 1: by for j, by in marks.items() if i < j <= i + header.n} if marks else None
+            for o in erased or ():  # an erased value's leaf is the one its erasure committed
+                leaves[o + 1] = ledger.erased_leaf(tx_id, i + 1 + o) or leaves[o + 1]
+            digest = run_root(leaves)
             if header.deleted:
                 changes.append(DocChange(header.collection, header.id, None, loc, digest))
             else:
                 props = items[i + 1 : i + 1 + header.n]
-                doc = doc_from_items(header, props, property_prefix(header.collection, header.id))
+                doc = doc_from_items(header, props, property_prefix(header.collection, header.id), erased)
                 changes.append(DocChange(header.collection, header.id, doc, loc, digest))
             i += 1 + header.n
         else:
+            if kind == b"x\x00" and value is not None:
+                coll, _, doc_id = key[2:].partition(b"\x00")
+                erasures.append(ErasedDoc(coll.decode(), doc_id.decode()))
             i += 1
-    return metas, changes, definitions
+    return metas, changes, definitions, erasures
 
 
 BATCH_ENTRIES = 200_000
@@ -226,19 +278,27 @@ def apply_logged(store: Store, txn: lmdb.Transaction, ledger: kvcore.Ledger, rea
     """Apply committed transaction ``tx_id``, read back from the log, to the derived state and
     the map in ``txn`` (the store reflects ``tx_id - 1`` in it), checking the map's root
     against its header; returns its number of entries."""
-    metas, changes, definitions = changes_of(ledger, tx_id)
+    metas, changes, definitions, erasures = changes_of(ledger, tx_id)
     old = replaced(store, txn, read_doc, changes)  # read once, for the map and the rows
-    plan = plan_map(store, txn, read_doc, tx_id, metas, definitions, changes, old)
+    plan = plan_map(store, txn, read_doc, tx_id, metas, definitions, changes, old, erasures)
     header = ledger.header(tx_id)
-    if header.state_root is not None and header.state_root != plan.root:
+    if header.state_root is not None and header.state_root != plan.root and not _erased_later(ledger, tx_id):
         raise StateRootMismatch(
             f"transaction {tx_id}: the state map rebuilt from the log has root "
             f"{plan.root.hex()[:16]}..., its header commits to {header.state_root.hex()[:16]}... "
             "(the derived state is damaged, or the ledger was written by a faulty writer: run an audit)"
         )
-    apply(store, txn, read_doc, tx_id, ledger.state(tx_id).root, metas, changes, old)
+    apply(store, txn, read_doc, tx_id, ledger.state(tx_id).root, metas, changes, old, erasures)
     plan.apply(txn, store.smap)
     return header.n_entries
+
+
+def _erased_later(ledger: kvcore.Ledger, tx_id: int) -> bool:
+    """Whether values were erased by a transaction after ``tx_id``: the map that transaction
+    committed to indexed values that are gone, so its root cannot be derived again (the
+    erasing transaction's map, and every later one, are checked as always)."""
+    newest = ledger.lookup(ERASED_KEY)
+    return newest is not None and newest.tx_id > tx_id
 
 
 def documents(store: Store, txn: lmdb.Transaction, read_doc: ReadDoc, coll: str) -> Iterator[tuple[str, dict]]:

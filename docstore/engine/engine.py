@@ -19,6 +19,7 @@ import struct
 import shutil
 import tempfile
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from functools import partial
@@ -30,6 +31,7 @@ from typing import Any, NoReturn
 import lmdb
 
 import kvcore
+from kvcore.erasure import ERASED_KEY
 
 from docstore.collections.indexes import Index
 from docstore.collections.schema import Schema
@@ -40,8 +42,8 @@ from docstore.engine.groupcommit import Committer
 from docstore.documents import txmeta
 from docstore.engine import pgsnapshot
 from docstore.engine.signing import Signing
-from docstore.engine.state import decode_doc, doc_from_items, encode_doc
-from docstore.engine.store import VERSION, Location, Store
+from docstore.engine.state import decode_doc, doc_from_items, encode_doc, erased_ordinals
+from docstore.engine.store import REPLACED_CHECK_SECONDS, VERSION, Location, Store
 from docstore.errors import (
     CollectionNotFoundError,
     ConflictError,
@@ -195,6 +197,8 @@ class Engine:
         self._damaged: str | None = None
         self._cache: OrderedDict[tuple[str, str, int, int], bytes | tuple[bytes]] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._generation = store.generation
+        self._next_look = 0.0
         self._schemas: dict[str, tuple[bytes, Schema | None]] = {}
         self._temp_store = temp_store
         """The directory of a private derived state (a reader's, when the database has none)."""
@@ -271,6 +275,8 @@ class Engine:
             if not readonly:
                 derive.catch_up(store, ledger, engine.read_doc, derived)
                 _remove_old_snapshot(path)
+                if engine.last_erasure() > store.compacted_through():  # a crash came first
+                    engine.after_erasure()
             elif temp is not None:
                 derive.catch_up(store, ledger, engine.read_doc, derived)
             engine.note_reflected()
@@ -361,6 +367,8 @@ class Engine:
                 with self._damage_is_corruption():
                     derive.catch_up(self.store, self.ledger, self.read_doc)
                 self.note_reflected()
+                if self.follows and not self.readonly and self.last_erasure() > self.store.compacted_through():
+                    self.after_erasure()  # another writer's erasure: no erased row kept here either
             return self.ledger.tx_id
 
     # ---------------------------------------------------------------- state
@@ -446,9 +454,18 @@ class Engine:
     # ------------------------------------------------------------ documents
     def read_doc(self, coll: str, doc_id: str, loc: Location) -> dict:
         """The revision of ``doc_id`` at ``loc``, from the bounded cache or the log."""
+        if self.store.generation != self._generation:  # the files were compacted: an erasure
+            self._generation = self.store.generation
+            with self._cache_lock:
+                self._cache.clear()
+            if self.ledger.readonly or self.follows:
+                self.ledger.refresh()  # (its erasure record)
+        if self.ledger.readonly and not self.follows:
+            self._learn_erasures()
         key = (coll, doc_id, loc.tx_id, loc.entry)
         raw = self._cache.get(key)
-        if raw is not None:
+        erased = erased_ordinals(self.ledger, loc.tx_id, loc.entry + 1, loc.n)
+        if raw is not None and not erased:  # (a revision read before its erasure is read anew)
             with self._cache_lock:
                 if key in self._cache:
                     self._cache.move_to_end(key)
@@ -464,7 +481,11 @@ class Engine:
             ) from None
         except _DAMAGE as e:  # a location outside the log: damaged derived state
             self._damaged_state(e)
-        doc = doc_from_items(header, items, records.property_prefix(coll, doc_id))
+        # after reading: an erasure is known before its values are zeroed (kvcore)
+        erased = erased_ordinals(self.ledger, loc.tx_id, loc.entry + 1, loc.n)
+        doc = doc_from_items(header, items, records.property_prefix(coll, doc_id), erased)
+        if erased:
+            return doc
         encoded = encode_doc(doc)
         with self._cache_lock:
             self._cache[key] = encoded
@@ -592,6 +613,47 @@ class Engine:
                     out.append(self.read_doc(coll, doc_id, loc))
         return out
 
+    def _learn_erasures(self) -> None:
+        """A reader of a directory database (the writer's derived state, its own ledger): now
+        and then, take in the writer's transactions when the derived state reflects newer
+        ones, so that an erasure (which moves no document) is known to its reads."""
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + REPLACED_CHECK_SECONDS
+        with self._read() as txn:
+            found = self.store.reflected(txn)
+        if found is not None and found[0] > self.ledger.tx_id:
+            with translate():
+                self.ledger.refresh()
+
+    def after_erasure(self, compact: bool = True) -> None:
+        """Leave no erased value in the derived state's files: compact them (LMDB's freed pages
+        keep old rows; ``compact=False``: no row ever held the erased values, none of them
+        being indexed, so only the fact is recorded); on PostgreSQL, drop the derived states
+        published there (the next ``publish_state`` publishes a clean one)."""
+        with self.lock:
+            if compact:
+                self.store.compact(self.last_erasure())
+            else:
+                self.store.set_compacted(self.last_erasure())
+            if self.url is not None:
+                pgsnapshot.drop(self.url)
+
+    def last_erasure(self) -> int:
+        """The transaction of the ledger's last erasure (0: none)."""
+        newest = self.ledger.lookup(ERASED_KEY)
+        return 0 if newest is None else newest.tx_id
+
+    def store_location(self, coll: str, doc_id: str) -> Location | None:
+        """Where the derived state says ``doc_id``'s current revision is (None: not live)."""
+        self.check_open()
+        try:
+            with self._read() as txn:
+                return self.store.location(txn, coll, doc_id)
+        except _DAMAGE as e:
+            self._damaged_state(e)
+
     def current_document(self, coll: str, doc_id: str) -> dict | None:
         self.check_open()
         store = self.store
@@ -713,15 +775,17 @@ class Engine:
         metas: dict[str, dict[str, Any]],
         written: list[Written],
         definitions: dict[str, int] | None = None,
+        erasures: list[derive.ErasedDoc] | None = None,
     ) -> int | None:
         """Commit ``kv`` (its log record durable first, its header committing to the state
         map's root after it), then reflect it in the derived state in one LMDB transaction
         (definitions ``metas``, each at entry ``definitions[name]``; documents ``written``);
-        returns its transaction id (None: nothing to write). Errors translated. Transactions
+        returns its transaction id (None: nothing to write); ``erasures``: documents whose
+        values it erases (their index rows made anew). Errors translated. Transactions
         committed at the same time by other threads share its durable writes
         (:mod:`docstore.engine.groupcommit`)."""
         self.check_open()
-        outcome = self.committer.commit(kv, metas, written, definitions or {}, MAINTAIN_STATE_MAP)
+        outcome = self.committer.commit(kv, metas, written, definitions or {}, MAINTAIN_STATE_MAP, erasures)
         if isinstance(outcome, BaseException):
             with translate(kv.snapshot):
                 raise outcome
@@ -813,7 +877,8 @@ def _reader(ledger: kvcore.Ledger) -> derive.ReadDoc:
     def read(coll: str, doc_id: str, loc: Location) -> dict:
         header = Header(coll, doc_id, loc.revision, loc.n, False)
         items = ledger.entry_items(loc.tx_id, loc.entry + 1, loc.n) if loc.n else []
-        return doc_from_items(header, items, records.property_prefix(coll, doc_id))
+        erased = erased_ordinals(ledger, loc.tx_id, loc.entry + 1, loc.n)
+        return doc_from_items(header, items, records.property_prefix(coll, doc_id), erased)
 
     return read
 
@@ -846,6 +911,8 @@ def _open_store(path: str, ledger: kvcore.Ledger, readonly: bool) -> tuple[Store
     store if it is usable; rebuilt (a writer) if it is missing, damaged, ahead of the log or of
     another history; a private temporary one for a reader when the database has none yet."""
     note = None
+    if not readonly:
+        Store.remove_leftovers(path)
     problem = Store.file_problem(path) if Store.exists(path) else None
     if problem is not None:
         note = f"the derived state could not be read ({problem}); rebuilt it from the log"

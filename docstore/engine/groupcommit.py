@@ -48,6 +48,7 @@ class _Queued:
     written: list[Written]
     definitions: dict[str, int]
     keep_map: bool
+    erasures: list[derive.ErasedDoc] = dataclasses.field(default_factory=list)
     outcome: int | BaseException | None = None
     done: bool = False
     old: dict[tuple[str, str], dict | None] = dataclasses.field(init=False)
@@ -86,6 +87,7 @@ class Committer:
         written: list[Written],
         definitions: dict[str, int],
         keep_map: bool,
+        erasures: list[derive.ErasedDoc] | None = None,
     ) -> int | None | BaseException:
         """Commit ``kv`` with others queued at the same time; its transaction id (None: it
         wrote nothing) or the (kvcore or docstore) error that refused it, for the caller to
@@ -93,7 +95,7 @@ class Committer:
         request = kv.request()
         if request is None:
             return None
-        mine = _Queued(kv, request, metas, written, definitions, keep_map)
+        mine = _Queued(kv, request, metas, written, definitions, keep_map, erasures or [])
         lock = self._engine.lock
         if not GROUP_COMMIT or lock.owned():
             # benchmark only: each transaction its own durable writes; or a caller that
@@ -172,7 +174,7 @@ class Committer:
                     ) from e
                 changes = q.changes(tx_id, leaves)
                 defs = {name: (i, leaves[i]) for name, i in q.definitions.items()}
-                plan = derive.plan_map(store, txn, engine.read_doc, tx_id, q.metas, defs, changes, q.old)
+                plan = derive.plan_map(store, txn, engine.read_doc, tx_id, q.metas, defs, changes, q.old, q.erasures)
                 pending.append((tx_id, q, changes, plan))
                 return plan.root
 
@@ -215,7 +217,7 @@ class Committer:
                 txn = store.write()
                 _catch_up(engine, store, txn, committed[0][0] - 1)
                 for tx_id, q in committed:
-                    derive.apply(store, txn, engine.read_doc, tx_id, b"", q.metas, q.changes(tx_id, None), q.old)
+                    derive.apply(store, txn, engine.read_doc, tx_id, b"", q.metas, q.changes(tx_id, None), q.old, q.erasures)
                 store.mark_map_stale(txn)
             elif pending and pending[0][0] == committed[-1][0]:
                 _reflect(engine, store, txn, *pending[0])
@@ -240,7 +242,7 @@ def _reflect(
 ) -> None:
     """Write a committed transaction's derived state and map into the group's LMDB transaction
     (its ledger root is set for the group's last one)."""
-    derive.apply(store, txn, engine.read_doc, tx_id, b"", q.metas, changes, q.old)
+    derive.apply(store, txn, engine.read_doc, tx_id, b"", q.metas, changes, q.old, q.erasures)
     plan.apply(txn, store.smap)
 
 

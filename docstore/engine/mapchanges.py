@@ -107,3 +107,34 @@ def compute(
                 out[mh.multikey_key(coll, field, doc_id)] = b"" if multi else None
         out[mh.document_key(coll, doc_id)] = value
     return out
+
+
+def erased(
+    store: Store, txn: lmdb.Transaction, coll: str, doc_id: str, doc: dict, fields: list[str], old: dict | None = None
+) -> MapChanges:
+    """The map's changes for a document whose values an erasure destroys: its index entries
+    removed (those of ``old``, its revision before, when known; else found by its id and
+    location, a scan of each index: the erased values cannot be read to name them), then those
+    of ``doc`` (its current revision as the erasure leaves it) put back."""
+    out: MapChanges = {}
+    smap = store.smap
+    raw = smap.get(txn, mh.document_key(coll, doc_id))
+    if raw is None:
+        raise CorruptDataError(f"document {doc_id!r} of {coll!r} is missing from the state map")
+    for field in fields:
+        if old is not None:
+            for e in keys_for(old, field):
+                out[mh.index_key(coll, field, e, doc_id)] = None
+        else:
+            prefix = mh.index_prefix(coll, field)
+            for k, v in smap.items(txn, prefix, mh.successor(prefix)):
+                if v == raw and mh.index_key_id(k, doc_id):
+                    out[k] = None
+        for e in keys_for(doc, field):
+            out[mh.index_key(coll, field, e, doc_id)] = raw
+        mk = mh.multikey_key(coll, field, doc_id)
+        if meets_array(doc, field):
+            out[mk] = b""
+        elif smap.get(txn, mk) is not None:
+            out[mk] = None
+    return out

@@ -172,3 +172,21 @@ def fetch(url: str, path: str) -> tuple[Snapshot | None, str | None]:
         conn.close()
         with contextlib.suppress(OSError):
             shutil.rmtree(part)
+
+
+def drop(url: str) -> None:
+    """Remove the published derived state (after an erasure: it holds rows of erased values;
+    PostgreSQL keeps the deleted rows' bytes until VACUUM reclaims them: docs/storage.md)."""
+    import psycopg
+
+    conn = _connect(url)
+    try:
+        with conn:
+            conn.execute(_DDL)
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            conn.execute("DELETE FROM ds_snapshot_chunk WHERE name = %s", (NAME,))
+            conn.execute("DELETE FROM ds_snapshot WHERE name = %s", (NAME,))
+    except psycopg.Error as e:
+        raise StorageError(f"cannot remove the derived state published in PostgreSQL: {_line(e)}") from None
+    finally:
+        conn.close()

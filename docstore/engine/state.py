@@ -5,7 +5,7 @@ copied and encoded for its bounded cache. (The derived state itself is on disk:
 from __future__ import annotations
 
 import marshal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -13,7 +13,7 @@ import orjson
 
 import kvcore
 
-from docstore.documents import shapes
+from docstore.documents import erasure, shapes
 from docstore.documents.flatten import flatten_raw, unflatten
 from docstore.documents.records import SALT_BYTES, Header, parse_property_key
 from docstore.errors import CorruptDataError, DocstoreError
@@ -46,14 +46,27 @@ def decode_doc(raw: bytes | tuple[bytes]) -> dict:
     return marshal.loads(raw[0])
 
 
+def erased_ordinals(ledger: kvcore.Ledger, tx_id: int, first: int, n: int) -> dict[int, int]:
+    """Of the ``n`` properties from entry ``first`` of transaction ``tx_id``, the erased ones:
+    ordinal -> erasing transaction (empty, and cheap, when none is)."""
+    marks = ledger.erased_by(tx_id, first, n)
+    return {i - first: by for i, by in marks.items()} if marks else marks
+
+
 def doc_from_entries(header: Header, entries: list[kvcore.Entry], prefix: bytes) -> dict:
     """Rebuild a document from its header and property entries (checking they belong)."""
     return doc_from_items(header, [(e.key, e.value) for e in entries], prefix)
 
 
-def doc_from_items(header: Header, entries: Sequence[tuple[bytes, bytes | None]], prefix: bytes) -> dict:
+def doc_from_items(
+    header: Header, entries: Sequence[tuple[bytes, bytes | None]], prefix: bytes, erased: Mapping[int, int] | None = None
+) -> dict:
     """Rebuild a document from its header and its property entries as (key, value) pairs,
-    checking they belong to it (CorruptDataError otherwise)."""
+    checking they belong to it (CorruptDataError otherwise). ``erased``: the ordinals of
+    erased properties (their values are zeros) -> the erasing transaction, each shown as
+    its marker (docstore.documents.erasure)."""
+    if erased:
+        return _with_markers(header, entries, prefix, erased)
     if len(entries) != header.n:
         raise CorruptDataError(
             f"document {header.collection}/{header.id} revision {header.revision}: "
@@ -84,6 +97,18 @@ def doc_from_items(header: Header, entries: Sequence[tuple[bytes, bytes | None]]
         return unflatten(pairs)
     except DocstoreError as e:  # a value or pointer that does not decode: damage on disk
         raise CorruptDataError(f"document {header.collection}/{header.id} revision {header.revision}: {e}") from None
+
+
+def _with_markers(
+    header: Header, entries: Sequence[tuple[bytes, bytes | None]], prefix: bytes, erased: Mapping[int, int]
+) -> dict:
+    cut = len(prefix) + 8
+    placeholder = bytes(SALT_BYTES) + b"null"
+    doc = doc_from_items(header, [(k, placeholder) if i in erased else (k, v) for i, (k, v) in enumerate(entries)], prefix)
+    try:
+        return erasure.set_markers(doc, {entries[i][0][cut:].decode(): by for i, by in erased.items() if i < len(entries)})
+    except (UnicodeDecodeError, DocstoreError, LookupError, ValueError) as e:
+        raise CorruptDataError(f"document {header.collection}/{header.id}: an erased property's pointer: {e}") from None
 
 
 def _fast(header: Header, entries: Sequence[tuple[bytes, bytes | None]], prefix: bytes, cut: int) -> dict | None:

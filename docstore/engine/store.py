@@ -34,6 +34,7 @@ import os
 import shutil
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, cast
 
@@ -52,6 +53,8 @@ _Db: TypeAlias = "_Database"
 VERSION = 2
 """2: the state map (``smap``) added; a store of version 1 is rebuilt from the log."""
 DIR = "state.lmdb"
+REPLACED_CHECK_SECONDS = 0.05
+"""How often a reader looks whether the files were replaced (:meth:`Store.compact`)."""
 MAP_SIZE = 1 << 40  # address space reserved, not disk: the file grows as needed
 _U64 = struct.Struct(">Q")
 _LOC = struct.Struct(">QIII")
@@ -110,15 +113,58 @@ class Store:
     def __init__(self, path: str, readonly: bool, durable: bool = True) -> None:
         self.path = os.path.join(path, DIR)
         self.readonly = readonly
+        self._durable = durable
+        self.generation = 0
+        """How many times this store took new files (:meth:`compact`, here or by another)."""
+        self._next_check = time.monotonic() + REPLACED_CHECK_SECONDS
         try:
             if not readonly:
                 os.makedirs(self.path, exist_ok=True)
             self._shared: _Shared | None = _acquire(self.path, readonly, durable)
         except lmdb.Error as e:
             raise StorageError(f"cannot open the derived state {self.path!r}: {e}") from None
-        self.env = self._shared.env
-        self.meta, self.colls, self.docs, self.idx, self.multi, smap = self._shared.dbs
+        self._take(self._shared)
+
+    def _take(self, shared: _Shared) -> None:
+        self.env = shared.env
+        self.meta, self.colls, self.docs, self.idx, self.multi, smap = shared.dbs
         self.smap = StateMap(smap, self.meta)
+
+    def compact(self, erasure_tx: int = 0) -> None:
+        """Replace the files with a compacted copy (the writer, holding the commit lock, after
+        an erasure): LMDB keeps freed pages, with whatever rows they held, until it reuses them;
+        the copy has only the live rows. Other users of the old files open the new ones at
+        their next read (:meth:`read` looks now and then). A crash midway leaves no derived
+        state, or the old one: the next open rebuilds it, or compacts it again. ``erasure_tx``:
+        the last erasure the files reflect (:meth:`compacted_through`)."""
+        new, old = self.path + ".compact", self.path + ".old"
+        for d in (new, old):
+            shutil.rmtree(d, ignore_errors=True)
+        self.set_compacted(erasure_tx)  # (read at open: an erasure after it is compacted then)
+        os.makedirs(new)
+        self.env.copy(new, compact=True)
+        fd = os.open(os.path.join(new, "data.mdb"), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(self.path, old)
+        os.rename(new, self.path)
+        _fsync_dir(os.path.dirname(self.path))
+        shutil.rmtree(old, ignore_errors=True)
+        self._reopen()
+
+    def _reopen(self) -> None:
+        old, self._shared = self._shared, None
+        try:
+            self._shared = _acquire(self.path, self.readonly, self._durable)
+        except lmdb.Error as e:
+            raise StorageError(f"cannot open the derived state {self.path!r}: {e}") from None
+        finally:
+            if old is not None:
+                _release(old)
+        self._take(self._shared)
+        self.generation += 1
 
     @staticmethod
     def file_problem(path: str) -> str | None:
@@ -153,6 +199,12 @@ class Store:
         return os.path.isfile(os.path.join(path, DIR, "data.mdb"))
 
     @staticmethod
+    def remove_leftovers(path: str) -> None:
+        """Remove what a compaction that a crash interrupted left (:meth:`compact`)."""
+        for suffix in (".compact", ".old"):
+            shutil.rmtree(os.path.join(path, DIR) + suffix, ignore_errors=True)
+
+    @staticmethod
     def remove(path: str) -> None:
         shutil.rmtree(os.path.join(path, DIR), ignore_errors=True)
 
@@ -162,6 +214,12 @@ class Store:
             _release(shared)
 
     def read(self) -> lmdb.Transaction:
+        now = time.monotonic()
+        if now >= self._next_check:  # a writer may have compacted the files (an erasure)
+            self._next_check = now + REPLACED_CHECK_SECONDS
+            shared = self._shared
+            if shared is not None and shared.identity != _identity(self.path) and _identity(self.path) is not None:
+                self._reopen()
         return self.env.begin(write=False, buffers=False)
 
     def write(self) -> lmdb.Transaction:
@@ -181,6 +239,17 @@ class Store:
         txn.put(b"tx", _U64.pack(tx_id), db=self.meta)
         txn.put(b"root", root, db=self.meta)
         txn.put(b"version", _U64.pack(VERSION), db=self.meta)
+
+    def compacted_through(self) -> int:
+        """The last erasure (its transaction) after which these files were compacted (0: none)."""
+        with self.read() as txn:
+            raw = _get(txn, b"compacted", self.meta)
+        return _U64.unpack(raw)[0] if raw else 0
+
+    def set_compacted(self, erasure_tx: int) -> None:
+        """Record that the files hold nothing of the erasures up to ``erasure_tx``."""
+        with self.write() as txn:
+            txn.put(b"compacted", _U64.pack(erasure_tx), db=self.meta)
 
     def mark_damaged(self, txn: lmdb.Transaction, why: str) -> None:
         """Record that an audit found this state differs from the log (the next writable open
@@ -263,6 +332,23 @@ class Store:
         for k in keys:
             txn.delete(prefix + _cut(k) + k_id, db=self.idx)
 
+    def index_delete_doc(self, txn: lmdb.Transaction, coll: str, field: str, doc_id: str) -> None:
+        """Remove every row of ``doc_id`` from an index (a scan of that index: for erasures,
+        whose old values are gone)."""
+        prefix, k_id = _index_prefix(coll, field), id_key(doc_id)
+        cur = txn.cursor(db=self.idx)
+        doomed = []
+        if cur.set_range(prefix):
+            for k, v in _rows(cur):
+                if not k.startswith(prefix):
+                    break
+                n = _LEN.unpack(v[:2])[0]
+                if k[len(k) - n :] == k_id and (not v[2:] or v[2:] == doc_id.encode()):
+                    doomed.append(k)
+        cur.close()
+        for k in doomed:
+            txn.delete(k, db=self.idx)
+
     def index_ids(
         self, txn: lmdb.Transaction, coll: str, field: str, ranges: list[tuple[bytes | None, bytes | None]]
     ) -> Iterator[str]:
@@ -339,6 +425,14 @@ _registry: dict[str, _Shared] = {}
 _registry_lock = threading.Lock()
 _registry_pid = os.getpid()
 _NAMES = (b"meta", b"colls", b"docs", b"idx", b"multi", b"smap")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _identity(path: str) -> tuple[int, ...] | None:

@@ -26,7 +26,11 @@ bundles (without it) are still read."""
 VERSION_WITH_META = 4
 """Version 4: version 2 and ``tx_meta``, the proof of the transaction's entry 0 (its who and
 why: docs/proofs.md, "Transaction proofs"); written only when asked (``with_meta=True``)."""
-VERSIONS = (1, 2, 4)
+VERSION_WITH_ERASURES = 5
+"""Version 5: version 4 (``tx_meta`` optional) and ``erasures``, the proofs of the erasure
+records of erased properties, which the bundle gives by their leaf hashes (docs/proofs.md,
+"Erased properties")."""
+VERSIONS = (1, 2, 4, 5)
 KINDS = ("document", "property", "collection")
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 """Largest bundle read; checked before it is parsed (a 4 MiB document proves in well under it)."""
@@ -34,7 +38,11 @@ _FIELDS_V1 = frozenset(
     {"format", "version", "kind", "collection", "id", "revision", "pointer", "claim", "index", "header",
      "properties", "ordinal", "tx", "path", "tx_path", "state", "consistency"}
 )
-_FIELDS = {1: _FIELDS_V1, 2: _FIELDS_V1 | {"checkpoint"}, 4: _FIELDS_V1 | {"checkpoint", "tx_meta"}}
+_FIELDS = {
+    1: _FIELDS_V1, 2: _FIELDS_V1 | {"checkpoint"}, 4: _FIELDS_V1 | {"checkpoint", "tx_meta"},
+    5: _FIELDS_V1 | {"checkpoint", "tx_meta", "erasures"},
+}
+_ERASURE_FIELDS = frozenset({"tx", "index", "value", "path", "tx_path"})
 _TX_META_FIELDS = frozenset({"key", "value", "deleted", "path"})
 _CONSISTENCY_FIELDS = frozenset({"state", "old_tx_id", "new_tx_id", "path"})
 
@@ -62,14 +70,41 @@ def hashes_of(values: Any, what: str) -> list[bytes]:
 
 
 class Property(NamedTuple):
-    """One stored property: its pointer, encoded JSON text and salt."""
+    """One stored property: its pointer, encoded JSON text and salt; an erased one: its
+    pointer and the leaf hash its erasure committed (``encoded`` and ``salt`` empty)."""
 
     pointer: str
     encoded: bytes
     salt: bytes
+    leaf: bytes | None = None
 
-    def to_list(self) -> list[str]:
+    def to_list(self) -> list[str | None]:
+        if self.leaf is not None:
+            return [self.pointer, None, None, b64(self.leaf)]
         return [self.pointer, self.encoded.decode("utf-8", "surrogateescape"), b64(self.salt)]
+
+
+class ErasureEntry(NamedTuple):
+    """The proof of an erasure record (kvcore.erasure): entry ``index`` of transaction ``tx``
+    is the reserved erasure key with ``value`` (the erased entries and their leaves)."""
+
+    tx: kvcore.TxHeader
+    index: int  # type: ignore[assignment]  # a field named like tuple.index (the bundle's name for it)
+    value: bytes
+    path: list[bytes]
+    tx_path: list[bytes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tx": self.tx.to_dict(), "index": self.index, "value": b64(self.value),
+                "path": [b64(h) for h in self.path], "tx_path": [b64(h) for h in self.tx_path]}
+
+
+def erasure_of(d: Any) -> ErasureEntry:
+    if not isinstance(d, dict) or set(d) != _ERASURE_FIELDS:
+        raise VerificationError("malformed proof bundle: an erasure holds exactly tx, index, value, path and tx_path")
+    tx = kvcore.TxHeader.from_dict(d.get("tx"))
+    return ErasureEntry(tx, nonneg_int(d.get("index")), unb64(d["value"], "erasures.value"),
+                        hashes_of(d["path"], "erasures.path"), hashes_of(d["tx_path"], "erasures.tx_path"))
 
 
 class TxMetaEntry(NamedTuple):
@@ -119,6 +154,7 @@ class Proof(NamedTuple):
     consistency_state: kvcore.State | None = None
     checkpoint: str | None = None  # the signed checkpoint (C2SP note text) of ``state``
     tx_meta: TxMetaEntry | None = None  # version 4: the transaction's entry 0, proven
+    erasures: list[ErasureEntry] | None = None  # version 5: the records of erased properties
 
     def __repr__(self) -> str:
         return (
@@ -141,7 +177,7 @@ class Proof(NamedTuple):
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "format": FORMAT,
-            "version": VERSION if self.tx_meta is None else VERSION_WITH_META,
+            "version": VERSION_WITH_ERASURES if self.erasures else VERSION if self.tx_meta is None else VERSION_WITH_META,
             "kind": self.kind,
             "collection": self.collection,
             "id": self.id,
@@ -159,6 +195,8 @@ class Proof(NamedTuple):
         d["tx_path"] = [b64(h) for h in self.tx_path]
         if self.tx_meta is not None:
             d["tx_meta"] = self.tx_meta.to_dict()
+        if self.erasures:
+            d["erasures"] = [e.to_dict() for e in self.erasures]
         return d | trust_fields(self)
 
     def to_json(self, indent: bool = False) -> str:
@@ -228,6 +266,12 @@ def from_dict(d: Any) -> Proof:
             raise TypeError
         properties = []
         for p in props:
+            if version == VERSION_WITH_ERASURES and isinstance(p, list) and len(p) == 4 and isinstance(p[0], str):
+                if p[1] is not None or p[2] is not None:
+                    raise VerificationError("malformed proof bundle: an erased property has no value and no salt")
+                check_utf8(p[0], "a property pointer")
+                properties.append(Property(p[0], b"", b"", unb64(p[3], "leaf")))
+                continue
             if not (isinstance(p, list) and len(p) == 3 and isinstance(p[0], str) and isinstance(p[1], str)):
                 raise TypeError
             check_utf8(p[0], "a property pointer")
@@ -273,13 +317,22 @@ def from_dict(d: Any) -> Proof:
             consistency=consistency,
             consistency_state=cstate,
             checkpoint=checkpoint,
-            tx_meta=tx_meta_of(d.get("tx_meta")) if version == VERSION_WITH_META else None,
+            tx_meta=tx_meta_of(d.get("tx_meta")) if version == VERSION_WITH_META or (
+                version == VERSION_WITH_ERASURES and "tx_meta" in d) else None,
+            erasures=erasures_of(d) if version == VERSION_WITH_ERASURES else None,
         )
     except (KeyError, TypeError, kvcore.VerificationError) as e:
         if isinstance(e, VerificationError):
             raise
         detail = str(e) if isinstance(e, kvcore.VerificationError) else "missing or mistyped fields"
         raise VerificationError(f"malformed proof bundle: {detail}") from None
+
+
+def erasures_of(d: dict[str, Any]) -> list[ErasureEntry]:
+    got = d.get("erasures")
+    if not isinstance(got, list) or not got:
+        raise VerificationError("malformed proof bundle: version 5 carries a non-empty list of erasures")
+    return [erasure_of(e) for e in got]
 
 
 def consistency_of(c: Any) -> tuple[kvcore.ConsistencyProof | None, kvcore.State | None]:

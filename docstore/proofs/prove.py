@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, NoReturn
 
 import kvcore
 
-from docstore.documents import records
+from kvcore.erasure import ERASED_KEY
+
+from docstore.documents import erasure, records
 from docstore.errors import (
     CorruptDataError,
     DocumentNotFoundError,
@@ -15,8 +17,9 @@ from docstore.errors import (
     QueryError,
 )
 from docstore.documents.flatten import OBJECT_HEADER, decode_value, split_pointer, unflatten
-from docstore.proofs.bundle import Property, Proof
+from docstore.proofs.bundle import ErasureEntry, Property, Proof
 from docstore.documents.records import Header
+from docstore.engine.state import doc_from_items
 
 if TYPE_CHECKING:
     from docstore.engine.engine import Engine
@@ -65,23 +68,33 @@ def prove_document(
         raise DocumentNotFoundError(f"no document {doc_id!r} in {coll!r}{where}")
     header = Header.decode(entry.value)
     o, tx_id = entry.index, entry.tx_id
-    state = _state(engine, state, known_state, tx_id)
+    erased = ledger.erased_by(tx_id, o + 1, header.n) if header.n else {}
+    state = _state(engine, state, known_state, max([tx_id, *erased.values()]))
     prefix = records.property_prefix(coll, doc_id)
     cut = len(prefix) + 8
     salt = records.SALT_BYTES
     if pointer is None:
         stored = ledger.entry_items(tx_id, o + 1, header.n) if header.n else []
         try:
-            props = [Property(k[cut:].decode(), v[salt:], v[:salt]) for k, v in stored if v is not None]
+            props = [
+                Property(k[cut:].decode(), b"", b"", ledger.erased_leaf(tx_id, o + 1 + i)) if o + 1 + i in erased
+                else Property(k[cut:].decode(), v[salt:], v[:salt])
+                for i, (k, v) in enumerate(stored) if v is not None
+            ]
         except UnicodeDecodeError:
             raise CorruptDataError(f"document {doc_id!r} in {coll!r}: a stored property pointer is damaged") from None
-        claim = None if header.deleted else unflatten([(p.pointer, p.encoded) for p in props])
         if len(props) != header.n:
             raise CorruptDataError(f"document {doc_id!r} in {coll!r}: a stored property is a tombstone")
+        if header.deleted:
+            claim = None
+        elif erased:
+            claim = doc_from_items(header, stored, prefix, {i - o - 1: by for i, by in erased.items()})
+        else:
+            claim = unflatten([(p.pointer, p.encoded) for p in props])
         run = ledger.prove_entries(tx_id, range(o, o + header.n + 1), state)
         proof = Proof(
             "document", coll, doc_id, header.revision, None, claim, entry.value, o, props, None,
-            run.header, run.path, run.tx_path, state,
+            run.header, run.path, run.tx_path, state, erasures=erasure_entries(ledger, set(erased.values()), state),
         )
         return _bundle(engine, proof, known_state)
     split_pointer(pointer)  # InvalidPointerError for a malformed pointer
@@ -99,6 +112,13 @@ def prove_document(
     if found is None or found[1][salt:] == OBJECT_HEADER:
         _no_property(ledger, coll, doc_id, pointer, tx_id, o, header.n, cut, want)
     index, value, kv_proof = found
+    if index in erased:
+        proof = Proof(
+            "property", coll, doc_id, header.revision, pointer, erasure.marker(erased[index]), None,
+            index, [Property(pointer, b"", b"", ledger.erased_leaf(tx_id, index))], index - o - 1, kv_proof.header,
+            kv_proof.entry_path, kv_proof.tx_path, state, erasures=erasure_entries(ledger, {erased[index]}, state),
+        )
+        return _bundle(engine, proof, known_state)
     encoded = value[salt:]
     proof = Proof(
         "property", coll, doc_id, header.revision, pointer, decode_value(encoded), None,
@@ -106,6 +126,20 @@ def prove_document(
         kv_proof.entry_path, kv_proof.tx_path, state,
     )
     return _bundle(engine, proof, known_state)
+
+
+def erasure_entries(ledger: kvcore.Ledger, by: set[int], state: kvcore.State) -> list[ErasureEntry] | None:
+    """The proofs of the erasure records of transactions ``by`` (None if there are none)."""
+    out = []
+    for e in sorted(by):
+        for i, (k, v) in enumerate(ledger.entry_items(e)):
+            if k == ERASED_KEY and v is not None:
+                kv_proof = ledger.prove_entry_at(e, i, state)
+                out.append(ErasureEntry(kv_proof.header, i, v, kv_proof.entry_path, kv_proof.tx_path))
+                break
+        else:
+            raise CorruptDataError(f"transaction {e} holds no erasure record")
+    return out or None
 
 
 def _no_property(

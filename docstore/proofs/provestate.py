@@ -22,7 +22,9 @@ from docstore.errors import (
     ProofUnavailableError,
     QueryError,
 )
+from docstore.documents import erasure
 from docstore.proofs.bundle import Property
+from docstore.proofs.prove import erasure_entries
 from docstore.proofs.checkpoint import read_unverified
 from docstore.proofs.prove import _bundle
 from docstore.proofs.statebundle import DocEntries, Query, StateProof
@@ -89,29 +91,43 @@ def _snapshot(
     return txn, tx_id
 
 
-def document_entries(engine: Engine, tx_id: int, index: int, pointer: str | None = None) -> tuple[Header, DocEntries]:
+def document_entries(
+    engine: Engine, tx_id: int, index: int, pointer: str | None = None, erasing: set[int] | None = None,
+) -> tuple[Header, DocEntries]:
     """The stored entries of the revision whose header is entry ``index`` of ``tx_id`` (all of
-    them, or with ``pointer`` the header, that property and the path proving both in the run)."""
+    them, or with ``pointer`` the header, that property and the path proving both in the run).
+    An erased property is given by its leaf; its erasing transaction is added to ``erasing``."""
     ledger = engine.ledger
     (hkey, hvalue), = ledger.entry_items(tx_id, index, 1)
     if hvalue is None:
         raise CorruptDataError(f"transaction {tx_id}, entry {index}: a document header is a tombstone")
     header = Header.decode(hvalue)
     stored = ledger.entry_items(tx_id, index + 1, header.n) if header.n else []
+    erased = ledger.erased_by(tx_id, index + 1, header.n) if header.n else {}
     cut = len(records.property_prefix(header.collection, header.id)) + 8
     salt = records.SALT_BYTES
     if any(v is None for _k, v in stored):
         raise CorruptDataError(f"document {header.id!r}: a stored property is a tombstone")
     try:
-        props = [Property(k[cut:].decode(), v[salt:], v[:salt]) for k, v in stored if v is not None]
+        props = [
+            Property(k[cut:].decode(), b"", b"", ledger.erased_leaf(tx_id, index + 1 + i))
+            if index + 1 + i in erased else Property(k[cut:].decode(), v[salt:], v[:salt])
+            for i, (k, v) in enumerate(stored) if v is not None
+        ]
     except UnicodeDecodeError:
         raise CorruptDataError(f"document {header.id!r}: a stored property pointer is damaged") from None
     if pointer is None:
+        if erasing is not None:
+            erasing.update(erased.values())
         return header, DocEntries(hvalue, props)
     for i, p in enumerate(props):
         if p.pointer == pointer and p.encoded != OBJECT_HEADER:
-            leaves = [entry_leaf_hash(0, hkey, hvalue)] + [entry_leaf_hash(0, k, v or b"") for k, v in stored]
+            leaves = [entry_leaf_hash(0, hkey, hvalue)] + [
+                q.leaf if q.leaf is not None else entry_leaf_hash(0, k, v or b"") for q, (k, v) in zip(props, stored)
+            ]
             path = multi_path([0, i + 1], len(leaves), lambda a, b: root_of(leaves[a:b]))
+            if p.leaf is not None and erasing is not None:
+                erasing.add(erased[index + 1 + i])
             return header, DocEntries(hvalue, [p], i, path)
     inside = [p.pointer for p in props if p.pointer.startswith(pointer + "/")]
     if inside:
@@ -143,11 +159,13 @@ def prove_latest(
             f"no live document {doc_id!r} in {coll!r} (prove that with prove_absent)"
         )
     loc_tx, index, _digest = mh.parse_location(value)
-    header, entries = document_entries(engine, loc_tx, index, pointer)
+    erasing: set[int] = set()
+    header, entries = document_entries(engine, loc_tx, index, pointer, erasing)
     if (header.collection, header.id) != (coll, doc_id) or header.deleted:
         raise CorruptDataError(f"the state map's entry for {doc_id!r} in {coll!r} names another revision")
     st = _state_of(engine, tx_id)
-    proof = StateProof("latest", coll, st, None, [], map=node, id=doc_id, pointer=pointer, documents=[entries])
+    proof = StateProof("latest", coll, st, None, [], map=node, id=doc_id, pointer=pointer, documents=[entries],
+                       erasures=erasure_entries(engine.ledger, erasing, st))
     return _finish(engine, proof, known_state, with_header)
 
 
@@ -195,6 +213,7 @@ def prove_find(
         can_cut = query.op == "find" and query.sort is None and query.limit is not None
         want = None if not can_cut else query.skip + (query.limit or 0)
         seen: dict[tuple[int, int], bool] = {}
+        erasing: set[int] = set()
         matched = 0
         for lo, hi in planned:
             end: bytes | None = hi
@@ -206,9 +225,9 @@ def prove_find(
                             f"a proof of this query would read more than {MAX_PROVEN_DOCUMENTS} documents: "
                             "narrow the filter (on an indexed field) or set a limit"
                         )
-                    header, entries = document_entries(engine, at[0], at[1])
+                    header, entries = document_entries(engine, at[0], at[1], None, erasing)
                     documents.append(entries)
-                    doc = _doc_of(header, entries)
+                    doc = _doc_of(engine, at, header, entries)
                     ok = predicate(doc)
                     seen[at] = ok
                     matched += ok
@@ -226,14 +245,17 @@ def prove_find(
     proof = StateProof(
         "find", coll, st, None, [], documents=documents, query=query, indexed=field,
         definition=(def_bytes, def_node), ranges=ranges, single=single,
+        erasures=erasure_entries(engine.ledger, erasing, st),
     )
     return _finish(engine, proof, known_state, with_header)
 
 
-def _doc_of(header: Header, entries: DocEntries) -> dict:
-    from docstore.documents.flatten import unflatten
-
-    return unflatten([(p.pointer, p.encoded) for p in entries.properties]) if not header.deleted else {}
+def _doc_of(engine: Engine, at: tuple[int, int], header: Header, entries: DocEntries) -> dict:
+    if header.deleted:
+        return {}
+    erased = engine.ledger.erased_by(at[0], at[1] + 1, header.n) if header.n else {}
+    marks = {p.pointer: erased[at[1] + 1 + i] for i, p in enumerate(entries.properties) if p.leaf is not None}
+    return erasure.rebuild([(p.pointer, p.encoded) for p in entries.properties], marks)
 
 
 def prove_collections(

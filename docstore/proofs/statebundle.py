@@ -26,7 +26,8 @@ from docstore.collections.cursor import check_paging, sort_key
 from docstore.collections.query import compile_filter
 from docstore.errors import VerificationError
 from docstore.proofs.bundle import (
-    FORMAT, MAX_BUNDLE_BYTES, Property, Proof, b64, check_utf8, consistency_of, dumps, hashes_of, nonneg_int,
+    FORMAT, MAX_BUNDLE_BYTES, ErasureEntry, Property, Proof, b64, check_utf8, consistency_of, dumps, erasures_of,
+    hashes_of, nonneg_int,
     trust_fields, unb64,
 )
 from docstore.proofs.bundle import from_dict as bundle_from_dict
@@ -35,6 +36,9 @@ from docstore.proofs.note import NoteError
 from docstore.statemap import encoding
 
 VERSION = 3
+VERSION_WITH_ERASURES = 6
+"""Version 6: version 3 and ``erasures``, the proofs of the erasure records of the erased
+properties its documents give by their leaf hashes (docs/proofs.md, "Erased properties")."""
 KINDS = ("latest", "absent", "find", "collections")
 OPS = ("find", "count", "distinct")
 _COMMON = frozenset({"format", "version", "kind", "collection", "checkpoint", "consistency", "head", "head_path"})
@@ -112,6 +116,7 @@ class StateProof(NamedTuple):
     checkpoint: str | None = None
     consistency: kvcore.ConsistencyProof | None = None
     consistency_state: kvcore.State | None = None
+    erasures: list[ErasureEntry] | None = None  # version 6: the records of erased properties
 
     def __repr__(self) -> str:
         what = self.id if self.kind != "find" else (self.query.op if self.query else "")
@@ -124,7 +129,8 @@ class StateProof(NamedTuple):
         return self._replace(checkpoint=note)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"format": FORMAT, "version": VERSION, "kind": self.kind, "collection": self.collection}
+        d: dict[str, Any] = {"format": FORMAT, "version": VERSION_WITH_ERASURES if self.erasures else VERSION,
+                             "kind": self.kind, "collection": self.collection}
         if self.kind in ("latest", "absent"):
             d["id"] = self.id
         if self.kind == "latest":
@@ -142,6 +148,8 @@ class StateProof(NamedTuple):
             d["definitions"] = [b64(x) for x in self.definitions]
         elif self.kind != "absent":
             d["documents"] = [doc.to_dict() for doc in self.documents]
+        if self.erasures:
+            d["erasures"] = [e.to_dict() for e in self.erasures]
         if self.head is not None:
             d["head"] = b64(self.head.encode())
             d["head_path"] = [b64(h) for h in self.head_path]
@@ -179,7 +187,7 @@ def _str(d: dict, name: str, optional: bool = False) -> Any:
     return v
 
 
-def _doc(d: Any) -> DocEntries:
+def _doc(d: Any, erased_ok: bool = False) -> DocEntries:
     if not isinstance(d, dict) or not set(d) <= _DOC_FIELDS or "header" not in d or "properties" not in d:
         raise VerificationError("malformed proof bundle: a document is {header, properties[, ordinal, path]}")
     props = d["properties"]
@@ -187,6 +195,12 @@ def _doc(d: Any) -> DocEntries:
         raise VerificationError("malformed proof bundle: a document's properties are a list")
     out = []
     for p in props:
+        if erased_ok and isinstance(p, list) and len(p) == 4 and isinstance(p[0], str):
+            if p[1] is not None or p[2] is not None:
+                raise VerificationError("malformed proof bundle: an erased property has no value and no salt")
+            check_utf8(p[0], "a property pointer")
+            out.append(Property(p[0], b"", b"", unb64(p[3], "leaf")))
+            continue
         if not (isinstance(p, list) and len(p) == 3 and isinstance(p[0], str) and isinstance(p[1], str)):
             raise VerificationError("malformed proof bundle: a property is [pointer, value, salt]")
         check_utf8(p[0], "a property pointer")
@@ -207,12 +221,15 @@ def _doc(d: Any) -> DocEntries:
 
 
 def from_dict(d: dict) -> StateProof:
-    """Parse a version-3 bundle (the caller checked format and version); VerificationError if
-    it is malformed."""
+    """Parse a version-3 or 6 bundle (the caller checked format and version); VerificationError
+    if it is malformed."""
     kind = d.get("kind")
     if kind not in KINDS:
         raise VerificationError(f"unknown proof kind {kind!r} for version {VERSION}")
-    unknown = set(d) - _FIELDS[kind]
+    v6 = d.get("version") == VERSION_WITH_ERASURES
+    if v6 and kind not in ("latest", "find"):
+        raise VerificationError(f"malformed proof bundle: a {kind} proof has no version {VERSION_WITH_ERASURES}")
+    unknown = set(d) - _FIELDS[kind] - ({"erasures"} if v6 else set())
     if unknown:
         raise VerificationError(f"malformed proof bundle: unknown fields {sorted(map(str, unknown))} for a {kind} proof")
     checkpoint = d.get("checkpoint")
@@ -263,7 +280,9 @@ def from_dict(d: dict) -> StateProof:
         docs = d.get("documents")
         if not isinstance(docs, list):
             raise VerificationError("malformed proof bundle: 'documents' is a list")
-        proof = proof._replace(documents=[_doc(x) for x in docs])
+        proof = proof._replace(documents=[_doc(x, v6) for x in docs])
+    if v6:
+        proof = proof._replace(erasures=erasures_of(d))
     if kind == "find":
         q = d.get("query")
         if not isinstance(q, dict) or set(q) != _QUERY_FIELDS or q.get("op") not in OPS:
@@ -308,7 +327,9 @@ def _state_of_head(head: kvcore.TxHeader, raw: bytes, path: list[bytes]) -> kvco
 
 def parse(d: Any) -> Proof | StateProof:
     """Any bundle's dict: version 1 or 2 (:func:`docstore.proofs.bundle.from_dict`) or 3."""
-    if isinstance(d, dict) and d.get("format") == FORMAT and type(d.get("version")) is int and d.get("version") == VERSION:
+    if isinstance(d, dict) and d.get("format") == FORMAT and type(d.get("version")) is int and d.get("version") in (
+        VERSION, VERSION_WITH_ERASURES
+    ):
         return from_dict(d)
     return bundle_from_dict(d)
 

@@ -17,12 +17,15 @@ import orjson
 
 import kvcore
 
-from docstore.documents import records
+from kvcore.hashing import entry_leaf_hash
+
+from docstore.documents import erasure, records
 from docstore.errors import CorruptDataError, DocstoreError, VerificationError
 from docstore.documents.flatten import OBJECT_HEADER, decode_value, encode_value, flatten
 from docstore.documents.ids import check_collection_name, check_id
 from docstore.proofs import checkpoint as ckpt
-from docstore.proofs.bundle import Proof
+from docstore.proofs.bundle import Property, Proof
+from docstore.proofs.erasureproof import check_all_used, proven_erasures
 from docstore.proofs.statebundle import StateProof, load_any, parse
 from docstore.proofs.verifystate import map_root_of, verify_state_proof
 from docstore.proofs.note import Verifier, verifiers
@@ -230,24 +233,51 @@ def _link(proof: Proof | StateProof, trusted: kvcore.State, pinned: list[Verifie
     check_extends(state, trusted, cp)
 
 
-def _check_entries(proof: Proof, entries: list[tuple[bytes, bytes]]) -> None:
-    """The entries are entries ``index ..`` of the proof's transaction (a run), in its state."""
+def _check_entries(proof: Proof, entries: list[tuple[bytes, bytes | Property]]) -> None:
+    """The entries are entries ``index ..`` of the proof's transaction (a run), in its state
+    (an erased property given by its leaf: :func:`_leaf`)."""
     kv_proof = kvcore.EntriesProof(
         proof.tx, list(range(proof.index, proof.index + len(entries))), proof.path, proof.tx_path, proof.state.tx_id
     )
     try:
-        kvcore.verify_entries(kv_proof, entries, proof.state)
+        kvcore.verify_leaves(kv_proof, [_leaf(k, v) for k, v in entries], proof.state)
     except kvcore.VerificationError as e:
         raise VerificationError(str(e)) from None
 
 
-def _check_entry(proof: Proof, key: bytes, value: bytes) -> None:
+def _leaf(key: bytes, value: bytes | Property) -> bytes:
+    if isinstance(value, Property):
+        if value.leaf is None:
+            raise VerificationError(f"property {value.pointer!r} is erased but carries no leaf")
+        return value.leaf
+    return entry_leaf_hash(0, key, value)
+
+
+def _check_entry(proof: Proof, key: bytes, value: bytes | Property) -> None:
     """The entry is entry ``index`` of the proof's transaction, in its state."""
     kv_proof = kvcore.EntryProof(proof.tx, proof.index, False, proof.path, proof.tx_path, proof.state.tx_id)
     try:
-        kvcore.verify_entry(kv_proof, key, value, proof.state)
+        kvcore.verify_entry_leaf(kv_proof, _leaf(key, value), proof.state)
     except kvcore.VerificationError as e:
         raise VerificationError(str(e)) from None
+
+
+def _erasures(proof: Proof) -> dict[tuple[int, int, bytes], int]:
+    """The erased entries the bundle's erasure records list, each proven in the proof's state."""
+    return proven_erasures(proof.erasures, proof.state)
+
+
+def _erased_by(proof: Proof, erasures: dict[tuple[int, int, bytes], int], index: int, p: Property) -> int:
+    """The transaction that erased property ``p``, entry ``index`` of the proof's transaction."""
+    if p.encoded or p.salt or p.leaf is None:
+        raise VerificationError(f"property {p.pointer!r}: an erased property carries its leaf alone")
+    by = erasures.get((proof.tx.tx_id, index, p.leaf))
+    if by is None:
+        raise VerificationError(
+            f"erasure check failed: property {p.pointer!r} is given by its hash, but no erasure record in the "
+            "proof lists it"
+        )
+    return by
 
 
 def _verify_property(proof: Proof) -> Any:
@@ -262,13 +292,23 @@ def _verify_property(proof: Proof) -> Any:
         raise VerificationError(
             f"pointer check failed: the stored property is {p.pointer!r}, the proof claims {proof.pointer!r}"
         )
-    if len(p.salt) != records.SALT_BYTES:
-        raise VerificationError(f"property {p.pointer!r} has a salt of {len(p.salt)} bytes")
     if type(proof.revision) is not int or not 1 <= proof.revision < 2**32 or proof.ordinal >= 2**32:
         raise VerificationError("revision and ordinal must fit 32 bits")
     key = records.property_key(
         records.property_prefix(proof.collection, proof.id), proof.revision, proof.ordinal, proof.pointer
     )
+    erasures = _erasures(proof)
+    if p.leaf is not None:  # erased: its leaf, listed by a proven erasure record
+        _check_entry(proof, key, p)
+        by = _erased_by(proof, erasures, proof.index, p)
+        check_all_used(erasures, {by})
+        if not (erasure.is_marker(proof.claim) and proof.claim[erasure.MARKER] == by):
+            raise VerificationError(f"value check failed: {proof.pointer!r} was erased by transaction {by}; the proof claims otherwise")
+        return erasure.marker(by)
+    if erasures:
+        raise VerificationError("erasure check failed: the proof carries erasure records but no erased property")
+    if len(p.salt) != records.SALT_BYTES:
+        raise VerificationError(f"property {p.pointer!r} has a salt of {len(p.salt)} bytes")
     _check_entry(proof, key, p.salt + p.encoded)
     if p.encoded == OBJECT_HEADER:
         raise VerificationError("property check failed: that pointer addresses an object, not a value")
@@ -307,11 +347,19 @@ def _verify_document(proof: Proof) -> Any:
             f"{len(proof.properties)}"
         )
     prefix = records.property_prefix(proof.collection, proof.id)
-    entries = [(records.header_key(proof.collection, proof.id), proof.header)]
+    entries: list[tuple[bytes, bytes | Property]] = [(records.header_key(proof.collection, proof.id), proof.header)]
+    erasures = _erasures(proof)
+    marks: dict[str, int] = {}
     for i, p in enumerate(proof.properties):
+        key = records.property_key(prefix, h.revision, i, p.pointer)
+        if p.leaf is not None:  # erased: its leaf, listed by a proven erasure record
+            marks[p.pointer] = _erased_by(proof, erasures, proof.index + 1 + i, p)
+            entries.append((key, p))
+            continue
         if len(p.salt) != records.SALT_BYTES:
             raise VerificationError(f"property {p.pointer!r} has a salt of {len(p.salt)} bytes")
-        entries.append((records.property_key(prefix, h.revision, i, p.pointer), p.salt + p.encoded))
+        entries.append((key, p.salt + p.encoded))
+    check_all_used(erasures, set(marks.values()))
     _check_entries(proof, entries)
     if h.deleted:
         if proof.claim is not None:
@@ -324,7 +372,14 @@ def _verify_document(proof: Proof) -> Any:
         claimed_pairs = flatten(claim)
     except DocstoreError as e:
         raise VerificationError(f"value check failed: the claimed document is not storable: {e}") from None
-    pairs = [(p.pointer, p.encoded) for p in proof.properties]
+    if marks:  # the stored document with its erased properties' markers
+        try:
+            stored = erasure.rebuild([(p.pointer, p.encoded) for p in proof.properties], marks)
+        except (DocstoreError, LookupError, ValueError) as e:
+            raise VerificationError(f"value check failed: the stored properties do not make a document: {e}") from None
+        pairs = flatten(stored)
+    else:
+        pairs = [(p.pointer, p.encoded) for p in proof.properties]
     if claimed_pairs != pairs:
         diff = next(
             (f"{a[0]!r}" for a, b in zip(claimed_pairs, pairs) if a != b),
@@ -337,6 +392,8 @@ def _verify_document(proof: Proof) -> Any:
 
 
 def _verify_collection(proof: Proof) -> Any:
+    if proof.erasures:
+        raise VerificationError("erasure check failed: a collection proof carries no erasure record")
     if proof.header is None:
         raise VerificationError("a collection proof carries the stored definition")
     if proof.id is not None or proof.pointer is not None or proof.ordinal is not None or proof.properties:

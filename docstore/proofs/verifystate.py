@@ -30,13 +30,15 @@ from docstore.collections.cursor import run_query
 from docstore.collections.indexes import keys_for
 from docstore.collections.keyenc import index_range
 from docstore.collections.query import compile_filter, distinct_values, extract_bounds
-from docstore.documents import records
-from docstore.documents.flatten import OBJECT_HEADER, decode_value, unflatten
+from docstore.documents import erasure, records
+from docstore.documents.flatten import OBJECT_HEADER, decode_value
 from docstore.documents.ids import check_collection_name, check_id
 from docstore.documents.records import Header
 from docstore.errors import CorruptDataError, DocstoreError, VerificationError
 from docstore.proofs import checkpoint as ckpt
 from docstore.proofs.note import NoteError, Verifier
+from docstore.proofs.bundle import Property
+from docstore.proofs.erasureproof import check_all_used, proven_erasures
 from docstore.proofs.statebundle import DocEntries, Query, StateProof
 from docstore.statemap import hashing as mh
 from docstore.statemap.verify import verify_key, verify_range
@@ -57,14 +59,46 @@ def verify_state_proof(proof: StateProof, trusted: kvcore.State, map_root: bytes
     root = map_root
     if proof.kind == "collections":
         return _collections(proof, root)
+    erased = Erased(proven_erasures(proof.erasures, proof.state))
     if proof.kind == "latest":
-        return _latest(proof, root)
+        got = _latest(proof, root, erased)
+        erased.check_all_used()
+        return got
     if proof.kind == "absent":
         key = mh.document_key(proof.collection, proof.id or "")
         if verify_range(proof.map, root, key, key + b"\x00", complete=True):
             raise VerificationError(f"absence check failed: the state holds document {proof.id!r}")
         return None
-    return _find(proof, root)
+    got = _find(proof, root, erased)
+    erased.check_all_used()
+    return got
+
+
+class Erased:
+    """The erased entries a bundle's proven erasure records list, found by leaf (a leaf names
+    its entry: the property's key, with collection, id, revision and ordinal, is hashed in
+    it), and which records were used."""
+
+    def __init__(self, listed: dict[tuple[int, int, bytes], int]) -> None:
+        self._listed = listed
+        self._by_leaf = {leaf: by for (_t, _i, leaf), by in listed.items()}
+        self._used: set[int] = set()
+
+    def by(self, p: Property) -> int:
+        """The transaction that erased property ``p`` (given by its leaf), else VerificationError."""
+        if p.encoded or p.salt or p.leaf is None:
+            raise VerificationError(f"property {p.pointer!r}: an erased property carries its leaf alone")
+        found = self._by_leaf.get(p.leaf)
+        if found is None:
+            raise VerificationError(
+                f"erasure check failed: property {p.pointer!r} is given by its hash, but no erasure record in the "
+                "proof lists it"
+            )
+        self._used.add(found)
+        return found
+
+    def check_all_used(self) -> None:
+        check_all_used(self._listed, self._used)
 
 
 def _not_older(proof: StateProof, trusted: kvcore.State) -> None:
@@ -156,8 +190,9 @@ def _header(raw: bytes, coll: str) -> Header:
     return h
 
 
-def _document(entries: DocEntries, coll: str) -> tuple[Header, bytes, dict]:
-    """(header, run root, document) of a whole revision carried by a bundle."""
+def _document(entries: DocEntries, coll: str, erased: Erased) -> tuple[Header, bytes, dict]:
+    """(header, run root, document) of a whole revision carried by a bundle (its erased
+    properties shown as their markers)."""
     h = _header(entries.header, coll)
     if entries.ordinal is not None:
         raise VerificationError("a document is carried whole here, not one property of it")
@@ -167,13 +202,18 @@ def _document(entries: DocEntries, coll: str) -> tuple[Header, bytes, dict]:
         )
     prefix = records.property_prefix(coll, h.id)
     leaves = [entry_leaf_hash(0, records.header_key(coll, h.id), entries.header)]
+    marks: dict[str, int] = {}
     for i, p in enumerate(entries.properties):
+        if p.leaf is not None:
+            marks[p.pointer] = erased.by(p)
+            leaves.append(p.leaf)
+            continue
         if len(p.salt) != records.SALT_BYTES:
             raise VerificationError(f"property {p.pointer!r} has a salt of {len(p.salt)} bytes")
         leaves.append(entry_leaf_hash(0, records.property_key(prefix, h.revision, i, p.pointer), p.salt + p.encoded))
     try:
-        doc = unflatten([(p.pointer, p.encoded) for p in entries.properties])
-    except (DocstoreError, ValueError) as e:
+        doc = erasure.rebuild([(p.pointer, p.encoded) for p in entries.properties], marks)
+    except (DocstoreError, ValueError, LookupError) as e:
         raise VerificationError(f"the carried document does not decode: {e}") from None
     if doc.get("_id") != h.id:
         raise VerificationError("the carried document does not hold its own _id")
@@ -187,7 +227,7 @@ def _location(value: bytes) -> tuple[int, int, bytes]:
         raise VerificationError(f"state map value check failed: {e}") from None
 
 
-def _latest(proof: StateProof, root: bytes) -> Any:
+def _latest(proof: StateProof, root: bytes, erased: Erased) -> Any:
     coll, doc_id = proof.collection, proof.id or ""
     value = verify_key(proof.map, root, mh.document_key(coll, doc_id))
     _tx, _index, digest = _location(value)
@@ -195,7 +235,7 @@ def _latest(proof: StateProof, root: bytes) -> Any:
         raise VerificationError("a latest proof carries exactly one revision")
     entries = proof.documents[0]
     if proof.pointer is None:
-        h, run, doc = _document(entries, coll)
+        h, run, doc = _document(entries, coll, erased)
         if h.id != doc_id or run != digest:
             raise VerificationError(
                 "freshness check failed: the revision carried does not have the run root the state commits to "
@@ -208,10 +248,12 @@ def _latest(proof: StateProof, root: bytes) -> Any:
     p = entries.properties[0]
     if p.pointer != proof.pointer:
         raise VerificationError(f"pointer check failed: the property carried is {p.pointer!r}, not {proof.pointer!r}")
-    if len(p.salt) != records.SALT_BYTES or not entries.ordinal < h.n:
+    by = erased.by(p) if p.leaf is not None else None
+    if (by is None and len(p.salt) != records.SALT_BYTES) or not entries.ordinal < h.n:
         raise VerificationError("property check failed: a salt or ordinal out of range")
     key = records.property_key(records.property_prefix(coll, doc_id), h.revision, entries.ordinal, p.pointer)
-    leaves = [entry_leaf_hash(0, records.header_key(coll, doc_id), entries.header), entry_leaf_hash(0, key, p.salt + p.encoded)]
+    leaf = p.leaf if p.leaf is not None else entry_leaf_hash(0, key, p.salt + p.encoded)
+    leaves = [entry_leaf_hash(0, records.header_key(coll, doc_id), entries.header), leaf]
     try:
         run = root_from_multi([0, entries.ordinal + 1], h.n + 1, leaves, entries.path)
     except ValueError as e:
@@ -221,6 +263,8 @@ def _latest(proof: StateProof, root: bytes) -> Any:
             "freshness check failed: the property carried does not lead to the run root the state commits to "
             "(not of the current revision, or its stored entry was changed)"
         )
+    if by is not None:
+        return erasure.marker(by)
     if p.encoded == OBJECT_HEADER:
         raise VerificationError("property check failed: that pointer addresses an object, not a value")
     try:
@@ -277,7 +321,7 @@ def _collections(proof: StateProof, root: bytes) -> list[str]:
     return names
 
 
-def _find(proof: StateProof, root: bytes) -> Any:
+def _find(proof: StateProof, root: bytes, erased: Erased) -> Any:
     coll, query = proof.collection, proof.query
     assert query is not None and proof.definition is not None
     def_bytes, def_node = proof.definition
@@ -318,7 +362,7 @@ def _find(proof: StateProof, root: bytes) -> Any:
             stopped_early = True
     by_digest: dict[bytes, tuple[Header, dict]] = {}
     for entries in proof.documents:
-        h, run, doc = _document(entries, coll)
+        h, run, doc = _document(entries, coll, erased)
         if run in by_digest:
             raise VerificationError("the proof carries a document twice")
         by_digest[run] = (h, doc)

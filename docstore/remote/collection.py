@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import kvcore
 
 from docstore.collections import budget, cursor
-from docstore.api import Revision
+from docstore.api import Erasure, Revision
 from docstore.collections.indexes import check_field
 from docstore.collections.query import compile_filter, compile_projection
 from docstore.collections.update import validate_update
@@ -21,6 +21,7 @@ from docstore.errors import (
     VerificationError,
     refuse_unproven,
 )
+from docstore.documents.erasure import check_pointers
 from docstore.documents.flatten import split_pointer
 from docstore.documents.ids import check_id, in_groups
 from docstore.proofs.bundle import Proof
@@ -156,6 +157,48 @@ class RemoteCollection:
         tx_meta = remote_tx_meta(user, reason, meta)
         req = pb.DeleteRequest(collection=self.name, id=doc_id)
         self._conn.write(self._stub.Delete, lambda: req, idempotency_key, tx_meta)
+
+    def erase(
+        self, doc_id: str, pointers: list[str] | None = None, *, user: str | None = None,
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> Erasure:
+        """Destroy the stored values of ``pointers`` (default: every property but ``_id``) of
+        ``doc_id`` in every revision, keeping their hashes (docs/documents.md, "Erasure"); needs
+        the admin role. A retried call erases nothing more (its result then says 0)."""
+        check_id(doc_id)
+        checked = check_pointers(pointers)
+        tx_meta = remote_tx_meta(user, reason, meta)
+        req = pb.EraseRequest(collection=self.name, id=doc_id, pointers=checked or [])
+        got = codec.loads(self._conn.write(self._stub.Erase, lambda: req, None, tx_meta).result)
+        return Erasure(got["tx"], got["erased"], got["revisions"])
+
+    def erasures(self, doc_id: str) -> list[dict[str, Any]]:
+        """The document's erasure records, oldest first (see the embedded collection's); on a
+        verifying connection each proven in the trusted state."""
+        from docstore.proofs.erasureproof import verify_record
+
+        check_id(doc_id)
+        conn = self._conn
+        if conn.trust is None:
+            got = self._call(self._stub.Erasures, pb.ErasuresRequest(collection=self.name, id=doc_id))
+            return [codec.loads(r) for r in got.records]
+        state = conn.sync()
+        req = pb.ErasuresRequest(collection=self.name, id=doc_id, prove=True, state=codec.state_to_pb(state))
+        got = self._call(self._stub.Erasures, req)
+        records = [codec.loads(r) for r in got.records]
+        bundles = [codec.loads(b) for b in got.proofs]
+        if len(bundles) != len(records):
+            raise VerificationError("the server sent erasure records without their proofs")
+        return [verify_record(self.name, doc_id, r, b, state) for r, b in zip(records, bundles)]
+
+    def prove_erasures(self, doc_id: str, state: kvcore.State | None = None) -> list[dict[str, Any]]:
+        """Proofs of the document's erasure records relative to ``state`` (default: the
+        server's current one)."""
+        check_id(doc_id)
+        req = pb.ErasuresRequest(collection=self.name, id=doc_id, prove=True)
+        if state is not None:
+            req.state.CopyFrom(codec.state_to_pb(state))
+        return [codec.loads(b) for b in self._call(self._stub.Erasures, req).proofs]
 
     # ---------------------------------------------------------------- reads
     def get(self, doc_id: str, at_tx: int | None = None, *, at_time: Any = None) -> dict:

@@ -90,6 +90,11 @@ class DocstoreStub:
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.DeleteResponse.FromString,
                 _registered_method=True)
+        self.Erase = channel.unary_unary(
+                '/immudoc.v1.Docstore/Erase',
+                request_serializer=immudoc_dot_v1_dot_immudoc__pb2.EraseRequest.SerializeToString,
+                response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.EraseResponse.FromString,
+                _registered_method=True)
         self.Get = channel.unary_unary(
                 '/immudoc.v1.Docstore/Get',
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.GetRequest.SerializeToString,
@@ -159,6 +164,11 @@ class DocstoreStub:
                 '/immudoc.v1.Docstore/Log',
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.LogRequest.SerializeToString,
                 response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.LogResponse.FromString,
+                _registered_method=True)
+        self.Erasures = channel.unary_unary(
+                '/immudoc.v1.Docstore/Erasures',
+                request_serializer=immudoc_dot_v1_dot_immudoc__pb2.ErasuresRequest.SerializeToString,
+                response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.ErasuresResponse.FromString,
                 _registered_method=True)
         self.ProveTx = channel.unary_unary(
                 '/immudoc.v1.Docstore/ProveTx',
@@ -249,6 +259,14 @@ class DocstoreServicer:
 
     def Delete(self, request, context):
         """write
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Erase(self, request, context):
+        """Erasure of stored values (docs/documents.md, "Erasure"): needs the admin role.
+        admin
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -349,6 +367,13 @@ class DocstoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Erasures(self, request, context):
+        """A document's erasure records; with prove=true each with its proof relative to `state`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ProveTx(self, request, context):
         """A proof of a transaction's header and entry 0 (its metadata, or that it has none),
         relative to `state` (a verifying client proves history's who/why, the log, a time).
@@ -422,6 +447,11 @@ def add_DocstoreServicer_to_server(servicer, server):
                     request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.DeleteRequest.FromString,
                     response_serializer=immudoc_dot_v1_dot_immudoc__pb2.DeleteResponse.SerializeToString,
             ),
+            'Erase': grpc.unary_unary_rpc_method_handler(
+                    servicer.Erase,
+                    request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.EraseRequest.FromString,
+                    response_serializer=immudoc_dot_v1_dot_immudoc__pb2.EraseResponse.SerializeToString,
+            ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
                     request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.GetRequest.FromString,
@@ -491,6 +521,11 @@ def add_DocstoreServicer_to_server(servicer, server):
                     servicer.Log,
                     request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.LogRequest.FromString,
                     response_serializer=immudoc_dot_v1_dot_immudoc__pb2.LogResponse.SerializeToString,
+            ),
+            'Erasures': grpc.unary_unary_rpc_method_handler(
+                    servicer.Erasures,
+                    request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.ErasuresRequest.FromString,
+                    response_serializer=immudoc_dot_v1_dot_immudoc__pb2.ErasuresResponse.SerializeToString,
             ),
             'ProveTx': grpc.unary_unary_rpc_method_handler(
                     servicer.ProveTx,
@@ -801,6 +836,33 @@ class Docstore:
             '/immudoc.v1.Docstore/Delete',
             immudoc_dot_v1_dot_immudoc__pb2.DeleteRequest.SerializeToString,
             immudoc_dot_v1_dot_immudoc__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Erase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/immudoc.v1.Docstore/Erase',
+            immudoc_dot_v1_dot_immudoc__pb2.EraseRequest.SerializeToString,
+            immudoc_dot_v1_dot_immudoc__pb2.EraseResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1179,6 +1241,33 @@ class Docstore:
             '/immudoc.v1.Docstore/Log',
             immudoc_dot_v1_dot_immudoc__pb2.LogRequest.SerializeToString,
             immudoc_dot_v1_dot_immudoc__pb2.LogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Erasures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/immudoc.v1.Docstore/Erasures',
+            immudoc_dot_v1_dot_immudoc__pb2.ErasuresRequest.SerializeToString,
+            immudoc_dot_v1_dot_immudoc__pb2.ErasuresResponse.FromString,
             options,
             channel_credentials,
             insecure,

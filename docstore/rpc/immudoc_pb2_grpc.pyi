@@ -80,6 +80,10 @@ class DocstoreStub:
     """write"""
     Delete: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.DeleteRequest, _immudoc_pb2.DeleteResponse]
     """write"""
+    Erase: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.EraseRequest, _immudoc_pb2.EraseResponse]
+    """Erasure of stored values (docs/documents.md, "Erasure"): needs the admin role.
+    admin
+    """
     Get: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.GetRequest, _immudoc_pb2.GetResponse]
     """One document; with prove=true a document proof (bundle) instead, for the client to verify."""
     Find: _grpc.UnaryStreamMultiCallable[_immudoc_pb2.FindRequest, _immudoc_pb2.FindPage]
@@ -107,6 +111,8 @@ class DocstoreStub:
     Audit: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.AuditRequest, _immudoc_pb2.AuditResponse]
     Log: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.LogRequest, _immudoc_pb2.LogResponse]
     """The audit trail: transactions newest first, with who (the principal), when and why."""
+    Erasures: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.ErasuresRequest, _immudoc_pb2.ErasuresResponse]
+    """A document's erasure records; with prove=true each with its proof relative to `state`."""
     ProveTx: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.ProveTxRequest, _immudoc_pb2.ProofResponse]
     """A proof of a transaction's header and entry 0 (its metadata, or that it has none),
     relative to `state` (a verifying client proves history's who/why, the log, a time).
@@ -144,6 +150,10 @@ class DocstoreAsyncStub(DocstoreStub):
     """write"""
     Delete: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.DeleteRequest, _immudoc_pb2.DeleteResponse]  # type: ignore[assignment]
     """write"""
+    Erase: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.EraseRequest, _immudoc_pb2.EraseResponse]  # type: ignore[assignment]
+    """Erasure of stored values (docs/documents.md, "Erasure"): needs the admin role.
+    admin
+    """
     Get: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.GetRequest, _immudoc_pb2.GetResponse]  # type: ignore[assignment]
     """One document; with prove=true a document proof (bundle) instead, for the client to verify."""
     Find: _aio.UnaryStreamMultiCallable[_immudoc_pb2.FindRequest, _immudoc_pb2.FindPage]  # type: ignore[assignment]
@@ -171,6 +181,8 @@ class DocstoreAsyncStub(DocstoreStub):
     Audit: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.AuditRequest, _immudoc_pb2.AuditResponse]  # type: ignore[assignment]
     Log: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.LogRequest, _immudoc_pb2.LogResponse]  # type: ignore[assignment]
     """The audit trail: transactions newest first, with who (the principal), when and why."""
+    Erasures: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.ErasuresRequest, _immudoc_pb2.ErasuresResponse]  # type: ignore[assignment]
+    """A document's erasure records; with prove=true each with its proof relative to `state`."""
     ProveTx: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.ProveTxRequest, _immudoc_pb2.ProofResponse]  # type: ignore[assignment]
     """A proof of a transaction's header and entry 0 (its metadata, or that it has none),
     relative to `state` (a verifying client proves history's who/why, the log, a time).
@@ -271,6 +283,16 @@ class DocstoreServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_immudoc_pb2.DeleteResponse, _abc.Awaitable[_immudoc_pb2.DeleteResponse]]:
         """write"""
+
+    @_abc_1.abstractmethod
+    def Erase(
+        self,
+        request: _immudoc_pb2.EraseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_immudoc_pb2.EraseResponse, _abc.Awaitable[_immudoc_pb2.EraseResponse]]:
+        """Erasure of stored values (docs/documents.md, "Erasure"): needs the admin role.
+        admin
+        """
 
     @_abc_1.abstractmethod
     def Get(
@@ -382,6 +404,14 @@ class DocstoreServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_immudoc_pb2.LogResponse, _abc.Awaitable[_immudoc_pb2.LogResponse]]:
         """The audit trail: transactions newest first, with who (the principal), when and why."""
+
+    @_abc_1.abstractmethod
+    def Erasures(
+        self,
+        request: _immudoc_pb2.ErasuresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_immudoc_pb2.ErasuresResponse, _abc.Awaitable[_immudoc_pb2.ErasuresResponse]]:
+        """A document's erasure records; with prove=true each with its proof relative to `state`."""
 
     @_abc_1.abstractmethod
     def ProveTx(

@@ -307,6 +307,13 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         self.db.collection(request.collection).delete(request.id, idempotency_key=_key(context), **self._tx_kw(context))
         return pb.DeleteResponse()
 
+    @rpc(need="admin")
+    def Erase(self, request: pb.EraseRequest, context: grpc.ServicerContext) -> Any:
+        done = self.db.collection(request.collection).erase(
+            request.id, list(request.pointers) or None, **self._tx_kw(context)
+        )
+        return pb.EraseResponse(result=codec.dumps(done.to_dict()))
+
     @rpc(need="write", coll=None)
     def Commit(self, request_iterator: Iterator[pb.CommitRequest], context: grpc.ServicerContext) -> Any:
         first = next(request_iterator, None)
@@ -623,6 +630,13 @@ class DocstoreService(pb_grpc.DocstoreServicer):
                 limit=request.limit or 100, before_tx=_opt(request, "before_tx"),
             )
         return pb.LogResponse(records=[codec.dumps(r) for r in records])
+
+    @rpc()
+    def Erasures(self, request: pb.ErasuresRequest, context: grpc.ServicerContext) -> Any:
+        coll = self.db.collection(request.collection)
+        records = coll.erasures(request.id)
+        proofs = coll.prove_erasures(request.id, codec.opt_state(request, "state")) if request.prove else []
+        return pb.ErasuresResponse(records=[codec.dumps(r) for r in records], proofs=[codec.dumps(b) for b in proofs])
 
     @rpc(need="any")
     def ProveTx(self, request: pb.ProveTxRequest, context: grpc.ServicerContext) -> Any:

@@ -10,7 +10,7 @@ A backend on a server database implements these methods and nothing else changes
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 
@@ -108,10 +108,11 @@ class Storage(ABC):
         cheap look, no lock taken); a storage with one writer: :meth:`tx_count`."""
         return self.tx_count()
 
-    def erase_bytes(self, tx_id: int, start: int, length: int) -> None:
-        """Overwrite ``length`` bytes of transaction ``tx_id``'s payload from ``start`` with
-        zeros, in place, fix the record's checksum and make it durable: the one write that
-        changes a committed record (erasure: kvcore.erasure). Not supported by default."""
+    def erase_bytes(self, spans: Mapping[int, Sequence[tuple[int, int]]]) -> None:
+        """Overwrite, for each transaction id of ``spans``, its ``(start, length)`` byte ranges
+        of the payload with zeros, in place, fix the records' checksums and make it all durable
+        (one sync): the one write that changes committed records (erasure: kvcore.erasure).
+        Not supported by default."""
         raise NotImplementedError(f"{type(self).__name__} cannot erase")
 
     @abstractmethod

@@ -25,7 +25,7 @@ import stat
 import struct
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from kvcore.errors import CorruptionError, FormatError, LockedError, ReadOnlyError, StorageError
 from kvcore.hashing import HEADER_SIZES
@@ -415,16 +415,20 @@ class FileStorage(Storage):
             return b""
         return os.pread(self._fds["txlog"], min(length, plen - start), self._off[i] + FRAME_SIZE + start)
 
-    def erase_bytes(self, tx_id: int, start: int, length: int) -> None:
-        i = tx_id - 1
-        plen, elen, off = self._plen[i], self._elen[i], self._off[i]
-        if start < 0 or length < 0 or start + length > plen:
-            raise StorageError(f"cannot erase bytes {start}..{start + length} of transaction {tx_id} ({plen} bytes)")
+    def erase_bytes(self, spans: Mapping[int, Sequence[tuple[int, int]]]) -> None:
         fd = self._fds["txlog"]
         try:
-            os.pwrite(fd, bytes(length), off + FRAME_SIZE + start)
-            record = os.pread(fd, plen + elen, off + FRAME_SIZE)
-            os.pwrite(fd, struct.pack(">I", zlib.crc32(record)), off + 8)
+            for tx_id, ranges in spans.items():
+                i = tx_id - 1
+                plen, elen, off = self._plen[i], self._elen[i], self._off[i]
+                for start, length in ranges:
+                    if start < 0 or length < 0 or start + length > plen:
+                        raise StorageError(
+                            f"cannot erase bytes {start}..{start + length} of transaction {tx_id} ({plen} bytes)"
+                        )
+                    os.pwrite(fd, bytes(length), off + FRAME_SIZE + start)
+                record = os.pread(fd, plen + elen, off + FRAME_SIZE)
+                os.pwrite(fd, struct.pack(">I", zlib.crc32(record)), off + 8)
             os.fdatasync(fd)
         except OSError as e:
             raise StorageError(f"cannot erase in the transaction log: {e.strerror}") from None

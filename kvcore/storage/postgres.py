@@ -28,7 +28,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence, Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -465,7 +465,7 @@ class PostgresStorage(Storage):
                 chunk = data[i : i + CHUNK]
                 self._cache_put((tx_id, which, i // CHUNK), chunk, len(chunk))
 
-    def erase_bytes(self, tx_id: int, start: int, length: int) -> None:
+    def erase_bytes(self, spans: Mapping[int, Sequence[tuple[int, int]]]) -> None:
         """Zero bytes of a committed payload (erasure): one PostgreSQL transaction rewrites the
         row and its checksum. The row's old version stays in the table's files until
         PostgreSQL reclaims it (VACUUM; VACUUM FULL rewrites the files), and in WAL archives
@@ -475,23 +475,25 @@ class PostgresStorage(Storage):
         self._live()
         psycopg = self._psycopg
         try:
-            with self._conn.transaction(), self._conn.cursor() as cur:
-                cur.execute("SELECT payload, extra FROM kv_tx WHERE tx_id = %s FOR UPDATE", (tx_id,))
-                row = cur.fetchone()
-                if row is None:
-                    raise StorageError(f"no transaction {tx_id} to erase in")
-                payload, extra = bytearray(row[0]), bytes(row[1])
-                if start < 0 or length < 0 or start + length > len(payload):
-                    raise StorageError(f"cannot erase bytes {start}..{start + length} of transaction {tx_id}")
-                payload[start : start + length] = bytes(length)
-                data = bytes(payload)
-                cur.execute("UPDATE kv_tx SET payload = %s, crc = %s WHERE tx_id = %s",
-                            (data, zlib.crc32(extra, zlib.crc32(data)), tx_id))
+            with self._conn.transaction(), self._conn.cursor() as cur:  # all rows, or none
+                for tx_id, ranges in spans.items():
+                    cur.execute("SELECT payload, extra FROM kv_tx WHERE tx_id = %s FOR UPDATE", (tx_id,))
+                    row = cur.fetchone()
+                    if row is None:
+                        raise StorageError(f"no transaction {tx_id} to erase in")
+                    payload, extra = bytearray(row[0]), bytes(row[1])
+                    for start, length in ranges:
+                        if start < 0 or length < 0 or start + length > len(payload):
+                            raise StorageError(f"cannot erase bytes {start}..{start + length} of transaction {tx_id}")
+                        payload[start : start + length] = bytes(length)
+                    data = bytes(payload)
+                    cur.execute("UPDATE kv_tx SET payload = %s, crc = %s WHERE tx_id = %s",
+                                (data, zlib.crc32(extra, zlib.crc32(data)), tx_id))
         except psycopg.Error as e:
             self._rollback()
             raise StorageError(f"cannot erase in {redact(self.url)}: {_first_line(e)}") from None
-        with self._cache_lock:  # the cached bytes of that transaction are stale now
-            for key in [k for k in self._cache if k == tx_id or (isinstance(k, tuple) and k[0] == tx_id)]:
+        with self._cache_lock:  # the cached bytes of those transactions are stale now
+            for key in [k for k in self._cache if (k[0] if isinstance(k, tuple) else k) in spans]:
                 _v, n = self._cache.pop(key)
                 self._cached_bytes -= n
 

@@ -40,6 +40,11 @@ def test_clinical_trials(tmp_path):
         "verified: V-0002 /dosage/mg = 25 (against trusted state 4: the proof's newer state is signed by the pinned key, and the bundled consistency proof shows it extends the saved one)",
         "a plain read serves what is on disk: {'drug': 'Xanomeline', 'mg': 75}",
         "done: the auditor learned one dosage, verified it, and caught both forgeries",
+        "erased 4 stored values in 2 revisions (transaction 8)",
+        "her visits stay: ['V-0003']",
+        "erasure record: transaction 8 by dpo@sponsor: erasure request of 2026-03-05 ['/born', '/name']",
+        "files of the database holding her name: none",
+        "a proof of her name verifies as: {'$erased': 8}",
     ]:
         assert line in out, line
     assert "it discloses these properties: [['/dosage/mg', '25', '" in out

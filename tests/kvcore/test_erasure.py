@@ -95,3 +95,12 @@ def test_the_audit_catches_an_erased_value_put_back_or_a_leaf_changed(tmp_path):
     with kvcore.Ledger.open(where, readonly=True) as led:
         report = led.audit()
         assert not report.ok and any("erased but its value is still there" in p for p in report.problems)
+
+
+def test_erasure_record_vector():
+    """The byte layout docs/storage.md ("Erasure") specifies, with its test vector."""
+    from kvcore.erasure import decode, encode
+
+    raw = encode([(5, 2, bytes(range(32)))])
+    assert raw.hex() == "0000000000000005" + "00000002" + bytes(range(32)).hex()
+    assert decode(raw) == [(5, 2, bytes(range(32)))]

@@ -54,7 +54,7 @@ from remote_testlib import ServerProcess
 _UNARY = (
     "Info", "ListCollections", "CreateCollection", "DescribeCollection", "SetSchema", "CreateIndex",
     "Replace", "Update", "Delete", "Get", "Count", "Distinct", "Explain", "Prove", "ProveSchema",
-    "ProveState", "State", "ProveConsistency", "Audit", "Log", "ProveTx", "TxAtTime",
+    "ProveState", "State", "ProveConsistency", "Audit", "Log", "ProveTx", "TxAtTime", "Erase", "Erasures",
 )
 _CLIENT_STREAM = ("Insert", "Commit")
 _SERVER_STREAM = ("Find", "History")
