@@ -1,5 +1,5 @@
 """Erasure: destroying committed values while every hash, tree, proof and audit still holds
-(issue 18; WORK IN PROGRESS on branch erasure-wip, not released).
+(issue 18; the layout is in docs/storage.md, "Erasure").
 
 An erasure is committed as a transaction whose entry under :data:`ERASED_KEY` lists, for each
 erased entry, ``(tx_id, index, leaf hash)``: the leaf hashes are in the ledger before anything

@@ -3,8 +3,6 @@ history with who and why, proofs of the erased property, refusals with their exi
 
 from __future__ import annotations
 
-from conftest import assert_error
-
 
 def test_erase_from_the_command_line(cli, db_path):
     assert cli("init").code == 0
@@ -32,11 +30,11 @@ def test_erase_from_the_command_line(cli, db_path):
     assert cli("audit").code == 0
 
 
-def test_erase_refusals(cli):
+def test_erase_refusals(cli, check_error):
     assert cli("init").code == 0
     assert cli("collection", "create", "c").code == 0
     assert cli("insert", "c", "-", input='{"_id": "a", "x": 1}').code == 0
-    assert_error(cli("erase", "c", "a", "--pointer", "/_id"), 4, "_id")
-    assert_error(cli("erase", "c", "a", "--pointer", "/nope"), 3, "/nope")
-    assert_error(cli("erase", "c", "zz"), 3, "zz")
-    assert_error(cli("erase", "c", "a", "--pointer", "x"), 4, "pointer")
+    check_error(cli("erase", "c", "a", "--pointer", "/_id"), 4, "_id")
+    check_error(cli("erase", "c", "a", "--pointer", "/nope"), 3, "/nope")
+    check_error(cli("erase", "c", "zz"), 3, "zz")
+    check_error(cli("erase", "c", "a", "--pointer", "x"), 4, "pointer")
