@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import kvcore
 
 from docstore.collections import budget, cursor
-from docstore.api import Revision
+from docstore.api import DeleteResult, Revision, UpdateResult
 from docstore.collections.indexes import check_field
 from docstore.collections.query import compile_filter, compile_projection
 from docstore.collections.update import validate_update
@@ -28,6 +28,7 @@ from docstore.proofs.statebundle import Query, StateProof, checked_query
 from docstore.proofs.verify import verify
 from docstore.rpc import codec
 from docstore.remote.connection import remote_tx_meta
+from docstore.transactions import by_filter
 from docstore.rpc import immudoc_pb2 as pb
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ class RemoteCollection:
         self, doc_id: str, changes: dict, *, idempotency_key: str | None = None, user: str | None = None,
         reason: str | None = None, meta: dict[str, Any] | None = None,
     ) -> dict:
-        """Apply ``$set``, ``$unset``, ``$inc``, ``$push`` (a new revision); returns the document."""
+        """Apply update operators (docs/updates.md; a new revision); returns the document."""
         check_id(doc_id)
         tx_meta = remote_tx_meta(user, reason, meta)
         validate_update(changes)  # QueryError for a malformed update, as embedded; then values
@@ -156,6 +157,83 @@ class RemoteCollection:
         tx_meta = remote_tx_meta(user, reason, meta)
         req = pb.DeleteRequest(collection=self.name, id=doc_id)
         self._conn.write(self._stub.Delete, lambda: req, idempotency_key, tx_meta)
+
+    # ------------------------------------------------- writes by filter (pymongo's names)
+    # One call each (WriteByFilter): the server finds and writes the matches in one transaction.
+    def update_one(
+        self, filter: dict, update: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
+        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> UpdateResult:
+        """Apply update operators (docs/updates.md) to the first matching document; with
+        ``upsert``, insert one if none matches (the filter's equality fields plus the update)."""
+        result = self._by_filter("update_one", filter, update, upsert, idempotency_key, user, reason, meta)
+        assert isinstance(result, UpdateResult), "an update's result"
+        return result
+
+    def update_many(
+        self, filter: dict, update: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
+        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> UpdateResult:
+        """Apply update operators to every matching document, in one transaction (``upsert``:
+        as :meth:`update_one`)."""
+        result = self._by_filter("update_many", filter, update, upsert, idempotency_key, user, reason, meta)
+        assert isinstance(result, UpdateResult), "an update's result"
+        return result
+
+    def replace_one(
+        self, filter: dict, doc: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
+        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> UpdateResult:
+        """Replace the first matching document (its ``_id`` stays); with ``upsert``, insert
+        ``doc`` if none matches."""
+        result = self._by_filter("replace_one", filter, doc, upsert, idempotency_key, user, reason, meta)
+        assert isinstance(result, UpdateResult), "a replacement's result"
+        return result
+
+    def delete_one(
+        self, filter: dict, *, idempotency_key: str | None = None, user: str | None = None,  # noqa: A002
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> DeleteResult:
+        """Delete the first matching document (a tombstone revision; its history stays)."""
+        result = self._by_filter("delete_one", filter, None, False, idempotency_key, user, reason, meta)
+        assert isinstance(result, DeleteResult), "a deletion's result"
+        return result
+
+    def delete_many(
+        self, filter: dict, *, idempotency_key: str | None = None, user: str | None = None,  # noqa: A002
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> DeleteResult:
+        """Delete every matching document, in one transaction."""
+        result = self._by_filter("delete_many", filter, None, False, idempotency_key, user, reason, meta)
+        assert isinstance(result, DeleteResult), "a deletion's result"
+        return result
+
+    def _by_filter(
+        self, kind: str, filter: Any, update: Any, upsert: Any, key: str | None,  # noqa: A002
+        user: str | None, reason: str | None, meta: dict[str, Any] | None,
+    ) -> UpdateResult | DeleteResult:
+        tx_meta = remote_tx_meta(user, reason, meta)
+        by_filter.check_filter(filter, kind)  # the errors of a malformed call, as embedded
+        if kind.startswith("update"):
+            validate_update(update)
+        elif kind == "replace_one":
+            by_filter.check_replacement(update)
+        by_filter.check_upsert(upsert)
+        req = pb.WriteByFilterRequest(
+            collection=self.name, kind=kind, filter=codec.dumps(filter), upsert=upsert,
+            update=b"" if update is None else codec.dumps(update, InvalidDocumentError, strict=True),
+        )
+        r = self._conn.write(self._stub.WriteByFilter, lambda: req, key, tx_meta)
+        recorded = {"matched_count": r.matched_count, "modified_count": r.modified_count,
+                    "deleted_count": r.deleted_count, "upserted_id": r.upserted_id if r.HasField("upserted_id") else None}
+        return by_filter.result(kind, recorded, r.tx_id if r.HasField("tx_id") else None)
+
+    def count_documents(
+        self, filter: dict, *, verify: bool | None = None, max_time_ms: int | None = None,  # noqa: A002
+    ) -> int:
+        """pymongo's name for :meth:`count`; ``filter`` is required (``{}``: every document)."""
+        by_filter.check_filter(filter, "count_documents")
+        return self.count(filter, verify=verify, max_time_ms=max_time_ms)
 
     # ---------------------------------------------------------------- reads
     def get(self, doc_id: str, at_tx: int | None = None, *, at_time: Any = None) -> dict:

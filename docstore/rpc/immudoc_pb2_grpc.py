@@ -90,6 +90,11 @@ class DocstoreStub:
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.DeleteResponse.FromString,
                 _registered_method=True)
+        self.WriteByFilter = channel.unary_unary(
+                '/immudoc.v1.Docstore/WriteByFilter',
+                request_serializer=immudoc_dot_v1_dot_immudoc__pb2.WriteByFilterRequest.SerializeToString,
+                response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.WriteByFilterResponse.FromString,
+                _registered_method=True)
         self.Get = channel.unary_unary(
                 '/immudoc.v1.Docstore/Get',
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.GetRequest.SerializeToString,
@@ -249,6 +254,15 @@ class DocstoreServicer:
 
     def Delete(self, request, context):
         """write
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteByFilter(self, request, context):
+        """Writes by filter (update_one, update_many, replace_one, delete_one, delete_many): the
+        server finds the matches and writes them in ONE transaction.
+        write
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -421,6 +435,11 @@ def add_DocstoreServicer_to_server(servicer, server):
                     servicer.Delete,
                     request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.DeleteRequest.FromString,
                     response_serializer=immudoc_dot_v1_dot_immudoc__pb2.DeleteResponse.SerializeToString,
+            ),
+            'WriteByFilter': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteByFilter,
+                    request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.WriteByFilterRequest.FromString,
+                    response_serializer=immudoc_dot_v1_dot_immudoc__pb2.WriteByFilterResponse.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
@@ -801,6 +820,33 @@ class Docstore:
             '/immudoc.v1.Docstore/Delete',
             immudoc_dot_v1_dot_immudoc__pb2.DeleteRequest.SerializeToString,
             immudoc_dot_v1_dot_immudoc__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteByFilter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/immudoc.v1.Docstore/WriteByFilter',
+            immudoc_dot_v1_dot_immudoc__pb2.WriteByFilterRequest.SerializeToString,
+            immudoc_dot_v1_dot_immudoc__pb2.WriteByFilterResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -80,6 +80,11 @@ class DocstoreStub:
     """write"""
     Delete: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.DeleteRequest, _immudoc_pb2.DeleteResponse]
     """write"""
+    WriteByFilter: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.WriteByFilterRequest, _immudoc_pb2.WriteByFilterResponse]
+    """Writes by filter (update_one, update_many, replace_one, delete_one, delete_many): the
+    server finds the matches and writes them in ONE transaction.
+    write
+    """
     Get: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.GetRequest, _immudoc_pb2.GetResponse]
     """One document; with prove=true a document proof (bundle) instead, for the client to verify."""
     Find: _grpc.UnaryStreamMultiCallable[_immudoc_pb2.FindRequest, _immudoc_pb2.FindPage]
@@ -144,6 +149,11 @@ class DocstoreAsyncStub(DocstoreStub):
     """write"""
     Delete: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.DeleteRequest, _immudoc_pb2.DeleteResponse]  # type: ignore[assignment]
     """write"""
+    WriteByFilter: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.WriteByFilterRequest, _immudoc_pb2.WriteByFilterResponse]  # type: ignore[assignment]
+    """Writes by filter (update_one, update_many, replace_one, delete_one, delete_many): the
+    server finds the matches and writes them in ONE transaction.
+    write
+    """
     Get: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.GetRequest, _immudoc_pb2.GetResponse]  # type: ignore[assignment]
     """One document; with prove=true a document proof (bundle) instead, for the client to verify."""
     Find: _aio.UnaryStreamMultiCallable[_immudoc_pb2.FindRequest, _immudoc_pb2.FindPage]  # type: ignore[assignment]
@@ -271,6 +281,17 @@ class DocstoreServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_immudoc_pb2.DeleteResponse, _abc.Awaitable[_immudoc_pb2.DeleteResponse]]:
         """write"""
+
+    @_abc_1.abstractmethod
+    def WriteByFilter(
+        self,
+        request: _immudoc_pb2.WriteByFilterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_immudoc_pb2.WriteByFilterResponse, _abc.Awaitable[_immudoc_pb2.WriteByFilterResponse]]:
+        """Writes by filter (update_one, update_many, replace_one, delete_one, delete_many): the
+        server finds the matches and writes them in ONE transaction.
+        write
+        """
 
     @_abc_1.abstractmethod
     def Get(

@@ -417,6 +417,14 @@ class TxCollection(StagingCollection):
     def _copy(self, doc: dict) -> dict:
         return copy_doc(doc)
 
+    def _matches(self, filter: dict, many: bool) -> Iterator[dict]:  # noqa: A002
+        return self._staged.iter_docs(self.name, compile_filter(filter))  # streamed: not held
+
+    def _cost(self, prepared: Pending) -> tuple[int, int]:
+        assert prepared is not None, "a prepared write is a document"
+        props = prepared[1]
+        return 1 + len(props), sum(len(k) + len(v) for k, v in props)
+
     @property
     def _verifying(self) -> bool:
         return self._staged.engine.trust is not None

@@ -1,0 +1,215 @@
+"""Writes by filter, pymongo's ``update_one``, ``update_many``, ``replace_one``, ``delete_one``
+and ``delete_many``, inside one transaction (embedded or remote alike).
+
+The matching documents are read and their new revisions staged in the same transaction, so a
+concurrent write of one of them, or of the collection (a new document that would match),
+makes the commit conflict (a single call then runs again, as every write does). A document an
+update leaves identical is not written (pymongo's ``modified_count`` does not count it).
+Before anything is staged, the writes are counted against what one ledger transaction holds
+(:data:`kvcore.MAX_TX_ENTRIES` entries, :data:`kvcore.MAX_TX_BYTES` bytes): more is a
+TransactionTooLargeError naming the limit, with nothing written.
+
+An upsert that matches nothing inserts, as MongoDB: the filter's equality conditions (``{"a":
+1}``, ``{"a": {"$eq": 1}}``, those inside ``$and``) make the new document, then the update
+applies (``$setOnInsert`` too); its ``_id`` is the filter's, else a new one. A ``replace_one``
+upsert inserts the replacement (with the filter's ``_id``, if it names one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import kvcore
+
+from docstore.api import DeleteResult, UpdateResult
+from docstore.collections.query import compile_filter
+from docstore.collections.update import apply_update, identical, validate_update
+from docstore.documents.ids import check_id, new_id
+from docstore.errors import DuplicateIdError, InvalidDocumentError, QueryError, TransactionTooLargeError
+
+
+
+class Hooks(NamedTuple):
+    """What a collection in a transaction lends a write by filter (see StagingCollection)."""
+
+    name: str
+    check_active: Callable[[], None]
+    matches: Callable[[dict, bool], Iterator[dict]]
+    """The matching documents in the transaction's view (all of them, or at least the first)."""
+    current: Callable[[str], dict | None]
+    prepare: Callable[[dict], Any]
+    cost: Callable[[Any], tuple[int, int]]
+    """(ledger entries, bytes) a prepared write takes."""
+    stage: Callable[[list[tuple[str, Any]]], None]
+
+
+def check_filter(filter: Any, what: str) -> Callable[[dict], bool]:  # noqa: A002
+    """The filter's predicate; QueryError unless it is an object (``{}``: every document)."""
+    if not isinstance(filter, dict):
+        raise QueryError(f"{what} takes a filter object ({{}} for every document), got {type(filter).__name__}")
+    return compile_filter(filter)
+
+
+def check_upsert(upsert: Any) -> bool:
+    if type(upsert) is not bool:
+        raise QueryError(f"upsert is true or false, got {upsert!r}")
+    return upsert
+
+
+def check_replacement(doc: Any) -> dict:
+    """A replacement document: an object without update operators."""
+    if not isinstance(doc, dict):
+        raise InvalidDocumentError(f"a document must be a JSON object, got {type(doc).__name__}")
+    ops = [k for k in doc if isinstance(k, str) and k.startswith("$")]
+    if ops:
+        raise QueryError(f"a replacement document cannot hold update operators ({ops[0]}): use update_one for those")
+    return doc
+
+
+def _is_operators(value: Any) -> bool:
+    return isinstance(value, dict) and any(isinstance(k, str) and k.startswith("$") for k in value)
+
+
+def _equalities(filter: dict, out: list[tuple[str, Any]]) -> None:  # noqa: A002
+    for key, value in filter.items():
+        if key == "$and" and isinstance(value, list):
+            for clause in value:
+                if isinstance(clause, dict):
+                    _equalities(clause, out)
+        elif key.startswith("$"):
+            continue
+        elif not _is_operators(value):
+            out.append((key, value))
+        elif "$eq" in value:
+            out.append((key, value["$eq"]))
+
+
+def upsert_seed(filter: dict) -> dict:  # noqa: A002
+    """The document an upsert starts from: ``_id`` (the filter's or a new one) and the
+    filter's equality conditions (QueryError if two of them name one path or nested paths)."""
+    pairs: list[tuple[str, Any]] = []
+    _equalities(filter, pairs)
+    ids = [v for k, v in pairs if k == "_id"]
+    fields = [(k, v) for k, v in pairs if k != "_id"]
+    if len(ids) > 1:
+        raise QueryError("an upsert's filter names _id twice: the new document's _id is ambiguous")
+    if len({k for k, _ in fields}) < len(fields):
+        dup = next(k for i, (k, _) in enumerate(fields) if k in {x for x, _ in fields[:i]})
+        raise QueryError(f"an upsert's filter names {dup!r} twice: the new document's value is ambiguous")
+    doc_id = check_id(ids[0]) if ids else new_id()
+    seeded = apply_update({}, {"$set": dict(fields)}) if fields else {}
+    return {"_id": doc_id, **seeded}
+
+
+class _Budget:
+    """Counts staged writes against one ledger transaction's limits, before any is staged."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.entries = 0
+        self.bytes = 0
+        self.docs = 0
+
+    def add(self, entries: int, size: int) -> None:
+        self.entries += entries
+        self.bytes += size
+        self.docs += 1
+        if self.entries > kvcore.MAX_TX_ENTRIES or self.bytes > kvcore.MAX_TX_BYTES:
+            limit = (
+                f"{kvcore.MAX_TX_ENTRIES:,} entries" if self.entries > kvcore.MAX_TX_ENTRIES
+                else f"{kvcore.MAX_TX_BYTES:,} bytes"
+            )
+            raise TransactionTooLargeError(
+                f"{self.what} matches more documents than one transaction holds (the limit is {limit} "
+                f"a transaction; {self.docs:,} documents reached it): nothing was written; narrow the "
+                "filter and write in several calls"
+            )
+
+
+def _update(
+    coll: Hooks, what: str, filter: dict, make: Callable[[dict], dict],  # noqa: A002
+    insert: Callable[[], dict] | None, many: bool,
+) -> UpdateResult:
+    budget = _Budget(what)
+    writes: list[tuple[str, Any]] = []
+    matched = 0
+    for doc in coll.matches(filter, many):
+        matched += 1
+        new = make(doc)
+        if not identical(new, doc):
+            prepared = coll.prepare(new)
+            budget.add(*coll.cost(prepared))
+            writes.append((doc["_id"], prepared))
+        if not many:
+            break
+    if matched == 0 and insert is not None:
+        new = insert()
+        if coll.current(new["_id"]) is not None:  # the filter names an _id that did not match
+            raise DuplicateIdError(f"a document with _id {new['_id']!r} already exists in {coll.name!r}")
+        coll.stage([(new["_id"], coll.prepare(new))])
+        return UpdateResult(0, 0, new["_id"])
+    coll.stage(writes)
+    return UpdateResult(matched, len(writes))
+
+
+def update(coll: Hooks, filter: Any, changes: Any, upsert: Any, many: bool) -> UpdateResult:  # noqa: A002
+    """``update_one`` (``many=False``) or ``update_many`` in the transaction of ``coll``."""
+    what = "update_many" if many else "update_one"
+    check_filter(filter, what)
+    validate_update(changes)
+    check_upsert(upsert)
+    coll.check_active()
+
+    def insert() -> dict:
+        return apply_update(upsert_seed(filter), changes, inserting=True)
+
+    return _update(coll, what, filter, lambda d: apply_update(d, changes), insert if upsert else None, many)
+
+
+def replace(coll: Hooks, filter: Any, doc: Any, upsert: Any) -> UpdateResult:  # noqa: A002
+    """``replace_one`` in the transaction of ``coll``."""
+    check_filter(filter, "replace_one")
+    check_replacement(doc)
+    check_upsert(upsert)
+    coll.check_active()
+    fields = {k: v for k, v in doc.items() if k != "_id"}
+
+    def make(old: dict) -> dict:
+        if "_id" in doc and doc["_id"] != old["_id"]:
+            raise InvalidDocumentError("replace_one cannot change _id", "/_id")
+        return {"_id": old["_id"], **fields}
+
+    def insert() -> dict:
+        seed_id = upsert_seed(filter)["_id"] if "_id" in filter else None
+        if "_id" in doc and seed_id is not None and doc["_id"] != seed_id:
+            raise InvalidDocumentError("replace_one: the replacement's _id differs from the filter's", "/_id")
+        doc_id = doc["_id"] if "_id" in doc else seed_id if seed_id is not None else new_id()
+        return {"_id": check_id(doc_id), **fields}
+
+    return _update(coll, "replace_one", filter, make, insert if upsert else None, False)
+
+
+def delete(coll: Hooks, filter: Any, many: bool) -> DeleteResult:  # noqa: A002
+    """``delete_one`` (``many=False``) or ``delete_many`` in the transaction of ``coll``."""
+    what = "delete_many" if many else "delete_one"
+    check_filter(filter, what)
+    coll.check_active()
+    budget = _Budget(what)
+    ids: list[tuple[str, Any]] = []
+    for doc in coll.matches(filter, many):
+        budget.add(1, len(doc["_id"]) + 64)  # a tombstone header
+        ids.append((doc["_id"], None))
+        if not many:
+            break
+    coll.stage(ids)
+    return DeleteResult(len(ids))
+
+
+def result(kind: str, recorded: dict[str, Any], tx_id: int | None) -> UpdateResult | DeleteResult:
+    """A result from what a write by filter returned (or recorded under an idempotency key:
+    then it carries its transaction as ``tx``)."""
+    tx = recorded.get("tx", tx_id)
+    if kind.startswith("delete"):
+        return DeleteResult(recorded["deleted_count"], tx)
+    return UpdateResult(recorded["matched_count"], recorded["modified_count"], recorded.get("upserted_id"), tx)
