@@ -2,9 +2,10 @@
 and ``delete_many``, inside one transaction (embedded or remote alike).
 
 The matching documents are read and their new revisions staged in the same transaction, so a
-concurrent write of one of them, or of the collection (a new document that would match),
-makes the commit conflict (a single call then runs again, as every write does). A document an
-update leaves identical is not written (pymongo's ``modified_count`` does not count it).
+concurrent write of one of them, or of the collection (a new document that would match; a
+filter naming an ``_id`` by equality reads that document alone), makes the commit conflict (a
+single call then runs again, as every write does). A document an update leaves identical is
+not written (pymongo's ``modified_count`` does not count it).
 Before anything is staged, the writes are counted against what one ledger transaction holds
 (:data:`kvcore.MAX_TX_ENTRIES` entries, :data:`kvcore.MAX_TX_BYTES` bytes): more is a
 TransactionTooLargeError naming the limit, with nothing written.
@@ -102,6 +103,29 @@ def upsert_seed(filter: dict) -> dict:  # noqa: A002
     return {"_id": doc_id, **seeded}
 
 
+def _pinned_id(filter: dict) -> str | None:  # noqa: A002
+    """The ``_id`` the filter names by equality (a valid id), else None."""
+    value = filter.get("_id")
+    if isinstance(value, dict) and list(value) == ["$eq"]:
+        value = value["$eq"]
+    if not isinstance(value, str):
+        return None
+    try:
+        return check_id(value)
+    except InvalidDocumentError:
+        return None
+
+
+def _candidates(coll: Hooks, filter: dict, many: bool) -> Iterator[dict]:  # noqa: A002
+    """The matches: by the filter's ``_id``, read alone (the transaction records that one
+    document as read, not the whole collection), else the collection's matches."""
+    doc_id = _pinned_id(filter)
+    if doc_id is None:
+        return coll.matches(filter, many)
+    doc = coll.current(doc_id)
+    return iter([doc] if doc is not None and compile_filter(filter)(doc) else [])
+
+
 class _Budget:
     """Counts staged writes against one ledger transaction's limits, before any is staged."""
 
@@ -134,7 +158,7 @@ def _update(
     budget = _Budget(what)
     writes: list[tuple[str, Any]] = []
     matched = 0
-    for doc in coll.matches(filter, many):
+    for doc in _candidates(coll, filter, many):
         matched += 1
         new = make(doc)
         if not identical(new, doc):
@@ -197,7 +221,7 @@ def delete(coll: Hooks, filter: Any, many: bool) -> DeleteResult:  # noqa: A002
     coll.check_active()
     budget = _Budget(what)
     ids: list[tuple[str, Any]] = []
-    for doc in coll.matches(filter, many):
+    for doc in _candidates(coll, filter, many):
         budget.add(1, len(doc["_id"]) + 64)  # a tombstone header
         ids.append((doc["_id"], None))
         if not many:

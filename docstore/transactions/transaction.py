@@ -466,7 +466,8 @@ def run(
                         return cast(T, requests.repeat(engine, prior, *request))
                 try:
                     result = fn(tx)
-                    if request is not None:
+                    # a write by filter that writes nothing records no key (and commits nothing)
+                    if request is not None and (tx.staged.docs or request[1] not in requests.BY_FILTER):
                         requests.record(tx.staged, request[0], request[1], request[2], result)
                     tx.commit()
                 except DocstoreError:
