@@ -48,7 +48,7 @@ STALE_TRIES = 20
 BULK_DOCS = 64
 """insert_many of at least this many documents pauses the cyclic GC (kvcore.gcpause)."""
 
-class Collection:
+class Collection(by_filter.WritesByFilter):
     """Documents of one kind. Get one with ``db.collection(name)`` or ``db[name]``."""
 
     def __init__(self, engine: Engine, name: str) -> None:
@@ -137,79 +137,23 @@ class Collection:
         self._run(lambda tx: tx[self.name].delete(doc_id), idempotency_key, "delete", txmeta.encode(user, reason, meta))
 
     # ------------------------------------------------- writes by filter (pymongo's names)
-    # Each is one transaction: the matches are found and written in it (a concurrent write of
-    # one of them, or a new match, makes it run again); more writes than one transaction
-    # holds are refused before anything is written (docstore.transactions.by_filter).
-    def update_one(
-        self, filter: dict, update: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
-        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> UpdateResult:
-        """Apply update operators (docs/updates.md) to the first matching document; with
-        ``upsert``, insert one if none matches (the filter's equality fields plus the update)."""
-        result = self._by_filter("update_one", lambda c: c.update_one(filter, update, upsert),
-                                 idempotency_key, user, reason, meta)
-        assert isinstance(result, UpdateResult), "an update's result"
-        return result
-
-    def update_many(
-        self, filter: dict, update: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
-        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> UpdateResult:
-        """Apply update operators to every matching document, in one transaction (``upsert``:
-        as :meth:`update_one`)."""
-        result = self._by_filter("update_many", lambda c: c.update_many(filter, update, upsert),
-                                 idempotency_key, user, reason, meta)
-        assert isinstance(result, UpdateResult), "an update's result"
-        return result
-
-    def replace_one(
-        self, filter: dict, doc: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
-        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> UpdateResult:
-        """Replace the first matching document (its ``_id`` stays); with ``upsert``, insert
-        ``doc`` if none matches."""
-        result = self._by_filter("replace_one", lambda c: c.replace_one(filter, doc, upsert),
-                                 idempotency_key, user, reason, meta)
-        assert isinstance(result, UpdateResult), "a replacement's result"
-        return result
-
-    def delete_one(
-        self, filter: dict, *, idempotency_key: str | None = None, user: str | None = None,  # noqa: A002
-        reason: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> DeleteResult:
-        """Delete the first matching document (a tombstone revision; its history stays)."""
-        result = self._by_filter("delete_one", lambda c: c.delete_one(filter), idempotency_key, user, reason, meta)
-        assert isinstance(result, DeleteResult), "a deletion's result"
-        return result
-
-    def delete_many(
-        self, filter: dict, *, idempotency_key: str | None = None, user: str | None = None,  # noqa: A002
-        reason: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> DeleteResult:
-        """Delete every matching document, in one transaction."""
-        result = self._by_filter("delete_many", lambda c: c.delete_many(filter), idempotency_key, user, reason, meta)
-        assert isinstance(result, DeleteResult), "a deletion's result"
-        return result
-
-    def _by_filter(
-        self, kind: str, write: Callable[[Any], UpdateResult | DeleteResult], key: str | None,
+    # (by_filter.WritesByFilter: update_one, update_many, replace_one, delete_one, delete_many,
+    # count_documents.) Each is one transaction: the matches are found and written in it (a
+    # concurrent write of one of them, or a new match, makes it run again); more writes than
+    # one transaction holds are refused before anything is written.
+    def _write_by_filter(
+        self, kind: str, filter: Any, update: Any, upsert: Any, key: str | None,  # noqa: A002
         user: str | None, reason: str | None, meta: dict[str, Any] | None,
     ) -> UpdateResult | DeleteResult:
         ran: list[Transaction] = []
 
         def body(tx: Transaction) -> dict[str, Any]:
             ran.append(tx)
-            return {k: v for k, v in write(tx[self.name]).to_dict().items() if k != "tx"}  # recorded under a key
+            result = by_filter.write(tx[self.name], kind, filter, update, upsert)
+            return {k: v for k, v in result.to_dict().items() if k != "tx"}  # recorded under a key
 
         recorded = self._run(body, key, kind, txmeta.encode(user, reason, meta))
         return by_filter.result(kind, recorded, ran[-1].tx_id if ran else None)
-
-    def count_documents(
-        self, filter: dict, *, verify: bool | None = None, max_time_ms: int | None = None,  # noqa: A002
-    ) -> int:
-        """pymongo's name for :meth:`count`; ``filter`` is required (``{}``: every document)."""
-        by_filter.check_filter(filter, "count_documents")
-        return self.count(filter, verify=verify, max_time_ms=max_time_ms)
 
     # ---------------------------------------------------------------- reads
     def get(self, doc_id: str, at_tx: int | None = None, *, at_time: Any = None) -> dict:

@@ -307,18 +307,25 @@ def _push_modifiers(path: str, value: dict) -> tuple[list, int | None, Callable[
     return items, limit, key, position
 
 
+def _growing_array(doc: dict, parts: list[str], path: str, op: str) -> list:
+    """The array at ``path`` that ``$push`` or ``$addToSet`` extends (a new empty one where
+    the field is missing); QueryError if the field holds something else."""
+    container = _parent(doc, parts, True, path, op)
+    cur = _get(container, parts[-1])
+    if cur is _MISSING:
+        cur = []
+        _put(container, parts[-1], cur, path, op)
+    elif not isinstance(cur, list):
+        raise _missing_error(op, path, cur)
+    return cur
+
+
 def _op_push(doc: dict, path: str, value: Any) -> None:
     parts = _split(path, "$push")
     items, limit, key, position = [value], None, None, None
     if _has_operator_keys(value):
         items, limit, key, position = _push_modifiers(path, value)
-    container = _parent(doc, parts, True, path, "$push")
-    cur = _get(container, parts[-1])
-    if cur is _MISSING:
-        cur = []
-        _put(container, parts[-1], cur, path, "$push")
-    elif not isinstance(cur, list):
-        raise _missing_error("$push", path, cur)
+    cur = _growing_array(doc, parts, path, "$push")
     if position is None or position >= len(cur):
         cur.extend(items)
     else:
@@ -347,13 +354,7 @@ def _each(op: str, path: str, value: Any) -> list:
 def _op_add_to_set(doc: dict, path: str, value: Any) -> None:
     parts = _split(path, "$addToSet")
     items = _each("$addToSet", path, value)
-    container = _parent(doc, parts, True, path, "$addToSet")
-    cur = _get(container, parts[-1])
-    if cur is _MISSING:
-        cur = []
-        _put(container, parts[-1], cur, path, "$addToSet")
-    elif not isinstance(cur, list):
-        raise _missing_error("$addToSet", path, cur)
+    cur = _growing_array(doc, parts, path, "$addToSet")
     for item in items:
         if not any(values_equal(item, e) for e in cur):
             cur.append(item)

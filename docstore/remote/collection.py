@@ -56,7 +56,7 @@ def _clamp(value: Any) -> Any:
     return _INT64_MAX if type(value) is int and value > _INT64_MAX else value
 
 
-class RemoteCollection:
+class RemoteCollection(by_filter.WritesByFilter):
     """Documents of one kind on the server. Get one with ``db.collection(name)`` or ``db[name]``."""
 
     def __init__(self, conn: Connection, name: str) -> None:
@@ -159,56 +159,9 @@ class RemoteCollection:
         self._conn.write(self._stub.Delete, lambda: req, idempotency_key, tx_meta)
 
     # ------------------------------------------------- writes by filter (pymongo's names)
-    # One call each (WriteByFilter): the server finds and writes the matches in one transaction.
-    def update_one(
-        self, filter: dict, update: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
-        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> UpdateResult:
-        """Apply update operators (docs/updates.md) to the first matching document; with
-        ``upsert``, insert one if none matches (the filter's equality fields plus the update)."""
-        result = self._by_filter("update_one", filter, update, upsert, idempotency_key, user, reason, meta)
-        assert isinstance(result, UpdateResult), "an update's result"
-        return result
-
-    def update_many(
-        self, filter: dict, update: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
-        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> UpdateResult:
-        """Apply update operators to every matching document, in one transaction (``upsert``:
-        as :meth:`update_one`)."""
-        result = self._by_filter("update_many", filter, update, upsert, idempotency_key, user, reason, meta)
-        assert isinstance(result, UpdateResult), "an update's result"
-        return result
-
-    def replace_one(
-        self, filter: dict, doc: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
-        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> UpdateResult:
-        """Replace the first matching document (its ``_id`` stays); with ``upsert``, insert
-        ``doc`` if none matches."""
-        result = self._by_filter("replace_one", filter, doc, upsert, idempotency_key, user, reason, meta)
-        assert isinstance(result, UpdateResult), "a replacement's result"
-        return result
-
-    def delete_one(
-        self, filter: dict, *, idempotency_key: str | None = None, user: str | None = None,  # noqa: A002
-        reason: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> DeleteResult:
-        """Delete the first matching document (a tombstone revision; its history stays)."""
-        result = self._by_filter("delete_one", filter, None, False, idempotency_key, user, reason, meta)
-        assert isinstance(result, DeleteResult), "a deletion's result"
-        return result
-
-    def delete_many(
-        self, filter: dict, *, idempotency_key: str | None = None, user: str | None = None,  # noqa: A002
-        reason: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> DeleteResult:
-        """Delete every matching document, in one transaction."""
-        result = self._by_filter("delete_many", filter, None, False, idempotency_key, user, reason, meta)
-        assert isinstance(result, DeleteResult), "a deletion's result"
-        return result
-
-    def _by_filter(
+    # (by_filter.WritesByFilter.) One call each (WriteByFilter): the server finds and writes
+    # the matches in one transaction.
+    def _write_by_filter(
         self, kind: str, filter: Any, update: Any, upsert: Any, key: str | None,  # noqa: A002
         user: str | None, reason: str | None, meta: dict[str, Any] | None,
     ) -> UpdateResult | DeleteResult:
@@ -227,13 +180,6 @@ class RemoteCollection:
         recorded = {"matched_count": r.matched_count, "modified_count": r.modified_count,
                     "deleted_count": r.deleted_count, "upserted_id": r.upserted_id if r.HasField("upserted_id") else None}
         return by_filter.result(kind, recorded, r.tx_id if r.HasField("tx_id") else None)
-
-    def count_documents(
-        self, filter: dict, *, verify: bool | None = None, max_time_ms: int | None = None,  # noqa: A002
-    ) -> int:
-        """pymongo's name for :meth:`count`; ``filter`` is required (``{}``: every document)."""
-        by_filter.check_filter(filter, "count_documents")
-        return self.count(filter, verify=verify, max_time_ms=max_time_ms)
 
     # ---------------------------------------------------------------- reads
     def get(self, doc_id: str, at_tx: int | None = None, *, at_time: Any = None) -> dict:

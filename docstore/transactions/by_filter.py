@@ -18,12 +18,13 @@ upsert inserts the replacement (with the filter's ``_id``, if it names one).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import kvcore
 
-from docstore.api import DeleteResult, UpdateResult
+from docstore.api import DeleteResult, TxCollection, UpdateResult
 from docstore.collections.query import compile_filter
 from docstore.collections.update import apply_update, identical, validate_update
 from docstore.documents.ids import check_id, new_id
@@ -237,3 +238,93 @@ def result(kind: str, recorded: dict[str, Any], tx_id: int | None) -> UpdateResu
     if kind.startswith("delete"):
         return DeleteResult(recorded["deleted_count"], tx)
     return UpdateResult(recorded["matched_count"], recorded["modified_count"], recorded.get("upserted_id"), tx)
+
+
+def write(coll: TxCollection, kind: str, filter: Any, update: Any, upsert: Any) -> UpdateResult | DeleteResult:  # noqa: A002
+    """The write by filter ``kind`` on a collection in a transaction."""
+    if kind == "update_one":
+        return coll.update_one(filter, update, upsert)
+    if kind == "update_many":
+        return coll.update_many(filter, update, upsert)
+    if kind == "replace_one":
+        return coll.replace_one(filter, update, upsert)
+    if kind == "delete_one":
+        return coll.delete_one(filter)
+    if kind == "delete_many":
+        return coll.delete_many(filter)
+    raise QueryError(f"unknown write by filter {kind!r}")
+
+
+class WritesByFilter(ABC):
+    """The writes by filter of a collection (pymongo's names), embedded and remote alike: each
+    is one :meth:`_write_by_filter`, one transaction that finds the matches and writes them."""
+
+    @abstractmethod
+    def _write_by_filter(
+        self, kind: str, filter: Any, update: Any, upsert: Any, key: str | None,  # noqa: A002
+        user: str | None, reason: str | None, meta: dict[str, Any] | None,
+    ) -> UpdateResult | DeleteResult: ...
+
+    if TYPE_CHECKING:
+        def count(
+            self, filter: dict | None = None, at_tx: int | None = None, *,  # noqa: A002
+            verify: bool | None = None, max_time_ms: int | None = None,
+        ) -> int: ...
+
+    def _updated(self, kind: str, filter: Any, update: Any, upsert: Any, key: str | None,  # noqa: A002
+                 user: str | None, reason: str | None, meta: dict[str, Any] | None) -> UpdateResult:
+        result = self._write_by_filter(kind, filter, update, upsert, key, user, reason, meta)
+        assert isinstance(result, UpdateResult), "an update's result"
+        return result
+
+    def _deleted(self, kind: str, filter: Any, key: str | None,  # noqa: A002
+                 user: str | None, reason: str | None, meta: dict[str, Any] | None) -> DeleteResult:
+        result = self._write_by_filter(kind, filter, None, False, key, user, reason, meta)
+        assert isinstance(result, DeleteResult), "a deletion's result"
+        return result
+
+    # ``idempotency_key``, ``user``, ``reason``, ``meta``: as for the writes by id
+    def update_one(
+        self, filter: dict, update: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
+        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> UpdateResult:
+        """Apply update operators (docs/updates.md) to the first matching document; with
+        ``upsert``, insert one if none matches (the filter's equality fields plus the update)."""
+        return self._updated("update_one", filter, update, upsert, idempotency_key, user, reason, meta)
+
+    def update_many(
+        self, filter: dict, update: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
+        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> UpdateResult:
+        """Apply update operators to every matching document, in one transaction (``upsert``:
+        as :meth:`update_one`)."""
+        return self._updated("update_many", filter, update, upsert, idempotency_key, user, reason, meta)
+
+    def replace_one(
+        self, filter: dict, doc: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
+        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> UpdateResult:
+        """Replace the first matching document (its ``_id`` stays); with ``upsert``, insert
+        ``doc`` if none matches."""
+        return self._updated("replace_one", filter, doc, upsert, idempotency_key, user, reason, meta)
+
+    def delete_one(
+        self, filter: dict, *, idempotency_key: str | None = None, user: str | None = None,  # noqa: A002
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> DeleteResult:
+        """Delete the first matching document (a tombstone revision; its history stays)."""
+        return self._deleted("delete_one", filter, idempotency_key, user, reason, meta)
+
+    def delete_many(
+        self, filter: dict, *, idempotency_key: str | None = None, user: str | None = None,  # noqa: A002
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> DeleteResult:
+        """Delete every matching document, in one transaction."""
+        return self._deleted("delete_many", filter, idempotency_key, user, reason, meta)
+
+    def count_documents(
+        self, filter: dict, *, verify: bool | None = None, max_time_ms: int | None = None,  # noqa: A002
+    ) -> int:
+        """pymongo's name for :meth:`count`; ``filter`` is required (``{}``: every document)."""
+        check_filter(filter, "count_documents")
+        return self.count(filter, verify=verify, max_time_ms=max_time_ms)

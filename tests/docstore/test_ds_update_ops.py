@@ -50,24 +50,13 @@ from hypothesis import strategies as st
 
 import docstore
 from docstore import InvalidDocumentError, QueryError
-from docstore.collections.update import OPERATORS, apply_update, current_date_value, validate_update
+from docstore.collections.update import OPERATORS, apply_update, current_date_value, identical, validate_update
 
 pytestmark = pytest.mark.embedded
 
 
 def up(doc, changes, **kw):
     return apply_update({"_id": "x", **doc}, changes, **kw)
-
-
-def same(a, b):
-    """Strict JSON identity (types and key order)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 # ============================================================================ by example
@@ -154,7 +143,7 @@ EXAMPLES = [
 @pytest.mark.parametrize("doc,changes,expected", EXAMPLES)
 def test_update_operators_as_mongodb(doc, changes, expected):
     got = up(doc, changes)
-    assert same(got, {"_id": "x", **expected}), got
+    assert identical(got, {"_id": "x", **expected}), got
 
 
 BAD = [
@@ -267,7 +256,7 @@ def test_a_failing_update_changes_nothing_of_the_input():
     with pytest.raises(QueryError):
         apply_update(doc, {"$push": {"t": {"$each": [0], "$sort": 1}}, "$inc": {"n": "x"}})
     apply_update(doc, {"$push": {"t": {"$each": [0], "$sort": 1}}, "$rename": {"n": "m"}})
-    assert same(doc, before)
+    assert identical(doc, before)
 
 
 def test_values_taken_from_the_update_are_copies():
