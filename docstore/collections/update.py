@@ -165,18 +165,28 @@ def _op_unset(doc: dict, path: str, _value: Any) -> None:
         container[array_index(parts[-1])] = None
 
 
-def _op_inc(doc: dict, path: str, amount: Any) -> None:
-    parts = _split(path, "$inc")
-    if not _is_number(amount):
-        raise QueryError(f"$inc: the amount for {path!r} must be a number, got {amount!r}")
-    container = _parent(doc, parts, True, path, "$inc")
-    cur = _get(container, parts[-1])
-    if cur is _MISSING:
-        _put(container, parts[-1], amount, path, "$inc")
-    elif not _is_number(cur):
-        raise QueryError(f"$inc: cannot increment {path!r}: it holds a {_json_type(cur)}, not a number")
-    else:
-        _put(container, parts[-1], cur + amount, path, "$inc")
+def _arithmetic(op: str, what: str, verb: str, combine: Callable[[Any, Any], Any],
+                start: Callable[[Any], Any]) -> Callable[[dict, str, Any], None]:
+    """``$inc`` or ``$mul``: ``combine(current, operand)``; a missing field becomes ``start(operand)``."""
+
+    def apply(doc: dict, path: str, operand: Any) -> None:
+        parts = _split(path, op)
+        if not _is_number(operand):
+            raise QueryError(f"{op}: the {what} for {path!r} must be a number, got {operand!r}")
+        container = _parent(doc, parts, True, path, op)
+        cur = _get(container, parts[-1])
+        if cur is _MISSING:
+            _put(container, parts[-1], start(operand), path, op)
+        elif not _is_number(cur):
+            raise QueryError(f"{op}: cannot {verb} {path!r}: it holds a {_json_type(cur)}, not a number")
+        else:
+            _put(container, parts[-1], combine(cur, operand), path, op)
+
+    return apply
+
+
+_op_inc = _arithmetic("$inc", "amount", "increment", lambda cur, n: cur + n, lambda n: n)
+_op_mul = _arithmetic("$mul", "factor", "multiply", lambda cur, n: cur * n, lambda n: 0 * n)  # MongoDB: a zero of the factor's type
 
 
 def _is_int(v: Any) -> bool:
@@ -206,20 +216,6 @@ def _array_at(doc: dict, path: str, op: str) -> tuple[Any, list | None]:
 def _op_set_on_insert(doc: dict, path: str, value: Any) -> None:
     parts = _split(path, "$setOnInsert")
     _put(_parent(doc, parts, True, path, "$setOnInsert"), parts[-1], value, path, "$setOnInsert")
-
-
-def _op_mul(doc: dict, path: str, factor: Any) -> None:
-    parts = _split(path, "$mul")
-    if not _is_number(factor):
-        raise QueryError(f"$mul: the factor for {path!r} must be a number, got {factor!r}")
-    container = _parent(doc, parts, True, path, "$mul")
-    cur = _get(container, parts[-1])
-    if cur is _MISSING:  # as MongoDB: a zero of the factor's type
-        _put(container, parts[-1], 0 * factor, path, "$mul")
-    elif not _is_number(cur):
-        raise QueryError(f"$mul: cannot multiply {path!r}: it holds a {_json_type(cur)}, not a number")
-    else:
-        _put(container, parts[-1], cur * factor, path, "$mul")
 
 
 def _min_max(op: str, keep: int) -> Callable[[dict, str, Any], None]:
