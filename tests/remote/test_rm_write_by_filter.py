@@ -200,3 +200,37 @@ def test_in_a_transaction(db, coll):
 def test_the_results_are_exported():
     assert docstore.UpdateResult(1, 1).to_dict() == {"matched_count": 1, "modified_count": 1, "upserted_id": None, "tx": None}
     assert docstore.DeleteResult(2, 5).to_dict() == {"deleted_count": 2, "tx": 5}
+
+
+def test_a_token_writes_by_filter_only_where_it_may_write(tmp_path):
+    import json
+
+    from docstore.remote import PermissionDeniedError
+    from remote_testlib import ServerProcess
+
+    tokens = [
+        {"token": "a-0123456789", "role": "admin"},
+        {"token": "s-0123456789", "name": "Site 7", "roles": {"visits": "write", "*": "read"}},
+    ]
+    path = tmp_path / "tokens"
+    path.write_text(json.dumps(tokens))
+    with ServerProcess(tmp_path / "db", "--tokens-file", str(path)) as s:
+        with docstore.connect(s.target, token="a-0123456789", verify=False) as admin:
+            for name in ("visits", "sites"):
+                admin.create_collection(name).insert_many([{"_id": "a", "n": 1}, {"_id": "b", "n": 2}])
+        with docstore.connect(s.target, token="s-0123456789", verify=False) as site:
+            before = site.tx_id
+            for attempt in (
+                lambda: site["sites"].update_many({}, {"$inc": {"n": 1}}),
+                lambda: site["sites"].replace_one({"_id": "a"}, {"n": 0}),
+                lambda: site["sites"].delete_many({}),
+            ):
+                with pytest.raises(PermissionDeniedError):
+                    attempt()
+            assert site.tx_id == before
+            r = site["visits"].update_many({}, {"$inc": {"n": 1}}, reason="recount")
+            assert r.modified_count == 2
+            last = site["visits"].history("a")[-1]
+            assert (last.user, last.reason) == ("Site 7", "recount")  # the principal, not a claim
+            with pytest.raises(QueryError):
+                site["visits"].update_many({}, {"$inc": {"n": 1}}, user="someone else")
