@@ -478,7 +478,7 @@ def validate_update(changes: Any) -> None:
     paths = []
     for op, fields in changes.items():
         if op not in _APPLY:
-            hint = " (to replace a whole document use replace)" if not str(op).startswith("$") else ""
+            hint = " (to replace a whole document use replace or replace_one)" if not str(op).startswith("$") else ""
             raise QueryError(f"unknown update operator {op!r}; supported: {', '.join(OPERATORS)}{hint}")
         if not isinstance(fields, dict) or not fields:
             raise QueryError(f"{op} takes a non-empty object of field paths, got {fields!r}")

@@ -18,6 +18,7 @@ upsert inserts the replacement (with the filter's ``_id``, if it names one).
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -186,10 +187,12 @@ def update(coll: Hooks, filter: Any, changes: Any, upsert: Any, many: bool) -> U
     check_upsert(upsert)
     coll.check_active()
 
-    def insert() -> dict:
-        return apply_update(upsert_seed(filter), changes, inserting=True)
+    now = time.time_ns()  # one time for $currentDate in every document of the call
 
-    return _update(coll, what, filter, lambda d: apply_update(d, changes), insert if upsert else None, many)
+    def insert() -> dict:
+        return apply_update(upsert_seed(filter), changes, inserting=True, now_ns=now)
+
+    return _update(coll, what, filter, lambda d: apply_update(d, changes, now_ns=now), insert if upsert else None, many)
 
 
 def replace(coll: Hooks, filter: Any, doc: Any, upsert: Any) -> UpdateResult:  # noqa: A002

@@ -234,3 +234,10 @@ def test_a_token_writes_by_filter_only_where_it_may_write(tmp_path):
             assert (last.user, last.reason) == ("Site 7", "recount")  # the principal, not a claim
             with pytest.raises(QueryError):
                 site["visits"].update_many({}, {"$inc": {"n": 1}}, user="someone else")
+
+
+def test_current_date_is_one_time_for_the_whole_call(coll):
+    coll.update_many({}, {"$currentDate": {"seen": True, "ms": {"$type": "timestamp"}}})
+    docs = _all(coll)
+    assert len({d["seen"] for d in docs}) == 1 and len({d["ms"] for d in docs}) == 1
+    assert docs[0]["seen"].endswith("Z") and type(docs[0]["ms"]) is int
