@@ -19,7 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _PUBLIC: dict[str, tuple[str, ...]] = {  # the public names, listed once: module -> names
-    "docstore.api": ("Collection", "Database", "Erasure", "Revision", "Transaction", "TxCollection"),
+    "docstore.api": ("Collection", "Database", "DeleteResult", "Erasure", "Revision", "Transaction", "TxCollection", "UpdateResult"),
     "docstore.database": ("open",),
     "docstore.errors": (
         "CollectionExistsError", "CollectionNotFoundError", "ConflictError", "CorruptDataError",

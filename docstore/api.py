@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from docstore.proofs.bundle import Proof
     from docstore.proofs.statebundle import StateProof
 
-__all__ = ["Collection", "Database", "Erasure", "Revision", "Transaction", "TxCollection"]
+__all__ = ["Collection", "Database", "DeleteResult", "Erasure", "Revision", "Transaction", "TxCollection", "UpdateResult"]
 
 T = TypeVar("T")
 
@@ -76,6 +76,37 @@ class Erasure:
         return {"tx": self.tx, "erased": self.erased, "revisions": self.revisions}
 
 
+@dataclass(frozen=True)
+class UpdateResult:
+    """What ``update_one``, ``update_many`` or ``replace_one`` did (pymongo's names)."""
+
+    matched_count: int
+    """How many documents matched the filter (0 or 1 for ``update_one``, ``replace_one``)."""
+    modified_count: int
+    """How many of them changed (a document the update leaves as it was gets no new revision)."""
+    upserted_id: str | None = None
+    """The ``_id`` of the document an upsert inserted, or None."""
+    tx: int | None = None
+    """The ledger transaction that wrote them (None if nothing was written, and inside a
+    transaction, whose id is known at its commit)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"matched_count": self.matched_count, "modified_count": self.modified_count,
+                "upserted_id": self.upserted_id, "tx": self.tx}
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """What ``delete_one`` or ``delete_many`` did (pymongo's names)."""
+
+    deleted_count: int
+    tx: int | None = None
+    """The ledger transaction that deleted them (None as for :class:`UpdateResult`)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"deleted_count": self.deleted_count, "tx": self.tx}
+
+
 @runtime_checkable
 class TxCollection(Protocol):
     """A collection inside a transaction: writes are buffered until commit; reads see the
@@ -88,6 +119,13 @@ class TxCollection(Protocol):
     def replace(self, doc_id: str, doc: dict) -> dict: ...
     def update(self, doc_id: str, changes: dict) -> dict: ...
     def delete(self, doc_id: str) -> None: ...
+    # writes by filter (pymongo's names): atomic with the rest of the transaction
+    def update_one(self, filter: dict, update: dict, upsert: bool = False) -> UpdateResult: ...  # noqa: A002
+    def update_many(self, filter: dict, update: dict, upsert: bool = False) -> UpdateResult: ...  # noqa: A002
+    def replace_one(self, filter: dict, doc: dict, upsert: bool = False) -> UpdateResult: ...  # noqa: A002
+    def delete_one(self, filter: dict) -> DeleteResult: ...  # noqa: A002
+    def delete_many(self, filter: dict) -> DeleteResult: ...  # noqa: A002
+    def count_documents(self, filter: dict, *, verify: bool | None = None) -> int: ...  # noqa: A002
     def get(self, doc_id: str) -> dict: ...
     def find(
         self, filter: dict | None = None, projection: Any = None, sort: Any = None,  # noqa: A002
@@ -149,6 +187,30 @@ class Collection(Protocol):
     ) -> Erasure: ...
     def erasures(self, doc_id: str) -> list[dict[str, Any]]: ...
     def prove_erasures(self, doc_id: str, state: kvcore.State | None = None) -> list[dict[str, Any]]: ...
+    # writes by filter (pymongo's names), each atomic: one transaction finds and writes
+    def update_one(
+        self, filter: dict, update: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
+        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> UpdateResult: ...
+    def update_many(
+        self, filter: dict, update: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
+        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> UpdateResult: ...
+    def replace_one(
+        self, filter: dict, doc: dict, upsert: bool = False, *, idempotency_key: str | None = None,  # noqa: A002
+        user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> UpdateResult: ...
+    def delete_one(
+        self, filter: dict, *, idempotency_key: str | None = None, user: str | None = None,  # noqa: A002
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> DeleteResult: ...
+    def delete_many(
+        self, filter: dict, *, idempotency_key: str | None = None, user: str | None = None,  # noqa: A002
+        reason: str | None = None, meta: dict[str, Any] | None = None,
+    ) -> DeleteResult: ...
+    def count_documents(
+        self, filter: dict, *, verify: bool | None = None, max_time_ms: int | None = None,  # noqa: A002
+    ) -> int: ...
 
     # reads
     def get(self, doc_id: str, at_tx: int | None = None, *, at_time: Any = None) -> dict: ...

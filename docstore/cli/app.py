@@ -1287,3 +1287,6 @@ def demo() -> None:
     from docstore.cli.demo import run_demo
 
     run_demo(typer.echo)
+
+
+from docstore.cli import bulk_cmds  # noqa: E402, F401  (update-many, delete-many: registered on app)

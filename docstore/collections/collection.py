@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kvcore import gcpause
 
 from docstore.documents import records
-from docstore.api import Erasure, Revision
+from docstore.api import DeleteResult, Erasure, Revision, UpdateResult
 from docstore.collections import budget, cursor
 from docstore.collections.indexes import check_field, keys_for
 from docstore.collections.query import compile_filter, distinct_values
@@ -29,7 +29,7 @@ from docstore.errors import (
 from docstore.documents.flatten import flatten
 from docstore.documents.ids import check_id, in_groups
 from docstore.documents import txmeta
-from docstore.transactions import txlog
+from docstore.transactions import by_filter, txlog
 
 if TYPE_CHECKING:
     import kvcore
@@ -48,7 +48,7 @@ STALE_TRIES = 20
 BULK_DOCS = 64
 """insert_many of at least this many documents pauses the cyclic GC (kvcore.gcpause)."""
 
-class Collection:
+class Collection(by_filter.WritesByFilter):
     """Documents of one kind. Get one with ``db.collection(name)`` or ``db[name]``."""
 
     def __init__(self, engine: Engine, name: str) -> None:
@@ -125,7 +125,7 @@ class Collection:
         self, doc_id: str, changes: dict, *, idempotency_key: str | None = None, user: str | None = None,
         reason: str | None = None, meta: dict[str, Any] | None = None,
     ) -> dict:
-        """Apply ``$set``, ``$unset``, ``$inc``, ``$push`` (a new revision); returns the document."""
+        """Apply update operators (docs/updates.md; a new revision); returns the document."""
         return self._run(lambda tx: tx[self.name].update(doc_id, changes), idempotency_key, "update",
                          txmeta.encode(user, reason, meta))
 
@@ -167,6 +167,25 @@ class Collection:
 
         check_id(doc_id)
         return erasure_bundles(self._engine, self.name, doc_id, state)
+
+    # ------------------------------------------------- writes by filter (pymongo's names)
+    # (by_filter.WritesByFilter: update_one, update_many, replace_one, delete_one, delete_many,
+    # count_documents.) Each is one transaction: the matches are found and written in it (a
+    # concurrent write of one of them, or a new match, makes it run again); more writes than
+    # one transaction holds are refused before anything is written.
+    def _write_by_filter(
+        self, kind: str, filter: Any, update: Any, upsert: Any, key: str | None,  # noqa: A002
+        user: str | None, reason: str | None, meta: dict[str, Any] | None,
+    ) -> UpdateResult | DeleteResult:
+        ran: list[Transaction] = []
+
+        def body(tx: Transaction) -> dict[str, Any]:
+            ran.append(tx)
+            result = by_filter.write(tx[self.name], kind, filter, update, upsert)
+            return {k: v for k, v in result.to_dict().items() if k != "tx"}  # recorded under a key
+
+        recorded = self._run(body, key, kind, txmeta.encode(user, reason, meta))
+        return by_filter.result(kind, recorded, ran[-1].tx_id if ran else None)
 
     # ---------------------------------------------------------------- reads
     def get(self, doc_id: str, at_tx: int | None = None, *, at_time: Any = None) -> dict:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import kvcore
 
 from docstore.collections import budget, cursor
-from docstore.api import Erasure, Revision
+from docstore.api import DeleteResult, Erasure, Revision, UpdateResult
 from docstore.collections.indexes import check_field
 from docstore.collections.query import compile_filter, compile_projection
 from docstore.collections.update import validate_update
@@ -29,6 +29,7 @@ from docstore.proofs.statebundle import Query, StateProof, checked_query
 from docstore.proofs.verify import verify
 from docstore.rpc import codec
 from docstore.remote.connection import remote_tx_meta
+from docstore.transactions import by_filter
 from docstore.rpc import immudoc_pb2 as pb
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def _clamp(value: Any) -> Any:
     return _INT64_MAX if type(value) is int and value > _INT64_MAX else value
 
 
-class RemoteCollection:
+class RemoteCollection(by_filter.WritesByFilter):
     """Documents of one kind on the server. Get one with ``db.collection(name)`` or ``db[name]``."""
 
     def __init__(self, conn: Connection, name: str) -> None:
@@ -138,7 +139,7 @@ class RemoteCollection:
         self, doc_id: str, changes: dict, *, idempotency_key: str | None = None, user: str | None = None,
         reason: str | None = None, meta: dict[str, Any] | None = None,
     ) -> dict:
-        """Apply ``$set``, ``$unset``, ``$inc``, ``$push`` (a new revision); returns the document."""
+        """Apply update operators (docs/updates.md; a new revision); returns the document."""
         check_id(doc_id)
         tx_meta = remote_tx_meta(user, reason, meta)
         validate_update(changes)  # QueryError for a malformed update, as embedded; then values
@@ -199,6 +200,29 @@ class RemoteCollection:
         if state is not None:
             req.state.CopyFrom(codec.state_to_pb(state))
         return [codec.loads(b) for b in self._call(self._stub.Erasures, req).proofs]
+
+    # ------------------------------------------------- writes by filter (pymongo's names)
+    # (by_filter.WritesByFilter.) One call each (WriteByFilter): the server finds and writes
+    # the matches in one transaction.
+    def _write_by_filter(
+        self, kind: str, filter: Any, update: Any, upsert: Any, key: str | None,  # noqa: A002
+        user: str | None, reason: str | None, meta: dict[str, Any] | None,
+    ) -> UpdateResult | DeleteResult:
+        tx_meta = remote_tx_meta(user, reason, meta)
+        by_filter.check_filter(filter, kind)  # the errors of a malformed call, as embedded
+        if kind.startswith("update"):
+            validate_update(update)
+        elif kind == "replace_one":
+            by_filter.check_replacement(update)
+        by_filter.check_upsert(upsert)
+        req = pb.WriteByFilterRequest(
+            collection=self.name, kind=kind, filter=codec.dumps(filter), upsert=upsert,
+            update=b"" if update is None else codec.dumps(update, InvalidDocumentError, strict=True),
+        )
+        r = self._conn.write(self._stub.WriteByFilter, lambda: req, key, tx_meta)
+        recorded = {"matched_count": r.matched_count, "modified_count": r.modified_count,
+                    "deleted_count": r.deleted_count, "upserted_id": r.upserted_id if r.HasField("upserted_id") else None}
+        return by_filter.result(kind, recorded, r.tx_id if r.HasField("tx_id") else None)
 
     # ---------------------------------------------------------------- reads
     def get(self, doc_id: str, at_tx: int | None = None, *, at_time: Any = None) -> dict:

@@ -187,6 +187,14 @@ class RemoteTxCollection(StagingCollection):
     def _copy(self, doc: dict) -> dict:
         return _copy(doc)
 
+    def _matches(self, filter: dict, many: bool) -> Iterator[dict]:  # noqa: A002
+        """The matches, each read again by id: its revision is recorded (the commit replaces
+        it, and conflicts if it changed since the snapshot)."""
+        for doc in self._find(filter, None, None, 0, None if many else 1):
+            current = self._current(doc["_id"])
+            if current is not None:
+                yield current
+
     @property
     def _verifying(self) -> bool:
         return self._staged.conn.trust is not None

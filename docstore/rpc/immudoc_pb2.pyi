@@ -461,7 +461,7 @@ class UpdateRequest(_message.Message):
     collection: _builtins.str
     id: _builtins.str
     changes: _builtins.bytes
-    """JSON {"$set": ..., "$unset": ..., "$inc": ..., "$push": ...}"""
+    """JSON update operators {"$set": ..., "$inc": ..., ...} (docs/updates.md)"""
     def __init__(
         self,
         *,
@@ -580,6 +580,79 @@ class EraseResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EraseResponse: _TypeAlias = EraseResponse  # noqa: Y015
+
+@_typing.final
+class WriteByFilterRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    UPDATE_FIELD_NUMBER: _builtins.int
+    UPSERT_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    kind: _builtins.str
+    """"update_one", "update_many", "replace_one", "delete_one" or "delete_many" """
+    filter: _builtins.bytes
+    """JSON object"""
+    update: _builtins.bytes
+    """JSON: the update operators, or replace_one's document; empty for deletes"""
+    upsert: _builtins.bool
+    def __init__(
+        self,
+        *,
+        collection: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        filter: _builtins.bytes = ...,
+        update: _builtins.bytes = ...,
+        upsert: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "filter", b"filter", "kind", b"kind", "update", b"update", "upsert", b"upsert"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteByFilterRequest: _TypeAlias = WriteByFilterRequest  # noqa: Y015
+
+@_typing.final
+class WriteByFilterResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHED_COUNT_FIELD_NUMBER: _builtins.int
+    MODIFIED_COUNT_FIELD_NUMBER: _builtins.int
+    UPSERTED_ID_FIELD_NUMBER: _builtins.int
+    DELETED_COUNT_FIELD_NUMBER: _builtins.int
+    TX_ID_FIELD_NUMBER: _builtins.int
+    matched_count: _builtins.int
+    modified_count: _builtins.int
+    upserted_id: _builtins.str
+    deleted_count: _builtins.int
+    tx_id: _builtins.int
+    """the transaction that wrote (absent: nothing was written)"""
+    def __init__(
+        self,
+        *,
+        matched_count: _builtins.int = ...,
+        modified_count: _builtins.int = ...,
+        upserted_id: _builtins.str | None = ...,
+        deleted_count: _builtins.int = ...,
+        tx_id: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_tx_id", b"_tx_id", "_upserted_id", b"_upserted_id", "tx_id", b"tx_id", "upserted_id", b"upserted_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tx_id", b"_tx_id", "_upserted_id", b"_upserted_id", "deleted_count", b"deleted_count", "matched_count", b"matched_count", "modified_count", b"modified_count", "tx_id", b"tx_id", "upserted_id", b"upserted_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__tx_id: _TypeAlias = _typing.Literal["tx_id"]  # noqa: Y015
+    _WhichOneofArgType__tx_id: _TypeAlias = _typing.Literal["_tx_id", b"_tx_id"]  # noqa: Y015
+    _WhichOneofReturnType__upserted_id: _TypeAlias = _typing.Literal["upserted_id"]  # noqa: Y015
+    _WhichOneofArgType__upserted_id: _TypeAlias = _typing.Literal["_upserted_id", b"_upserted_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tx_id) -> _WhichOneofReturnType__tx_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__upserted_id) -> _WhichOneofReturnType__upserted_id | None: ...
+
+Global___WriteByFilterResponse: _TypeAlias = WriteByFilterResponse  # noqa: Y015
 
 @_typing.final
 class GetRequest(_message.Message):

@@ -95,6 +95,11 @@ class DocstoreStub:
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.EraseRequest.SerializeToString,
                 response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.EraseResponse.FromString,
                 _registered_method=True)
+        self.WriteByFilter = channel.unary_unary(
+                '/immudoc.v1.Docstore/WriteByFilter',
+                request_serializer=immudoc_dot_v1_dot_immudoc__pb2.WriteByFilterRequest.SerializeToString,
+                response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.WriteByFilterResponse.FromString,
+                _registered_method=True)
         self.Get = channel.unary_unary(
                 '/immudoc.v1.Docstore/Get',
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.GetRequest.SerializeToString,
@@ -267,6 +272,15 @@ class DocstoreServicer:
     def Erase(self, request, context):
         """Erasure of stored values (docs/documents.md, "Erasure"): needs the admin role.
         admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteByFilter(self, request, context):
+        """Writes by filter (update_one, update_many, replace_one, delete_one, delete_many): the
+        server finds the matches and writes them in ONE transaction.
+        write
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -451,6 +465,11 @@ def add_DocstoreServicer_to_server(servicer, server):
                     servicer.Erase,
                     request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.EraseRequest.FromString,
                     response_serializer=immudoc_dot_v1_dot_immudoc__pb2.EraseResponse.SerializeToString,
+            ),
+            'WriteByFilter': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteByFilter,
+                    request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.WriteByFilterRequest.FromString,
+                    response_serializer=immudoc_dot_v1_dot_immudoc__pb2.WriteByFilterResponse.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
@@ -863,6 +882,33 @@ class Docstore:
             '/immudoc.v1.Docstore/Erase',
             immudoc_dot_v1_dot_immudoc__pb2.EraseRequest.SerializeToString,
             immudoc_dot_v1_dot_immudoc__pb2.EraseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteByFilter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/immudoc.v1.Docstore/WriteByFilter',
+            immudoc_dot_v1_dot_immudoc__pb2.WriteByFilterRequest.SerializeToString,
+            immudoc_dot_v1_dot_immudoc__pb2.WriteByFilterResponse.FromString,
             options,
             channel_credentials,
             insecure,

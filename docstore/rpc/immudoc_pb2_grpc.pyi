@@ -84,6 +84,11 @@ class DocstoreStub:
     """Erasure of stored values (docs/documents.md, "Erasure"): needs the admin role.
     admin
     """
+    WriteByFilter: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.WriteByFilterRequest, _immudoc_pb2.WriteByFilterResponse]
+    """Writes by filter (update_one, update_many, replace_one, delete_one, delete_many): the
+    server finds the matches and writes them in ONE transaction.
+    write
+    """
     Get: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.GetRequest, _immudoc_pb2.GetResponse]
     """One document; with prove=true a document proof (bundle) instead, for the client to verify."""
     Find: _grpc.UnaryStreamMultiCallable[_immudoc_pb2.FindRequest, _immudoc_pb2.FindPage]
@@ -153,6 +158,11 @@ class DocstoreAsyncStub(DocstoreStub):
     Erase: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.EraseRequest, _immudoc_pb2.EraseResponse]  # type: ignore[assignment]
     """Erasure of stored values (docs/documents.md, "Erasure"): needs the admin role.
     admin
+    """
+    WriteByFilter: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.WriteByFilterRequest, _immudoc_pb2.WriteByFilterResponse]  # type: ignore[assignment]
+    """Writes by filter (update_one, update_many, replace_one, delete_one, delete_many): the
+    server finds the matches and writes them in ONE transaction.
+    write
     """
     Get: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.GetRequest, _immudoc_pb2.GetResponse]  # type: ignore[assignment]
     """One document; with prove=true a document proof (bundle) instead, for the client to verify."""
@@ -292,6 +302,17 @@ class DocstoreServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_immudoc_pb2.EraseResponse, _abc.Awaitable[_immudoc_pb2.EraseResponse]]:
         """Erasure of stored values (docs/documents.md, "Erasure"): needs the admin role.
         admin
+        """
+
+    @_abc_1.abstractmethod
+    def WriteByFilter(
+        self,
+        request: _immudoc_pb2.WriteByFilterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_immudoc_pb2.WriteByFilterResponse, _abc.Awaitable[_immudoc_pb2.WriteByFilterResponse]]:
+        """Writes by filter (update_one, update_many, replace_one, delete_one, delete_many): the
+        server finds the matches and writes them in ONE transaction.
+        write
         """
 
     @_abc_1.abstractmethod

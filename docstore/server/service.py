@@ -20,6 +20,7 @@ import grpc
 
 import kvcore
 
+from docstore.api import DeleteResult
 from docstore.collections import budget
 from docstore.database import Database
 from docstore.errors import DocumentNotFoundError, InvalidDocumentError, QueryError, TransactionTooLargeError
@@ -313,6 +314,33 @@ class DocstoreService(pb_grpc.DocstoreServicer):
             request.id, list(request.pointers) or None, **self._tx_kw(context)
         )
         return pb.EraseResponse(result=codec.dumps(done.to_dict()))
+
+    @rpc(need="write")
+    def WriteByFilter(self, request: pb.WriteByFilterRequest, context: grpc.ServicerContext) -> Any:
+        coll = self.db.collection(request.collection)
+        flt = codec.loads(request.filter)
+        kw: dict[str, Any] = {"idempotency_key": _key(context), **self._tx_kw(context)}
+        kind = request.kind
+        result: Any
+        if kind in ("update_one", "update_many"):
+            write = coll.update_one if kind == "update_one" else coll.update_many
+            result = write(flt, codec.loads(request.update), request.upsert, **kw)
+        elif kind == "replace_one":
+            result = coll.replace_one(flt, codec.loads(request.update, InvalidDocumentError), request.upsert, **kw)
+        elif kind in ("delete_one", "delete_many"):
+            result = (coll.delete_one if kind == "delete_one" else coll.delete_many)(flt, **kw)
+        else:
+            raise QueryError(f"unknown write by filter {kind!r}")
+        reply = pb.WriteByFilterResponse()
+        if isinstance(result, DeleteResult):
+            reply.deleted_count = result.deleted_count
+        else:
+            reply.matched_count, reply.modified_count = result.matched_count, result.modified_count
+            if result.upserted_id is not None:
+                reply.upserted_id = result.upserted_id
+        if result.tx is not None:
+            reply.tx_id = result.tx
+        return reply
 
     @rpc(need="write", coll=None)
     def Commit(self, request_iterator: Iterator[pb.CommitRequest], context: grpc.ServicerContext) -> Any:

@@ -3,7 +3,8 @@
 A write given ``idempotency_key=K`` commits, in the same ledger transaction, an entry under
 ``r\\0K`` that records what the write was and what it returned. A write with a key already
 recorded commits nothing and returns what the first one returned (inserted ids; for a replace
-or an update, the document as that transaction wrote it; for a transaction, its id). The entry
+or an update, the document as that transaction wrote it; for a transaction, its id; for a
+write by filter, its counts and its transaction). The entry
 is read at the transaction's snapshot and written with it, so two attempts racing with one key
 conflict and the loser finds the winner's record (docs/errors.md: retrying after
 UnavailableError). A key used before for another kind of write, or another collection, is a
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from docstore.transactions.transaction import Staged
 
 MAX_KEY_CHARS = 128
+BY_FILTER = ("update_one", "update_many", "replace_one", "delete_one", "delete_many")
+"""Writes by filter: a repeat returns their recorded counts and their transaction."""
 
 
 class Recorded(NamedTuple):
@@ -101,4 +104,6 @@ def repeat(engine: Engine, prior: Recorded, key: str, kind: str, collection: str
         return None if found is None else found[1]
     if kind == "transaction":
         return prior.tx_id
+    if kind in BY_FILTER:  # counts, and the transaction that wrote them
+        return {**prior.result, "tx": prior.tx_id}
     return prior.result

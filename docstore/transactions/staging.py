@@ -14,7 +14,9 @@ supplies only how it reads the current state of a document and stages a write:
 - :meth:`_stage`: stage prepared writes (None: a deletion), all of them or none;
 - :meth:`_find`: run a query over the transaction's view;
 - :meth:`_check_active`: refuse use after commit or rollback;
-- :meth:`_copy`: a private copy of a document to hand out.
+- :meth:`_copy`: a private copy of a document to hand out;
+- :meth:`_matches` (default: :meth:`_find`) and :meth:`_cost`: what writes by filter read and
+  count against a transaction's limits (:mod:`docstore.transactions.by_filter`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from docstore.api import DeleteResult, UpdateResult
 from docstore.collections.query import compile_filter, distinct_values
 from docstore.collections.update import apply_update
+from docstore.transactions import by_filter
 from docstore.documents.ids import check_id, new_id
 from docstore.collections.indexes import check_field
 from docstore.errors import DocumentNotFoundError, DuplicateIdError, InvalidDocumentError, refuse_unproven
@@ -93,6 +97,19 @@ class StagingCollection(ABC):
     @abstractmethod
     def _copy(self, doc: dict) -> dict: ...
 
+    def _matches(self, filter: dict, many: bool) -> Iterator[dict]:  # noqa: A002
+        """The matching documents in the transaction's view (``many=False``: the first suffices)."""
+        return self._find(filter, None, None, 0, None if many else 1)
+
+    def _cost(self, prepared: Any) -> tuple[int, int]:
+        """(ledger entries, bytes) a prepared write takes (an estimate here: the commit checks)."""
+        return 1, 0
+
+    def _hooks(self) -> by_filter.Hooks:
+        return by_filter.Hooks(
+            self.name, self._check_active, self._matches, self._current, self._prepare, self._cost, self._stage
+        )
+
     @property
     @abstractmethod
     def _verifying(self) -> bool:
@@ -132,13 +149,36 @@ class StagingCollection(ABC):
         return self._write(doc_id, new)
 
     def update(self, doc_id: str, changes: dict) -> dict:
-        """Apply update operators (``$set``, ``$unset``, ``$inc``, ``$push``); returns the new document."""
+        """Apply update operators (docs/updates.md); returns the new document."""
         return self._write(doc_id, apply_update(self._existing(doc_id), changes))
 
     def delete(self, doc_id: str) -> None:
         """Delete a document (a tombstone revision at commit; its history stays)."""
         self._existing(doc_id)
         self._stage([(doc_id, None)])
+
+    # ------------------------------------------------- writes by filter (pymongo's names)
+    def update_one(self, filter: dict, update: dict, upsert: bool = False) -> UpdateResult:  # noqa: A002
+        """Apply update operators to the first matching document (with ``upsert``, insert one
+        if none matches: docstore.transactions.by_filter)."""
+        return by_filter.update(self._hooks(), filter, update, upsert, many=False)
+
+    def update_many(self, filter: dict, update: dict, upsert: bool = False) -> UpdateResult:  # noqa: A002
+        """Apply update operators to every matching document (with ``upsert``, as update_one)."""
+        return by_filter.update(self._hooks(), filter, update, upsert, many=True)
+
+    def replace_one(self, filter: dict, doc: dict, upsert: bool = False) -> UpdateResult:  # noqa: A002
+        """Replace the first matching document (its ``_id`` stays); with ``upsert``, insert
+        ``doc`` if none matches."""
+        return by_filter.replace(self._hooks(), filter, doc, upsert)
+
+    def delete_one(self, filter: dict) -> DeleteResult:  # noqa: A002
+        """Delete the first matching document."""
+        return by_filter.delete(self._hooks(), filter, many=False)
+
+    def delete_many(self, filter: dict) -> DeleteResult:  # noqa: A002
+        """Delete every matching document."""
+        return by_filter.delete(self._hooks(), filter, many=True)
 
     def _write(self, doc_id: str, new: dict) -> dict:
         prepared = self._prepare(new)
@@ -188,6 +228,11 @@ class StagingCollection(ABC):
         compile_filter(filter)
         refuse_unproven(self._verifying, verify, "a count")
         return sum(1 for _ in self.find(filter))
+
+    def count_documents(self, filter: dict, *, verify: bool | None = None) -> int:  # noqa: A002
+        """pymongo's name for :meth:`count`; ``filter`` is required (``{}``: every document)."""
+        by_filter.check_filter(filter, "count_documents")
+        return self.count(filter, verify=verify)
 
     def distinct(self, field: str, filter: dict | None = None, *, verify: bool | None = None) -> list:  # noqa: A002
         """Distinct values of ``field`` among matching documents, in this transaction's view

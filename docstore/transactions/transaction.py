@@ -417,6 +417,14 @@ class TxCollection(StagingCollection):
     def _copy(self, doc: dict) -> dict:
         return copy_doc(doc)
 
+    def _matches(self, filter: dict, many: bool) -> Iterator[dict]:  # noqa: A002
+        return self._staged.iter_docs(self.name, compile_filter(filter))  # streamed: not held
+
+    def _cost(self, prepared: Pending) -> tuple[int, int]:
+        assert prepared is not None, "a prepared write is a document"
+        props = prepared[1]
+        return 1 + len(props), sum(len(k) + len(v) for k, v in props)
+
     @property
     def _verifying(self) -> bool:
         return self._staged.engine.trust is not None
@@ -458,7 +466,8 @@ def run(
                         return cast(T, requests.repeat(engine, prior, *request))
                 try:
                     result = fn(tx)
-                    if request is not None:
+                    # a write by filter that writes nothing records no key (and commits nothing)
+                    if request is not None and (tx.staged.docs or request[1] not in requests.BY_FILTER):
                         requests.record(tx.staged, request[0], request[1], request[2], result)
                     tx.commit()
                 except DocstoreError:

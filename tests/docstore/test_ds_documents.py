@@ -398,7 +398,7 @@ def _leaves(v):
         ({"n": 1}, {"$inc": {"n": True}}),
         ({"n": 1}, {"$inc": {"n": None}}),
         ({"n": 1}, {"$bogus": {"n": 1}}),
-        ({"n": 1}, {"$rename": {"n": "m"}}),
+        ({"n": 1}, {"$rename": {"n": 5}}),  # a new name is a string
         ({"n": 1}, {"n": 2}),  # a replacement document is not an update
         ({"n": 1}, {}),
         ({"n": 1}, {"$set": {}}),
@@ -415,7 +415,7 @@ def _leaves(v):
         ({"n": 5}, {"$set": {"n.x": 1}}),
         ({"t": "str"}, {"$push": {"t": 1}}),
         ({"t": [1]}, {"$push": {"t": {"$each": 5}}}),
-        ({"t": [1]}, {"$push": {"t": {"$each": [1], "$slice": 1}}}),
+        ({"t": [1]}, {"$push": {"t": {"$each": [1], "$slice": "1"}}}),
         ({"a": [1, 2]}, {"$set": {"a.x": 1}}),
         ({"n": 1}, {"$set": {"f": math.nan}}),
         ({"n": 1}, [("$set", {"n": 2})]),
