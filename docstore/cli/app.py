@@ -1251,3 +1251,4 @@ def demo() -> None:
     from docstore.cli.demo import run_demo
 
     run_demo(typer.echo)
+from docstore.cli import aggregate_cmds  # noqa: E402,F401  (registers `immudoc aggregate`)
