@@ -11,7 +11,8 @@ handed by the collections to ``find``, so that it uses an index and is verified 
 verifies) and :meth:`Pipeline.run`, which runs the other stages over the documents ``find``
 returns. ``$match $project $addFields $unwind $skip $limit`` stream; ``$group`` holds one state
 per group (at most :data:`MAX_GROUPS` groups and :data:`MAX_GROUP_BYTES` of values, estimated),
-``$sort`` the documents it sorts (at most :data:`MAX_SORTED`; with a ``$limit`` after it only
+``$sort`` the documents it sorts (at most :data:`~docstore.collections.cursor.MAX_SORTED`, as
+``find``; with a ``$limit`` after it only
 ``skip + limit`` of them). Beyond a bound the pipeline stops with a QueryError, as MongoDB stops a
 stage at 100 MB. The deadline of :mod:`docstore.collections.budget` is checked as documents flow.
 
@@ -34,18 +35,16 @@ Semantics notes (MongoDB's, where a simpler rule would differ):
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from docstore.collections import budget
-from docstore.collections.cursor import MAX_SORTED
+from docstore.collections import budget, cursor
 from docstore.collections.query import MISSING, compare_values, compile_filter, sort_key
 from docstore.errors import QueryError
 
 __all__ = [
-    "ACCUMULATORS", "MAX_GROUPS", "MAX_GROUP_BYTES", "MAX_SORTED", "OPERATORS", "STAGES",
+    "ACCUMULATORS", "MAX_GROUPS", "MAX_GROUP_BYTES", "OPERATORS", "STAGES",
     "Pipeline", "compile_pipeline", "run",
 ]
 
@@ -766,19 +765,10 @@ def _sort(spec: Any, first: int | None) -> Stage:
     key: Any = sort_key(dict(spec))
 
     def sort(docs: Iterator[dict]) -> Iterator[dict]:
-        if first is not None and first <= MAX_SORTED:
-            yield from heapq.nsmallest(first, docs, key=key)  # stable, like sorted()[:first]
-            return
-        held: list[dict] = []
-        for doc in docs:
-            held.append(doc)
-            if len(held) > MAX_SORTED:
-                raise QueryError(
-                    f"$sort would hold more than {MAX_SORTED:,} documents in memory: follow it with a "
-                    "$limit (skips before it plus the limit at most that), or $match fewer documents first"
-                )
-        held.sort(key=key)
-        yield from held if first is None else held[:first]
+        yield from cursor.sorted_bounded(
+            docs, key, first, "a $sort",
+            "follow it with a $limit (skips before it plus the limit at most that), or $match fewer documents first",
+        )
 
     return sort
 
@@ -924,7 +914,7 @@ class _Node:
         self.children: dict[str, _Node] = {}
         self.order: list[str] = []  # computed fields and children, in the order given
 
-    def _child(self, name: str, dotted: str) -> _Node:
+    def child(self, name: str, dotted: str) -> _Node:
         if name in self.flags or name in self.computed:
             raise QueryError(f"projection path collision at {dotted!r}")
         child = self.children.get(name)
@@ -933,16 +923,16 @@ class _Node:
             self.order.append(name)
         return child
 
-    def _leaf(self, name: str, dotted: str) -> None:
+    def leaf(self, name: str, dotted: str) -> None:
         if name in self.flags or name in self.computed or name in self.children:
             raise QueryError(f"projection path collision at {dotted!r}")
 
     def add(self, parts: tuple[str, ...], value: Any, dotted: str) -> None:
         node = self
         for p in parts[:-1]:
-            node = node._child(p, dotted)
+            node = node.child(p, dotted)
         name = parts[-1]
-        node._leaf(name, dotted)
+        node.leaf(name, dotted)
         if isinstance(value, bool):
             node.flags[name] = value
         else:
@@ -959,17 +949,17 @@ class _Node:
             if self.flags.get(k):
                 out[k] = v
             elif k in self.children:
-                r = self.children[k]._include_value(v)
+                r = self.children[k].include_value(v)
                 if r is not MISSING:
                     out[k] = r
         return out
 
-    def _include_value(self, v: Any) -> Any:
+    def include_value(self, v: Any) -> Any:
         c = v.__class__
         if c is dict:
             return self.include(v)
         if c is list:
-            return [r for e in v if (r := self._include_value(e)) is not MISSING]
+            return [r for e in v if (r := self.include_value(e)) is not MISSING]
         return MISSING
 
     # exclusion ------------------------------------------------------------------------
@@ -979,15 +969,15 @@ class _Node:
             if self.flags.get(k) is False:
                 continue
             child = self.children.get(k)
-            out[k] = v if child is None else child._exclude_value(v)
+            out[k] = v if child is None else child.exclude_value(v)
         return out
 
-    def _exclude_value(self, v: Any) -> Any:
+    def exclude_value(self, v: Any) -> Any:
         c = v.__class__
         if c is dict:
             return self.exclude(v)
         if c is list:
-            return [self._exclude_value(e) for e in v]
+            return [self.exclude_value(e) for e in v]
         return v
 
     # computed fields ------------------------------------------------------------------
@@ -1005,19 +995,19 @@ class _Node:
             child = self.children[name]
             if not child.has_computed():
                 continue
-            v = child._compute_value(root, out.get(name, MISSING))
+            v = child.compute_value(root, out.get(name, MISSING))
             if v is MISSING:
                 out.pop(name, None)
             else:
                 out[name] = v
         return out
 
-    def _compute_value(self, root: dict, v: Any) -> Any:
+    def compute_value(self, root: dict, v: Any) -> Any:
         c = v.__class__
         if c is dict:
             return self.compute(root, dict(v))
         if c is list:
-            return [self._compute_value(root, e) for e in v]
+            return [self.compute_value(root, e) for e in v]
         return self.compute(root, {})  # a scalar or nothing is replaced by the computed fields
 
 

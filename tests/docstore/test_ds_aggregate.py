@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import docstore
 from docstore import QueryError
 from docstore.collections import aggregate as agg
+from docstore.collections import cursor
 from docstore.collections.aggregate import run
 
 VISITS = [
@@ -318,8 +319,8 @@ def test_group_and_sort_are_bounded(monkeypatch):
     monkeypatch.setattr(agg, "MAX_GROUP_BYTES", 2000)
     with pytest.raises(QueryError, match=r"\$push or \$addToSet less"):
         agg_list([{"$group": {"_id": None, "all": {"$push": "$$ROOT"}}}], docs)
-    monkeypatch.setattr(agg, "MAX_SORTED", 20)
-    with pytest.raises(QueryError, match=r"\$sort would hold more than 20 documents"):
+    monkeypatch.setattr(cursor, "MAX_SORTED", 20)
+    with pytest.raises(QueryError, match=r"a \$sort of more than 20 documents is refused.*follow it with a \$limit"):
         agg_list([{"$sort": {"k": -1}}], docs)
     # with a $limit after it, the sort holds only what it delivers
     top = agg_list([{"$sort": {"k": -1}}, {"$skip": 5}, {"$limit": 3}, {"$project": {"k": 1, "_id": 0}}], docs)
@@ -423,6 +424,8 @@ def test_a_verifying_database_refuses_tampered_input(tmp_path):
 #    the object out (MongoDB adds it, empty): a sub-field is given a value never missing;
 #  * its $project takes a number other than 0 and 1 as a value (MongoDB: an inclusion): numbers
 #    are not computed in $project;
+#  * its $first/$last skip documents where the value is missing (MongoDB takes the first/last
+#    document's value, null if missing): their operand is a field never missing;
 #  * field order in output documents is not compared (MongoDB's $project puts computed fields
 #    after included ones; mongomock does not always).
 
@@ -517,7 +520,7 @@ def pipelines(draw):
                     continue
                 spec[a] = {"sum1": {"$sum": 1}, "sumn": {"$sum": "$n"}, "summ": {"$sum": "$m"}, "avg": {"$avg": "$m"},
                            "min": {"$min": "$n"}, "max": {"$max": "$n"}, "count": {"$count": {}},
-                           "push": {"$push": "$n"}, "first": {"$first": "$n"}, "last": {"$last": "$s"},
+                           "push": {"$push": "$n"}, "first": {"$first": "$n"}, "last": {"$last": "$n"},
                            "set": {"$addToSet": "$s"}}[a]
             spec["c"] = {"$sum": 1}
             stages.append({"$group": spec})

@@ -13,6 +13,7 @@ import docstore
 from docstore import QueryError, VerificationError
 from docstore.collections.aggregate import run
 from remote_testlib import ServerProcess, flip_in_txlog
+from test_rm_parity import same  # strict JSON identity: types, key order, floats bit for bit
 
 DB_KINDS = ("embedded", "remote", "remote-verifying")
 
@@ -47,17 +48,6 @@ def visits(db):
     coll = db.create_collection("v" + uuid.uuid4().hex[:12], indexes=["site"])
     coll.insert_many(copy.deepcopy(VISITS))
     return coll
-
-
-def same(a, b):
-    """Strict JSON identity: types and key order too."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES, ids=range(len(PIPELINES)))
