@@ -1047,7 +1047,7 @@ def _project(spec: Any) -> Stage:
     if include and False in flags:
         raise QueryError("$project cannot mix including and excluding fields (other than _id), nor exclude "
                          "and compute fields")
-    if include or id_flag is True:
+    if include or (id_flag is True and not flags):  # (only {"_id": 1}: _id alone)
         if id_flag is not False and "_id" not in tree.computed and "_id" not in tree.children:
             tree.flags = {"_id": True, **tree.flags}
 

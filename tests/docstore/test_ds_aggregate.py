@@ -85,6 +85,8 @@ def test_project_inclusion_exclusion_and_computed():
     assert agg_list([{"$project": {"a": {"c": 1}, "_id": 0}}], doc) == [{"a": {"c": 2}}]
     assert agg_list([{"$project": {"l.b": 1}}], doc) == [{"_id": 1, "l": [{"b": 1}]}]  # scalars dropped
     assert agg_list([{"$project": {"a.b": 0, "l": 0}}], doc) == [{"_id": 1, "a": {"c": 2}, "x": 3}]
+    assert agg_list([{"$project": {"_id": 1, "a": 0, "l": 0}}], doc) == [{"_id": 1, "x": 3}]  # exclusion
+    assert agg_list([{"$project": {"_id": 1}}], doc) == [{"_id": 1}]
     assert agg_list([{"$project": {"_id": 0}}], doc) == [{"a": {"b": 1, "c": 2}, "l": [{"b": 1, "c": 2}, 5], "x": 3}]
     assert agg_list([{"$project": {"y": {"$multiply": ["$x", 2]}, "s": "lit", "x": 1}}], doc) == [
         {"_id": 1, "x": 3, "y": 6, "s": "lit"}
