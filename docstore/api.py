@@ -235,6 +235,10 @@ class Collection(Protocol):
         verify: bool | None = None, max_time_ms: int | None = None,
     ) -> list: ...
     def explain(self, filter: dict | None = None, *, verify: bool | None = None) -> dict[str, Any]: ...  # noqa: A002
+    def aggregate(
+        self, pipeline: list, *, verify: bool | None = None, max_time_ms: int | None = None,
+        at_tx: int | None = None, at_time: Any = None,
+    ) -> Iterator[dict]: ...
 
     # proofs
     def prove(

@@ -1289,4 +1289,5 @@ def demo() -> None:
     run_demo(typer.echo)
 
 
+from docstore.cli import aggregate_cmds  # noqa: E402, F401  (immudoc aggregate: registered on app)
 from docstore.cli import bulk_cmds  # noqa: E402, F401  (update-many, delete-many: registered on app)

@@ -440,6 +440,24 @@ class Collection(by_filter.WritesByFilter):
         predicate = compile_filter(filter)
         return cursor.run_query(self._docs(filter, at_tx)[0], filter, None, None, 0, None, predicate=predicate)
 
+    def aggregate(
+        self, pipeline: list, *, verify: bool | None = None, max_time_ms: int | None = None,
+        at_tx: int | None = None, at_time: Any = None,
+    ) -> Iterator[dict]:
+        """Run an aggregation pipeline (MongoDB's ``$match $project $addFields $unwind $group
+        $sort $skip $limit $count``: docs/aggregation.md); returns an iterator of its output.
+
+        The pipeline is checked first (QueryError). Its leading ``$match`` is answered by
+        :meth:`find` (an index when it can; on a verifying database its documents proven as
+        ``find`` proves them, ``verify=False`` reads them unverified); the other stages run here,
+        over those documents. ``max_time_ms``, ``at_tx``, ``at_time`` as for :meth:`find`."""
+        from docstore.collections.aggregate import aggregate_over
+
+        def find(match: dict | None) -> Iterator[dict]:
+            return self.find(match, at_tx=at_tx, verify=verify, max_time_ms=max_time_ms, at_time=at_time)
+
+        return aggregate_over(pipeline, find, max_time_ms)
+
     def explain(self, filter: dict | None = None, *, verify: bool | None = None) -> dict[str, Any]:  # noqa: A002
         """How ``find(filter)`` would run: ``{"plan": "index"|"scan", ...}`` (a verifying
         database refuses unless ``verify=False``: the plan is not proven)."""

@@ -95,9 +95,12 @@ limit is given (a heap), else every match. More is a QueryError: give a limit, o
 filter (docs/queries.md)."""
 
 
-def _sorted(docs: Iterable[dict], key: Callable[[dict], Any], first: int | None) -> list[dict]:
+def sorted_bounded(
+    docs: Iterable[dict], key: Callable[[dict], Any], first: int | None, what: str = "a sort",
+    advice: str = "give a limit (skip + limit at most that), or a narrower filter",
+) -> list[dict]:
     """``docs`` in ``key`` order (stable), or only the ``first`` of that order; memory bounded
-    by MAX_SORTED documents."""
+    by MAX_SORTED documents (beyond: a QueryError naming ``what`` and giving ``advice``)."""
     if first is not None and first <= MAX_SORTED:
         return heapq.nsmallest(first, docs, key=key)  # stable, like sorted()[:first]
     held: list[dict] = []
@@ -105,8 +108,8 @@ def _sorted(docs: Iterable[dict], key: Callable[[dict], Any], first: int | None)
         held.append(doc)
         if len(held) > MAX_SORTED:
             raise QueryError(
-                f"a sort of more than {MAX_SORTED:,} documents is refused (it would hold them all in "
-                "memory): give a limit (skip + limit at most that), or a narrower filter"
+                f"{what} of more than {MAX_SORTED:,} documents is refused (it would hold them all in "
+                f"memory): {advice}"
             )
     held.sort(key=key)
     return held if first is None else held[:first]
@@ -149,7 +152,7 @@ def _pipeline(
         return
     selected: Iterable[dict] = (d for d in budget.checked(docs) if match(d))  # stops at the deadline
     if key is not None:
-        selected = _sorted(selected, key, None if limit is None else skip + limit)
+        selected = sorted_bounded(selected, key, None if limit is None else skip + limit)
     n = 0
     for i, doc in enumerate(selected):
         if i < skip:
