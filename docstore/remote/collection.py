@@ -26,6 +26,7 @@ from docstore.documents.ids import check_id, in_groups
 from docstore.proofs.bundle import Proof
 from docstore.proofs.statebundle import Query, StateProof, checked_query
 from docstore.proofs.verify import verify
+from docstore.transfer import check_fits
 from docstore.rpc import codec
 from docstore.remote.connection import remote_tx_meta
 from docstore.rpc import immudoc_pb2 as pb
@@ -103,6 +104,8 @@ class RemoteCollection:
                 raise QueryError("an idempotency key covers one transaction: not per_transaction (give each its own)")
             return [i for group in in_groups(docs, per_transaction)
                     for i in self.insert_many(group, reason=reason, meta=meta)]
+        docs = list(docs)
+        check_fits(docs, self.name)  # too large for one transaction: said before anything is sent
         encoded = [codec.dumps_doc(d) for d in docs]
         limit = max(1, self._conn.max_message_bytes // 2)
         per = self._conn.batch_size
