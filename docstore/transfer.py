@@ -40,6 +40,8 @@ EXISTING = ("error", "replace", "skip")
 batch is not written), replace the document with it (a new revision), or leave it."""
 FILL = 0.9
 """A batch is cut once its estimated entries or bytes reach this share of a transaction's limit."""
+_MAX_LEVEL = 101
+"""Nesting levels walked (docstore.documents.flatten.MAX_DEPTH, plus the leaves' level)."""
 DEFINITION_KEY = "$immudoc"
 DEFINITION_KIND = "collection-definition"
 DEFINITION_VERSION = 1
@@ -58,27 +60,29 @@ def doc_cost(doc: Any, coll: str = "") -> tuple[int, int]:
     overhead = len(coll) + (len(doc_id) if isinstance(doc_id, str) else 24) + 28
     entries = 1 + (0 if "_id" in doc else 1)  # the header (and a generated _id)
     size = 64 + (0 if "_id" in doc else overhead + 30)
-    stack: list[tuple[Any, int, bool]] = [(doc, 0, True)]
+    stack: list[tuple[Any, int, int]] = [(doc, 0, 1)]  # (node, pointer bytes, nesting level)
     pop, push = stack.pop, stack.append
     while stack:
-        node, depth, root = pop()
+        node, depth, level = pop()
+        if level > _MAX_LEVEL:  # not a storable document (too deep, or a cycle): its insert says why
+            return 1, 0
         if type(node) is dict:
             if not node:
                 entries += 1
                 size += overhead + depth + 2
                 continue
-            if not root and next(iter(node)) == "0":
+            if level > 1 and next(iter(node)) == "0":
                 entries += 1
                 size += overhead + depth + 3
             for k, v in node.items():
-                push((v, depth + len(k) + 1, False))
+                push((v, depth + (len(k) if type(k) is str else 8) + 1, level + 1))
         elif type(node) is list:
             if not node:
                 entries += 1
                 size += overhead + depth + 2
                 continue
             for i, v in enumerate(node):
-                push((v, depth + len(str(i)) + 1, False))
+                push((v, depth + len(str(i)) + 1, level + 1))
         else:
             entries += 1
             size += overhead + depth + (len(node) + 2 if type(node) is str else 5)
@@ -94,7 +98,7 @@ def cost_bound(doc: Any, coll: str = "") -> tuple[int, int]:
     what orjson does not write (integers past 64 bits, say)."""
     try:
         text = _dumps(doc)
-    except TypeError:
+    except TypeError:  # orjson's JSONEncodeError: a big integer, or not JSON (its insert says why)
         return doc_cost(doc, coll)
     entries = 2 + text.count(b",") + 2 * (text.count(b"{") + text.count(b"["))
     doc_id = doc.get("_id") if type(doc) is dict else None

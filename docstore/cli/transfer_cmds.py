@@ -95,14 +95,15 @@ def import_(
     lines = JsonLines(source)
     try:
         bar = _bar(lines.total_bytes, "checking", quiet)
-        total = 0
+        total, complete = 0, False
         try:
             for _ in lines.numbered():
                 total += 1
                 if bar is not None and total % 256 == 0:
                     bar.update(lines.done_bytes - bar.pos)
+            complete = True
         finally:
-            _finish(bar)
+            _finish(bar, complete)
         with open_db(ctx, write=True) as db:
             summary = _run_import(db, collection, lines, batch_size, "replace" if upsert else "skip" if skip_existing else "error",
                                   create, with_definition, quiet, verbose, tx_kw)
@@ -148,22 +149,25 @@ def _run_import(
 
     progress = ImportProgress(unit="line")
     bar = _bar(lines.total_bytes, "importing", quiet)
+    complete = False
     try:
         for batch in import_documents(db, collection, docs(), batch_size=batch_size, existing=existing, numbered=True, **tx_kw):
             progress.add(batch)
             where = f"lines {batch.first}-{batch.last}"
             did = f"transaction {batch.tx_id}" if batch.tx_id is not None else "nothing written: every document exists"
             if bar is not None:
-                bar.update(lines.done_bytes - bar.pos, f"{where} committed ({did})")
+                bar.current_item = f"{where} committed ({did})"
+                bar.update(lines.done_bytes - bar.pos)
             if verbose:
                 _announce(f"committed {where} ({did})")
+        complete = True
     except Exception as e:
         p = getattr(e, "import_progress", None)
         if p is not None and p.error is not None:  # the CLI's words for resuming
             e.args = (p.failure(p.error, "re-run with --skip-existing to resume"), *e.args[1:])
         raise
     finally:
-        _finish(bar)
+        _finish(bar, complete)
     out = {"collection": collection, "imported": progress.inserted + progress.replaced, **progress.to_dict()}
     if with_definition:
         out["definition"] = applied  # created, updated or unchanged
@@ -190,9 +194,11 @@ def _bar(total_bytes: int, label: str, quiet: bool) -> Any:
     return bar
 
 
-def _finish(bar: Any) -> None:
+def _finish(bar: Any, complete: bool) -> None:
+    """Close a bar: at 100% if the work is complete, else where it stopped."""
     if bar is not None:
-        bar.update(bar.length - bar.pos)
+        if complete:
+            bar.update(bar.length - bar.pos)
         bar.__exit__(None, None, None)
 
 
@@ -255,6 +261,8 @@ def _write_whole(path: str, head: list[str], docs: Any, bar: Any) -> None:
                 if bar is not None and n % 256 == 0:
                     bar.update(256)
         os.replace(tmp, path)
+        if bar is not None:
+            bar.update(max(0, n - bar.pos))
     except OSError as e:
         raise InputError(f"cannot write {path!r}: {e.strerror}") from None
     finally:
