@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from typing import IO, Any
@@ -10,6 +11,8 @@ from typing import IO, Any
 from docstore.cli.errors import InputError
 
 _DECODER = json.JSONDecoder()
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+"""19 digits in a row: perhaps an integer beyond 64 bits, which only json reads exactly."""
 
 
 def read_text(source: str | None) -> str:
@@ -158,10 +161,11 @@ class JsonLines:
                 f.close()
 
     def _value(self, n: int, line: bytes) -> Any:
-        try:
-            return _loads(line)  # orjson: the common case, fast
-        except ValueError:
-            pass  # say why as json does (and take what only json reads: integers past 64 bits)
+        if _LONG_DIGITS.search(line) is None:  # orjson would read an integer past 64 bits as a float
+            try:
+                return _loads(line)  # orjson: the common case, fast
+            except ValueError:
+                pass  # say why as json does
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as e:

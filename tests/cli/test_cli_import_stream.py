@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 import docstore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,3 +175,35 @@ def test_import_over_a_server(server, tmp_path, sub, check_error):
     assert len(lines) == 3501 and json.loads(lines[0])["name"] == "visits"
     r = sub([*remote, "import", "copy", str(tmp_path / "out.jsonl"), "--with-definition", "--create"])
     assert r.code == 0 and r.json()["imported"] == 3500 and r.json()["definition"] == "created", r.err
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=8),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(min_size=1, max_size=4).filter(lambda k: k != "_id"), kids, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.dictionaries(st.text(min_size=1, max_size=4).filter(lambda k: k != "_id"), JSON_VALUES, max_size=4),
+                min_size=1, max_size=12),
+       st.integers(min_value=1, max_value=5))
+def test_export_lines_import_round_trip(tmp_path_factory, docs, batch_size):
+    """What export writes (output.dumps: U+2028 and the like unescaped, integers past 64 bits as
+    decimal text) reads back through the import's line reader and import_documents to the same
+    documents, in any batch size."""
+    from docstore.cli import output
+    from docstore.cli.inputs import JsonLines
+    from docstore.transfer import import_documents
+
+    docs = [{"_id": f"d{i}", **d} for i, d in enumerate(docs)]
+    where = tmp_path_factory.mktemp("rt")
+    f = where / "in.jsonl"
+    f.write_text("".join(output.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    lines = JsonLines(str(f))
+    with docstore.open(where / "db") as db:
+        db.create_collection("c")
+        out = list(import_documents(db, "c", lines.numbered(), batch_size=batch_size, numbered=True))
+        assert sum(b.inserted for b in out) == len(docs) and out[-1].last == len(docs)
+        assert list(db["c"].find(sort=[("_id", 1)])) == sorted(docs, key=lambda d: d["_id"])
