@@ -248,9 +248,17 @@ def import_documents(
     if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
         raise QueryError(f"import_documents takes an iterable of documents, got {type(docs).__name__}")
     db.collection(collection)  # CollectionNotFoundError before anything is read
+    tx_kw = {"user": user, "reason": reason, "meta": meta}
+    db.transaction(**tx_kw).rollback()  # who and why checked (QueryError) before anything is read
     progress = ImportProgress(unit="line" if numbered else "document")
-    return _batches(db, collection, docs, batch_size, existing, numbered, {"user": user, "reason": reason, "meta": meta},
-                    progress)
+    return _batches(db, collection, docs, batch_size, existing, numbered, tx_kw, progress)
+
+
+def _numbered(items: Iterable[Any]) -> Iterator[tuple[int, Any]]:
+    for item in items:
+        if type(item) is not tuple or len(item) != 2 or type(item[0]) is not int:
+            raise QueryError(f"numbered documents are (number, document) pairs, got {type(item).__name__}")
+        yield item
 
 
 def _batches(
@@ -260,7 +268,7 @@ def _batches(
     from kvcore import MAX_TX_BYTES, MAX_TX_ENTRIES
 
     max_entries, max_bytes = int(MAX_TX_ENTRIES * FILL), int(MAX_TX_BYTES * FILL)
-    items: Iterable[tuple[int, Any]] = docs if numbered else enumerate(docs, 1)
+    items: Iterable[tuple[int, Any]] = _numbered(docs) if numbered else enumerate(docs, 1)
     batch: list[tuple[int, Any]] = []
     entries = size = 0
     for n, doc in items:

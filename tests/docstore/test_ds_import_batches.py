@@ -112,6 +112,11 @@ def test_import_arguments_are_checked_first(db):
         import_documents(db, "c", {"_id": "x"})
     with pytest.raises(CollectionNotFoundError):
         import_documents(db, "nope", docs(1))
+    with pytest.raises(QueryError):
+        import_documents(db, "c", docs(1), reason=" ")
+    with pytest.raises(QueryError):
+        list(import_documents(db, "c", docs(1), numbered=True))
+    assert db["c"].count() == 0
 
 
 @pytest.mark.embedded
