@@ -248,8 +248,8 @@ def import_documents(
     if isinstance(docs, (dict, str, bytes)) or not isinstance(docs, Iterable):
         raise QueryError(f"import_documents takes an iterable of documents, got {type(docs).__name__}")
     db.collection(collection)  # CollectionNotFoundError before anything is read
-    tx_kw = {"user": user, "reason": reason, "meta": meta}
-    db.transaction(**tx_kw).rollback()  # who and why checked (QueryError) before anything is read
+    tx_kw: dict[str, Any] = {"user": user, "reason": reason, "meta": meta}
+    db.transaction(user=user, reason=reason, meta=meta).rollback()  # who and why checked (QueryError) first
     progress = ImportProgress(unit="line" if numbered else "document")
     return _batches(db, collection, docs, batch_size, existing, numbered, tx_kw, progress)
 
