@@ -26,6 +26,8 @@ BARS: list[tuple[str, str, str, str, float]] = [
     ("group commit: 16 threads of inserts", scaleout.GROUP_WRITES, scaleout.GROUP, scaleout.NO_GROUP, 3.0),
     # issue 18: who/when/why on every transaction costs insert_many at most 5%
     ("transaction metadata: insert_many", audittrail.INSERT, audittrail.WITH, audittrail.WITHOUT, 0.95),
+    # issue 19: immudoc import of 200k JSON lines against sqlite-utils insert on the same file
+    ("immudoc import / sqlite-utils insert", cli.IMPORT, docsys.IMMUDOC, cli.SQLITE_UTILS, 0.2),
 ]
 
 
@@ -41,6 +43,7 @@ LIMITS: list[tuple[str, str, str, float]] = [
     ("immudoc get (ms)", cli.READS["get"], docsys.IMMUDOC, 400.0),
     ("immudoc count, indexed (ms)", cli.READS["count"], docsys.IMMUDOC, 400.0),
     ("immudoc find --limit 10 (ms)", cli.READS["find"], docsys.IMMUDOC, 400.0),
+    ("immudoc import peak RSS (MB)", cli.IMPORT_RSS, docsys.IMMUDOC, 300.0),  # issue 19, at its own size
     # issue 16, at 1M documents: the proofs of the current state (the documents they carry aside)
     ("freshness proof (bytes)", statemap.LATEST_PROOF_SIZE, statemap.WITH, 2048.0),
     ("absence proof (bytes)", statemap.ABSENT_SIZE, statemap.WITH, 2048.0),
@@ -59,9 +62,11 @@ def evaluate(results: list[Result]) -> list[dict[str, Any]]:
     largest = max((r.size for r in results if r.size is not None), default=None)
     for what, workload, ours, most in LIMITS:
         r = by.get((workload, ours, largest))
+        if r is None:  # a row measured at a size of its own (the import's 200k)
+            r = next((x for x in results if x.workload == workload and x.system == ours), None)
         if r is not None and r.value > 0:
             out.append(
-                {"bar": what, "workload": workload, "peer": "at most", "need": most, "size": largest,
+                {"bar": what, "workload": workload, "peer": "at most", "need": most, "size": r.size,
                  "value": r.value, "met": r.value <= most}
             )
     for what, workload, ours, least in MINIMUMS:

@@ -44,6 +44,8 @@ WORKLOADS = [
     "kv single-entry durable tx",
     "kv point gets",
     "CLI start-up: immudoc --help",
+    "CLI: import JSON lines (docs/s)",
+    "CLI: import JSON lines, peak RSS",
     "insert floor: insert_many, all of it",
     "insert floor 1: flatten",
     "insert floor 2: + salted entries, header",

@@ -23,7 +23,6 @@ from docstore.cli.errors import epilog
 from docstore.cli.progress import PROGRESS_MIN, StageBars
 
 DEFAULT_DB = "./immudoc-data"
-IMPORT_PER_TRANSACTION = 10_000  # documents committed together by `immudoc import`
 
 
 def _one_line_warning(message: Any, category: Any, *_args: Any, **_kw: Any) -> None:
@@ -364,18 +363,6 @@ def _insert(db: Any, collection: CollArg, docs: list, tx_kw: dict[str, Any]) -> 
                 ids += txc.insert_many(chunk)
                 bar.update(len(chunk))
     return ids
-
-
-def _write_lines(path: str, lines: Any) -> None:
-    """Write lines to ``path`` as they come (a partial file is removed if writing fails)."""
-    from docstore.cli.errors import InputError
-
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line)
-    except OSError as e:
-        raise InputError(f"cannot write {path!r}: {e.strerror}") from None
 
 
 def _write_file(path: str, text: str) -> None:
@@ -1142,86 +1129,6 @@ def publish_state(ctx: typer.Context, fmt: FormatOpt = None) -> None:
     )
 
 
-@app.command("export")
-def export_(
-    ctx: typer.Context,
-    collection: CollArg,
-    at_tx: AtTxOpt = None,
-    out: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="Write here, not to stdout.")] = None,
-) -> None:
-    """Print a collection's documents as JSON lines (streamed: memory stays bounded)."""
-    with open_db(ctx) as db:
-        docs = db.collection(collection).find(at_tx=at_tx)
-        if out is None:
-            for doc in docs:
-                sys.stdout.write(output.dumps(doc) + "\n")
-            return
-        _write_lines(out, (output.dumps(doc) + "\n" for doc in docs))
-
-
-@app.command("import")
-def import_(
-    ctx: typer.Context,
-    collection: CollArg,
-    source: Annotated[
-        Optional[str],
-        typer.Argument(metavar="FILE|-", callback=_file_or_dash, help="JSON lines (default: stdin)."),
-    ] = None,
-    per_transaction: Annotated[
-        int,
-        typer.Option(
-            "--per-transaction", min=0, metavar="N",
-            help="Commit every N documents (0: all in one transaction, memory growing with the input).",
-        ),
-    ] = IMPORT_PER_TRANSACTION,
-    reason: ReasonOpt = None,
-    as_: AsOpt = None,
-    meta: MetaOpt = None,
-    fmt: FormatOpt = None,
-) -> None:
-    """Insert JSON lines (as export writes them), N documents a transaction. Every line is
-    checked to be JSON before anything is written; a group refused later (a schema violation,
-    a duplicate id) leaves the groups before it committed, and says how many."""
-    from docstore.cli.inputs import JsonLines
-
-    tx_kw = _tx_kw(reason, as_, meta)
-    lines = JsonLines(source)
-    try:
-        total = lines.check()
-        with open_db(ctx, write=True) as db:
-            imported = _import(db, collection, lines, total, per_transaction or max(total, 1), tx_kw)
-    finally:
-        lines.close()
-    output.emit(
-        {"collection": collection, "imported": imported}, _fmt(fmt),
-        lambda r: f"imported {r['imported']} documents into {r['collection']}",
-    )
-
-
-def _import(db: Any, collection: str, docs: Any, total: int, per: int, tx_kw: dict[str, Any]) -> int:
-    """Insert ``docs`` ``per`` a transaction (a progress bar on a terminal); how many."""
-    from docstore.documents.ids import in_groups
-
-    coll = db.collection(collection)
-    done = 0
-    bar = typer.progressbar(length=total, label="importing", file=sys.stderr) if _progress_wanted(total) else None
-    try:
-        for group in in_groups(docs, per):
-            try:
-                coll.insert_many(group, **tx_kw)
-            except Exception as e:
-                if done and e.args and isinstance(e.args[0], str):  # the one error line says what stays
-                    e.args = (f"{e.args[0]} ({done} documents before the failing group were imported and stay committed)", *e.args[1:])
-                raise
-            done += len(group)
-            if bar is not None:
-                bar.update(len(group))
-    finally:
-        if bar is not None:
-            bar.render_finish()
-    return done
-
-
 @app.command()
 def serve(
     ctx: typer.Context,
@@ -1291,3 +1198,4 @@ def demo() -> None:
 
 from docstore.cli import aggregate_cmds  # noqa: E402, F401  (immudoc aggregate: registered on app)
 from docstore.cli import bulk_cmds  # noqa: E402, F401  (update-many, delete-many: registered on app)
+from docstore.cli import transfer_cmds  # noqa: E402, F401  (import, export: registered on app)

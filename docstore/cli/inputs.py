@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from typing import IO, Any
@@ -10,6 +11,8 @@ from typing import IO, Any
 from docstore.cli.errors import InputError
 
 _DECODER = json.JSONDecoder()
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+"""19 digits in a row: perhaps an integer beyond 64 bits, which only json reads exactly."""
 
 
 def read_text(source: str | None) -> str:
@@ -101,13 +104,16 @@ class JsonLines:
     """The JSON lines of a file or of standard input, read a line at a time (memory stays
     bounded by the longest line). Standard input is first copied to a temporary file, so that
     the lines can be read twice: once to check them all before anything is written
-    (:meth:`check`), once to insert them."""
+    (:meth:`check`), once to insert them (:meth:`numbered`). ``total_bytes`` is the input's
+    size and ``done_bytes`` how much of it the current reading has passed (a progress bar's)."""
 
     def __init__(self, source: str | None) -> None:
+        import os
         import tempfile
 
         self.where = "standard input" if source in (None, "-") else repr(source)
         self._spool = None
+        self.done_bytes = 0
         if source is None or source == "-":
             if source is None and _stdin_is_terminal():
                 raise InputError("give a FILE, or pipe JSON lines to standard input ('-')")
@@ -119,11 +125,13 @@ class JsonLines:
                     break
                 self._spool.write(chunk)
             self.path = None
+            self.total_bytes = self._spool.tell()
         else:
             self.path = source
             try:
                 with open(source, "rb"):
                     pass
+                self.total_bytes = os.path.getsize(source)
             except OSError as e:
                 raise InputError(f"cannot read {source!r}: {e.strerror}") from None
 
@@ -139,9 +147,11 @@ class JsonLines:
         else:
             assert self.path is not None
             f = open(self.path, "rb")
+        self.done_bytes = 0
         try:
             # JSON lines end at "\n" only (U+2028 and the like may stand unescaped in strings)
             for n, line in enumerate(f, 1):
+                self.done_bytes += len(line)
                 if n == 1 and line.startswith(b"\xef\xbb\xbf"):
                     line = line[3:]
                 if line.strip(b" \t\r\n"):
@@ -151,6 +161,11 @@ class JsonLines:
                 f.close()
 
     def _value(self, n: int, line: bytes) -> Any:
+        if _LONG_DIGITS.search(line) is None:  # orjson would read an integer past 64 bits as a float
+            try:
+                return _loads(line)  # orjson: the common case, fast
+            except ValueError:
+                pass  # say why as json does
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -166,6 +181,17 @@ class JsonLines:
             count += 1
         return count
 
-    def __iter__(self) -> Iterator[Any]:
+    def numbered(self) -> Iterator[tuple[int, Any]]:
+        """(line number, value) of every line that is not blank."""
         for n, line in self._lines():
-            yield self._value(n, line)
+            yield n, self._value(n, line)
+
+    def __iter__(self) -> Iterator[Any]:
+        for _n, value in self.numbered():
+            yield value
+
+
+def _loads(data: bytes) -> Any:
+    import orjson
+
+    return orjson.loads(data)

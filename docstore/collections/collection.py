@@ -29,6 +29,7 @@ from docstore.errors import (
 from docstore.documents.flatten import flatten
 from docstore.documents.ids import check_id, in_groups
 from docstore.documents import txmeta
+from docstore.transfer import check_fits
 from docstore.transactions import by_filter, txlog
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ class Collection(by_filter.WritesByFilter):
             return [i for group in in_groups(docs, per_transaction) for i in one(group)]
         docs = list(docs)
         tx_meta = txmeta.encode(user, reason, meta)
+        check_fits(docs, self.name)  # too large for one transaction: said before any work
         # see kvcore.gcpause: a batch's temporaries are freed by reference counts
         with gcpause.paused() if len(docs) >= BULK_DOCS else nullcontext():
             return self._run(lambda tx: tx[self.name].insert_many(docs), idempotency_key, "insert", tx_meta)

@@ -27,6 +27,7 @@ from docstore.documents.ids import check_id, in_groups
 from docstore.proofs.bundle import Proof
 from docstore.proofs.statebundle import Query, StateProof, checked_query
 from docstore.proofs.verify import verify
+from docstore.transfer import check_fits
 from docstore.rpc import codec
 from docstore.remote.connection import remote_tx_meta
 from docstore.transactions import by_filter
@@ -105,6 +106,8 @@ class RemoteCollection(by_filter.WritesByFilter):
                 raise QueryError("an idempotency key covers one transaction: not per_transaction (give each its own)")
             return [i for group in in_groups(docs, per_transaction)
                     for i in self.insert_many(group, reason=reason, meta=meta)]
+        docs = list(docs)
+        check_fits(docs, self.name)  # too large for one transaction: said before anything is sent
         encoded = [codec.dumps_doc(d) for d in docs]
         limit = max(1, self._conn.max_message_bytes // 2)
         per = self._conn.batch_size

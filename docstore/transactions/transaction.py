@@ -44,7 +44,7 @@ from docstore.transactions import requests
 from docstore.transactions.staging import StagingCollection, TransactionBase
 
 if TYPE_CHECKING:
-    from docstore.engine.engine import Engine
+    from docstore.engine.engine import CollectionInfo, Engine
 
 T = TypeVar("T")
 OPTIMISTIC_TRIES = 5  # before a single operation takes the commit lock for its last try
@@ -72,6 +72,9 @@ class Staged:
         self._base: dict[tuple[str, str], tuple[Header | None, dict | None]] = {}
         self.metas: dict[str, dict[str, Any]] = {}
         self._metas_read: set[str] = set()
+        self._states: dict[str, CollectionInfo] = {}
+        """Collections' derived state as first read here (read once a transaction, not once a
+        document: a change since conflicts at commit, the definition's key being read)."""
         self.done = False
         self.owns_docs = False
         """True when no caller can change a written dict before commit (single operations)."""
@@ -90,13 +93,19 @@ class Staged:
         if name not in self._metas_read:
             self.kv.exists(records.collection_key(name))
             self._metas_read.add(name)
-        return self.engine.collection_state(name).meta
+        return self._state(name).meta
 
     def schema(self, name: str) -> Schema | None:
         if name in self.metas:
             s = self.metas[name].get("schema")
             return None if s is None else Schema(s)
-        return self.engine.collection_state(name).schema
+        return self._state(name).schema
+
+    def _state(self, name: str) -> CollectionInfo:
+        found = self._states.get(name)
+        if found is None:
+            found = self._states[name] = self.engine.collection_state(name)
+        return found
 
     def snapshot_doc(self, coll: str, doc_id: str) -> tuple[Header | None, dict | None]:
         """(header, document) of ``doc_id`` as of the snapshot (recorded as read)."""

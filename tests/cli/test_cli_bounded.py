@@ -1,5 +1,5 @@
 """`immudoc import` and `export` stream: import checks every line, then commits N documents a
-transaction; export writes as it reads."""
+transaction; export writes as it reads (more in test_cli_import_stream.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_import_streams_groups_and_checks_every_line_first(sub, tmp_path, check_
     dup.write_text('{"_id": "y1"}\n{"_id": "y2"}\n{"_id": "d001"}\n')
     r = sub([*args, "import", "c", str(dup), "--per-transaction", "2"])
     check_error(r, 4, "d001")
-    assert "2 documents before the failing group were imported" in r.err
+    assert "lines 1-2 are committed (transaction 5); line 3: " in r.err and "--skip-existing" in r.err
     out = tmp_path / "out.jsonl"
     assert sub([*args, "export", "c", "-o", str(out)]).code == 0
     ids = [json.loads(line)["_id"] for line in out.read_text().splitlines()]
