@@ -131,23 +131,30 @@ class Store:
         self.smap = StateMap(smap, self.meta)
 
     def compact(self, erasure_tx: int = 0) -> None:
-        """Replace the files with a compacted copy (the writer, holding the commit lock, after
-        an erasure): LMDB keeps freed pages, with whatever rows they held, until it reuses them;
-        the copy has only the live rows. Other users of the old files open the new ones at
+        """Replace the files with a clean copy (the writer, holding the commit lock, after an
+        erasure): LMDB keeps freed pages, with whatever rows they held, until it reuses them, and
+        the unused bytes of a page keep what a deleted row left there (so does LMDB's compacting
+        copy, which copies pages whole); the copy is written row by row into new pages, and
+        holds the live rows only. Other users of the old files open the new ones at
         their next read (:meth:`read` looks now and then). A crash midway leaves no derived
         state, or the old one: the next open rebuilds it, or compacts it again. ``erasure_tx``:
         the last erasure the files reflect (:meth:`compacted_through`)."""
         new, old = self.path + ".compact", self.path + ".old"
         for d in (new, old):
             shutil.rmtree(d, ignore_errors=True)
-        self.set_compacted(erasure_tx)  # (read at open: an erasure after it is compacted then)
         os.makedirs(new)
-        self.env.copy(new, compact=True)
-        fd = os.open(os.path.join(new, "data.mdb"), os.O_RDONLY)
-        try:
-            os.fsync(fd)
+        copy = lmdb.open(new, map_size=MAP_SIZE, max_dbs=8, subdir=True, lock=True, sync=False)
+        try:  # row by row into new pages (LMDB's own compacting copy keeps each page's unused bytes)
+            with self.env.begin(buffers=False) as src, copy.begin(write=True) as dst:
+                for name, db in zip(_NAMES, self._shared.dbs if self._shared is not None else ()):
+                    target = copy.open_db(name, txn=dst)
+                    dst.cursor(db=target).putmulti(src.cursor(db=db).iternext(), append=True)
+                # the copy says it is compacted, not these files: a crash before the swap leaves
+                # them unmarked, compacted again at the next open
+                dst.put(b"compacted", _U64.pack(erasure_tx), db=copy.open_db(b"meta", txn=dst))
+            copy.sync(True)
         finally:
-            os.close(fd)
+            copy.close()
         os.rename(self.path, old)
         os.rename(new, self.path)
         _fsync_dir(os.path.dirname(self.path))

@@ -190,7 +190,7 @@ def _header(raw: bytes, coll: str) -> Header:
     return h
 
 
-def _document(entries: DocEntries, coll: str, erased: Erased) -> tuple[Header, bytes, dict]:
+def _document(entries: DocEntries, coll: str, erased: Erased | None = None) -> tuple[Header, bytes, dict]:
     """(header, run root, document) of a whole revision carried by a bundle (its erased
     properties shown as their markers)."""
     h = _header(entries.header, coll)
@@ -205,7 +205,7 @@ def _document(entries: DocEntries, coll: str, erased: Erased) -> tuple[Header, b
     marks: dict[str, int] = {}
     for i, p in enumerate(entries.properties):
         if p.leaf is not None:
-            marks[p.pointer] = erased.by(p)
+            marks[p.pointer] = (erased or Erased({})).by(p)
             leaves.append(p.leaf)
             continue
         if len(p.salt) != records.SALT_BYTES:

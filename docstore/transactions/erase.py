@@ -71,6 +71,21 @@ def _doc_after(engine: Engine, coll: str, doc_id: str, erasing: set[tuple[int, i
     return doc_after
 
 
+def _carried_marker(items: list[tuple[bytes, bytes | None]], o: int, cut: int) -> bool:
+    """Whether stored property ``o`` is the marker of an earlier erasure that a later revision
+    kept as data (``{"$erased": N}``: the lone member ``$erased`` of its object, an integer):
+    there is no value in it to erase."""
+    key, value = items[o]
+    pointer = key[cut:]
+    if not pointer.endswith(b"/" + erasure.MARKER.encode()) or value is None:
+        return False
+    parent = pointer[: -len(erasure.MARKER) - 1] + b"/"
+    for k in (o - 1, o + 1):  # a lone member: its neighbours are not in its object
+        if 0 <= k < len(items) and items[k][0][cut:].startswith(parent):
+            return False
+    return value[records.SALT_BYTES :].isdigit()
+
+
 def _ever_indexed(engine: Engine, coll: str, pointers: list[str] | None) -> bool:
     """Whether an erased value may have been in an index row (a field of the erasure indexed by
     any definition the collection ever had): then the derived state's files may keep it in a
@@ -119,14 +134,15 @@ def erase(engine: Engine, coll: str, doc_id: str, pointers: list[str] | None, tx
             if header.deleted or not header.n:
                 continue
             here = 0
-            for o, (key, value) in enumerate(ledger.entry_items(h.tx_id, h.index + 1, header.n)):
+            items = ledger.entry_items(h.tx_id, h.index + 1, header.n)
+            for o, (key, value) in enumerate(items):
                 if value is None:
                     raise CorruptDataError(f"document {doc_id!r} in {coll!r}: a stored property is a tombstone")
                 pointer = key[cut:].decode()
                 if not erasure.covers(pointers, pointer):
                     continue
                 found.update(p for p in pointers or () if pointer == p or pointer.startswith(p + "/"))
-                if value[records.SALT_BYTES :] != OBJECT_HEADER:
+                if value[records.SALT_BYTES :] != OBJECT_HEADER and not _carried_marker(items, o, cut):
                     locations.append((h.tx_id, h.index + 1 + o))
                     here += 1
             revisions += bool(here)

@@ -50,7 +50,7 @@ def _files_with(place, needles: list[bytes]) -> list[str]:
             for n in names:
                 with open(os.path.join(d, n), "rb") as f:
                     data = f.read()
-                found += [os.path.join(d, n) for s in needles if s in data]
+                found += [f"{os.path.join(d, n)}: {s.decode()}" for s in needles if s in data][:3]
     return found
 
 
