@@ -600,11 +600,12 @@ class Collection(by_filter.WritesByFilter):
 
         Every existing document must satisfy the new schema, or SchemaError lists them.
         """
-        compiled = None if schema is None else Schema(schema)
+        Schema(schema) if schema is not None else None  # a bad schema: refused before any work
 
         def change(tx: Transaction) -> None:
             staged = tx.staged
             meta = dict(staged.meta(self.name))
+            compiled = None if schema is None else Schema(schema, bool(meta.get("schema_formats")))
             if compiled is not None:
                 bad = []
                 for doc in staged.iter_docs(self.name):
@@ -683,6 +684,7 @@ class Collection(by_filter.WritesByFilter):
             "indexes": list(state.meta.get("indexes", [])),
             "count": state.count,
             "require_reason": bool(state.meta.get("require_reason", False)),
+            "schema_formats": bool(state.meta.get("schema_formats", False)),
         }
 
 

@@ -497,11 +497,12 @@ class Engine:
     def _schema(self, name: str, meta: dict[str, Any]) -> Schema | None:
         import orjson
 
-        raw = orjson.dumps(meta.get("schema"))
+        formats = bool(meta.get("schema_formats"))
+        raw = orjson.dumps(meta.get("schema")) + (b"+formats" if formats else b"")
         hit = self._schemas.get(name)
         if hit is None or hit[0] != raw:
             schema_doc = meta.get("schema")
-            hit = (raw, None if schema_doc is None else Schema(schema_doc))
+            hit = (raw, None if schema_doc is None else Schema(schema_doc, formats))
             self._schemas[name] = hit
         return hit[1]
 
