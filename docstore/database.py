@@ -266,6 +266,20 @@ class Database:
         """Whether the ledger is in PostgreSQL (else in a directory)."""
         return self._engine.url is not None
 
+    def backup(
+        self, directory: str | os.PathLike[str], *, with_key: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Back this (directory) database up into ``directory``, a new or empty directory: its
+        ledger as of the state read now (a writer may go on), a manifest naming that state and
+        its signed checkpoint, and with ``with_key`` its signing key. Everything else
+        (documents' locations, indexes, the state map) is rebuilt by :func:`docstore.restore`,
+        which checks the copy against the manifest. Returns the manifest. A database on
+        PostgreSQL: StorageError (use pg_dump)."""
+        from docstore.backup import backup
+
+        return backup(self, directory, self._engine.signing.key_path, with_key=with_key, progress=progress)
+
     def publish_state(self) -> tuple[int, int]:
         """On a PostgreSQL database: publish this writer's derived state (document locations,
         indexes, the state map) into PostgreSQL, replacing an older published one, so that a

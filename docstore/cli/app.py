@@ -393,7 +393,12 @@ def _info_table(info: dict) -> str:
     idx = ", ".join(i["field"] + (" (unique)" if i["unique"] else "") for i in info["indexes"]) or "(none)"
     schema = "(none)" if info["schema"] is None else output.dumps(info["schema"], indent=True)
     schema = schema.replace("\n", "\n" + " " * 12)
-    text = f"collection  {info['name']}\ndocuments   {info['count']}\nindexes     {idx}\nschema      {schema}"
+    count = info.get("count", "(not proven as of a past transaction)")
+    text = f"collection  {info['name']}\ndocuments   {count}\nindexes     {idx}\nschema      {schema}"
+    if info.get("at_tx") is not None:
+        text = f"as of       transaction {info['at_tx']} (defined in transaction {info['defined_in_tx']})\n" + text
+    if info.get("schema_formats"):
+        text += "\nformats     asserted (a value that does not match a schema's format is refused)"
     if info.get("require_reason"):
         text += "\nchanges     need a reason (--reason)"
     return text
@@ -508,15 +513,28 @@ def collection_create(
     require_reason: Annotated[
         bool, typer.Option("--require-reason", help="Every change of an existing document must give --reason.")
     ] = False,
+    schema_formats: Annotated[
+        bool, typer.Option("--schema-formats", help="Assert the schema's format keywords (date, email, uuid, ...): refuse values that do not match.")
+    ] = False,
     fmt: FormatOpt = None,
 ) -> None:
-    """Create a collection, optionally with a JSON Schema and indexes."""
+    """Create a collection, optionally with a JSON Schema and indexes.
+
+    The schema sees each document without its _id, unless it names _id in its top-level
+    properties or required (docs/documents.md, "Schemas").
+
+    Examples:
+
+      immudoc collection create visits --schema visit-schema.json --index patient
+
+      immudoc collection create people --unique-index email --schema-formats --schema '{"properties": {"email": {"format": "email"}}}'
+    """
     from docstore.cli.inputs import json_arg
 
     schema_doc = None if schema is None else json_arg(schema, "the schema")
     specs = [{"field": f, "unique": False} for f in index] + [{"field": f, "unique": True} for f in unique_index]
     with open_db(ctx, write=True) as db:
-        coll = db.create_collection(name, schema_doc, specs, require_reason=require_reason)
+        coll = db.create_collection(name, schema_doc, specs, require_reason=require_reason, schema_formats=schema_formats)
         if db.verifying:  # the definition proven; a new collection holds no documents
             info = {"name": name, "schema": coll.schema, "indexes": coll.indexes(), "count": 0,
                     "require_reason": require_reason}
@@ -534,10 +552,30 @@ def collection_list(ctx: typer.Context, fmt: FormatOpt = None) -> None:
 
 
 @collection_app.command("show")
-def collection_show(ctx: typer.Context, name: CollArg, fmt: FormatOpt = None) -> None:
-    """Show a collection: schema, indexes, document count."""
+def collection_show(ctx: typer.Context, name: CollArg, at_tx: Annotated[
+    Optional[int], typer.Option("--at-tx", metavar="N", min=1, help="The definition as of transaction N (its schema history).")
+] = None, fmt: FormatOpt = None) -> None:
+    """Show a collection: schema, indexes, document count; with --at-tx N, its definition
+    (schema, indexes) as of transaction N, read through a proof.
+
+    Examples:
+
+      immudoc collection show visits
+
+      immudoc collection show visits --at-tx 12 --format json
+    """
     with open_db(ctx) as db:
-        info = db.collection(name).info()
+        coll = db.collection(name)
+        if at_tx is None:
+            info = coll.info()
+        else:
+            import docstore
+
+            proof = coll.prove_schema(at_tx=at_tx)
+            info = dict(docstore.verify(proof, proof.state)) | {"at_tx": at_tx, "defined_in_tx": proof.tx_id}
+            info.pop("v", None)
+            if not db.verifying:
+                info["count"] = coll.count(at_tx=at_tx)
     output.emit(info, _fmt(fmt), _info_table)
 
 
@@ -1291,3 +1329,7 @@ def demo() -> None:
 
 from docstore.cli import aggregate_cmds  # noqa: E402, F401  (immudoc aggregate: registered on app)
 from docstore.cli import bulk_cmds  # noqa: E402, F401  (update-many, delete-many: registered on app)
+from docstore.cli import backup_cmds  # noqa: E402, F401  (backup, restore)
+from docstore.cli import query_cmds  # noqa: E402, F401  (distinct, explain)
+from docstore.cli import schema_cmds  # noqa: E402, F401  (collection set-schema)
+from docstore.cli import transaction_cmds  # noqa: E402, F401  (transaction)
