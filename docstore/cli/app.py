@@ -38,21 +38,44 @@ class ImmudocGroup(TyperGroup):
             with warnings.catch_warnings():
                 warnings.showwarning = _one_line_warning  # e.g. kvcore's RecoveryWarning
                 return super().invoke(ctx)
-        except (TyperException, typer.Exit, typer.Abort, BrokenPipeError):
-            raise  # usage errors, explicit exits, Ctrl-C and closed pipes: typer's business
+        except TyperException as e:  # a usage error: a global option after the command gets a hint
+            self._hint_global_option(ctx, e)
+            raise
+        except (typer.Exit, typer.Abort, BrokenPipeError):
+            raise  # explicit exits, Ctrl-C and closed pipes: typer's business
         except Exception as e:  # noqa: BLE001 - every other error: one line, one exit code
             from docstore.cli.errors import handle
 
             raise typer.Exit(handle(e)) from None
 
 
+    def _hint_global_option(self, ctx: Any, e: TyperException) -> None:
+        """"No such option: --db" after a command: say that it is a global option, and where it goes."""
+        name = getattr(e, "option_name", None)
+        message = getattr(e, "message", None)
+        if not isinstance(name, str) or not isinstance(message, str):
+            return
+        for param in self.params:
+            if name in getattr(param, "opts", ()):
+                metavar = "" if getattr(param, "is_flag", False) else f" {param.metavar or 'VALUE'}"
+                sub = getattr(e, "ctx", None)
+                path = getattr(sub, "command_path", "") or ""
+                command = path.split(" ", 1)[1] if " " in path else "COMMAND"
+                e.message = (f"{message}: {name} is a global option: put it before the command: "
+                             f"immudoc {name}{metavar} {command} ...")
+                e.possibilities = None  # type: ignore[attr-defined]
+                return
+
+
 def _typer(**kw: Any) -> typer.Typer:
-    return typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None, **kw)
+    kw.setdefault("add_completion", False)
+    return typer.Typer(no_args_is_help=True, rich_markup_mode=None, **kw)
 
 
 app = _typer(
     name="immudoc",
     cls=ImmudocGroup,
+    add_completion=True,  # --install-completion, --show-completion (bash, zsh, fish, PowerShell)
     help=(
         "immudoc: a verifiable JSON document database on an append-only Merkle ledger.\n\n"
         "Output is JSON when stdout is a pipe or a file, a table on a terminal (--format "
@@ -206,6 +229,23 @@ def _connect(s: Settings, create: bool) -> Any:
     )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"immudoc {version()}")
+        raise typer.Exit()
+
+
+def version() -> str:
+    """The installed immudoc's version (pyproject.toml's)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("immudoc")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "0+unknown"
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -251,6 +291,9 @@ def _root(
     ] = False,
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Do not verify what is read (ignores --state-file).")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", "-V", is_eager=True, callback=_print_version, help="Print immudoc's version and exit.")
     ] = False,
 ) -> None:
     """Global options."""
@@ -655,7 +698,7 @@ def find(
             _prove_query(db.collection(collection).prove_find(flt, order, skip, limit, with_header=with_header), out, fmt)
             return
         docs = db.collection(collection).find(flt, proj, order, skip, limit, at_tx, max_time_ms=max_time_ms, at_time=at_time)
-        output.emit_many(docs, _fmt(fmt))
+        output.emit_many(docs, _fmt(fmt), cap=output.terminal_cap(limit, _fmt(fmt)))
 
 
 def _prove_query(proof: Any, out: Optional[str], fmt: Optional[Format]) -> None:
@@ -797,14 +840,25 @@ def erase(
 
 @app.command()
 def history(ctx: typer.Context, collection: CollArg, doc_id: IdArg,
+            limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many revisions (the oldest first).")] = None,
             fmt: FormatOpt = None) -> None:
-    """Print every revision of a document, oldest first, and its erasures (who, when, why)."""
+    """Print every revision of a document, oldest first, and its erasures (who, when, why).
+
+    On a terminal the table shows the first 20 (--limit N, or -f json for all).
+
+    Examples:
+
+      immudoc history visits V-2
+
+      immudoc history visits V-2 --format jsonl
+    """
     with open_db(ctx) as db:
         coll = db.collection(collection)
-        revs = [r.to_dict() for r in coll.history(doc_id)]
-        erased = [{"erasure": True, **e} for e in coll.erasures(doc_id)]
+        revs = [r.to_dict() for r in coll.history(doc_id, limit=limit)]
+        last = revs[-1]["tx_id"] if limit is not None and len(revs) == limit else None
+        erased = [{"erasure": True, **e} for e in coll.erasures(doc_id) if last is None or e["tx_id"] <= last]
     merged = sorted(revs + erased, key=lambda r: (r["tx_id"], "erasure" in r))
-    output.emit_many(merged, _fmt(fmt), _history_table)
+    output.emit_many(merged, _fmt(fmt), _history_table, cap=output.terminal_cap(limit, _fmt(fmt)), noun="revision")
 
 
 @app.command()
@@ -813,14 +867,25 @@ def log(
     user: Annotated[Optional[str], typer.Option("--user", metavar="USER", help="Only this user's transactions.")] = None,
     since: Annotated[Optional[str], typer.Option("--since", metavar="TIME", help="Committed at or after TIME (ISO 8601 with its offset).")] = None,
     until: Annotated[Optional[str], typer.Option("--until", metavar="TIME", help="Committed at or before TIME.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many transactions.")] = 20,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, max=10_000, help="At most this many transactions (default 20).")] = None,
     before_tx: Annotated[Optional[int], typer.Option("--before-tx", metavar="N", min=1, help="Only transactions before N (to page).")] = None,
     fmt: FormatOpt = None,
 ) -> None:
-    """Print the ledger's transactions, newest first, with who, when and why (the audit trail)."""
-    with open_db(ctx) as db:
-        records = db.log(user=user, since=since, until=until, limit=limit, before_tx=before_tx)
-    output.emit_many(records, _fmt(fmt), _log_table)
+    """Print the ledger's transactions, newest first, with who, when and why (the audit trail).
+
+    Examples:
+
+      immudoc log --user dr.lee
+
+      immudoc log --since 2026-12-01T00:00:00Z --limit 100 --format jsonl
+    """
+    cap = output.terminal_cap(limit, _fmt(fmt))
+    with open_db(ctx) as db:  # on a terminal: one more than shown, to say whether there are more
+        records = db.log(user=user, since=since, until=until, limit=(limit or 20) + (cap is not None), before_tx=before_tx)
+    if cap is None:
+        records = records[: limit or 20]
+    output.emit_many(records, _fmt(fmt), _log_table, cap=cap, noun="transaction", count_rest=False,
+                     hint="--limit N, or --before-tx N for older ones")
 
 
 @index_app.command("create")
@@ -1333,3 +1398,7 @@ from docstore.cli import backup_cmds  # noqa: E402, F401  (backup, restore)
 from docstore.cli import query_cmds  # noqa: E402, F401  (distinct, explain)
 from docstore.cli import schema_cmds  # noqa: E402, F401  (collection set-schema)
 from docstore.cli import transaction_cmds  # noqa: E402, F401  (transaction)
+
+from docstore.cli import examples as _examples  # noqa: E402  (last: every command registered above)
+
+_examples.apply(app)

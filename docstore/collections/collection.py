@@ -675,16 +675,19 @@ class Collection(by_filter.WritesByFilter):
 
     def info(self, *, verify: bool | None = None) -> dict[str, Any]:
         """Name, schema, indexes and document count (a verifying database refuses unless
-        ``verify=False``: the count is not proven)."""
+        ``verify=False``: the count is not proven); ``"schema_formats": true`` when the
+        collection asserts its schema's formats."""
         refuse_unproven(self._verifying, verify, "a collection's document count")
         state = self._state()
-        return {
+        info = {
             "name": self.name,
             "schema": state.meta.get("schema"),
             "indexes": list(state.meta.get("indexes", [])),
             "count": state.count,
             "require_reason": bool(state.meta.get("require_reason", False)),
-            "schema_formats": bool(state.meta.get("schema_formats", False)),
         }
+        if state.meta.get("schema_formats"):
+            info["schema_formats"] = True
+        return info
 
 

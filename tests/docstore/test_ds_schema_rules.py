@@ -71,7 +71,7 @@ def test_formats_are_annotations_unless_asked(db):
         strict.insert({"day": "06/12/2026"})
     with pytest.raises(SchemaError, match="/mail"):
         strict.insert({"mail": "nobody"})
-    assert strict.info()["schema_formats"] is True and loose.info()["schema_formats"] is False
+    assert strict.info()["schema_formats"] is True and "schema_formats" not in loose.info()
     strict.set_schema({"properties": {"day": {"format": "date"}}})  # the option stays with a new schema
     with pytest.raises(SchemaError, match="/day"):
         strict.insert({"day": "yesterday"})
