@@ -44,8 +44,9 @@ def run_operations(
     """Run ``operations`` (see the module's documentation) in one transaction and commit it;
     returns ``{"tx", "operations", "inserted", "updated", "replaced", "deleted", "ids"}``
     (``ids``: the inserted documents' ids, in order). An invalid operation (QueryError naming
-    its number, from 1), a failing one (its own error, with its number) or too many of them
-    (TransactionTooLargeError) leave the database unchanged."""
+    its number, from 1), a failing one (its own error, with its number; a remote database
+    checks documents against their schema at the commit, and its error names no operation)
+    or too many of them (TransactionTooLargeError) leave the database unchanged."""
     counts = {"insert": 0, "update": 0, "replace": 0, "delete": 0}
     ids: list[str] = []
     n = 0
