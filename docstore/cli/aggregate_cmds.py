@@ -57,4 +57,4 @@ def aggregate(
         docs = db.collection(collection).aggregate(stages, at_tx=at_tx, at_time=at_time, max_time_ms=max_time_ms)
         if limit is not None:
             docs = itertools.islice(docs, limit)
-        output.emit_many(docs, _fmt(fmt), cap=output.terminal_cap(limit, _fmt(fmt)), noun="result")
+        output.emit_many(docs, _fmt(fmt), cap=output.terminal_cap(limit, _fmt(fmt)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -70,7 +71,7 @@ def emit_many(
         else:
             total = -1 if next(it, None) is not None else len(rows)  # -1: more, not counted
         if table is None:
-            write(render_documents(rows, total, hint))
+            write(render_documents(rows, total, hint, noun))
         else:
             text = table(rows)
             write(text if total in (None, len(rows)) else text + "\n" + footer(len(rows), total, noun, hint))
@@ -121,6 +122,7 @@ def colour() -> bool:
 
 
 _BOX = None
+_TRAILING = re.compile(r"\s+((?:\x1b\[[0-9;]*m)*)$")  # a line's trailing blanks, before its last colour codes
 
 
 def render_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -148,10 +150,10 @@ def render_table(headers: list[str], rows: list[list[str]]) -> str:
         table.add_row(*row)
     console.print(table)
     text = console.file.getvalue()  # type: ignore[attr-defined]
-    return "\n".join(line.rstrip() for line in text.rstrip("\n").split("\n"))
+    return "\n".join(_TRAILING.sub(r"\1", line) for line in text.rstrip("\n").split("\n"))
 
 
-def render_documents(docs: list[dict], total: int | None = None, hint: str = "") -> str:
+def render_documents(docs: list[dict], total: int | None = None, hint: str = "", noun: str = "document") -> str:
     """Documents as rows, one column per top-level field (in order of first appearance);
     ``total``: how many there are, when only the first ones are shown."""
     if not docs:
@@ -162,7 +164,7 @@ def render_documents(docs: list[dict], total: int | None = None, hint: str = "")
             columns.update(dict.fromkeys(d))
     headers = list(columns)
     rows = [[cell(d.get(c, "")) if isinstance(d, dict) else cell(d) for c in headers] for d in docs]
-    return render_table(headers, rows) + "\n" + footer(len(docs), total, "document", hint)
+    return render_table(headers, rows) + "\n" + footer(len(docs), total, noun, hint)
 
 
 def footer(shown: int, total: int | None, noun: str, hint: str = "") -> str:
