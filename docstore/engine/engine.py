@@ -513,7 +513,7 @@ class Engine:
         with self._read() as txn:
             meta = store.definition(txn, name)
             if meta is None:
-                raise CollectionNotFoundError(f"collection {name!r} does not exist")
+                raise CollectionNotFoundError.named(name, store.definitions(txn))
             count = store.count(txn, name)
         indexes = {
             i["field"]: Index(self, name, i["field"], bool(i.get("unique"))) for i in meta.get("indexes", [])
@@ -534,7 +534,7 @@ class Engine:
         except _DAMAGE as e:
             self._damaged_state(e)
         if not found:
-            raise CollectionNotFoundError(f"collection {name!r} does not exist")
+            raise CollectionNotFoundError.named(name, self.collection_names())
 
     def definition(self, name: str) -> dict[str, Any] | None:
         """A collection's definition as the derived state holds it (None: no such collection)."""
@@ -663,7 +663,7 @@ class Engine:
             try:
                 loc = store.location(txn, coll, doc_id)  # a row means the collection exists
                 if loc is None and store.definition(txn, coll) is None:
-                    raise CollectionNotFoundError(f"collection {coll!r} does not exist")
+                    raise CollectionNotFoundError.named(coll, store.definitions(txn))
             finally:
                 txn.abort()
         except _DAMAGE as e:
