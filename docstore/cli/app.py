@@ -681,7 +681,8 @@ def find(
 ) -> None:
     """Print the documents matching a filter (Mongo-style JSON); with --prove, prove them the
     complete result (an index's ranges for a filter on an indexed field, else the whole
-    collection) and print the documents the proof holds."""
+    collection) and print the documents the proof holds. On a terminal the table shows the
+    first 20 and how many there are (--limit N, or -f json for all); a pipe gets them all."""
     from docstore.cli.inputs import parse_json
 
     flt = None if filter_ is None else parse_json(filter_, "the filter")
