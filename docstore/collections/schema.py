@@ -85,7 +85,8 @@ class Schema:
         N}``, kept by a later revision) is exempt: no error at it or inside it counts. The
         ``_id`` is checked only if the schema names it (:func:`mentions_id`)."""
         if not self._with_id and "_id" in doc:
-            doc = {k: v for k, v in doc.items() if k != "_id"}
+            doc = doc.copy()  # shallow: the schema sees the rest as it is
+            del doc["_id"]
         validator = self._validator
         if validator.is_valid(doc):
             return
