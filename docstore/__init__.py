@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 _PUBLIC: dict[str, tuple[str, ...]] = {  # the public names, listed once: module -> names
     "docstore.api": ("Collection", "Database", "DeleteResult", "Erasure", "Revision", "Transaction", "TxCollection", "UpdateResult"),
+    "docstore.backup": ("restore",),
     "docstore.database": ("open",),
     "docstore.errors": (
         "CollectionExistsError", "CollectionNotFoundError", "ConflictError", "CorruptDataError",
@@ -33,12 +34,13 @@ _PUBLIC: dict[str, tuple[str, ...]] = {  # the public names, listed once: module
 }
 _LAZY = {name: module for module, names in _PUBLIC.items() for name in names}
 _SUBMODULES = {
-    "api", "cli", "collections", "database", "documents", "engine", "errors", "migrate", "proofs", "remote", "transactions",
+    "api", "backup", "cli", "collections", "database", "documents", "engine", "errors", "migrate", "proofs", "remote", "transactions",
 }
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # the same names, for type checkers (each module's __all__ lists them)
     from docstore.api import *  # noqa: F403
+    from docstore.backup import restore  # noqa: F401
     from docstore.database import open  # noqa: A004, F401
     from docstore.errors import *  # noqa: F403
     from docstore.proofs import Proof, verify, verify_consistency  # noqa: F401

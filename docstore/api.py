@@ -303,7 +303,8 @@ class Database(Protocol):
 
     # collections
     def create_collection(
-        self, name: str, schema: Any = None, indexes: Iterable[Any] = (), *, require_reason: bool = False
+        self, name: str, schema: Any = None, indexes: Iterable[Any] = (), *, require_reason: bool = False,
+        schema_formats: bool = False,
     ) -> Collection: ...
     def collection(self, name: str) -> Collection: ...
     def __getitem__(self, name: str) -> Collection: ...

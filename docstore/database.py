@@ -61,6 +61,13 @@ def normalize_indexes(indexes: Iterable[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def check_options(require_reason: Any, schema_formats: Any) -> None:
+    """QueryError unless the collection options are booleans."""
+    for name, value in (("require_reason", require_reason), ("schema_formats", schema_formats)):
+        if type(value) is not bool:
+            raise QueryError(f"{name} is true or false, got {value!r}")
+
+
 class Database:
     """An embedded immudoc database. Open it with :func:`docstore.open`."""
 
@@ -139,21 +146,24 @@ class Database:
 
     # ---------------------------------------------------------- collections
     def create_collection(
-        self, name: str, schema: Any = None, indexes: Iterable[Any] = (), *, require_reason: bool = False
+        self, name: str, schema: Any = None, indexes: Iterable[Any] = (), *, require_reason: bool = False,
+        schema_formats: bool = False,
     ) -> api.Collection:
         """Create a collection (with an optional JSON Schema and secondary indexes). With
         ``require_reason``, every change of an existing document (update, replace, delete)
         must give a ``reason``, else ReasonRequiredError (an audit trail's rule: every
-        correction says why)."""
+        correction says why). With ``schema_formats``, the schema's ``format`` keywords
+        (``date``, ``email``, ``uuid``, ...) are assertions, not annotations."""
         check_collection_name(name)
+        check_options(require_reason, schema_formats)
         if schema is not None:
-            Schema(schema)
+            Schema(schema, schema_formats)
         specs = normalize_indexes(indexes)
         meta: dict[str, Any] = {"v": 1, "name": name, "schema": schema, "indexes": specs}
-        if type(require_reason) is not bool:
-            raise QueryError(f"require_reason is True or False, got {require_reason!r}")
         if require_reason:
             meta["require_reason"] = True
+        if schema_formats:
+            meta["schema_formats"] = True
 
         def create(tx: Transaction) -> None:
             try:
@@ -171,9 +181,7 @@ class Database:
         self._engine.check_open()
         check_collection_name(name)
         if not self._engine.has_collection(name):
-            raise CollectionNotFoundError(
-                f"collection {name!r} does not exist (create it with create_collection)"
-            )
+            raise CollectionNotFoundError.named(name, self._engine.collection_names())
         return Collection(self._engine, name)
 
     def __getitem__(self, name: str) -> api.Collection:
@@ -257,6 +265,20 @@ class Database:
     def on_postgres(self) -> bool:
         """Whether the ledger is in PostgreSQL (else in a directory)."""
         return self._engine.url is not None
+
+    def backup(
+        self, directory: str | os.PathLike[str], *, with_key: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Back this (directory) database up into ``directory``, a new or empty directory: its
+        ledger as of the state read now (a writer may go on), a manifest naming that state and
+        its signed checkpoint, and with ``with_key`` its signing key. Everything else
+        (documents' locations, indexes, the state map) is rebuilt by :func:`docstore.restore`,
+        which checks the copy against the manifest. Returns the manifest. A database on
+        PostgreSQL: StorageError (use pg_dump)."""
+        from docstore.backup import backup
+
+        return backup(self, directory, self._engine.signing.key_path, with_key=with_key, progress=progress)
 
     def publish_state(self) -> tuple[int, int]:
         """On a PostgreSQL database: publish this writer's derived state (document locations,

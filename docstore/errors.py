@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import kvcore
 
 __all__ = [
@@ -58,6 +60,16 @@ class NotFoundError(DocstoreError, LookupError):
 
 class CollectionNotFoundError(NotFoundError):
     """The named collection does not exist."""
+
+    @classmethod
+    def named(cls, name: str, known: Iterable[str] = ()) -> CollectionNotFoundError:
+        """The error for ``name``, suggesting the closest of the ``known`` collection names
+        ("did you mean 'visits'?"), if one is close."""
+        import difflib
+
+        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return cls(f"collection '{name}' does not exist{hint}")
 
 
 class DocumentNotFoundError(NotFoundError):

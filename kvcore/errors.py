@@ -65,11 +65,21 @@ class StorageError(KvError, OSError):
     """The storage failed to persist or read bytes (disk full, I/O error)."""
 
 
+def printable(data: bytes, limit: int = 64) -> str:
+    """Bytes (a key, a stored value) for a message: quoted text, NUL bytes shown as "/" (the
+    separator of docstore's keys), other undecodable or control bytes as \\xNN, cut at
+    ``limit`` bytes with "…" (never Python's b'...' form)."""
+    cut = bytes(data[:limit])
+    text = cut.decode("utf-8", "backslashreplace").replace("\x00", "/")
+    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    return f"'{text}{'…' if len(data) > limit else ''}'"
+
+
 def corrupt_entry(tx_id: int, key: bytes) -> CorruptionError:
     """The error for a damaged stored entry (or entries tree) of a transaction (the ledger's
     reads and proofs raise it)."""
     return CorruptionError(
-        f"stored entry for key {key[:64]!r} in transaction {tx_id} is damaged; run an audit"
+        f"stored entry for key {printable(key)} in transaction {tx_id} is damaged; run an audit"
     )
 
 

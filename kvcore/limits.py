@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvcore.errors import InvalidInputError, LimitError, TxNotFoundError
+from kvcore.errors import InvalidInputError, LimitError, TxNotFoundError, printable
 
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 32 * 1024 * 1024
@@ -36,11 +36,11 @@ def check_value(key: bytes, value: object) -> bytes:
     bytes-like, LimitError if it is longer than MAX_VALUE_BYTES."""
     if type(value) is not bytes:
         if not isinstance(value, (bytearray, memoryview)):
-            raise InvalidInputError(f"values are bytes, got {type(value).__name__} for key {key!r}")
+            raise InvalidInputError(f"values are bytes, got {type(value).__name__} for key {printable(key)}")
         value = bytes(value)  # then apply the same limit as to bytes
     if len(value) > MAX_VALUE_BYTES:
         raise LimitError(
-            f"value of {len(value)} bytes for key {key[:64]!r} exceeds the limit of "
+            f"value of {len(value)} bytes for key {printable(key)} exceeds the limit of "
             f"{MAX_VALUE_BYTES} bytes"
         )
     return value

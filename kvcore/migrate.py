@@ -24,16 +24,21 @@ from kvcore.tree import MerkleTree
 
 def copy_ledger(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], *, progress: Callable[[int, int], None] | None = None,
-    unindexed_prefixes: Iterable[bytes] = (),
+    unindexed_prefixes: Iterable[bytes] = (), last_tx: int | None = None,
 ) -> State:
     """Copy the ledger at ``src`` into a new, empty ledger at ``dst`` (each a directory or a
     ``postgresql://`` URL); returns the state, the same on both (checked). ``progress(done,
     total)`` is called as transactions are copied. The source is opened read-only (a writer
     may go on; what it commits after the copy started is not copied). The copy's key index is
-    built with ``unindexed_prefixes`` (as the copy will be opened: see :meth:`Ledger.open`)."""
-    source = Ledger.open(src, readonly=True)
+    built with ``unindexed_prefixes`` (as the copy will be opened: see :meth:`Ledger.open`).
+    ``last_tx``: copy transactions 1 to ``last_tx`` only (a state the caller holds)."""
+    source = Ledger.open(src, readonly=True, unindexed_prefixes=unindexed_prefixes)
     try:
         want = source.state()
+        if last_tx is not None:
+            if not 0 <= last_tx <= want.tx_id:
+                raise InvalidInputError(f"the source has no transaction {last_tx} (it has {want.tx_id})")
+            want = source.state(last_tx)
         storage = open_storage(dst, format_version=source.format_version)
         try:
             if storage.tx_count():
@@ -41,6 +46,8 @@ def copy_ledger(
             tree = MerkleTree()
             total = want.tx_id
             for tx_id, body, extra in source.stored(1):
+                if tx_id > total:
+                    break
                 added = tree.append(tx_leaf_hash(body[: header_size(body)]))
                 storage.append(body, extra, added)
                 if progress is not None:

@@ -1,6 +1,7 @@
 """``immudoc aggregate``: a thin shell over ``Collection.aggregate`` (docs/aggregation.md)."""
 
-from typing import Annotated
+import itertools
+from typing import Annotated, Optional
 
 import typer
 
@@ -23,7 +24,8 @@ $group $sort $skip $limit $count) and print its output like `find`.
 PIPELINE is a JSON array of stages, inline, in a file, or - for standard input. A leading
 $match uses the collection's indexes; with a trusted state (the global --state-file) the documents it
 selects are verified as `find` verifies them, and the other stages run here, over the verified
-documents (the global --no-verify reads them unverified).
+documents (the global --no-verify reads them unverified). On a terminal the table shows the
+first 20 results (--limit N, or -f json for all).
 
 Examples:
 
@@ -45,6 +47,7 @@ def aggregate(
     at_tx: AtTxOpt = None,
     at_time: AtTimeOpt = None,
     max_time_ms: MaxTimeOpt = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Print at most this many results.")] = None,
     fmt: FormatOpt = None,
 ) -> None:
     from docstore.cli.inputs import json_arg
@@ -52,4 +55,6 @@ def aggregate(
     stages = json_arg(pipeline, "the pipeline")
     with open_db(ctx) as db:
         docs = db.collection(collection).aggregate(stages, at_tx=at_tx, at_time=at_time, max_time_ms=max_time_ms)
-        output.emit_many(docs, _fmt(fmt))
+        if limit is not None:
+            docs = itertools.islice(docs, limit)
+        output.emit_many(docs, _fmt(fmt), cap=output.terminal_cap(limit, _fmt(fmt)))

@@ -37,21 +37,44 @@ class ImmudocGroup(TyperGroup):
             with warnings.catch_warnings():
                 warnings.showwarning = _one_line_warning  # e.g. kvcore's RecoveryWarning
                 return super().invoke(ctx)
-        except (TyperException, typer.Exit, typer.Abort, BrokenPipeError):
-            raise  # usage errors, explicit exits, Ctrl-C and closed pipes: typer's business
+        except TyperException as e:  # a usage error: a global option after the command gets a hint
+            self._hint_global_option(ctx, e)
+            raise
+        except (typer.Exit, typer.Abort, BrokenPipeError):
+            raise  # explicit exits, Ctrl-C and closed pipes: typer's business
         except Exception as e:  # noqa: BLE001 - every other error: one line, one exit code
             from docstore.cli.errors import handle
 
             raise typer.Exit(handle(e)) from None
 
 
+    def _hint_global_option(self, ctx: Any, e: TyperException) -> None:
+        """"No such option: --db" after a command: say that it is a global option, and where it goes."""
+        name = getattr(e, "option_name", None)
+        message = getattr(e, "message", None)
+        if not isinstance(name, str) or not isinstance(message, str):
+            return
+        for param in self.params:
+            if name in getattr(param, "opts", ()):
+                metavar = "" if getattr(param, "is_flag", False) else f" {param.metavar or 'VALUE'}"
+                sub = getattr(e, "ctx", None)
+                path = getattr(sub, "command_path", "") or ""
+                command = path.split(" ", 1)[1] if " " in path else "COMMAND"
+                e.message = (f"{message}: {name} is a global option: put it before the command: "
+                             f"immudoc {name}{metavar} {command} ...")
+                e.possibilities = None  # type: ignore[attr-defined]
+                return
+
+
 def _typer(**kw: Any) -> typer.Typer:
-    return typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None, **kw)
+    kw.setdefault("add_completion", False)
+    return typer.Typer(no_args_is_help=True, rich_markup_mode=None, **kw)
 
 
 app = _typer(
     name="immudoc",
     cls=ImmudocGroup,
+    add_completion=True,  # --install-completion, --show-completion (bash, zsh, fish, PowerShell)
     help=(
         "immudoc: a verifiable JSON document database on an append-only Merkle ledger.\n\n"
         "Output is JSON when stdout is a pipe or a file, a table on a terminal (--format "
@@ -205,6 +228,23 @@ def _connect(s: Settings, create: bool) -> Any:
     )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"immudoc {version()}")
+        raise typer.Exit()
+
+
+def version() -> str:
+    """The installed immudoc's version (pyproject.toml's)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("immudoc")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "0+unknown"
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -250,6 +290,9 @@ def _root(
     ] = False,
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Do not verify what is read (ignores --state-file).")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", "-V", is_eager=True, callback=_print_version, help="Print immudoc's version and exit.")
     ] = False,
 ) -> None:
     """Global options."""
@@ -380,7 +423,12 @@ def _info_table(info: dict) -> str:
     idx = ", ".join(i["field"] + (" (unique)" if i["unique"] else "") for i in info["indexes"]) or "(none)"
     schema = "(none)" if info["schema"] is None else output.dumps(info["schema"], indent=True)
     schema = schema.replace("\n", "\n" + " " * 12)
-    text = f"collection  {info['name']}\ndocuments   {info['count']}\nindexes     {idx}\nschema      {schema}"
+    count = info.get("count", "(not proven as of a past transaction)")
+    text = f"collection  {info['name']}\ndocuments   {count}\nindexes     {idx}\nschema      {schema}"
+    if info.get("at_tx") is not None:
+        text = f"as of       transaction {info['at_tx']} (defined in transaction {info['defined_in_tx']})\n" + text
+    if info.get("schema_formats"):
+        text += "\nformats     asserted (a value that does not match a schema's format is refused)"
     if info.get("require_reason"):
         text += "\nchanges     need a reason (--reason)"
     return text
@@ -495,15 +543,28 @@ def collection_create(
     require_reason: Annotated[
         bool, typer.Option("--require-reason", help="Every change of an existing document must give --reason.")
     ] = False,
+    schema_formats: Annotated[
+        bool, typer.Option("--schema-formats", help="Assert the schema's format keywords (date, email, uuid, ...): refuse values that do not match.")
+    ] = False,
     fmt: FormatOpt = None,
 ) -> None:
-    """Create a collection, optionally with a JSON Schema and indexes."""
+    """Create a collection, optionally with a JSON Schema and indexes.
+
+    The schema sees each document without its _id, unless it names _id in its top-level
+    properties or required (docs/documents.md, "Schemas").
+
+    Examples:
+
+      immudoc collection create visits --schema visit-schema.json --index patient
+
+      immudoc collection create people --unique-index email --schema-formats --schema '{"properties": {"email": {"format": "email"}}}'
+    """
     from docstore.cli.inputs import json_arg
 
     schema_doc = None if schema is None else json_arg(schema, "the schema")
     specs = [{"field": f, "unique": False} for f in index] + [{"field": f, "unique": True} for f in unique_index]
     with open_db(ctx, write=True) as db:
-        coll = db.create_collection(name, schema_doc, specs, require_reason=require_reason)
+        coll = db.create_collection(name, schema_doc, specs, require_reason=require_reason, schema_formats=schema_formats)
         if db.verifying:  # the definition proven; a new collection holds no documents
             info = {"name": name, "schema": coll.schema, "indexes": coll.indexes(), "count": 0,
                     "require_reason": require_reason}
@@ -521,10 +582,30 @@ def collection_list(ctx: typer.Context, fmt: FormatOpt = None) -> None:
 
 
 @collection_app.command("show")
-def collection_show(ctx: typer.Context, name: CollArg, fmt: FormatOpt = None) -> None:
-    """Show a collection: schema, indexes, document count."""
+def collection_show(ctx: typer.Context, name: CollArg, at_tx: Annotated[
+    Optional[int], typer.Option("--at-tx", metavar="N", min=1, help="The definition as of transaction N (its schema history).")
+] = None, fmt: FormatOpt = None) -> None:
+    """Show a collection: schema, indexes, document count; with --at-tx N, its definition
+    (schema, indexes) as of transaction N, read through a proof.
+
+    Examples:
+
+      immudoc collection show visits
+
+      immudoc collection show visits --at-tx 12 --format json
+    """
     with open_db(ctx) as db:
-        info = db.collection(name).info()
+        coll = db.collection(name)
+        if at_tx is None:
+            info = coll.info()
+        else:
+            import docstore
+
+            proof = coll.prove_schema(at_tx=at_tx)
+            info = dict(docstore.verify(proof, proof.state)) | {"at_tx": at_tx, "defined_in_tx": proof.tx_id}
+            info.pop("v", None)
+            if not db.verifying:
+                info["count"] = coll.count(at_tx=at_tx)
     output.emit(info, _fmt(fmt), _info_table)
 
 
@@ -587,7 +668,8 @@ def find(
 ) -> None:
     """Print the documents matching a filter (Mongo-style JSON); with --prove, prove them the
     complete result (an index's ranges for a filter on an indexed field, else the whole
-    collection) and print the documents the proof holds."""
+    collection) and print the documents the proof holds. On a terminal the table shows the
+    first 20 and how many there are (--limit N, or -f json for all); a pipe gets them all."""
     from docstore.cli.inputs import parse_json
 
     flt = None if filter_ is None else parse_json(filter_, "the filter")
@@ -604,7 +686,7 @@ def find(
             _prove_query(db.collection(collection).prove_find(flt, order, skip, limit, with_header=with_header), out, fmt)
             return
         docs = db.collection(collection).find(flt, proj, order, skip, limit, at_tx, max_time_ms=max_time_ms, at_time=at_time)
-        output.emit_many(docs, _fmt(fmt))
+        output.emit_many(docs, _fmt(fmt), cap=output.terminal_cap(limit, _fmt(fmt)))
 
 
 def _prove_query(proof: Any, out: Optional[str], fmt: Optional[Format]) -> None:
@@ -746,14 +828,25 @@ def erase(
 
 @app.command()
 def history(ctx: typer.Context, collection: CollArg, doc_id: IdArg,
+            limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many revisions (the oldest first).")] = None,
             fmt: FormatOpt = None) -> None:
-    """Print every revision of a document, oldest first, and its erasures (who, when, why)."""
+    """Print every revision of a document, oldest first, and its erasures (who, when, why).
+
+    On a terminal the table shows the first 20 (--limit N, or -f json for all).
+
+    Examples:
+
+      immudoc history visits V-2
+
+      immudoc history visits V-2 --format jsonl
+    """
     with open_db(ctx) as db:
         coll = db.collection(collection)
-        revs = [r.to_dict() for r in coll.history(doc_id)]
-        erased = [{"erasure": True, **e} for e in coll.erasures(doc_id)]
+        revs = [r.to_dict() for r in coll.history(doc_id, limit=limit)]
+        last = revs[-1]["tx_id"] if limit is not None and len(revs) == limit else None
+        erased = [{"erasure": True, **e} for e in coll.erasures(doc_id) if last is None or e["tx_id"] <= last]
     merged = sorted(revs + erased, key=lambda r: (r["tx_id"], "erasure" in r))
-    output.emit_many(merged, _fmt(fmt), _history_table)
+    output.emit_many(merged, _fmt(fmt), _history_table, cap=output.terminal_cap(limit, _fmt(fmt)), noun="revision")
 
 
 @app.command()
@@ -762,14 +855,25 @@ def log(
     user: Annotated[Optional[str], typer.Option("--user", metavar="USER", help="Only this user's transactions.")] = None,
     since: Annotated[Optional[str], typer.Option("--since", metavar="TIME", help="Committed at or after TIME (ISO 8601 with its offset).")] = None,
     until: Annotated[Optional[str], typer.Option("--until", metavar="TIME", help="Committed at or before TIME.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many transactions.")] = 20,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, max=10_000, help="At most this many transactions (default 20).")] = None,
     before_tx: Annotated[Optional[int], typer.Option("--before-tx", metavar="N", min=1, help="Only transactions before N (to page).")] = None,
     fmt: FormatOpt = None,
 ) -> None:
-    """Print the ledger's transactions, newest first, with who, when and why (the audit trail)."""
-    with open_db(ctx) as db:
-        records = db.log(user=user, since=since, until=until, limit=limit, before_tx=before_tx)
-    output.emit_many(records, _fmt(fmt), _log_table)
+    """Print the ledger's transactions, newest first, with who, when and why (the audit trail).
+
+    Examples:
+
+      immudoc log --user dr.lee
+
+      immudoc log --since 2026-12-01T00:00:00Z --limit 100 --format jsonl
+    """
+    cap = output.terminal_cap(limit, _fmt(fmt))
+    with open_db(ctx) as db:  # on a terminal: one more than shown, to say whether there are more
+        records = db.log(user=user, since=since, until=until, limit=(limit or 20) + (cap is not None), before_tx=before_tx)
+    if cap is None:
+        records = records[: limit or 20]
+    output.emit_many(records, _fmt(fmt), _log_table, cap=cap, noun="transaction", count_rest=False,
+                     hint="--limit N, or --before-tx N for older ones")
 
 
 @index_app.command("create")
@@ -1199,3 +1303,11 @@ def demo() -> None:
 from docstore.cli import aggregate_cmds  # noqa: E402, F401  (immudoc aggregate: registered on app)
 from docstore.cli import bulk_cmds  # noqa: E402, F401  (update-many, delete-many: registered on app)
 from docstore.cli import transfer_cmds  # noqa: E402, F401  (import, export: registered on app)
+from docstore.cli import backup_cmds  # noqa: E402, F401  (backup, restore)
+from docstore.cli import query_cmds  # noqa: E402, F401  (distinct, explain)
+from docstore.cli import schema_cmds  # noqa: E402, F401  (collection set-schema)
+from docstore.cli import transaction_cmds  # noqa: E402, F401  (transaction)
+
+from docstore.cli import examples as _examples  # noqa: E402  (last: every command registered above)
+
+_examples.apply(app)

@@ -46,7 +46,11 @@ def update_many(
 
     Prints {"matched_count", "modified_count", "upserted_id", "tx"}. Operators: docs/updates.md.
 
-    Example: immudoc update-many visits '{"site": "Oslo"}' '{"$set": {"status": "closed"}}' --reason "site closed"
+    Examples:
+
+      immudoc update-many visits '{"site": "Oslo"}' '{"$set": {"status": "closed"}}' --reason "site closed"
+
+      immudoc update-many visits '{"patient": "P-7"}' '{"$set": {"consent": false}}' --upsert
     """
     from docstore.cli.inputs import json_arg
 
@@ -72,7 +76,9 @@ def delete_many(
 
     Prints {"deleted_count", "tx"}.
 
-    Example: immudoc delete-many visits '{"status": "void"}' --reason "entered in error"
+    Examples:
+
+      immudoc delete-many visits '{"status": "void"}' --reason "entered in error"
     """
     from docstore.cli.inputs import json_arg
 

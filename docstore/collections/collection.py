@@ -602,11 +602,12 @@ class Collection(by_filter.WritesByFilter):
 
         Every existing document must satisfy the new schema, or SchemaError lists them.
         """
-        compiled = None if schema is None else Schema(schema)
+        Schema(schema) if schema is not None else None  # a bad schema: refused before any work
 
         def change(tx: Transaction) -> None:
             staged = tx.staged
             meta = dict(staged.meta(self.name))
+            compiled = None if schema is None else Schema(schema, bool(meta.get("schema_formats")))
             if compiled is not None:
                 bad = []
                 for doc in staged.iter_docs(self.name):
@@ -676,15 +677,19 @@ class Collection(by_filter.WritesByFilter):
 
     def info(self, *, verify: bool | None = None) -> dict[str, Any]:
         """Name, schema, indexes and document count (a verifying database refuses unless
-        ``verify=False``: the count is not proven)."""
+        ``verify=False``: the count is not proven); ``"schema_formats": true`` when the
+        collection asserts its schema's formats."""
         refuse_unproven(self._verifying, verify, "a collection's document count")
         state = self._state()
-        return {
+        info = {
             "name": self.name,
             "schema": state.meta.get("schema"),
             "indexes": list(state.meta.get("indexes", [])),
             "count": state.count,
             "require_reason": bool(state.meta.get("require_reason", False)),
         }
+        if state.meta.get("schema_formats"):
+            info["schema_formats"] = True
+        return info
 
 

@@ -497,11 +497,12 @@ class Engine:
     def _schema(self, name: str, meta: dict[str, Any]) -> Schema | None:
         import orjson
 
-        raw = orjson.dumps(meta.get("schema"))
+        formats = bool(meta.get("schema_formats"))
+        raw = orjson.dumps(meta.get("schema")) + (b"+formats" if formats else b"")
         hit = self._schemas.get(name)
         if hit is None or hit[0] != raw:
             schema_doc = meta.get("schema")
-            hit = (raw, None if schema_doc is None else Schema(schema_doc))
+            hit = (raw, None if schema_doc is None else Schema(schema_doc, formats))
             self._schemas[name] = hit
         return hit[1]
 
@@ -512,7 +513,7 @@ class Engine:
         with self._read() as txn:
             meta = store.definition(txn, name)
             if meta is None:
-                raise CollectionNotFoundError(f"collection {name!r} does not exist")
+                raise CollectionNotFoundError.named(name, store.definitions(txn))
             count = store.count(txn, name)
         indexes = {
             i["field"]: Index(self, name, i["field"], bool(i.get("unique"))) for i in meta.get("indexes", [])
@@ -533,7 +534,7 @@ class Engine:
         except _DAMAGE as e:
             self._damaged_state(e)
         if not found:
-            raise CollectionNotFoundError(f"collection {name!r} does not exist")
+            raise CollectionNotFoundError.named(name, self.collection_names())
 
     def definition(self, name: str) -> dict[str, Any] | None:
         """A collection's definition as the derived state holds it (None: no such collection)."""
@@ -662,7 +663,7 @@ class Engine:
             try:
                 loc = store.location(txn, coll, doc_id)  # a row means the collection exists
                 if loc is None and store.definition(txn, coll) is None:
-                    raise CollectionNotFoundError(f"collection {coll!r} does not exist")
+                    raise CollectionNotFoundError.named(coll, store.definitions(txn))
             finally:
                 txn.abort()
         except _DAMAGE as e:

@@ -18,6 +18,7 @@ import orjson
 import kvcore
 
 from kvcore.hashing import entry_leaf_hash
+from kvcore.errors import printable
 
 from docstore.documents import erasure, records
 from docstore.errors import CorruptDataError, DocstoreError, VerificationError
@@ -319,8 +320,8 @@ def _verify_property(proof: Proof) -> Any:
         raise VerificationError(f"value check failed: {e}") from None
     if claimed != p.encoded:
         raise VerificationError(
-            f"value check failed: {proof.pointer!r} is stored as {p.encoded[:60]!r}, the proof "
-            f"claims {claimed[:60]!r}"
+            f"value check failed: '{proof.pointer}' is stored as {printable(p.encoded, 60)}, the proof "
+            f"claims {printable(claimed, 60)}"
         )
     return value
 

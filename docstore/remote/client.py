@@ -102,22 +102,24 @@ class RemoteDatabase:
 
     # ---------------------------------------------------------- collections
     def create_collection(
-        self, name: str, schema: Any = None, indexes: Iterable[Any] = (), *, require_reason: bool = False
+        self, name: str, schema: Any = None, indexes: Iterable[Any] = (), *, require_reason: bool = False,
+        schema_formats: bool = False,
     ) -> api.Collection:
         """Create a collection (with an optional JSON Schema and secondary indexes; with
-        ``require_reason``, every change of an existing document must give a reason)."""
+        ``require_reason``, every change of an existing document must give a reason; with
+        ``schema_formats``, the schema's ``format`` keywords are assertions)."""
+        from docstore.database import check_options
         from docstore.remote.collection import RemoteCollection
 
         check_collection_name(name)
-        if type(require_reason) is not bool:
-            raise QueryError(f"require_reason is True or False, got {require_reason!r}")
+        check_options(require_reason, schema_formats)
         conn = self._conn
         specs = [] if indexes is None else indexes if isinstance(indexes, (str, dict)) else list(indexes)
         conn.call(
             conn.stub.CreateCollection,
             pb.CreateCollectionRequest(
                 name=name, schema=codec.dumps_opt(schema, SchemaError), indexes=codec.dumps(specs),
-                require_reason=require_reason,
+                require_reason=require_reason, schema_formats=schema_formats,
             ),
         )
         conn.known_collections.add(name)

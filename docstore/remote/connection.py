@@ -32,7 +32,9 @@ import kvcore
 from docstore.documents import txmeta
 from docstore.documents.ids import check_collection_name
 from docstore.documents.records import Header
-from docstore.errors import CollectionNotFoundError, DocumentNotFoundError, NotFoundError, QueryError, VerificationError
+from docstore.errors import (
+    CollectionNotFoundError, DocstoreError, DocumentNotFoundError, NotFoundError, QueryError, VerificationError,
+)
 from docstore.proofs.bundle import MAX_BUNDLE_BYTES, Proof, from_dict
 from docstore.proofs.statebundle import Query, StateProof, parse
 from docstore.proofs.trust import TrustTracker
@@ -261,9 +263,11 @@ class Connection:
             try:
                 self.call(self.stub.DescribeCollection, pb.DescribeCollectionRequest(name=name))
             except CollectionNotFoundError:
-                raise CollectionNotFoundError(
-                    f"collection {name!r} does not exist (create it with create_collection)"
-                ) from None
+                try:
+                    known = list(self.call(self.stub.ListCollections, pb.ListCollectionsRequest()).names)
+                except DocstoreError:  # e.g. a token that may not list them: no suggestion
+                    known = []
+                raise CollectionNotFoundError.named(name, known) from None
             self.known_collections.add(name)
 
     def call_commit(

@@ -201,6 +201,7 @@ class CreateCollectionRequest(_message.Message):
     SCHEMA_FIELD_NUMBER: _builtins.int
     INDEXES_FIELD_NUMBER: _builtins.int
     REQUIRE_REASON_FIELD_NUMBER: _builtins.int
+    SCHEMA_FORMATS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     schema: _builtins.bytes
     """JSON Schema, or empty for none"""
@@ -208,6 +209,8 @@ class CreateCollectionRequest(_message.Message):
     """JSON list of field names or {"field", "unique"}; empty for none"""
     require_reason: _builtins.bool
     """every change of an existing document must give a reason"""
+    schema_formats: _builtins.bool
+    """the schema's "format" keywords are assertions"""
     def __init__(
         self,
         *,
@@ -215,10 +218,11 @@ class CreateCollectionRequest(_message.Message):
         schema: _builtins.bytes = ...,
         indexes: _builtins.bytes = ...,
         require_reason: _builtins.bool = ...,
+        schema_formats: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["indexes", b"indexes", "name", b"name", "require_reason", b"require_reason", "schema", b"schema"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["indexes", b"indexes", "name", b"name", "require_reason", b"require_reason", "schema", b"schema", "schema_formats", b"schema_formats"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

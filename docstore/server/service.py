@@ -242,7 +242,7 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         indexes = codec.loads_opt(request.indexes)
         self.db.create_collection(
             request.name, codec.loads_opt(request.schema), () if indexes is None else indexes,
-            require_reason=request.require_reason,
+            require_reason=request.require_reason, schema_formats=request.schema_formats,
         )
         return pb.CreateCollectionResponse()
 

@@ -144,7 +144,7 @@ class StagingCollection(ABC):
         if not isinstance(doc, dict):
             raise InvalidDocumentError(f"a document must be a JSON object, got {type(doc).__name__}")
         if "_id" in doc and doc["_id"] != doc_id:
-            raise InvalidDocumentError("replace() cannot change _id", "/_id")
+            raise InvalidDocumentError("a replacement cannot change _id", "/_id")
         new = {"_id": doc_id, **{k: v for k, v in doc.items() if k != "_id"}}
         return self._write(doc_id, new)
 

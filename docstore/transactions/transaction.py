@@ -97,8 +97,9 @@ class Staged:
 
     def schema(self, name: str) -> Schema | None:
         if name in self.metas:
-            s = self.metas[name].get("schema")
-            return None if s is None else Schema(s)
+            meta = self.metas[name]
+            s = meta.get("schema")
+            return None if s is None else Schema(s, bool(meta.get("schema_formats")))
         return self._state(name).schema
 
     def _state(self, name: str) -> CollectionInfo:

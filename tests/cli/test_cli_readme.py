@@ -73,7 +73,7 @@ def test_cli_walkthrough(tmp_path):
     steps = _commands(_block("Walkthrough (CLI)", "console"))
     script = "".join(f"echo '{MARK}'\n{cmd}\n" for cmd, _ in steps)
     (tmp_path / "walkthrough.sh").write_text(script)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(REPO), "NO_COLOR": "1", "COLUMNS": "160"}
     env.pop("IMMUDOC_DB", None)
     out = _on_terminal(["bash", str(tmp_path / "walkthrough.sh")], str(work), env)
     outputs = out.split(MARK + "\n")[1:]

@@ -174,7 +174,7 @@ def test_consistency_fails_for_a_rewritten_history(tampered_setup, env, tmp_path
 
 def _run_on_terminal(args, env, input_file=None, timeout=60):
     """Run the command with stdout and stderr on a pseudo-terminal; returns (code, output)."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **env}
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "NO_COLOR": "1", **env}
     argv = [sys.executable, "-c", "from docstore.cli import main; main()", *args]
     if not input_file:
         return on_terminal(argv, env=full_env, timeout=timeout)
