@@ -181,7 +181,8 @@ def _summary_line(r: dict[str, Any]) -> str:
     extra = [f"{r[k]} {k}" for k in ("replaced", "skipped") if r.get(k)]
     if r.get("batches"):
         txs = f"transaction {r['first_tx']}" if r["first_tx"] == r["last_tx"] else f"transactions {r['first_tx']}-{r['last_tx']}"
-        extra.append(f"{r['batches']} batches, {txs}" if r["first_tx"] is not None else f"{r['batches']} batches")
+        batches = f"{r['batches']} batch" + ("es" if r["batches"] != 1 else "")
+        extra.append(f"{batches}, {txs}" if r["first_tx"] is not None else batches)
     return text + (f" ({'; '.join(extra)})" if extra else "")
 
 
