@@ -523,6 +523,7 @@ class Ledger:
         if not self._tx_count:
             return
         items: list[tuple[int, int, bytes]] = []
+        last: list[tuple[int, int, bytes]] = []
         for rec in self.history(ERASED_KEY):
             if rec.tx_id <= after:
                 continue
@@ -532,9 +533,14 @@ class Ledger:
                 raise CorruptionError(f"the erasure record of transaction {rec.tx_id} does not decode") from None
             self._note_erased(mine, rec.tx_id)
             items += mine
+            last = mine
         self._erasures_to = self._tx_count
         if items and not self._storage.readonly and not after:
-            pending = [it for it in items if any(self.entries(it[0], it[1], 1)[0].value)]
+            # values not zeroed yet (a crash after the commit; on PostgreSQL perhaps another
+            # writer's), or, in the last erasure (in a file each completes under the write lock
+            # before the next commit), zeroed without the new checksum: a crash between the two
+            torn = {t for t in {t for t, _i, _leaf in last} if not self._storage.record_intact(t)}
+            pending = [it for it in items if it[0] in torn or any(self.entries(it[0], it[1], 1)[0].value)]
             if pending:
                 self._zero(pending)
                 self.recovery_notes.append(f"completed an interrupted erasure of {len(pending)} entries")

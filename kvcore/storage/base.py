@@ -115,6 +115,11 @@ class Storage(ABC):
         Not supported by default."""
         raise NotImplementedError(f"{type(self).__name__} cannot erase")
 
+    def record_intact(self, tx_id: int) -> bool:
+        """Whether transaction ``tx_id``'s stored record passes its checksum (an erasure that a
+        crash cut between its zeros and its new checksum does not: reopening completes it)."""
+        return True
+
     @abstractmethod
     def refresh(self) -> int:
         """Pick up transactions another process appended; return the new count."""

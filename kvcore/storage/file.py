@@ -433,6 +433,12 @@ class FileStorage(Storage):
         except OSError as e:
             raise StorageError(f"cannot erase in the transaction log: {e.strerror}") from None
 
+    def record_intact(self, tx_id: int) -> bool:
+        i = tx_id - 1
+        fd = self._fds["txlog"]
+        crc = _FRAME.unpack(os.pread(fd, FRAME_SIZE, self._off[i]))[2]
+        return zlib.crc32(os.pread(fd, self._plen[i] + self._elen[i], self._off[i] + FRAME_SIZE)) == crc
+
     def read_extra(self, tx_id: int, start: int, length: int) -> bytes:
         """Like :meth:`read`, in the record's ``extra``."""
         i = tx_id - 1

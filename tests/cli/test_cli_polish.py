@@ -64,7 +64,7 @@ def test_version(sub):
 
 
 def test_shell_completion(sub, tmp_path):
-    r = sub(["--show-completion", "bash"])
+    r = sub(["--show-completion", "bash"], env={"SHELL": "/bin/bash"})  # (CI may set no SHELL)
     assert r.code == 0 and "complete" in r.out and "_IMMUDOC_COMPLETE" in r.out.upper(), r
     r = sub(["--install-completion", "bash"], env={"HOME": str(tmp_path), "SHELL": "/bin/bash"})
     assert r.code == 0, r
