@@ -179,7 +179,8 @@ def test_expr_errors_of_values_are_query_errors_as_documents_are_tested(coll):
         list(coll.find({"$expr": {"$gt": [{"$size": "$tags"}, 1]}}))  # "none" is no array
     with pytest.raises(QueryError, match=r"\$add takes numbers"):
         coll.count({"$expr": {"$add": ["$n", 1]}})  # "12"
-    # a condition ahead of it that rules those documents out avoids the error, as in MongoDB
+    # conditions are tested in the filter's order: one ahead of it that rules those documents
+    # out avoids the error (MongoDB promises no order: docs/queries.md)
     assert ids(coll.find({"tags": {"$type": "array"}, "$expr": {"$gt": [{"$size": "$tags"}, 1]}})) == ["a", "e"]
     too_big = {"$expr": {"$gt": [{"$multiply": [10**400, 1.5]}, 1]}}
     with pytest.raises(QueryError, match="too large for a float"):
