@@ -1178,7 +1178,7 @@ def _compile_query(query: Any, top: bool = True) -> Callable[[dict], bool]:
                 continue
             elif key == "$expr":
                 if not top:
-                    raise QueryError("$expr can only be applied to the top-level document, not inside $elemMatch")
+                    raise QueryError("$expr can only be applied to the top-level document (not inside $elemMatch or $pull)")
                 preds.append(_compile_expr(val))
             elif key in _UNSUPPORTED_TOP:
                 raise QueryError(f"unsupported top-level operator {key}")
@@ -1214,7 +1214,7 @@ def _logical(op: str, subs: list) -> Callable[[dict], bool]:
     return nor_n
 
 
-def compile_filter(filter: Mapping | None) -> Callable[[dict], bool]:  # noqa: A002 - Mongo's name
+def compile_filter(filter: Mapping | None, *, allow_expr: bool = True) -> Callable[[dict], bool]:  # noqa: A002 - Mongo's name
     """Compile a MongoDB filter into ``predicate(doc) -> bool``.
 
     The filter is validated completely here; a malformed one raises
@@ -1225,10 +1225,12 @@ def compile_filter(filter: Mapping | None) -> Callable[[dict], bool]:  # noqa: A
     ``$expr`` (an aggregation expression, :func:`docstore.collections.aggregate.compile_expression`,
     coerced to a boolean; it may raise QueryError while documents are tested, as an expression
     over a value of the wrong type does in MongoDB) and the no-op ``$comment``.
+    ``allow_expr=False`` refuses ``$expr`` (a filter over something other than a whole document,
+    such as ``$pull``'s condition on array elements).
     """
     if filter is None:
         return _always
-    return _compile_query(filter)
+    return _compile_query(filter, allow_expr)
 
 
 # ---------------------------------------------------------------------------------------------

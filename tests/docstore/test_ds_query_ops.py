@@ -187,6 +187,15 @@ def test_expr_errors_of_values_are_query_errors_as_documents_are_tested(coll):
         coll.count(too_big)
 
 
+def test_expr_is_refused_where_no_whole_document_is_tested(coll):
+    for cond in ({"$expr": {"$eq": ["$k", 1]}}, {"$and": [{"$expr": {"$eq": ["$k", 1]}}]}, {"k": 1, "$expr": True}):
+        with pytest.raises(QueryError, match=r"\$expr"):
+            coll.update("a", {"$pull": {"items": cond}})
+    assert coll.get("a")["items"] == DOCS[0]["items"]
+    coll.update("a", {"$pull": {"items": {"k": 1, "q": {"$mod": [5, 0]}}, "tags": {"$mod": [2, 0]}}})  # $mod is fine
+    assert coll.get("a")["items"] == [{"k": 2, "q": 1}] and coll.get("a")["tags"] == [1, 3, 5]
+
+
 def test_neither_operator_uses_an_index(db):
     c = db.create_collection("plan", indexes=["n", "m"])
     c.insert_many([{"_id": str(i), "n": i, "m": i % 3} for i in range(30)])
