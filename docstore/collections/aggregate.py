@@ -45,7 +45,7 @@ from docstore.errors import QueryError
 
 __all__ = [
     "ACCUMULATORS", "MAX_GROUPS", "MAX_GROUP_BYTES", "OPERATORS", "STAGES",
-    "Pipeline", "compile_pipeline", "run",
+    "Pipeline", "compile_condition", "compile_expression", "compile_pipeline", "run",
 ]
 
 MAX_GROUPS = 100_000
@@ -203,6 +203,20 @@ def compile_expression(spec: Any) -> Expr:
         return _expr(spec)
     except RecursionError:
         raise QueryError("an expression is nested too deeply") from None
+
+
+def compile_condition(spec: Any) -> Callable[[dict], bool]:
+    """An expression coerced to a boolean as MongoDB coerces ``$cond``'s ``if`` and a query's
+    ``$expr``: false, null, missing and zero are false, everything else (``""``, ``[]``) true."""
+    f = compile_expression(spec)
+
+    def condition(doc: dict) -> bool:
+        try:
+            return _truthy(f(doc))
+        except OverflowError:  # arithmetic mixing a float with an integer beyond a float's range
+            raise QueryError("an expression's arithmetic overflowed: a number is too large for a float") from None
+
+    return condition
 
 
 def _expr(spec: Any) -> Expr:

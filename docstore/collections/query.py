@@ -926,10 +926,57 @@ def _size_operand(arg: Any, field: str) -> int:
     return n
 
 
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+
+def _mod_number(v: Any, what: str, field: str) -> int:
+    """A ``$mod`` divisor or remainder: a number, truncated toward zero (MongoDB's coercion to a
+    64-bit integer); NaN, infinities and values beyond 64 bits are refused."""
+    if v.__class__ is bool or not isinstance(v, (int, float)):
+        raise QueryError(f"$mod (field {field!r}): the {what} must be a number, got {v!r}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise QueryError(f"$mod (field {field!r}): the {what} must be a finite number, got {v!r}")
+    n = int(v)  # truncates toward zero
+    if not _INT64_MIN <= n <= _INT64_MAX:
+        raise QueryError(f"$mod (field {field!r}): the {what} must fit in a 64-bit integer, got {v!r}")
+    return n
+
+
+def _mod_elem(arg: Any, field: str) -> Callable[[Any], bool]:
+    """MongoDB's ``$mod: [divisor, remainder]``: a number whose remainder (of truncated division,
+    its sign the dividend's) is ``remainder``; a float is truncated toward zero first (NaN, the
+    infinities and floats beyond 64-bit integers match nothing); what is not a number never
+    matches."""
+    if not isinstance(arg, (list, tuple)):
+        raise QueryError(f"$mod (field {field!r}) needs an array [divisor, remainder], got {arg!r}")
+    if len(arg) != 2:
+        raise QueryError(
+            f"$mod (field {field!r}) needs an array of two numbers [divisor, remainder], got {len(arg)} element(s)"
+        )
+    divisor = _mod_number(arg[0], "divisor", field)
+    remainder = _mod_number(arg[1], "remainder", field)
+    if divisor == 0:
+        raise QueryError(f"$mod (field {field!r}): the divisor cannot be 0")
+    d = abs(divisor)
+
+    def mod(v: Any) -> bool:
+        c = v.__class__
+        if c is float:
+            if not (-9.223372036854775808e18 <= v < 9.223372036854775808e18):  # NaN too
+                return False
+            v = int(v)
+        elif c is not int:
+            return False
+        r = abs(v) % d
+        return (r if v >= 0 else -r) == remainder
+
+    return mod
+
+
 _LOGICAL = ("$and", "$or", "$nor")
-_UNSUPPORTED_TOP = ("$where", "$expr", "$text", "$jsonSchema", "$sampleRate")
+_UNSUPPORTED_TOP = ("$where", "$text", "$jsonSchema", "$sampleRate")
 _UNSUPPORTED_FIELD_OPS = (
-    "$mod",
     "$bitsAllSet",
     "$bitsAllClear",
     "$bitsAnySet",
@@ -994,7 +1041,9 @@ def _compile_ops(spec: Mapping, field: str) -> list:
             conds.append(_Leaf(lambda v, codes=codes: _type_code(v) in codes))
         elif op == "$elemMatch":
             conds.append(_compile_elem_match(arg, field))
-        elif op in _LOGICAL:
+        elif op == "$mod":
+            conds.append(_Leaf(_mod_elem(arg, field)))
+        elif op in _LOGICAL or op == "$expr":
             raise QueryError(f"{op} is a top-level operator; it cannot be applied to field {field!r}")
         elif op in _UNSUPPORTED_FIELD_OPS or op in _UNSUPPORTED_TOP or op == "$comment":
             raise QueryError(f"unsupported operator {op} (field {field!r})")
@@ -1042,11 +1091,16 @@ def _as_object(arr: list) -> dict:
     return {str(i): x for i, x in enumerate(arr)}
 
 
-def _compile_elem_match(arg: Any, field: str) -> _Leaf:
+def _element_matcher(arg: Any, field: str) -> Callable[[Any], bool]:
+    """Whether one array element satisfies ``$elemMatch``'s operand: operators applied to the
+    element itself (value form), or a query over an object element (object form)."""
     if not isinstance(arg, Mapping):
         raise QueryError(f"$elemMatch (field {field!r}) needs an object, got {arg!r}")
     first = next(iter(arg), None)
-    value_form = isinstance(first, str) and first.startswith("$") and first not in _LOGICAL and first not in _UNSUPPORTED_TOP
+    value_form = (
+        isinstance(first, str) and first.startswith("$") and first not in _LOGICAL
+        and first not in _UNSUPPORTED_TOP and first != "$expr"
+    )
     if value_form:
         conds = _compile_ops(arg, field)
 
@@ -1057,7 +1111,7 @@ def _compile_elem_match(arg: Any, field: str) -> _Leaf:
             return True
 
     else:
-        sub = _compile_query(arg)
+        sub = _compile_query(arg, top=False)
 
         def matches_element(e: Any) -> bool:
             c = e.__class__
@@ -1066,6 +1120,12 @@ def _compile_elem_match(arg: Any, field: str) -> _Leaf:
             if c is list:  # Mongo sees a nested array as an object with keys "0", "1", ...
                 return sub(_as_object(e))
             return False
+
+    return matches_element
+
+
+def _compile_elem_match(arg: Any, field: str) -> _Leaf:
+    matches_element = _element_matcher(arg, field)
 
     def elem_match(v: Any) -> bool:
         if v.__class__ is not list:
@@ -1089,7 +1149,15 @@ def _compile_field(field: str, spec: Any) -> list:
     return [c.on_path(path) for c in conds]
 
 
-def _compile_query(query: Any) -> Callable[[dict], bool]:
+def _compile_expr(spec: Any) -> Callable[[dict], bool]:
+    """``$expr``: an aggregation expression over the document (field paths, comparisons between
+    fields, arithmetic...), compiled by the aggregation module and coerced to a boolean."""
+    from docstore.collections.aggregate import compile_condition  # (aggregate imports this module)
+
+    return compile_condition(spec)
+
+
+def _compile_query(query: Any, top: bool = True) -> Callable[[dict], bool]:
     if not isinstance(query, Mapping):
         raise QueryError(f"a filter must be an object, got {query!r}")
     preds: list = []
@@ -1104,10 +1172,14 @@ def _compile_query(query: Any) -> Callable[[dict], bool]:
                 for clause in val:
                     if not isinstance(clause, Mapping):
                         raise QueryError(f"{key} entries must be objects, got {clause!r}")
-                    subs.append(_compile_query(clause))
+                    subs.append(_compile_query(clause, top))
                 preds.append(_logical(key, subs))
             elif key == "$comment":
                 continue
+            elif key == "$expr":
+                if not top:
+                    raise QueryError("$expr can only be applied to the top-level document (not inside $elemMatch or $pull)")
+                preds.append(_compile_expr(val))
             elif key in _UNSUPPORTED_TOP:
                 raise QueryError(f"unsupported top-level operator {key}")
             else:
@@ -1142,19 +1214,23 @@ def _logical(op: str, subs: list) -> Callable[[dict], bool]:
     return nor_n
 
 
-def compile_filter(filter: Mapping | None) -> Callable[[dict], bool]:  # noqa: A002 - Mongo's name
+def compile_filter(filter: Mapping | None, *, allow_expr: bool = True) -> Callable[[dict], bool]:  # noqa: A002 - Mongo's name
     """Compile a MongoDB filter into ``predicate(doc) -> bool``.
 
     The filter is validated completely here; a malformed one raises
     :class:`~docstore.errors.QueryError` naming the operator and field.  ``None`` and ``{}``
     match every document.  Supported: implicit equality (scalars, whole subdocuments, whole
     arrays, compiled ``re.Pattern``), dotted paths with array traversal, ``$eq $ne $gt $gte $lt
-    $lte $in $nin $exists $and $or $nor $not $regex/$options $all $size $elemMatch $type`` and the
-    no-op ``$comment``.
+    $lte $in $nin $exists $and $or $nor $not $regex/$options $all $size $elemMatch $type $mod``,
+    ``$expr`` (an aggregation expression, :func:`docstore.collections.aggregate.compile_expression`,
+    coerced to a boolean; it may raise QueryError while documents are tested, as an expression
+    over a value of the wrong type does in MongoDB) and the no-op ``$comment``.
+    ``allow_expr=False`` refuses ``$expr`` (a filter over something other than a whole document,
+    such as ``$pull``'s condition on array elements).
     """
     if filter is None:
         return _always
-    return _compile_query(filter)
+    return _compile_query(filter, allow_expr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1168,8 +1244,86 @@ def _projection_flag(field: str, v: Any) -> bool:
     if isinstance(v, (int, float)) and v == v:
         return v != 0
     raise QueryError(
-        f"projection of {field!r} must be 0/1 or true/false; expressions, $slice and "
-        f"$elemMatch projections are not supported (got {v!r})"
+        f"projection of {field!r} must be 0/1, true/false, {{\"$slice\": ...}} or {{\"$elemMatch\": ...}}; "
+        f"expressions and nested projection objects are not supported (got {v!r})"
+    )
+
+
+def _slice_int(v: Any, field: str, what: str) -> int:
+    if v.__class__ is bool or not isinstance(v, (int, float)):
+        raise QueryError(f"$slice projection of {field!r}: the {what} must be a number, got {v!r}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise QueryError(f"$slice projection of {field!r}: the {what} must be a finite number, got {v!r}")
+    return int(v)  # truncated toward zero, as MongoDB reads it
+
+
+def _slice_operand(arg: Any, field: str) -> tuple[int | None, int]:
+    """``$slice: n`` -> (None, n); ``$slice: [skip, limit]`` -> (skip, limit), limit positive."""
+    if isinstance(arg, (list, tuple)):
+        if len(arg) != 2:
+            raise QueryError(f"$slice projection of {field!r} takes a number or [skip, limit], got {len(arg)} element(s)")
+        skip = _slice_int(arg[0], field, "skip")
+        limit = _slice_int(arg[1], field, "limit")
+        if limit <= 0:
+            raise QueryError(f"$slice projection of {field!r}: the limit must be positive, got {arg[1]!r}")
+        return skip, limit
+    if arg.__class__ is bool or not isinstance(arg, (int, float)):
+        raise QueryError(f"$slice projection of {field!r} takes a number or [skip, limit], got {arg!r}")
+    return None, _slice_int(arg, field, "count")
+
+
+def _sliced(arr: list, skip: int | None, limit: int) -> list:
+    """MongoDB's find ``$slice``: the first ``limit`` (last ``-limit``) elements, or ``limit``
+    elements from ``skip`` (counted from the end when negative, from 0 when past the start)."""
+    n = len(arr)
+    if skip is None:
+        return arr[max(0, n + limit):] if limit < 0 else arr[:limit]
+    start = max(0, n + skip) if skip < 0 else min(n, skip)
+    return arr[start:start + limit]
+
+
+def _slice_at(v: Any, parts: tuple, i: int, skip: int | None, limit: int) -> Any:
+    """``v`` with the array at ``parts[i:]`` sliced (through objects, and each element of an
+    array on the way); a value that is not an array, or a path reaching nothing, is left as is.
+    Copies what it changes; ``v`` is not modified."""
+    c = v.__class__
+    if c is dict:
+        k = parts[i]
+        if k not in v:
+            return v
+        out = dict(v)
+        x = v[k]
+        if i + 1 == len(parts):
+            if x.__class__ is list:
+                out[k] = _sliced(x, skip, limit)
+        else:
+            out[k] = _slice_at(x, parts, i + 1, skip, limit)
+        return out
+    if c is list:
+        return [_slice_at(e, parts, i, skip, limit) for e in v]
+    return v
+
+
+def _projection_operator(field: str, spec: Mapping) -> tuple[str, Any]:
+    """``{"$slice": ...}`` -> ("$slice", (skip, limit)); ``{"$elemMatch": ...}`` -> ("$elemMatch",
+    element matcher)."""
+    if len(spec) != 1:
+        raise QueryError(
+            f"projection of {field!r} must be 0/1, true/false, {{\"$slice\": ...}} or {{\"$elemMatch\": ...}}: "
+            f"an object of {len(spec)} fields is not supported"
+        )
+    ((op, arg),) = spec.items()
+    if op == "$slice":
+        return op, _slice_operand(arg, field)
+    if op == "$elemMatch":
+        if "." in field:
+            raise QueryError(f"$elemMatch projection of {field!r}: it applies to a top-level field only, not a nested one")
+        if not isinstance(arg, Mapping):
+            raise QueryError(f"$elemMatch projection of {field!r} needs an object, got {arg!r}")
+        return op, _element_matcher(arg, field)
+    raise QueryError(
+        f"projection of {field!r}: unsupported {op!r} (a projection takes 0/1, true/false, $slice or $elemMatch; "
+        "expressions and nested projection objects are not supported)"
     )
 
 
@@ -1256,6 +1410,20 @@ def compile_projection(projection: Mapping | list | tuple | None) -> Callable[[d
     to each element: object elements keep the included sub-fields, scalar elements are dropped
     (MongoDB 4.4+).  Field order follows the document.  ``None`` or ``{}`` returns the document
     itself; results may share nested containers with the input.
+
+    Array operators, as MongoDB's find:
+
+    * ``{"a.b": {"$slice": n}}`` keeps the first ``n`` elements of the array (the last ``-n``);
+      ``{"$slice": [skip, limit]}`` ``limit`` (> 0) elements after ``skip`` (negative: from the
+      end). Through objects and arrays of objects; a value that is not an array is left as is.
+      It goes with inclusions (the field is then included, sliced) or exclusions; alone, or with
+      ``"_id": 0``, the projection is an exclusion (every other field kept); with ``"_id": 1``
+      an inclusion.
+    * ``{"a": {"$elemMatch": cond}}`` (a top-level field only) replaces the array by a list of
+      its first element that matches ``cond`` (as the query operator), or leaves the field out
+      when none does or it is not an array. Without inclusions or exclusions the projection is
+      an inclusion (``_id`` and the field); in an inclusion the field comes after the included
+      ones, in an exclusion it keeps its place.
     """
     if projection is None:
         return _identity
@@ -1270,6 +1438,8 @@ def compile_projection(projection: Mapping | list | tuple | None) -> Callable[[d
     id_flag: bool | None = None
     include: list[str] = []
     exclude: list[str] = []
+    slices: list[tuple[str, tuple, int | None, int]] = []
+    elem_matches: list[tuple[str, Callable[[Any], bool]]] = []
     for field, v in items:
         if not isinstance(field, str) or not field:
             raise QueryError(f"projection field names must be non-empty strings, got {field!r}")
@@ -1277,6 +1447,13 @@ def compile_projection(projection: Mapping | list | tuple | None) -> Callable[[d
             raise QueryError(f"empty field name in projection path {field!r}")
         if field.startswith("$") or ".$" in field:
             raise QueryError(f"positional and operator projections are not supported ({field!r})")
+        if isinstance(v, Mapping):
+            op, arg = _projection_operator(field, v)
+            if op == "$slice":
+                slices.append((field, tuple(field.split(".")), arg[0], arg[1]))
+            else:
+                elem_matches.append((field, arg))
+            continue
         flag = _projection_flag(field, v)
         if field == "_id":
             id_flag = flag
@@ -1286,23 +1463,56 @@ def compile_projection(projection: Mapping | list | tuple | None) -> Callable[[d
         raise QueryError(
             f"cannot mix inclusion {include[0]!r} and exclusion {exclude[0]!r} in one projection"
         )
-    if include or (not exclude and id_flag):
-        tree = _projection_tree(include)
+    if slices or elem_matches:  # no path may lie on another (MongoDB's "path collision")
+        _projection_tree(include + exclude + [f for f, *_ in slices] + [f for f, _ in elem_matches])
+    if include:
+        inclusion = True
+    elif exclude:
+        inclusion = False
+    elif slices:  # MongoDB: a $slice makes it an exclusion unless _id is included
+        inclusion = id_flag is True
+    else:
+        inclusion = bool(elem_matches) or id_flag is True
+    if inclusion:
+        tree = _projection_tree(include + [f for f, *_ in slices])
         if id_flag is not False and "_id" not in tree:
             tree["_id"] = True
 
-        def project_include(doc: dict) -> dict:
+        def base(doc: dict) -> dict:
             return _incl_obj(doc, tree)
 
-        return project_include
-    if id_flag is False:
-        exclude.append("_id")
-    tree = _projection_tree(exclude)
+    else:
+        if id_flag is False:
+            exclude.append("_id")
+        tree = _projection_tree(exclude)
 
-    def project_exclude(doc: dict) -> dict:
-        return _excl_obj(doc, tree)
+        def base(doc: dict) -> dict:
+            return _excl_obj(doc, tree)
 
-    return project_exclude
+    if not slices and not elem_matches:
+        return base
+    ops = tuple(slices)
+    matchers = tuple(elem_matches)
+
+    def project_with_operators(doc: dict) -> dict:
+        out = base(doc)
+        for _field, parts, skip, limit in ops:
+            out = _slice_at(out, parts, 0, skip, limit)
+        for key, matches in matchers:
+            arr = doc.get(key, MISSING)  # matched on the stored document, as MongoDB
+            found = MISSING
+            if arr.__class__ is list:
+                for e in arr:
+                    if matches(e):
+                        found = [e]
+                        break
+            if found is MISSING:
+                out.pop(key, None)
+            else:
+                out[key] = found  # in place in an exclusion; after the included fields otherwise
+        return out
+
+    return project_with_operators
 
 
 # ---------------------------------------------------------------------------------------------

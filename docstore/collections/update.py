@@ -373,7 +373,7 @@ def pull_matcher(path: str, cond: Any) -> Callable[[Any], bool]:
         if isinstance(first, str) and first.startswith("$") and first not in ("$and", "$or", "$nor"):
             wrapped = compile_filter({"v": cond})
             return lambda e: wrapped({"v": e})
-        query = compile_filter(cond)
+        query = compile_filter(cond, allow_expr=False)
         return lambda e: isinstance(e, dict) and query(e)
     return lambda e: values_equal(e, cond)
 
