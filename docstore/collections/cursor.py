@@ -60,6 +60,9 @@ def choose_plan(
     """
     if not filter or not indexes:
         return Plan("scan", documents=documents)
+    indexes = {f: idx for f, idx in indexes.items() if idx.answers(filter)}  # sparse, partial: when implied
+    if not indexes:
+        return Plan("scan", documents=documents)
     exact: dict[str, FieldBounds] | None = None  # all conditions on a field intersected
     if any(idx.multikey for idx in indexes.values()):
         bounds = extract_bounds(filter)  # sound for every index

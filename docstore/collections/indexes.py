@@ -81,13 +81,22 @@ class Index:
     """One field's secondary index as the planner sees it: entries ``(index key, id)`` in the
     database's derived state (read through ``source``: the engine)."""
 
-    __slots__ = ("collection", "field", "unique", "_source")
+    __slots__ = ("collection", "field", "unique", "spec", "_source")
 
-    def __init__(self, source: Any, collection: str, field: str, unique: bool) -> None:
+    def __init__(self, source: Any, collection: str, field: str, unique: bool, spec: dict | None = None) -> None:
         self._source = source
         self.collection = collection
         self.field = field
         self.unique = unique
+        self.spec: dict[str, Any] = spec if spec is not None else {"field": field, "unique": unique}
+        """Its definition (docstore.collections.indexspec: sparse, partial_filter)."""
+
+    def answers(self, filter: dict | None) -> bool:  # noqa: A002
+        """Whether every document ``filter`` matches has its keys here (a sparse or partial
+        index holds only some documents)."""
+        from docstore.collections.indexspec import covers
+
+        return covers(self.spec, filter)
 
     @property
     def multikey(self) -> bool:
@@ -105,4 +114,4 @@ class Index:
         return int(self._source.index_count(self.collection, self.field, index_range(bounds)))
 
     def describe(self) -> dict[str, Any]:
-        return {"field": self.field, "unique": self.unique}
+        return dict(self.spec)

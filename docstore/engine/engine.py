@@ -515,7 +515,7 @@ class Engine:
                 raise CollectionNotFoundError(f"collection {name!r} does not exist")
             count = store.count(txn, name)
         indexes = {
-            i["field"]: Index(self, name, i["field"], bool(i.get("unique"))) for i in meta.get("indexes", [])
+            i["field"]: Index(self, name, i["field"], bool(i.get("unique")), i) for i in meta.get("indexes", [])
         }
         return CollectionInfo(name, meta, self._schema(name, meta), count, indexes)
 

@@ -27,7 +27,7 @@ from kvcore.hashing import entry_leaf_hash
 from kvcore.merkle import root_from_multi
 
 from docstore.collections.cursor import run_query
-from docstore.collections.indexes import keys_for
+from docstore.collections.indexspec import covers, spec_keys, spec_of
 from docstore.collections.keyenc import index_range
 from docstore.collections.query import compile_filter, distinct_values, extract_bounds
 from docstore.documents import erasure, records
@@ -281,7 +281,7 @@ def planned_ranges(
     says whether the field is known to hold one value in every document (then both bounds of
     a range narrow it; else one, as for an array any element may meet each bound). Pure: the
     verifier checks a bundle's ranges against the same computation."""
-    fields = [i["field"] for i in definition.get("indexes", [])]
+    fields = [i["field"] for i in definition.get("indexes", []) if covers(i, filter)]
     loose = extract_bounds(filter, multikey=True) if filter else {}
     usable = [f for f in fields if f in loose]
     if not usable:
@@ -341,7 +341,11 @@ def _find(proof: StateProof, root: bytes, erased: Erased) -> Any:
         if verify_range(proof.single, root, prefix, mh.successor(prefix), complete=True):
             raise VerificationError("the proof says no document holds an array on the field, and it does not hold")
         single = proof.indexed
-    field, planned = planned_ranges(coll, definition, query.filter, lambda f: f == single)
+    try:
+        field, planned = planned_ranges(coll, definition, query.filter, lambda f: f == single)
+        spec = spec_of(definition, field) if field is not None else {}
+    except (DocstoreError, KeyError, TypeError) as e:
+        raise VerificationError(f"the collection's definition has an index docstore cannot plan with: {e}") from None
     if proof.indexed != field:
         raise VerificationError(
             f"the proof's ranges are over {proof.indexed!r}, the filter is answered by {field!r}"
@@ -381,7 +385,7 @@ def _find(proof: StateProof, root: bytes, erased: Erased) -> Any:
             if field is None:
                 ok = key == mh.document_key(coll, h.id)
             else:
-                ok = key in {mh.index_key(coll, field, e, h.id) for e in keys_for(doc, field)}
+                ok = key in {mh.index_key(coll, field, e, h.id) for e in spec_keys(doc, spec)}
             if not ok:
                 raise VerificationError("entry check failed: an entry of the range does not belong to its document")
             if digest not in used:
