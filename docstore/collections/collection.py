@@ -14,7 +14,7 @@ from kvcore import gcpause
 from docstore.documents import records
 from docstore.api import DeleteResult, Erasure, Revision, UpdateResult
 from docstore.collections import budget, cursor
-from docstore.collections.indexes import check_field
+from docstore.collections.indexes import check_field, union_documents
 from docstore.collections.indexspec import check_spec, spec_keys
 from docstore.collections.query import compile_filter, distinct_values
 from docstore.collections.schema import Schema
@@ -284,6 +284,8 @@ class Collection(by_filter.WritesByFilter):
             items: Items | None
             if plan.kind == "scan":
                 items = engine.current_items(self.name)
+            elif plan.kind == "or":
+                items = union_documents(engine, state.indexes, plan.branches)
             else:
                 assert plan.field is not None and plan.bounds is not None, "an index plan names its field and bounds"
                 items = state.indexes[plan.field].documents(plan.bounds)

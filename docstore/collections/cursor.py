@@ -23,14 +23,18 @@ from docstore.errors import QueryError
 class Plan:
     """How a filter will be answered; ``explain()`` returns it as a dict."""
 
-    kind: str  # "index" or "scan"
+    kind: str  # "index", "or" (one index plan a branch of a top-level $or: ``branches``) or "scan"
     field: str | None = None
     bounds: FieldBounds | None = None
     candidates: int | None = None
     documents: int = 0
+    branches: tuple[Plan, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"plan": self.kind, "documents": self.documents}
+        if self.kind == "or":
+            out["branches"] = [{k: v for k, v in b.to_dict().items() if k != "documents"} for b in self.branches]
+            out["candidates"] = self.candidates
         if self.kind == "index":
             b = self.bounds
             out["index"] = self.field
@@ -57,7 +61,40 @@ def choose_plan(
 
     Candidates are counted only to choose between several usable indexes, or when ``count``
     asks for the figure (``explain``); with one usable index, ``candidates`` is None.
+
+    A filter no index answers whose top level is a ``$or`` of clauses each answered by an
+    index (the clause with the filter's other top-level conditions) gets an ``or`` plan: the
+    union of those index plans' documents, each once. If any clause needs a scan, the whole
+    filter is scanned.
     """
+    plan = _one_index(filter, indexes, documents, count)
+    if plan.kind == "scan" and filter and indexes:
+        branches = or_branches(filter)
+        if branches:
+            plans = tuple(_one_index(b, indexes, documents, count) for b in branches)
+            if all(p.kind == "index" for p in plans):
+                total = sum(p.candidates or 0 for p in plans) if count else None
+                return Plan("or", candidates=total, documents=documents, branches=plans)
+    return plan
+
+
+def or_branches(filter: dict) -> list[dict] | None:  # noqa: A002
+    """The branches of a top-level ``$or`` of two or more clauses: each clause with the
+    filter's other top-level conditions (a document the filter matches matches one of them),
+    or None."""
+    clauses = filter.get("$or")
+    if not isinstance(clauses, (list, tuple)) or len(clauses) < 2 or not all(isinstance(c, dict) for c in clauses):
+        return None
+    rest = {k: v for k, v in filter.items() if k != "$or"}
+    return [{"$and": [rest, dict(c)]} if rest else dict(c) for c in clauses]
+
+
+def _one_index(
+    filter: dict | None,  # noqa: A002
+    indexes: dict[str, Index],
+    documents: int,
+    count: bool = False,
+) -> Plan:
     if not filter or not indexes:
         return Plan("scan", documents=documents)
     indexes = {f: idx for f, idx in indexes.items() if idx.answers(filter)}  # sparse, partial: when implied

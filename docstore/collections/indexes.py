@@ -115,3 +115,19 @@ class Index:
 
     def describe(self) -> dict[str, Any]:
         return dict(self.spec)
+
+    def ranges(self, bounds: FieldBounds) -> list[tuple[bytes | None, bytes | None]]:
+        """The byte ranges of index keys inside ``bounds``."""
+        return index_range(bounds)
+
+
+def union_documents(source: Any, indexes: dict[str, Index], branches: Any) -> Any:
+    """The current (id, document) pairs of the index plans ``branches`` (an ``or`` plan of
+    docstore.collections.cursor), each document once, from one snapshot of the derived state
+    (the engine's Items). A document of a branch is left out when an earlier branch holds it
+    (its keys in that branch's ranges), so nothing is remembered but the multikey case's ids."""
+    parts = []
+    for plan in branches:
+        idx = indexes[plan.field]
+        parts.append((idx.spec, idx.ranges(plan.bounds), idx.multikey))
+    return source.union_items(indexes[branches[0].field].collection, parts)
