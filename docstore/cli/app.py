@@ -791,7 +791,7 @@ def log(
 def index_create(
     ctx: typer.Context,
     collection: CollArg,
-    field: Annotated[str, typer.Argument(help="A (dotted) field.")],
+    field: Annotated[str, typer.Argument(help="A (dotted) field, or several joined by commas (a compound index).")],
     unique: Annotated[bool, typer.Option("--unique", help="Refuse two documents with the same value.")] = False,
     sparse: Annotated[bool, typer.Option("--sparse", help="Leave out documents without the field.")] = False,
     partial: Annotated[
@@ -808,6 +808,8 @@ def index_create(
       immudoc index create users email --unique --sparse
 
       immudoc index create visits site --partial '{"status": "open"}'
+
+      immudoc index create visits site,age     (a compound index: fields joined by commas)
     """
     from docstore.cli.index_cmds import describe_indexes
     from docstore.cli.inputs import parse_json

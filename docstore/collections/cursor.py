@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from docstore.collections import budget
 from docstore.collections.indexes import Index
+from docstore.collections.indexspec import compound_plan
+from docstore.collections.keyenc import index_range
 from docstore.collections.query import (
     FieldBounds,
     compile_filter,
@@ -29,6 +31,15 @@ class Plan:
     candidates: int | None = None
     documents: int = 0
     branches: tuple[Plan, ...] = ()
+    ranges: tuple[tuple[bytes | None, bytes | None], ...] | None = None
+    """A compound index's byte ranges (its plan has no ``bounds``)."""
+
+    def byte_ranges(self) -> list[tuple[bytes | None, bytes | None]]:
+        """The byte ranges of index keys an index plan reads."""
+        if self.ranges is not None:
+            return list(self.ranges)
+        assert self.bounds is not None, "an index plan has bounds or byte ranges"
+        return index_range(self.bounds)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"plan": self.kind, "documents": self.documents}
@@ -38,7 +49,9 @@ class Plan:
         if self.kind == "index":
             b = self.bounds
             out["index"] = self.field
-            if b is not None and b.values is not None:
+            if self.ranges is not None:
+                out["ranges"] = len(self.ranges)
+            elif b is not None and b.values is not None:
                 out["equals"] = list(b.values)
             elif b is not None:
                 out["range"] = {
@@ -105,26 +118,31 @@ def _one_index(
         bounds = extract_bounds(filter)  # sound for every index
     else:  # no document meets an array on an indexed path: every condition applies
         bounds = exact = extract_bounds(filter, multikey=False)
-    usable: list[tuple[str, FieldBounds]] = []
+    usable: list[Plan] = []
     for f, b in bounds.items():
         idx = indexes.get(f)
-        if idx is None:
+        if idx is None or idx.compound:
             continue
         if not idx.multikey and b.values is None:  # no arrays on the path: both ends apply
             if exact is None:
                 exact = extract_bounds(filter, multikey=False)
             b = exact.get(f, b)
-        usable.append((f, b))
+        usable.append(Plan("index", f, b, None, documents))
+    for name, idx in indexes.items():  # compound indexes: a condition on their first field
+        if idx.compound:
+            found = compound_plan(idx.spec, filter, not idx.multikey)
+            if found is not None:
+                usable.append(Plan("index", name, None, None, documents, ranges=tuple(found[1])))
     if not usable:
         return Plan("scan", documents=documents)
     if len(usable) == 1 and not count:
-        f, b = usable[0]
-        return Plan("index", f, b, None, documents)
+        return usable[0]
     best: Plan | None = None
-    for f, b in usable:
-        n = indexes[f].count_range(b) if b.values is None or len(b.values) > 0 else 0
+    for p in usable:
+        ranges = p.byte_ranges()
+        n = indexes[p.field or ""].count_in(ranges) if ranges else 0
         if best is None or n < (best.candidates or 0):
-            best = Plan("index", f, b, n, documents)
+            best = replace(p, candidates=n)
     assert best is not None
     return best
 

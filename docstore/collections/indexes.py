@@ -104,21 +104,30 @@ class Index:
         met by different elements, and the planner may use only one of them)."""
         return bool(self._source.index_multikey(self.collection, self.field))
 
+    @property
+    def compound(self) -> bool:
+        """Whether the index is on several fields (its keys: theirs, concatenated)."""
+        return bool(self.spec.get("fields"))
+
     def documents(self, bounds: FieldBounds) -> Any:
         """The current (id, document) pairs with a key inside ``bounds``, each once, in index
         order (the engine's Items: they carry the transaction their snapshot reflects)."""
-        return self._source.indexed_items(self.collection, self.field, index_range(bounds), self.multikey)
+        return self.documents_in(index_range(bounds))
+
+    def documents_in(self, ranges: list[tuple[bytes | None, bytes | None]]) -> Any:
+        """As :meth:`documents`, for byte ranges of index keys."""
+        return self._source.indexed_items(self.collection, self.field, ranges, self.multikey)
 
     def count_range(self, bounds: FieldBounds) -> int:
         """Index entries inside ``bounds`` (a document may count more than once if multikey)."""
-        return int(self._source.index_count(self.collection, self.field, index_range(bounds)))
+        return self.count_in(index_range(bounds))
+
+    def count_in(self, ranges: list[tuple[bytes | None, bytes | None]]) -> int:
+        """Index entries inside byte ``ranges``."""
+        return int(self._source.index_count(self.collection, self.field, ranges))
 
     def describe(self) -> dict[str, Any]:
         return dict(self.spec)
-
-    def ranges(self, bounds: FieldBounds) -> list[tuple[bytes | None, bytes | None]]:
-        """The byte ranges of index keys inside ``bounds``."""
-        return index_range(bounds)
 
 
 def union_documents(source: Any, indexes: dict[str, Index], branches: Any) -> Any:
@@ -129,5 +138,5 @@ def union_documents(source: Any, indexes: dict[str, Index], branches: Any) -> An
     parts = []
     for plan in branches:
         idx = indexes[plan.field]
-        parts.append((idx.spec, idx.ranges(plan.bounds), idx.multikey))
+        parts.append((idx.spec, plan.byte_ranges(), idx.multikey))
     return source.union_items(indexes[branches[0].field].collection, parts)

@@ -1,4 +1,4 @@
-"""What an index holds, from its definition: plain, sparse and partial indexes.
+"""What an index holds, from its definition: plain, sparse, partial and compound indexes.
 
 An index's definition (an element of a collection definition's ``"indexes"``:
 docs/documents.md) is ``{"field": f, "unique": bool}``, and optionally ``"sparse": true``
@@ -22,6 +22,11 @@ so the planner of a proof and its verifier compute the same answer.
 Partial filters take MongoDB's ``partialFilterExpression`` subset: equality to a scalar,
 ``$eq``, ``$exists: true``, ``$gt``/``$gte``/``$lt``/``$lte`` (a scalar operand), ``$type``,
 and ``$and`` of those, at the top level.
+
+A compound index (``"fields": [f1, f2, ...]``, named ``"f1,f2"``) has as keys its fields'
+keys concatenated (keyenc's encodings are prefix-free: they sort by f1, then f2, ...);
+:func:`compound_plan` gives the byte ranges a filter reads (equality on its first fields, then
+a range on the next), for the query planner and the proof planner alike.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from typing import Any
 import orjson
 
 from docstore.collections.indexes import check_field, keys_for, meets_array
-from docstore.collections.query import compare_values, compile_filter, conjuncts, type_rank
-from docstore.errors import QueryError
+from docstore.collections.keyenc import encode_index_value, index_range, prefix_successor
+from docstore.collections.query import compare_values, compile_filter, conjuncts, extract_bounds, type_rank
+from docstore.errors import InvalidDocumentError, QueryError
 
 _RANGE = ("$gt", "$gte", "$lt", "$lte")
 _PARTIAL_OPS = frozenset(("$eq", "$exists", "$type", *_RANGE))
@@ -47,9 +53,11 @@ Atom = tuple[str, str, Any]
 def check_spec(spec: Any) -> dict[str, Any]:
     """An index definition as stored: ``{"field", "unique"}`` plus ``"sparse": true`` and
     ``"partial_filter"`` only when given (a plain index's definition stays byte for byte as
-    before). Accepts a field name, or a dict with those members (``partialFilterExpression``
-    is accepted for ``partial_filter``). QueryError on anything else."""
-    if isinstance(spec, str):
+    before), and for a compound index ``"fields"`` (its fields, in order; ``"field"`` is then
+    their names joined by commas). Accepts a field name, a list of fields, or a dict with
+    those members (``partialFilterExpression`` is accepted for ``partial_filter``, ``fields``
+    for ``field``). QueryError on anything else."""
+    if isinstance(spec, (str, list)):  # a field, or a compound index's fields
         spec = {"field": spec}
     if not isinstance(spec, dict):
         raise QueryError(f"an index is a field name or {{'field': f, 'unique': bool}}, got {spec!r}")
@@ -58,12 +66,17 @@ def check_spec(spec: Any) -> dict[str, Any]:
         if "partial_filter" in spec:
             raise QueryError("give partial_filter or partialFilterExpression, not both")
         spec["partial_filter"] = spec.pop("partialFilterExpression")
+    if "fields" in spec:
+        if "field" in spec:
+            raise QueryError("give field or fields, not both")
+        spec["field"] = spec.pop("fields")
     extra = set(spec) - {"field", "unique", "sparse", "partial_filter"}
     if extra:
         raise QueryError(
             f"unknown index option {sorted(extra)[0]!r}: an index takes field, unique, sparse and partial_filter"
         )
-    field = check_field(spec.get("field"))
+    fields = index_name_fields(spec.get("field"))
+    field = ",".join(fields)
     unique = spec.get("unique", False)
     if type(unique) is not bool:
         raise QueryError(f"'unique' must be true or false, got {unique!r}")
@@ -71,6 +84,10 @@ def check_spec(spec: Any) -> dict[str, Any]:
     if type(sparse) is not bool:
         raise QueryError(f"'sparse' must be true or false, got {sparse!r}")
     out: dict[str, Any] = {"field": field, "unique": unique}
+    if len(fields) > 1:
+        out["fields"] = fields
+        if sparse:
+            raise QueryError("a compound index cannot be sparse: give a partial_filter with {field: {$exists: true}}")
     if sparse:
         out["sparse"] = True
     partial = spec.get("partial_filter")
@@ -80,6 +97,31 @@ def check_spec(spec: Any) -> dict[str, Any]:
         partial_atoms(partial)
         out["partial_filter"] = partial
     return out
+
+
+MAX_COMPOUND = 16
+"""Fields one compound index may have."""
+
+
+def index_name_fields(field: Any) -> list[str]:
+    """The fields of an index given as a (dotted) field, a list of fields (a compound index),
+    or their names joined by commas ("a,b": an index's name; field names with commas cannot be
+    indexed). QueryError for anything else."""
+    if isinstance(field, str) and "," in field:
+        field = field.split(",")
+    if isinstance(field, (list, tuple)):
+        if not field or len(field) > MAX_COMPOUND:
+            raise QueryError(f"a compound index has 1 to {MAX_COMPOUND} fields, got {len(field)}")
+        fields = [check_field(f) for f in field]
+        if len(set(fields)) != len(fields):
+            raise QueryError(f"a compound index names a field twice: {fields!r}")
+        return fields
+    return [check_field(field)]
+
+
+def index_fields(spec: Mapping[str, Any]) -> list[str]:
+    """The fields of an index (one; several for a compound index, in order)."""
+    return list(spec.get("fields") or [spec["field"]])
 
 
 def partial_atoms(partial: Any) -> list[Atom]:
@@ -167,12 +209,46 @@ def spec_keys(doc: dict, spec: Mapping[str, Any]) -> list[bytes]:
     test = _covered_test(spec)
     if test is not None and not test(doc):
         return []
-    return keys_for(doc, spec["field"])
+    fields = spec.get("fields")
+    if not fields:
+        return keys_for(doc, spec["field"])
+    # a compound index: each field's keys concatenated (encodings are prefix-free, so the
+    # order is the fields' order, one after the other); a field without keys (an empty array)
+    # counts as null, so that a document is found by conditions on the fields before it
+    out = [b""]
+    for f in fields:
+        keys = keys_for(doc, f) or _NULL
+        out = [p + k for p in out for k in keys]
+    return out
+
+
+_NULL = [encode_index_value(None)]
+
+
+def parallel_arrays(doc: dict, spec: Mapping[str, Any]) -> list[str]:
+    """The fields of a compound index where ``doc`` holds arrays (more than one is refused at
+    write: the keys would be the product of their elements), or [] for another index."""
+    fields = spec.get("fields")
+    if not fields or not covered(doc, spec):
+        return []
+    return [f for f in fields if meets_array(doc, f)]
+
+
+def check_parallel_arrays(doc: dict, spec: Mapping[str, Any], coll: str) -> None:
+    """InvalidDocumentError when ``doc`` holds arrays in two fields of the compound index."""
+    found = parallel_arrays(doc, spec)
+    if len(found) > 1:
+        raise InvalidDocumentError(
+            f"compound index {coll}.{spec['field']}: the document holds arrays in fields {found[0]!r} and "
+            f"{found[1]!r} (at most one field of a compound index may hold an array, as in MongoDB)",
+            "/" + "/".join(found[1].split(".")),
+        )
 
 
 def spec_meets_array(doc: dict, spec: Mapping[str, Any]) -> bool:
-    """Whether ``doc`` is covered and its path to the field meets an array (the multikey mark)."""
-    return covered(doc, spec) and meets_array(doc, spec["field"])
+    """Whether ``doc`` is covered and its path to a field of the index meets an array (the
+    multikey mark)."""
+    return covered(doc, spec) and any(meets_array(doc, f) for f in index_fields(spec))
 
 
 def index_specs(meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -282,3 +358,55 @@ def _implies_exists(q_op: str, w: Any) -> bool:
 
 def _same(a: Any, b: Any) -> bool:
     return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(b, option=orjson.OPT_SORT_KEYS)
+
+
+# ------------------------------------------------------------------ compound index ranges
+MAX_PREFIXES = 256
+"""Equality values a compound plan multiplies at most (``$in`` on its first fields)."""
+ByteRanges = list[tuple["bytes | None", "bytes | None"]]
+
+
+def compound_plan(
+    spec: Mapping[str, Any], filter: Mapping | None, single: bool  # noqa: A002
+) -> tuple[tuple[int, int, int], ByteRanges] | None:
+    """(rank, byte ranges of index keys) answering ``filter`` with the compound index, or None
+    when the filter has no condition on its first field. The ranges hold every document that
+    may match: equality (``$in``) on the first fields fixes their keys, then a range (or
+    equality) on the next one. ``single``: no document holds an array on any of the fields
+    (then every condition on a field narrows it; else the most selective one, as any element
+    may meet each). ``rank`` (smaller: better) is computed from the conditions alone (not
+    ``single``), so that a prover and a verifier choose alike: (0 if the first field is
+    matched by equality else 1, minus the number of fields used, number of ranges)."""
+    fields = spec["fields"]
+    loose = extract_bounds(filter, multikey=True) if filter else {}
+    if fields[0] not in loose:
+        return None
+    rank = _compound_walk(fields, loose, loose)[0]
+    exact = extract_bounds(filter, multikey=False) if single and filter else loose
+    return rank, _compound_walk(fields, loose, exact)[1]
+
+
+def _compound_walk(fields: list[str], loose: dict, bounds: dict) -> tuple[tuple[int, int, int], ByteRanges]:
+    prefixes = [b""]
+    used = 0
+    ranges: ByteRanges | None = None
+    first_range = 0
+    for f in fields:
+        if f not in loose:
+            break
+        b = bounds.get(f, loose[f])
+        if b.values is not None and len(prefixes) * max(len(b.values), 1) <= MAX_PREFIXES:
+            prefixes = sorted({p + encode_index_value(v) for p in prefixes for v in b.values})
+            used += 1
+            continue
+        first_range = int(used == 0)
+        ranges = [(s, t) if not p else _within(p, s, t) for p in prefixes for s, t in index_range(b)]
+        used += 1
+        break
+    if ranges is None:
+        ranges = [(p, prefix_successor(p)) for p in prefixes] if used else [(None, None)]
+    return (first_range, -used, len(ranges)), sorted(set(ranges), key=lambda r: r[0] or b"")
+
+
+def _within(p: bytes, s: bytes | None, t: bytes | None) -> tuple[bytes | None, bytes | None]:
+    return p + (s or b""), p + t if t is not None else prefix_successor(p)

@@ -19,7 +19,7 @@ import kvcore
 from kvcore.erasure import decode as decode_erasure
 
 from docstore.api import Erasure
-from docstore.collections.indexspec import condition_fields
+from docstore.collections.indexspec import condition_fields, index_fields
 from docstore.documents import erasure, records
 from docstore.documents.flatten import OBJECT_HEADER
 from docstore.documents.records import Header
@@ -53,8 +53,8 @@ def _unique_pointers(meta: dict) -> dict[str, str]:
     out: dict[str, str] = {}
     for i in meta.get("indexes", []):
         if i.get("unique"):
-            for field in [*condition_fields(i), i["field"]]:
-                what = "has a unique index" if field == i["field"] else f"is in the partial filter of unique index {i['field']!r}"
+            for field in [*condition_fields(i), *index_fields(i)]:
+                what = "has a unique index" if field in index_fields(i) else f"is in the partial filter of unique index {i['field']!r}"
                 out["/" + "/".join(t.replace("~", "~0").replace("/", "~1") for t in field.split("."))] = f"{field!r} {what}"
     return out
 
@@ -85,7 +85,7 @@ def _ever_indexed(engine: Engine, coll: str, pointers: list[str] | None) -> bool
     with translate():
         for e in engine.ledger.history(records.collection_key(coll)):
             try:
-                fields.update(i["field"] for i in orjson.loads(e.value).get("indexes", []))
+                fields.update(f for i in orjson.loads(e.value).get("indexes", []) for f in index_fields(i))
             except (orjson.JSONDecodeError, AttributeError, TypeError, KeyError):
                 return True  # (a definition that does not read: assume the worst)
     for field in fields:

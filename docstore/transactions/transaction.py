@@ -22,7 +22,7 @@ import orjson
 import kvcore
 
 from docstore.collections import cursor
-from docstore.collections.indexspec import spec_keys
+from docstore.collections.indexspec import check_parallel_arrays, spec_keys
 from docstore.collections.query import compile_filter
 from docstore.collections.schema import Schema
 from docstore.documents import records
@@ -194,6 +194,8 @@ class Staged:
         take: list[bytes] = []
         release: list[bytes] = []
         for idx in self.meta(coll).get("indexes", []):
+            if new is not None and idx.get("fields"):
+                check_parallel_arrays(new, idx, coll)
             if not idx.get("unique"):
                 continue
             field = idx["field"]

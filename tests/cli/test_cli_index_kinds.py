@@ -21,3 +21,7 @@ def test_index_kinds_and_drop_on_the_command_line(trial, check_error):
     check_error(trial("index", "create", "patients", "x", "--partial", "{nope"), 4)
     r = trial("collection", "show", "patients", "--format", "table")
     assert "email (unique, sparse)" in r.out, r.out
+    r = trial("index", "create", "patients", "site,name")
+    assert r.code == 0, r.err
+    assert {"field": "site,name", "unique": False, "fields": ["site", "name"]} in r.json()
+    assert trial("index", "drop", "patients", "site,name").code == 0

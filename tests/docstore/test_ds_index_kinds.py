@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-import mongomock
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +16,7 @@ from docstore import DuplicateKeyError, NotFoundError, QueryError, VerificationE
 from docstore.collections.indexspec import check_spec, covered, covers, spec_keys
 from docstore.errors import ErasureRefusedError
 from docstore.proofs.provestate import document_entries
+from index_testlib import check_same, differential
 from docstore.statemap import hashing as mh
 from docstore.statemap.prove import prove_range
 
@@ -315,22 +315,12 @@ def test_an_implied_condition_never_loses_a_match(docs, flt, which):
 def test_index_kinds_give_the_results_of_a_scan_and_of_mongomock(tmp_path_factory, docs, filters):
     path = tmp_path_factory.mktemp("kinds")
     with docstore.open(path / "db") as db:
-        plain = db.create_collection("plain")
-        kinds = db.create_collection("kinds", indexes=[
+        plain, kinds, mongo = differential(db, [
             {"field": "a", "sparse": True}, {"field": "s", "partial_filter": {"a": {"$gt": 2}}},
             {"field": "n.b", "partial_filter": {"s": "open"}},
-        ])
-        rows = [{"_id": f"d{i}", **d} for i, d in enumerate(docs)]
-        plain.insert_many(rows)
-        kinds.insert_many(rows)
-        mongo = mongomock.MongoClient().db.c
-        mongo.insert_many([dict(r) for r in rows])
+        ], docs)
         for flt in filters + [{"a": 3, "s": "open"}, {"s": {"$gte": 0}, "a": {"$gt": 3}}, {"n.b": 1, "s": "open"}]:
-            want = ids(plain.find(flt))
-            assert ids(kinds.find(flt)) == want, flt
-            assert kinds.count(flt) == len(want)
-            if _mongomock_agrees_on(flt):
-                assert ids(mongo.find(flt)) == want, flt
+            check_same(plain, kinds, flt, mongo if _mongomock_agrees_on(flt) else None)
         assert db.audit().ok
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import mongomock
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 import docstore
 from docstore.collections.cursor import or_branches
 from docstore.collections.query import compile_filter
+from index_testlib import check_same, differential
 
 
 def ids(docs: Any) -> list[str]:
@@ -129,17 +129,7 @@ _OR = st.builds(lambda cl: {"$or": cl}, st.lists(_CLAUSE, min_size=2, max_size=4
 @given(docs=st.lists(_DOC, min_size=1, max_size=15), filters=st.lists(_OR, min_size=1, max_size=5))
 def test_or_differential_against_a_scan_and_mongomock(tmp_path_factory, docs, filters):
     with docstore.open(tmp_path_factory.mktemp("or") / "db") as db:
-        plain = db.create_collection("plain")
-        indexed = db.create_collection("indexed", indexes=["a", "b", {"field": "c", "sparse": True}])
-        rows = [{"_id": f"d{i:02}", **d} for i, d in enumerate(docs)]
-        plain.insert_many(rows)
-        indexed.insert_many(rows)
-        mongo = mongomock.MongoClient().db.c
-        mongo.insert_many([dict(r) for r in rows])
+        plain, indexed, mongo = differential(db, ["a", "b", {"field": "c", "sparse": True}], docs)
         for flt in filters:
-            want = ids(plain.find(flt))
-            got = [d["_id"] for d in indexed.find(flt)]
-            assert len(got) == len(set(got)) and sorted(got) == want, (flt, indexed.explain(flt))
-            assert indexed.count(flt) == len(want)
-            assert ids(mongo.find(flt)) == want, flt
+            check_same(plain, indexed, flt, mongo)
         assert db.audit().ok
