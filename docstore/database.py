@@ -15,7 +15,7 @@ import kvcore
 
 from docstore import api
 from docstore.collections.collection import Collection
-from docstore.collections.indexes import check_field
+from docstore.collections.indexspec import check_spec
 from docstore.collections.schema import Schema
 from docstore.documents.ids import check_collection_name
 from docstore.engine.engine import Engine
@@ -38,7 +38,9 @@ T = TypeVar("T")
 
 
 def normalize_indexes(indexes: Iterable[Any]) -> list[dict[str, Any]]:
-    """Index specs as ``{"field": f, "unique": bool}``; accepts field names or such dicts."""
+    """Index specs as stored (docstore.collections.indexspec.check_spec: ``{"field": f,
+    "unique": bool}``, and ``"sparse"``, ``"partial_filter"`` when given); accepts field names
+    or such dicts."""
     if isinstance(indexes, (str, dict)):
         indexes = [indexes]
     elif indexes is None:
@@ -47,17 +49,10 @@ def normalize_indexes(indexes: Iterable[Any]) -> list[dict[str, Any]]:
         raise QueryError(f"indexes must be a list of index specs, got {type(indexes).__name__}")
     out: list[dict[str, Any]] = []
     for spec in indexes:
-        if isinstance(spec, str):
-            spec = {"field": spec}
-        if not isinstance(spec, dict) or set(spec) - {"field", "unique"}:
-            raise QueryError(f"an index is a field name or {{'field': f, 'unique': bool}}, got {spec!r}")
-        unique = spec.get("unique", False)
-        if type(unique) is not bool:
-            raise QueryError(f"'unique' must be true or false, got {unique!r}")
-        field = check_field(spec.get("field"))
-        if any(i["field"] == field for i in out):
-            raise QueryError(f"index on {field!r} given twice")
-        out.append({"field": field, "unique": unique})
+        checked = check_spec(spec)
+        if any(i["field"] == checked["field"] for i in out):
+            raise QueryError(f"index on {checked['field']!r} given twice")
+        out.append(checked)
     return out
 
 

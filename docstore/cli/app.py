@@ -86,7 +86,7 @@ app = _typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 collection_app = _typer(help="Create, list and show collections.")
-index_app = _typer(help="Create secondary indexes.")
+index_app = _typer(help="Create and drop secondary indexes.")
 key_app = typer.Typer(
     add_completion=False, rich_markup_mode=None, invoke_without_command=True,
     help="Print the ledger's verifier keys (pin them to verify signed checkpoints); rotate the signing key.",
@@ -420,7 +420,9 @@ def _write_file(path: str, text: str) -> None:
 
 # --------------------------------------------------------------------- tables
 def _info_table(info: dict) -> str:
-    idx = ", ".join(i["field"] + (" (unique)" if i["unique"] else "") for i in info["indexes"]) or "(none)"
+    from docstore.cli.index_cmds import describe_index
+
+    idx = ", ".join(describe_index(i) for i in info["indexes"]) or "(none)"
     schema = "(none)" if info["schema"] is None else output.dumps(info["schema"], indent=True)
     schema = schema.replace("\n", "\n" + " " * 12)
     count = info.get("count", "(not proven as of a past transaction)")
@@ -880,19 +882,35 @@ def log(
 def index_create(
     ctx: typer.Context,
     collection: CollArg,
-    field: Annotated[str, typer.Argument(help="A (dotted) field.")],
+    field: Annotated[str, typer.Argument(help="A (dotted) field, or several joined by commas (a compound index).")],
     unique: Annotated[bool, typer.Option("--unique", help="Refuse two documents with the same value.")] = False,
+    sparse: Annotated[bool, typer.Option("--sparse", help="Leave out documents without the field.")] = False,
+    partial: Annotated[
+        Optional[str], typer.Option("--partial", metavar="FILTER", help="Index only documents matching this JSON filter.")
+    ] = None,
     fmt: FormatOpt = None,
 ) -> None:
-    """Create a secondary index, backfilled from existing documents."""
+    """Create a secondary index, backfilled from existing documents (docs/queries.md, "Indexes").
+
+    Examples:
+
+      immudoc index create visits site
+
+      immudoc index create users email --unique --sparse
+
+      immudoc index create visits site --partial '{"status": "open"}'
+
+      immudoc index create visits site,age     (a compound index: fields joined by commas)
+    """
+    from docstore.cli.index_cmds import describe_indexes
+    from docstore.cli.inputs import parse_json
+
+    flt = None if partial is None else parse_json(partial, "--partial")
     with open_db(ctx, write=True) as db:
         coll = db.collection(collection)
-        coll.create_index(field, unique=unique)
+        coll.create_index(field, unique=unique, sparse=sparse, partial_filter=flt)
         indexes = coll.indexes()
-    output.emit(
-        indexes, _fmt(fmt),
-        lambda ix: f"indexes of {collection}: " + ", ".join(i["field"] + (" (unique)" if i["unique"] else "") for i in ix),
-    )
+    output.emit(indexes, _fmt(fmt), lambda ix: describe_indexes(collection, ix))
 
 
 @app.command()
@@ -1302,6 +1320,7 @@ def demo() -> None:
 
 from docstore.cli import aggregate_cmds  # noqa: E402, F401  (immudoc aggregate: registered on app)
 from docstore.cli import bulk_cmds  # noqa: E402, F401  (update-many, delete-many: registered on app)
+from docstore.cli import index_cmds  # noqa: E402, F401  (index drop: registered on index_app)
 from docstore.cli import transfer_cmds  # noqa: E402, F401  (import, export: registered on app)
 from docstore.cli import backup_cmds  # noqa: E402, F401  (backup, restore)
 from docstore.cli import query_cmds  # noqa: E402, F401  (distinct, explain)

@@ -14,13 +14,15 @@ from kvcore import gcpause
 from docstore.documents import records
 from docstore.api import DeleteResult, Erasure, Revision, UpdateResult
 from docstore.collections import budget, cursor
-from docstore.collections.indexes import check_field, keys_for
+from docstore.collections.indexes import check_field, union_documents
+from docstore.collections.indexspec import check_parallel_arrays, check_spec, index_name_fields, spec_keys
 from docstore.collections.query import compile_filter, distinct_values
 from docstore.collections.schema import Schema
 from docstore.errors import (
     DocumentNotFoundError,
     DuplicateKeyError,
     InvalidDocumentError,
+    NotFoundError,
     QueryError,
     SchemaError,
     VerificationError,
@@ -284,9 +286,11 @@ class Collection(by_filter.WritesByFilter):
             items: Items | None
             if plan.kind == "scan":
                 items = engine.current_items(self.name)
+            elif plan.kind == "or":
+                items = union_documents(engine, state.indexes, plan.branches)
             else:
-                assert plan.field is not None and plan.bounds is not None, "an index plan names its field and bounds"
-                items = state.indexes[plan.field].documents(plan.bounds)
+                assert plan.field is not None, "an index plan names its index"
+                items = state.indexes[plan.field].documents_in(plan.byte_ranges())
             assert items is not None, "a collection that exists has its documents' rows"
             if items.tx_id >= trusted:
                 return (doc for _id, doc in items), items.tx_id
@@ -642,38 +646,74 @@ class Collection(by_filter.WritesByFilter):
 
         self._run(change)
 
-    def create_index(self, field: str, unique: bool = False) -> None:
+    def create_index(
+        self, field: str | list[str], unique: bool = False, *, sparse: bool = False,
+        partial_filter: dict | None = None,
+    ) -> None:
         """Create a secondary index on a (dotted) field, backfilled from existing documents.
 
         With ``unique=True``, DuplicateKeyError names two documents sharing a value.
+        ``sparse=True``: documents without the field are not indexed (nor claim a unique
+        value); ``partial_filter``: only documents matching it are (MongoDB's
+        partialFilterExpression subset: docs/queries.md, "Indexes"). A query uses a sparse or
+        partial index only when its filter implies the index's condition. A list of fields (or
+        their names joined by commas, "a,b") makes a compound index, named "a,b".
         """
-        check_field(field)
-        if type(unique) is not bool:
-            raise QueryError(f"'unique' must be true or false, got {unique!r}")
+        spec = check_spec({"field": field, "unique": unique, "sparse": sparse, "partial_filter": partial_filter})
+        name: str = spec["field"]
 
         def create(tx: Transaction) -> None:
             staged = tx.staged
             meta = dict(staged.meta(self.name))
             indexes = list(meta.get("indexes", []))
-            if any(i["field"] == field for i in indexes):
-                raise QueryError(f"collection {self.name!r} already has an index on {field!r}")
+            if any(i["field"] == name for i in indexes):
+                raise QueryError(f"collection {self.name!r} already has an index on {name!r}")
+            if spec.get("fields"):
+                for doc in staged.iter_docs(self.name):
+                    check_parallel_arrays(doc, spec, self.name)
             if unique:
                 seen: dict[bytes, str] = {}
                 for doc in staged.iter_docs(self.name):
-                    for k in keys_for(doc, field):
+                    for k in spec_keys(doc, spec):
                         if k in seen:
                             raise DuplicateKeyError(
-                                f"cannot create unique index {self.name}.{field}: documents "
+                                f"cannot create unique index {self.name}.{name}: documents "
                                 f"{seen[k]!r} and {doc['_id']!r} share a value"
                             )
                         seen[k] = doc["_id"]
                 for k, doc_id in seen.items():
-                    staged.claim(records.unique_key(self.name, field, k), doc_id)
-            indexes.append({"field": field, "unique": unique})
+                    staged.claim(records.unique_key(self.name, name, k), doc_id)
+            indexes.append(spec)
             meta["indexes"] = indexes
             staged.set_meta(self.name, meta)
 
         self._run(create)
+
+    def drop_index(self, field: str | list[str]) -> None:
+        """Drop the index on ``field`` (a compound index: its fields, or its name "a,b"): a new,
+        provable revision of the collection's definition (its rows in the derived state and its
+        entries in the state map go; a unique index's claims are released). NotFoundError if the
+        collection has no such index."""
+        name = ",".join(index_name_fields(field))
+
+        def drop(tx: Transaction) -> None:
+            staged = tx.staged
+            meta = dict(staged.meta(self.name))
+            indexes = list(meta.get("indexes", []))
+            found = [i for i in indexes if i["field"] == name]
+            if not found:
+                names = ", ".join(repr(i["field"]) for i in indexes) or "none"
+                raise NotFoundError(f"collection {self.name!r} has no index on {name!r} (its indexes: {names})")
+            if found[0].get("unique"):
+                released: set[bytes] = set()
+                for doc in staged.iter_docs(self.name):
+                    released.update(spec_keys(doc, found[0]))
+                for k in sorted(released):
+                    staged.release(records.unique_key(self.name, name, k))
+            meta["indexes"] = [i for i in indexes if i["field"] != name]
+            staged.set_meta(self.name, meta)
+
+        self._run(drop)
 
     def info(self, *, verify: bool | None = None) -> dict[str, Any]:
         """Name, schema, indexes and document count (a verifying database refuses unless

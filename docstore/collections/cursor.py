@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from docstore.collections import budget
 from docstore.collections.indexes import Index
+from docstore.collections.indexspec import compound_plan
+from docstore.collections.keyenc import index_range
 from docstore.collections.query import (
     FieldBounds,
     compile_filter,
@@ -23,18 +25,33 @@ from docstore.errors import QueryError
 class Plan:
     """How a filter will be answered; ``explain()`` returns it as a dict."""
 
-    kind: str  # "index" or "scan"
+    kind: str  # "index", "or" (one index plan a branch of a top-level $or: ``branches``) or "scan"
     field: str | None = None
     bounds: FieldBounds | None = None
     candidates: int | None = None
     documents: int = 0
+    branches: tuple[Plan, ...] = ()
+    ranges: tuple[tuple[bytes | None, bytes | None], ...] | None = None
+    """A compound index's byte ranges (its plan has no ``bounds``)."""
+
+    def byte_ranges(self) -> list[tuple[bytes | None, bytes | None]]:
+        """The byte ranges of index keys an index plan reads."""
+        if self.ranges is not None:
+            return list(self.ranges)
+        assert self.bounds is not None, "an index plan has bounds or byte ranges"
+        return index_range(self.bounds)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"plan": self.kind, "documents": self.documents}
+        if self.kind == "or":
+            out["branches"] = [{k: v for k, v in b.to_dict().items() if k != "documents"} for b in self.branches]
+            out["candidates"] = self.candidates
         if self.kind == "index":
             b = self.bounds
             out["index"] = self.field
-            if b is not None and b.values is not None:
+            if self.ranges is not None:
+                out["ranges"] = len(self.ranges)
+            elif b is not None and b.values is not None:
                 out["equals"] = list(b.values)
             elif b is not None:
                 out["range"] = {
@@ -57,34 +74,75 @@ def choose_plan(
 
     Candidates are counted only to choose between several usable indexes, or when ``count``
     asks for the figure (``explain``); with one usable index, ``candidates`` is None.
+
+    A filter no index answers whose top level is a ``$or`` of clauses each answered by an
+    index (the clause with the filter's other top-level conditions) gets an ``or`` plan: the
+    union of those index plans' documents, each once. If any clause needs a scan, the whole
+    filter is scanned.
     """
+    plan = _one_index(filter, indexes, documents, count)
+    if plan.kind == "scan" and filter and indexes:
+        branches = or_branches(filter)
+        if branches:
+            plans = tuple(_one_index(b, indexes, documents, count) for b in branches)
+            if all(p.kind == "index" for p in plans):
+                total = sum(p.candidates or 0 for p in plans) if count else None
+                return Plan("or", candidates=total, documents=documents, branches=plans)
+    return plan
+
+
+def or_branches(filter: dict) -> list[dict] | None:  # noqa: A002
+    """The branches of a top-level ``$or`` of two or more clauses: each clause with the
+    filter's other top-level conditions (a document the filter matches matches one of them),
+    or None."""
+    clauses = filter.get("$or")
+    if not isinstance(clauses, (list, tuple)) or len(clauses) < 2 or not all(isinstance(c, dict) for c in clauses):
+        return None
+    rest = {k: v for k, v in filter.items() if k != "$or"}
+    return [{"$and": [rest, dict(c)]} if rest else dict(c) for c in clauses]
+
+
+def _one_index(
+    filter: dict | None,  # noqa: A002
+    indexes: dict[str, Index],
+    documents: int,
+    count: bool = False,
+) -> Plan:
     if not filter or not indexes:
+        return Plan("scan", documents=documents)
+    indexes = {f: idx for f, idx in indexes.items() if idx.answers(filter)}  # sparse, partial: when implied
+    if not indexes:
         return Plan("scan", documents=documents)
     exact: dict[str, FieldBounds] | None = None  # all conditions on a field intersected
     if any(idx.multikey for idx in indexes.values()):
         bounds = extract_bounds(filter)  # sound for every index
     else:  # no document meets an array on an indexed path: every condition applies
         bounds = exact = extract_bounds(filter, multikey=False)
-    usable: list[tuple[str, FieldBounds]] = []
+    usable: list[Plan] = []
     for f, b in bounds.items():
         idx = indexes.get(f)
-        if idx is None:
+        if idx is None or idx.compound:
             continue
         if not idx.multikey and b.values is None:  # no arrays on the path: both ends apply
             if exact is None:
                 exact = extract_bounds(filter, multikey=False)
             b = exact.get(f, b)
-        usable.append((f, b))
+        usable.append(Plan("index", f, b, None, documents))
+    for name, idx in indexes.items():  # compound indexes: a condition on their first field
+        if idx.compound:
+            found = compound_plan(idx.spec, filter, not idx.multikey)
+            if found is not None:
+                usable.append(Plan("index", name, None, None, documents, ranges=tuple(found[1])))
     if not usable:
         return Plan("scan", documents=documents)
     if len(usable) == 1 and not count:
-        f, b = usable[0]
-        return Plan("index", f, b, None, documents)
+        return usable[0]
     best: Plan | None = None
-    for f, b in usable:
-        n = indexes[f].count_range(b) if b.values is None or len(b.values) > 0 else 0
+    for p in usable:
+        ranges = p.byte_ranges()
+        n = indexes[p.field or ""].count_in(ranges) if ranges else 0
         if best is None or n < (best.candidates or 0):
-            best = Plan("index", f, b, n, documents)
+            best = replace(p, candidates=n)
     assert best is not None
     return best
 

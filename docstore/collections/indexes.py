@@ -81,13 +81,22 @@ class Index:
     """One field's secondary index as the planner sees it: entries ``(index key, id)`` in the
     database's derived state (read through ``source``: the engine)."""
 
-    __slots__ = ("collection", "field", "unique", "_source")
+    __slots__ = ("collection", "field", "unique", "spec", "_source")
 
-    def __init__(self, source: Any, collection: str, field: str, unique: bool) -> None:
+    def __init__(self, source: Any, collection: str, field: str, unique: bool, spec: dict | None = None) -> None:
         self._source = source
         self.collection = collection
         self.field = field
         self.unique = unique
+        self.spec: dict[str, Any] = spec if spec is not None else {"field": field, "unique": unique}
+        """Its definition (docstore.collections.indexspec: sparse, partial_filter)."""
+
+    def answers(self, filter: dict | None) -> bool:  # noqa: A002
+        """Whether every document ``filter`` matches has its keys here (a sparse or partial
+        index holds only some documents)."""
+        from docstore.collections.indexspec import covers
+
+        return covers(self.spec, filter)
 
     @property
     def multikey(self) -> bool:
@@ -95,14 +104,39 @@ class Index:
         met by different elements, and the planner may use only one of them)."""
         return bool(self._source.index_multikey(self.collection, self.field))
 
+    @property
+    def compound(self) -> bool:
+        """Whether the index is on several fields (its keys: theirs, concatenated)."""
+        return bool(self.spec.get("fields"))
+
     def documents(self, bounds: FieldBounds) -> Any:
         """The current (id, document) pairs with a key inside ``bounds``, each once, in index
         order (the engine's Items: they carry the transaction their snapshot reflects)."""
-        return self._source.indexed_items(self.collection, self.field, index_range(bounds), self.multikey)
+        return self.documents_in(index_range(bounds))
+
+    def documents_in(self, ranges: list[tuple[bytes | None, bytes | None]]) -> Any:
+        """As :meth:`documents`, for byte ranges of index keys."""
+        return self._source.indexed_items(self.collection, self.field, ranges, self.multikey)
 
     def count_range(self, bounds: FieldBounds) -> int:
         """Index entries inside ``bounds`` (a document may count more than once if multikey)."""
-        return int(self._source.index_count(self.collection, self.field, index_range(bounds)))
+        return self.count_in(index_range(bounds))
+
+    def count_in(self, ranges: list[tuple[bytes | None, bytes | None]]) -> int:
+        """Index entries inside byte ``ranges``."""
+        return int(self._source.index_count(self.collection, self.field, ranges))
 
     def describe(self) -> dict[str, Any]:
-        return {"field": self.field, "unique": self.unique}
+        return dict(self.spec)
+
+
+def union_documents(source: Any, indexes: dict[str, Index], branches: Any) -> Any:
+    """The current (id, document) pairs of the index plans ``branches`` (an ``or`` plan of
+    docstore.collections.cursor), each document once, from one snapshot of the derived state
+    (the engine's Items). A document of a branch is left out when an earlier branch holds it
+    (its keys in that branch's ranges), so nothing is remembered but the multikey case's ids."""
+    parts = []
+    for plan in branches:
+        idx = indexes[plan.field]
+        parts.append((idx.spec, plan.byte_ranges(), idx.multikey))
+    return source.union_items(indexes[branches[0].field].collection, parts)

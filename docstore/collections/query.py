@@ -67,6 +67,7 @@ __all__ = [
     "compile_filter",
     "compile_projection",
     "distinct_values",
+    "conjuncts",
     "extract_bounds",
     "get_path_values",
     "index_keys",
@@ -1917,6 +1918,14 @@ def _conjuncts(query: Mapping, out: list) -> None:
                         _conjuncts(clause, out)
         elif not key.startswith("$"):
             out.append((key, val))
+
+
+def conjuncts(filter: Mapping) -> list[tuple[str, Any]]:  # noqa: A002
+    """The (field, condition) pairs of the filter's top-level AND (``$and`` and one-clause
+    ``$or`` flattened): a document matching the filter meets each of them."""
+    out: list = []
+    _conjuncts(filter, out)
+    return out
 
 
 def extract_bounds(filter: Mapping | None, multikey: bool = True) -> dict[str, FieldBounds]:  # noqa: A002

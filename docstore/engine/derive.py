@@ -18,7 +18,7 @@ import kvcore
 from kvcore.erasure import ERASED_KEY
 from kvcore.hashing import entry_leaf_hash
 
-from docstore.collections.indexes import keys_for, meets_array
+from docstore.collections.indexspec import changed_indexes, index_specs, spec_keys, spec_meets_array
 from docstore.documents.records import Header, property_prefix
 from docstore.engine import mapchanges
 from docstore.engine.state import doc_from_items
@@ -80,12 +80,8 @@ def plan_map(
         definition = store.definition(txn, e.collection)
         if loc is not None and definition is not None:
             doc = e.doc_after(tx_id) if e.doc_after is not None else read_doc(e.collection, e.id, loc)
-            diff.update(mapchanges.erased(store, txn, e.collection, e.id, doc, indexed_fields(definition), e.old))
+            diff.update(mapchanges.erased(store, txn, e.collection, e.id, doc, index_specs(definition), e.old))
     return store.smap.plan(txn, diff)
-
-
-def indexed_fields(meta: dict[str, Any]) -> list[str]:
-    return [i["field"] for i in meta.get("indexes", [])]
 
 
 def apply(
@@ -108,30 +104,31 @@ def apply(
         _apply_definition(store, txn, read_doc, name, meta)
     for e in erasures:
         _reindex_erased(store, txn, read_doc, e)
-    fields_of: dict[str, list[str]] = {}
+    specs_of: dict[str, list[dict[str, Any]]] = {}
     for ch in changes:
-        fields = fields_of.get(ch.collection)
-        if fields is None:
+        specs = specs_of.get(ch.collection)
+        if specs is None:
             definition = store.definition(txn, ch.collection)
             if definition is None:
                 raise CorruptDataError(f"transaction {tx_id} writes to unknown collection {ch.collection!r}")
-            fields = fields_of[ch.collection] = indexed_fields(definition)
+            specs = specs_of[ch.collection] = index_specs(definition)
         key = (ch.collection, ch.id)
         if old_docs is not None and key in old_docs:
             old = old_docs[key]
         else:
             loc = store.location(txn, ch.collection, ch.id)
             old = None if loc is None else read_doc(ch.collection, ch.id, loc)
-        for field in fields:
-            old_keys = keys_for(old, field) if old is not None else []
-            new_keys = keys_for(ch.doc, field) if ch.doc is not None else []
+        for spec in specs:
+            field = spec["field"]
+            old_keys = spec_keys(old, spec) if old is not None else []
+            new_keys = spec_keys(ch.doc, spec) if ch.doc is not None else []
             gone = [k for k in old_keys if k not in new_keys]
             added = [k for k in new_keys if k not in old_keys]
             if gone:
                 store.index_delete(txn, ch.collection, field, gone, ch.id)
             if added:
                 store.index_put(txn, ch.collection, field, added, ch.id)
-            store.set_multi(txn, ch.collection, field, ch.id, ch.doc is not None and meets_array(ch.doc, field))
+            store.set_multi(txn, ch.collection, field, ch.id, ch.doc is not None and spec_meets_array(ch.doc, spec))
         if ch.doc is None:
             if store.delete_location(txn, ch.collection, ch.id):
                 store.add_count(txn, ch.collection, -1)
@@ -151,30 +148,28 @@ def _reindex_erased(store: Store, txn: lmdb.Transaction, read_doc: ReadDoc, e: E
     if loc is None or definition is None:
         return
     doc = read_doc(coll, doc_id, loc)
-    for field in indexed_fields(definition):
+    for spec in index_specs(definition):
+        field = spec["field"]
         if e.old is None:
             store.index_delete_doc(txn, coll, field, doc_id)
         else:
-            store.index_delete(txn, coll, field, keys_for(e.old, field), doc_id)
-        store.index_put(txn, coll, field, keys_for(doc, field), doc_id)
+            store.index_delete(txn, coll, field, spec_keys(e.old, spec), doc_id)
+        store.index_put(txn, coll, field, spec_keys(doc, spec), doc_id)
+        store.set_multi(txn, coll, field, doc_id, spec_meets_array(doc, spec))
 
 
 def _apply_definition(store: Store, txn: lmdb.Transaction, read_doc: ReadDoc, name: str, meta: dict[str, Any]) -> None:
-    old = store.definition(txn, name) or {}
-    before = {i["field"]: bool(i.get("unique")) for i in old.get("indexes", [])}
-    after = {i["field"]: bool(i.get("unique")) for i in meta.get("indexes", [])}
+    dropped, created = changed_indexes(store.definition(txn, name) or {}, meta)
     store.set_definition(txn, name, meta)
-    for field in before:
-        if field not in after:
-            store.drop_index(txn, name, field)
-    new_fields = [f for f in after if f not in before]
-    if new_fields:
+    for field in dropped:
+        store.drop_index(txn, name, field)
+    if created:
         for doc_id, loc in list(store.locations(txn, name)):
             doc = read_doc(name, doc_id, loc)
-            for field in new_fields:
-                store.index_put(txn, name, field, keys_for(doc, field), doc_id)
-                if meets_array(doc, field):
-                    store.set_multi(txn, name, field, doc_id, True)
+            for spec in created:
+                store.index_put(txn, name, spec["field"], spec_keys(doc, spec), doc_id)
+                if spec_meets_array(doc, spec):
+                    store.set_multi(txn, name, spec["field"], doc_id, True)
 
 
 def replaced(

@@ -516,7 +516,7 @@ class Engine:
                 raise CollectionNotFoundError.named(name, store.definitions(txn))
             count = store.count(txn, name)
         indexes = {
-            i["field"]: Index(self, name, i["field"], bool(i.get("unique"))) for i in meta.get("indexes", [])
+            i["field"]: Index(self, name, i["field"], bool(i.get("unique")), i) for i in meta.get("indexes", [])
         }
         return CollectionInfo(name, meta, self._schema(name, meta), count, indexes)
 
@@ -700,6 +700,39 @@ class Engine:
                 loc = store.location(txn, coll, doc_id)
                 if loc is not None:
                     yield doc_id, self.read_doc(coll, doc_id, loc)
+
+        return Items(reflected[0] if reflected else 0, self._iterate(txn, items()))
+
+    def union_items(
+        self, coll: str, branches: list[tuple[dict[str, Any], list[tuple[bytes | None, bytes | None]], bool]]
+    ) -> Items:
+        """(id, document) of the current documents with a key in the ranges of any of
+        ``branches`` (each an index's definition, its byte ranges and whether it is multikey),
+        each once, branch after branch, as of one snapshot of the derived state. A document a
+        branch yields is skipped when an earlier branch holds it (its keys, computed from the
+        document, in that branch's ranges): memory stays bounded but for a multikey branch's ids."""
+        from docstore.collections.indexspec import spec_keys
+
+        self.check_open()
+        store = self.store
+        txn = store.read()
+        reflected = store.reflected(txn)
+
+        def items() -> Iterator[tuple[str, dict]]:
+            for i, (spec, ranges, multikey) in enumerate(branches):
+                seen: set[str] | None = set() if multikey else None
+                for doc_id in store.index_ids(txn, coll, spec["field"], ranges):
+                    if seen is not None:
+                        if doc_id in seen:
+                            continue
+                        seen.add(doc_id)
+                    loc = store.location(txn, coll, doc_id)
+                    if loc is None:
+                        continue
+                    doc = self.read_doc(coll, doc_id, loc)
+                    if any(store.rows_in(coll, s["field"], spec_keys(doc, s), doc_id, r) for s, r, _m in branches[:i]):
+                        continue
+                    yield doc_id, doc
 
         return Items(reflected[0] if reflected else 0, self._iterate(txn, items()))
 

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import lmdb
 
-from docstore.collections.indexes import keys_for, meets_array
+from docstore.collections.indexspec import changed_indexes, index_specs, spec_keys, spec_meets_array
 from docstore.engine.store import Store
 from docstore.errors import CorruptDataError
 from docstore.statemap import hashing as mh
@@ -54,38 +54,36 @@ def compute(
     them (the others are read through ``read_doc``)."""
     out: MapChanges = {}
     smap = store.smap
-    fields_of: dict[str, list[str]] = {}
+    specs_of: dict[str, list[dict[str, Any]]] = {}
     for name, meta in metas.items():
         entry, leaf = definitions[name]
         out[mh.definition_key(name)] = mh.location_value(tx_id, entry, leaf)
-        previous = store.definition(txn, name) or {}
-        before = {i["field"] for i in previous.get("indexes", [])}
-        after = [i["field"] for i in meta.get("indexes", [])]
-        fields_of[name] = after
-        for field in before - set(after):  # an index dropped: its entries and marks go
+        dropped, created = changed_indexes(store.definition(txn, name) or {}, meta)
+        specs_of[name] = index_specs(meta)
+        for field in dropped:  # an index dropped (or redefined): its entries and marks go
             for prefix in (mh.index_prefix(name, field), mh.multikey_prefix(name, field)):
                 for k, _v in smap.items(txn, prefix, mh.successor(prefix)):
                     out[k] = None
-        new_fields = [f for f in after if f not in before]
-        if new_fields:  # an index created: an entry for each key of each current document
+        if created:  # an index created: an entry for each key of each current document
             for doc_id, loc in store.locations(txn, name):
                 raw = smap.get(txn, mh.document_key(name, doc_id))
                 if raw is None:
                     raise CorruptDataError(f"document {doc_id!r} of {name!r} is missing from the state map")
                 doc = read_doc(name, doc_id, loc)
-                for field in new_fields:
-                    for e in keys_for(doc, field):
+                for spec in created:
+                    field = spec["field"]
+                    for e in spec_keys(doc, spec):
                         out[mh.index_key(name, field, e, doc_id)] = raw
-                    if meets_array(doc, field):
+                    if spec_meets_array(doc, spec):
                         out[mh.multikey_key(name, field, doc_id)] = b""
     for rev in revisions:
         coll, doc_id = rev.collection, rev.id
-        fields = fields_of.get(coll)
-        if fields is None:
+        specs = specs_of.get(coll)
+        if specs is None:
             definition = store.definition(txn, coll)
             if definition is None:
                 raise CorruptDataError(f"transaction {tx_id} writes to unknown collection {coll!r}")
-            fields = fields_of[coll] = [i["field"] for i in definition.get("indexes", [])]
+            specs = specs_of[coll] = index_specs(definition)
         key = (coll, doc_id)
         old: dict | None
         if old_docs is not None and key in old_docs:
@@ -94,23 +92,25 @@ def compute(
             where = store.location(txn, coll, doc_id)
             old = None if where is None else read_doc(coll, doc_id, where)
         value = None if rev.doc is None else mh.location_value(tx_id, rev.entry, rev.digest)
-        for field in fields:
-            new_keys = keys_for(rev.doc, field) if rev.doc is not None else []
+        for spec in specs:
+            field = spec["field"]
+            new_keys = spec_keys(rev.doc, spec) if rev.doc is not None else []
             if old is not None:
-                for e in keys_for(old, field):
+                for e in spec_keys(old, spec):
                     if e not in new_keys:
                         out[mh.index_key(coll, field, e, doc_id)] = None
             for e in new_keys:
                 out[mh.index_key(coll, field, e, doc_id)] = value
-            multi = rev.doc is not None and meets_array(rev.doc, field)
-            if multi or (old is not None and meets_array(old, field)):
+            multi = rev.doc is not None and spec_meets_array(rev.doc, spec)
+            if multi or (old is not None and spec_meets_array(old, spec)):
                 out[mh.multikey_key(coll, field, doc_id)] = b"" if multi else None
         out[mh.document_key(coll, doc_id)] = value
     return out
 
 
 def erased(
-    store: Store, txn: lmdb.Transaction, coll: str, doc_id: str, doc: dict, fields: list[str], old: dict | None = None
+    store: Store, txn: lmdb.Transaction, coll: str, doc_id: str, doc: dict, specs: list[dict[str, Any]],
+    old: dict | None = None,
 ) -> MapChanges:
     """The map's changes for a document whose values an erasure destroys: its index entries
     removed (those of ``old``, its revision before, when known; else found by its id and
@@ -121,19 +121,20 @@ def erased(
     raw = smap.get(txn, mh.document_key(coll, doc_id))
     if raw is None:
         raise CorruptDataError(f"document {doc_id!r} of {coll!r} is missing from the state map")
-    for field in fields:
+    for spec in specs:
+        field = spec["field"]
         if old is not None:
-            for e in keys_for(old, field):
+            for e in spec_keys(old, spec):
                 out[mh.index_key(coll, field, e, doc_id)] = None
         else:
             prefix = mh.index_prefix(coll, field)
             for k, v in smap.items(txn, prefix, mh.successor(prefix)):
                 if v == raw and mh.index_key_id(k, doc_id):
                     out[k] = None
-        for e in keys_for(doc, field):
+        for e in spec_keys(doc, spec):
             out[mh.index_key(coll, field, e, doc_id)] = raw
         mk = mh.multikey_key(coll, field, doc_id)
-        if meets_array(doc, field):
+        if spec_meets_array(doc, spec):
             out[mk] = b""
         elif smap.get(txn, mk) is not None:
             out[mk] = None

@@ -106,6 +106,15 @@ def _cut(e: bytes) -> bytes:
     return e[:MAX_E]
 
 
+def _row_range(prefix: bytes, start: bytes | None, stop: bytes | None) -> tuple[bytes, bytes]:
+    """The rows ``[lo, hi)`` of an index (``prefix``) whose value key lies in ``[start, stop)``
+    (None: unbounded), widened where a bound is longer than the part of a value a row keeps."""
+    lo = prefix + (_cut(start) if start else b"")
+    if stop is None:
+        return lo, prefix + b"\xff" * (MAX_E + MAX_K + 1)  # after every row of this index
+    return lo, prefix + (stop if len(stop) <= MAX_E else _cut(stop) + b"\xff")
+
+
 class Store:
     """The LMDB environment and its named databases (see the module); ``durable=False``: no
     fsync at commit (a throw-away store: an audit's rebuild)."""
@@ -363,11 +372,9 @@ class Store:
         (None: unbounded), in (key, id) order; an id may repeat (multikey, or ranges over values
         whose keys were cut, which widen to the cut)."""
         prefix = _index_prefix(coll, field)
-        end = prefix + b"\xff" * (MAX_E + MAX_K + 1)  # after every key of this index
         cur = txn.cursor(db=self.idx)
         for start, stop in ranges:
-            lo = prefix + (_cut(start) if start else b"")
-            hi = end if stop is None else prefix + (stop if len(stop) <= MAX_E else _cut(stop) + b"\xff")
+            lo, hi = _row_range(prefix, start, stop)
             if not cur.set_range(lo):
                 continue
             for k, v in _rows(cur):
@@ -375,6 +382,20 @@ class Store:
                     break
                 n = _LEN.unpack(v[:2])[0]
                 yield _full_id(k[len(k) - n :], v[2:])
+
+    @staticmethod
+    def rows_in(
+        coll: str, field: str, keys: list[bytes], doc_id: str, ranges: list[tuple[bytes | None, bytes | None]]
+    ) -> bool:
+        """Whether :meth:`index_ids` over ``ranges`` yields ``doc_id``, whose index keys in the
+        index of ``coll.field`` are ``keys`` (its rows compared as that scan compares them)."""
+        prefix, k_id = _index_prefix(coll, field), id_key(doc_id)
+        rows = [prefix + _cut(k) + k_id for k in keys]
+        for start, stop in ranges:
+            lo, hi = _row_range(prefix, start, stop)
+            if any(lo <= r < hi for r in rows):
+                return True
+        return False
 
     def drop_index(self, txn: lmdb.Transaction, coll: str, field: str) -> None:
         for db in (self.idx, self.multi):

@@ -27,7 +27,7 @@ from kvcore.hashing import entry_leaf_hash
 from kvcore.merkle import root_from_multi
 
 from docstore.collections.cursor import run_query
-from docstore.collections.indexes import keys_for
+from docstore.collections.indexspec import compound_plan, covers, spec_keys, spec_of
 from docstore.collections.keyenc import index_range
 from docstore.collections.query import compile_filter, distinct_values, extract_bounds
 from docstore.documents import erasure, records
@@ -281,18 +281,35 @@ def planned_ranges(
     says whether the field is known to hold one value in every document (then both bounds of
     a range narrow it; else one, as for an array any element may meet each bound). Pure: the
     verifier checks a bundle's ranges against the same computation."""
-    fields = [i["field"] for i in definition.get("indexes", [])]
+    specs = [i for i in definition.get("indexes", []) if covers(i, filter)]
     loose = extract_bounds(filter, multikey=True) if filter else {}
-    usable = [f for f in fields if f in loose]
-    if not usable:
+    # (rank, position, name): equality and $in before ranges, more fields of a compound
+    # index used first, fewer values or ranges first; the first such index on ties
+    ranked: list[tuple[tuple[int, int, int], int, str]] = []
+    for n, spec in enumerate(specs):
+        name = spec["field"]
+        if spec.get("fields"):
+            found = compound_plan(spec, filter, False)
+            if found is not None:
+                ranked.append((found[0], n, name))
+        elif name in loose:
+            b = loose[name]
+            ranked.append(((int(b.values is None), -1, len(b.values or ())), n, name))
+    if not ranked:
         prefix = mh.document_prefix(coll)
         return None, [(prefix, mh.successor(prefix))]
-    # equality and $in before ranges, fewer values first
-    field = min(usable, key=lambda f: (loose[f].values is None, len(loose[f].values or ())))
-    bounds = loose[field]
-    if single is not None and single(field):
-        bounds = extract_bounds(filter, multikey=False).get(field, bounds)
-    return field, [mh.index_key_range(coll, field, s, t) for s, t in index_range(bounds)]
+    _rank, n, field = min(ranked)
+    one = single is not None and single(field)
+    if specs[n].get("fields"):
+        found = compound_plan(specs[n], filter, one)
+        assert found is not None
+        byte_ranges = found[1]
+    else:
+        bounds = loose[field]
+        if one:
+            bounds = extract_bounds(filter, multikey=False).get(field, bounds)
+        byte_ranges = index_range(bounds)
+    return field, [mh.index_key_range(coll, field, s, t) for s, t in byte_ranges]
 
 
 def _collections(proof: StateProof, root: bytes) -> list[str]:
@@ -341,7 +358,11 @@ def _find(proof: StateProof, root: bytes, erased: Erased) -> Any:
         if verify_range(proof.single, root, prefix, mh.successor(prefix), complete=True):
             raise VerificationError("the proof says no document holds an array on the field, and it does not hold")
         single = proof.indexed
-    field, planned = planned_ranges(coll, definition, query.filter, lambda f: f == single)
+    try:
+        field, planned = planned_ranges(coll, definition, query.filter, lambda f: f == single)
+        spec = spec_of(definition, field) if field is not None else {}
+    except (DocstoreError, KeyError, TypeError) as e:
+        raise VerificationError(f"the collection's definition has an index docstore cannot plan with: {e}") from None
     if proof.indexed != field:
         raise VerificationError(
             f"the proof's ranges are over {proof.indexed!r}, the filter is answered by {field!r}"
@@ -381,7 +402,7 @@ def _find(proof: StateProof, root: bytes, erased: Erased) -> Any:
             if field is None:
                 ok = key == mh.document_key(coll, h.id)
             else:
-                ok = key in {mh.index_key(coll, field, e, h.id) for e in keys_for(doc, field)}
+                ok = key in {mh.index_key(coll, field, e, h.id) for e in spec_keys(doc, spec)}
             if not ok:
                 raise VerificationError("entry check failed: an entry of the range does not belong to its document")
             if digest not in used:

@@ -11,6 +11,7 @@ import kvcore
 from docstore.collections import budget, cursor
 from docstore.api import DeleteResult, Erasure, Revision, UpdateResult
 from docstore.collections.indexes import check_field
+from docstore.collections.indexspec import check_spec, index_name_fields
 from docstore.collections.query import compile_filter, compile_projection
 from docstore.collections.update import validate_update
 from docstore.errors import (
@@ -635,14 +636,24 @@ class RemoteCollection(by_filter.WritesByFilter):
             raise QueryError(f"require_reason is True or False, got {on!r}")
         self._call(self._stub.SetRequireReason, pb.SetRequireReasonRequest(collection=self.name, on=on))
 
-    def create_index(self, field: str, unique: bool = False) -> None:
-        """Create a secondary index on a (dotted) field, backfilled from existing documents."""
-        check_field(field)
-        if type(unique) is not bool:
-            raise QueryError(f"'unique' must be true or false, got {unique!r}")
-        self._call(
-            self._stub.CreateIndex, pb.CreateIndexRequest(collection=self.name, field=field, unique=unique), timeout=None
+    def create_index(
+        self, field: str | list[str], unique: bool = False, *, sparse: bool = False,
+        partial_filter: dict | None = None,
+    ) -> None:
+        """Create a secondary index on a (dotted) field, or a compound index on several,
+        backfilled from existing documents (``sparse``, ``partial_filter``: as embedded)."""
+        spec = check_spec({"field": field, "unique": unique, "sparse": sparse, "partial_filter": partial_filter})
+        request = pb.CreateIndexRequest(
+            collection=self.name, field=spec["field"], unique=unique, sparse=sparse,
+            partial_filter=codec.dumps_opt(partial_filter, QueryError),
         )
+        self._call(self._stub.CreateIndex, request, timeout=None)
+
+    def drop_index(self, field: str | list[str]) -> None:
+        """Drop the index on ``field`` (a compound index: its fields or its name; NotFoundError
+        if there is none)."""
+        name = ",".join(index_name_fields(field))
+        self._call(self._stub.DropIndex, pb.DropIndexRequest(collection=self.name, field=name), timeout=None)
 
 
 _INT64_MAX = 2**63 - 1

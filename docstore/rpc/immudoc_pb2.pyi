@@ -349,19 +349,27 @@ class CreateIndexRequest(_message.Message):
     COLLECTION_FIELD_NUMBER: _builtins.int
     FIELD_FIELD_NUMBER: _builtins.int
     UNIQUE_FIELD_NUMBER: _builtins.int
+    SPARSE_FIELD_NUMBER: _builtins.int
+    PARTIAL_FILTER_FIELD_NUMBER: _builtins.int
     collection: _builtins.str
     field: _builtins.str
     unique: _builtins.bool
+    sparse: _builtins.bool
+    """documents without the field are not indexed"""
+    partial_filter: _builtins.bytes
+    """JSON filter (empty: none): only documents matching it are indexed"""
     def __init__(
         self,
         *,
         collection: _builtins.str = ...,
         field: _builtins.str = ...,
         unique: _builtins.bool = ...,
+        sparse: _builtins.bool = ...,
+        partial_filter: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "field", b"field", "unique", b"unique"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "field", b"field", "partial_filter", b"partial_filter", "sparse", b"sparse", "unique", b"unique"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -381,6 +389,43 @@ class CreateIndexResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateIndexResponse: _TypeAlias = CreateIndexResponse  # noqa: Y015
+
+@_typing.final
+class DropIndexRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    field: _builtins.str
+    def __init__(
+        self,
+        *,
+        collection: _builtins.str = ...,
+        field: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "field", b"field"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DropIndexRequest: _TypeAlias = DropIndexRequest  # noqa: Y015
+
+@_typing.final
+class DropIndexResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DropIndexResponse: _TypeAlias = DropIndexResponse  # noqa: Y015
 
 @_typing.final
 class InsertBatch(_message.Message):

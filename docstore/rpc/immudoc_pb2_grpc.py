@@ -70,6 +70,11 @@ class DocstoreStub:
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.CreateIndexRequest.SerializeToString,
                 response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.CreateIndexResponse.FromString,
                 _registered_method=True)
+        self.DropIndex = channel.unary_unary(
+                '/immudoc.v1.Docstore/DropIndex',
+                request_serializer=immudoc_dot_v1_dot_immudoc__pb2.DropIndexRequest.SerializeToString,
+                response_deserializer=immudoc_dot_v1_dot_immudoc__pb2.DropIndexResponse.FromString,
+                _registered_method=True)
         self.Insert = channel.stream_unary(
                 '/immudoc.v1.Docstore/Insert',
                 request_serializer=immudoc_dot_v1_dot_immudoc__pb2.InsertBatch.SerializeToString,
@@ -233,6 +238,13 @@ class DocstoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateIndex(self, request, context):
+        """write
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropIndex(self, request, context):
         """write
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -440,6 +452,11 @@ def add_DocstoreServicer_to_server(servicer, server):
                     servicer.CreateIndex,
                     request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.CreateIndexRequest.FromString,
                     response_serializer=immudoc_dot_v1_dot_immudoc__pb2.CreateIndexResponse.SerializeToString,
+            ),
+            'DropIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropIndex,
+                    request_deserializer=immudoc_dot_v1_dot_immudoc__pb2.DropIndexRequest.FromString,
+                    response_serializer=immudoc_dot_v1_dot_immudoc__pb2.DropIndexResponse.SerializeToString,
             ),
             'Insert': grpc.stream_unary_rpc_method_handler(
                     servicer.Insert,
@@ -747,6 +764,33 @@ class Docstore:
             '/immudoc.v1.Docstore/CreateIndex',
             immudoc_dot_v1_dot_immudoc__pb2.CreateIndexRequest.SerializeToString,
             immudoc_dot_v1_dot_immudoc__pb2.CreateIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/immudoc.v1.Docstore/DropIndex',
+            immudoc_dot_v1_dot_immudoc__pb2.DropIndexRequest.SerializeToString,
+            immudoc_dot_v1_dot_immudoc__pb2.DropIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,

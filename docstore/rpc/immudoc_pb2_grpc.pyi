@@ -69,6 +69,8 @@ class DocstoreStub:
     """
     CreateIndex: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.CreateIndexRequest, _immudoc_pb2.CreateIndexResponse]
     """write"""
+    DropIndex: _grpc.UnaryUnaryMultiCallable[_immudoc_pb2.DropIndexRequest, _immudoc_pb2.DropIndexResponse]
+    """write"""
     Insert: _grpc.StreamUnaryMultiCallable[_immudoc_pb2.InsertBatch, _immudoc_pb2.InsertResponse]
     """insert_many: the client sends its documents in batches (one message per batch, e.g.
     1,000 documents); the server inserts all of them in ONE transaction (all or none).
@@ -143,6 +145,8 @@ class DocstoreAsyncStub(DocstoreStub):
     write
     """
     CreateIndex: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.CreateIndexRequest, _immudoc_pb2.CreateIndexResponse]  # type: ignore[assignment]
+    """write"""
+    DropIndex: _aio.UnaryUnaryMultiCallable[_immudoc_pb2.DropIndexRequest, _immudoc_pb2.DropIndexResponse]  # type: ignore[assignment]
     """write"""
     Insert: _aio.StreamUnaryMultiCallable[_immudoc_pb2.InsertBatch, _immudoc_pb2.InsertResponse]  # type: ignore[assignment]
     """insert_many: the client sends its documents in batches (one message per batch, e.g.
@@ -257,6 +261,14 @@ class DocstoreServicer(metaclass=_abc_1.ABCMeta):
         request: _immudoc_pb2.CreateIndexRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_immudoc_pb2.CreateIndexResponse, _abc.Awaitable[_immudoc_pb2.CreateIndexResponse]]:
+        """write"""
+
+    @_abc_1.abstractmethod
+    def DropIndex(
+        self,
+        request: _immudoc_pb2.DropIndexRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_immudoc_pb2.DropIndexResponse, _abc.Awaitable[_immudoc_pb2.DropIndexResponse]]:
         """write"""
 
     @_abc_1.abstractmethod

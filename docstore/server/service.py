@@ -262,8 +262,15 @@ class DocstoreService(pb_grpc.DocstoreServicer):
 
     @rpc(need="admin")
     def CreateIndex(self, request: pb.CreateIndexRequest, context: grpc.ServicerContext) -> Any:
-        self.db.collection(request.collection).create_index(request.field, request.unique)
+        self.db.collection(request.collection).create_index(
+            request.field, request.unique, sparse=request.sparse, partial_filter=codec.loads_opt(request.partial_filter)
+        )
         return pb.CreateIndexResponse()
+
+    @rpc(need="admin")
+    def DropIndex(self, request: pb.DropIndexRequest, context: grpc.ServicerContext) -> Any:
+        self.db.collection(request.collection).drop_index(request.field)
+        return pb.DropIndexResponse()
 
     # --------------------------------------------------------------- writes
     @rpc(need="write", coll=None)

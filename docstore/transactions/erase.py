@@ -19,6 +19,7 @@ import kvcore
 from kvcore.erasure import decode as decode_erasure
 
 from docstore.api import Erasure
+from docstore.collections.indexspec import condition_fields, index_fields
 from docstore.documents import erasure, records
 from docstore.documents.flatten import OBJECT_HEADER
 from docstore.documents.records import Header
@@ -47,10 +48,15 @@ MAX_ERASED_ENTRIES = 500_000
 
 
 def _unique_pointers(meta: dict) -> dict[str, str]:
-    return {
-        "/" + "/".join(t.replace("~", "~0").replace("/", "~1") for t in i["field"].split(".")): i["field"]
-        for i in meta.get("indexes", []) if i.get("unique")
-    }
+    """The pointers of the fields whose values decide a unique index's claims: its field, and
+    the fields of a partial filter (a document erased out of the filter would keep its claim)."""
+    out: dict[str, str] = {}
+    for i in meta.get("indexes", []):
+        if i.get("unique"):
+            for field in [*condition_fields(i), *index_fields(i)]:
+                what = "has a unique index" if field in index_fields(i) else f"is in the partial filter of unique index {i['field']!r}"
+                out["/" + "/".join(t.replace("~", "~0").replace("/", "~1") for t in field.split("."))] = f"{field!r} {what}"
+    return out
 
 
 def _doc_after(engine: Engine, coll: str, doc_id: str, erasing: set[tuple[int, int]]) -> Callable[[int], dict] | None:
@@ -94,7 +100,7 @@ def _ever_indexed(engine: Engine, coll: str, pointers: list[str] | None) -> bool
     with translate():
         for e in engine.ledger.history(records.collection_key(coll)):
             try:
-                fields.update(i["field"] for i in orjson.loads(e.value).get("indexes", []))
+                fields.update(f for i in orjson.loads(e.value).get("indexes", []) for f in index_fields(i))
             except (orjson.JSONDecodeError, AttributeError, TypeError, KeyError):
                 return True  # (a definition that does not read: assume the worst)
     for field in fields:
@@ -116,7 +122,7 @@ def erase(engine: Engine, coll: str, doc_id: str, pointers: list[str] | None, tx
         for ptr, field in _unique_pointers(meta).items():
             if pointers is None or any(erasure.covers([p], ptr) or p.startswith(ptr + "/") for p in pointers):
                 raise ErasureRefusedError(
-                    f"field {field!r} has a unique index: its values are part of ledger keys, which erasure "
+                    f"field {field}: its values are part of ledger keys, which erasure "
                     "cannot destroy (erase the other fields, and keep personal data out of unique fields)"
                 )
         if meta.get("require_reason") and (tx_meta is None or "reason" not in txmeta.decode(tx_meta)):

@@ -22,7 +22,7 @@ import orjson
 import kvcore
 
 from docstore.collections import cursor
-from docstore.collections.indexes import keys_for
+from docstore.collections.indexspec import check_parallel_arrays, spec_keys
 from docstore.collections.query import compile_filter
 from docstore.collections.schema import Schema
 from docstore.documents import records
@@ -204,11 +204,13 @@ class Staged:
         take: list[bytes] = []
         release: list[bytes] = []
         for idx in self.meta(coll).get("indexes", []):
+            if new is not None and idx.get("fields"):
+                check_parallel_arrays(new, idx, coll)
             if not idx.get("unique"):
                 continue
             field = idx["field"]
-            old_keys = keys_for(old, field) if old is not None else []
-            new_keys = keys_for(new, field) if new is not None else []
+            old_keys = spec_keys(old, idx) if old is not None else []
+            new_keys = spec_keys(new, idx) if new is not None else []
             for k in new_keys:
                 if k in old_keys:
                     continue
@@ -249,6 +251,10 @@ class Staged:
     def claim(self, key: bytes, doc_id: str) -> None:
         """Write a unique-index claim (index backfill)."""
         self.kv.set(key, doc_id.encode())
+
+    def release(self, key: bytes) -> None:
+        """Release a unique-index claim (an index dropped)."""
+        self.kv.delete(key)
 
     def set_meta(self, name: str, meta: dict[str, Any]) -> None:
         self.check_active()

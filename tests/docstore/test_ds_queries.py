@@ -232,9 +232,11 @@ def test_explain_plans(db):
     # the most selective index wins
     both = coll.explain({"tags": "t1", "n": 7})
     assert both["index"] == "n" and both["candidates"] == 1
-    # not usable: unindexed field, negations, $or, $exists, no filter
-    for flt in [{"s": "a"}, {"n": {"$ne": 3}}, {"$or": [{"n": 1}, {"n": 2}]}, {"n": {"$exists": True}}, {}, None, {"n": {"$nin": [1]}}]:
+    # not usable: unindexed field, negations, $or with an unindexed clause, $exists, no filter
+    for flt in [{"s": "a"}, {"n": {"$ne": 3}}, {"$or": [{"n": 1}, {"s": "a"}]}, {"n": {"$exists": True}}, {}, None, {"n": {"$nin": [1]}}]:
         assert coll.explain(flt) == {"plan": "scan", "documents": 20}, flt
+    # a $or whose clauses are all indexed: one index plan a clause (tests/docstore/test_ds_index_or.py)
+    assert coll.explain({"$or": [{"n": 1}, {"n": 2}]})["plan"] == "or"
     # plans never change answers
     for flt in [{"n": 3}, {"n": {"$in": [1, 2, 99]}}, {"n": {"$gte": 15}}, {"tags": "t1", "n": 7}, {"sub.k": 0}]:
         assert sorted(ids(coll.find(flt)), key=int) == [d["_id"] for d in coll.find(sort=[("n", 1)]) if _matches(d, flt)]
