@@ -246,7 +246,7 @@ def from_dict(d: Any) -> Proof:
     if type(version) is not int or version not in VERSIONS:
         raise VerificationError(
             f"proof format version {version!r} is not supported (this reads versions "
-            f"{', '.join(map(str, VERSIONS))}, and 3 and 6 for proofs of the current state)"
+            f"{', '.join(map(str, VERSIONS))}, and 3, 6 and 7 for proofs of the current state)"
         )
     unknown = set(d) - _FIELDS[version]
     if unknown:

@@ -18,6 +18,8 @@ import struct
 from typing import Any, NamedTuple
 
 
+import orjson
+
 import kvcore
 from kvcore.hashing import decode_header, header_size, tx_leaf_hash
 from kvcore.merkle import root_from_inclusion
@@ -37,6 +39,10 @@ from docstore.statemap import encoding
 
 VERSION = 3
 VERSION_WITH_ERASURES = 6
+VERSION_WITH_INDEX_KINDS = 7
+"""Version 7: a find proof (version 6's fields, ``erasures`` optional) over a collection with a
+sparse, partial or compound index (docs/queries.md, "Indexes"): a verifier that predates those
+kinds refuses it (an unknown version) rather than planning its ranges another way."""
 """Version 6: version 3 and ``erasures``, the proofs of the erasure records of the erased
 properties its documents give by their leaf hashes (docs/proofs.md, "Erased properties")."""
 KINDS = ("latest", "absent", "find", "collections")
@@ -117,6 +123,7 @@ class StateProof(NamedTuple):
     consistency: kvcore.ConsistencyProof | None = None
     consistency_state: kvcore.State | None = None
     erasures: list[ErasureEntry] | None = None  # version 6: the records of erased properties
+    version: int = VERSION  # as read (a bundle made here states the version its contents need)
 
     def __repr__(self) -> str:
         what = self.id if self.kind != "find" else (self.query.op if self.query else "")
@@ -129,8 +136,9 @@ class StateProof(NamedTuple):
         return self._replace(checkpoint=note)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"format": FORMAT, "version": VERSION_WITH_ERASURES if self.erasures else VERSION,
-                             "kind": self.kind, "collection": self.collection}
+        kinds = self.kind == "find" and self.definition is not None and new_index_kinds(self.definition[0])
+        version = VERSION_WITH_INDEX_KINDS if kinds else VERSION_WITH_ERASURES if self.erasures else VERSION
+        d: dict[str, Any] = {"format": FORMAT, "version": version, "kind": self.kind, "collection": self.collection}
         if self.kind in ("latest", "absent"):
             d["id"] = self.id
         if self.kind == "latest":
@@ -164,6 +172,17 @@ class StateProof(NamedTuple):
     def size(self) -> int:
         """Bytes of the compact JSON bundle."""
         return len(self.to_json().encode())
+
+
+def new_index_kinds(definition: bytes) -> bool:
+    """Whether a collection definition (as stored) has a sparse, partial or compound index."""
+    try:
+        meta = orjson.loads(definition)
+        return any(
+            isinstance(i, dict) and ("sparse" in i or "partial_filter" in i or "fields" in i) for i in meta.get("indexes", [])
+        )
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return False
 
 
 def _enc(node: Any) -> str:
@@ -226,9 +245,12 @@ def from_dict(d: dict) -> StateProof:
     kind = d.get("kind")
     if kind not in KINDS:
         raise VerificationError(f"unknown proof kind {kind!r} for version {VERSION}")
-    v6 = d.get("version") == VERSION_WITH_ERASURES
-    if v6 and kind not in ("latest", "find"):
+    version = d.get("version")
+    v6 = version in (VERSION_WITH_ERASURES, VERSION_WITH_INDEX_KINDS)
+    if version == VERSION_WITH_ERASURES and kind not in ("latest", "find"):
         raise VerificationError(f"malformed proof bundle: a {kind} proof has no version {VERSION_WITH_ERASURES}")
+    if version == VERSION_WITH_INDEX_KINDS and kind != "find":
+        raise VerificationError(f"malformed proof bundle: a {kind} proof has no version {VERSION_WITH_INDEX_KINDS}")
     unknown = set(d) - _FIELDS[kind] - ({"erasures"} if v6 else set())
     if unknown:
         raise VerificationError(f"malformed proof bundle: unknown fields {sorted(map(str, unknown))} for a {kind} proof")
@@ -281,8 +303,9 @@ def from_dict(d: dict) -> StateProof:
         if not isinstance(docs, list):
             raise VerificationError("malformed proof bundle: 'documents' is a list")
         proof = proof._replace(documents=[_doc(x, v6) for x in docs])
-    if v6:
+    if version == VERSION_WITH_ERASURES or (version == VERSION_WITH_INDEX_KINDS and "erasures" in d):
         proof = proof._replace(erasures=erasures_of(d))
+    proof = proof._replace(version=version if isinstance(version, int) else VERSION)
     if kind == "find":
         q = d.get("query")
         if not isinstance(q, dict) or set(q) != _QUERY_FIELDS or q.get("op") not in OPS:
@@ -328,7 +351,7 @@ def _state_of_head(head: kvcore.TxHeader, raw: bytes, path: list[bytes]) -> kvco
 def parse(d: Any) -> Proof | StateProof:
     """Any bundle's dict: version 1 or 2 (:func:`docstore.proofs.bundle.from_dict`) or 3."""
     if isinstance(d, dict) and d.get("format") == FORMAT and type(d.get("version")) is int and d.get("version") in (
-        VERSION, VERSION_WITH_ERASURES
+        VERSION, VERSION_WITH_ERASURES, VERSION_WITH_INDEX_KINDS
     ):
         return from_dict(d)
     return bundle_from_dict(d)

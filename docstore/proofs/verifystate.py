@@ -39,7 +39,7 @@ from docstore.proofs import checkpoint as ckpt
 from docstore.proofs.note import NoteError, Verifier
 from docstore.proofs.bundle import Property
 from docstore.proofs.erasureproof import check_all_used, proven_erasures
-from docstore.proofs.statebundle import DocEntries, Query, StateProof
+from docstore.proofs.statebundle import VERSION_WITH_INDEX_KINDS, DocEntries, Query, StateProof, new_index_kinds
 from docstore.statemap import hashing as mh
 from docstore.statemap.verify import verify_key, verify_range
 
@@ -345,6 +345,11 @@ def _find(proof: StateProof, root: bytes, erased: Erased) -> Any:
     dvalue = verify_key(def_node, root, mh.definition_key(coll))
     if _location(dvalue)[2] != entry_leaf_hash(0, records.collection_key(coll), def_bytes):
         raise VerificationError("definition check failed: the collection's definition carried is not the current one")
+    if new_index_kinds(def_bytes) != (proof.version == VERSION_WITH_INDEX_KINDS):
+        raise VerificationError(
+            f"the proof is of version {proof.version}; a find proof over sparse, partial or compound indexes is of "
+            f"version {VERSION_WITH_INDEX_KINDS}, and only such a proof is"
+        )
     try:
         definition = orjson.loads(def_bytes)
         predicate = compile_filter(query.filter)

@@ -64,9 +64,12 @@ def test_version(sub):
 
 
 def test_shell_completion(sub, tmp_path):
-    r = sub(["--show-completion", "bash"], env={"SHELL": "/bin/bash"})  # (CI may set no SHELL)
+    # typer detects the user's shell from the process tree; a test names it instead (typer's
+    # own switch for that), as a user may: `--show-completion bash`
+    named = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    r = sub(["--show-completion", "bash"], env=named)
     assert r.code == 0 and "complete" in r.out and "_IMMUDOC_COMPLETE" in r.out.upper(), r
-    r = sub(["--install-completion", "bash"], env={"HOME": str(tmp_path), "SHELL": "/bin/bash"})
+    r = sub(["--install-completion", "bash"], env={**named, "HOME": str(tmp_path), "SHELL": "/bin/bash"})
     assert r.code == 0, r
     assert "completion installed" in r.out.lower()
     assert (tmp_path / ".bashrc").exists()

@@ -879,7 +879,7 @@ def test_strict_bundle_parsing(chain, monkeypatch):
     refused({**newer, "consistency": cons}, "holds exactly state, old_tx_id")
     refused({**plain, "version": 4}, "tx_meta.* holds exactly")  # version 4 carries tx_meta (issue 18)
     refused({**plain, "version": 5}, "non-empty list of erasures")  # version 5 carries erasures (issue 18)
-    for version in (True, "2", 2.0, 7, 0, None, -1):
+    for version in (True, "2", 2.0, 8, 0, None, -1):
         refused({**plain, "version": version}, "version .* is not supported")
     # version 3 holds proofs of the current state only: a document proof claiming it is refused
     refused({**plain, "version": 3}, "unknown proof kind 'document' for version 3")
