@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 
 
@@ -117,9 +118,23 @@ def exit_code_for(exc: BaseException) -> int:
     return UNEXPECTED
 
 
+_PYTHON_FORMS = [  # the library's messages name its keyword and the CLI's flag: a CLI user needs the flag
+    (re.compile(r"\b[a-z_]+=\.\.\. \((--[a-z-]+)\)"), r"\1"),  # give reason=... (--reason) -> give --reason
+    (re.compile(r"\(([a-z_]+)=(?:\[\.\.\.\]|\.\.\.), "), "("),  # (verifier_keys=[...], immudoc verify ...) -> (immudoc verify ...)
+]
+
+
+def for_the_command_line(text: str) -> str:
+    """A library message as a command-line user reads it: where it names a Python keyword
+    beside the option that does the same, the option alone."""
+    for pattern, repl in _PYTHON_FORMS:
+        text = pattern.sub(repl, text)
+    return text
+
+
 def message_for(exc: BaseException) -> str:
     """One line: what went wrong, without a traceback."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = for_the_command_line(" ".join(str(exc).split()) or type(exc).__name__)
     code = exit_code_for(exc)
     if code == UNEXPECTED:
         return f"unexpected error: {type(exc).__name__}: {text} (set IMMUDOC_DEBUG=1 for the traceback)"

@@ -170,3 +170,13 @@ def test_messages_show_no_python(trial, check_error, tmp_path):
 
     assert printable(b"d\x00visits\x00v1") == "'d/visits/v1'"
     assert printable(b"\xff\x01" + b"a" * 100, 4) == "'\\xff\\x01aa…'"
+
+
+def test_messages_name_the_option_not_the_keyword(cli):
+    """A library message names its keyword and the CLI's option ("reason=... (--reason)"); the
+    command line shows the option alone (docstore.cli.errors.for_the_command_line)."""
+    assert cli("init").code == 0
+    assert cli("collection", "create", "v", "--require-reason").code == 0
+    assert cli("insert", "v", "-", input='{"_id": "a", "n": 1}').code == 0
+    r = cli("update", "v", "a", '{"$set": {"n": 2}}')
+    assert r.code == 4 and "--reason" in r.err and "reason=" not in r.err, r.err
