@@ -19,7 +19,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _PUBLIC: dict[str, tuple[str, ...]] = {  # the public names, listed once: module -> names
-    "docstore.api": ("Collection", "Database", "DeleteResult", "Erasure", "Revision", "Transaction", "TxCollection", "UpdateResult"),
+    "docstore.api": (
+        "Collection", "Database", "DeleteResult", "Erasure", "InsertedIds", "Revision", "Transaction", "TxCollection",
+        "UpdateResult",
+    ),
     "docstore.backup": ("restore",),
     "docstore.database": ("open",),
     "docstore.errors": (

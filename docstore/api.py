@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from docstore.proofs.bundle import Proof
     from docstore.proofs.statebundle import StateProof
 
-__all__ = ["Collection", "Database", "DeleteResult", "Erasure", "Revision", "Transaction", "TxCollection", "UpdateResult"]
+__all__ = [
+    "Collection", "Database", "DeleteResult", "Erasure", "InsertedIds", "Revision", "Transaction", "TxCollection", "UpdateResult",
+]
 
 T = TypeVar("T")
 
@@ -59,6 +61,27 @@ class Revision:
         if not tx_meta:
             return self
         return replace(self, user=tx_meta.get("user"), reason=tx_meta.get("reason"), meta=tx_meta.get("meta"))
+
+
+class InsertedIds(list[str]):
+    """What ``insert_many`` returns: the inserted ids, in order (a list), and ``transactions``:
+    ``(transaction, documents)`` for each transaction that wrote them (one; with
+    ``per_transaction=n`` one a group), empty for a repeat of an idempotent write (the first
+    call's ids come back, not its transaction)."""
+
+    def __init__(self, ids: Iterable[str] = (), transactions: Iterable[tuple[int, int]] = ()) -> None:
+        super().__init__(ids)
+        self.transactions: list[tuple[int, int]] = list(transactions)
+
+    def add(self, ids: list[str], tx: int | None) -> None:
+        """Append one transaction's ids (``tx`` None: not known)."""
+        self.extend(ids)
+        if tx is not None:
+            self.transactions.append((tx, len(ids)))
+
+    def with_tx(self, ids: list[str], tx: int | None) -> InsertedIds:
+        self.add(ids, tx)
+        return self
 
 
 @dataclass(frozen=True)
@@ -168,7 +191,7 @@ class Collection(Protocol):
     def insert_many(
         self, docs: Iterable[dict], *, per_transaction: int | None = None, idempotency_key: str | None = None,
         user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> list[str]: ...
+    ) -> InsertedIds: ...
     def replace(
         self, doc_id: str, doc: dict, *, idempotency_key: str | None = None, user: str | None = None,
         reason: str | None = None, meta: dict[str, Any] | None = None,

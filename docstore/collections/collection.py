@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kvcore import gcpause
 
 from docstore.documents import records
-from docstore.api import DeleteResult, Erasure, Revision, UpdateResult
+from docstore.api import DeleteResult, Erasure, InsertedIds, Revision, UpdateResult
 from docstore.collections import budget, cursor
 from docstore.collections.indexes import check_field, union_documents
 from docstore.collections.indexspec import check_parallel_arrays, check_spec, index_name_fields, spec_keys
@@ -93,8 +93,9 @@ class Collection(by_filter.WritesByFilter):
     def insert_many(
         self, docs: Iterable[dict], *, per_transaction: int | None = None, idempotency_key: str | None = None,
         user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> list[str]:
-        """Insert documents in one atomic transaction; returns their ids.
+    ) -> InsertedIds:
+        """Insert documents in one atomic transaction; returns their ids (a list, whose
+        ``transactions`` says which transaction wrote them: :class:`docstore.InsertedIds`).
 
         With ``per_transaction=n``, ``docs`` (any iterable, read lazily) is committed ``n``
         documents at a time, each group atomic: memory stays bounded whatever their number
@@ -105,17 +106,27 @@ class Collection(by_filter.WritesByFilter):
             if idempotency_key is not None:
                 raise QueryError("an idempotency key covers one transaction: not per_transaction (give each its own)")
             tx_meta = txmeta.encode(user, reason, meta)  # checked before any group is written
-
-            def one(group: list[dict]) -> list[str]:
-                return self._run(lambda tx: tx[self.name].insert_many(group), tx_meta=tx_meta)
-
-            return [i for group in in_groups(docs, per_transaction) for i in one(group)]
+            out = InsertedIds()
+            for group in in_groups(docs, per_transaction):
+                out.add(*self._insert_tx(group, None, tx_meta))
+            return out
         docs = list(docs)
         tx_meta = txmeta.encode(user, reason, meta)
         check_fits(docs, self.name)  # too large for one transaction: said before any work
         # see kvcore.gcpause: a batch's temporaries are freed by reference counts
         with gcpause.paused() if len(docs) >= BULK_DOCS else nullcontext():
-            return self._run(lambda tx: tx[self.name].insert_many(docs), idempotency_key, "insert", tx_meta)
+            return InsertedIds().with_tx(*self._insert_tx(docs, idempotency_key, tx_meta))
+
+    def _insert_tx(self, docs: list[dict], key: str | None, tx_meta: bytes | None) -> tuple[list[str], int | None]:
+        """(ids, transaction: None for a repeat of an idempotent write) of one insert_many."""
+        ran: list[Transaction] = []
+
+        def body(tx: Transaction) -> list[str]:
+            ran.append(tx)
+            return tx[self.name].insert_many(docs)
+
+        ids = self._run(body, key, "insert", tx_meta)
+        return list(ids), ran[-1].tx_id if ran else None
 
     def replace(
         self, doc_id: str, doc: dict, *, idempotency_key: str | None = None, user: str | None = None,

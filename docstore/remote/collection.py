@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import kvcore
 
 from docstore.collections import budget, cursor
-from docstore.api import DeleteResult, Erasure, Revision, UpdateResult
+from docstore.api import DeleteResult, Erasure, InsertedIds, Revision, UpdateResult
 from docstore.collections.indexes import check_field
 from docstore.collections.indexspec import check_spec, index_name_fields
 from docstore.collections.query import compile_filter, compile_projection
@@ -91,8 +91,9 @@ class RemoteCollection(by_filter.WritesByFilter):
     def insert_many(
         self, docs: Iterable[dict], *, per_transaction: int | None = None, idempotency_key: str | None = None,
         user: str | None = None, reason: str | None = None, meta: dict[str, Any] | None = None,
-    ) -> list[str]:
-        """Insert documents in one atomic transaction; returns their ids.
+    ) -> InsertedIds:
+        """Insert documents in one atomic transaction; returns their ids (and, as
+        ``transactions``, the transaction that wrote them: :class:`docstore.InsertedIds`).
 
         They are sent in messages of ``batch_size`` documents (and at most half the maximum
         message size), all in one call: the server commits all of them or none. With
@@ -105,8 +106,12 @@ class RemoteCollection(by_filter.WritesByFilter):
         if per_transaction is not None:
             if idempotency_key is not None:
                 raise QueryError("an idempotency key covers one transaction: not per_transaction (give each its own)")
-            return [i for group in in_groups(docs, per_transaction)
-                    for i in self.insert_many(group, reason=reason, meta=meta)]
+            out = InsertedIds()
+            for group in in_groups(docs, per_transaction):
+                got = self.insert_many(group, reason=reason, meta=meta)
+                out.extend(got)
+                out.transactions += got.transactions
+            return out
         docs = list(docs)
         check_fits(docs, self.name)  # too large for one transaction: said before anything is sent
         encoded = [codec.dumps_doc(d) for d in docs]
@@ -126,7 +131,8 @@ class RemoteCollection(by_filter.WritesByFilter):
                 if start >= len(encoded):
                     return
 
-        return list(self._conn.write(self._stub.Insert, batches, idempotency_key, tx_meta).ids)
+        r = self._conn.write(self._stub.Insert, batches, idempotency_key, tx_meta)
+        return InsertedIds().with_tx(list(r.ids), r.tx_id if r.HasField("tx_id") else None)
 
     def replace(
         self, doc_id: str, doc: dict, *, idempotency_key: str | None = None, user: str | None = None,

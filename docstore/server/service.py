@@ -293,7 +293,11 @@ class DocstoreService(pb_grpc.DocstoreServicer):
         left = context.time_remaining()
         if left is not None and left <= 0:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the documents were written")
-        return pb.InsertResponse(ids=coll.insert_many(docs, idempotency_key=_key(context), **self._tx_kw(context)))
+        got = coll.insert_many(docs, idempotency_key=_key(context), **self._tx_kw(context))
+        response = pb.InsertResponse(ids=got)
+        for tx, _n in getattr(got, "transactions", ()):
+            response.tx_id = tx
+        return response
 
     @rpc(need="write")
     def Replace(self, request: pb.ReplaceRequest, context: grpc.ServicerContext) -> Any:
