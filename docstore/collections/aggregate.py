@@ -1120,7 +1120,16 @@ class Pipeline:
         out: Iterator[dict] = budget.checked(docs)
         for stage in self._stages:
             out = stage(out)
-        return out
+        return _no_overflow(out)
+
+
+def _no_overflow(docs: Iterator[dict]) -> Iterator[dict]:
+    """The stages' documents; arithmetic that overflows a float (an integer beyond a float's
+    range meeting a float) is a QueryError, as in ``$expr``."""
+    try:
+        yield from docs
+    except OverflowError:
+        raise QueryError("an expression's arithmetic overflowed: a number is too large for a float") from None
 
 
 def _stage_parts(pipeline: Any) -> list[tuple[str, Any]]:

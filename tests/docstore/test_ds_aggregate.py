@@ -647,3 +647,12 @@ def test_pipelines_match_mongomock():
 def test_differential_canon_is_strict_enough():
     assert canon({"a": 1}) == canon({"a": 1.0}) and canon(True) != canon(1) and canon([1, 2]) != canon([2, 1])
     assert not math.isnan(canon(2**40)[1])
+
+
+def test_arithmetic_overflow_is_a_query_error(tmp_path):
+    db = docstore.open(tmp_path / "db")
+    c = db.create_collection("big")
+    c.insert({"_id": "a", "n": 10**400, "f": 1.5})
+    with pytest.raises(docstore.QueryError, match="overflowed"):
+        list(c.aggregate([{"$project": {"x": {"$add": ["$n", "$f"]}}}]))
+    db.close()
