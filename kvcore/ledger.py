@@ -147,6 +147,7 @@ class Ledger:
         self._erasing: set[bytes] = set()  # erasure entries made, not committed yet
         self._erased_in: dict[int, dict[int, int]] = {}  # tx -> {index: erasing tx}
         self._erasures_to = 0  # erasure records read up to this transaction
+        self._last_erasure = 0
         self._codec = codec = codec_for(storage.format_version)
         count = storage.tx_count()
         try:
@@ -512,7 +513,13 @@ class Ledger:
         end = None if count is None else start + count
         return {i: by for i, by in marks.items() if i >= start and (end is None or i < end)}
 
+    @property
+    def last_erasure(self) -> int:
+        """The transaction of the last erasure this ledger knows of (0: none)."""
+        return self._last_erasure
+
     def _note_erased(self, items: Iterable[tuple[int, int, bytes]], by: int) -> None:
+        self._last_erasure = max(self._last_erasure, by)
         for t, i, leaf in items:
             self._prover.erased[(t, i)] = leaf
             self._erased_in.setdefault(t, {})[i] = by

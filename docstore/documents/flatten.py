@@ -69,6 +69,11 @@ _INTEGER = re.compile(rb"-?(?:0|[1-9][0-9]*)")
 # --------------------------------------------------------------------------- pointers
 
 
+def field_pointer(field: str) -> str:
+    """The JSON pointer of a dotted field name (an index's field): ``a.b`` -> ``/a/b``."""
+    return "/" + "/".join(escape(t) for t in field.split("."))
+
+
 def escape(token: str) -> str:
     """Escape one reference token for a JSON pointer: ``~`` -> ``~0``, ``/`` -> ``~1``."""
     if "~" in token or "/" in token:

@@ -25,6 +25,7 @@ import orjson
 
 from kvcore.ledger import MAX_KEY_BYTES
 
+from docstore.documents.flatten import field_pointer
 from docstore.errors import CorruptDataError, InvalidDocumentError
 
 SALT_BYTES = 16
@@ -88,7 +89,7 @@ def unique_key(coll: str, field: str, index_key: bytes) -> bytes:
         raise InvalidDocumentError(
             f"the value of unique field {field!r} is too long for its unique index ({len(key)} bytes "
             f"as a ledger key; at most {MAX_KEY_BYTES})",
-            "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in field.split(".")),
+            field_pointer(field),
         )
     return key
 

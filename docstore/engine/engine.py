@@ -31,7 +31,6 @@ from typing import Any, NoReturn
 import lmdb
 
 import kvcore
-from kvcore.erasure import ERASED_KEY
 
 from docstore.collections.indexes import Index
 from docstore.collections.schema import Schema
@@ -199,6 +198,7 @@ class Engine:
         self._cache_lock = threading.Lock()
         self._generation = store.generation
         self._next_look = 0.0
+        self._compacted_seen = 0  # the last erasure the derived state's files were checked against
         self._schemas: dict[str, tuple[bytes, Schema | None]] = {}
         self._temp_store = temp_store
         """The directory of a private derived state (a reader's, when the database has none)."""
@@ -367,8 +367,10 @@ class Engine:
                 with self._damage_is_corruption():
                     derive.catch_up(self.store, self.ledger, self.read_doc)
                 self.note_reflected()
-                if self.follows and not self.readonly and self.last_erasure() > self.store.compacted_through():
-                    self.after_erasure()  # another writer's erasure: no erased row kept here either
+                if self.follows and not self.readonly and self.last_erasure() > self._compacted_seen:
+                    if self.last_erasure() > self.store.compacted_through():
+                        self.after_erasure()  # another writer's erasure: no erased row kept here either
+                    self._compacted_seen = self.last_erasure()
             return self.ledger.tx_id
 
     # ---------------------------------------------------------------- state
@@ -643,8 +645,7 @@ class Engine:
 
     def last_erasure(self) -> int:
         """The transaction of the ledger's last erasure (0: none)."""
-        newest = self.ledger.lookup(ERASED_KEY)
-        return 0 if newest is None else newest.tx_id
+        return self.ledger.last_erasure
 
     def store_location(self, coll: str, doc_id: str) -> Location | None:
         """Where the derived state says ``doc_id``'s current revision is (None: not live)."""

@@ -21,7 +21,7 @@ from kvcore.erasure import decode as decode_erasure
 from docstore.api import Erasure
 from docstore.collections.indexspec import condition_fields, index_fields
 from docstore.documents import erasure, records
-from docstore.documents.flatten import OBJECT_HEADER
+from docstore.documents.flatten import OBJECT_HEADER, field_pointer
 from docstore.documents.records import Header
 from docstore.engine.derive import ErasedDoc
 from docstore.engine.state import doc_from_items, erased_ordinals
@@ -55,26 +55,30 @@ def _unique_pointers(meta: dict) -> dict[str, str]:
         if i.get("unique"):
             for field in [*condition_fields(i), *index_fields(i)]:
                 what = "has a unique index" if field in index_fields(i) else f"is in the partial filter of unique index {i['field']!r}"
-                out["/" + "/".join(t.replace("~", "~0").replace("/", "~1") for t in field.split("."))] = f"{field!r} {what}"
+                out[field_pointer(field)] = f"{field!r} {what}"
     return out
 
 
-def _doc_after(engine: Engine, coll: str, doc_id: str, erasing: set[tuple[int, int]]) -> Callable[[int], dict] | None:
-    """The document's current revision as the erasure will leave it, given the erasing
-    transaction's id (read now, while its values are there)."""
+def _current(
+    engine: Engine, coll: str, doc_id: str, erasing: set[tuple[int, int]]
+) -> tuple[dict | None, Callable[[int], dict] | None]:
+    """The document's current revision as it is (its values still there: its index rows are
+    named by them) and, given the erasing transaction's id, as the erasure will leave it; both
+    from one read of its entries. (None, None) when it is not live."""
     loc = engine.store_location(coll, doc_id)
     if loc is None:
-        return None
+        return None, None
     header = Header(coll, doc_id, loc.revision, loc.n, False)
     first = loc.entry + 1
     items = engine.ledger.entry_items(loc.tx_id, first, loc.n) if loc.n else []
     before = erased_ordinals(engine.ledger, loc.tx_id, first, loc.n)
     mine = [i - first for t, i in erasing if t == loc.tx_id and first <= i < first + loc.n]
+    prefix = records.property_prefix(coll, doc_id)
 
     def doc_after(tx_id: int) -> dict:
-        return doc_from_items(header, items, records.property_prefix(coll, doc_id), {**before, **dict.fromkeys(mine, tx_id)})
+        return doc_from_items(header, items, prefix, {**before, **dict.fromkeys(mine, tx_id)})
 
-    return doc_after
+    return doc_from_items(header, items, prefix, before), doc_after
 
 
 def _carried_marker(items: list[tuple[bytes, bytes | None]], o: int, cut: int) -> bool:
@@ -104,7 +108,7 @@ def _ever_indexed(engine: Engine, coll: str, pointers: list[str] | None) -> bool
             except (orjson.JSONDecodeError, AttributeError, TypeError, KeyError):
                 return True  # (a definition that does not read: assume the worst)
     for field in fields:
-        ptr = "/" + "/".join(t.replace("~", "~0").replace("/", "~1") for t in field.split("."))
+        ptr = field_pointer(field)
         if pointers is None or any(ptr == p or ptr.startswith(p + "/") or p.startswith(ptr + "/") for p in pointers):
             return True
     return False
@@ -170,8 +174,7 @@ def erase(engine: Engine, coll: str, doc_id: str, pointers: list[str] | None, tx
         kv.set(erasure.record_key(coll, doc_id), erasure.encode_record(pointers, n))
         kv.set(*entry)
         staged.done = True
-        after = _doc_after(engine, coll, doc_id, set(locations))
-        old = engine.current_document(coll, doc_id)  # (its values still there: its rows are named by them)
+        old, after = _current(engine, coll, doc_id, set(locations))
         tx = engine.commit(kv, {}, [], None, [ErasedDoc(coll, doc_id, after, old)])
         engine.after_erasure(compact=_ever_indexed(engine, coll, pointers))
         return Erasure(tx, n, revisions)
